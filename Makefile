@@ -1,0 +1,33 @@
+# make install   create .venv and install notifier with everything it needs (idempotent)
+# make run       install, then start the embedded local stack (notifier local)
+# make test      install, then run the whole test suite
+# make lint      ruff on the code, cfn-lint on the CloudFormation template
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/notifier local
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check notifier iotauth statemachines tests
+	$(BIN)/python -m notifier.package --lint
+
+clean:
+	rm -rf $(VENV) build *.egg-info
