@@ -1,0 +1,48 @@
+"""aiobotocore clients, configured once from where the AWS API lives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where the AWS API is. ``endpoint_url`` unset means real AWS."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class AwsClients:
+    """Creates aiobotocore clients that share one session and one configuration."""
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self.settings = settings
+        self._session: AioSession = get_session()
+        if settings.profile:
+            self._session.set_config_variable("profile", settings.profile)
+        self._config = AioConfig(
+            retries={"mode": "adaptive", "max_attempts": 8},
+            max_pool_connections=200,
+        )
+
+    @asynccontextmanager
+    async def client(self, service: str) -> AsyncIterator[Any]:
+        async with self._session.create_client(
+            service,  # type: ignore[call-overload]
+            region_name=self.settings.region,
+            endpoint_url=self.settings.endpoint_url,
+            aws_access_key_id=self.settings.access_key_id,
+            aws_secret_access_key=self.settings.secret_access_key,
+            config=self._config,
+        ) as client:
+            yield client

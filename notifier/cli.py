@@ -1,0 +1,95 @@
+"""The ``notifier`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from notifier.local.broker import PortInUseError
+from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier",
+        description="Run AWS Step Functions workflows as synchronous HTTP calls.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    local = commands.add_parser(
+        "local",
+        help="run the embedded local AWS stack on loopback (no AWS account needed)",
+        description="Start an AWS API endpoint (moto) and an MQTT broker (amqtt) on loopback "
+        "and deploy the notifier stack into them.",
+    )
+    defaults = LocalStackSettings()
+    local.add_argument("--host", default=defaults.host, help="address to listen on")
+    local.add_argument(
+        "--aws-port", type=int, default=defaults.aws_port, help="AWS API endpoint port"
+    )
+    local.add_argument("--mqtt-port", type=int, default=defaults.mqtt_port, help="MQTT port")
+    local.add_argument("--stage", default=defaults.stage, help="the template's Stage parameter")
+    local.add_argument("--stack-name", default=defaults.stack_name)
+    local.add_argument("--topic-root", default=defaults.topic_root)
+    local.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def banner(stack: LocalStack) -> str:
+    assert stack.endpoint is not None
+    url = stack.endpoint.url
+    mqtt = f"{stack.settings.host}:{stack.broker.port}"
+    outputs = "\n".join(f"    {k:<28} {v}" for k, v in sorted(stack.outputs.items()))
+    hello = stack.outputs.get("HelloStateMachineArn", "<HelloStateMachineArn>")
+    root = stack.settings.topic_root
+    return f"""\
+notifier local stack is up (Ctrl-C stops it)
+  AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
+  MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core)
+  stack {stack.settings.stack_name!r} outputs:
+{outputs}
+
+Try, in another terminal:
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+  mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -t '{root}/#' -v
+  aws --endpoint-url {url} stepfunctions start-execution \\
+      --state-machine-arn {hello} --input '{{"subtopic": "demo", "waitSeconds": 1}}'
+"""
+
+
+async def run_local(args: argparse.Namespace) -> int:
+    settings = LocalStackSettings(
+        host=args.host,
+        aws_port=args.aws_port,
+        mqtt_port=args.mqtt_port,
+        stack_name=args.stack_name,
+        stage=args.stage,
+        topic_root=args.topic_root,
+        log_level=args.log_level,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with LocalStack(settings) as stack:
+        print(banner(stack), flush=True)
+        await stop.wait()
+        print("stopping...", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "local":
+            sys.exit(asyncio.run(run_local(args)))
+    except (PortInUseError, LocalStackError) as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,67 @@
+"""The local MQTT broker (amqtt), standing in for AWS IoT Core's message broker."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.errors import BrokerError
+
+
+class PortInUseError(Exception):
+    def __init__(self, what: str, host: str, port: int, option: str) -> None:
+        super().__init__(f"{what}: {host}:{port} is already in use (choose another with {option})")
+        self.port = port
+        self.option = option
+
+
+class LocalBroker:
+    """amqtt on loopback; ``port`` 0 picks a free port, readable after start."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        self._broker: Broker | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+
+    async def start(self) -> None:
+        # amqtt logs a full traceback for a failed bind; the error below says it in one line.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+        broker = Broker(self.config())
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise PortInUseError("MQTT broker", self.host, self.port, "--mqtt-port") from exc
+            raise
+        finally:
+            logging.getLogger("amqtt").setLevel(logging.WARNING)
+        self._broker = broker
+        server = broker._servers["default"].instance
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None
+
+    async def __aenter__(self) -> LocalBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

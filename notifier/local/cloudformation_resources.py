@@ -1,0 +1,161 @@
+"""Stands in for what moto's CloudFormation does not do for the notifier template.
+
+moto logs "No Moto CloudFormation support" and moves on for some types the stack needs
+locally, above all SNS subscriptions (without them nothing reaches the queues subscribed to
+a topic). These models teach moto's CloudFormation those types, so the resources are
+created from the template itself, by the same CreateStack/UpdateStack call used for AWS.
+
+moto's CloudFormation also creates state machines in its plain Step Functions backend,
+while the API serves the executing one; stacks are pointed at the executing backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from moto.core.common_models import CloudFormationModel
+
+
+class _TemplateResource:
+    """A resource moto has no model for; it is created by calling moto's backends."""
+
+    def __init__(self, physical_resource_id: str) -> None:
+        self.physical_resource_id = physical_resource_id
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return False
+
+    def is_created(self) -> bool:
+        return True
+
+    @classmethod
+    def update_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        cls.delete_from_cloudformation_json(
+            original_resource.physical_resource_id, cloudformation_json, account_id, region_name
+        )
+        return cls.create_from_cloudformation_json(
+            new_resource_name, cloudformation_json, account_id, region_name
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        return None
+
+
+class SnsSubscription(_TemplateResource, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SNS::Subscription"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SnsSubscription:
+        from moto.sns.models import sns_backends
+
+        properties = cloudformation_json["Properties"]
+        backend = sns_backends[account_id][region_name]
+        subscription = backend.subscribe(
+            properties["TopicArn"], properties["Endpoint"], properties["Protocol"]
+        )
+        for name in ("FilterPolicy", "FilterPolicyScope", "RawMessageDelivery", "RedrivePolicy"):
+            if name in properties:
+                value = properties[name]
+                if isinstance(value, dict):
+                    value = json.dumps(value)
+                elif isinstance(value, bool):
+                    value = str(value).lower()
+                backend.set_subscription_attributes(subscription.arn, name, value)
+        return cls(subscription.arn)
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        from moto.sns.models import sns_backends
+
+        sns_backends[account_id][region_name].unsubscribe(resource_name)
+
+
+class SqsQueuePolicy(_TemplateResource, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SQS::QueuePolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SqsQueuePolicy:
+        from moto.sqs.models import sqs_backends
+
+        properties = cloudformation_json["Properties"]
+        policy = json.dumps(properties["PolicyDocument"])
+        for queue_url in properties["Queues"]:
+            queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+            sqs_backends[account_id][region_name].set_queue_attributes(
+                queue_name, {"Policy": policy}
+            )
+        return cls(resource_name)
+
+
+class S3BucketPolicy(_TemplateResource, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::S3::BucketPolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> S3BucketPolicy:
+        from moto.s3.models import s3_backends
+
+        properties = cloudformation_json["Properties"]
+        policy = json.dumps(properties["PolicyDocument"]).encode()
+        s3_backends[account_id]["global"].put_bucket_policy(properties["Bucket"], policy)
+        return cls(resource_name)
+
+
+def install() -> None:
+    """Make moto's CloudFormation see the models above (it caches its type map on first use)
+    and create state machines where the Step Functions API will look for them."""
+    from moto.cloudformation import parsing
+    from moto.stepfunctions import models as sfn_models
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]
+
+    for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
+        cached.cache_clear()
+    known = parsing.get_model_map()
+    for model in (SnsSubscription, SqsQueuePolicy, S3BucketPolicy):
+        assert known[model.cloudformation_type()] is model

@@ -1,0 +1,96 @@
+"""The local AWS API endpoint: moto's server plus the bridges for what moto lacks.
+
+Runs as its own process (``python -m notifier.local.endpoint``) so that state machine
+executions and Lambda workers never compete with the daemon's event loop. Once it listens it
+prints one line, ``READY <host> <port>``, on stdout; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
+    os.environ.update(DUMMY_CREDENTIALS)
+    from moto.core.config import default_user_config
+    from moto.moto_server.threaded_moto_server import MotoRequestHandler
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from notifier.local import (
+        cloudformation_resources,
+        eventbridge_targets,
+        iot_core,
+        lambda_runtime,
+        sfn_status_events,
+    )
+
+    try:
+        server: Any = make_server(
+            host,
+            port,
+            DomainDispatcherApplication(create_backend_app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+    except OSError as exc:
+        print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
+        sys.exit(2)
+    bound_host, bound_port = server.server_address[:2]
+    # moto's Step Functions call the other services back on localhost:$MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(bound_port)
+    default_user_config["stepfunctions"]["execute_state_machine"] = True
+
+    runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
+    emitter = sfn_status_events.StatusChangeEmitter()
+    publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port)
+    lambda_runtime.install(runtime)
+    sfn_status_events.install(emitter)
+    eventbridge_targets.install()
+    iot_core.install(publisher)
+    cloudformation_resources.install()
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"READY {bound_host} {bound_port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        emitter.close()
+        runtime.close()
+        publisher.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument("--mqtt-host", default="127.0.0.1")
+    parser.add_argument("--mqtt-port", type=int, default=1883)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    serve(args.host, args.port, args.mqtt_host, args.mqtt_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Stands in for EventBridge's delivery to SNS topics and Lambda functions.
+
+moto's EventBridge delivers to SQS, CloudWatch Logs, archives and API destinations, and
+raises NotImplementedError for SNS and Lambda targets, which aborts the whole PutEvents.
+This bridge delivers those two target kinds itself, with the event in the shape AWS sends
+(ISO time, no moto-internal fields), and hands every other target back to moto.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("notifier.local.eventbridge")
+
+BRIDGED_SERVICES = ("sns", "lambda")
+
+
+def aws_event(event: dict[str, Any]) -> dict[str, Any]:
+    """moto's internal event message as EventBridge would deliver it."""
+    delivered = {key: value for key, value in event.items() if key != "ingestion-time"}
+    if isinstance(delivered.get("time"), int | float):
+        moment = datetime.fromtimestamp(delivered["time"], tz=UTC)
+        delivered["time"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return delivered
+
+
+def _deliver(target: dict[str, Any], event: dict[str, Any]) -> None:
+    from moto.awslambda.models import lambda_backends
+    from moto.sns.models import sns_backends
+    from moto.utilities.arns import parse_arn
+
+    arn = parse_arn(target["Arn"])
+    body = target["Input"] if "Input" in target else json.dumps(aws_event(event))
+    if arn.service == "sns":
+        sns_backends[arn.account][arn.region].get_topic(target["Arn"]).publish(body)
+    else:
+        function = lambda_backends[arn.account][arn.region].get_function(target["Arn"])
+        function.invoke(body, {"x-amz-invocation-type": "Event"}, {})
+
+
+def install() -> None:
+    from moto.events.models import Rule
+    from moto.utilities.arns import parse_arn
+
+    original_send = Rule.send_to_targets
+
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if not self.event_pattern.matches_event(original_event):
+            return
+        bridged = [t for t in self.targets if parse_arn(t["Arn"]).service in BRIDGED_SERVICES]
+        for target in bridged:
+            try:
+                _deliver(target, original_event)
+            except Exception:
+                log.exception("EventBridge could not deliver to %s", target["Arn"])
+        if len(bridged) < len(self.targets):
+            rest = copy.copy(self)
+            rest.targets = [t for t in self.targets if t not in bridged]
+            original_send(rest, original_event, transform_input)
+
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]

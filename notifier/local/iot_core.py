@@ -1,0 +1,77 @@
+"""Stands in for the AWS IoT Core data plane: publishes reach the local MQTT broker.
+
+moto's iot-data backend only records what is published, and moto's Step Functions
+interpreter does not know the service name AWS uses in `aws-sdk:iotdataplane:publish`
+(boto3 calls it ``iot-data``). This bridge teaches it the name and forwards every publish
+(from the API or from a state machine) to the broker over a real MQTT connection, waiting
+for the broker's PUBACK so that a broker outage fails the publish, as it would in AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from awscrt import io, mqtt
+
+log = logging.getLogger("notifier.local.iot_core")
+
+PUBLISH_TIMEOUT_SECONDS = 5.0
+PUBLISHER_CLIENT_ID = "notifier-local-iot-data"
+
+
+class BrokerPublisher:
+    """One MQTT connection, shared by all threads of the AWS endpoint, publishing at QoS 1."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._connection = mqtt.Connection(
+            client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
+            host_name=host,
+            port=port,
+            client_id=PUBLISHER_CLIENT_ID,
+            clean_session=True,
+            keep_alive_secs=30,
+            reconnect_min_timeout_secs=1,
+            reconnect_max_timeout_secs=5,
+            disable_metrics=True,
+        )
+        self._connected = False
+        self._connect_lock = threading.Lock()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        with self._connect_lock:
+            if not self._connected:
+                self._connection.connect().result(PUBLISH_TIMEOUT_SECONDS)
+                self._connected = True
+        future, _packet_id = self._connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
+        future.result(PUBLISH_TIMEOUT_SECONDS)
+
+    def close(self) -> None:
+        if self._connected:
+            self._connection.disconnect().result(PUBLISH_TIMEOUT_SECONDS)
+
+
+def install(publisher: BrokerPublisher) -> None:
+    from moto.core.exceptions import JsonRESTError
+    from moto.iotdata.models import IoTDataPlaneBackend
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
+        StateTaskService,
+    )
+
+    class ServiceUnavailable(JsonRESTError):
+        code = 503
+
+    StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["iotdataplane"] = "iot-data"
+
+    def publish(self: Any, topic: str, payload: bytes) -> None:
+        body = payload if isinstance(payload, bytes) else str(payload).encode()
+        try:
+            publisher.publish(topic, body)
+        except Exception as exc:
+            log.warning("IoT publish to %s failed: %s", topic, exc)
+            raise ServiceUnavailable(
+                "ServiceUnavailableException", f"the MQTT broker did not accept the publish: {exc}"
+            ) from exc
+
+    IoTDataPlaneBackend.publish = publish  # type: ignore[method-assign]

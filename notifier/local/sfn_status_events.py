@@ -1,0 +1,102 @@
+"""Stands in for Step Functions' own EventBridge integration, which moto lacks.
+
+AWS puts a "Step Functions Execution Status Change" event on the default bus whenever an
+execution of a STANDARD state machine changes status. This bridge observes moto's
+executions starting and ending and puts the same events, in AWS's shape, into moto's
+EventBridge, from one background thread so that delivery never slows an execution down and
+an execution's RUNNING event always precedes its final one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger("notifier.local.sfn_status_events")
+
+DETAIL_TYPE = "Step Functions Execution Status Change"
+SOURCE = "aws.states"
+
+
+def _millis(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
+    """The event ``detail`` AWS sends when ``execution`` (a moto parser Execution) enters ``status``."""
+    output = execution.output if status == "SUCCEEDED" else None
+    return {
+        "executionArn": execution.exec_arn,
+        "stateMachineArn": execution.state_machine.arn,
+        "name": execution.name,
+        "status": status,
+        "startDate": _millis(execution.start_date),
+        "stopDate": _millis(execution.stop_date) if status != "RUNNING" else None,
+        "input": json.dumps(execution.input_data),
+        "output": json.dumps(output) if output is not None else None,
+        "inputDetails": {"included": True},
+        "outputDetails": {"included": True} if output is not None else None,
+        "error": execution.error if status != "RUNNING" else None,
+        "cause": execution.cause if status != "RUNNING" else None,
+    }
+
+
+class StatusChangeEmitter:
+    """Puts status-change events into moto's EventBridge, in order, off the execution thread."""
+
+    def __init__(self) -> None:
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sfn-status-events")
+
+    def emit(self, execution: Any, status: str) -> None:
+        detail = status_change_detail(execution, status)
+        self._sender.submit(self._put, execution.account_id, execution.region_name, detail)
+
+    @staticmethod
+    def _put(account_id: str, region: str, detail: dict[str, Any]) -> None:
+        from moto.events.models import events_backends
+
+        try:
+            events_backends[account_id][region].put_events(
+                [
+                    {
+                        "Source": SOURCE,
+                        "DetailType": DETAIL_TYPE,
+                        "Detail": json.dumps(detail),
+                        "Resources": [detail["executionArn"]],
+                    }
+                ]
+            )
+        except Exception:
+            log.exception("could not deliver status change of %s", detail["executionArn"])
+
+    def close(self) -> None:
+        self._sender.shutdown(wait=True)
+
+
+def install(emitter: StatusChangeEmitter) -> None:
+    """Emit an event when any moto execution starts and when it ends."""
+    from moto.stepfunctions.parser.backend.execution import (
+        BaseExecutionWorkerCommunication,
+        Execution,
+        SyncExecution,
+    )
+
+    original_start = Execution.start
+    original_terminated = BaseExecutionWorkerCommunication.terminated
+
+    def start(self: Any) -> None:
+        # Queued before the worker starts, so that RUNNING is always sent before the end.
+        if not isinstance(self, SyncExecution):
+            emitter.emit(self, "RUNNING")
+        original_start(self)
+
+    def terminated(self: Any) -> None:
+        original_terminated(self)
+        if not isinstance(self.execution, SyncExecution):
+            emitter.emit(self.execution, self.execution.exec_status.value)
+
+    Execution.start = start  # type: ignore[method-assign]
+    BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
