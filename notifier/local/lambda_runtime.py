@@ -204,7 +204,7 @@ class LocalLambdaRuntime:
 
 
 def install(runtime: LocalLambdaRuntime) -> None:
-    """Route moto's Lambda invocations (API, SFN tasks, SNS and EventBridge targets) to ``runtime``."""
+    """Route every moto Lambda invocation (API, SFN task, SNS, EventBridge) to ``runtime``."""
     from moto.awslambda.models import LambdaFunction
 
     def invoke_locally(function: Any, event: Any = None) -> tuple[str, bool, str]:

@@ -26,7 +26,7 @@ def _millis(value: datetime | None) -> int | None:
 
 
 def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
-    """The event ``detail`` AWS sends when ``execution`` (a moto parser Execution) enters ``status``."""
+    """The event ``detail`` AWS sends when ``execution`` (moto parser) enters ``status``."""
     output = execution.output if status == "SUCCEEDED" else None
     return {
         "executionArn": execution.exec_arn,
