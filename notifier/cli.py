@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("transitions", "amqtt", "botocore", "aiobotocore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))

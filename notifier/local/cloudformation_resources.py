@@ -5,6 +5,10 @@ locally, above all SNS subscriptions (without them nothing reaches the queues su
 a topic). These models teach moto's CloudFormation those types, so the resources are
 created from the template itself, by the same CreateStack/UpdateStack call used for AWS.
 
+AWS::S3::BucketPolicy stays skipped on purpose: moto evaluates bucket policies without their
+conditions, so the template's TLS-only statement (deny when aws:SecureTransport is false)
+would deny every request, and the local endpoint speaks plain HTTP on loopback anyway.
+
 moto's CloudFormation also creates state machines in its plain Step Functions backend,
 while the API serves the executing one; stacks are pointed at the executing backend.
 """
@@ -78,7 +82,8 @@ class SnsSubscription(_TemplateResource, CloudFormationModel):
         subscription = backend.subscribe(
             properties["TopicArn"], properties["Endpoint"], properties["Protocol"]
         )
-        for name in ("FilterPolicy", "FilterPolicyScope", "RawMessageDelivery", "RedrivePolicy"):
+        # The scope first: moto validates a filter policy against the scope already set.
+        for name in ("FilterPolicyScope", "FilterPolicy", "RawMessageDelivery", "RedrivePolicy"):
             if name in properties:
                 value = properties[name]
                 if isinstance(value, dict):
@@ -123,28 +128,6 @@ class SqsQueuePolicy(_TemplateResource, CloudFormationModel):
         return cls(resource_name)
 
 
-class S3BucketPolicy(_TemplateResource, CloudFormationModel):
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::S3::BucketPolicy"
-
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> S3BucketPolicy:
-        from moto.s3.models import s3_backends
-
-        properties = cloudformation_json["Properties"]
-        policy = json.dumps(properties["PolicyDocument"]).encode()
-        s3_backends[account_id]["global"].put_bucket_policy(properties["Bucket"], policy)
-        return cls(resource_name)
-
-
 def install() -> None:
     """Make moto's CloudFormation see the models above (it caches its type map on first use)
     and create state machines where the Step Functions API will look for them."""
@@ -157,5 +140,5 @@ def install() -> None:
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()
     known = parsing.get_model_map()
-    for model in (SnsSubscription, SqsQueuePolicy, S3BucketPolicy):
+    for model in (SnsSubscription, SqsQueuePolicy):
         assert known[model.cloudformation_type()] is model

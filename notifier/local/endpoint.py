@@ -11,8 +11,10 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import warnings
 from typing import Any
 
 DUMMY_CREDENTIALS = {
@@ -37,17 +39,23 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         sfn_status_events,
     )
 
+    # Bound here rather than by werkzeug, which answers a taken port with its own exit.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        server: Any = make_server(
-            host,
-            port,
-            DomainDispatcherApplication(create_backend_app),
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
+        listener.bind((host, port))
     except OSError as exc:
         print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
         sys.exit(2)
+    listener.listen(512)
+    server: Any = make_server(
+        host,
+        port,
+        DomainDispatcherApplication(create_backend_app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+        fd=listener.fileno(),
+    )
     bound_host, bound_port = server.server_address[:2]
     # moto's Step Functions call the other services back on localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(bound_port)
@@ -89,6 +97,13 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
+        # Documented in cloudformation_resources: the bucket policy is skipped on purpose.
+        warnings.filterwarnings("ignore", message="Tried to parse AWS::S3::BucketPolicy")
+        logging.getLogger("moto").addFilter(
+            lambda record: "AWS::S3::BucketPolicy" not in record.getMessage()
+        )
     serve(args.host, args.port, args.mqtt_host, args.mqtt_port)
 
 

@@ -2,7 +2,8 @@
 
 moto's iot-data backend only records what is published, and moto's Step Functions
 interpreter does not know the service name AWS uses in `aws-sdk:iotdataplane:publish`
-(boto3 calls it ``iot-data``). This bridge teaches it the name and forwards every publish
+(boto3 calls it ``iot-data``), nor that Step Functions spells that API's lower-case members
+``Topic``, ``Qos`` and ``Payload``. This bridge teaches it both and forwards every publish
 (from the API or from a state machine) to the broker over a real MQTT connection, waiting
 for the broker's PUBACK so that a broker outage fails the publish, as it would in AWS.
 """
@@ -13,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+import botocore.session
 from awscrt import io, mqtt
 
 log = logging.getLogger("notifier.local.iot_core")
@@ -62,7 +64,23 @@ def install(publisher: BrokerPublisher) -> None:
     class ServiceUnavailable(JsonRESTError):
         code = 503
 
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (  # noqa: E501
+        StateTaskServiceAwsSdk,
+    )
+
     StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES["iotdataplane"] = "iot-data"
+    original_normalise = StateTaskServiceAwsSdk._normalise_parameters
+
+    def normalise_parameters(self: Any, parameters: dict[str, Any], *args: Any) -> None:
+        if self.resource.api_name != "iotdataplane":
+            original_normalise(self, parameters, *args)
+            return
+        service = botocore.session.get_session().get_service_model("iot-data")
+        action = self.resource.api_action.lower()
+        name = next(op for op in service.operation_names if op.lower() == action)
+        self._to_boto_request(parameters, service.operation_model(name).input_shape)
+
+    StateTaskServiceAwsSdk._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
 
     def publish(self: Any, topic: str, payload: bytes) -> None:
         body = payload if isinstance(payload, bytes) else str(payload).encode()

@@ -1,0 +1,16 @@
+"""Fixtures shared by the whole suite: one local stack per test session, on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from notifier.local.stack import LocalStack, LocalStackSettings
+
+
+@pytest.fixture(scope="session")
+async def local_stack() -> AsyncIterator[LocalStack]:
+    settings = LocalStackSettings(aws_port=0, mqtt_port=0, stack_name="notifier-test", stage="test")
+    async with LocalStack(settings) as stack:
+        yield stack

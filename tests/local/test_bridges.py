@@ -1,0 +1,163 @@
+"""Each bridge of the local stack, exercised through the public AWS API as clients see it."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from notifier.local.stack import LocalStack
+from tests.local.test_workflows import new_id
+from tests.mqtt_support import MqttRecorder
+
+HANDLER = """
+import os, time
+
+def handler(event, context):
+    if event.get("raise"):
+        raise KeyError("asked to fail")
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {"greeting": os.environ["GREETING"], "function": context.function_name, "event": event}
+"""
+
+
+def code_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", HANDLER)
+    return buffer.getvalue()
+
+
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+async def create_function(stack: LocalStack, greeting: str, timeout: int = 3) -> str:
+    name = new_id("fn")
+    async with stack.aws().client("iam") as iam:
+        role = await iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST)
+        )
+    async with stack.aws().client("lambda") as awslambda:
+        await awslambda.create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role["Role"]["Arn"],
+            Handler="app.handler",
+            Code={"ZipFile": code_zip()},
+            Timeout=timeout,
+            Environment={"Variables": {"GREETING": greeting}},
+        )
+    return name
+
+
+async def invoke(stack: LocalStack, name: str, event: dict) -> tuple[dict, str | None]:
+    async with stack.aws().client("lambda") as awslambda:
+        response = await awslambda.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+        payload = json.loads(await response["Payload"].read())
+    return payload, response.get("FunctionError")
+
+
+async def test_lambda_runs_deployed_code_with_its_own_environment(local_stack: LocalStack) -> None:
+    hello = await create_function(local_stack, "hello")
+    bonjour = await create_function(local_stack, "bonjour")
+    first, error = await invoke(local_stack, hello, {"n": 1})
+    second, _ = await invoke(local_stack, bonjour, {"n": 2})
+    assert error is None
+    assert first == {"greeting": "hello", "function": hello, "event": {"n": 1}}
+    assert second["greeting"] == "bonjour"
+
+
+async def test_lambda_error_has_aws_error_payload(local_stack: LocalStack) -> None:
+    name = await create_function(local_stack, "hi")
+    payload, error = await invoke(local_stack, name, {"raise": True})
+    assert error is not None
+    assert payload["errorType"] == "KeyError"
+    assert "asked to fail" in payload["errorMessage"]
+    again, error = await invoke(local_stack, name, {})
+    assert error is None and again["greeting"] == "hi"
+
+
+async def test_lambda_timeout_is_enforced(local_stack: LocalStack) -> None:
+    name = await create_function(local_stack, "slow", timeout=1)
+    payload, error = await invoke(local_stack, name, {"sleep": 5})
+    assert error is not None
+    assert payload["errorType"] == "Sandbox.Timedout"
+    after, error = await invoke(local_stack, name, {})
+    assert error is None and after["greeting"] == "slow"
+
+
+async def test_iot_data_publish_reaches_the_broker(local_stack: LocalStack) -> None:
+    topic = f"notifier/{new_id('iot')}/x"
+    async with MqttRecorder(local_stack.settings.host, local_stack.broker.port, topic) as mqtt:
+        async with local_stack.aws().client("iot-data") as iot:
+            await iot.publish(topic=topic, qos=1, payload=json.dumps({"hello": 1}).encode())
+        received = await mqtt.next(timeout=10)
+    assert received == (topic, {"hello": 1})
+
+
+async def test_cloudformation_creates_types_moto_skips(local_stack: LocalStack) -> None:
+    template = {
+        "Resources": {
+            "Topic": {"Type": "AWS::SNS::Topic"},
+            "Queue": {"Type": "AWS::SQS::Queue"},
+            "Subscription": {
+                "Type": "AWS::SNS::Subscription",
+                "Properties": {
+                    "TopicArn": {"Ref": "Topic"},
+                    "Protocol": "sqs",
+                    "Endpoint": {"Fn::GetAtt": ["Queue", "Arn"]},
+                    "RawMessageDelivery": True,
+                    "FilterPolicy": {"kind": ["wanted"]},
+                    "FilterPolicyScope": "MessageBody",
+                },
+            },
+            "QueuePolicy": {
+                "Type": "AWS::SQS::QueuePolicy",
+                "Properties": {
+                    "Queues": [{"Ref": "Queue"}],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "sns.amazonaws.com"},
+                                "Action": "sqs:SendMessage",
+                                "Resource": {"Fn::GetAtt": ["Queue", "Arn"]},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+        "Outputs": {
+            "Topic": {"Value": {"Ref": "Topic"}},
+            "Queue": {"Value": {"Ref": "Queue"}},
+        },
+    }
+    stack_name = new_id("bridges")
+    aws = local_stack.aws()
+    async with aws.client("cloudformation") as cfn:
+        await cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+        stack = (await cfn.describe_stacks(StackName=stack_name))["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+    async with aws.client("sns") as sns, aws.client("sqs") as sqs:
+        await sns.publish(TopicArn=outputs["Topic"], Message=json.dumps({"kind": "unwanted"}))
+        await sns.publish(TopicArn=outputs["Topic"], Message=json.dumps({"kind": "wanted"}))
+        received = await sqs.receive_message(
+            QueueUrl=outputs["Queue"], MaxNumberOfMessages=10, WaitTimeSeconds=2
+        )
+        queue = await sqs.get_queue_attributes(QueueUrl=outputs["Queue"], AttributeNames=["Policy"])
+    assert [json.loads(m["Body"]) for m in received["Messages"]] == [{"kind": "wanted"}]
+    assert json.loads(queue["Attributes"]["Policy"])["Version"] == "2012-10-17"

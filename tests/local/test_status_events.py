@@ -1,0 +1,71 @@
+"""Step Functions status-change events reach EventBridge's SQS and SNS targets in AWS's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from notifier.local.stack import LocalStack
+from tests.local.test_workflows import new_id, start, wait_final
+
+DETAIL_KEYS = {
+    "executionArn", "stateMachineArn", "name", "status", "startDate", "stopDate",
+    "input", "output", "inputDetails", "outputDetails", "error", "cause",
+}  # fmt: skip
+
+
+async def statuses_for(sqs: Any, queue_url: str, execution_arn: str, count: int) -> list[dict]:
+    """Events about one execution, in arrival order; others' events are left in the queue."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        while len(events) < count:
+            received = await sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            for message in received.get("Messages", []):
+                event = json.loads(message["Body"])
+                if event["detail"]["executionArn"] == execution_arn:
+                    events.append(event)
+                    await sqs.delete_message(
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
+                else:
+                    await sqs.change_message_visibility(
+                        QueueUrl=queue_url,
+                        ReceiptHandle=message["ReceiptHandle"],
+                        VisibilityTimeout=0,
+                    )
+    return events
+
+
+async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: LocalStack) -> None:
+    async with local_stack.aws().client("sqs") as sqs, local_stack.aws().client("sns") as sns:
+        subscriber_url = (await sqs.create_queue(QueueName=new_id("status-sub")))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(
+            QueueUrl=subscriber_url, AttributeNames=["QueueArn"]
+        )
+        await sns.subscribe(
+            TopicArn=local_stack.outputs["StatusTopicArn"],
+            Protocol="sqs",
+            Endpoint=attributes["Attributes"]["QueueArn"],
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        name = new_id("hello")
+        arn = await start(local_stack, "HelloStateMachineArn", name, {"subtopic": "events", "x": 1})
+        await wait_final(local_stack, arn)
+        direct = await statuses_for(sqs, local_stack.outputs["StatusQueueUrl"], arn, 2)
+        via_sns = await statuses_for(sqs, subscriber_url, arn, 2)
+
+    for events in (direct, via_sns):
+        assert [e["detail"]["status"] for e in events] == ["RUNNING", "SUCCEEDED"]
+        for event in events:
+            assert event["source"] == "aws.states"
+            assert event["detail-type"] == "Step Functions Execution Status Change"
+            assert event["resources"] == [arn]
+            assert set(event["detail"]) == DETAIL_KEYS
+            assert event["detail"]["name"] == name
+        running, succeeded = events
+        assert running["detail"]["stopDate"] is None
+        assert json.loads(succeeded["detail"]["output"])["taskresult"] == "Hello 102 Class"
+        assert succeeded["detail"]["stopDate"] >= succeeded["detail"]["startDate"]
