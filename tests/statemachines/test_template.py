@@ -1,0 +1,307 @@
+"""The source template, its packaging, cfn-lint, and the ASL files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from notifier import package
+from notifier.package import (
+    CloudFormationLoader,
+    lint,
+    load_template,
+    package_template,
+    source_dir,
+)
+
+BUCKET = "artifacts-bucket"
+MACHINES = {
+    "ProcessAStateMachine": "processa",
+    "DownstreamStateMachine": "downstream",
+    "HelloStateMachine": "hello",
+    "QCStateMachine": "qc",
+    "ArchiveStateMachine": "archive",
+}
+SERVICE_RESOURCES = {
+    "arn:aws:states:::aws-sdk:iotdataplane:publish",
+    "arn:aws:states:::sns:publish",
+    "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+    "arn:aws:states:::dynamodb:putItem",
+}
+LAMBDA_SUBSTITUTION = re.compile(r"^\$\{[A-Za-z0-9]+FunctionArn\}$")
+NOTIFY_TOPIC = "States.Format('${TopicRoot}/{}/{}', $.subtopic, $$.Execution.Name)"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def packaged(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    return package_template(template, source_dir(), BUCKET)
+
+
+def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {n: r for n, r in template["Resources"].items() if r["Type"] == type_}
+
+
+def asl(name: str) -> dict[str, Any]:
+    return json.loads((source_dir() / f"{name}.asl.json").read_text())
+
+
+def all_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        yield name, state
+        for branch in state.get("Branches", []):
+            yield from all_states(branch["States"])
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_loader_reads_short_tags_as_long_form() -> None:
+    text = """
+    A: !Ref Stage
+    B: !GetAtt Bucket.Arn
+    C: !Sub "x-${Stage}"
+    D: !Sub ["${A}", {A: !Ref Stage}]
+    E: !If [IsProd, !Join ["", [a, b]], !Ref AWS::NoValue]
+    F: !Condition IsProd
+    G: !GetAtt [Bucket, Arn]
+    H: 2010-09-09
+    """
+    assert yaml.load(text, Loader=CloudFormationLoader) == {
+        "A": {"Ref": "Stage"},
+        "B": {"Fn::GetAtt": ["Bucket", "Arn"]},
+        "C": {"Fn::Sub": "x-${Stage}"},
+        "D": {"Fn::Sub": ["${A}", {"A": {"Ref": "Stage"}}]},
+        "E": {"Fn::If": ["IsProd", {"Fn::Join": ["", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]},
+        "F": {"Condition": "IsProd"},
+        "G": {"Fn::GetAtt": ["Bucket", "Arn"]},
+        "H": "2010-09-09",
+    }
+
+
+def test_template_parameters_and_outputs(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["Stage"]["Default"] == "dev"
+    assert template["Parameters"]["TopicRoot"]["Default"] == "notifier"
+    assert "Transform" not in template
+    for output in (
+        "ProcessDataBucketName",
+        "TopicRoot",
+        "ProcessAStateMachineArn",
+        "DownstreamStateMachineArn",
+        "HelloStateMachineArn",
+        "QCStateMachineArn",
+        "ArchiveStateMachineArn",
+        "QCSummaryTableName",
+        "ArchiveResultsTableName",
+        "QCSummaryTopicArn",
+        "ApprovalQueueUrl",
+    ):
+        assert output in template["Outputs"], output
+
+
+def test_bucket_is_encrypted_private_expiring_and_tls_only(template: dict[str, Any]) -> None:
+    bucket = template["Resources"]["ProcessDataBucket"]["Properties"]
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {
+        "Ref": "ProcessDataExpirationDays"
+    }
+    (policy,) = resources_of(template, "AWS::S3::BucketPolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_each_state_machine_has_its_own_role(template: dict[str, Any]) -> None:
+    machines = resources_of(template, "AWS::StepFunctions::StateMachine")
+    assert set(machines) == set(MACHINES)
+    roles = [m["Properties"]["RoleArn"]["Fn::GetAtt"][0] for m in machines.values()]
+    assert len(set(roles)) == len(roles)
+    for machine in machines.values():
+        assert machine["Properties"]["StateMachineType"] == "STANDARD"
+
+
+# ---------------------------------------------------------------- packaging
+
+
+def test_every_state_machine_gets_a_definition_string(packaged: tuple) -> None:
+    template, _ = packaged
+    for name, machine in resources_of(template, "AWS::StepFunctions::StateMachine").items():
+        properties = machine["Properties"]
+        for source_only in ("DefinitionS3Location", "DefinitionSubstitutions", "Definition"):
+            assert source_only not in properties, (name, source_only)
+        text = properties["DefinitionString"]["Fn::Sub"]
+        assert isinstance(text, str)
+        assert "$$.Execution.Name" in text  # the context object survives Fn::Sub
+        references = set(re.findall(r"\$\{([^}]+)\}", text))
+        known = set(template["Resources"]) | set(template["Parameters"])
+        assert {reference.split(".")[0] for reference in references} <= known, references
+        assert json.loads(text)["States"]
+
+
+def test_every_function_gets_s3_code(packaged: tuple) -> None:
+    template, artifacts = packaged
+    functions = resources_of(template, "AWS::Lambda::Function")
+    assert len(functions) == 13  # 6 ProcessA steps, Hello, 5 QC, Archive metadata
+    for function in functions.values():
+        properties = function["Properties"]
+        assert properties["Runtime"] == "python3.12"
+        assert properties["Handler"].startswith("app.")
+        code = properties["Code"]
+        assert code["S3Bucket"] == BUCKET
+        data = artifacts[code["S3Key"]]
+        assert hashlib.sha256(data).hexdigest() in code["S3Key"]
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            module = archive.read("app.py").decode()
+        assert f"def {properties['Handler'].removeprefix('app.')}(" in module
+
+
+def test_zips_are_deterministic_and_clean(tmp_path: Path) -> None:
+    code = tmp_path / "fn"
+    (code / "pkg" / "__pycache__").mkdir(parents=True)
+    (code / "app.py").write_text("def handler(event, context):\n    return event\n")
+    (code / "pkg" / "util.py").write_text("X = 1\n")
+    (code / "pkg" / "__pycache__" / "util.cpython-311.pyc").write_bytes(b"junk")
+    key, data = package.zip_code(code)
+    (code / "app.py").touch()  # a new mtime changes nothing
+    assert package.zip_code(code) == (key, data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.namelist() == ["app.py", "pkg/util.py"]
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_packaging_leaves_the_source_alone(template: dict[str, Any]) -> None:
+    before = json.dumps(template, sort_keys=True)
+    once, _ = package_template(template, source_dir(), BUCKET)
+    assert json.dumps(template, sort_keys=True) == before
+    assert package_template(once, source_dir(), BUCKET) == (once, {})
+
+
+def test_the_template_lints_clean(template: dict[str, Any]) -> None:
+    assert lint(template) == []
+
+
+def test_lint_reports_problems(template: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(template))
+    del broken["Resources"]["HelloStateMachine"]["Properties"]["DefinitionSubstitutions"][
+        "HelloFunctionArn"
+    ]
+    problems = lint(broken)
+    assert any("HelloFunctionArn" in problem for problem in problems), problems
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert package.main(["--lint"]) == 0
+    out = tmp_path / "build" / "template.json"
+    assert package.main(["--out", str(out), "--bucket", BUCKET]) == 0
+    written = json.loads(out.read_text())
+    keys = {
+        f["Properties"]["Code"]["S3Key"]
+        for f in resources_of(written, "AWS::Lambda::Function").values()
+    }
+    assert all((out.parent / key).is_file() for key in keys)
+    with pytest.raises(SystemExit):
+        package.main(["--out", str(out)])
+
+
+# ---------------------------------------------------------------- ASL
+
+
+@pytest.mark.parametrize("resource_name", MACHINES)
+def test_asl_files_are_wired_to_the_template(template: dict[str, Any], resource_name: str) -> None:
+    properties = template["Resources"][resource_name]["Properties"]
+    assert properties["DefinitionS3Location"] == f"{MACHINES[resource_name]}.asl.json"
+    text = (source_dir() / properties["DefinitionS3Location"]).read_text()
+    used = set(re.findall(r"\$\{([A-Za-z0-9]+)\}", text))
+    assert used == set(properties["DefinitionSubstitutions"])
+
+
+@pytest.mark.parametrize("name", MACHINES.values())
+def test_asl_resources_are_known_forms(name: str) -> None:
+    for state_name, state in all_states(asl(name)["States"]):
+        if state["Type"] != "Task":
+            continue
+        resource = state["Resource"]
+        assert resource in SERVICE_RESOURCES or LAMBDA_SUBSTITUTION.match(resource), (
+            state_name,
+            resource,
+        )
+
+
+@pytest.mark.parametrize("name", MACHINES.values())
+def test_asl_notifies_completion(name: str) -> None:
+    states = asl(name)["States"]
+    assert states[asl(name)["StartAt"]]["Type"] == "Choice"  # fills in the default subtopic
+    notify = states["NotifySuccess"]
+    assert notify["Resource"] == "arn:aws:states:::aws-sdk:iotdataplane:publish"
+    assert notify["Parameters"]["Topic.$"] == NOTIFY_TOPIC
+    assert notify["Parameters"]["Qos"] == 1
+    assert notify["Parameters"]["Payload"] == {
+        "txnId.$": "$$.Execution.Name",
+        "executionArn.$": "$$.Execution.Id",
+        "stateMachine.$": "$$.StateMachine.Name",
+        "status": "SUCCEEDED",
+        "output.$": "$.result",
+    }
+    assert notify["Retry"] and notify["TimeoutSeconds"] <= 30
+    if name == "downstream":  # Pass states only: nothing can fail
+        return
+    failure = states["NotifyFailure"]
+    assert failure["Parameters"]["Topic.$"] == NOTIFY_TOPIC
+    assert failure["Parameters"]["Payload"]["status"] == "FAILED"
+    assert failure["Parameters"]["Payload"]["error.$"] == "$.error.Error"
+    assert failure["Parameters"]["Payload"]["cause.$"] == "$.error.Cause"
+    assert failure["Retry"]
+    assert states[failure["Next"]] == {
+        "Type": "Fail",
+        "ErrorPath": "$.error.Error",
+        "CausePath": "$.error.Cause",
+    }
+
+
+@pytest.mark.parametrize("name", MACHINES.values())
+def test_every_work_state_catches_into_notify_failure(name: str) -> None:
+    top_level = asl(name)["States"]
+    for state_name, state in top_level.items():
+        if state["Type"] not in ("Task", "Parallel") or state_name.startswith("Notify"):
+            continue
+        assert {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": "$.error",
+            "Next": "NotifyFailure",
+        } in (state["Catch"]), state_name
+
+
+def test_processa_steps_retry_the_read_predicate() -> None:
+    states = asl("processa")["States"]
+    for step in "ABCDEF":
+        retriers = states[f"Step{step}"]["Retry"]
+        assert any(r["ErrorEquals"] == ["S3DataPreconditionError"] for r in retriers)
+
+
+def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[str, Any]) -> None:
+    (rule,) = resources_of(template, "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": name} for name in MACHINES]
+    targets = {target["Id"]: target["Arn"] for target in rule["Properties"]["Targets"]}
+    assert targets == {
+        "StatusTopic": {"Ref": "StatusTopic"},
+        "StatusQueue": {"Fn::GetAtt": ["StatusQueue", "Arn"]},
+    }
+    for output in ("StatusTopicArn", "StatusQueueUrl"):
+        assert output in template["Outputs"]
