@@ -36,6 +36,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         eventbridge_targets,
         iot_core,
         lambda_runtime,
+        sfn_api,
         sfn_status_events,
     )
 
@@ -69,6 +70,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     eventbridge_targets.install()
     iot_core.install(publisher)
     cloudformation_resources.install()
+    sfn_api.install()
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
