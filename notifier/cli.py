@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from notifier.deploy import DeployError
 from notifier.local.broker import PortInUseError
 from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
 
@@ -92,6 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))
-    except (PortInUseError, LocalStackError) as exc:
+    except (PortInUseError, LocalStackError, DeployError) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)
