@@ -2,8 +2,9 @@
 
 moto logs "No Moto CloudFormation support" and moves on for some types the stack needs
 locally, above all SNS subscriptions (without them nothing reaches the queues subscribed to
-a topic). These models teach moto's CloudFormation those types, so the resources are
-created from the template itself, by the same CreateStack/UpdateStack call used for AWS.
+a topic), and the queue and topic policies that say who may send to them. These models
+teach moto's CloudFormation those types, so the resources are created from the template
+itself, by the same CreateStack/UpdateStack call used for AWS.
 
 AWS::S3::BucketPolicy stays skipped on purpose: moto evaluates bucket policies without their
 conditions, so the template's TLS-only statement (deny when aws:SecureTransport is false)
@@ -128,6 +129,29 @@ class SqsQueuePolicy(_TemplateResource, CloudFormationModel):
         return cls(resource_name)
 
 
+class SnsTopicPolicy(_TemplateResource, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SNS::TopicPolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SnsTopicPolicy:
+        from moto.sns.models import sns_backends
+
+        properties = cloudformation_json["Properties"]
+        policy = json.dumps(properties["PolicyDocument"])
+        for topic_arn in properties["Topics"]:
+            sns_backends[account_id][region_name].set_topic_attribute(topic_arn, "policy", policy)
+        return cls(resource_name)
+
+
 def install() -> None:
     """Make moto's CloudFormation see the models above (it caches its type map on first use)
     and create state machines where the Step Functions API will look for them."""
@@ -140,5 +164,5 @@ def install() -> None:
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()
     known = parsing.get_model_map()
-    for model in (SnsSubscription, SqsQueuePolicy):
+    for model in (SnsSubscription, SqsQueuePolicy, SnsTopicPolicy):
         assert known[model.cloudformation_type()] is model

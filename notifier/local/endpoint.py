@@ -103,6 +103,11 @@ def main() -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         # Documented in cloudformation_resources: the bucket policy is skipped on purpose.
         warnings.filterwarnings("ignore", message="Tried to parse AWS::S3::BucketPolicy")
+        # The interpreter logs its internal evaluation traces as errors, including for Choice
+        # rules on absent fields; what matters reaches the execution history as in AWS.
+        logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(
+            logging.CRITICAL
+        )
         logging.getLogger("moto").addFilter(
             lambda record: "AWS::S3::BucketPolicy" not in record.getMessage()
         )

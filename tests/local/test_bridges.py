@@ -138,6 +138,23 @@ async def test_cloudformation_creates_types_moto_skips(local_stack: LocalStack) 
                     },
                 },
             },
+            "TopicPolicy": {
+                "Type": "AWS::SNS::TopicPolicy",
+                "Properties": {
+                    "Topics": [{"Ref": "Topic"}],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Action": "sns:Publish",
+                                "Resource": {"Ref": "Topic"},
+                            }
+                        ],
+                    },
+                },
+            },
         },
         "Outputs": {
             "Topic": {"Value": {"Ref": "Topic"}},
@@ -159,5 +176,23 @@ async def test_cloudformation_creates_types_moto_skips(local_stack: LocalStack) 
             QueueUrl=outputs["Queue"], MaxNumberOfMessages=10, WaitTimeSeconds=2
         )
         queue = await sqs.get_queue_attributes(QueueUrl=outputs["Queue"], AttributeNames=["Policy"])
+        topic = await sns.get_topic_attributes(TopicArn=outputs["Topic"])
     assert [json.loads(m["Body"]) for m in received["Messages"]] == [{"kind": "wanted"}]
-    assert json.loads(queue["Attributes"]["Policy"])["Version"] == "2012-10-17"
+    assert json.loads(queue["Attributes"]["Policy"])["Statement"][0]["Action"] == "sqs:SendMessage"
+    assert json.loads(topic["Attributes"]["Policy"])["Statement"][0]["Action"] == "sns:Publish"
+
+
+async def test_start_execution_without_name_gets_a_fresh_one(local_stack: LocalStack) -> None:
+    async with local_stack.aws().client("stepfunctions") as sfn:
+        arns = [
+            (
+                await sfn.start_execution(
+                    stateMachineArn=local_stack.outputs["HelloStateMachineArn"],
+                    input=json.dumps({"subtopic": "unnamed"}),
+                )
+            )["executionArn"]
+            for _ in range(2)
+        ]
+    names = [arn.rsplit(":", 1)[1] for arn in arns]
+    assert names[0] != names[1]
+    assert all(len(name) == 36 for name in names)
