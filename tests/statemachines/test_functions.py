@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
-from sfn_harness import REGION, load_function_module
+
+from notifier.package import source_dir
+
+REGION = "us-east-1"
+
+
+def load_function_module(group: str) -> Any:
+    """Import statemachines/functions/<group>/app.py (every group's module is called app)."""
+    path = source_dir() / "functions" / group / "app.py"
+    spec = importlib.util.spec_from_file_location(f"statemachines_functions_{group}_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 processa = load_function_module("processa")
 qc = load_function_module("qc")
@@ -18,6 +35,15 @@ hello = load_function_module("hello")
 
 BUCKET = "process-data"
 KEY = "0x58fe985b67000000"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture
