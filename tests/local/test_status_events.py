@@ -69,3 +69,31 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
         assert running["detail"]["stopDate"] is None
         assert json.loads(succeeded["detail"]["output"])["taskresult"] == "Hello 102 Class"
         assert succeeded["detail"]["stopDate"] >= succeeded["detail"]["startDate"]
+
+
+async def test_stopped_and_failed_executions_send_their_final_status(
+    local_stack: LocalStack,
+) -> None:
+    stopped = await start(
+        local_stack,
+        "HelloStateMachineArn",
+        new_id("stop"),
+        {"subtopic": "events", "waitSeconds": 30},
+    )
+    failed = await start(
+        local_stack, "QCStateMachineArn", new_id("qc"), {"subtopic": "events", "StreamID": "s"}
+    )
+    async with local_stack.aws().client("stepfunctions") as sfn:
+        await sfn.stop_execution(executionArn=stopped, error="Operator", cause="changed my mind")
+    await wait_final(local_stack, stopped)
+    await wait_final(local_stack, failed)
+
+    async with local_stack.aws().client("sqs") as sqs:
+        queue = local_stack.outputs["StatusQueueUrl"]
+        aborted = await statuses_for(sqs, queue, stopped, 2)
+        errored = await statuses_for(sqs, queue, failed, 2)
+    assert [e["detail"]["status"] for e in aborted] == ["RUNNING", "ABORTED"]
+    assert [e["detail"]["status"] for e in errored] == ["RUNNING", "FAILED"]
+    assert errored[1]["detail"]["error"] == "ValidationError"
+    assert "GroupID" in errored[1]["detail"]["cause"]
+    assert aborted[1]["detail"]["output"] is None
