@@ -10,6 +10,8 @@ import socket
 import sys
 from pathlib import Path
 
+import aiohttp
+
 BIN = Path(sys.executable).parent
 
 
@@ -22,24 +24,28 @@ async def run_notifier(*args: str) -> asyncio.subprocess.Process:
     )
 
 
+PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--http-port")
+
+
 async def test_taken_port_is_one_line_naming_the_option() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for option in ("--aws-port", "--mqtt-port"):
-            other = "--mqtt-port" if option == "--aws-port" else "--aws-port"
-            process = await run_notifier("local", option, str(port), other, "0")
+        for option in PORT_OPTIONS:
+            others = [arg for o in PORT_OPTIONS if o != option for arg in (o, "0")]
+            process = await run_notifier("local", option, str(port), *others)
             stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-            lines = stderr.decode().strip().splitlines()
-            assert process.returncode == 2
-            assert len(lines) == 1, stderr.decode()
-            assert str(port) in lines[0] and option in lines[0]
-            assert "Traceback" not in stdout.decode() + stderr.decode()
+            output = stdout.decode() + stderr.decode()
+            assert process.returncode != 0
+            errors = [line for line in output.splitlines() if str(port) in line]
+            assert len(errors) == 1, output
+            assert option in errors[0] and "in use" in errors[0]
+            assert "Traceback" not in output
 
 
 async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
-    process = await run_notifier("local", "--aws-port", "0", "--mqtt-port", "0")
+    process = await run_notifier("local", "--aws-port", "0", "--mqtt-port", "0", "--http-port", "0")
     assert process.stdout is not None
     banner = []
     async with asyncio.timeout(180):
@@ -47,8 +53,19 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
             line = (await process.stdout.readline()).decode()
             assert line, "notifier local exited before it was up"
             banner.append(line.strip())
-    endpoint = next(w for line in banner for w in line.split() if w.startswith("http://"))
+    urls = [w for line in banner for w in line.split() if w.startswith("http://")]
+    daemon, endpoint = urls[0], urls[1]
     assert any("mqtt://127.0.0.1:" in line for line in banner)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{daemon}/p1", json={"foo": "foo val"}) as response:
+            answer = await response.json()
+            assert response.status == 200, answer
+    assert answer["status"] == "SUCCEEDED"
+    assert answer["completedVia"] == "mqtt"
+    assert answer["processData"]["foo"] == "foo val"
+    for step in "abcdef":
+        assert f"step-{step}-output" in answer["processData"]
 
     aws = await asyncio.create_subprocess_exec(
         str(BIN / "aws"),

@@ -1,0 +1,347 @@
+"""The aiohttp application: routes, request holding and answers.
+
+``POST /<route>`` starts a transaction and holds the request until its completion arrives
+or the hold time ends (202 + Location). ``GET /executions/<txnId>`` re-attaches to any
+transaction; ``POST /executions/<txnId>/stop`` stops it. The AWS clients and completion
+sources live in the application's ``cleanup_ctx``: they exist exactly while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from notifier import answers
+from notifier.aws import AwsClients, AwsSettings
+from notifier.config import Settings
+from notifier.executions import AwsError, Executions, completion_from_description
+from notifier.ids import is_txn_id, new_txn_id
+from notifier.sources.describe import DescribePoller
+from notifier.sources.mqtt import MqttSource
+from notifier.waiters import (
+    Completion,
+    Registry,
+    RegistryFullError,
+    Status,
+    Transaction,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Admission:
+    """Whether new requests are taken; cleared when the daemon starts draining."""
+
+    accepting: bool = True
+
+
+SETTINGS = web.AppKey("settings", Settings)
+AWS_SETTINGS = web.AppKey("aws_settings", AwsSettings)
+INSTANCE_ID = web.AppKey("instance_id", str)
+REGISTRY = web.AppKey("registry", Registry)
+ADMISSION = web.AppKey("admission", Admission)
+EXECUTIONS = web.AppKey("executions", Executions)
+MQTT = web.AppKey("mqtt", MqttSource)
+POLLER = web.AppKey("poller", DescribePoller)
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+
+
+def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
+    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app[AWS_SETTINGS] = aws
+    app[INSTANCE_ID] = instance_id
+    app[REGISTRY] = Registry(settings.http.max_held, settings.daemon.recent_completions)
+    app[ADMISSION] = Admission()
+    app.cleanup_ctx.extend([aws_context, sources_context])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/executions/{txn_id}", reattach)
+    app.router.add_post("/executions/{txn_id}/stop", stop)
+    app.router.add_post("/{route}", start)
+    return app
+
+
+async def aws_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    clients = AwsClients(app[AWS_SETTINGS])
+    async with AsyncExitStack() as stack:
+        s3 = await stack.enter_async_context(clients.client("s3"))
+        sfn = await stack.enter_async_context(clients.client("stepfunctions"))
+        app[EXECUTIONS] = Executions(
+            s3, sfn, settings.s3.bucket, app[INSTANCE_ID], dict(settings.routes)
+        )
+        yield
+
+
+async def sources_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
+    async with (
+        MqttSource(
+            settings.mqtt,
+            instance_id=app[INSTANCE_ID],
+            registry=app[REGISTRY],
+            endpoint=endpoint,
+            aws=app[AWS_SETTINGS],
+        ) as mqtt,
+        DescribePoller(app[REGISTRY], app[EXECUTIONS], settings.daemon.poll_interval) as poller,
+    ):
+        app[MQTT] = mqtt
+        app[POLLER] = poller
+        yield
+
+
+async def iot_data_endpoint(aws: AwsSettings) -> str:
+    async with AwsClients(aws).client("iot") as iot:
+        response = await iot.describe_endpoint(endpointType="iot:Data-ATS")
+    return str(response["endpointAddress"])
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error answer is JSON with a message, including aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.reason
+        if exc.status == 413:
+            message = f"body larger than {request.app[SETTINGS].http.max_body_bytes} bytes"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return answers.error(exc.status, message, headers=headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return answers.error(500, "internal error")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    ready = app[ADMISSION].accepting and app[MQTT].connected
+    body = {
+        "ready": ready,
+        "instanceId": app[INSTANCE_ID],
+        "mqttConnected": app[MQTT].connected,
+        "held": app[REGISTRY].held,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """``POST /<route>``: store the body, start the execution, hold the request."""
+    received_at = utcnow()
+    app = request.app
+    settings = app[SETTINGS]
+    registry = app[REGISTRY]
+    executions = app[EXECUTIONS]
+    route = request.match_info["route"]
+    if route not in settings.routes:
+        return answers.error(404, f"no route {route!r}")
+    if (refusal := _refuse_if_busy(app)) is not None:
+        return refusal
+    body = await _read_body(request, settings.http.max_body_bytes)
+    if isinstance(body, web.Response):
+        return body
+    wait, preference = _preferred_wait(request, settings)
+    if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
+        return refusal
+    txn_id = new_txn_id()
+    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    # Held before StartExecution: a fast workflow may complete before it returns.
+    async with registry.hold(txn_id) as waiter:
+        try:
+            txn.started_at = await executions.start(route, txn_id, body)
+        except AwsError as exc:
+            registry.discard(txn_id)
+            log.warning("POST /%s: %s", route, exc)
+            return answers.aws_error(exc, settings.http.retry_after)
+        return await _answer(request, txn, waiter, wait, received_at, preference)
+
+
+async def reattach(request: web.Request) -> web.StreamResponse:
+    """``GET /executions/<txnId>?wait=N``: the final answer, or 202 after N seconds."""
+    received_at = utcnow()
+    app = request.app
+    settings = app[SETTINGS]
+    registry = app[REGISTRY]
+    txn_id = request.match_info["txn_id"]
+    if not is_txn_id(txn_id):
+        return answers.error(404, f"no transaction {txn_id!r}")
+    wait = settings.http.default_wait
+    if "wait" in request.query:
+        try:
+            wait = float(request.query["wait"])
+        except ValueError:
+            wait = math.nan
+        if not math.isfinite(wait) or wait < 0:
+            return answers.error(400, "wait must be a non-negative number of seconds")
+        wait = min(wait, settings.http.max_wait)
+    if (refusal := _refuse_if_busy(app)) is not None:
+        return refusal
+    if registry.get(txn_id) is None:
+        try:
+            located = await app[EXECUTIONS].locate(txn_id)
+        except AwsError as exc:
+            return answers.aws_error(exc, settings.http.retry_after)
+        if located is None:
+            return answers.error(404, f"no transaction {txn_id!r}")
+        route, description = located
+        txn = registry.track(
+            Transaction(
+                txn_id,
+                route,
+                description["executionArn"],
+                poll=_published_elsewhere(description, app[INSTANCE_ID]),
+            )
+        )
+        if Status(description["status"]).final:
+            registry.resolve(txn_id, completion_from_description(description))
+    txn = registry.get(txn_id)
+    if txn is None:  # evicted while DescribeExecution ran; only with a tiny recent_completions
+        return answers.error(503, "too busy; retry", {"Retry-After": "1"})
+    if (refusal := _refuse_if_busy(app)) is not None:  # again: DescribeExecution took a while
+        return refusal
+    async with registry.hold(txn_id) as waiter:
+        return await _answer(request, txn, waiter, wait, received_at, None)
+
+
+async def stop(request: web.Request) -> web.StreamResponse:
+    """``POST /executions/<txnId>/stop``: StopExecution; requests holding it get 409."""
+    app = request.app
+    settings = app[SETTINGS]
+    registry = app[REGISTRY]
+    txn_id = request.match_info["txn_id"]
+    if not is_txn_id(txn_id):
+        return answers.error(404, f"no transaction {txn_id!r}")
+    txn = registry.get(txn_id)
+    try:
+        if txn is not None:
+            arn, ended = txn.execution_arn, txn.completion.status if txn.completion else None
+        else:
+            located = await app[EXECUTIONS].locate(txn_id)
+            if located is None:
+                return answers.error(404, f"no transaction {txn_id!r}")
+            arn, status = located[1]["executionArn"], Status(located[1]["status"])
+            ended = status if status.final else None
+        if ended is not None:
+            return answers.error(
+                409, f"execution already ended: {ended}", transactionId=txn_id, status=str(ended)
+            )
+        await app[EXECUTIONS].stop(arn)
+    except AwsError as exc:
+        if exc.code == "ExecutionDoesNotExist":
+            return answers.error(404, f"no execution for transaction {txn_id!r}")
+        return answers.aws_error(exc, settings.http.retry_after)
+    registry.resolve(txn_id, Completion(Status.ABORTED, via="stop", execution_arn=arn))
+    return web.json_response(
+        {
+            "transactionId": txn_id,
+            "executionArn": arn,
+            "status": str(Status.ABORTED),
+            "message": "execution stopped",
+        }
+    )
+
+
+def _refuse_if_busy(app: web.Application) -> web.Response | None:
+    retry_after = {"Retry-After": str(app[SETTINGS].http.retry_after)}
+    if not app[ADMISSION].accepting:
+        return answers.error(503, "shutting down", retry_after)
+    try:
+        app[REGISTRY].check_capacity()
+    except RegistryFullError as exc:
+        return answers.error(503, f"too many held requests ({exc}); retry later", retry_after)
+    return None
+
+
+async def _read_body(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > limit:
+        return answers.error(413, f"body larger than {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return answers.error(413, f"body larger than {limit} bytes")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return answers.error(400, f"body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return answers.error(400, "body must be a JSON object")
+    return body
+
+
+def _preferred_wait(request: web.Request, settings: Settings) -> tuple[float, str | None]:
+    """Hold time from ``Prefer: wait=N`` (RFC 7240), capped; unparsable preferences are ignored."""
+    for header in request.headers.getall("Prefer", []):
+        match = _PREFER_WAIT.search(header)
+        if match:
+            wait = min(float(match.group(1)), settings.http.max_wait)
+            return wait, f"wait={wait:g}"
+    return settings.http.default_wait, None
+
+
+def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:
+    try:
+        subtopic = json.loads(description.get("input") or "{}").get("subtopic")
+    except (json.JSONDecodeError, AttributeError):
+        return True
+    return bool(subtopic != instance_id)
+
+
+async def _answer(
+    request: web.Request,
+    txn: Transaction,
+    waiter: asyncio.Future[Completion | None],
+    wait: float,
+    received_at: datetime,
+    preference: str | None,
+) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    headers = {"Preference-Applied": preference} if preference else None
+    if not waiter.done():
+        await asyncio.wait({waiter}, timeout=wait)
+    completion = waiter.result() if waiter.done() else None
+    if completion is None:
+        return answers.running(
+            txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers
+        )
+    sidecar = settings.routes[txn.route].input == "sidecar"
+    process_data: Any = None
+    process_data_error = None
+    if sidecar:
+        try:
+            process_data = await app[EXECUTIONS].read_process_data(txn.txn_id)
+        except (AwsError, ValueError) as exc:
+            process_data_error = str(exc)
+    return answers.final(
+        txn,
+        completion,
+        received_at=received_at,
+        process_data=process_data,
+        process_data_error=process_data_error,
+        sidecar=sidecar,
+        headers=headers,
+    )

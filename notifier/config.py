@@ -1,0 +1,272 @@
+"""Typed daemon settings: a TOML file, then ``NOTIFIER_<SECTION>_<KEY>`` environment overrides.
+
+Every problem is reported as one :class:`ConfigError` line naming the file, section and key.
+Routes are sections ``[routes.<name>]``; their overrides are ``NOTIFIER_ROUTES_<NAME>_<KEY>``
+(the route name upper-cased, ``-`` written as ``_``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from notifier.aws import AwsSettings
+
+ENV_PREFIX = "NOTIFIER_"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ROUTE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_STATE_MACHINE_ARN = re.compile(
+    r"arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}"
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    default_wait: float = 30.0
+    """Seconds a request is held when the client states no ``Prefer: wait``."""
+    max_wait: float = 120.0
+    """Upper bound for ``Prefer: wait=N`` and ``?wait=N``."""
+    max_body_bytes: int = 256 * 1024
+    max_held: int = 1000
+    """Requests held at once; beyond it new ones get 503."""
+    retry_after: int = 5
+    """``Retry-After`` seconds sent with 202 and 503."""
+    drain_timeout: float = 10.0
+    """On SIGTERM/SIGINT, seconds held requests may still finish before they get 202."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    transport: Literal["tcp", "mtls", "websockets"] = "websockets"
+    """``tcp``: plain MQTT (the local broker); ``mtls``: IoT Core with a device certificate;
+    ``websockets``: IoT Core over WebSocket signed with the usual AWS credentials."""
+    endpoint: str | None = None
+    """Broker host; unset means the account's IoT data endpoint (DescribeEndpoint)."""
+    port: int | None = None
+    """Unset: 1883 for tcp, 8883 for mtls, 443 for websockets."""
+    topic_root: str = "notifier"
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    keep_alive_secs: int = 30
+    reconnect_min_secs: int = 1
+    reconnect_max_secs: int = 30
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    instance_id: str | None = None
+    """MQTT client id and subtopic; unset means a generated one (logged at start)."""
+    poll_interval: float = 2.0
+    """Seconds between DescribeExecution calls for re-attached executions whose completion
+    is published to another instance's subtopic (the only polling the daemon does)."""
+    recent_completions: int = 10_000
+    """Completed or 202-answered transactions remembered for quick re-attach."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str = ""
+    """Process data bucket (the ``ProcessDataBucketName`` stack output). Required."""
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    state_machine: str = ""
+    """State machine ARN. Required."""
+    input: Literal["sidecar", "body"] = "sidecar"
+    """``sidecar``: input ``{"processData": <txnId>, "subtopic"}``, answer carries the S3
+    object as ``processData``; ``body``: input is the request body plus ``subtopic``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    routes: Mapping[str, RouteSettings] = field(default_factory=dict)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "http": HttpSettings,
+    "mqtt": MqttSettings,
+    "daemon": DaemonSettings,
+    "s3": S3Settings,
+    "aws": AwsSettings,
+}
+
+
+def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
+    """Read ``path`` (if given), apply ``NOTIFIER_*`` overrides from ``env`` and validate."""
+    where = str(path) if path is not None else "config"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in _SECTIONS and key != "routes":
+            raise ConfigError(f"{where}: unknown section [{key}]")
+    routes_raw = raw.get("routes", {})
+    if not isinstance(routes_raw, dict):
+        raise ConfigError(f"{where}: [routes] must be a table of [routes.<name>] tables")
+
+    sections = {
+        name: _build(cls, _table(raw, name, where), env, _env_prefix(name), where, name)
+        for name, cls in _SECTIONS.items()
+    }
+    routes: dict[str, RouteSettings] = {}
+    for name, table in routes_raw.items():
+        label = f"routes.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{label}] must be a table")
+        if not _ROUTE.fullmatch(name) or name == "executions":
+            raise ConfigError(
+                f"{where}: [{label}]: route names are lower-case letters, digits, '-' and '_'"
+                " (and not 'executions')"
+            )
+        routes[name] = _build(
+            RouteSettings, table, env, _env_prefix(f"routes_{name}"), where, label
+        )
+
+    settings = Settings(routes=routes, **sections)
+    _validate(settings, where)
+    return settings
+
+
+def _env_prefix(section: str) -> str:
+    return f"{ENV_PREFIX}{section.upper().replace('-', '_')}_"
+
+
+def _table(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    return table
+
+
+def _build(
+    cls: type[Any],
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    env_prefix: str,
+    where: str,
+    section: str,
+) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            raise ConfigError(f"{where}: [{section}] unknown key {key!r}")
+    values: dict[str, Any] = {}
+    for name in names:
+        env_key = f"{env_prefix}{name.upper()}"
+        if env_key in env:
+            values[name] = _coerce(hints[name], env[env_key], f"{env_key}", from_env=True)
+        elif name in table:
+            values[name] = _coerce(hints[name], table[name], f"{where}: [{section}] {name}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if from_env and value == "":
+            return None
+        return _coerce(options[0], value, label, from_env)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+    if hint is bool:
+        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if from_env and isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
+    if hint is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{label}: expected an integer, got {value!r}")
+    if hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{label}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{label}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not config
+
+
+def _validate(s: Settings, where: str) -> None:
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{where}: {message}")
+
+    if not 0 <= s.http.port <= 65535:
+        raise fail(f"[http] port: {s.http.port} is not a TCP port")
+    for key in ("default_wait", "max_wait", "drain_timeout"):
+        if getattr(s.http, key) < 0:
+            raise fail(f"[http] {key}: must not be negative")
+    if s.http.default_wait > s.http.max_wait:
+        raise fail("[http] default_wait: must not exceed max_wait")
+    for key in ("max_body_bytes", "max_held", "retry_after"):
+        if getattr(s.http, key) < 1:
+            raise fail(f"[http] {key}: must be at least 1")
+    if s.mqtt.port is not None and not 1 <= s.mqtt.port <= 65535:
+        raise fail(f"[mqtt] port: {s.mqtt.port} is not a TCP port")
+    if not _NAME.fullmatch(s.mqtt.topic_root):
+        raise fail("[mqtt] topic_root: use letters, digits, '-' and '_' only")
+    if s.mqtt.transport == "tcp" and not s.mqtt.endpoint:
+        raise fail("[mqtt] endpoint: required with transport = 'tcp'")
+    if s.mqtt.transport == "mtls" and not (s.mqtt.cert_file and s.mqtt.key_file):
+        raise fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
+    if not 1 <= s.mqtt.reconnect_min_secs <= s.mqtt.reconnect_max_secs:
+        raise fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
+    if s.mqtt.keep_alive_secs < 5:
+        raise fail("[mqtt] keep_alive_secs: must be at least 5")
+    if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):
+        raise fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
+    if s.daemon.poll_interval <= 0:
+        raise fail("[daemon] poll_interval: must be positive")
+    if s.daemon.recent_completions < 0:
+        raise fail("[daemon] recent_completions: must not be negative")
+    if not s.s3.bucket:
+        raise fail("[s3] bucket: required (the process data bucket)")
+    if not s.routes:
+        raise fail("no routes: add at least one [routes.<name>] with a state_machine")
+    for name, route in s.routes.items():
+        if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
+            raise fail(f"[routes.{name}] state_machine: expected a state machine ARN")

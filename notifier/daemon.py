@@ -1,0 +1,177 @@
+"""The daemon's lifecycle: completion sources, AWS clients and the HTTP server, then draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from notifier.app import ADMISSION, REGISTRY, create_app
+from notifier.aws import AwsSettings
+from notifier.config import Settings, load_settings
+from notifier.executions import AwsError
+from notifier.sources.mqtt import MqttConnectError
+from notifier.waiters import Registry
+
+if TYPE_CHECKING:
+    from notifier.local.stack import LocalStack
+
+log = logging.getLogger(__name__)
+
+LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.toml"
+
+
+def new_instance_id() -> str:
+    return f"notifier-{secrets.token_hex(6)}"
+
+
+class Daemon:
+    """Async context manager: the daemon serving HTTP on ``settings.http`` until exit.
+
+    ``aws`` defaults to ``settings.aws``. With ``settings.http.port = 0`` the bound port is
+    :attr:`port` once entered.
+    """
+
+    def __init__(self, settings: Settings, aws: AwsSettings | None = None) -> None:
+        self.settings = settings
+        self.aws = aws or settings.aws
+        self.instance_id = settings.daemon.instance_id or new_instance_id()
+        self.app = create_app(settings, self.aws, self.instance_id)
+        # handler_cancellation: a client that disconnects cancels its handler, which
+        # removes its waiter at once.
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, shutdown_timeout=5.0, access_log=None
+        )
+        self._site: web.TCPSite | None = None
+        self._drained = False
+
+    @property
+    def registry(self) -> Registry:
+        return self.app[REGISTRY]
+
+    @property
+    def port(self) -> int:
+        assert self._site is not None, "the daemon is not running"
+        return self._site.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http.host}:{self.port}"
+
+    async def __aenter__(self) -> Daemon:
+        if self.settings.daemon.instance_id is None:
+            log.info("instance id (generated): %s", self.instance_id)
+        await self._runner.setup()
+        try:
+            self._site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
+            await self._site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        log.info("notifier %s listening on %s", self.instance_id, self.url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain(0)
+        await self._runner.cleanup()
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop accepting; give held requests ``grace`` s (default ``http.drain_timeout``)
+        to complete, then answer the rest 202 with their Location. Executions keep running."""
+        if self._drained:
+            return
+        self._drained = True
+        grace = self.settings.http.drain_timeout if grace is None else grace
+        self.app[ADMISSION].accepting = False
+        if self._site is not None:
+            await self._site.stop()
+        registry = self.registry
+        if registry.held:
+            log.info("draining: %d held requests, up to %.0f s", registry.held, grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(registry.wait_empty(), grace)
+        if released := registry.release_all():
+            log.info("draining: answered %d still-running requests with 202", released)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(registry.wait_empty(), 5)
+
+
+async def serve(
+    settings: Settings,
+    aws: AwsSettings | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Daemon], None] | None = None,
+    port_hint: str = "[http] port or NOTIFIER_HTTP_PORT",
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or until ``stop`` is set, when given), then drain.
+
+    ``on_ready`` is called once the daemon serves. Returns the process exit status; a
+    startup failure is logged as one line (naming ``port_hint`` for a taken port) and gives 1.
+    """
+    loop = asyncio.get_running_loop()
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    if own_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Daemon(settings, aws) as daemon:
+            if on_ready is not None:
+                on_ready(daemon)
+            await stop.wait()
+            log.info("stopping: no new requests")
+            await daemon.drain()
+    except (MqttConnectError, AwsError) as exc:
+        log.error("notifier: %s", exc)
+        return 1
+    except OSError as exc:
+        where = f"{settings.http.host}:{settings.http.port}"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error(
+            "notifier: cannot listen on %s: %s (choose another with %s)", where, reason, port_hint
+        )
+        return 1
+    finally:
+        if own_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+    return 0
+
+
+def local_settings(
+    stack: LocalStack, path: Path | None = None, env: Mapping[str, str] = os.environ
+) -> Settings:
+    """Settings for the daemon against a running local stack.
+
+    Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
+    stack's MQTT broker, AWS endpoint and bucket are is taken from the stack itself.
+    """
+    settings = load_settings(path or LOCAL_CONFIG, env)
+    return dataclasses.replace(
+        settings,
+        aws=stack.aws_settings,
+        mqtt=dataclasses.replace(
+            settings.mqtt,
+            transport="tcp",
+            endpoint=stack.settings.host,
+            port=stack.broker.port,
+            topic_root=stack.settings.topic_root,
+        ),
+        s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
+    )

@@ -1,0 +1,175 @@
+"""The AWS calls behind a transaction: the S3 process data object and the execution itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from notifier.config import RouteSettings
+from notifier.waiters import Completion, Status, utcnow
+
+log = logging.getLogger(__name__)
+
+ROUTE_METADATA = "notifier-route"
+# What botocore's retry handler treats as throttling; reaching us means its retries ran out.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+
+
+class AwsError(Exception):
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{operation}: {code}: {message}")
+        self.operation = operation
+        self.code = code
+        self.message = message
+
+    @property
+    def throttled(self) -> bool:
+        return self.code in THROTTLING_CODES
+
+    @classmethod
+    def wrap(cls, operation: str, exc: Exception) -> AwsError:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            return cls(operation, str(error.get("Code", "Unknown")), str(error.get("Message", "")))
+        return cls(operation, type(exc).__name__, str(exc))
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """arn:...:stateMachine:<machine> -> arn:...:execution:<machine>:<name>."""
+    prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
+    return f"{prefix}:execution:{machine}:{name}"
+
+
+def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
+    output = description.get("output")
+    return Completion(
+        status=Status(description["status"]),
+        via=via,
+        execution_arn=description.get("executionArn"),
+        output=json.loads(output) if output is not None else None,
+        error=description.get("error"),
+        cause=description.get("cause"),
+        stop_date=description.get("stopDate"),
+    )
+
+
+class Executions:
+    """Starts, describes and stops executions, and keeps their process data in S3."""
+
+    def __init__(
+        self, s3: Any, sfn: Any, bucket: str, subtopic: str, routes: dict[str, RouteSettings]
+    ) -> None:
+        self._s3 = s3
+        self._sfn = sfn
+        self.bucket = bucket
+        self.subtopic = subtopic
+        self.routes = routes
+
+    def execution_arn(self, route: str, txn_id: str) -> str:
+        return execution_arn(self.routes[route].state_machine, txn_id)
+
+    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+        """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
+
+        Returns when StartExecution returned. Retrying with the same id and body is
+        idempotent: the same S3 object, and Step Functions accepts the same name and input.
+        """
+        settings = self.routes[route]
+        try:
+            await self._s3.put_object(
+                Bucket=self.bucket,
+                Key=txn_id,
+                Body=json.dumps(body).encode(),
+                ContentType="application/json",
+                ServerSideEncryption="AES256",
+                Metadata={ROUTE_METADATA: route},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("PutObject", exc) from exc
+        if settings.input == "sidecar":
+            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
+        else:
+            execution_input = {**body, "subtopic": self.subtopic}
+        try:
+            await self._sfn.start_execution(
+                stateMachineArn=settings.state_machine,
+                name=txn_id,
+                input=json.dumps(execution_input),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("StartExecution", exc) from exc
+        return utcnow()
+
+    async def describe(self, arn: str) -> dict[str, Any]:
+        try:
+            return dict(await self._sfn.describe_execution(executionArn=arn))
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("DescribeExecution", exc) from exc
+
+    async def stop(self, arn: str) -> None:
+        try:
+            await self._sfn.stop_execution(
+                executionArn=arn, error="Stopped", cause="stopped through the notifier API"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("StopExecution", exc) from exc
+
+    async def read_process_data(self, txn_id: str) -> Any:
+        try:
+            response = await self._s3.get_object(Bucket=self.bucket, Key=txn_id)
+            async with response["Body"] as stream:
+                data = await stream.read()
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetObject", exc) from exc
+        return json.loads(data)
+
+    async def locate(self, txn_id: str) -> tuple[str, dict[str, Any]] | None:
+        """Find a transaction started by any instance: (route, DescribeExecution), or None.
+
+        The route is read from the process data object's metadata; without one (object
+        expired, route renamed), each configured state machine is tried.
+        """
+        candidates = list(self.routes)
+        try:
+            head = await self._s3.head_object(Bucket=self.bucket, Key=txn_id)
+            route = head.get("Metadata", {}).get(ROUTE_METADATA)
+            if route in self.routes:
+                candidates = [route]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise AwsError.wrap("HeadObject", exc) from exc
+        except BotoCoreError as exc:
+            raise AwsError.wrap("HeadObject", exc) from exc
+        tried: set[str] = set()
+        for route in candidates:
+            arn = self.execution_arn(route, txn_id)
+            if arn in tried:
+                continue
+            tried.add(arn)
+            try:
+                return route, await self.describe(arn)
+            except AwsError as exc:
+                if exc.code not in ("ExecutionDoesNotExist", "StateMachineDoesNotExist"):
+                    raise
+        return None

@@ -1,0 +1,64 @@
+"""Transaction ids: ULIDs (time-ordered, unique, safe in URLs and as execution names).
+
+26 characters of Crockford base32: 48 bits of Unix milliseconds, then 80 random bits.
+Within one millisecond the random part is incremented, so ids made by one process sort
+in the order they were made.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PATTERN = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_RANDOM_BITS = 80
+
+
+def _encode(value: int) -> str:
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = self._last_random + 1
+                if rand >> _RANDOM_BITS:  # random part overflowed: borrow the next millisecond
+                    ms, rand = ms + 1, secrets.randbits(_RANDOM_BITS)
+            else:
+                rand = secrets.randbits(_RANDOM_BITS)
+            self._last_ms, self._last_random = ms, rand
+        return _encode((ms << _RANDOM_BITS) | rand)
+
+
+new_txn_id = _Generator()
+"""Return a new transaction id."""
+
+
+def is_txn_id(value: str) -> bool:
+    return _PATTERN.fullmatch(value) is not None
+
+
+def txn_time(txn_id: str) -> datetime:
+    """When the id was made (millisecond precision, UTC)."""
+    if not is_txn_id(txn_id):
+        raise ValueError(f"not a transaction id: {txn_id!r}")
+    value = 0
+    for char in txn_id:
+        value = value * 32 + _ALPHABET.index(char)
+    return datetime.fromtimestamp((value >> _RANDOM_BITS) / 1000, UTC)

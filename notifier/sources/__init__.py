@@ -1,0 +1,53 @@
+"""Completion sources: each one is an async context manager feeding the waiter registry.
+
+A source turns whatever it receives into a :class:`~notifier.waiters.Completion` and calls
+``registry.resolve(txn_id, completion)``; the registry keeps the first and ignores the rest.
+Sources never raise out of their receive loops: a bad message is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from notifier.waiters import Completion, Status
+
+
+class InvalidNotificationError(ValueError):
+    pass
+
+
+def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = None) -> Completion:
+    """Validate a workflow's completion message (the Notify states' payload).
+
+    ``{"txnId", "executionArn", "stateMachine", "status", "output" | "error", "cause"}``
+    The txn id is checked against ``expected_txn_id`` (the one the topic names) when given;
+    whether it is a transaction anyone waits for is the registry's business.
+    """
+    try:
+        message: Any = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidNotificationError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise InvalidNotificationError("not a JSON object")
+    txn_id = message.get("txnId")
+    if not isinstance(txn_id, str) or not txn_id:
+        raise InvalidNotificationError(f"txnId {txn_id!r} is not a string")
+    if expected_txn_id is not None and txn_id != expected_txn_id:
+        raise InvalidNotificationError(f"txnId {txn_id} does not match the topic")
+    try:
+        status = Status(message.get("status"))
+    except ValueError:
+        raise InvalidNotificationError(f"unknown status {message.get('status')!r}") from None
+    if not status.final:
+        raise InvalidNotificationError(f"status {status} is not final")
+    arn = message.get("executionArn")
+    error, cause = message.get("error"), message.get("cause")
+    return Completion(
+        status=status,
+        via=via,
+        execution_arn=arn if isinstance(arn, str) else None,
+        output=message.get("output"),
+        error=error if isinstance(error, str) else None,
+        cause=cause if isinstance(cause, str) else None,
+    )

@@ -1,0 +1,106 @@
+"""The daemon end to end: the local stack (once per session) and daemons on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from notifier.config import RouteSettings, Settings
+from notifier.daemon import Daemon, local_settings
+from notifier.local.stack import LocalStack, LocalStackSettings
+
+# Never reached by a passing test; only bounds a hung one.
+EVENTUALLY = 60.0
+
+TIMEOUT_MACHINE = {
+    "Comment": "Test-only: runs into its own TimeoutSeconds.",
+    "TimeoutSeconds": 1,
+    "StartAt": "Sleep",
+    "States": {"Sleep": {"Type": "Wait", "Seconds": 30, "End": True}},
+}
+
+
+@pytest.fixture(scope="session")
+async def stack() -> AsyncIterator[LocalStack]:
+    async with LocalStack(LocalStackSettings(aws_port=0, mqtt_port=0)) as local:
+        async with local.aws().client("stepfunctions") as sfn:
+            created = await sfn.create_state_machine(
+                name="notifier-test-TimesOut",
+                definition=json.dumps(TIMEOUT_MACHINE),
+                roleArn="arn:aws:iam::123456789012:role/notifier-test",
+            )
+        local.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
+        yield local
+
+
+def settings_for(stack: LocalStack, **env: str) -> Settings:
+    """config/local.toml against ``stack``, on a free port, with NOTIFIER_* overrides."""
+    base = {
+        "NOTIFIER_HTTP_PORT": "0",
+        "NOTIFIER_DAEMON_INSTANCE_ID": f"test-{secrets.token_hex(4)}",
+        "NOTIFIER_DAEMON_POLL_INTERVAL": "0.5",
+    }
+    settings = local_settings(stack, env={**base, **env})
+    routes = {
+        **settings.routes,
+        "timesout": RouteSettings(stack.outputs["TestTimesOutStateMachineArn"], input="body"),
+        "missing": RouteSettings(
+            "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-test-Missing",
+            input="body",
+        ),
+    }
+    return dataclasses.replace(settings, routes=routes)
+
+
+DaemonFactory = Callable[..., AbstractAsyncContextManager[Daemon]]
+
+
+@pytest.fixture(scope="session")
+def daemon_factory(stack: LocalStack) -> DaemonFactory:
+    @asynccontextmanager
+    async def start(**env: str) -> AsyncIterator[Daemon]:
+        async with Daemon(settings_for(stack, **env)) as daemon:
+            yield daemon
+
+    return start
+
+
+@pytest.fixture(scope="session")
+async def daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
+    async with daemon_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def other_daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
+    """A second instance on the same stack."""
+    async with daemon_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, dict[str, Any], Any]:
+    async with http.request(method, url, **kwargs) as response:
+        return response.status, dict(response.headers), await response.json()
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(EVENTUALLY):
+        while not predicate():  # noqa: ASYNC110 (watches daemon state that has no event)
+            await asyncio.sleep(0.02)

@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from notifier.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-dev-Hello"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "notifier.toml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = f"""
+[s3]
+bucket = "b"
+[routes.hello]
+state_machine = "{ARN}"
+input = "body"
+"""
+
+
+def test_shipped_configs_load() -> None:
+    local = load_settings(REPO / "config" / "local.toml", {})
+    assert set(local.routes) == {"p1", "hello", "qc", "archive"}
+    assert local.routes["p1"].input == "sidecar"
+    assert local.mqtt.transport == "tcp"
+    example = load_settings(REPO / "config" / "notifier.toml", {"NOTIFIER_S3_BUCKET": "b"})
+    assert example.aws.endpoint_url is None
+    assert example.mqtt.transport == "websockets"
+
+
+def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
+    env = {
+        "NOTIFIER_HTTP_PORT": "0",
+        "NOTIFIER_HTTP_DEFAULT_WAIT": "2.5",
+        "NOTIFIER_MQTT_ENDPOINT": "broker.example",
+        "NOTIFIER_MQTT_TRANSPORT": "tcp",
+        "NOTIFIER_AWS_REGION": "eu-west-1",
+        "NOTIFIER_DAEMON_INSTANCE_ID": "i-1",
+        "NOTIFIER_ROUTES_HELLO_INPUT": "sidecar",
+    }
+    s = load_settings(write(tmp_path, MINIMAL), env)
+    assert s.http.port == 0
+    assert s.http.default_wait == 2.5
+    assert s.mqtt.endpoint == "broker.example"
+    assert s.aws.region == "eu-west-1"
+    assert s.daemon.instance_id == "i-1"
+    assert s.routes["hello"].input == "sidecar"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[s3", {}, "not valid TOML"),
+        (MINIMAL + "[bogus]\n", {}, "unknown section [bogus]"),
+        (MINIMAL + "[http]\nprot = 1\n", {}, "[http] unknown key 'prot'"),
+        (MINIMAL, {"NOTIFIER_HTTP_PORT": "abc"}, "NOTIFIER_HTTP_PORT: expected an integer"),
+        (MINIMAL + "[http]\nport = 70000\n", {}, "not a TCP port"),
+        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "udp"}, "expected one of tcp, mtls, websockets"),
+        (MINIMAL.replace('bucket = "b"', ""), {}, "[s3] bucket: required"),
+        ('[s3]\nbucket = "b"\n', {}, "no routes"),
+        (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
+        (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
+    ],
+)
+def test_bad_config_is_one_clear_line(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), env)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.toml", {})
