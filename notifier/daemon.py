@@ -11,7 +11,6 @@ import secrets
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from notifier.app import ADMISSION, REGISTRY, create_app
 from notifier.aws import AwsSettings
 from notifier.config import Settings, load_settings
 from notifier.executions import AwsError
+from notifier.lifecycle import Service
 from notifier.sources.mqtt import MqttConnectError
 from notifier.waiters import Registry
 
@@ -35,7 +35,7 @@ def new_instance_id() -> str:
     return f"notifier-{secrets.token_hex(6)}"
 
 
-class Daemon:
+class Daemon(Service):
     """Async context manager: the daemon serving HTTP on ``settings.http`` until exit.
 
     ``aws`` defaults to ``settings.aws``. With ``settings.http.port = 0`` the bound port is
@@ -68,7 +68,7 @@ class Daemon:
     def url(self) -> str:
         return f"http://{self.settings.http.host}:{self.port}"
 
-    async def __aenter__(self) -> Daemon:
+    async def start(self) -> None:
         if self.settings.daemon.instance_id is None:
             log.info("instance id (generated): %s", self.instance_id)
         await self._runner.setup()
@@ -79,14 +79,8 @@ class Daemon:
             await self._runner.cleanup()
             raise
         log.info("notifier %s listening on %s", self.instance_id, self.url)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         await self.drain(0)
         await self._runner.cleanup()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from types import TracebackType
 from typing import Any
 
 from awscrt import io, mqtt
 
+from notifier.lifecycle import Service
 
-class MqttRecorder:
+
+class MqttRecorder(Service):
     def __init__(self, host: str, port: int, topic_filter: str) -> None:
         self.topic_filter = topic_filter
         self.messages: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -25,7 +26,7 @@ class MqttRecorder:
             disable_metrics=True,
         )
 
-    async def __aenter__(self) -> MqttRecorder:
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
 
         def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
@@ -36,7 +37,6 @@ class MqttRecorder:
             self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, callback=on_message
         )
         await asyncio.wrap_future(subscribed)
-        return self
 
     async def next(self, timeout: float = 60.0) -> tuple[str, Any]:
         return await asyncio.wait_for(self.messages.get(), timeout)
@@ -49,10 +49,5 @@ class MqttRecorder:
                 if received == topic:
                     return message
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         await asyncio.wrap_future(self._connection.disconnect())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
+
+from notifier.lifecycle import Service
 
 
 class PortInUseError(Exception):
@@ -17,7 +18,7 @@ class PortInUseError(Exception):
         self.option = option
 
 
-class LocalBroker:
+class LocalBroker(Service):
     """amqtt on loopback; ``port`` 0 picks a free port, readable after start."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
@@ -53,15 +54,3 @@ class LocalBroker:
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
-
-    async def __aenter__(self) -> LocalBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -12,10 +12,10 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
+from notifier.lifecycle import Service
 from notifier.local.broker import LocalBroker, PortInUseError
 
 ENDPOINT_START_TIMEOUT = 120.0
@@ -90,7 +90,7 @@ class AwsEndpointProcess:
             await self._process.wait()
 
 
-class LocalStack:
+class LocalStack(Service):
     """Async context manager running broker, AWS endpoint and the deployed stack."""
 
     def __init__(self, settings: LocalStackSettings | None = None) -> None:
@@ -133,15 +133,3 @@ class LocalStack:
             await self.endpoint.stop()
         with contextlib.suppress(Exception):
             await self.broker.stop()
-
-    async def __aenter__(self) -> LocalStack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
 
 from notifier.executions import AwsError, Executions, completion_from_description
+from notifier.lifecycle import Service
 from notifier.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)
 
 
-class DescribePoller:
+class DescribePoller(Service):
     def __init__(self, registry: Registry, executions: Executions, interval: float) -> None:
         self.registry = registry
         self.executions = executions
@@ -26,16 +26,10 @@ class DescribePoller:
         self.calls = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> DescribePoller:
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="describe-poller")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

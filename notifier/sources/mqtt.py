@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any
 
 from awscrt import auth, io, mqtt
@@ -18,6 +17,7 @@ from awsiot import mqtt_connection_builder
 
 from notifier.aws import AwsSettings
 from notifier.config import MqttSettings
+from notifier.lifecycle import Service
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
 
@@ -30,7 +30,7 @@ class MqttConnectError(Exception):
     pass
 
 
-class MqttSource:
+class MqttSource(Service):
     def __init__(
         self,
         settings: MqttSettings,
@@ -54,7 +54,7 @@ class MqttSource:
         self._connection: mqtt.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> MqttSource:
+    async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connection = self._build()
         try:
@@ -73,14 +73,8 @@ class MqttSource:
             "MQTT connected to %s:%s as %s, subscribed to %s",
             self.endpoint, self.port, self.instance_id, self.topic_filter,
         )  # fmt: skip
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
