@@ -23,10 +23,22 @@ from moto.core.common_models import CloudFormationModel
 
 
 class _TemplateResource:
-    """A resource moto has no model for; it is created by calling moto's backends."""
+    """A resource moto has no model for, created by calling moto's backends.
+
+    Subclasses say how in ``create`` (returning the physical id) and, if it matters,
+    ``delete``; moto's CloudFormation calls the classmethods below.
+    """
 
     def __init__(self, physical_resource_id: str) -> None:
         self.physical_resource_id = physical_resource_id
+
+    @classmethod
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def delete(cls, physical_id: str, account_id: str, region: str) -> None:
+        return None
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -40,17 +52,19 @@ class _TemplateResource:
         return True
 
     @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        properties = cloudformation_json["Properties"]
+        return cls(cls.create(properties, account_id, region_name, resource_name))
+
+    @classmethod
     def update_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        cls.delete_from_cloudformation_json(
-            original_resource.physical_resource_id, cloudformation_json, account_id, region_name
-        )
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+        account_id: str, region_name: str,
+    ) -> Any:  # fmt: skip
+        cls.delete(original_resource.physical_resource_id, account_id, region_name)
         return cls.create_from_cloudformation_json(
             new_resource_name, cloudformation_json, account_id, region_name
         )
@@ -59,7 +73,7 @@ class _TemplateResource:
     def delete_from_cloudformation_json(  # type: ignore[misc]
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
-        return None
+        cls.delete(resource_name, account_id, region_name)
 
 
 class SnsSubscription(_TemplateResource, CloudFormationModel):
@@ -68,39 +82,34 @@ class SnsSubscription(_TemplateResource, CloudFormationModel):
         return "AWS::SNS::Subscription"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> SnsSubscription:
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
         from moto.sns.models import sns_backends
 
-        properties = cloudformation_json["Properties"]
-        backend = sns_backends[account_id][region_name]
+        backend = sns_backends[account_id][region]
         subscription = backend.subscribe(
             properties["TopicArn"], properties["Endpoint"], properties["Protocol"]
         )
         # The scope first: moto validates a filter policy against the scope already set.
-        for name in ("FilterPolicyScope", "FilterPolicy", "RawMessageDelivery", "RedrivePolicy"):
-            if name in properties:
-                value = properties[name]
+        for attribute in (
+            "FilterPolicyScope",
+            "FilterPolicy",
+            "RawMessageDelivery",
+            "RedrivePolicy",
+        ):
+            if attribute in properties:
+                value = properties[attribute]
                 if isinstance(value, dict):
                     value = json.dumps(value)
                 elif isinstance(value, bool):
                     value = str(value).lower()
-                backend.set_subscription_attributes(subscription.arn, name, value)
-        return cls(subscription.arn)
+                backend.set_subscription_attributes(subscription.arn, attribute, value)
+        return str(subscription.arn)
 
     @classmethod
-    def delete_from_cloudformation_json(  # type: ignore[misc]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
-    ) -> None:
+    def delete(cls, physical_id: str, account_id: str, region: str) -> None:
         from moto.sns.models import sns_backends
 
-        sns_backends[account_id][region_name].unsubscribe(resource_name)
+        sns_backends[account_id][region].unsubscribe(physical_id)
 
 
 class SqsQueuePolicy(_TemplateResource, CloudFormationModel):
@@ -109,24 +118,14 @@ class SqsQueuePolicy(_TemplateResource, CloudFormationModel):
         return "AWS::SQS::QueuePolicy"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> SqsQueuePolicy:
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
         from moto.sqs.models import sqs_backends
 
-        properties = cloudformation_json["Properties"]
         policy = json.dumps(properties["PolicyDocument"])
         for queue_url in properties["Queues"]:
             queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
-            sqs_backends[account_id][region_name].set_queue_attributes(
-                queue_name, {"Policy": policy}
-            )
-        return cls(resource_name)
+            sqs_backends[account_id][region].set_queue_attributes(queue_name, {"Policy": policy})
+        return name
 
 
 class SnsTopicPolicy(_TemplateResource, CloudFormationModel):
@@ -135,21 +134,13 @@ class SnsTopicPolicy(_TemplateResource, CloudFormationModel):
         return "AWS::SNS::TopicPolicy"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> SnsTopicPolicy:
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
         from moto.sns.models import sns_backends
 
-        properties = cloudformation_json["Properties"]
         policy = json.dumps(properties["PolicyDocument"])
         for topic_arn in properties["Topics"]:
-            sns_backends[account_id][region_name].set_topic_attribute(topic_arn, "policy", policy)
-        return cls(resource_name)
+            sns_backends[account_id][region].set_topic_attribute(topic_arn, "policy", policy)
+        return name
 
 
 def install() -> None:
