@@ -23,10 +23,10 @@ def timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _ms(start: datetime | None, end: datetime | None) -> int | None:
+def _ms(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
-    return round((end - start).total_seconds() * 1000)
+    return round((end - start).total_seconds() * 1000, 1)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -75,8 +75,9 @@ def final(
         },
     }
     if completion.stop_date is not None:
-        # DescribeExecution's stopDate is AWS's clock, not ours: kept apart, named for what it is.
-        timings["executionStopDate"] = timestamp(completion.stop_date)
+        # The workflow's clock (AWS's), not ours; on one machine, as locally, they agree.
+        timings["stoppedAt"] = timestamp(completion.stop_date)
+        timings["durationsMs"]["stoppedToAnswered"] = _ms(completion.stop_date, answered_at)
     body: dict[str, Any] = {
         "transactionId": txn.txn_id,
         "executionArn": completion.execution_arn or txn.execution_arn,

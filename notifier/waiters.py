@@ -50,7 +50,8 @@ class Completion:
     error: str | None = None
     cause: str | None = None
     stop_date: datetime | None = None
-    """The execution's stopDate from DescribeExecution (AWS's clock), when that was called."""
+    """When the workflow finished, by AWS's clock: the notification's ``finishedAt`` or
+    DescribeExecution's ``stopDate``."""
 
 
 @dataclass(eq=False)

@@ -8,6 +8,7 @@ Sources never raise out of their receive loops: a bad message is logged and drop
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from notifier.waiters import Completion, Status
@@ -20,7 +21,8 @@ class InvalidNotificationError(ValueError):
 def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = None) -> Completion:
     """Validate a workflow's completion message (the Notify states' payload).
 
-    ``{"txnId", "executionArn", "stateMachine", "status", "output" | "error", "cause"}``
+    ``{"txnId", "finishedAt", "executionArn", "stateMachine", "status", "output" | "error",
+    "cause"}``; ``finishedAt`` (ISO 8601) is when the workflow's Notify state was entered.
     The txn id is checked against ``expected_txn_id`` (the one the topic names) when given;
     whether it is a transaction anyone waits for is the registry's business.
     """
@@ -43,6 +45,11 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         raise InvalidNotificationError(f"status {status} is not final")
     arn = message.get("executionArn")
     error, cause = message.get("error"), message.get("cause")
+    finished_at = message.get("finishedAt")
+    try:
+        stop_date = datetime.fromisoformat(finished_at) if isinstance(finished_at, str) else None
+    except ValueError:
+        stop_date = None
     return Completion(
         status=status,
         via=via,
@@ -50,4 +57,5 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         output=message.get("output"),
         error=error if isinstance(error, str) else None,
         cause=cause if isinstance(cause, str) else None,
+        stop_date=stop_date,
     )

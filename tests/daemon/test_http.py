@@ -24,6 +24,11 @@ def assert_final(body: dict[str, Any], status: str, via: str = "mqtt") -> None:
     timings = body["timings"]
     for key in ("receivedAt", "notifiedAt", "answeredAt"):
         assert timings[key].endswith("Z")
+    if via == "mqtt":
+        # The workflow's own finishing time, carried by its notification.
+        assert timings["stoppedAt"].endswith("Z")
+        assert timings["stoppedAt"] <= timings["notifiedAt"] <= timings["answeredAt"]
+        assert timings["durationsMs"]["stoppedToAnswered"] >= 0
 
 
 # ---------------------------------------------------------------- every route, every status

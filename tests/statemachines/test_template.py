@@ -251,6 +251,7 @@ def test_asl_notifies_completion(name: str) -> None:
     assert notify["Parameters"]["Qos"] == 1
     assert notify["Parameters"]["Payload"] == {
         "txnId.$": "$$.Execution.Name",
+        "finishedAt.$": "$$.State.EnteredTime",
         "executionArn.$": "$$.Execution.Id",
         "stateMachine.$": "$$.StateMachine.Name",
         "status": "SUCCEEDED",
