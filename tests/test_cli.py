@@ -12,6 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
+from notifier.local.stack import LocalStack
+
 BIN = Path(sys.executable).parent
 
 
@@ -85,3 +87,57 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+async def test_serve_with_a_bad_config_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "notifier.toml"
+    config.write_text("[http]\nport = 'eighty'\n")
+    process = await run_notifier("serve", "--config", str(config))
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    lines = (stdout + stderr).decode().strip().splitlines()
+    assert len(lines) == 1 and str(config) in lines[0] and "port" in lines[0]
+
+
+async def test_serve_answers_then_stops_on_sigterm(local_stack: LocalStack, tmp_path: Path) -> None:
+    config = tmp_path / "notifier.toml"
+    config.write_text(
+        f"""
+[http]
+port = 0
+[daemon]
+instance_id = "serve-test"
+[aws]
+region = "us-east-1"
+endpoint_url = "{local_stack.aws_settings.endpoint_url}"
+access_key_id = "local"
+secret_access_key = "local"
+[mqtt]
+transport = "tcp"
+endpoint = "{local_stack.settings.host}"
+port = {local_stack.broker.port}
+[s3]
+bucket = "{local_stack.outputs["ProcessDataBucketName"]}"
+[routes.hello]
+state_machine = "{local_stack.outputs["HelloStateMachineArn"]}"
+input = "body"
+"""
+    )
+    process = await run_notifier("serve", "--config", str(config))
+    assert process.stderr is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await process.stderr.readline()).decode()
+            assert line, "notifier serve exited before it listened"
+            if " listening on http://" in line:
+                url = line.split(" listening on ")[1].strip()
+                break
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/hello", json={"who": "serve"}) as response:
+            answer = await response.json()
+    assert response.status == 200, answer
+    assert answer["output"]["who"] == "serve" and answer["completedVia"] == "mqtt"
+
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 30)
+    assert process.returncode == 0
