@@ -1,0 +1,61 @@
+"""The daemon's Prometheus metrics, all ``notifier_``-prefixed, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Seconds from a workflow's end to the daemon learning of it: MQTT is milliseconds,
+# polling and queues are seconds.
+NOTIFICATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.held_requests = Gauge(
+            "notifier_held_requests", "HTTP requests held open right now", registry=r
+        )
+        self.requests = Counter(
+            "notifier_requests",
+            "Answered requests by route and outcome (final status, RUNNING for 202, or error)",
+            ["route", "status"],
+            registry=r,
+        )
+        self.completions = Counter(
+            "notifier_completions",
+            "Completions that answered a transaction, by the source that delivered them",
+            ["source"],
+            registry=r,
+        )
+        self.completion_latency = Histogram(
+            "notifier_completion_latency_seconds",
+            "Seconds from a workflow's end to the daemon learning of it, by source",
+            ["source"],
+            buckets=NOTIFICATION_BUCKETS,
+            registry=r,
+        )
+        self.aws_calls = Counter(
+            "notifier_aws_api_calls", "AWS API calls made, by operation", ["operation"], registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "notifier_mqtt_connected", "1 while the MQTT connection is up", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "notifier_mqtt_reconnects", "MQTT connections resumed after a loss", registry=r
+        )
+        self.token_refreshes = Counter(
+            "notifier_token_refreshes", "IoT tokens fetched after the first", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
