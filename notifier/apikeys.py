@@ -1,0 +1,84 @@
+"""API keys for the requests that start or stop executions, each with its own rate limit.
+
+Keys are configured by the SHA-256 of their value, so the configuration file holds no
+secret; a client sends the key itself in ``x-api-key``. Each key has a token bucket: a
+sustained ``rate`` per second with bursts up to ``burst``; beyond it, 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+HEADER = "x-api-key"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    sha256: str
+    rate: float
+    burst: int
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def take(self) -> float:
+        """0 when a request may go now, else the seconds until one may."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int
+    """200 to go on, 401 without a valid key, 429 over the key's rate."""
+    key_name: str | None = None
+    retry_after: int = 0
+
+
+class ApiKeys:
+    def __init__(
+        self, keys: Mapping[str, ApiKey], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._keys = {key.sha256.lower(): key for key in keys.values()}
+        self._buckets = {
+            key.sha256.lower(): TokenBucket(key.rate, key.burst, clock) for key in keys.values()
+        }
+
+    def check(self, presented: str | None) -> Verdict:
+        if not presented:
+            return Verdict(401)
+        digest = hash_key(presented)
+        # The dict lookup only ever sees the digest of what was presented.
+        key = self._keys.get(digest)
+        if key is None or not hmac.compare_digest(key.sha256.lower(), digest):
+            return Verdict(401)
+        wait = self._buckets[digest].take()
+        if wait:
+            return Verdict(429, key.name, max(1, math.ceil(wait)))
+        return Verdict(200, key.name)

@@ -1,0 +1,201 @@
+"""The OpenAPI 3.1 document of the daemon's HTTP API, served at ``/openapi.json``.
+
+Built from the running configuration, so the route names it lists are the ones served.
+A test compares it with the application's router, and a fuzz run checks the API against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from notifier import __version__
+
+TXN_ID = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$", "description": "ULID"}
+
+ERROR = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {
+        "message": {"type": "string"},
+        "awsErrorCode": {"type": "string"},
+    },
+}
+
+TIMINGS = {
+    "type": "object",
+    "description": "ISO 8601 UTC times. receivedAt, startedAt, notifiedAt and answeredAt are "
+    "the daemon's clock; stoppedAt is the workflow's (AWS's) time of finishing.",
+    "properties": {
+        name: {"type": ["string", "null"], "format": "date-time"}
+        for name in ("receivedAt", "startedAt", "notifiedAt", "answeredAt", "stoppedAt")
+    }
+    | {"durationsMs": {"type": "object", "additionalProperties": {"type": ["number", "null"]}}},
+}
+
+ANSWER = {
+    "type": "object",
+    "required": ["transactionId", "executionArn", "status"],
+    "properties": {
+        "transactionId": TXN_ID,
+        "executionArn": {"type": ["string", "null"]},
+        "status": {
+            "type": "string",
+            "enum": ["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+        },
+        "output": {"description": "The workflow's output (SUCCEEDED)"},
+        "processData": {"description": "The S3 process data (sidecar routes)"},
+        "error": {"type": ["string", "null"]},
+        "cause": {"type": ["string", "null"]},
+        "completedVia": {"type": "string", "description": "mqtt, sqs, poll or stop"},
+        "timings": TIMINGS,
+    },
+}
+
+
+def _json(schema_ref: str, description: str, headers: Iterable[str] = ()) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+    if headers:
+        response["headers"] = {name: {"schema": {"type": "string"}} for name in headers}
+    return response
+
+
+def _error(description: str, *headers: str) -> dict[str, Any]:
+    return _json("Error", description, headers)
+
+
+def _answers() -> dict[str, Any]:
+    return {
+        "200": _json("Answer", "SUCCEEDED"),
+        "202": _json("Answer", "still running", ["Location", "Retry-After"]),
+        "409": _json("Answer", "ABORTED"),
+        "502": _json("Answer", "FAILED, or an AWS error (then an Error with awsErrorCode)"),
+        "504": _json("Answer", "TIMED_OUT"),
+    }
+
+
+WAIT_QUERY = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "number", "minimum": 0},
+    "description": "Seconds to hold the request (capped by the configured max_wait)",
+}
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+    "description": "wait=N: seconds to hold the request (capped by max_wait)",
+}
+
+
+def document(routes: Iterable[str], api_keys_required: bool) -> dict[str, Any]:
+    security = [{"apiKey": []}] if api_keys_required else []
+    route_names = sorted(routes)
+    start: dict[str, Any] = {
+        "summary": "Start the route's workflow and hold the request until it ends",
+        "operationId": "start",
+        "security": security,
+        "parameters": [
+            {
+                "name": "route",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": route_names},
+            },
+            PREFER,
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "responses": _answers()
+        | {
+            "400": _error("the body is not a JSON object"),
+            "401": _error("missing or unknown API key"),
+            "404": _error("unknown route"),
+            "413": _error("body too large"),
+            "429": _error("over the API key's rate", "Retry-After"),
+            "503": _error("too many held requests, or draining", "Retry-After"),
+        },
+    }
+    txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "notifier",
+            "version": __version__,
+            "description": "AWS Step Functions workflows as synchronous HTTP calls.",
+        },
+        "paths": {
+            "/{route}": {"post": start},
+            "/executions/{txnId}": {
+                "get": {
+                    "summary": "Re-attach to a transaction: its final answer, or 202 after wait",
+                    "operationId": "reattach",
+                    "parameters": [txn_param, WAIT_QUERY],
+                    "responses": _answers()
+                    | {
+                        "400": _error("bad wait"),
+                        "404": _error("no such transaction"),
+                        "503": _error("too many held requests, or draining", "Retry-After"),
+                    },
+                }
+            },
+            "/executions/{txnId}/stop": {
+                "post": {
+                    "summary": "Stop the execution; requests held for it are answered 409",
+                    "operationId": "stop",
+                    "security": security,
+                    "parameters": [txn_param],
+                    "responses": {
+                        "200": _json("Answer", "stopped"),
+                        "401": _error("missing or unknown API key"),
+                        "404": _error("no such transaction"),
+                        "409": _json("Answer", "the execution had already ended"),
+                        "429": _error("over the API key's rate", "Retry-After"),
+                        "502": _error("AWS error"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "operationId": "healthz",
+                    "responses": {"200": {"description": "alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Whether the daemon can serve, and how",
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "not ready (the body says why)"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {"Answer": ANSWER, "Error": ERROR},
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        },
+    }
