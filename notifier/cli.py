@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from notifier.aws import AwsClients, AwsSettings
 from notifier.config import ConfigError, load_settings
 from notifier.daemon import Daemon, local_settings, serve
-from notifier.deploy import DeployError
+from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.broker import PortInUseError
 from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
+from notifier.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
     )
     serve_cmd.add_argument("--log-level", default="INFO")
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="package statemachines/template.yaml and create or update its CloudFormation stack",
+        description="Inline the ASL, zip and upload the Lambda code, create or update the stack, "
+        "wait for it and print its outputs. AWS credentials and region come from the usual AWS "
+        "environment.",
+    )
+    deploy.add_argument("--stack", required=True, help="stack name")
+    deploy.add_argument("--stage", required=True, help="the template's Stage parameter")
+    deploy.add_argument("--topic-root", default="notifier", help="the TopicRoot parameter")
+    deploy.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another template parameter (repeatable)",
+    )
+    deploy.add_argument("--endpoint-url", help="an AWS API endpoint other than AWS's own")
+    deploy.add_argument("--region", help="AWS region (default: from the AWS environment)")
+    deploy.add_argument("--profile", help="AWS profile")
+    deploy.add_argument(
+        "--artifacts-bucket", help="bucket for the Lambda zips (default: created per account)"
+    )
+    deploy.add_argument("--json", action="store_true", help="print the outputs as one JSON object")
+    deploy.add_argument("--log-level", default="WARNING")
 
     local = commands.add_parser(
         "local",
@@ -113,6 +143,27 @@ async def run_local(args: argparse.Namespace) -> int:
     return status
 
 
+async def run_deploy(args: argparse.Namespace) -> int:
+    parameters = {"Stage": args.stage, "TopicRoot": args.topic_root}
+    for item in args.parameter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DeployError(f"--parameter {item!r}: expected KEY=VALUE")
+        parameters[key] = value
+    aws = AwsClients(
+        AwsSettings(region=args.region, endpoint_url=args.endpoint_url, profile=args.profile)
+    )
+    bucket = args.artifacts_bucket or await default_artifacts_bucket(aws, args.stack)
+    outputs = await deploy_stack(aws, args.stack, parameters, artifacts_bucket=bucket)
+    if args.json:
+        print(json.dumps(outputs, indent=2, sort_keys=True))
+    else:
+        print(f"stack {args.stack} is deployed; outputs:")
+        for key, value in sorted(outputs.items()):
+            print(f"  {key:<28} {value}")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     return asyncio.run(serve(settings))
@@ -120,17 +171,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("transitions", "amqtt", "botocore", "aiobotocore"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    setup_logging(args.log_level)
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))
         if args.command == "serve":
             sys.exit(run_serve(args))
-    except (PortInUseError, LocalStackError, DeployError, ConfigError) as exc:
+        if args.command == "deploy":
+            sys.exit(asyncio.run(run_deploy(args)))
+    except (
+        PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError
+    ) as exc:  # fmt: skip
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -33,6 +33,15 @@ async def ensure_bucket(s3: Any, bucket: str, region: str | None) -> None:
             raise
 
 
+async def default_artifacts_bucket(aws: AwsClients, stack_name: str) -> str:
+    """``<stack>-artifacts-<account>-<region>``: bucket names are global, so made unique."""
+    async with aws.client("sts") as sts:
+        account = (await sts.get_caller_identity())["Account"]
+    async with aws.client("s3") as s3:
+        region = s3.meta.region_name
+    return f"{stack_name}-artifacts-{account}-{region}".lower()
+
+
 async def deploy_stack(
     aws: AwsClients,
     stack_name: str,

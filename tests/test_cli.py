@@ -129,8 +129,9 @@ input = "body"
         while True:
             line = (await process.stderr.readline()).decode()
             assert line, "notifier serve exited before it listened"
-            if " listening on http://" in line:
-                url = line.split(" listening on ")[1].strip()
+            message = json.loads(line)["message"]  # not a terminal: JSON lines
+            if " listening on http://" in message:
+                url = message.split(" listening on ")[1].strip()
                 break
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/hello", json={"who": "serve"}) as response:
@@ -141,3 +142,24 @@ input = "body"
     process.send_signal(signal.SIGTERM)
     await asyncio.wait_for(process.wait(), 30)
     assert process.returncode == 0
+
+
+async def test_deploy_creates_then_updates_a_stack(local_stack: LocalStack) -> None:
+    args = (
+        "deploy", "--stack", "notifier-deploytest", "--stage", "deploytest",
+        "--endpoint-url", str(local_stack.aws_settings.endpoint_url), "--region", "us-east-1",
+        "--json",
+    )  # fmt: skip
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    for _ in ("create", "update"):
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "notifier"), *args, stdout=asyncio.subprocess.PIPE, env=env
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0
+        outputs = json.loads(stdout)
+        assert outputs["Stage"] == "deploytest"
+        assert outputs["HelloStateMachineArn"].endswith(":notifier-deploytest-Hello")
+    async with local_stack.aws().client("cloudformation") as cfn:
+        stack = (await cfn.describe_stacks(StackName="notifier-deploytest"))["Stacks"][0]
+    assert stack["StackStatus"] in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
