@@ -5,7 +5,9 @@ In the source template, as `aws cloudformation package` accepts it:
 - a state machine names its ASL file, relative to the template, in
   ``DefinitionS3Location: processa.asl.json`` and lists the values the ASL
   refers to as ``${Name}`` in ``DefinitionSubstitutions``;
-- a Lambda function names its code directory in ``Code: functions/processa``.
+- a Lambda function names its code directory in ``Code: functions/processa``; a
+  directory that is a Python package (``Code: ../iotauth``) is zipped under its own
+  name, so its handlers are named ``iotauth.issuer.handler``.
 
 Packaging replaces the state machine's two keys with a ``DefinitionString``
 that is ``Fn::Sub`` of the ASL text, each ``${Name}`` rewritten to the
@@ -172,16 +174,18 @@ def _sub_reference(value: Any) -> str | None:
 
 def zip_code(directory: Path) -> tuple[str, bytes]:
     """Zip a Lambda code directory the same way every time; return (S3 key, zip bytes)."""
+    directory = directory.resolve()
+    root = directory.parent if (directory / "__init__.py").is_file() else directory
     paths = sorted(
         (path for path in directory.rglob("*") if path.is_file() and not _skipped(path, directory)),
-        key=lambda path: path.relative_to(directory).as_posix(),
+        key=lambda path: path.relative_to(root).as_posix(),
     )
     if not paths:
         raise ValueError(f"Lambda code directory {directory} has no files")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for path in paths:
-            entry = zipfile.ZipInfo(path.relative_to(directory).as_posix(), ZIP_DATE_TIME)
+            entry = zipfile.ZipInfo(path.relative_to(root).as_posix(), ZIP_DATE_TIME)
             entry.external_attr = ZIP_FILE_MODE
             entry.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(entry, path.read_bytes())

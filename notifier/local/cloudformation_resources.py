@@ -2,7 +2,8 @@
 
 moto logs "No Moto CloudFormation support" and moves on for some types the stack needs
 locally, above all SNS subscriptions (without them nothing reaches the queues subscribed to
-a topic), and the queue and topic policies that say who may send to them. These models
+a topic), the queue and topic policies that say who may send to them, the token signing
+secret and the IoT custom authorizer. These models
 teach moto's CloudFormation those types, so the resources are created from the template
 itself, by the same CreateStack/UpdateStack call used for AWS.
 
@@ -17,6 +18,8 @@ while the API serves the executing one; stacks are pointed at the executing back
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from typing import Any
 
 from moto.core.common_models import CloudFormationModel
@@ -50,6 +53,9 @@ class _TemplateResource:
 
     def is_created(self) -> bool:
         return True
+
+    def get_cfn_attribute(self, attribute_name: str) -> Any:
+        raise NotImplementedError(attribute_name)
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -143,6 +149,90 @@ class SnsTopicPolicy(_TemplateResource, CloudFormationModel):
         return name
 
 
+class SecretsManagerSecret(_TemplateResource, CloudFormationModel):
+    """A secret with its ``SecretString``, or one generated as ``GenerateSecretString`` asks."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SecretsManager::Secret"
+
+    @classmethod
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        value = properties.get("SecretString")
+        if value is None:
+            value = generate_secret_string(properties.get("GenerateSecretString", {}))
+        created = secretsmanager_backends[account_id][region].create_secret(
+            name=properties.get("Name", name),
+            secret_string=value,
+            secret_binary=None,
+            description=properties.get("Description"),
+            tags=properties.get("Tags"),
+            kms_key_id=properties.get("KmsKeyId"),
+            client_request_token=None,
+            replica_regions=[],
+            force_overwrite=False,
+        )
+        return str(json.loads(created)["ARN"])  # Ref of a secret is its ARN
+
+    @classmethod
+    def delete(cls, physical_id: str, account_id: str, region: str) -> None:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        secretsmanager_backends[account_id][region].delete_secret(
+            physical_id, recovery_window_in_days=None, force_delete_without_recovery=True
+        )
+
+
+def generate_secret_string(spec: dict[str, Any]) -> str:
+    """A random password as GenerateSecretString describes it (length and excluded classes);
+    with ``SecretStringTemplate``, the JSON object with it under ``GenerateStringKey``."""
+    alphabet = string.ascii_letters + string.digits
+    if not _true(spec.get("ExcludePunctuation")):
+        alphabet += string.punctuation
+    alphabet = "".join(c for c in alphabet if c not in spec.get("ExcludeCharacters", ""))
+    password = "".join(secrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
+    if "SecretStringTemplate" not in spec:
+        return password
+    document = json.loads(spec["SecretStringTemplate"])
+    document[spec["GenerateStringKey"]] = password
+    return json.dumps(document)
+
+
+def _true(value: Any) -> bool:
+    return str(value).lower() == "true"
+
+
+class IotAuthorizer(_TemplateResource, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::IoT::Authorizer"
+
+    @classmethod
+    def create(cls, properties: dict[str, Any], account_id: str, region: str, name: str) -> str:
+        from notifier.local import iot_authorizers
+
+        return iot_authorizers.register(account_id, region, properties).name
+
+    @classmethod
+    def delete(cls, physical_id: str, account_id: str, region: str) -> None:
+        from notifier.local import iot_authorizers
+
+        iot_authorizers.remove(account_id, region, physical_id)
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> Any:
+        from notifier.local import iot_authorizers
+
+        if attribute_name != "Arn":
+            raise NotImplementedError(attribute_name)
+        return iot_authorizers.arn_of(self.physical_resource_id)
+
+
 def install() -> None:
     """Make moto's CloudFormation see the models above (it caches its type map on first use)
     and create state machines where the Step Functions API will look for them."""
@@ -155,5 +245,6 @@ def install() -> None:
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()
     known = parsing.get_model_map()
-    for model in (SnsSubscription, SqsQueuePolicy, SnsTopicPolicy):
+    for model in (SnsSubscription, SqsQueuePolicy, SnsTopicPolicy, SecretsManagerSecret,
+                  IotAuthorizer):  # fmt: skip
         assert known[model.cloudformation_type()] is model

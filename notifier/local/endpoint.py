@@ -34,6 +34,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     from notifier.local import (
         cloudformation_resources,
         eventbridge_targets,
+        iot_authorizers,
         iot_core,
         lambda_runtime,
         sfn_api,
@@ -70,6 +71,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     eventbridge_targets.install()
     iot_core.install(publisher)
     cloudformation_resources.install()
+    iot_authorizers.install()
     sfn_api.install()
 
     def stop(signum: int, frame: Any) -> None:

@@ -120,7 +120,12 @@ class LocalStack(Service):
                 s.host, s.aws_port, s.host, self.broker.port, s.log_level
             )
             await self.endpoint.start()
-            parameters = {"Stage": s.stage, "TopicRoot": s.topic_root, **s.parameters}
+            parameters = {
+                "Stage": s.stage,
+                "TopicRoot": s.topic_root,
+                "MqttEndpoint": f"{s.host}:{self.broker.port}",
+                **s.parameters,
+            }
             self.outputs = await deploy_stack(
                 self.aws(), s.stack_name, parameters, artifacts_bucket=f"{s.stack_name}-artifacts"
             )

@@ -155,18 +155,29 @@ def test_every_state_machine_gets_a_definition_string(packaged: tuple) -> None:
 def test_every_function_gets_s3_code(packaged: tuple) -> None:
     template, artifacts = packaged
     functions = resources_of(template, "AWS::Lambda::Function")
-    assert len(functions) == 13  # 6 ProcessA steps, Hello, 5 QC, Archive metadata
+    # 6 ProcessA steps, Hello, 5 QC, Archive metadata, token issuer and authorizer
+    assert len(functions) == 15
     for function in functions.values():
         properties = function["Properties"]
         assert properties["Runtime"] == "python3.12"
-        assert properties["Handler"].startswith("app.")
+        module_name, _, handler = properties["Handler"].rpartition(".")
         code = properties["Code"]
         assert code["S3Bucket"] == BUCKET
         data = artifacts[code["S3Key"]]
         assert hashlib.sha256(data).hexdigest() in code["S3Key"]
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            module = archive.read("app.py").decode()
-        assert f"def {properties['Handler'].removeprefix('app.')}(" in module
+            module = archive.read(module_name.replace(".", "/") + ".py").decode()
+        assert f"def {handler}(" in module
+
+
+def test_a_package_is_zipped_under_its_name(packaged: tuple) -> None:
+    template, artifacts = packaged
+    issuer = template["Resources"]["TokenIssuerFunction"]["Properties"]
+    assert issuer["Handler"] == "iotauth.issuer.handler"
+    with zipfile.ZipFile(io.BytesIO(artifacts[issuer["Code"]["S3Key"]])) as archive:
+        names = archive.namelist()
+    assert "iotauth/__init__.py" in names and "iotauth/tokens.py" in names
+    assert all(name.startswith("iotauth/") for name in names)
 
 
 def test_zips_are_deterministic_and_clean(tmp_path: Path) -> None:
