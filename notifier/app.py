@@ -23,9 +23,10 @@ from aiohttp import web
 
 from notifier import answers
 from notifier.aws import AwsClients, AwsSettings
-from notifier.config import Settings
+from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import AwsError, Executions, completion_from_description
 from notifier.ids import is_txn_id, new_txn_id
+from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.sources.describe import DescribePoller
 from notifier.sources.mqtt import MqttSource
 from notifier.waiters import (
@@ -90,6 +91,14 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
+    tokens = None
+    if settings.mqtt.transport in TOKEN_TRANSPORTS:
+        issuer = TokenIssuer(settings.iotauth, app[AWS_SETTINGS], settings.mqtt.connect_timeout)
+        instance_id = app[INSTANCE_ID]
+
+        def tokens() -> Awaitable[IotToken]:
+            return issuer.daemon_token(instance_id)
+
     async with (
         MqttSource(
             settings.mqtt,
@@ -97,6 +106,8 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
             registry=app[REGISTRY],
             endpoint=endpoint,
             aws=app[AWS_SETTINGS],
+            tokens=tokens,
+            refresh_margin=settings.iotauth.refresh_margin,
         ) as mqtt,
         DescribePoller(app[REGISTRY], app[EXECUTIONS], settings.daemon.poll_interval) as poller,
     ):
@@ -144,6 +155,8 @@ async def readyz(request: web.Request) -> web.Response:
         "ready": ready,
         "instanceId": app[INSTANCE_ID],
         "mqttConnected": app[MQTT].connected,
+        "mqttAuthError": app[MQTT].auth_error,
+        "mqttTokenRefreshes": app[MQTT].refreshes,
         "held": app[REGISTRY].held,
     }
     return web.json_response(body, status=200 if ready else 503)

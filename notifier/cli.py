@@ -13,9 +13,10 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier import token_cli
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import ConfigError, load_settings
-from notifier.daemon import Daemon, local_settings, serve
+from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.broker import PortInUseError
 from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
@@ -79,12 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--mqtt-port", type=int, default=defaults.mqtt_port, help="MQTT port")
     local.add_argument(
+        "--issuer-port",
+        type=int,
+        default=defaults.issuer_port,
+        help="token issuer port (its API key: config/local.toml [iotauth] api_key)",
+    )
+    local.add_argument(
         "--http-port", type=int, default=3000, help="the daemon's HTTP port (config/local.toml)"
     )
     local.add_argument("--stage", default=defaults.stage, help="the template's Stage parameter")
     local.add_argument("--stack-name", default=defaults.stack_name)
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
+
+    token_cli.add_parser(commands)
     return parser
 
 
@@ -100,7 +109,8 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
 notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
   AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
-  MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core)
+  MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core; token required)
+  token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of config/local.toml)
   stack {stack.settings.stack_name!r} outputs:
 {outputs}
 
@@ -108,7 +118,10 @@ Try, in another terminal:
   curl -sS -X POST {daemon.url}/p1 -H 'content-type: application/json' -d '{{"foo":"foo val"}}'
   curl -sS -X POST {daemon.url}/hello -H 'content-type: application/json' -d '{{"waitSeconds":2}}'
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
-  mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -t '{root}/#' -v
+  notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
+  mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -V mqttv311 -v \\
+      -u "$(jq -r .username token.json)" -P "$(jq -r .password token.json)" \\
+      -i "$(jq -r .clientId token.json)" -t '{root}/demo/#'
   aws --endpoint-url {url} stepfunctions start-execution \\
       --state-machine-arn {hello} --input '{{"subtopic": "demo", "waitSeconds": 1}}'
 """
@@ -119,6 +132,8 @@ async def run_local(args: argparse.Namespace) -> int:
         host=args.host,
         aws_port=args.aws_port,
         mqtt_port=args.mqtt_port,
+        issuer_port=args.issuer_port,
+        issuer_api_key=load_settings(LOCAL_CONFIG, os.environ).iotauth.api_key or "",
         stack_name=args.stack_name,
         stage=args.stage,
         topic_root=args.topic_root,
@@ -177,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_local(args)))
         if args.command == "serve":
             sys.exit(run_serve(args))
+        if args.command == "token":
+            sys.exit(asyncio.run(token_cli.run(args)))
         if args.command == "deploy":
             sys.exit(asyncio.run(run_deploy(args)))
     except (

@@ -49,13 +49,14 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class MqttSettings:
-    transport: Literal["tcp", "mtls", "websockets"] = "websockets"
-    """``tcp``: plain MQTT (the local broker); ``mtls``: IoT Core with a device certificate;
-    ``websockets``: IoT Core over WebSocket signed with the usual AWS credentials."""
+    transport: Literal["custom-auth", "tcp", "mtls", "websockets"] = "custom-auth"
+    """``custom-auth``: IoT Core over TLS with a token from the iotauth issuer;
+    ``tcp``: plain MQTT with such a token (the local broker); ``mtls``: IoT Core with a
+    device certificate; ``websockets``: IoT Core over WebSocket signed with AWS credentials."""
     endpoint: str | None = None
     """Broker host; unset means the account's IoT data endpoint (DescribeEndpoint)."""
     port: int | None = None
-    """Unset: 1883 for tcp, 8883 for mtls, 443 for websockets."""
+    """Unset: 443 for custom-auth and websockets, 1883 for tcp, 8883 for mtls."""
     topic_root: str = "notifier"
     cert_file: str | None = None
     key_file: str | None = None
@@ -64,6 +65,22 @@ class MqttSettings:
     reconnect_min_secs: int = 1
     reconnect_max_secs: int = 30
     connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class IotAuthSettings:
+    """The token issuer the daemon gets its MQTT tokens from (transports custom-auth, tcp)."""
+
+    issuer_url: str | None = None
+    """Base URL of the issuer (the stack's ``TokenIssuerUrl`` output)."""
+    api_key: str | None = None
+    """Sent as ``x-api-key`` (the local stack's issuer); unset: requests are signed with
+    SigV4 (``execute-api``) using the [aws] credentials, as API Gateway requires."""
+    refresh_margin: float = 300.0
+    """Seconds before a token expires when the daemon connects anew with a fresh one."""
+
+
+TOKEN_TRANSPORTS = ("custom-auth", "tcp")
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,7 @@ class RouteSettings:
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    iotauth: IotAuthSettings = field(default_factory=IotAuthSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
@@ -105,6 +123,7 @@ class Settings:
 _SECTIONS: dict[str, type[Any]] = {
     "http": HttpSettings,
     "mqtt": MqttSettings,
+    "iotauth": IotAuthSettings,
     "daemon": DaemonSettings,
     "s3": S3Settings,
     "aws": AwsSettings,
@@ -255,6 +274,16 @@ def _validate(s: Settings, where: str) -> None:
         raise fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
     if not 1 <= s.mqtt.reconnect_min_secs <= s.mqtt.reconnect_max_secs:
         raise fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
+    if s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
+        raise fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
+    if s.mqtt.transport not in TOKEN_TRANSPORTS and (s.iotauth.issuer_url or s.iotauth.api_key):
+        raise fail(
+            f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it"
+        )
+    if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
+        raise fail("[iotauth] issuer_url: expected an http(s):// URL")
+    if s.iotauth.refresh_margin <= 0:
+        raise fail("[iotauth] refresh_margin: must be positive")
     if s.mqtt.keep_alive_secs < 5:
         raise fail("[mqtt] keep_alive_secs: must be at least 5")
     if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):

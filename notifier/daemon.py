@@ -154,7 +154,8 @@ def local_settings(
     """Settings for the daemon against a running local stack.
 
     Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
-    stack's MQTT broker, AWS endpoint and bucket are is taken from the stack itself.
+    stack's MQTT broker, AWS endpoint, token issuer and bucket are, and the issuer's API key,
+    are taken from the stack itself.
     """
     settings = load_settings(path or LOCAL_CONFIG, env)
     return dataclasses.replace(
@@ -166,6 +167,11 @@ def local_settings(
             endpoint=stack.settings.host,
             port=stack.broker.port,
             topic_root=stack.settings.topic_root,
+        ),
+        iotauth=dataclasses.replace(
+            settings.iotauth,
+            issuer_url=stack.issuer_url,
+            api_key=stack.settings.issuer_api_key,
         ),
         s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
     )

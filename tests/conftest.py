@@ -11,6 +11,8 @@ from notifier.local.stack import LocalStack, LocalStackSettings
 
 @pytest.fixture(scope="session")
 async def local_stack() -> AsyncIterator[LocalStack]:
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, stack_name="notifier-test", stage="test")
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, issuer_port=0, stack_name="notifier-test", stage="test"
+    )
     async with LocalStack(settings) as stack:
         yield stack

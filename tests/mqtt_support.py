@@ -1,40 +1,65 @@
-"""An awscrt MQTT subscriber for tests: collects messages into an asyncio queue."""
+"""An awscrt MQTT subscriber for tests, with a token from the stack's issuer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 from awscrt import io, mqtt
 
+from notifier.config import IotAuthSettings
+from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.lifecycle import Service
+from notifier.local.stack import LocalStack
+
+
+def issuer_of(stack: LocalStack) -> TokenIssuer:
+    settings = IotAuthSettings(issuer_url=stack.issuer_url, api_key=stack.settings.issuer_api_key)
+    return TokenIssuer(settings, stack.aws_settings)
+
+
+async def token_for(stack: LocalStack, subtopic: str | None) -> IotToken:
+    """A daemon token for ``subtopic``, or a dashboard token when None."""
+    issuer = issuer_of(stack)
+    return await (issuer.daemon_token(subtopic) if subtopic else issuer.dashboard_token())
+
+
+def connection(host: str, port: int, token: IotToken | None, client_id: str = "") -> Any:
+    return mqtt.Connection(
+        client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
+        host_name=host,
+        port=port,
+        client_id=token.client_id if token else client_id,
+        username=token.username if token else None,
+        password=token.password if token else None,
+        clean_session=True,
+        keep_alive_secs=30,
+        disable_metrics=True,
+    )
 
 
 class MqttRecorder(Service):
-    def __init__(self, host: str, port: int, topic_filter: str) -> None:
-        self.topic_filter = topic_filter
+    """Subscribes to ``subtopic``'s completions (the status topics when None) with a token
+    for them, and collects the messages into an asyncio queue."""
+
+    def __init__(self, stack: LocalStack, subtopic: str | None) -> None:
+        self.stack = stack
+        self.subtopic = subtopic
         self.messages: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._connection = mqtt.Connection(
-            client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
-            host_name=host,
-            port=port,
-            client_id=f"test-{uuid.uuid4().hex[:12]}",
-            clean_session=True,
-            keep_alive_secs=30,
-            disable_metrics=True,
-        )
+        self._connection: Any = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        token = await token_for(self.stack, self.subtopic)
 
         def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
             loop.call_soon_threadsafe(self.messages.put_nowait, (topic, json.loads(payload)))
 
+        self._connection = connection(self.stack.settings.host, self.stack.broker.port, token)
         await asyncio.wrap_future(self._connection.connect())
         subscribed, _ = self._connection.subscribe(
-            self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, callback=on_message
+            token.topic_filters[0], mqtt.QoS.AT_LEAST_ONCE, callback=on_message
         )
         await asyncio.wrap_future(subscribed)
 

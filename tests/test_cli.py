@@ -26,7 +26,7 @@ async def run_notifier(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--http-port")
+PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--issuer-port", "--http-port")
 
 
 async def test_taken_port_is_one_line_naming_the_option() -> None:
@@ -47,7 +47,9 @@ async def test_taken_port_is_one_line_naming_the_option() -> None:
 
 
 async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
-    process = await run_notifier("local", "--aws-port", "0", "--mqtt-port", "0", "--http-port", "0")
+    process = await run_notifier(
+        "local", "--aws-port", "0", "--mqtt-port", "0", "--issuer-port", "0", "--http-port", "0"
+    )
     assert process.stdout is not None
     banner = []
     async with asyncio.timeout(180):
@@ -116,6 +118,9 @@ secret_access_key = "local"
 transport = "tcp"
 endpoint = "{local_stack.settings.host}"
 port = {local_stack.broker.port}
+[iotauth]
+issuer_url = "{local_stack.issuer_url}"
+api_key = "{local_stack.settings.issuer_api_key}"
 [s3]
 bucket = "{local_stack.outputs["ProcessDataBucketName"]}"
 [routes.hello]

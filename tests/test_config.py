@@ -14,7 +14,10 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+ISSUER = "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
 MINIMAL = f"""
+[iotauth]
+issuer_url = "{ISSUER}"
 [s3]
 bucket = "b"
 [routes.hello]
@@ -28,9 +31,11 @@ def test_shipped_configs_load() -> None:
     assert set(local.routes) == {"p1", "hello", "qc", "archive"}
     assert local.routes["p1"].input == "sidecar"
     assert local.mqtt.transport == "tcp"
+    assert local.iotauth.issuer_url and local.iotauth.api_key
     example = load_settings(REPO / "config" / "notifier.toml", {"NOTIFIER_S3_BUCKET": "b"})
     assert example.aws.endpoint_url is None
-    assert example.mqtt.transport == "websockets"
+    assert example.mqtt.transport == "custom-auth"
+    assert example.iotauth.api_key is None  # SigV4 against AWS
 
 
 def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
@@ -60,9 +65,13 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL + "[http]\nprot = 1\n", {}, "[http] unknown key 'prot'"),
         (MINIMAL, {"NOTIFIER_HTTP_PORT": "abc"}, "NOTIFIER_HTTP_PORT: expected an integer"),
         (MINIMAL + "[http]\nport = 70000\n", {}, "not a TCP port"),
-        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "udp"}, "expected one of tcp, mtls, websockets"),
+        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "udp"}, "expected one of custom-auth, tcp"),
+        (MINIMAL.replace(ISSUER, ""), {}, "[iotauth] issuer_url: required with transport"),
+        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "websockets"}, "tokens are not used"),
+        (MINIMAL, {"NOTIFIER_IOTAUTH_ISSUER_URL": "ftp://x"}, "expected an http(s):// URL"),
+        (MINIMAL, {"NOTIFIER_IOTAUTH_REFRESH_MARGIN": "0"}, "refresh_margin: must be positive"),
         (MINIMAL.replace('bucket = "b"', ""), {}, "[s3] bucket: required"),
-        ('[s3]\nbucket = "b"\n', {}, "no routes"),
+        (MINIMAL.split("[routes")[0], {}, "no routes"),
         (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
         (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
     ],

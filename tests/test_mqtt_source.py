@@ -1,22 +1,56 @@
-"""The MQTT completion source against a real broker (amqtt, as in the local stack)."""
+"""The MQTT completion source against a real broker (amqtt, as in the local stack), which
+authenticates with the iotauth authorizer handler run in-process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from awscrt import io, mqtt
 
+from iotauth import issuer, tokens
+from iotauth.authorizer import AuthorizerSettings, authorize
+from iotauth.keys import KeyRing
 from notifier.config import MqttSettings
 from notifier.ids import new_txn_id
+from notifier.iot_tokens import IotToken, TokenError
 from notifier.local.broker import LocalBroker
+from notifier.local.broker_auth import PUBLISHER_CLIENT_ID, AccessControl
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt import MqttSource
 from notifier.waiters import Registry, Status, Transaction
 
 EVENTUALLY = 30.0
+KEY = b"k" * 64
+ARN_PREFIX = "arn:aws:iot:us-east-1:123456789012:"
+AUTHORIZER = "unit-authorizer"
+PUBLISHER_PASSWORD = "publisher-password"
+
+
+async def in_process_authorizer(name: str, event: dict[str, Any]) -> dict[str, Any]:
+    assert name == AUTHORIZER
+    settings = AuthorizerSettings("notifier", ARN_PREFIX)
+    answer, _ = authorize(event, lambda kid: KeyRing(KEY).by_id, settings, time.time())
+    return answer
+
+
+def access_control() -> AccessControl:
+    access = AccessControl(ARN_PREFIX, PUBLISHER_PASSWORD)
+    access.authorize = in_process_authorizer
+    return access
+
+
+def new_token(subtopic: str = "unit", key: bytes = KEY) -> IotToken:
+    settings = issuer.IssuerSettings("notifier", AUTHORIZER, "127.0.0.1", 1883)
+    return IotToken.from_answer(issuer.issue(tokens.DAEMON, subtopic, key, settings, time.time()))
+
+
+async def issue_token() -> IotToken:
+    return new_token()
 
 
 async def eventually(predicate: object) -> None:
@@ -32,7 +66,9 @@ class Publisher:
             client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
             host_name="127.0.0.1",
             port=port,
-            client_id=f"test-publisher-{new_txn_id()}",
+            client_id=PUBLISHER_CLIENT_ID,
+            username=PUBLISHER_CLIENT_ID,
+            password=PUBLISHER_PASSWORD,
             disable_metrics=True,
         )
 
@@ -51,13 +87,22 @@ class Publisher:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[LocalBroker]:
-    async with LocalBroker("127.0.0.1", 0) as running:
+    async with LocalBroker("127.0.0.1", 0, access_control()) as running:
         yield running
 
 
-def source_for(port: int, registry: Registry) -> MqttSource:
+def source_for(
+    port: int, registry: Registry, tokens: Callable[[], Any] = issue_token, **kwargs: Any
+) -> MqttSource:
     settings = MqttSettings(transport="tcp", endpoint="127.0.0.1", port=port, reconnect_max_secs=2)
-    return MqttSource(settings, instance_id="unit", registry=registry, endpoint="127.0.0.1")
+    return MqttSource(
+        settings,
+        instance_id="unit",
+        registry=registry,
+        endpoint="127.0.0.1",
+        tokens=tokens,
+        **kwargs,
+    )
 
 
 def message(txn_id: str, status: str = "SUCCEEDED") -> dict[str, object]:
@@ -102,7 +147,8 @@ async def test_other_instances_topics_are_not_received(broker: LocalBroker) -> N
 
 
 async def test_resubscribes_after_the_broker_restarts() -> None:
-    broker = LocalBroker("127.0.0.1", 0)
+    access = access_control()
+    broker = LocalBroker("127.0.0.1", 0, access)
     await broker.start()
     port = broker.port
     registry = Registry(max_held=10)
@@ -110,7 +156,7 @@ async def test_resubscribes_after_the_broker_restarts() -> None:
         async with source_for(port, registry) as source:
             await broker.stop()
             await eventually(lambda: not source.connected)
-            broker = LocalBroker("127.0.0.1", port)
+            broker = LocalBroker("127.0.0.1", port, access)
             await broker.start()  # a new broker: no session, no subscriptions
             await eventually(lambda: source.connected)
             txn_id = new_txn_id()
@@ -131,3 +177,65 @@ def test_parse_notification_failure_fields() -> None:
     assert (completion.status, completion.error, completion.cause) == (Status.FAILED, "E", "C")
     with pytest.raises(InvalidNotificationError):
         parse_notification(b'{"txnId": 1, "status": "FAILED"}', via="mqtt")
+
+
+async def test_refresh_switches_connections_without_missing_a_completion(
+    broker: LocalBroker,
+) -> None:
+    registry = Registry(max_held=1000)
+    async with source_for(broker.port, registry) as source, Publisher(broker.port) as publisher:
+        first_client = source.client_id
+        txn_ids = [new_txn_id() for _ in range(60)]
+        for txn_id in txn_ids:
+            registry.track(Transaction(txn_id, "hello", "arn"))
+
+        async def publish_all() -> None:
+            for txn_id in txn_ids:
+                await publisher.publish(f"notifier/unit/{txn_id}", message(txn_id))
+
+        await asyncio.gather(publish_all(), source.refresh())
+        await eventually(lambda: all(registry.get(t).completion for t in txn_ids))  # type: ignore[union-attr]
+        assert source.refreshes == 1 and source.client_id != first_client
+        assert source.connected and source.auth_error is None
+
+
+async def test_tokens_are_refreshed_before_they_expire(broker: LocalBroker) -> None:
+    registry = Registry(max_held=10)
+    # A margin of nearly the whole lifetime: refresh about a second after each connect.
+    margin = issuer.DEFAULT_LIFETIME_SECONDS - 1
+    async with source_for(broker.port, registry, refresh_margin=margin) as source:
+        await eventually(lambda: source.refreshes >= 2)
+        assert source.connected
+
+
+async def test_a_failing_token_is_reported_and_retried(broker: LocalBroker) -> None:
+    registry = Registry(max_held=10)
+    answers: list[Callable[[], IotToken]] = [
+        lambda: (_ for _ in ()).throw(TokenError("issuer says no")),
+        lambda: new_token(key=b"forged" * 8),
+    ]
+
+    async def flaky() -> IotToken:
+        return answers.pop(0)() if answers else new_token()
+
+    async with source_for(broker.port, registry, tokens=flaky) as source:
+        assert not source.connected
+        assert source.auth_error is not None and "issuer says no" in source.auth_error
+        await eventually(lambda: source.auth_error is not None and "refused" in source.auth_error)
+        await eventually(lambda: source.connected)
+        assert source.auth_error is None and source.refreshes == 0
+
+
+async def test_anonymous_and_forged_clients_are_refused(broker: LocalBroker) -> None:
+    for token in (None, new_token(key=b"forged" * 8)):
+        connection = mqtt.Connection(
+            client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
+            host_name="127.0.0.1",
+            port=broker.port,
+            client_id=token.client_id if token else "anonymous",
+            username=token.username if token else None,
+            password=token.password if token else None,
+            disable_metrics=True,
+        )
+        with pytest.raises(Exception):  # noqa: B017 (awscrt reports the refusal either way)
+            await asyncio.wrap_future(connection.connect())

@@ -1,4 +1,8 @@
-"""The local MQTT broker (amqtt), standing in for AWS IoT Core's message broker."""
+"""The local MQTT broker (amqtt), standing in for AWS IoT Core's message broker.
+
+Every client must authenticate; ``broker_auth`` does it the way IoT Core's custom
+authentication does, and enforces what the authorizer granted.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from notifier.lifecycle import Service
+from notifier.local.broker_auth import AccessControl, IotAuthPlugin
 
 
 class PortInUseError(Exception):
@@ -19,25 +24,30 @@ class PortInUseError(Exception):
 
 
 class LocalBroker(Service):
-    """amqtt on loopback; ``port`` 0 picks a free port, readable after start."""
+    """amqtt on loopback; ``port`` 0 picks a free port, readable after start.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+    ``access`` decides who may connect and what each client may do.
+    """
+
+    def __init__(self, host: str, port: int, access: AccessControl) -> None:
         self.host = host
         self.port = port
+        self.access = access
         self._broker: Broker | None = None
 
     def config(self) -> dict[str, Any]:
         return {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            },
+            "plugins": {f"{IotAuthPlugin.__module__}.{IotAuthPlugin.__qualname__}": {}},
         }
 
     async def start(self) -> None:
         # amqtt logs a full traceback for a failed bind; the error below says it in one line.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         broker = Broker(self.config())
+        plugin = broker.plugins_manager.get_plugin(IotAuthPlugin.__name__)
+        assert isinstance(plugin, IotAuthPlugin)
+        plugin.access = self.access
         try:
             await broker.start()
         except BrokerError as exc:

@@ -2,7 +2,8 @@
 
 Runs as its own process (``python -m notifier.local.endpoint``) so that state machine
 executions and Lambda workers never compete with the daemon's event loop. Once it listens it
-prints one line, ``READY <host> <port>``, on stdout; SIGTERM stops it.
+prints one line, ``READY <host> <port>``, on stdout; SIGTERM stops it. The broker password
+of the IoT data plane comes in the environment variable named by ``PUBLISHER_PASSWORD_ENV``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import warnings
 from typing import Any
 
+PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -65,7 +67,9 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()
-    publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port)
+    publisher = iot_core.BrokerPublisher(
+        mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
+    )
     lambda_runtime.install(runtime)
     sfn_status_events.install(emitter)
     eventbridge_targets.install()

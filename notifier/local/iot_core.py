@@ -6,6 +6,7 @@ interpreter does not know the service name AWS uses in `aws-sdk:iotdataplane:pub
 ``Topic``, ``Qos`` and ``Payload``. This bridge teaches it both and forwards every publish
 (from the API or from a state machine) to the broker over a real MQTT connection, waiting
 for the broker's PUBACK so that a broker outage fails the publish, as it would in AWS.
+It is the one client the broker lets publish, with a password the stack gives both.
 """
 
 from __future__ import annotations
@@ -17,21 +18,24 @@ from typing import Any
 import botocore.session
 from awscrt import io, mqtt
 
+from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
+
 log = logging.getLogger("notifier.local.iot_core")
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
-PUBLISHER_CLIENT_ID = "notifier-local-iot-data"
 
 
 class BrokerPublisher:
     """One MQTT connection, shared by all threads of the AWS endpoint, publishing at QoS 1."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, password: str) -> None:
         self._connection = mqtt.Connection(
             client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
             host_name=host,
             port=port,
             client_id=PUBLISHER_CLIENT_ID,
+            username=PUBLISHER_CLIENT_ID,
+            password=password,
             clean_session=True,
             keep_alive_secs=30,
             reconnect_min_timeout_secs=1,

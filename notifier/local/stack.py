@@ -1,7 +1,9 @@
 """`notifier local`: the whole AWS side of notifier on loopback, with no AWS account.
 
 Starts the MQTT broker, then the AWS API endpoint process (moto plus bridges), then deploys
-``statemachines/template.yaml`` into it with the same CloudFormation calls used for AWS.
+``statemachines/template.yaml`` into it with the same CloudFormation calls used for AWS, and
+finally serves the deployed token issuer on loopback behind an API key. From then on the
+broker authenticates clients with the deployed custom authorizer.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +20,9 @@ from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
 from notifier.lifecycle import Service
 from notifier.local.broker import LocalBroker, PortInUseError
+from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
+from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
+from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
@@ -28,6 +34,9 @@ class LocalStackSettings:
     host: str = "127.0.0.1"
     aws_port: int = 4566
     mqtt_port: int = 1883
+    issuer_port: int = 4567
+    issuer_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    """The key the local token issuer wants in ``x-api-key``; random unless given."""
     stack_name: str = "notifier-local"
     stage: str = "local"
     topic_root: str = "notifier"
@@ -42,9 +51,18 @@ class LocalStackError(Exception):
 class AwsEndpointProcess:
     """The ``notifier.local.endpoint`` child process."""
 
-    def __init__(self, host: str, port: int, mqtt_host: str, mqtt_port: int, log_level: str):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        mqtt_host: str,
+        mqtt_port: int,
+        log_level: str,
+        publisher_password: str,
+    ) -> None:
         self.host = host
         self.port = port
+        self._publisher_password = publisher_password
         self._args = [
             "--host", host, "--port", str(port),
             "--mqtt-host", mqtt_host, "--mqtt-port", str(mqtt_port),
@@ -63,7 +81,11 @@ class AwsEndpointProcess:
             "notifier.local.endpoint",
             *self._args,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                PUBLISHER_PASSWORD_ENV: self._publisher_password,
+            },
         )
         assert self._process.stdout is not None
         try:
@@ -95,9 +117,20 @@ class LocalStack(Service):
 
     def __init__(self, settings: LocalStackSettings | None = None) -> None:
         self.settings = settings or LocalStackSettings()
-        self.broker = LocalBroker(self.settings.host, self.settings.mqtt_port)
+        self._publisher_password = secrets.token_urlsafe(32)
+        self.access = AccessControl(
+            f"arn:aws:iot:{LOCAL_REGION}:{LOCAL_ACCOUNT}:", self._publisher_password
+        )
+        self.broker = LocalBroker(self.settings.host, self.settings.mqtt_port, self.access)
         self.endpoint: AwsEndpointProcess | None = None
+        self.token_api: LocalTokenApi | None = None
+        self._authorizers: LambdaAuthorizers | None = None
         self.outputs: dict[str, str] = {}
+
+    @property
+    def issuer_url(self) -> str:
+        assert self.token_api is not None
+        return self.token_api.url
 
     @property
     def aws_settings(self) -> AwsSettings:
@@ -117,9 +150,12 @@ class LocalStack(Service):
         await self.broker.start()
         try:
             self.endpoint = AwsEndpointProcess(
-                s.host, s.aws_port, s.host, self.broker.port, s.log_level
+                s.host, s.aws_port, s.host, self.broker.port, s.log_level, self._publisher_password
             )
             await self.endpoint.start()
+            self._authorizers = LambdaAuthorizers(self.aws())
+            await self._authorizers.start()
+            self.access.authorize = self._authorizers
             parameters = {
                 "Stage": s.stage,
                 "TopicRoot": s.topic_root,
@@ -129,11 +165,25 @@ class LocalStack(Service):
             self.outputs = await deploy_stack(
                 self.aws(), s.stack_name, parameters, artifacts_bucket=f"{s.stack_name}-artifacts"
             )
+            self.token_api = LocalTokenApi(
+                s.host,
+                s.issuer_port,
+                s.issuer_api_key,
+                self.aws(),
+                self.outputs["TokenIssuerFunctionArn"],
+                s.stage,
+            )
+            await self.token_api.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.token_api is not None:
+            await self.token_api.stop()
+        if self._authorizers is not None:
+            self.access.authorize = None
+            await self._authorizers.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()
         with contextlib.suppress(Exception):

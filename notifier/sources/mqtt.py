@@ -3,31 +3,57 @@
 Subscribed with QoS 1 to ``<topic_root>/<instance>/#``, where the workflows publish
 ``<topic_root>/<subtopic>/<txnId>``. awscrt runs its callbacks on its own threads; every
 callback only hands its arguments over to the event loop with ``call_soon_threadsafe``.
+
+With a token source (transports ``custom-auth`` and ``tcp``) the connection authenticates
+with an iotauth token, the way AWS IoT's custom authorizers expect it. A connection cannot
+change its credentials, so before the token expires a new connection is opened with a fresh
+one and subscribed, and only then is the old one unsubscribed and closed: completions keep
+arriving throughout (on both, for a moment; the registry keeps the first). A token that
+cannot be had or is refused does not stop the daemon: it is logged once, the source reports
+it (``auth_error``, so ``/readyz`` says why it is not ready) and retries with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any
 
 from awscrt import auth, io, mqtt
+from awscrt.exceptions import AwsCrtError
 from awsiot import mqtt_connection_builder
 
 from notifier.aws import AwsSettings
 from notifier.config import MqttSettings
+from notifier.iot_tokens import IotToken, TokenError
 from notifier.lifecycle import Service
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"tcp": 1883, "mtls": 8883, "websockets": 443}
+DEFAULT_PORTS = {"custom-auth": 443, "tcp": 1883, "mtls": 8883, "websockets": 443}
+MIN_REFRESH_DELAY = 1.0
+# How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
+_REFUSED_RETURN_CODES = {
+    mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
+    mqtt.ConnectReturnCode.NOT_AUTHORIZED,
+    mqtt.ConnectReturnCode.IDENTIFIER_REJECTED,
+}
+_REFUSED_ERRORS = {"AWS_ERROR_MQTT_PROTOCOL_ERROR", "AWS_ERROR_MQTT_UNEXPECTED_HANGUP"}
+
+TokenSource = Callable[[], Awaitable[IotToken]]
 
 
 class MqttConnectError(Exception):
     pass
+
+
+class MqttAuthError(MqttConnectError):
+    """No token, or the broker refused the one we have."""
 
 
 class MqttSource(Service):
@@ -39,6 +65,8 @@ class MqttSource(Service):
         registry: Registry,
         endpoint: str,
         aws: AwsSettings | None = None,
+        tokens: TokenSource | None = None,
+        refresh_margin: float = 300.0,
     ) -> None:
         self.settings = settings
         self.instance_id = instance_id
@@ -49,36 +77,149 @@ class MqttSource(Service):
         self.connected = False
         self.received = 0
         self.ignored = 0
+        self.refreshes = 0
+        """Connections replaced by one with a fresh token."""
+        self.auth_error: str | None = None
+        """Why the last attempt to get or use a token failed; None once one works."""
+        self.auth_failures = 0
+        """Attempts to connect with a token that failed."""
+        self.client_id = instance_id
         self._aws = aws or AwsSettings()
+        self._tokens = tokens
+        self._refresh_margin = refresh_margin
+        self._token: IotToken | None = None
+        self._retry_delay: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: mqtt.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._opening = asyncio.Lock()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._connection = self._build()
         try:
-            await self._await(self._connection.connect(), "connect")
-            self.connected = True
-            subscribe, _packet_id = self._connection.subscribe(
-                self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, self._on_message
-            )
-            result = await self._await(subscribe, "subscribe")
-            if result.get("qos") is None:
-                raise MqttConnectError(f"subscription to {self.topic_filter} was refused")
-        except BaseException:
-            await self._disconnect()
-            raise
-        log.info(
-            "MQTT connected to %s:%s as %s, subscribed to %s",
-            self.endpoint, self.port, self.instance_id, self.topic_filter,
-        )  # fmt: skip
+            await self._open()
+        except MqttAuthError as exc:
+            self._auth_failed(exc)
+        if self._tokens is not None:
+            self._spawn(self._keep_token_fresh())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._disconnect()
+        connection, self._connection = self._connection, None
+        self.connected = False
+        if connection is not None:
+            await self._close(connection)
+
+    async def refresh(self) -> None:
+        """Connect anew with a fresh token now, then close the current connection."""
+        await self._open()
+
+    async def _open(self) -> None:
+        """Connect and subscribe a new connection (with a new token, if tokens are used), then
+        make it the current one and retire the previous."""
+        async with self._opening:
+            token = await self._new_token() if self._tokens is not None else None
+            connection = self._build(token)
+            try:
+                await self._connect(connection)
+                subscribe, _packet_id = connection.subscribe(
+                    self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, self._on_message
+                )
+                try:
+                    result = await self._await(subscribe, "subscribe")
+                except MqttConnectError as exc:
+                    if not isinstance(exc.__cause__, mqtt.SubscribeError):
+                        raise
+                    result = {"qos": None}
+                if result.get("qos") is None:
+                    error = MqttAuthError if token is not None else MqttConnectError
+                    raise error(f"subscription to {self.topic_filter} was refused")
+            except BaseException:
+                await self._close(connection)
+                raise
+            previous, self._connection = self._connection, connection
+            self._token, self._retry_delay = token, None
+            self.client_id = token.client_id if token is not None else self.instance_id
+            self.connected = True
+            if self.auth_error is not None:
+                log.info("MQTT authentication works again")
+            self.auth_error = None
+            if previous is not None:
+                self.refreshes += 1
+                await self._retire(previous)
+        log.info(
+            "MQTT connected to %s:%s as %s, subscribed to %s%s",
+            self.endpoint, self.port, self.client_id, self.topic_filter,
+            f" (token valid until {token.expires_at.isoformat()})" if token else "",
+        )  # fmt: skip
+
+    async def _new_token(self) -> IotToken:
+        assert self._tokens is not None
+        try:
+            return await asyncio.wait_for(self._tokens(), self.settings.connect_timeout)
+        except TimeoutError:
+            raise MqttAuthError("no MQTT token: the token issuer did not answer in time") from None
+        except TokenError as exc:
+            raise MqttAuthError(f"no MQTT token: {exc}") from None
+
+    async def _connect(self, connection: mqtt.Connection) -> None:
+        try:
+            await self._await(connection.connect(), "connect")
+        except MqttConnectError as exc:
+            cause = exc.__cause__
+            refused = (isinstance(cause, AwsCrtError) and cause.name in _REFUSED_ERRORS) or any(
+                code in cause.args for code in _REFUSED_RETURN_CODES if cause is not None
+            )
+            if self._tokens is not None and refused:
+                raise MqttAuthError(
+                    f"MQTT broker {self.endpoint}:{self.port} refused the token ({cause})"
+                ) from cause
+            raise
+
+    async def _retire(self, connection: mqtt.Connection) -> None:
+        """Unsubscribe first, so the broker keeps nothing queued for the old session."""
+        try:
+            unsubscribe, _packet_id = connection.unsubscribe(self.topic_filter)
+            await asyncio.wait_for(asyncio.wrap_future(unsubscribe), 5)
+        except Exception as exc:
+            log.debug("MQTT unsubscribe of the old connection: %s", exc)
+        await self._close(connection)
+
+    async def _keep_token_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(self._next_attempt_in())
+            try:
+                await self._open()
+            except MqttConnectError as exc:
+                self._auth_failed(exc)
+            except Exception as exc:  # never let the refresh loop die
+                log.exception("MQTT token refresh failed")
+                self._auth_failed(MqttConnectError(str(exc)))
+
+    def _next_attempt_in(self) -> float:
+        if self._retry_delay is not None or self._token is None:
+            return self._retry_delay or float(self.settings.reconnect_min_secs)
+        remaining = (self._token.expires_at - datetime.now(UTC)).total_seconds()
+        return max(MIN_REFRESH_DELAY, remaining - self._refresh_margin)
+
+    def _auth_failed(self, exc: MqttConnectError) -> None:
+        message = str(exc)
+        self.auth_failures += 1
+        if message != self.auth_error:
+            # One line per distinct failure, not one per retry.
+            what = "authentication" if isinstance(exc, MqttAuthError) else "reconnecting"
+            log.error("MQTT %s failed, retrying: %s", what, message)
+        self.auth_error = message
+        minimum, maximum = self.settings.reconnect_min_secs, self.settings.reconnect_max_secs
+        delay = self._retry_delay
+        self._retry_delay = float(minimum) if delay is None else min(delay * 2, float(maximum))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _await(self, future: Future[Any], what: str) -> Any:
         try:
@@ -95,19 +236,16 @@ class MqttSource(Service):
                 f"MQTT {what} to {self.endpoint}:{self.port} failed: {exc}"
             ) from exc
 
-    async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
-        self.connected = False
-        if connection is not None:
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(connection.disconnect()), 5)
-            except Exception as exc:  # the connection is going away either way
-                log.debug("MQTT disconnect: %s", exc)
+    async def _close(self, connection: mqtt.Connection) -> None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(connection.disconnect()), 5)
+        except Exception as exc:  # the connection is going away either way
+            log.debug("MQTT disconnect: %s", exc)
 
-    def _build(self) -> mqtt.Connection:
+    def _build(self, token: IotToken | None) -> mqtt.Connection:
         s = self.settings
         common: dict[str, Any] = {
-            "client_id": self.instance_id,
+            "client_id": token.client_id if token is not None else self.instance_id,
             "clean_session": False,
             "keep_alive_secs": s.keep_alive_secs,
             "reconnect_min_timeout_secs": s.reconnect_min_secs,
@@ -116,12 +254,27 @@ class MqttSource(Service):
             "on_connection_resumed": self._on_resumed,
         }
         if s.transport == "tcp":
+            assert token is not None
             bootstrap = io.ClientBootstrap.get_or_create_static_default()
             return mqtt.Connection(
                 client=mqtt.Client(bootstrap),
                 host_name=self.endpoint,
                 port=self.port,
+                username=token.username,
+                password=token.password,
                 disable_metrics=True,
+                **common,
+            )
+        if s.transport == "custom-auth":
+            assert token is not None
+            return mqtt_connection_builder.direct_with_custom_authorizer(
+                auth_username=token.client_id,
+                auth_authorizer_name=token.authorizer_name,
+                auth_password=token.password,
+                endpoint=self.endpoint,
+                port=self.port,
+                ca_filepath=s.ca_file,
+                enable_metrics_collection=False,
                 **common,
             )
         if s.transport == "mtls":
@@ -168,7 +321,7 @@ class MqttSource(Service):
         self._call_in_loop(self._handle_message, topic, bytes(payload))
 
     def _on_interrupted(self, connection: mqtt.Connection, error: Exception, **kwargs: Any) -> None:
-        self._call_in_loop(self._handle_interrupted, str(error))
+        self._call_in_loop(self._handle_interrupted, connection, str(error))
 
     def _on_resumed(
         self,
@@ -177,7 +330,7 @@ class MqttSource(Service):
         session_present: bool,
         **kwargs: Any,
     ) -> None:
-        self._call_in_loop(self._handle_resumed, return_code, session_present)
+        self._call_in_loop(self._handle_resumed, connection, return_code, session_present)
 
     # in the event loop
 
@@ -204,20 +357,27 @@ class MqttSource(Service):
             self.ignored += 1
             log.debug("MQTT: duplicate completion for %s", levels[2])
 
-    def _handle_interrupted(self, error: str) -> None:
+    def _handle_interrupted(self, connection: mqtt.Connection, error: str) -> None:
+        if connection is not self._connection:
+            return  # one being retired
         self.connected = False
         log.warning("MQTT connection interrupted (%s); reconnecting", error)
 
-    def _handle_resumed(self, return_code: mqtt.ConnectReturnCode, session_present: bool) -> None:
+    def _handle_resumed(
+        self,
+        connection: mqtt.Connection,
+        return_code: mqtt.ConnectReturnCode,
+        session_present: bool,
+    ) -> None:
+        if connection is not self._connection:
+            return
         if return_code != mqtt.ConnectReturnCode.ACCEPTED:
             log.error("MQTT reconnect refused: %s", return_code)
             return
         self.connected = True
         log.info("MQTT connection resumed (session present: %s)", session_present)
         if not session_present:
-            task = asyncio.get_running_loop().create_task(self._resubscribe())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._resubscribe())
 
     async def _resubscribe(self) -> None:
         delay = float(self.settings.reconnect_min_secs)

@@ -30,7 +30,7 @@ TIMEOUT_MACHINE = {
 
 @pytest.fixture(scope="session")
 async def stack() -> AsyncIterator[LocalStack]:
-    async with LocalStack(LocalStackSettings(aws_port=0, mqtt_port=0)) as local:
+    async with LocalStack(LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)) as local:
         async with local.aws().client("stepfunctions") as sfn:
             created = await sfn.create_state_machine(
                 name="notifier-test-TimesOut",

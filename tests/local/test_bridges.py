@@ -97,8 +97,9 @@ async def test_lambda_timeout_is_enforced(local_stack: LocalStack) -> None:
 
 
 async def test_iot_data_publish_reaches_the_broker(local_stack: LocalStack) -> None:
-    topic = f"notifier/{new_id('iot')}/x"
-    async with MqttRecorder(local_stack.settings.host, local_stack.broker.port, topic) as mqtt:
+    subtopic = new_id("iot")
+    topic = f"notifier/{subtopic}/x"
+    async with MqttRecorder(local_stack, subtopic) as mqtt:
         async with local_stack.aws().client("iot-data") as iot:
             await iot.publish(topic=topic, qos=1, payload=json.dumps({"hello": 1}).encode())
         received = await mqtt.next(timeout=10)

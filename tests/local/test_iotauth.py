@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
+import os
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+from awscrt import io, mqtt
+
+from iotauth import tokens
+from notifier.config import IotAuthSettings
+from notifier.iot_tokens import IotToken, TokenError, TokenIssuer
 from notifier.local.stack import LocalStack
+from tests.local.test_workflows import new_id
+from tests.mqtt_support import connection as mqtt_connection
+from tests.mqtt_support import issuer_of, token_for
 
 
 async def invoke(stack: LocalStack, function: str, event: dict[str, Any]) -> Any:
@@ -56,3 +71,168 @@ async def test_deployed_issuer_and_authorizer_agree(local_stack: LocalStack) -> 
     allowed = await invoke(local_stack, outputs["TokenAuthorizerFunctionArn"], connect)
     assert allowed["isAuthenticated"] is True
     assert f"client/{token['clientId']}" in allowed["policyDocuments"][0]
+
+
+# ---------------------------------------------------------------- the live broker
+
+
+async def signing_key(stack: LocalStack) -> bytes:
+    async with stack.aws().client("secretsmanager") as secrets:
+        value = await secrets.get_secret_value(SecretId=stack.outputs["SigningSecretArn"])
+    return str(value["SecretString"]).encode()
+
+
+def forge(issued: IotToken, key: bytes, **changes: Any) -> IotToken:
+    """``issued`` re-signed with ``key`` after ``changes`` to its claims."""
+    now = int(time.time())
+    claims = tokens.Claims(
+        scope=changes.get("scope", tokens.DAEMON),
+        subtopic=changes.get("subtopic", issued.topic_filters[0].split("/")[1]),
+        client_id=changes.get("client_id", issued.client_id),
+        issued_at=changes.get("issued_at", now),
+        expires_at=changes.get("expires_at", now + 600),
+    )
+    return dataclasses.replace(issued, token=tokens.sign(claims, key))
+
+
+def tampered(issued: IotToken, **claims: Any) -> IotToken:
+    prefix, body, signature = issued.token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    decoded.update(claims)
+    encoded = base64.urlsafe_b64encode(json.dumps(decoded).encode()).rstrip(b"=").decode()
+    return dataclasses.replace(issued, token=f"{prefix}.{encoded}.{signature}")
+
+
+async def try_connect(stack: LocalStack, token: IotToken | None, client_id: str = "") -> Any:
+    """The connected connection, or None when the broker refused it."""
+    connection = mqtt_connection(stack.settings.host, stack.broker.port, token, client_id)
+    try:
+        await asyncio.wait_for(asyncio.wrap_future(connection.connect()), 30)
+    except Exception:
+        return None
+    return connection
+
+
+async def subscribe(connection: Any, topic_filter: str, queue: asyncio.Queue[Any]) -> bool:
+    loop = asyncio.get_running_loop()
+
+    def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (topic, json.loads(payload)))
+
+    future, _ = connection.subscribe(topic_filter, mqtt.QoS.AT_LEAST_ONCE, callback=on_message)
+    try:
+        result = await asyncio.wait_for(asyncio.wrap_future(future), 30)
+    except mqtt.SubscribeError:  # awscrt's word for a SUBACK failure
+        return False
+    return result["qos"] is not None
+
+
+async def test_the_broker_refuses_what_the_authorizer_refuses(local_stack: LocalStack) -> None:
+    issued = await token_for(local_stack, new_id("live"))
+    key = await signing_key(local_stack)
+    now = int(time.time())
+    refused = {
+        "anonymous": await try_connect(local_stack, None, "anonymous-client"),
+        "forged signature": await try_connect(local_stack, forge(issued, b"not the key" * 6)),
+        "expired": await try_connect(
+            local_stack, forge(issued, key, issued_at=now - 7200, expires_at=now - 1)
+        ),
+        "tampered claims": await try_connect(local_stack, tampered(issued, sub="someone-else")),
+        "wrong client id": await try_connect(
+            local_stack, dataclasses.replace(issued, client_id=f"x{issued.client_id}")
+        ),
+        "reserved subtopic": await try_connect(local_stack, forge(issued, key, subtopic="status")),
+    }
+    assert refused == dict.fromkeys(refused)
+    connection = await try_connect(local_stack, issued)
+    assert connection is not None  # the genuine token, after all that
+    await asyncio.wrap_future(connection.disconnect())
+
+
+async def test_a_token_sees_nothing_outside_its_filters(local_stack: LocalStack) -> None:
+    mine, other = new_id("mine"), new_id("other")
+    issued = await token_for(local_stack, mine)
+    connection = await try_connect(local_stack, issued)
+    received: asyncio.Queue[Any] = asyncio.Queue()
+    root = local_stack.settings.topic_root
+    for outside in (f"{root}/#", f"{root}/{other}/#", f"{root}/+/x", "#", f"{root}/status/#"):
+        assert not await subscribe(connection, outside, received), outside
+    assert await subscribe(connection, f"{root}/{mine}/#", received)
+
+    async with local_stack.aws().client("iot-data") as iot:
+        await iot.publish(topic=f"{root}/{other}/t1", qos=1, payload=b'{"n": 1}')
+        await iot.publish(topic=f"{root}/{mine}/t2", qos=1, payload=b'{"n": 2}')
+    # Deliveries keep the order of the publishes: the first would have come first.
+    assert await asyncio.wait_for(received.get(), 30) == (f"{root}/{mine}/t2", {"n": 2})
+    await asyncio.wrap_future(connection.disconnect())
+
+
+async def test_a_dashboard_token_reads_status_topics_and_cannot_publish(
+    local_stack: LocalStack,
+) -> None:
+    root = local_stack.settings.topic_root
+    dashboard = await try_connect(local_stack, await token_for(local_stack, None))
+    status: asyncio.Queue[Any] = asyncio.Queue()
+    assert await subscribe(dashboard, f"{root}/status/#", status)
+    assert not await subscribe(dashboard, f"{root}/{new_id('x')}/#", status)
+
+    daemon_subtopic = new_id("victim")
+    daemon = await try_connect(local_stack, await token_for(local_stack, daemon_subtopic))
+    completions: asyncio.Queue[Any] = asyncio.Queue()
+    assert await subscribe(daemon, f"{root}/{daemon_subtopic}/#", completions)
+
+    for topic in (f"{root}/status/forged", f"{root}/{daemon_subtopic}/forged"):
+        future, _ = dashboard.publish(topic, b'{"forged": true}', mqtt.QoS.AT_LEAST_ONCE)
+        await asyncio.wrap_future(future)  # acknowledged, and dropped
+    async with local_stack.aws().client("iot-data") as iot:
+        for topic in (f"{root}/status/real", f"{root}/{daemon_subtopic}/real"):
+            await iot.publish(topic=topic, qos=1, payload=b'{"real": true}')
+    assert await asyncio.wait_for(status.get(), 30) == (f"{root}/status/real", {"real": True})
+    assert await asyncio.wait_for(completions.get(), 30) == (
+        f"{root}/{daemon_subtopic}/real",
+        {"real": True},
+    )
+    for connection in (dashboard, daemon):
+        await asyncio.wrap_future(connection.disconnect())
+
+
+async def test_the_issuer_wants_its_api_key(local_stack: LocalStack) -> None:
+    settings = IotAuthSettings(issuer_url=local_stack.issuer_url, api_key="wrong")
+    with pytest.raises(TokenError, match="403"):
+        await TokenIssuer(settings, local_stack.aws_settings).daemon_token("x")
+    good = issuer_of(local_stack)
+    with pytest.raises(TokenError, match="400"):
+        await good.daemon_token("status")
+
+
+async def test_notifier_token_prints_usable_credentials(local_stack: LocalStack) -> None:
+    subtopic = new_id("cli")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "notifier"), "token", "--subtopic", subtopic,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "NOTIFIER_IOTAUTH_ISSUER_URL": local_stack.issuer_url,
+            "NOTIFIER_IOTAUTH_API_KEY": local_stack.settings.issuer_api_key,
+        },
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    printed = json.loads(stdout)
+    assert {"username", "password", "clientId", "topicFilters", "expiresAt"} <= set(printed)
+    root = local_stack.settings.topic_root
+    assert printed["topicFilters"] == [f"{root}/{subtopic}/#"]
+
+    connection = mqtt.Connection(
+        client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
+        host_name=local_stack.settings.host,
+        port=local_stack.broker.port,
+        client_id=printed["clientId"],
+        username=printed["username"],
+        password=printed["password"],
+        disable_metrics=True,
+    )
+    await asyncio.wrap_future(connection.connect())
+    assert await subscribe(connection, printed["topicFilters"][0], asyncio.Queue())
+    await asyncio.wrap_future(connection.disconnect())

@@ -229,8 +229,9 @@ async def started(
 ) -> AsyncIterator[Execution]:
     """An execution of ``machine`` (a stack output), listened to from before it starts."""
     name = name or new_id(machine.removesuffix("StateMachineArn").lower())
-    prefix = f"{stack.settings.topic_root}/{payload.get('subtopic', 'default')}"
-    async with MqttRecorder(stack.settings.host, stack.broker.port, f"{prefix}/#") as mqtt:
+    subtopic = payload.get("subtopic", "default")
+    prefix = f"{stack.settings.topic_root}/{subtopic}"
+    async with MqttRecorder(stack, subtopic) as mqtt:
         arn = await start(stack, machine, name, payload)
         yield Execution(stack, name, arn, Notifications(mqtt, prefix))
 

@@ -1,0 +1,101 @@
+"""Stands in for the template's token API (API Gateway, IAM-authenticated) on loopback.
+
+Serves the same two routes, ``POST /tokens/daemon/{subtopic}`` and ``POST /tokens/dashboard``,
+and hands each request to the deployed token issuer Lambda as the API Gateway proxy event
+API Gateway would build. Instead of SigV4 it wants an API key in ``x-api-key``; moto would
+accept any signature, so a key is what actually keeps other local users out.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiohttp import web
+
+from notifier.aws import AwsClients
+from notifier.lifecycle import Service
+from notifier.local.broker import PortInUseError
+
+log = logging.getLogger("notifier.local.token_api")
+
+API_KEY_HEADER = "x-api-key"
+ROUTES = ("/tokens/daemon/{subtopic}", "/tokens/dashboard")
+
+
+class LocalTokenApi(Service):
+    def __init__(
+        self, host: str, port: int, api_key: str, aws: AwsClients, function_arn: str, stage: str
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._api_key = api_key
+        self._aws = aws
+        self._function_arn = function_arn
+        self._stage = stage
+        self._exit = AsyncExitStack()
+        self._lambda: Any = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        for resource in ROUTES:
+            app.router.add_route("*", resource, self._handle)
+        self._lambda = await self._exit.enter_async_context(self._aws.client("lambda"))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            await self._exit.aclose()
+            raise PortInUseError("token issuer", self.host, self.port, "--issuer-port") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self._exit.aclose()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        given = request.headers.get(API_KEY_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self._api_key.encode()):
+            return web.json_response({"message": "Forbidden"}, status=403)
+        resource = request.match_info.route.resource
+        event = {
+            "resource": resource.canonical if resource is not None else request.path,
+            "path": request.path,
+            "httpMethod": request.method,
+            "headers": {k: v for k, v in request.headers.items() if k.lower() != API_KEY_HEADER},
+            "pathParameters": dict(request.match_info) or None,
+            "queryStringParameters": dict(request.query) or None,
+            "body": (await request.text()) or None,
+            "isBase64Encoded": False,
+            "requestContext": {
+                "stage": self._stage,
+                "httpMethod": request.method,
+                "identity": {"sourceIp": request.remote, "apiKey": "local", "userArn": None},
+            },
+        }
+        response = await self._lambda.invoke(
+            FunctionName=self._function_arn, Payload=json.dumps(event)
+        )
+        payload = json.loads(await response["Payload"].read())
+        if response.get("FunctionError") or not isinstance(payload, dict):
+            log.warning("token issuer failed: %s", payload)
+            return web.json_response({"message": "Internal server error"}, status=502)
+        return web.Response(
+            status=int(payload.get("statusCode", 200)),
+            headers=payload.get("headers") or {},
+            text=payload.get("body") or "",
+        )

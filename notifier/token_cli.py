@@ -1,0 +1,61 @@
+"""``notifier token``: MQTT credentials from the token issuer, printed as one JSON object.
+
+By default from the local stack's issuer (``config/local.toml``: its URL and API key); with
+``--config`` from the one that file names, e.g. the stack's API in AWS (SigV4-signed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from notifier.config import load_settings
+from notifier.daemon import LOCAL_CONFIG
+from notifier.iot_tokens import TokenError, TokenIssuer
+
+
+def add_parser(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="print MQTT credentials (username, password, clientId, topicFilters) as JSON",
+        description="Get a short-lived MQTT token from the token issuer and print what any "
+        "MQTT client needs to connect with it, e.g. mosquitto_sub -u <username> -P <password> "
+        "-i <clientId> -t <topicFilters[0]>.",
+    )
+    scope = token.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--subtopic", help="receive <topic_root>/<subtopic>/# (default: [daemon] instance_id)"
+    )
+    scope.add_argument(
+        "--read-only",
+        action="store_true",
+        help="a dashboard token: receive the status topics only",
+    )
+    token.add_argument(
+        "--config",
+        type=Path,
+        default=LOCAL_CONFIG,
+        help="the configuration naming the issuer (default: config/local.toml)",
+    )
+    token.add_argument("--log-level", default="WARNING")
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ)
+    subtopic = args.subtopic or settings.daemon.instance_id
+    if not args.read_only and not subtopic:
+        print("notifier: give --subtopic or --read-only", file=sys.stderr)
+        return 2
+    try:
+        issuer = TokenIssuer(settings.iotauth, settings.aws)
+        fetch = issuer.dashboard_token() if args.read_only else issuer.daemon_token(subtopic)
+        token = await fetch
+    except TokenError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(token.credentials(), indent=2))
+    return 0
