@@ -21,12 +21,14 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier import answers
+from notifier import answers, openapi
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import AwsError, Executions, completion_from_description
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.iot_tokens import IotToken, TokenIssuer
+from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
 from notifier.sources.mqtt import MqttSource
 from notifier.waiters import (
@@ -56,6 +58,7 @@ ADMISSION = web.AppKey("admission", Admission)
 EXECUTIONS = web.AppKey("executions", Executions)
 MQTT = web.AppKey("mqtt", MqttSource)
 POLLER = web.AppKey("poller", DescribePoller)
+METRICS = web.AppKey("metrics", Metrics)
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
@@ -65,11 +68,21 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
     app[SETTINGS] = settings
     app[AWS_SETTINGS] = aws
     app[INSTANCE_ID] = instance_id
-    app[REGISTRY] = Registry(settings.http.max_held, settings.daemon.recent_completions)
+    metrics = app[METRICS] = Metrics()
+
+    def count_completion(txn: Transaction, completion: Completion) -> None:
+        metrics.observe_completion(completion.via, completion.stop_date, completion.notified_at)
+
+    registry = app[REGISTRY] = Registry(
+        settings.http.max_held, settings.daemon.recent_completions, on_resolved=count_completion
+    )
+    metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
     app.cleanup_ctx.extend([aws_context, sources_context])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/executions/{txn_id}", reattach)
     app.router.add_post("/executions/{txn_id}/stop", stop)
     app.router.add_post("/{route}", start)
@@ -78,7 +91,8 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
 
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    clients = AwsClients(app[AWS_SETTINGS])
+    aws_calls = app[METRICS].aws_calls
+    clients = AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(clients.client("s3"))
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
@@ -160,6 +174,17 @@ async def readyz(request: web.Request) -> web.Response:
         "held": app[REGISTRY].held,
     }
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    metrics.mqtt_connected.set(1 if request.app[MQTT].connected else 0)
+    return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.json_response(openapi.document(settings.routes, api_keys_required=False))
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -337,6 +362,8 @@ async def _answer(
     if not waiter.done():
         await asyncio.wait({waiter}, timeout=wait)
     completion = waiter.result() if waiter.done() else None
+    status = str(completion.status) if completion is not None else "RUNNING"
+    app[METRICS].requests.labels(route=txn.route, status=status).inc()
     if completion is None:
         return answers.running(
             txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers

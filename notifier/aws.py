@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +23,14 @@ class AwsSettings:
 
 
 class AwsClients:
-    """Creates aiobotocore clients that share one session and one configuration."""
+    """Creates aiobotocore clients that share one session and one configuration.
 
-    def __init__(self, settings: AwsSettings) -> None:
+    ``on_call`` is told the name of every API operation the clients make (for metrics).
+    """
+
+    def __init__(self, settings: AwsSettings, on_call: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self._on_call = on_call
         self._session: AioSession = get_session()
         if settings.profile:
             self._session.set_config_variable("profile", settings.profile)
@@ -45,4 +49,11 @@ class AwsClients:
             aws_secret_access_key=self.settings.secret_access_key,
             config=self._config,
         ) as client:
+            if self._on_call is not None:
+                on_call = self._on_call
+
+                def count(model: Any, **kwargs: Any) -> None:
+                    on_call(model.name)
+
+                client.meta.events.register("before-call.*.*", count)
             yield client

@@ -88,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--http-port", type=int, default=3000, help="the daemon's HTTP port (config/local.toml)"
     )
-    local.add_argument("--stage", default=defaults.stage, help="the template's Stage parameter")
-    local.add_argument("--stack-name", default=defaults.stack_name)
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
 
@@ -134,8 +132,6 @@ async def run_local(args: argparse.Namespace) -> int:
         mqtt_port=args.mqtt_port,
         issuer_port=args.issuer_port,
         issuer_api_key=load_settings(LOCAL_CONFIG, os.environ).iotauth.api_key or "",
-        stack_name=args.stack_name,
-        stage=args.stage,
         topic_root=args.topic_root,
         log_level=args.log_level,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -56,6 +58,14 @@ class Metrics:
         self.token_refreshes = Counter(
             "notifier_token_refreshes", "IoT tokens fetched after the first", registry=r
         )
+
+    def observe_completion(
+        self, source: str, stopped_at: datetime | None, notified_at: datetime
+    ) -> None:
+        self.completions.labels(source=source).inc()
+        if stopped_at is not None:
+            delay = max(0.0, (notified_at - stopped_at).total_seconds())
+            self.completion_latency.labels(source=source).observe(delay)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

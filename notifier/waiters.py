@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,9 +72,15 @@ class RegistryFullError(Exception):
 
 
 class Registry:
-    def __init__(self, max_held: int, max_recent: int = 10_000) -> None:
+    def __init__(
+        self,
+        max_held: int,
+        max_recent: int = 10_000,
+        on_resolved: Callable[[Transaction, Completion], None] | None = None,
+    ) -> None:
         self.max_held = max_held
         self.max_recent = max_recent
+        self._on_resolved = on_resolved
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._held = 0
@@ -155,6 +161,8 @@ class Registry:
         for waiter in txn.waiters:
             if not waiter.done():
                 waiter.set_result(completion)
+        if self._on_resolved is not None:
+            self._on_resolved(txn, completion)
         return True
 
     def release_all(self) -> int:

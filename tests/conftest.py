@@ -11,8 +11,7 @@ from notifier.local.stack import LocalStack, LocalStackSettings
 
 @pytest.fixture(scope="session")
 async def local_stack() -> AsyncIterator[LocalStack]:
-    settings = LocalStackSettings(
-        aws_port=0, mqtt_port=0, issuer_port=0, stack_name="notifier-test", stage="test"
-    )
+    # The default stack name and stage: config/local.toml's routes name their state machines.
+    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)
     async with LocalStack(settings) as stack:
         yield stack

@@ -15,7 +15,7 @@ import pytest
 
 from notifier.config import RouteSettings, Settings
 from notifier.daemon import Daemon, local_settings
-from notifier.local.stack import LocalStack, LocalStackSettings
+from notifier.local.stack import LocalStack
 
 # Never reached by a passing test; only bounds a hung one.
 EVENTUALLY = 60.0
@@ -29,16 +29,15 @@ TIMEOUT_MACHINE = {
 
 
 @pytest.fixture(scope="session")
-async def stack() -> AsyncIterator[LocalStack]:
-    async with LocalStack(LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)) as local:
-        async with local.aws().client("stepfunctions") as sfn:
-            created = await sfn.create_state_machine(
-                name="notifier-test-TimesOut",
-                definition=json.dumps(TIMEOUT_MACHINE),
-                roleArn="arn:aws:iam::123456789012:role/notifier-test",
-            )
-        local.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
-        yield local
+async def stack(local_stack: LocalStack) -> LocalStack:
+    async with local_stack.aws().client("stepfunctions") as sfn:
+        created = await sfn.create_state_machine(
+            name="notifier-test-TimesOut",
+            definition=json.dumps(TIMEOUT_MACHINE),
+            roleArn="arn:aws:iam::123456789012:role/notifier-test",
+        )
+    local_stack.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
+    return local_stack
 
 
 def settings_for(stack: LocalStack, **env: str) -> Settings:

@@ -307,3 +307,55 @@ async def test_drain_lets_held_requests_finish_then_answers_202(
         status, headers, body = await call(http, "POST", f"{d.url}/hello", json={})
         assert status == 503, body
         assert "Retry-After" in headers
+
+
+# ---------------------------------------------------------------- operating endpoints
+
+
+async def test_metrics_count_requests_completions_and_aws_calls(
+    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_factory() as daemon:
+        for route in ("hello", "p1"):
+            status, _, body = await call(
+                http, "POST", f"{daemon.url}/{route}", json={}, headers=LONG
+            )
+            assert status == 200, body
+        async with http.get(f"{daemon.url}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['notifier_requests_total{route="hello",status="SUCCEEDED"}'] == 1
+    assert samples['notifier_requests_total{route="p1",status="SUCCEEDED"}'] == 1
+    assert samples['notifier_completions_total{source="mqtt"}'] == 2
+    assert samples['notifier_completion_latency_seconds_count{source="mqtt"}'] == 2
+    assert samples['notifier_aws_api_calls_total{operation="StartExecution"}'] == 2
+    assert samples["notifier_mqtt_connected"] == 1
+    assert samples["notifier_held_requests"] == 0
+    # Completions over MQTT cost no DescribeExecution.
+    assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
+
+
+async def test_openapi_document_describes_every_route_served(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{daemon.url}/openapi.json") as response:
+        document = await response.json()
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    served = {
+        (route.method, route.resource.canonical.replace("{txn_id}", "{txnId}"))
+        for route in daemon.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    assert documented == served
+    route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
+    assert set(route_names) == set(daemon.settings.routes)
