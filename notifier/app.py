@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from notifier import answers, openapi
+from notifier.apikeys import HEADER as API_KEY_HEADER
+from notifier.apikeys import ApiKey, ApiKeys
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import AwsError, Executions, completion_from_description
@@ -59,6 +61,7 @@ EXECUTIONS = web.AppKey("executions", Executions)
 MQTT = web.AppKey("mqtt", MqttSource)
 POLLER = web.AppKey("poller", DescribePoller)
 METRICS = web.AppKey("metrics", Metrics)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
@@ -78,6 +81,12 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
     )
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
+    app[API_KEYS] = ApiKeys(
+        {
+            name: ApiKey(name, key.sha256, key.rate, key.burst)
+            for name, key in settings.api_keys.items()
+        }
+    )
     app.cleanup_ctx.extend([aws_context, sources_context])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -184,7 +193,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 async def openapi_document(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return web.json_response(openapi.document(settings.routes, api_keys_required=False))
+    document = openapi.document(settings.routes, settings.http.require_api_key)
+    return web.json_response(document)
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -197,6 +207,8 @@ async def start(request: web.Request) -> web.StreamResponse:
     route = request.match_info["route"]
     if route not in settings.routes:
         return answers.error(404, f"no route {route!r}")
+    if (refusal := _refuse_without_api_key(request)) is not None:
+        return refusal
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
     body = await _read_body(request, settings.http.max_body_bytes)
@@ -271,6 +283,8 @@ async def stop(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
+    if (refusal := _refuse_without_api_key(request)) is not None:
+        return refusal
     if not is_txn_id(txn_id):
         return answers.error(404, f"no transaction {txn_id!r}")
     txn = registry.get(txn_id)
@@ -301,6 +315,21 @@ async def stop(request: web.Request) -> web.StreamResponse:
             "message": "execution stopped",
         }
     )
+
+
+def _refuse_without_api_key(request: web.Request) -> web.Response | None:
+    if not request.app[SETTINGS].http.require_api_key:
+        return None
+    verdict = request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER))
+    if verdict.status == 401:
+        return answers.error(401, f"a valid API key is required in the {API_KEY_HEADER} header")
+    if verdict.status == 429:
+        return answers.error(
+            429,
+            f"API key {verdict.key_name!r} is over its rate limit",
+            {"Retry-After": str(verdict.retry_after)},
+        )
+    return None
 
 
 def _refuse_if_busy(app: web.Application) -> web.Response | None:

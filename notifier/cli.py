@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier import token_cli
+from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import ConfigError, load_settings
 from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
@@ -66,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--json", action="store_true", help="print the outputs as one JSON object")
     deploy.add_argument("--log-level", default="WARNING")
+
+    apikey = commands.add_parser(
+        "apikey",
+        help="make a new API key and print it with its configuration section",
+        description="Print a new random API key, and the [api_keys.NAME] section (holding only "
+        "its SHA-256) to add to the daemon's configuration.",
+    )
+    apikey.add_argument("name", help="a name for the key's holder, e.g. ci or dashboard")
+    apikey.add_argument("--rate", type=float, default=5.0, help="requests per second")
+    apikey.add_argument("--burst", type=int, default=20, help="requests at once above the rate")
+    apikey.add_argument("--log-level", default="WARNING")
 
     local = commands.add_parser(
         "local",
@@ -175,6 +188,19 @@ async def run_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_apikey(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.name):
+        raise ConfigError(f"apikey name {args.name!r}: use letters, digits, '-' and '_'")
+    key = new_key()
+    print(f"API key (give it to {args.name}; it is not stored anywhere):\n  {key}\n")
+    print("Add to the daemon's configuration:\n")
+    print(f"[api_keys.{args.name}]")
+    print(f'sha256 = "{hash_key(key)}"')
+    print(f"rate = {args.rate:g}")
+    print(f"burst = {args.burst}")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     return asyncio.run(serve(settings))
@@ -190,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(run_serve(args))
         if args.command == "token":
             sys.exit(asyncio.run(token_cli.run(args)))
+        if args.command == "apikey":
+            sys.exit(run_apikey(args))
         if args.command == "deploy":
             sys.exit(asyncio.run(run_deploy(args)))
     except (

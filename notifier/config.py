@@ -45,6 +45,8 @@ class HttpSettings:
     """``Retry-After`` seconds sent with 202 and 503."""
     drain_timeout: float = 10.0
     """On SIGTERM/SIGINT, seconds held requests may still finish before they get 202."""
+    require_api_key: bool = True
+    """Starting and stopping executions needs an ``x-api-key`` from ``[api_keys.<name>]``."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class IotAuthSettings:
 
 
 TOKEN_TRANSPORTS = ("custom-auth", "tcp")
+# Paths of the daemon's own endpoints, which a route name would shadow.
+RESERVED_PATHS = frozenset({"executions", "healthz", "readyz", "metrics", "events", "approvals"})
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,16 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class ApiKeySettings:
+    sha256: str = ""
+    """Hex SHA-256 of the key (``notifier apikey`` makes one). Required."""
+    rate: float = 5.0
+    """Sustained requests per second allowed with this key."""
+    burst: int = 20
+    """Requests allowed at once above the sustained rate."""
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -118,6 +133,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
+    api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -142,33 +158,41 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     for key in raw:
-        if key not in _SECTIONS and key != "routes":
+        if key not in _SECTIONS and key not in ("routes", "api_keys"):
             raise ConfigError(f"{where}: unknown section [{key}]")
-    routes_raw = raw.get("routes", {})
-    if not isinstance(routes_raw, dict):
-        raise ConfigError(f"{where}: [routes] must be a table of [routes.<name>] tables")
 
     sections = {
         name: _build(cls, _table(raw, name, where), env, _env_prefix(name), where, name)
         for name, cls in _SECTIONS.items()
     }
-    routes: dict[str, RouteSettings] = {}
-    for name, table in routes_raw.items():
-        label = f"routes.{name}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: [{label}] must be a table")
-        if not _ROUTE.fullmatch(name) or name == "executions":
+    routes = _named_tables(raw, "routes", RouteSettings, env, where)
+    for name in routes:
+        if not _ROUTE.fullmatch(name) or name in RESERVED_PATHS:
             raise ConfigError(
-                f"{where}: [{label}]: route names are lower-case letters, digits, '-' and '_'"
-                " (and not 'executions')"
+                f"{where}: [routes.{name}]: route names are lower-case letters, digits, '-' and"
+                f" '_', and not one of {', '.join(sorted(RESERVED_PATHS))}"
             )
-        routes[name] = _build(
-            RouteSettings, table, env, _env_prefix(f"routes_{name}"), where, label
-        )
+    api_keys = _named_tables(raw, "api_keys", ApiKeySettings, env, where)
 
-    settings = Settings(routes=routes, **sections)
+    settings = Settings(routes=routes, api_keys=api_keys, **sections)
     _validate(settings, where)
     return settings
+
+
+def _named_tables(
+    raw: dict[str, Any], kind: str, cls: type[Any], env: Mapping[str, str], where: str
+) -> dict[str, Any]:
+    """``[<kind>.<name>]`` tables; overrides are ``NOTIFIER_<KIND>_<NAME>_<KEY>``."""
+    tables = raw.get(kind, {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: [{kind}] must be a table of [{kind}.<name>] tables")
+    built = {}
+    for name, table in tables.items():
+        label = f"{kind}.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{label}] must be a table")
+        built[name] = _build(cls, table, env, _env_prefix(f"{kind}_{name}"), where, label)
+    return built
 
 
 def _env_prefix(section: str) -> str:
@@ -251,51 +275,59 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
 
 
 def _validate(s: Settings, where: str) -> None:
-    def fail(message: str) -> ConfigError:
-        return ConfigError(f"{where}: {message}")
+    """Every problem found, each on a line of its own."""
+    problems: list[str] = []
+    fail = problems.append
 
     if not 0 <= s.http.port <= 65535:
-        raise fail(f"[http] port: {s.http.port} is not a TCP port")
+        fail(f"[http] port: {s.http.port} is not a TCP port")
     for key in ("default_wait", "max_wait", "drain_timeout"):
         if getattr(s.http, key) < 0:
-            raise fail(f"[http] {key}: must not be negative")
+            fail(f"[http] {key}: must not be negative")
     if s.http.default_wait > s.http.max_wait:
-        raise fail("[http] default_wait: must not exceed max_wait")
+        fail("[http] default_wait: must not exceed max_wait")
     for key in ("max_body_bytes", "max_held", "retry_after"):
         if getattr(s.http, key) < 1:
-            raise fail(f"[http] {key}: must be at least 1")
+            fail(f"[http] {key}: must be at least 1")
     if s.mqtt.port is not None and not 1 <= s.mqtt.port <= 65535:
-        raise fail(f"[mqtt] port: {s.mqtt.port} is not a TCP port")
+        fail(f"[mqtt] port: {s.mqtt.port} is not a TCP port")
     if not _NAME.fullmatch(s.mqtt.topic_root):
-        raise fail("[mqtt] topic_root: use letters, digits, '-' and '_' only")
+        fail("[mqtt] topic_root: use letters, digits, '-' and '_' only")
     if s.mqtt.transport == "tcp" and not s.mqtt.endpoint:
-        raise fail("[mqtt] endpoint: required with transport = 'tcp'")
+        fail("[mqtt] endpoint: required with transport = 'tcp'")
     if s.mqtt.transport == "mtls" and not (s.mqtt.cert_file and s.mqtt.key_file):
-        raise fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
+        fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
     if not 1 <= s.mqtt.reconnect_min_secs <= s.mqtt.reconnect_max_secs:
-        raise fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
+        fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
     if s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
-        raise fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
+        fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
     if s.mqtt.transport not in TOKEN_TRANSPORTS and (s.iotauth.issuer_url or s.iotauth.api_key):
-        raise fail(
-            f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it"
-        )
+        fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
     if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
-        raise fail("[iotauth] issuer_url: expected an http(s):// URL")
+        fail("[iotauth] issuer_url: expected an http(s):// URL")
     if s.iotauth.refresh_margin <= 0:
-        raise fail("[iotauth] refresh_margin: must be positive")
+        fail("[iotauth] refresh_margin: must be positive")
     if s.mqtt.keep_alive_secs < 5:
-        raise fail("[mqtt] keep_alive_secs: must be at least 5")
+        fail("[mqtt] keep_alive_secs: must be at least 5")
     if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):
-        raise fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
+        fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
     if s.daemon.poll_interval <= 0:
-        raise fail("[daemon] poll_interval: must be positive")
+        fail("[daemon] poll_interval: must be positive")
     if s.daemon.recent_completions < 0:
-        raise fail("[daemon] recent_completions: must not be negative")
+        fail("[daemon] recent_completions: must not be negative")
     if not s.s3.bucket:
-        raise fail("[s3] bucket: required (the process data bucket)")
+        fail("[s3] bucket: required (the process data bucket)")
     if not s.routes:
-        raise fail("no routes: add at least one [routes.<name>] with a state_machine")
+        fail("no routes: add at least one [routes.<name>] with a state_machine")
     for name, route in s.routes.items():
         if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
-            raise fail(f"[routes.{name}] state_machine: expected a state machine ARN")
+            fail(f"[routes.{name}] state_machine: expected a state machine ARN")
+    if s.http.require_api_key and not s.api_keys:
+        fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
+    for name, key in s.api_keys.items():
+        if not _SHA256_HEX.fullmatch(key.sha256):
+            fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
+        if key.rate <= 0 or key.burst < 1:
+            fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
+    if problems:
+        raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

@@ -15,7 +15,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 ISSUER = "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
-MINIMAL = f"""
+WITHOUT_API_KEYS = f"""
 [iotauth]
 issuer_url = "{ISSUER}"
 [s3]
@@ -24,6 +24,7 @@ bucket = "b"
 state_machine = "{ARN}"
 input = "body"
 """
+MINIMAL = WITHOUT_API_KEYS + f'[api_keys.minimal]\nsha256 = "{"0" * 64}"\n'
 
 
 def test_shipped_configs_load() -> None:
@@ -71,7 +72,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL, {"NOTIFIER_IOTAUTH_ISSUER_URL": "ftp://x"}, "expected an http(s):// URL"),
         (MINIMAL, {"NOTIFIER_IOTAUTH_REFRESH_MARGIN": "0"}, "refresh_margin: must be positive"),
         (MINIMAL.replace('bucket = "b"', ""), {}, "[s3] bucket: required"),
-        (MINIMAL.split("[routes")[0], {}, "no routes"),
+        (MINIMAL.split("[routes")[0] + MINIMAL.split('"body"')[1], {}, "no routes"),
         (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
         (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
     ],
@@ -88,3 +89,35 @@ def test_bad_config_is_one_clear_line(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "absent.toml", {})
+
+
+def test_api_keys_are_named_tables_with_env_overrides(tmp_path: Path) -> None:
+    digest = "ab" * 32
+    text = MINIMAL + f'[api_keys.ci]\nsha256 = "{digest}"\nrate = 2\n'
+    settings = load_settings(write(tmp_path, text), {"NOTIFIER_API_KEYS_CI_BURST": "3"})
+    assert settings.http.require_api_key
+    key = settings.api_keys["ci"]
+    assert (key.sha256, key.rate, key.burst) == (digest, 2.0, 3)
+
+
+def test_every_problem_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    text = MINIMAL.replace('bucket = "b"', 'bucket = ""') + (
+        '[http]\nport = 70000\n[api_keys.ci]\nsha256 = "not-a-digest"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), {})
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 3
+    assert any("[http] port" in line for line in lines)
+    assert any("[s3] bucket" in line for line in lines)
+    assert any("[api_keys.ci] sha256" in line for line in lines)
+    assert all(line.startswith(str(tmp_path)) for line in lines)
+
+
+def test_required_api_key_needs_a_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="require_api_key"):
+        load_settings(write(tmp_path, WITHOUT_API_KEYS), {})
+    settings = load_settings(
+        write(tmp_path, WITHOUT_API_KEYS), {"NOTIFIER_HTTP_REQUIRE_API_KEY": "false"}
+    )
+    assert not settings.api_keys

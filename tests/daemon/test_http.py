@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import aiohttp
 import pytest
 
+from notifier.apikeys import hash_key, new_key
 from notifier.app import MQTT, POLLER
+from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
-from notifier.ids import is_txn_id
-from tests.daemon.conftest import DaemonFactory, call, eventually
+from notifier.ids import is_txn_id, new_txn_id
+from notifier.local.stack import LocalStack
+from tests.daemon.conftest import DaemonFactory, call, eventually, settings_for
 
 LONG = {"Prefer": "wait=60"}
 
@@ -359,3 +363,38 @@ async def test_openapi_document_describes_every_route_served(
     assert documented == served
     route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
     assert set(route_names) == set(daemon.settings.routes)
+
+
+async def test_api_keys_guard_start_and_stop_with_a_rate_limit(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    key = new_key()
+    base = settings_for(stack)
+    settings = dataclasses.replace(
+        base,
+        http=dataclasses.replace(base.http, require_api_key=True),
+        api_keys={"ci": ApiKeySettings(sha256=hash_key(key), rate=0.001, burst=2)},
+    )
+    async with Daemon(settings) as guarded:
+        url = f"{guarded.url}/hello"
+        missing = await call(http, "POST", url, json={})
+        wrong = await call(http, "POST", url, json={}, headers={"x-api-key": key[::-1]})
+        assert (missing[0], wrong[0]) == (401, 401)
+        assert "x-api-key" in missing[2]["message"]
+        stop = await call(http, "POST", f"{guarded.url}/executions/{new_txn_id()}/stop")
+        assert stop[0] == 401
+
+        allowed = {"x-api-key": key, **LONG}
+        first = await call(http, "POST", url, json={"n": 1}, headers=allowed)
+        second = await call(http, "POST", url, json={"n": 2}, headers=allowed)
+        limited = await call(http, "POST", url, json={"n": 3}, headers=allowed)
+        assert (first[0], second[0]) == (200, 200)
+        assert limited[0] == 429 and int(limited[1]["Retry-After"]) >= 1
+        # Reading is open: re-attach needs no key.
+        reattached = await call(
+            http, "GET", f"{guarded.url}/executions/{first[2]['transactionId']}"
+        )
+        assert reattached[0] == 200
+        async with http.get(f"{guarded.url}/openapi.json") as response:
+            document = await response.json()
+        assert document["paths"]["/{route}"]["post"]["security"] == [{"apiKey": []}]
