@@ -317,3 +317,220 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
     }
     for output in ("StatusTopicArn", "StatusQueueUrl"):
         assert output in template["Outputs"]
+
+
+# ---------------------------------------------------------------- monitoring
+
+NO_VALUE = object()
+STATES_METRICS = {
+    "ExecutionsStarted",
+    "ExecutionsSucceeded",
+    "ExecutionsFailed",
+    "ExecutionsTimedOut",
+    "ExecutionsAborted",
+    "ExecutionTime",
+}
+PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::URLSuffix"}
+ALARM_TOPIC = "arn:aws:sns:us-east-1:123456789012:notifier-alarms"
+
+
+def condition_value(template: dict[str, Any], expression: Any, parameters: dict[str, str]) -> Any:
+    """Evaluate a condition expression (Fn::Not/And/Or/Equals, Ref, Condition)."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        ((key, value),) = expression.items()
+        if key == "Ref":
+            return parameters.get(value, template["Parameters"][value].get("Default"))
+        if key == "Condition":
+            return condition_value(template, template["Conditions"][value], parameters)
+        arguments = [condition_value(template, v, parameters) for v in value]
+        if key == "Fn::Not":
+            return not arguments[0]
+        if key == "Fn::And":
+            return all(arguments)
+        if key == "Fn::Or":
+            return any(arguments)
+        if key == "Fn::Equals":
+            return arguments[0] == arguments[1]
+        raise AssertionError(f"unexpected {key} in a condition")
+    return expression
+
+
+def resolved(template: dict[str, Any], value: Any, parameters: dict[str, str]) -> Any:
+    """``value`` with Fn::If decided, AWS::NoValue dropped and parameter Refs filled in."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            chosen = (
+                when_true
+                if condition_value(template, {"Condition": name}, parameters)
+                else when_false
+            )
+            return resolved(template, chosen, parameters)
+        if value == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        if set(value) == {"Ref"} and value["Ref"] in template["Parameters"]:
+            return condition_value(template, value, parameters)
+        items = {k: resolved(template, v, parameters) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v is not NO_VALUE}
+    if isinstance(value, list):
+        items = [resolved(template, v, parameters) for v in value]
+        return [v for v in items if v is not NO_VALUE]
+    return value
+
+
+def dashboard_metrics(body: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric, dimensions) of every metric of every widget (explicit form)."""
+    found = []
+    for widget in body["widgets"]:
+        for metric in widget["properties"].get("metrics", []):
+            fields = [field for field in metric if isinstance(field, str)]
+            assert "." not in fields, metric  # each metric spelled out
+            namespace, name, *dimensions = fields
+            found.append(
+                (namespace, name, dict(zip(dimensions[::2], dimensions[1::2], strict=True)))
+            )
+    return found
+
+
+def test_status_queue_redrives_to_an_encrypted_dead_letter_queue(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    dlq = resources["StatusDeadLetterQueue"]
+    assert dlq["Type"] == "AWS::SQS::Queue"
+    assert dlq["Properties"]["SqsManagedSseEnabled"] is True
+    assert dlq["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert dlq["Properties"]["QueueName"] == {"Fn::Sub": "notifier-${Stage}-execution-status-dlq"}
+    assert resources["StatusQueue"]["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["StatusDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    for output in ("StatusDeadLetterQueueUrl", "StatusDeadLetterQueueArn"):
+        assert output in template["Outputs"]
+
+
+def test_dashboard_body_is_json_covering_every_state_machine(packaged: tuple) -> None:
+    template, _ = packaged
+    (name,) = resources_of(template, "AWS::CloudWatch::Dashboard")
+    properties = template["Resources"][name]["Properties"]
+    assert properties["DashboardName"] == {"Fn::Sub": "notifier-${Stage}-workflows"}
+    assert template["Outputs"]["DashboardName"]["Value"] == {"Ref": name}
+    text = properties["DashboardBody"]["Fn::Sub"]
+    assert isinstance(text, str)  # single-string Fn::Sub: every ${...} is the stack's own
+    references = set(re.findall(r"\$\{([^}!]+)\}", text))
+    known = set(template["Resources"]) | set(template["Parameters"]) | PSEUDO_PARAMETERS
+    assert {reference.split(".")[0] for reference in references} <= known, references
+
+    def value(match: re.Match[str]) -> str:  # what CloudFormation would put there
+        reference = match.group(1)
+        if reference in MACHINES:
+            return f"arn:aws:states:us-east-1:123456789012:stateMachine:{reference}"
+        if reference.endswith(".QueueName"):
+            return "queue-" + reference.split(".")[0]
+        return "us-east-1" if reference == "AWS::Region" else reference
+
+    body = json.loads(re.sub(r"\$\{([^}!]+)\}", value, text))
+    metrics = dashboard_metrics(body)
+    for machine in MACHINES:
+        arn = f"arn:aws:states:us-east-1:123456789012:stateMachine:{machine}"
+        shown = {
+            metric
+            for namespace, metric, dimensions in metrics
+            if namespace == "AWS/States" and dimensions == {"StateMachineArn": arn}
+        }
+        assert shown == STATES_METRICS, machine
+    assert (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "queue-StatusDeadLetterQueue"},
+    ) in metrics
+    for widget in body["widgets"]:
+        assert widget["properties"]["region"] == "us-east-1"
+        assert widget["x"] + widget["width"] <= 24
+
+
+def _metric_stat(query: dict[str, Any]) -> tuple[str, str, list[dict[str, Any]], int, str]:
+    stat = query["MetricStat"]
+    metric = stat["Metric"]
+    return (
+        metric["Namespace"],
+        metric["MetricName"],
+        metric["Dimensions"],
+        stat["Period"],
+        stat["Stat"],
+    )
+
+
+def test_every_state_machine_alarms_on_failed_or_timed_out_executions(
+    template: dict[str, Any],
+) -> None:
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    for machine in MACHINES:
+        dimensions = [{"Name": "StateMachineArn", "Value": {"Ref": machine}}]
+        matching = [
+            alarm["Properties"]
+            for alarm in alarms.values()
+            if any(
+                "MetricStat" in q and q["MetricStat"]["Metric"]["Dimensions"] == dimensions
+                for q in alarm["Properties"].get("Metrics", [])
+            )
+        ]
+        assert len(matching) == 1, machine
+        (alarm,) = matching
+        queries = {q["Id"]: q for q in alarm["Metrics"]}
+        stats = {q_id: _metric_stat(q) for q_id, q in queries.items() if "MetricStat" in q}
+        assert sorted(stats.values()) == [
+            ("AWS/States", "ExecutionsFailed", dimensions, 300, "Sum"),
+            ("AWS/States", "ExecutionsTimedOut", dimensions, 300, "Sum"),
+        ]
+        assert all(queries[q_id]["ReturnData"] is False for q_id in stats)
+        (returned,) = [q for q in queries.values() if q.get("ReturnData", True)]
+        expression = returned["Expression"]
+        assert set(re.findall(r"[A-Za-z_]\w*", expression)) - {"FILL"} == set(stats)
+        assert "+" in expression
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["Threshold"] == 1
+        assert alarm["EvaluationPeriods"] == 1
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert "${Stage}" in alarm["AlarmName"]["Fn::Sub"]
+
+
+def test_the_dead_letter_queue_alarms_on_any_message(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["StatusDeadLetterAlarm"]
+    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+    properties = alarm["Properties"]
+    assert properties["Namespace"] == "AWS/SQS"
+    assert properties["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert properties["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["StatusDeadLetterQueue", "QueueName"]}}
+    ]
+    assert properties["Period"] == 300
+    assert properties["Statistic"] == "Maximum"
+    assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert properties["Threshold"] == 1
+    assert properties["EvaluationPeriods"] == 1
+    # one alarm per state machine, plus this one
+    assert len(resources_of(template, "AWS::CloudWatch::Alarm")) == len(MACHINES) + 1
+
+
+@pytest.mark.parametrize("topic", ["", ALARM_TOPIC])
+def test_alarms_notify_the_alarm_topic_only_when_one_is_given(
+    template: dict[str, Any], topic: str
+) -> None:
+    parameter = template["Parameters"]["AlarmTopicArn"]
+    assert parameter["Default"] == ""
+    assert re.fullmatch(parameter["AllowedPattern"], topic)
+    parameters = {"AlarmTopicArn": topic}
+    assert condition_value(template, {"Condition": "HasAlarmTopic"}, parameters) is bool(topic)
+    for name, alarm in resources_of(template, "AWS::CloudWatch::Alarm").items():
+        properties = resolved(template, alarm["Properties"], parameters)
+        for actions in ("AlarmActions", "OKActions"):
+            if topic:
+                assert properties[actions] == [topic], name
+            else:
+                assert actions not in properties, name
+        assert "InsufficientDataActions" not in properties
+
+
+def test_the_alarm_topic_parameter_refuses_what_is_not_a_topic(template: dict[str, Any]) -> None:
+    pattern = template["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    for bad in ("notifier-alarms", "arn:aws:sqs:us-east-1:123456789012:q", " "):
+        assert not re.fullmatch(pattern, bad), bad
