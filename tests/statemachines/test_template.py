@@ -8,6 +8,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -534,3 +535,130 @@ def test_the_alarm_topic_parameter_refuses_what_is_not_a_topic(template: dict[st
     pattern = template["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
     for bad in ("notifier-alarms", "arn:aws:sqs:us-east-1:123456789012:q", " "):
         assert not re.fullmatch(pattern, bad), bad
+
+
+# ---------------------------------------------------------------- the daemon's IAM policy
+# config/iam-policy.json: what `notifier serve` needs at runtime against AWS (not what
+# deploying the stack needs). Its tokens are replaced when it is attached to a role.
+
+IAM_POLICY = Path(__file__).resolve().parents[2] / "config" / "iam-policy.json"
+POLICY_TOKENS = {"ACCOUNT_ID", "REGION", "STAGE", "API_ID", "INSTANCE_ID"}
+# Every action granted, and where the daemon makes the call that needs it.
+DAEMON_CALLS = {
+    "s3:PutObject": [("notifier/executions.py", "self._s3.put_object(")],
+    "s3:GetObject": [
+        ("notifier/executions.py", "self._s3.get_object("),
+        ("notifier/executions.py", "self._s3.head_object("),  # HeadObject needs s3:GetObject
+    ],
+    # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
+    "s3:ListBucket": [("notifier/executions.py", '"404", "NoSuchKey", "NotFound"')],
+    "states:StartExecution": [("notifier/executions.py", "self._sfn.start_execution(")],
+    "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
+    "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
+    "iot:DescribeEndpoint": [("notifier/app.py", 'describe_endpoint(endpointType="iot:Data-ATS")')],
+    "execute-api:Invoke": [
+        ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
+        ("notifier/iot_tokens.py", '"/tokens/daemon/'),
+    ],
+}
+ROUTED_MACHINES = {"ProcessA", "Hello", "QC", "Archive"}  # Downstream is started by ProcessA
+
+
+@pytest.fixture(scope="module")
+def iam_policy() -> dict[str, Any]:
+    return json.loads(IAM_POLICY.read_text(encoding="utf-8"))
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def statements_granting(policy: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in policy["Statement"] if action in as_list(s["Action"])]
+
+
+def test_daemon_iam_policy_is_a_policy_document(iam_policy: dict[str, Any]) -> None:
+    assert set(iam_policy) == {"Version", "Statement"}
+    assert iam_policy["Version"] == "2012-10-17"
+    sids = [statement["Sid"] for statement in iam_policy["Statement"]]
+    assert len(set(sids)) == len(sids)
+    for statement in iam_policy["Statement"]:
+        assert re.fullmatch(r"[A-Za-z0-9]+", statement["Sid"]), statement["Sid"]
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        for action in as_list(statement["Action"]):
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), action  # no wildcards
+        for resource in as_list(statement["Resource"]):
+            if resource == "*":  # DescribeEndpoint has no resource-level permissions
+                assert as_list(statement["Action"]) == ["iot:DescribeEndpoint"]
+                continue
+            assert resource.startswith("arn:aws:"), resource
+            tokens = set(re.findall(r"\b[A-Z][A-Z_]{2,}\b", resource)) - {"POST"}
+            assert tokens <= POLICY_TOKENS, resource
+
+
+def test_daemon_iam_policy_grants_only_what_the_daemon_calls(iam_policy: dict[str, Any]) -> None:
+    granted = {a for s in iam_policy["Statement"] for a in as_list(s["Action"])}
+    assert granted == set(DAEMON_CALLS)
+    root = IAM_POLICY.parents[1]
+    for action, places in DAEMON_CALLS.items():
+        for path, code in places:
+            assert code in (root / path).read_text(encoding="utf-8"), (action, path, code)
+
+
+def test_daemon_iam_policy_names_the_stacks_resources(
+    template: dict[str, Any], iam_policy: dict[str, Any]
+) -> None:
+    from notifier.executions import execution_arn
+
+    values = {
+        "ACCOUNT_ID": "123456789012",
+        "REGION": "us-east-1",
+        "STAGE": "dev",
+        "API_ID": "abcdef1234",
+        "INSTANCE_ID": "notifier-a",
+    }
+    pseudo = {"AWS::AccountId": "123456789012", "AWS::Region": "us-east-1", "Stage": "dev"}
+
+    def filled(text: str) -> str:
+        return re.sub("|".join(sorted(values, key=len, reverse=True)), lambda m: values[m[0]], text)
+
+    def from_template(sub: dict[str, str]) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: pseudo[m[1]], sub["Fn::Sub"])
+
+    def resources(action: str) -> list[str]:
+        return [
+            filled(r)
+            for s in statements_granting(iam_policy, action)
+            for r in as_list(s["Resource"])
+        ]
+
+    bucket = from_template(template["Resources"]["ProcessDataBucket"]["Properties"]["BucketName"])
+    assert resources("s3:PutObject") == [f"arn:aws:s3:::{bucket}/*"]
+    assert resources("s3:GetObject") == [f"arn:aws:s3:::{bucket}/*"]
+    assert resources("s3:ListBucket") == [f"arn:aws:s3:::{bucket}"]
+    (put,) = statements_granting(iam_policy, "s3:PutObject")  # as executions.start sends it
+    assert put["Condition"] == {"StringEquals": {"s3:x-amz-server-side-encryption": "AES256"}}
+
+    machines = {
+        name[: -len("StateMachine")]: "arn:aws:states:us-east-1:123456789012:stateMachine:"
+        + from_template(template["Resources"][name]["Properties"]["StateMachineName"])
+        for name in MACHINES
+    }
+    assert sorted(resources("states:StartExecution")) == sorted(
+        machines[m] for m in ROUTED_MACHINES
+    )
+    for action in ("states:DescribeExecution", "states:StopExecution"):
+        patterns = resources(action)
+        for machine, arn in machines.items():
+            allowed = any(fnmatch(execution_arn(arn, "txn-1"), p) for p in patterns)
+            assert allowed is (machine in ROUTED_MACHINES), (action, machine)
+
+    # The token route of the template's API, for this daemon's own subtopic only.
+    resource = template["Resources"]["DaemonTokenResource"]["Properties"]
+    assert resource["PathPart"] == "{subtopic}"
+    deployment = template["Resources"]["TokenApiDeployment"]["Properties"]
+    assert deployment["StageName"] == {"Ref": "Stage"}
+    assert resources("execute-api:Invoke") == [
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/POST/tokens/daemon/notifier-a"
+    ]
