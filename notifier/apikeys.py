@@ -70,6 +70,13 @@ class ApiKeys:
             key.sha256.lower(): TokenBucket(key.rate, key.burst, clock) for key in keys.values()
         }
 
+    def replace(self, other: ApiKeys) -> None:
+        """Take ``other``'s keys; an unchanged key keeps its bucket (a reload is no refill)."""
+        buckets = {
+            digest: self._buckets.get(digest, bucket) for digest, bucket in other._buckets.items()
+        }
+        self._keys, self._buckets = other._keys, buckets
+
     def check(self, presented: str | None) -> Verdict:
         if not presented:
             return Verdict(401)

@@ -9,6 +9,7 @@ sources live in the application's ``cleanup_ctx``: they exist exactly while it r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -46,13 +47,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class LiveSettings:
+    """The settings in force; replaced as a whole when the configuration is reloaded."""
+
+    current: Settings
+
+
+@dataclass
 class Admission:
     """Whether new requests are taken; cleared when the daemon starts draining."""
 
     accepting: bool = True
 
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", LiveSettings)
 AWS_SETTINGS = web.AppKey("aws_settings", AwsSettings)
 INSTANCE_ID = web.AppKey("instance_id", str)
 REGISTRY = web.AppKey("registry", Registry)
@@ -67,8 +75,8 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IG
 
 
 def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
-    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[json_errors])
-    app[SETTINGS] = settings
+    app = web.Application(middlewares=[json_errors])
+    app[SETTINGS] = LiveSettings(settings)
     app[AWS_SETTINGS] = aws
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()
@@ -81,12 +89,7 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
     )
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
-    app[API_KEYS] = ApiKeys(
-        {
-            name: ApiKey(name, key.sha256, key.rate, key.burst)
-            for name, key in settings.api_keys.items()
-        }
-    )
+    app[API_KEYS] = api_keys_from(settings)
     app.cleanup_ctx.extend([aws_context, sources_context])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -98,8 +101,46 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
     return app
 
 
+def api_keys_from(settings: Settings) -> ApiKeys:
+    return ApiKeys(
+        {
+            name: ApiKey(name, key.sha256, key.rate, key.burst)
+            for name, key in settings.api_keys.items()
+        }
+    )
+
+
+# What a reload cannot change: connections and identities made at start.
+RESTART_ONLY = ("mqtt", "iotauth", "aws", "s3")
+
+
+def reload(app: web.Application, new: Settings) -> list[str]:
+    """Put ``new`` in force for routes, limits and API keys; held requests are untouched.
+
+    Returns what changed but needs a restart to take effect (listening address, MQTT, AWS,
+    bucket, instance id), which keeps its old value.
+    """
+    old = app[SETTINGS].current
+    ignored = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    if (old.http.host, old.http.port) != (new.http.host, new.http.port):
+        ignored.append("http.host/port")
+    if old.daemon.instance_id != new.daemon.instance_id:
+        ignored.append("daemon.instance_id")
+    kept = dataclasses.replace(
+        new,
+        http=dataclasses.replace(new.http, host=old.http.host, port=old.http.port),
+        daemon=dataclasses.replace(new.daemon, instance_id=old.daemon.instance_id),
+        **{name: getattr(old, name) for name in RESTART_ONLY},
+    )
+    app[SETTINGS].current = kept
+    app[REGISTRY].max_held = kept.http.max_held
+    app[API_KEYS].replace(api_keys_from(kept))
+    app[EXECUTIONS].routes = dict(kept.routes)
+    return ignored
+
+
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     aws_calls = app[METRICS].aws_calls
     clients = AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
     async with AsyncExitStack() as stack:
@@ -112,7 +153,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
     tokens = None
     if settings.mqtt.transport in TOKEN_TRANSPORTS:
@@ -157,7 +198,7 @@ async def json_errors(
             raise
         message = exc.reason
         if exc.status == 413:
-            message = f"body larger than {request.app[SETTINGS].http.max_body_bytes} bytes"
+            message = f"body larger than {request.app[SETTINGS].current.http.max_body_bytes} bytes"
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return answers.error(exc.status, message, headers=headers)
     except (asyncio.CancelledError, ConnectionResetError):
@@ -192,7 +233,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     document = openapi.document(settings.routes, settings.http.require_api_key)
     return web.json_response(document)
 
@@ -201,7 +242,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     """``POST /<route>``: store the body, start the execution, hold the request."""
     received_at = utcnow()
     app = request.app
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     registry = app[REGISTRY]
     executions = app[EXECUTIONS]
     route = request.match_info["route"]
@@ -234,7 +275,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
     """``GET /executions/<txnId>?wait=N``: the final answer, or 202 after N seconds."""
     received_at = utcnow()
     app = request.app
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
     if not is_txn_id(txn_id):
@@ -280,7 +321,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
 async def stop(request: web.Request) -> web.StreamResponse:
     """``POST /executions/<txnId>/stop``: StopExecution; requests holding it get 409."""
     app = request.app
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
     if (refusal := _refuse_without_api_key(request)) is not None:
@@ -318,7 +359,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
 
 
 def _refuse_without_api_key(request: web.Request) -> web.Response | None:
-    if not request.app[SETTINGS].http.require_api_key:
+    if not request.app[SETTINGS].current.http.require_api_key:
         return None
     verdict = request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER))
     if verdict.status == 401:
@@ -333,7 +374,7 @@ def _refuse_without_api_key(request: web.Request) -> web.Response | None:
 
 
 def _refuse_if_busy(app: web.Application) -> web.Response | None:
-    retry_after = {"Retry-After": str(app[SETTINGS].http.retry_after)}
+    retry_after = {"Retry-After": str(app[SETTINGS].current.http.retry_after)}
     if not app[ADMISSION].accepting:
         return answers.error(503, "shutting down", retry_after)
     try:
@@ -346,10 +387,14 @@ def _refuse_if_busy(app: web.Application) -> web.Response | None:
 async def _read_body(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > limit:
         return answers.error(413, f"body larger than {limit} bytes")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return answers.error(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    # Read here rather than by aiohttp, whose own limit is fixed when the app is made.
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return answers.error(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -386,7 +431,7 @@ async def _answer(
     preference: str | None,
 ) -> web.Response:
     app = request.app
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     headers = {"Preference-Applied": preference} if preference else None
     if not waiter.done():
         await asyncio.wait({waiter}, timeout=wait)

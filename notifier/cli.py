@@ -17,12 +17,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from notifier import token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
-from notifier.config import ConfigError, load_settings
+from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.broker import PortInUseError
 from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
-from notifier.logs import setup_logging
+from notifier.logs import set_level, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
     )
-    serve_cmd.add_argument("--log-level", default="INFO")
 
     deploy = commands.add_parser(
         "deploy",
@@ -153,13 +152,16 @@ async def run_local(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with LocalStack(settings) as stack:
-        daemon_settings = local_settings(stack, env=os.environ)
-        daemon_settings = dataclasses.replace(
-            daemon_settings, http=dataclasses.replace(daemon_settings.http, port=args.http_port)
-        )
+
+        def daemon_settings() -> Settings:
+            settings = local_settings(stack, env=os.environ)
+            http = dataclasses.replace(settings.http, port=args.http_port)
+            return dataclasses.replace(settings, http=http)
+
         status = await serve(
-            daemon_settings,
+            daemon_settings(),
             stop=stop,
+            reload_settings=daemon_settings,
             on_ready=lambda daemon: print(banner(stack, daemon), flush=True),
             port_hint="--http-port",
         )
@@ -203,12 +205,15 @@ def run_apikey(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
-    return asyncio.run(serve(settings))
+    set_level(settings.daemon.log_level)
+    return asyncio.run(
+        serve(settings, reload_settings=lambda: load_settings(args.config, os.environ))
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(getattr(args, "log_level", "INFO"))
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))

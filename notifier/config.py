@@ -97,6 +97,8 @@ class DaemonSettings:
     is published to another instance's subtopic (the only polling the daemon does)."""
     recent_completions: int = 10_000
     """Completed or 202-answered transactions remembered for quick re-attach."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logs are JSON lines when not on a terminal (journald), readable lines on one."""
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from notifier.app import ADMISSION, REGISTRY, create_app
+from notifier.app import ADMISSION, REGISTRY, SETTINGS, create_app
+from notifier.app import reload as reload_app
 from notifier.aws import AwsSettings
-from notifier.config import Settings, load_settings
+from notifier.config import ConfigError, Settings, load_settings
 from notifier.executions import AwsError
 from notifier.lifecycle import Service
+from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
+from notifier.systemd import SystemdNotifier, Watchdog
 from notifier.waiters import Registry
 
 if TYPE_CHECKING:
@@ -84,6 +87,14 @@ class Daemon(Service):
         await self.drain(0)
         await self._runner.cleanup()
 
+    def reload(self, settings: Settings) -> list[str]:
+        """Routes, limits, API keys and log level from ``settings``; returns what needs a
+        restart instead."""
+        ignored = reload_app(self.app, settings)
+        self.settings = self.app[SETTINGS].current
+        set_level(self.settings.daemon.log_level)
+        return ignored
+
     async def drain(self, grace: float | None = None) -> None:
         """Stop accepting; give held requests ``grace`` s (default ``http.drain_timeout``)
         to complete, then answer the rest 202 with their Location. Executions keep running."""
@@ -110,25 +121,42 @@ async def serve(
     aws: AwsSettings | None = None,
     *,
     stop: asyncio.Event | None = None,
+    reload_settings: Callable[[], Settings] | None = None,
     on_ready: Callable[[Daemon], None] | None = None,
     port_hint: str = "[http] port or NOTIFIER_HTTP_PORT",
+    env: Mapping[str, str] = os.environ,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or until ``stop`` is set, when given), then drain.
 
+    Tells systemd (when it runs us) READY once serving, feeds its watchdog from the loop,
+    and says STOPPING on the way out. SIGHUP re-reads the configuration through
+    ``reload_settings``: routes, limits, API keys and log level change in place.
     ``on_ready`` is called once the daemon serves. Returns the process exit status; a
     startup failure is logged as one line (naming ``port_hint`` for a taken port) and gives 1.
     """
     loop = asyncio.get_running_loop()
     own_signals = stop is None
     stop = stop or asyncio.Event()
+    reload_requested = asyncio.Event()
+    handled = []
     if own_signals:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        handled += [(signal.SIGTERM, stop.set), (signal.SIGINT, stop.set)]
+    if reload_settings is not None:
+        handled.append((signal.SIGHUP, reload_requested.set))
+    for signum, handler in handled:
+        loop.add_signal_handler(signum, handler)
+    systemd = SystemdNotifier(env)
     try:
-        async with Daemon(settings, aws) as daemon:
+        async with Daemon(settings, aws) as daemon, Watchdog(systemd):
+            systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
-            await stop.wait()
+            while await _next_request(stop, reload_requested) == "reload":
+                assert reload_settings is not None
+                systemd.reloading()
+                _reload(daemon, reload_settings)
+                systemd.ready(f"serving on {daemon.url}")
+            systemd.stopping()
             log.info("stopping: no new requests")
             await daemon.drain()
     except (MqttConnectError, AwsError) as exc:
@@ -142,10 +170,36 @@ async def serve(
         )
         return 1
     finally:
-        if own_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        for signum, _ in handled:
+            loop.remove_signal_handler(signum)
     return 0
+
+
+async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
+    """``stop`` or ``reload``, whichever is asked for first (stop wins a tie)."""
+    waits = {
+        asyncio.ensure_future(stop.wait()): "stop",
+        asyncio.ensure_future(reload_requested.wait()): "reload",
+    }
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if stop.is_set():
+        return "stop"
+    reload_requested.clear()
+    return "reload"
+
+
+def _reload(daemon: Daemon, reload_settings: Callable[[], Settings]) -> None:
+    try:
+        new = reload_settings()
+    except ConfigError as exc:
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return
+    ignored = daemon.reload(new)
+    log.info("configuration reloaded: %d routes", len(new.routes))
+    if ignored:
+        log.warning("reload: %s changed but take effect only after a restart", ", ".join(ignored))
 
 
 def local_settings(

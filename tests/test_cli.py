@@ -12,17 +12,21 @@ from pathlib import Path
 
 import aiohttp
 
+from notifier.apikeys import hash_key, new_key
 from notifier.local.stack import LocalStack
 
 BIN = Path(sys.executable).parent
 
 
-async def run_notifier(*args: str) -> asyncio.subprocess.Process:
+async def run_notifier(
+    *args: str, env: dict[str, str] | None = None, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         str(BIN / "notifier"),
         *args,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -101,51 +105,94 @@ async def test_serve_with_a_bad_config_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(config) in lines[0] and "port" in lines[0]
 
 
-async def test_serve_answers_then_stops_on_sigterm(local_stack: LocalStack, tmp_path: Path) -> None:
-    config = tmp_path / "notifier.toml"
-    config.write_text(
-        f"""
+def serve_config(stack: LocalStack, key_sha256: str, routes: dict[str, str]) -> str:
+    sections = "".join(
+        f'[routes.{name}]\nstate_machine = "{stack.outputs[output]}"\ninput = "body"\n'
+        for name, output in routes.items()
+    )
+    return f"""
 [http]
 port = 0
 [daemon]
 instance_id = "serve-test"
 [aws]
 region = "us-east-1"
-endpoint_url = "{local_stack.aws_settings.endpoint_url}"
+endpoint_url = "{stack.aws_settings.endpoint_url}"
 access_key_id = "local"
 secret_access_key = "local"
 [mqtt]
 transport = "tcp"
-endpoint = "{local_stack.settings.host}"
-port = {local_stack.broker.port}
+endpoint = "{stack.settings.host}"
+port = {stack.broker.port}
 [iotauth]
-issuer_url = "{local_stack.issuer_url}"
-api_key = "{local_stack.settings.issuer_api_key}"
+issuer_url = "{stack.issuer_url}"
+api_key = "{stack.settings.issuer_api_key}"
 [s3]
-bucket = "{local_stack.outputs["ProcessDataBucketName"]}"
-[routes.hello]
-state_machine = "{local_stack.outputs["HelloStateMachineArn"]}"
-input = "body"
-"""
-    )
-    process = await run_notifier("serve", "--config", str(config))
-    assert process.stderr is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = (await process.stderr.readline()).decode()
-            assert line, "notifier serve exited before it listened"
-            message = json.loads(line)["message"]  # not a terminal: JSON lines
-            if " listening on http://" in message:
-                url = message.split(" listening on ")[1].strip()
-                break
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/hello", json={"who": "serve"}) as response:
-            answer = await response.json()
-    assert response.status == 200, answer
-    assert answer["output"]["who"] == "serve" and answer["completedVia"] == "mqtt"
+bucket = "{stack.outputs["ProcessDataBucketName"]}"
+[api_keys.test]
+sha256 = "{key_sha256}"
+{sections}"""
 
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 30)
+
+async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    key = new_key()
+    config = tmp_path / "notifier.toml"
+    config.write_text(serve_config(local_stack, hash_key(key), {"hello": "HelloStateMachineArn"}))
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(str(tmp_path / "notify"))
+    systemd.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def notified() -> str:
+        """The next state sent to systemd other than a watchdog ping."""
+        while (message := (await loop.sock_recv(systemd, 4096)).decode()) == "WATCHDOG=1":
+            pass
+        return message
+
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+    # Nobody reads its logs here: discard them rather than let a pipe fill up.
+    process = await run_notifier(
+        "serve", "--config", str(config), env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    with systemd:
+        async with asyncio.timeout(60):
+            ready = await notified()
+        assert ready.startswith("READY=1\nSTATUS=serving on http://")
+        url = ready.split("serving on ")[1].strip()
+        headers = {"x-api-key": key, "Prefer": "wait=60"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/hello", json={"who": "serve"}, headers=headers) as r:
+                answer = await r.json()
+                assert r.status == 200, answer
+            assert answer["output"]["who"] == "serve" and answer["completedVia"] == "mqtt"
+
+            # A request held across a reload that adds a route.
+            held = asyncio.ensure_future(
+                http.post(f"{url}/hello", json={"waitSeconds": 2}, headers=headers)
+            )
+            await asyncio.sleep(0.5)
+            config.write_text(
+                serve_config(
+                    local_stack,
+                    hash_key(key),
+                    {"hello": "HelloStateMachineArn", "again": "HelloStateMachineArn"},
+                )
+            )
+            process.send_signal(signal.SIGHUP)
+            async with asyncio.timeout(30):
+                assert (await notified()).startswith("RELOADING=1\nMONOTONIC_USEC=")
+                assert (await notified()).startswith("READY=1")
+            async with http.post(f"{url}/again", json={}, headers=headers) as r:
+                assert r.status == 200, await r.text()
+            async with await held as r:
+                assert r.status == 200 and (await r.json())["status"] == "SUCCEEDED"
+
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await notified() == "STOPPING=1"
+            await process.wait()
     assert process.returncode == 0
 
 
