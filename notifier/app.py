@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import AwsError, Executions, completion_from_description
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.iot_tokens import IotToken, TokenIssuer
+from notifier.logs import bind_transaction
 from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
@@ -54,6 +56,17 @@ class LiveSettings:
 
 
 @dataclass
+class AwsReachability:
+    """The last answer of the readiness check against AWS, reused for a while."""
+
+    error: str | None = None
+    checked_at: float = -math.inf
+
+
+AWS_CHECK_SECONDS = 30.0
+
+
+@dataclass
 class Admission:
     """Whether new requests are taken; cleared when the daemon starts draining."""
 
@@ -70,6 +83,7 @@ MQTT = web.AppKey("mqtt", MqttSource)
 POLLER = web.AppKey("poller", DescribePoller)
 METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
@@ -90,6 +104,7 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
     app[API_KEYS] = api_keys_from(settings)
+    app[AWS_REACHABILITY] = AwsReachability()
     app.cleanup_ctx.extend([aws_context, sources_context])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -177,6 +192,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
     ):
         app[MQTT] = mqtt
         app[POLLER] = poller
+        app[METRICS].watch_mqtt(mqtt)
         yield
 
 
@@ -214,10 +230,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
-    ready = app[ADMISSION].accepting and app[MQTT].connected
+    reachability = app[AWS_REACHABILITY]
+    now = time.monotonic()
+    if now - reachability.checked_at > AWS_CHECK_SECONDS:
+        reachability.error = await app[EXECUTIONS].check_reachable()
+        reachability.checked_at = now
+    ready = app[ADMISSION].accepting and app[MQTT].connected and reachability.error is None
     body = {
         "ready": ready,
         "instanceId": app[INSTANCE_ID],
+        "accepting": app[ADMISSION].accepting,
+        "awsReachable": reachability.error is None,
+        "awsError": reachability.error,
         "mqttConnected": app[MQTT].connected,
         "mqttAuthError": app[MQTT].auth_error,
         "mqttTokenRefreshes": app[MQTT].refreshes,
@@ -228,7 +252,6 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    metrics.mqtt_connected.set(1 if request.app[MQTT].connected else 0)
     return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -260,6 +283,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         return refusal
     txn_id = new_txn_id()
     txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    bind_transaction(txn_id, txn.execution_arn)
     # Held before StartExecution: a fast workflow may complete before it returns.
     async with registry.hold(txn_id) as waiter:
         try:
@@ -278,6 +302,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
+    bind_transaction(txn_id)
     if not is_txn_id(txn_id):
         return answers.error(404, f"no transaction {txn_id!r}")
     wait = settings.http.default_wait
@@ -324,6 +349,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
+    bind_transaction(txn_id)
     if (refusal := _refuse_without_api_key(request)) is not None:
         return refusal
     if not is_txn_id(txn_id):
@@ -438,6 +464,9 @@ async def _answer(
     completion = waiter.result() if waiter.done() else None
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()
+    bind_transaction(txn.txn_id, txn.execution_arn)
+    via = completion.via if completion is not None else "-"
+    log.info("%s %s: %s via %s", request.method, request.path, status, via)
     if completion is None:
         return answers.running(
             txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers

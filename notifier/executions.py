@@ -89,6 +89,14 @@ class Executions:
     def execution_arn(self, route: str, txn_id: str) -> str:
         return execution_arn(self.routes[route].state_machine, txn_id)
 
+    async def check_reachable(self) -> str | None:
+        """None if the process data bucket answers (AWS reachable, access granted), else why."""
+        try:
+            await self._s3.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            return str(exc)
+        return None
+
     async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 

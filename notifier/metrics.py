@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -12,6 +14,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -49,15 +53,6 @@ class Metrics:
         self.aws_calls = Counter(
             "notifier_aws_api_calls", "AWS API calls made, by operation", ["operation"], registry=r
         )
-        self.mqtt_connected = Gauge(
-            "notifier_mqtt_connected", "1 while the MQTT connection is up", registry=r
-        )
-        self.mqtt_reconnects = Counter(
-            "notifier_mqtt_reconnects", "MQTT connections resumed after a loss", registry=r
-        )
-        self.token_refreshes = Counter(
-            "notifier_token_refreshes", "IoT tokens fetched after the first", registry=r
-        )
 
     def observe_completion(
         self, source: str, stopped_at: datetime | None, notified_at: datetime
@@ -67,5 +62,37 @@ class Metrics:
             delay = max(0.0, (notified_at - stopped_at).total_seconds())
             self.completion_latency.labels(source=source).observe(delay)
 
+    def watch_mqtt(self, source: MqttState) -> None:
+        """Report the MQTT source's state, read at each scrape."""
+        self.registry.register(_MqttCollector(source))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MqttState(Protocol):
+    connected: bool
+    reconnects: int
+    refreshes: int
+
+
+class _MqttCollector(Collector):
+    def __init__(self, source: MqttState) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "notifier_mqtt_connected",
+            "1 while the MQTT connection is up",
+            value=1 if self._source.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "notifier_mqtt_reconnects",
+            "MQTT connections resumed after a loss",
+            value=self._source.reconnects,
+        )
+        yield CounterMetricFamily(
+            "notifier_token_refreshes",
+            "IoT tokens fetched after the first (a new connection each)",
+            value=self._source.refreshes,
+        )

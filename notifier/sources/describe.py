@@ -46,7 +46,11 @@ class DescribePoller(Service):
         try:
             description = await self.executions.describe(txn.execution_arn)
         except AwsError as exc:
-            log.warning("DescribeExecution %s: %s", txn.execution_arn, exc)
+            log.warning(
+                "DescribeExecution failed: %s",
+                exc,
+                extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
+            )
             return
         if Status(description["status"]).final:
             self.registry.resolve(txn.txn_id, completion_from_description(description))

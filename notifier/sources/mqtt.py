@@ -78,6 +78,7 @@ class MqttSource(Service):
         self.received = 0
         self.ignored = 0
         self.refreshes = 0
+        self.reconnects = 0
         """Connections replaced by one with a fresh token."""
         self.auth_error: str | None = None
         """Why the last attempt to get or use a token failed; None once one works."""
@@ -341,21 +342,23 @@ class MqttSource(Service):
             self.ignored += 1
             log.warning("MQTT: ignoring a message on unexpected topic %r", topic)
             return
+        about = {"txnId": levels[2]}
         try:
             completion = parse_notification(payload, via="mqtt", expected_txn_id=levels[2])
         except InvalidNotificationError as exc:
             self.ignored += 1
-            log.warning("MQTT: ignoring an invalid completion on %s: %s", topic, exc)
+            log.warning("MQTT: ignoring an invalid completion on %s: %s", topic, exc, extra=about)
             return
+        about["executionArn"] = completion.execution_arn or ""
         if self.registry.resolve(levels[2], completion):
-            log.debug("MQTT: %s %s", levels[2], completion.status)
+            log.debug("MQTT: completion %s", completion.status, extra=about)
         elif self.registry.get(levels[2]) is None:
             self.ignored += 1
             # Expected, e.g. for executions other workflows start with our subtopic.
-            log.debug("MQTT: ignoring a completion for unknown transaction %s", levels[2])
+            log.debug("MQTT: ignoring a completion for an unknown transaction", extra=about)
         else:
             self.ignored += 1
-            log.debug("MQTT: duplicate completion for %s", levels[2])
+            log.debug("MQTT: duplicate completion", extra=about)
 
     def _handle_interrupted(self, connection: mqtt.Connection, error: str) -> None:
         if connection is not self._connection:
@@ -375,6 +378,7 @@ class MqttSource(Service):
             log.error("MQTT reconnect refused: %s", return_code)
             return
         self.connected = True
+        self.reconnects += 1
         log.info("MQTT connection resumed (session present: %s)", session_present)
         if not session_present:
             self._spawn(self._resubscribe())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -15,6 +18,7 @@ from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.local.stack import LocalStack
+from notifier.logs import JsonFormatter
 from tests.daemon.conftest import DaemonFactory, call, eventually, settings_for
 
 LONG = {"Prefer": "wait=60"}
@@ -340,6 +344,8 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     assert samples['notifier_completion_latency_seconds_count{source="mqtt"}'] == 2
     assert samples['notifier_aws_api_calls_total{operation="StartExecution"}'] == 2
     assert samples["notifier_mqtt_connected"] == 1
+    assert samples["notifier_mqtt_reconnects_total"] == 0
+    assert samples["notifier_token_refreshes_total"] == 0
     assert samples["notifier_held_requests"] == 0
     # Completions over MQTT cost no DescribeExecution.
     assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
@@ -398,3 +404,33 @@ async def test_api_keys_guard_start_and_stop_with_a_rate_limit(
         async with http.get(f"{guarded.url}/openapi.json") as response:
             document = await response.json()
         assert document["paths"]["/{route}"]["post"]["security"] == [{"apiKey": []}]
+
+
+async def test_lines_about_a_request_carry_its_transaction(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("notifier")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        status, _, body = await call(http, "POST", f"{daemon.url}/hello", json={}, headers=LONG)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert status == 200
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    answered = [line for line in lines if line["message"] == "POST /hello: SUCCEEDED via mqtt"]
+    assert len(answered) == 1
+    assert answered[0]["txnId"] == body["transactionId"]
+    assert answered[0]["executionArn"] == body["executionArn"]
+
+
+async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(http, "GET", f"{daemon.url}/readyz")
+    assert status == 200
+    assert body["ready"] and body["mqttConnected"] and body["awsReachable"]
+    assert body["awsError"] is None and body["accepting"]
