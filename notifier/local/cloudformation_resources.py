@@ -10,6 +10,7 @@ itself, by the same CreateStack/UpdateStack call used for AWS.
 AWS::S3::BucketPolicy stays skipped on purpose: moto evaluates bucket policies without their
 conditions, so the template's TLS-only statement (deny when aws:SecureTransport is false)
 would deny every request, and the local endpoint speaks plain HTTP on loopback anyway.
+AWS::CloudWatch::Alarm stays skipped too: nothing publishes CloudWatch metrics locally.
 
 moto's CloudFormation also creates state machines in its plain Step Functions backend,
 while the API serves the executing one; stacks are pointed at the executing backend.

@@ -19,6 +19,9 @@ import warnings
 from typing import Any
 
 PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"
+# Template resources the local stack leaves out; cloudformation_resources says why.
+SKIPPED_ON_PURPOSE = ("AWS::S3::BucketPolicy", "AWS::CloudWatch::Alarm")
+
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -107,15 +110,16 @@ def main() -> None:
     )
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
-        # Documented in cloudformation_resources: the bucket policy is skipped on purpose.
-        warnings.filterwarnings("ignore", message="Tried to parse AWS::S3::BucketPolicy")
+        # Skipped on purpose (see cloudformation_resources): no need to say so at every deploy.
+        for resource_type in SKIPPED_ON_PURPOSE:
+            warnings.filterwarnings("ignore", message=f"Tried to parse {resource_type}")
         # The interpreter logs its internal evaluation traces as errors, including for Choice
         # rules on absent fields; what matters reaches the execution history as in AWS.
         logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(
             logging.CRITICAL
         )
         logging.getLogger("moto").addFilter(
-            lambda record: "AWS::S3::BucketPolicy" not in record.getMessage()
+            lambda record: not any(t in record.getMessage() for t in SKIPPED_ON_PURPOSE)
         )
     serve(args.host, args.port, args.mqtt_host, args.mqtt_port)
 
