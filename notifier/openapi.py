@@ -156,7 +156,7 @@ def document(routes: Iterable[str], api_keys_required: bool) -> dict[str, Any]:
                         "200": _json("Answer", "stopped"),
                         "401": _error("missing or unknown API key"),
                         "404": _error("no such transaction"),
-                        "409": _json("Answer", "the execution had already ended"),
+                        "409": _error("the execution had already ended (status says how)"),
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
                     },
