@@ -54,6 +54,7 @@ async def test_generated_requests_get_documented_answers(stack: LocalStack, tmp_
             "--report-dir", str(tmp_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # it keeps a cache in the working directory
         )  # fmt: skip
         output, _ = await asyncio.wait_for(process.communicate(), 300)
         report = output.decode()
