@@ -3,7 +3,9 @@
 moto's EventBridge delivers to SQS, CloudWatch Logs, archives and API destinations, and
 raises NotImplementedError for SNS and Lambda targets, which aborts the whole PutEvents.
 This bridge delivers those two target kinds itself, with the event in the shape AWS sends
-(ISO time, no moto-internal fields), and hands every other target back to moto.
+(ISO time, no moto-internal fields), and hands every other target back to moto. Lambda
+targets are invoked asynchronously, as EventBridge does: a slow function never holds up the
+delivery of the events behind it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger("notifier.local.eventbridge")
 
 BRIDGED_SERVICES = ("sns", "lambda")
+ASYNC_INVOCATIONS = 16
 
 
 def aws_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +32,7 @@ def aws_event(event: dict[str, Any]) -> dict[str, Any]:
     return delivered
 
 
-def _deliver(target: dict[str, Any], event: dict[str, Any]) -> None:
+def _deliver(target: dict[str, Any], event: dict[str, Any], invoker: ThreadPoolExecutor) -> None:
     from moto.awslambda.models import lambda_backends
     from moto.sns.models import sns_backends
     from moto.utilities.arns import parse_arn
@@ -39,7 +43,14 @@ def _deliver(target: dict[str, Any], event: dict[str, Any]) -> None:
         sns_backends[arn.account][arn.region].get_topic(target["Arn"]).publish(body)
     else:
         function = lambda_backends[arn.account][arn.region].get_function(target["Arn"])
+        invoker.submit(_invoke, function, body)
+
+
+def _invoke(function: Any, body: str) -> None:
+    try:
         function.invoke(body, {"x-amz-invocation-type": "Event"}, {})
+    except Exception:
+        log.exception("EventBridge could not invoke %s", function.function_arn)
 
 
 def install() -> None:
@@ -47,6 +58,7 @@ def install() -> None:
     from moto.utilities.arns import parse_arn
 
     original_send = Rule.send_to_targets
+    invoker = ThreadPoolExecutor(ASYNC_INVOCATIONS, thread_name_prefix="eventbridge-lambda")
 
     def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
         if not self.event_pattern.matches_event(original_event):
@@ -54,7 +66,7 @@ def install() -> None:
         bridged = [t for t in self.targets if parse_arn(t["Arn"]).service in BRIDGED_SERVICES]
         for target in bridged:
             try:
-                _deliver(target, original_event)
+                _deliver(target, original_event, invoker)
             except Exception:
                 log.exception("EventBridge could not deliver to %s", target["Arn"])
         if len(bridged) < len(self.targets):

@@ -156,8 +156,8 @@ def test_every_state_machine_gets_a_definition_string(packaged: tuple) -> None:
 def test_every_function_gets_s3_code(packaged: tuple) -> None:
     template, artifacts = packaged
     functions = resources_of(template, "AWS::Lambda::Function")
-    # 6 ProcessA steps, Hello, 5 QC, Archive metadata, token issuer and authorizer
-    assert len(functions) == 15
+    # 6 ProcessA steps, Hello, 5 QC, Archive metadata, token issuer and authorizer, forwarder
+    assert len(functions) == 16
     for function in functions.values():
         properties = function["Properties"]
         assert properties["Runtime"] == "python3.12"
@@ -315,9 +315,30 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
     assert targets == {
         "StatusTopic": {"Ref": "StatusTopic"},
         "StatusQueue": {"Fn::GetAtt": ["StatusQueue", "Arn"]},
+        "StatusForwarder": {"Fn::GetAtt": ["StatusForwarderFunction", "Arn"]},
     }
-    for output in ("StatusTopicArn", "StatusQueueUrl"):
+    for output in ("StatusTopicArn", "StatusQueueUrl", "StatusForwarderFunctionArn"):
         assert output in template["Outputs"]
+
+
+def test_the_forwarder_may_publish_and_send_to_instance_queues_only(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    function = resources["StatusForwarderFunction"]["Properties"]
+    assert function["Code"] == "functions/forwarder"
+    prefix = function["Environment"]["Variables"]["COMPLETION_QUEUE_PREFIX"]
+    assert prefix == {"Fn::Sub": "notifier-${Stage}-completions-"}
+    assert template["Outputs"]["CompletionQueuePrefix"]["Value"] == prefix
+    (policy,) = resources["StatusForwarderFunctionRole"]["Properties"]["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert statements["SendToInstanceQueues"]["Resource"]["Fn::Sub"].endswith(
+        ":notifier-${Stage}-completions-*"
+    )
+    assert statements["PublishStatusAndCompletions"]["Action"] == "iot:Publish"
+    permission = resources["StatusForwarderInvokePermission"]["Properties"]
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["StatusRule", "Arn"]}
 
 
 # ---------------------------------------------------------------- monitoring

@@ -1,0 +1,72 @@
+"""Workflows that end without publishing still reach their instance, through the forwarder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from notifier.local.stack import LocalStack
+from tests.local.test_workflows import new_id, start, wait_final
+from tests.mqtt_support import MqttRecorder
+from tests.silent_workflows import create_silent_workflows
+
+
+@pytest.fixture(scope="module")
+async def stack(local_stack: LocalStack) -> LocalStack:
+    await create_silent_workflows(local_stack)
+    return local_stack
+
+
+async def queue_for(stack: LocalStack, subtopic: str) -> str:
+    async with stack.aws().client("sqs") as sqs:
+        name = f"{stack.outputs['CompletionQueuePrefix']}{subtopic}"
+        return str((await sqs.create_queue(QueueName=name))["QueueUrl"])
+
+
+async def next_in(stack: LocalStack, url: str) -> Any:
+    async with stack.aws().client("sqs") as sqs:
+        while True:
+            received = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+            for message in received.get("Messages", []):
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                return json.loads(message["Body"])
+
+
+@pytest.mark.parametrize(
+    ("machine", "payload", "status", "error"),
+    [
+        ("TestSilentStateMachineArn", {"fail": "crash"}, "FAILED", "Lambda.Unknown"),
+        ("TestSilentTimeoutStateMachineArn", {}, "TIMED_OUT", None),
+        ("HelloStateMachineArn", {"waitSeconds": 30}, "ABORTED", None),
+    ],
+)
+async def test_an_ending_without_publishing_reaches_the_instance_topic_and_queue(
+    stack: LocalStack, machine: str, payload: dict[str, Any], status: str, error: str | None
+) -> None:
+    subtopic = new_id("fwd")
+    url = await queue_for(stack, subtopic)
+    async with (
+        MqttRecorder(stack, subtopic) as completions,
+        MqttRecorder(stack, None) as status_topics,
+    ):
+        name = new_id("silent")
+        arn = await start(stack, machine, name, {**payload, "subtopic": subtopic})
+        if status == "ABORTED":
+            async with stack.aws().client("stepfunctions") as sfn:
+                await sfn.stop_execution(executionArn=arn, error="Operator", cause="outside")
+        described = await wait_final(stack, arn)
+        assert described["status"] == status
+        message = await completions.on_topic(f"{stack.settings.topic_root}/{subtopic}/{name}")
+        machine_name = arn.split(":")[-2]
+        dashboard = await status_topics.on_topic(
+            f"{stack.settings.topic_root}/status/{machine_name}/{name}"
+        )
+    queued = await next_in(stack, url)
+    assert queued == message
+    assert message["txnId"] == name and message["executionArn"] == arn
+    assert message["status"] == status and message["finishedAt"].endswith("Z")
+    if error is not None:
+        assert message["error"] == error
+    assert dashboard["status"] in ("RUNNING", status)

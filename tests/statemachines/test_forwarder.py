@@ -1,0 +1,123 @@
+"""The status forwarder's handler, called directly with Step Functions' events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from notifier.sources import parse_notification
+from tests.statemachines.test_functions import REGION, aws_env, load_function_module  # noqa: F401
+
+forwarder = load_function_module("forwarder")
+
+ARN = "arn:aws:states:us-east-1:123456789012:execution:notifier-dev-Hello:0x01"
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-dev-Hello"
+PREFIX = "notifier-dev-completions-"
+
+
+def status_event(status: str, **detail: Any) -> dict[str, Any]:
+    final = status != "RUNNING"
+    return {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "time": "2026-01-01T00:00:02Z",
+        "detail": {
+            "executionArn": ARN,
+            "stateMachineArn": MACHINE,
+            "name": "0x01",
+            "status": status,
+            "startDate": 1767225600000,
+            "stopDate": 1767225602000 if final else None,
+            "input": json.dumps({"subtopic": "instance-a", "x": 1}),
+            "output": None,
+            "error": None,
+            "cause": None,
+            **detail,
+        },
+    }
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Any]] = []
+
+    def publish(self, topic: str, qos: int, payload: bytes) -> None:
+        self.published.append((topic, json.loads(payload)))
+
+
+@pytest.fixture
+def sqs(aws_env: None) -> Any:  # noqa: F811
+    with mock_aws():
+        yield boto3.client("sqs", region_name=REGION)
+
+
+def received(sqs: Any, url: str) -> list[Any]:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "fields"),
+    [
+        ("SUCCEEDED", {"output": json.dumps({"r": 1})}, {"output": {"r": 1}}),
+        ("FAILED", {"error": "Lambda.Unknown", "cause": "crash"}, {"error": "Lambda.Unknown"}),
+        ("TIMED_OUT", {}, {"error": "TIMED_OUT", "cause": ""}),
+        ("ABORTED", {"error": "Operator", "cause": "stop"}, {"error": "Operator"}),
+    ],
+)
+def test_a_final_status_reaches_the_instance_topic_and_queue(
+    sqs: Any, status: str, detail: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(
+        status_event(status, **detail)
+    )
+    assert delivered == {"status": True, "mqtt": True, "queue": True}
+    (topic, message), (status_topic, dashboard) = iot.published
+    assert status_topic == "notifier/status/notifier-dev-Hello/0x01"
+    assert dashboard["status"] == status
+    assert topic == "notifier/instance-a/0x01"
+    assert message["finishedAt"] == "2026-01-01T00:00:02Z"
+    assert message.items() >= {"txnId": "0x01", "status": status, **fields}.items()
+    assert received(sqs, url) == [message]
+    # The daemon reads it as it reads the workflows' own notifications.
+    completion = parse_notification(json.dumps(message).encode(), "sqs", "0x01")
+    assert completion.status == status
+    assert completion.stop_date is not None
+
+
+def test_running_goes_to_dashboards_only(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(status_event("RUNNING"))
+    assert delivered == {"status": True}
+    assert [topic for topic, _ in iot.published] == ["notifier/status/notifier-dev-Hello/0x01"]
+    assert received(sqs, url) == []
+
+
+def test_without_a_queue_or_a_subtopic(sqs: Any) -> None:
+    iot = Recorder()
+    event = status_event("ABORTED", input=json.dumps({"x": 1}))
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "mqtt": True, "queue": False}
+    assert iot.published[0][0] == "notifier/default/0x01"
+
+
+def test_a_failed_publish_does_not_stop_the_queue_message(sqs: Any) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    class Down:
+        def publish(self, **kwargs: Any) -> None:
+            raise EndpointConnectionError(endpoint_url="https://iot")
+
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    delivered = forwarder.Forwarder(Down(), sqs, "notifier", PREFIX).forward(
+        status_event("SUCCEEDED", output="{}")
+    )
+    assert delivered == {"status": False, "mqtt": False, "queue": True}
+    assert len(received(sqs, url)) == 1
