@@ -36,6 +36,8 @@ from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
 from notifier.sources.mqtt import MqttSource
+from notifier.sources.reconcile import Reconciler
+from notifier.sources.sqs import SqsSource
 from notifier.waiters import (
     Completion,
     Registry,
@@ -80,7 +82,11 @@ REGISTRY = web.AppKey("registry", Registry)
 ADMISSION = web.AppKey("admission", Admission)
 EXECUTIONS = web.AppKey("executions", Executions)
 MQTT = web.AppKey("mqtt", MqttSource)
+"""Absent in ``poll`` completion mode."""
+SQS = web.AppKey("sqs", SqsSource)
+"""Absent without ``[sqs] queue_prefix``."""
 POLLER = web.AppKey("poller", DescribePoller)
+RECONCILER = web.AppKey("reconciler", Reconciler)
 METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
@@ -126,7 +132,7 @@ def api_keys_from(settings: Settings) -> ApiKeys:
 
 
 # What a reload cannot change: connections and identities made at start.
-RESTART_ONLY = ("mqtt", "iotauth", "aws", "s3")
+RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3")
 
 
 def reload(app: web.Application, new: Settings) -> list[str]:
@@ -139,12 +145,19 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     ignored = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
     if (old.http.host, old.http.port) != (new.http.host, new.http.port):
         ignored.append("http.host/port")
-    if old.daemon.instance_id != new.daemon.instance_id:
-        ignored.append("daemon.instance_id")
+    for key in ("instance_id", "completion", "poll_interval", "reconcile_rate"):
+        if getattr(old.daemon, key) != getattr(new.daemon, key):
+            ignored.append(f"daemon.{key}")
     kept = dataclasses.replace(
         new,
         http=dataclasses.replace(new.http, host=old.http.host, port=old.http.port),
-        daemon=dataclasses.replace(new.daemon, instance_id=old.daemon.instance_id),
+        daemon=dataclasses.replace(
+            new.daemon,
+            instance_id=old.daemon.instance_id,
+            completion=old.daemon.completion,
+            poll_interval=old.daemon.poll_interval,
+            reconcile_rate=old.daemon.reconcile_rate,
+        ),
         **{name: getattr(old, name) for name in RESTART_ONLY},
     )
     app[SETTINGS].current = kept
@@ -154,10 +167,15 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     return ignored
 
 
+def aws_clients(app: web.Application) -> AwsClients:
+    """Clients whose every call is counted in the metrics."""
+    aws_calls = app[METRICS].aws_calls
+    return AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
+
+
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].current
-    aws_calls = app[METRICS].aws_calls
-    clients = AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
+    clients = aws_clients(app)
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(clients.client("s3"))
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
@@ -168,6 +186,47 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
+    """MQTT (unless polling), this instance's queue (when configured), DescribeExecution
+    sweeps of held requests, and polling of re-attached executions of other instances."""
+    settings = app[SETTINGS].current
+    daemon = settings.daemon
+    async with AsyncExitStack() as stack:
+        mqtt = None
+        if daemon.completion == "mqtt":
+            mqtt = app[MQTT] = await stack.enter_async_context(await mqtt_source(app))
+            app[METRICS].watch_mqtt(mqtt)
+        if settings.sqs.queue_prefix is not None:
+            assert settings.sqs.dead_letter_queue_arn is not None
+            sqs = SqsSource(
+                await stack.enter_async_context(aws_clients(app).client("sqs")),
+                app[REGISTRY],
+                f"{settings.sqs.queue_prefix}{app[INSTANCE_ID]}",
+                settings.sqs.dead_letter_queue_arn,
+                wait_seconds=settings.sqs.wait_seconds,
+            )
+            app[SQS] = await stack.enter_async_context(sqs)
+        reconciler = Reconciler(
+            app[REGISTRY],
+            app[EXECUTIONS],
+            mqtt,
+            interval=daemon.poll_interval if mqtt is None else RECONCILE_MIN_INTERVAL,
+            max_interval=RECONCILE_MAX_INTERVAL,
+            rate=daemon.reconcile_rate,
+        )
+        app[RECONCILER] = await stack.enter_async_context(reconciler)
+        if mqtt is not None:  # in poll mode the reconciler polls those too
+            poller = DescribePoller(app[REGISTRY], app[EXECUTIONS], daemon.poll_interval)
+            app[POLLER] = await stack.enter_async_context(poller)
+        yield
+
+
+# The reconciler's interval while MQTT is down: from the first, doubling while sweeps find
+# nothing new, up to the second.
+RECONCILE_MIN_INTERVAL = 1.0
+RECONCILE_MAX_INTERVAL = 10.0
+
+
+async def mqtt_source(app: web.Application) -> MqttSource:
     settings = app[SETTINGS].current
     endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
     tokens = None
@@ -178,22 +237,15 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
         def tokens() -> Awaitable[IotToken]:
             return issuer.daemon_token(instance_id)
 
-    async with (
-        MqttSource(
-            settings.mqtt,
-            instance_id=app[INSTANCE_ID],
-            registry=app[REGISTRY],
-            endpoint=endpoint,
-            aws=app[AWS_SETTINGS],
-            tokens=tokens,
-            refresh_margin=settings.iotauth.refresh_margin,
-        ) as mqtt,
-        DescribePoller(app[REGISTRY], app[EXECUTIONS], settings.daemon.poll_interval) as poller,
-    ):
-        app[MQTT] = mqtt
-        app[POLLER] = poller
-        app[METRICS].watch_mqtt(mqtt)
-        yield
+    return MqttSource(
+        settings.mqtt,
+        instance_id=app[INSTANCE_ID],
+        registry=app[REGISTRY],
+        endpoint=endpoint,
+        aws=app[AWS_SETTINGS],
+        tokens=tokens,
+        refresh_margin=settings.iotauth.refresh_margin,
+    )
 
 
 async def iot_data_endpoint(aws: AwsSettings) -> str:
@@ -235,16 +287,24 @@ async def readyz(request: web.Request) -> web.Response:
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
         reachability.error = await app[EXECUTIONS].check_reachable()
         reachability.checked_at = now
-    ready = app[ADMISSION].accepting and app[MQTT].connected and reachability.error is None
+    mqtt, sqs = app.get(MQTT), app.get(SQS)
+    ready = app[ADMISSION].accepting and reachability.error is None
+    # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
+    # slower, but every request is answered, so a load balancer should keep sending.
+    degraded = (mqtt is not None and not mqtt.connected) or (sqs is not None and not sqs.healthy)
     body = {
         "ready": ready,
+        "state": "not ready" if not ready else "degraded" if degraded else "ready",
         "instanceId": app[INSTANCE_ID],
+        "completion": app[SETTINGS].current.daemon.completion,
         "accepting": app[ADMISSION].accepting,
         "awsReachable": reachability.error is None,
         "awsError": reachability.error,
-        "mqttConnected": app[MQTT].connected,
-        "mqttAuthError": app[MQTT].auth_error,
-        "mqttTokenRefreshes": app[MQTT].refreshes,
+        "mqttConnected": mqtt.connected if mqtt is not None else None,
+        "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
+        "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
+        "sqsQueue": sqs.queue_url if sqs is not None else None,
+        "sqsError": sqs.error if sqs is not None else None,
         "held": app[REGISTRY].held,
     }
     return web.json_response(body, status=200 if ready else 503)

@@ -92,13 +92,34 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 class DaemonSettings:
     instance_id: str | None = None
     """MQTT client id and subtopic; unset means a generated one (logged at start)."""
-    poll_interval: float = 2.0
-    """Seconds between DescribeExecution calls for re-attached executions whose completion
-    is published to another instance's subtopic (the only polling the daemon does)."""
+    completion: Literal["mqtt", "poll"] = "mqtt"
+    """``mqtt``: completions arrive over MQTT (with the [sqs] queue and DescribeExecution
+    sweeps while MQTT is down); ``poll``: no MQTT at all, every held request is polled with
+    DescribeExecution every ``poll_interval`` ([mqtt] and [iotauth] are not used)."""
+    poll_interval: float = 1.5
+    """Seconds between DescribeExecution calls for each held request in ``poll`` mode, and
+    for re-attached executions whose completion is published to another instance."""
+    reconcile_rate: float = 20.0
+    """Most DescribeExecution calls a second a sweep of held requests makes (while MQTT is
+    down, right after it is back, and in ``poll`` mode)."""
     recent_completions: int = 10_000
     """Completed or 202-answered transactions remembered for quick re-attach."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logs are JSON lines when not on a terminal (journald), readable lines on one."""
+
+
+@dataclass(frozen=True)
+class SqsSettings:
+    """This instance's own completion queue, fed by the stack's status forwarder."""
+
+    queue_prefix: str | None = None
+    """The stack's ``CompletionQueuePrefix`` output: the daemon creates and long-polls
+    ``<queue_prefix><instance_id>``. Unset: no queue (MQTT and DescribeExecution only)."""
+    dead_letter_queue_arn: str | None = None
+    """Where messages that are not completions go (the ``StatusDeadLetterQueueArn`` output).
+    Required with ``queue_prefix``."""
+    wait_seconds: int = 20
+    """Long-poll wait of each ReceiveMessage (0-20)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     iotauth: IotAuthSettings = field(default_factory=IotAuthSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    sqs: SqsSettings = field(default_factory=SqsSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
@@ -143,6 +165,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mqtt": MqttSettings,
     "iotauth": IotAuthSettings,
     "daemon": DaemonSettings,
+    "sqs": SqsSettings,
     "s3": S3Settings,
     "aws": AwsSettings,
 }
@@ -280,6 +303,7 @@ def _validate(s: Settings, where: str) -> None:
     """Every problem found, each on a line of its own."""
     problems: list[str] = []
     fail = problems.append
+    uses_mqtt = s.daemon.completion == "mqtt"
 
     if not 0 <= s.http.port <= 65535:
         fail(f"[http] port: {s.http.port} is not a TCP port")
@@ -295,13 +319,13 @@ def _validate(s: Settings, where: str) -> None:
         fail(f"[mqtt] port: {s.mqtt.port} is not a TCP port")
     if not _NAME.fullmatch(s.mqtt.topic_root):
         fail("[mqtt] topic_root: use letters, digits, '-' and '_' only")
-    if s.mqtt.transport == "tcp" and not s.mqtt.endpoint:
+    if uses_mqtt and s.mqtt.transport == "tcp" and not s.mqtt.endpoint:
         fail("[mqtt] endpoint: required with transport = 'tcp'")
-    if s.mqtt.transport == "mtls" and not (s.mqtt.cert_file and s.mqtt.key_file):
+    if uses_mqtt and s.mqtt.transport == "mtls" and not (s.mqtt.cert_file and s.mqtt.key_file):
         fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
     if not 1 <= s.mqtt.reconnect_min_secs <= s.mqtt.reconnect_max_secs:
         fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
-    if s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
+    if uses_mqtt and s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
         fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
     if s.mqtt.transport not in TOKEN_TRANSPORTS and (s.iotauth.issuer_url or s.iotauth.api_key):
         fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
@@ -315,6 +339,20 @@ def _validate(s: Settings, where: str) -> None:
         fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
+    if s.daemon.reconcile_rate <= 0:
+        fail("[daemon] reconcile_rate: must be positive")
+    if s.sqs.queue_prefix is not None:
+        if not _NAME.fullmatch(s.sqs.queue_prefix):
+            fail("[sqs] queue_prefix: use letters, digits, '-' and '_' only")
+        # A generated instance id (notifier-<12 hex digits>) is 21 characters.
+        elif len(s.sqs.queue_prefix) + len(s.daemon.instance_id or "x" * 21) > 80:
+            fail("[sqs] queue_prefix: with the instance id, longer than a queue name may be (80)")
+        if not (s.sqs.dead_letter_queue_arn or "").startswith("arn:aws"):
+            fail("[sqs] dead_letter_queue_arn: required with queue_prefix (an SQS queue ARN)")
+    elif s.sqs.dead_letter_queue_arn is not None:
+        fail("[sqs] dead_letter_queue_arn: only used with queue_prefix; remove it")
+    if not 0 <= s.sqs.wait_seconds <= 20:
+        fail("[sqs] wait_seconds: between 0 and 20")
     if s.daemon.recent_completions < 0:
         fail("[daemon] recent_completions: must not be negative")
     if not s.s3.bucket:

@@ -208,8 +208,8 @@ def local_settings(
     """Settings for the daemon against a running local stack.
 
     Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
-    stack's MQTT broker, AWS endpoint, token issuer and bucket are, and the issuer's API key,
-    are taken from the stack itself.
+    stack's MQTT broker, AWS endpoint, token issuer, bucket and completion queues are, and the
+    issuer's API key, are taken from the stack itself.
     """
     settings = load_settings(path or LOCAL_CONFIG, env)
     return dataclasses.replace(
@@ -226,6 +226,11 @@ def local_settings(
             settings.iotauth,
             issuer_url=stack.issuer_url,
             api_key=stack.settings.issuer_api_key,
+        ),
+        sqs=dataclasses.replace(
+            settings.sqs,
+            queue_prefix=stack.outputs["CompletionQueuePrefix"],
+            dead_letter_queue_arn=stack.outputs["StatusDeadLetterQueueArn"],
         ),
         s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
     )

@@ -174,7 +174,7 @@ def document(routes: Iterable[str], api_keys_required: bool) -> dict[str, Any]:
                     "summary": "Whether the daemon can serve, and how",
                     "operationId": "readyz",
                     "responses": {
-                        "200": {"description": "ready"},
+                        "200": {"description": "ready, or degraded (MQTT down, fallbacks answer)"},
                         "503": {"description": "not ready (the body says why)"},
                     },
                 }

@@ -42,7 +42,8 @@ class Completion:
 
     status: Status
     via: str
-    """The source: ``mqtt``, ``poll`` (DescribeExecution) or ``stop`` (our StopExecution)."""
+    """The source: ``mqtt``, ``sqs`` (this instance's queue), ``poll`` (DescribeExecution)
+    or ``stop`` (our StopExecution)."""
     notified_at: datetime = field(default_factory=utcnow)
     """When this daemon learnt of the completion."""
     execution_arn: str | None = None
@@ -182,6 +183,12 @@ class Registry:
     async def wait_empty(self) -> None:
         """Return once no request is held."""
         await self._empty.wait()
+
+    def unresolved(self) -> Iterator[Transaction]:
+        """Unresolved transactions that someone waits for."""
+        for txn in list(self._transactions.values()):
+            if txn.waiters and txn.completion is None:
+                yield txn
 
     def polled(self) -> Iterator[Transaction]:
         """Unresolved transactions that someone waits for and that must be polled."""

@@ -16,19 +16,19 @@ from notifier.local.stack import LocalStack
 ROLE = "arn:aws:iam::123456789012:role/notifier-test"
 RULE = "notifier-test-silent-status"
 
-# {"waitSeconds": n} waits; {"fail": "..."} fails with that cause, as a crashed Lambda
-# would; the output is the input.
+# Waits {"waitSeconds": n}, then with {"fail": true} fails as a crashed Lambda would;
+# otherwise its output is its input.
 SILENT = {
     "Comment": "Test-only: ends without publishing.",
-    "StartAt": "Crash?",
+    "StartAt": "Wait",
     "States": {
+        "Wait": {"Type": "Wait", "SecondsPath": "$.waitSeconds", "Next": "Crash?"},
         "Crash?": {
             "Type": "Choice",
             "Choices": [{"Variable": "$.fail", "IsPresent": True, "Next": "Crash"}],
-            "Default": "Wait",
+            "Default": "Done",
         },
         "Crash": {"Type": "Fail", "Error": "Lambda.Unknown", "Cause": "the function crashed"},
-        "Wait": {"Type": "Wait", "SecondsPath": "$.waitSeconds", "Next": "Done"},
         "Done": {"Type": "Pass", "End": True},
     },
 }

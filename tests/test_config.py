@@ -121,3 +121,25 @@ def test_required_api_key_needs_a_key(tmp_path: Path) -> None:
         write(tmp_path, WITHOUT_API_KEYS), {"NOTIFIER_HTTP_REQUIRE_API_KEY": "false"}
     )
     assert not settings.api_keys
+
+
+def test_poll_mode_needs_no_mqtt_or_token_issuer(tmp_path: Path) -> None:
+    without_issuer = MINIMAL.replace(f'[iotauth]\nissuer_url = "{ISSUER}"\n', "")
+    with pytest.raises(ConfigError, match=r"\[iotauth\] issuer_url: required"):
+        load_settings(write(tmp_path, without_issuer), {})
+    settings = load_settings(
+        write(tmp_path, without_issuer), {"NOTIFIER_DAEMON_COMPLETION": "poll"}
+    )
+    assert settings.daemon.completion == "poll"
+    assert settings.daemon.poll_interval == 1.5
+
+
+def test_the_completion_queue_needs_its_dead_letter_queue(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[sqs]\nqueue_prefix = "notifier-dev-completions-"\n')
+    with pytest.raises(ConfigError, match=r"\[sqs\] dead_letter_queue_arn: required"):
+        load_settings(path, {})
+    long_id = {"NOTIFIER_DAEMON_INSTANCE_ID": "i" * 64}
+    dlq = {"NOTIFIER_SQS_DEAD_LETTER_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:dlq"}
+    assert load_settings(path, dlq).sqs.queue_prefix == "notifier-dev-completions-"
+    with pytest.raises(ConfigError, match="longer than a queue name"):
+        load_settings(path, {**dlq, **long_id})

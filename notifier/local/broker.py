@@ -41,6 +41,10 @@ class LocalBroker(Service):
             "plugins": {f"{IotAuthPlugin.__module__}.{IotAuthPlugin.__qualname__}": {}},
         }
 
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
+
     async def start(self) -> None:
         # amqtt logs a full traceback for a failed bind; the error below says it in one line.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)

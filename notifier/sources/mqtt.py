@@ -9,8 +9,10 @@ with an iotauth token, the way AWS IoT's custom authorizers expect it. A connect
 change its credentials, so before the token expires a new connection is opened with a fresh
 one and subscribed, and only then is the old one unsubscribed and closed: completions keep
 arriving throughout (on both, for a moment; the registry keeps the first). A token that
-cannot be had or is refused does not stop the daemon: it is logged once, the source reports
-it (``auth_error``, so ``/readyz`` says why it is not ready) and retries with backoff.
+cannot be had or is refused, or a broker that cannot be reached, does not stop the daemon:
+it is logged once, the source reports it (``auth_error``, so ``/readyz`` says why) and
+retries with backoff. ``connected`` means connected *and* subscribed; :meth:`wait_connected`
+lets the reconciler follow it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class MqttSource(Service):
         self.port = settings.port or DEFAULT_PORTS[settings.transport]
         self.topic_filter = f"{settings.topic_root}/{instance_id}/#"
         self.connected = False
+        self._connected_changed = asyncio.Event()
         self.received = 0
         self.ignored = 0
         self.refreshes = 0
@@ -99,17 +102,16 @@ class MqttSource(Service):
         self._loop = asyncio.get_running_loop()
         try:
             await self._open()
-        except MqttAuthError as exc:
+        except MqttConnectError as exc:
             self._auth_failed(exc)
-        if self._tokens is not None:
-            self._spawn(self._keep_token_fresh())
+        self._spawn(self._keep_connected())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         connection, self._connection = self._connection, None
-        self.connected = False
+        self._set_connected(False)
         if connection is not None:
             await self._close(connection)
 
@@ -143,7 +145,7 @@ class MqttSource(Service):
             previous, self._connection = self._connection, connection
             self._token, self._retry_delay = token, None
             self.client_id = token.client_id if token is not None else self.instance_id
-            self.connected = True
+            self._set_connected(True)
             if self.auth_error is not None:
                 log.info("MQTT authentication works again")
             self.auth_error = None
@@ -188,8 +190,22 @@ class MqttSource(Service):
             log.debug("MQTT unsubscribe of the old connection: %s", exc)
         await self._close(connection)
 
-    async def _keep_token_fresh(self) -> None:
-        while True:
+    async def wait_connected(self, value: bool) -> None:
+        """Return once ``connected`` is ``value``."""
+        while self.connected is not value:
+            await self._connected_changed.wait()
+
+    def _set_connected(self, value: bool) -> None:
+        if value is self.connected:
+            return
+        self.connected = value
+        changed, self._connected_changed = self._connected_changed, asyncio.Event()
+        changed.set()
+
+    async def _keep_connected(self) -> None:
+        """Connect until it works (the broker may be unreachable at start); with tokens, then
+        connect anew with a fresh one before each expires."""
+        while self._tokens is not None or self._connection is None:
             await asyncio.sleep(self._next_attempt_in())
             try:
                 await self._open()
@@ -363,7 +379,7 @@ class MqttSource(Service):
     def _handle_interrupted(self, connection: mqtt.Connection, error: str) -> None:
         if connection is not self._connection:
             return  # one being retired
-        self.connected = False
+        self._set_connected(False)
         log.warning("MQTT connection interrupted (%s); reconnecting", error)
 
     def _handle_resumed(
@@ -377,10 +393,11 @@ class MqttSource(Service):
         if return_code != mqtt.ConnectReturnCode.ACCEPTED:
             log.error("MQTT reconnect refused: %s", return_code)
             return
-        self.connected = True
         self.reconnects += 1
         log.info("MQTT connection resumed (session present: %s)", session_present)
-        if not session_present:
+        if session_present:
+            self._set_connected(True)
+        else:
             self._spawn(self._resubscribe())
 
     async def _resubscribe(self) -> None:
@@ -393,6 +410,7 @@ class MqttSource(Service):
                         asyncio.wrap_future(future), self.settings.connect_timeout
                     )
                 log.info("MQTT: resubscribed to %s", self.topic_filter)
+                self._set_connected(True)
                 return
             except Exception as exc:
                 log.error("MQTT: resubscribing failed (%s); retrying in %.0f s", exc, delay)

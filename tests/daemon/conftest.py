@@ -16,6 +16,7 @@ import pytest
 from notifier.config import RouteSettings, Settings
 from notifier.daemon import Daemon, local_settings
 from notifier.local.stack import LocalStack
+from tests.silent_workflows import create_silent_workflows
 
 # Never reached by a passing test; only bounds a hung one.
 EVENTUALLY = 60.0
@@ -37,7 +38,14 @@ async def stack(local_stack: LocalStack) -> LocalStack:
             roleArn="arn:aws:iam::123456789012:role/notifier-test",
         )
     local_stack.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
+    await create_silent_workflows(local_stack)
     return local_stack
+
+
+def refused_mqtt(settings: Settings) -> Settings:
+    """``settings`` with a token issuer key that is refused: MQTT never connects."""
+    iotauth = dataclasses.replace(settings.iotauth, api_key="not-the-key")
+    return dataclasses.replace(settings, iotauth=iotauth)
 
 
 def settings_for(stack: LocalStack, **env: str) -> Settings:
@@ -51,6 +59,8 @@ def settings_for(stack: LocalStack, **env: str) -> Settings:
     routes = {
         **settings.routes,
         "timesout": RouteSettings(stack.outputs["TestTimesOutStateMachineArn"], input="body"),
+        "silent": RouteSettings(stack.outputs["TestSilentStateMachineArn"], input="body"),
+        "quiet": RouteSettings(stack.outputs["TestQuietStateMachineArn"], input="body"),
         "missing": RouteSettings(
             "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-test-Missing",
             input="body",

@@ -37,7 +37,7 @@ async def next_in(stack: LocalStack, url: str) -> Any:
 @pytest.mark.parametrize(
     ("machine", "payload", "status", "error"),
     [
-        ("TestSilentStateMachineArn", {"fail": "crash"}, "FAILED", "Lambda.Unknown"),
+        ("TestSilentStateMachineArn", {"waitSeconds": 0, "fail": True}, "FAILED", "Lambda.Unknown"),
         ("TestSilentTimeoutStateMachineArn", {}, "TIMED_OUT", None),
         ("HelloStateMachineArn", {"waitSeconds": 30}, "ABORTED", None),
     ],

@@ -577,6 +577,12 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "iot:DescribeEndpoint": [("notifier/app.py", 'describe_endpoint(endpointType="iot:Data-ATS")')],
+    "sqs:CreateQueue": [("notifier/sources/sqs.py", "self.sqs.create_queue(")],
+    "sqs:ReceiveMessage": [("notifier/sources/sqs.py", "self.sqs.receive_message(")],
+    # DeleteMessageBatch is authorized as sqs:DeleteMessage.
+    "sqs:DeleteMessage": [("notifier/sources/sqs.py", "self.sqs.delete_message_batch(")],
+    "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
+    "sqs:SendMessage": [("notifier/sources/sqs.py", "self.sqs.send_message(")],
     "execute-api:Invoke": [
         ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
         ("notifier/iot_tokens.py", '"/tokens/daemon/'),
@@ -683,3 +689,12 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     assert resources("execute-api:Invoke") == [
         "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/POST/tokens/daemon/notifier-a"
     ]
+
+    # The instance's own completion queue, named as the forwarder names it, and the DLQ.
+    prefix = from_template(template["Outputs"]["CompletionQueuePrefix"]["Value"])
+    own_queue = f"arn:aws:sqs:us-east-1:123456789012:{prefix}notifier-a"
+    for action in ("sqs:CreateQueue", "sqs:ReceiveMessage", "sqs:DeleteMessage"):
+        assert resources(action) == [own_queue]
+    dlq = from_template(template["Resources"]["StatusDeadLetterQueue"]["Properties"]["QueueName"])
+    for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
+        assert resources(action) == [f"arn:aws:sqs:us-east-1:123456789012:{dlq}"]

@@ -1,0 +1,143 @@
+"""The instance's completion queue: created at start, read, deleted; poison messages go to
+the dead-letter queue; duplicates are no-ops; an unreachable SQS stops nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from notifier.app import SQS
+from notifier.daemon import Daemon
+from notifier.ids import new_txn_id
+from notifier.local.stack import LocalStack
+from notifier.sources.sqs import SqsSource
+from notifier.waiters import Registry, Status, Transaction
+from tests.daemon.conftest import call, eventually, refused_mqtt, settings_for
+
+
+def completion(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> str:
+    return json.dumps(
+        {"txnId": txn_id, "executionArn": f"arn:{txn_id}", "status": status, **fields}
+    )
+
+
+def queue_name(stack: LocalStack) -> str:
+    return f"{stack.outputs['CompletionQueuePrefix']}unit-{secrets.token_hex(4)}"
+
+
+async def test_completions_resolve_duplicates_are_no_ops_poison_goes_to_the_dlq(
+    stack: LocalStack,
+) -> None:
+    registry = Registry(max_held=10)
+    first, second = new_txn_id(), new_txn_id()
+    for txn_id in (first, second):
+        registry.track(Transaction(txn_id, "hello", f"arn:{txn_id}"))
+    poison = f"not a completion {secrets.token_hex(4)}"
+    async with stack.aws().client("sqs") as sqs:
+        source = SqsSource(
+            sqs, registry, queue_name(stack), stack.outputs["StatusDeadLetterQueueArn"],
+            wait_seconds=1,
+        )  # fmt: skip
+        async with source:
+            await eventually(lambda: source.queue_url is not None)
+            url = source.queue_url
+            assert url is not None
+            attributes = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))[
+                "Attributes"
+            ]
+            for body in (
+                poison,
+                completion(first, output={"n": 1}),
+                completion(first, "FAILED", error="E"),  # a later duplicate
+                completion(second, "TIMED_OUT"),
+                completion(new_txn_id()),  # not held here
+            ):
+                await sqs.send_message(QueueUrl=url, MessageBody=body)
+            await eventually(lambda: source.deleted == 5)
+            await eventually(lambda: source.error is None)
+        left = await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        dead = await sqs.receive_message(
+            QueueUrl=stack.outputs["StatusDeadLetterQueueUrl"], MaxNumberOfMessages=10
+        )
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    assert (
+        json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
+        == (stack.outputs["StatusDeadLetterQueueArn"])
+    )
+    first_txn, second_txn = registry.get(first), registry.get(second)
+    assert first_txn is not None and first_txn.completion is not None
+    assert first_txn.completion.status is Status.SUCCEEDED
+    assert first_txn.completion.via == "sqs" and first_txn.completion.output == {"n": 1}
+    assert second_txn is not None and second_txn.completion is not None
+    assert second_txn.completion.status is Status.TIMED_OUT
+    assert source.resolved == 2 and source.dead_lettered == 1
+    assert set(left["Attributes"].values()) == {"0"}  # everything handled was deleted
+    assert poison in [m["Body"] for m in dead.get("Messages", [])]
+
+
+async def test_an_existing_queue_is_reused(stack: LocalStack) -> None:
+    name = queue_name(stack)
+    registry = Registry(max_held=10)
+    txn_id = new_txn_id()
+    registry.track(Transaction(txn_id, "hello", f"arn:{txn_id}"))
+    dlq = stack.outputs["StatusDeadLetterQueueArn"]
+    async with stack.aws().client("sqs") as sqs:
+        async with SqsSource(sqs, registry, name, dlq, wait_seconds=1) as source:
+            await eventually(lambda: source.queue_url is not None)
+        # A receive still in flight when it stopped would hide the message for a while.
+        await asyncio.sleep(1.5)
+        # A completion sent while the instance was away is read after its restart.
+        await sqs.send_message(QueueUrl=source.queue_url, MessageBody=completion(txn_id))
+        async with SqsSource(sqs, registry, name, dlq, wait_seconds=1) as again:
+            await eventually(lambda: again.resolved == 1)
+    assert again.queue_url == source.queue_url
+
+
+async def test_an_unreachable_sqs_is_reported_and_retried() -> None:
+    no_retries = AioConfig(retries={"max_attempts": 1}, connect_timeout=1)
+    client = get_session().create_client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",  # nothing listens there
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=no_retries,
+    )
+    registry = Registry(max_held=10)
+    dlq = "arn:aws:sqs:us-east-1:123456789012:dlq"
+    async with client as sqs:
+        source = SqsSource(sqs, registry, "q", dlq, wait_seconds=1, retry_min=0.05, retry_max=0.1)
+        async with source:  # starting does not wait for SQS
+            await eventually(lambda: source.error is not None)
+            first = source.error
+            await eventually(lambda: source.received == 0 and source.error == first)
+            assert not source.healthy and source.queue_url is None
+
+
+async def test_the_daemon_answers_from_its_queue_while_mqtt_is_refused(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    # MQTT never connects; the queue (or a sweep) answers instead.
+    async with Daemon(refused_mqtt(settings_for(stack))) as daemon:
+        status, _, ready = await call(http, "GET", f"{daemon.url}/readyz")
+        assert status == 200 and ready["state"] == "degraded"
+        await eventually(lambda: daemon.app[SQS].queue_url is not None)
+        status, _, body = await call(
+            http,
+            "POST",
+            f"{daemon.url}/silent",
+            json={"waitSeconds": 0, "fail": True},
+            headers={"Prefer": "wait=60"},
+        )
+        assert status == 502, body
+        assert body["status"] == "FAILED" and body["error"] == "Lambda.Unknown"
+        assert body["completedVia"] in ("sqs", "poll")
