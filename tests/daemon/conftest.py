@@ -61,6 +61,9 @@ def settings_for(stack: LocalStack, **env: str) -> Settings:
         "timesout": RouteSettings(stack.outputs["TestTimesOutStateMachineArn"], input="body"),
         "silent": RouteSettings(stack.outputs["TestSilentStateMachineArn"], input="body"),
         "quiet": RouteSettings(stack.outputs["TestQuietStateMachineArn"], input="body"),
+        "silent-timeout": RouteSettings(
+            stack.outputs["TestSilentTimeoutStateMachineArn"], input="body"
+        ),
         "missing": RouteSettings(
             "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-test-Missing",
             input="body",
