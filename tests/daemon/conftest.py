@@ -54,6 +54,8 @@ def settings_for(stack: LocalStack, **env: str) -> Settings:
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_DAEMON_INSTANCE_ID": f"test-{secrets.token_hex(4)}",
         "NOTIFIER_DAEMON_POLL_INTERVAL": "0.5",
+        # Back soon after the tests that restart the broker.
+        "NOTIFIER_MQTT_RECONNECT_MAX_SECS": "2",
     }
     settings = local_settings(stack, env={**base, **env})
     routes = {
