@@ -4,6 +4,7 @@ the dead-letter queue; duplicates are no-ops; an unreachable SQS stops nothing."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from typing import Any
@@ -141,3 +142,24 @@ async def test_the_daemon_answers_from_its_queue_while_mqtt_is_refused(
         assert status == 502, body
         assert body["status"] == "FAILED" and body["error"] == "Lambda.Unknown"
         assert body["completedVia"] in ("sqs", "poll")
+
+
+async def test_the_daemon_answers_over_mqtt_while_its_queue_fails(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    # A redrive target that does not exist: every attempt to set up the queue fails.
+    base = settings_for(stack)
+    missing_dlq = "arn:aws:sqs:us-east-1:123456789012:notifier-test-no-such-dlq"
+    failing = dataclasses.replace(
+        base, sqs=dataclasses.replace(base.sqs, dead_letter_queue_arn=missing_dlq)
+    )
+    async with Daemon(failing) as daemon:
+        await eventually(lambda: daemon.app[SQS].error is not None)
+        status, _, ready = await call(http, "GET", f"{daemon.url}/readyz")
+        assert status == 200 and ready["state"] == "degraded" and ready["sqsError"]
+        status, _, body = await call(
+            http, "POST", f"{daemon.url}/hello", json={"n": 7}, headers={"Prefer": "wait=60"}
+        )
+        assert status == 200, body
+        assert body["completedVia"] == "mqtt" and body["output"]["n"] == 7
+        assert daemon.app[SQS].queue_url is None
