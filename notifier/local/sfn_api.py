@@ -4,12 +4,18 @@
   it "None", so the second such call fails with ExecutionAlreadyExists.
 - SendTaskFailure: moto passes the error on to the execution but not the cause, so a
   rejected human approval would end FAILED without the reason the approver gave.
+- StopExecution of an execution waiting for a task token: moto's wait ignores the stop and
+  the execution stays RUNNING until the token times out; AWS aborts it at once.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
+
+STOP_CHECK_SECONDS = 0.25
+"""How often a wait for a task token looks whether its execution was stopped."""
 
 
 def install() -> None:
@@ -32,3 +38,35 @@ def install() -> None:
 
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+    _stop_ends_task_token_waits()
+
+
+def _stop_ends_task_token_waits() -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback as callback_task,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeTimedOut
+
+    task = callback_task.StateTaskServiceCallback
+    original_wait = task._eval_wait_for_task_token
+
+    def wait_while_running(
+        self: Any, env: Any, timeout_seconds: Any, callback_endpoint: Any, heartbeat_endpoint: Any
+    ) -> Any:
+        if heartbeat_endpoint is not None:  # moto's heartbeat wait already checks for a stop
+            return original_wait(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint)
+        deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+        while env.is_running():
+            slice_ = STOP_CHECK_SECONDS
+            if deadline is not None:
+                slice_ = min(slice_, max(0.0, deadline - time.monotonic()))
+            outcome = callback_endpoint.wait(timeout=slice_)
+            if outcome is not None:
+                return outcome
+            if deadline is not None and time.monotonic() >= deadline:
+                return CallbackOutcomeTimedOut(callback_id=callback_endpoint.callback_id)
+        # Stopped: a plain result, not an outcome, so that no timeout error overrides the
+        # stop; nothing runs after it.
+        return {}
+
+    task._eval_wait_for_task_token = wait_while_running

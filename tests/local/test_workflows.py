@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
 
 from notifier.local.stack import LocalStack
 from tests.mqtt_support import MqttRecorder
@@ -505,3 +506,26 @@ async def test_archive_fails_on_send_task_failure(local_stack: LocalStack) -> No
     assert finished.described.get("cause") == "nobody home"
     assert finished.notification["error"] == "ApprovalDenied"
     assert finished.notification.get("cause") == "nobody home"
+
+
+async def test_stopping_an_archive_that_waits_for_its_approver_aborts_it(
+    local_stack: LocalStack,
+) -> None:
+    payload = {"approval_needed": True, "subtopic": new_id("sub")}
+    async with started(local_stack, "ArchiveStateMachineArn", payload) as execution:
+        request = await approval_request(local_stack, execution)
+        async with local_stack.aws().client("stepfunctions") as sfn:
+            await sfn.stop_execution(executionArn=execution.arn, error="Operator", cause="gone")
+        described = await describe(local_stack, execution.arn)
+        async with asyncio.timeout(30):
+            while described["status"] == "RUNNING":  # noqa: ASYNC110 (nothing to wait on)
+                await asyncio.sleep(0.1)
+                described = await describe(local_stack, execution.arn)
+        # Its wait for the token is over: the token is refused, as AWS refuses it.
+        async with local_stack.aws().client("stepfunctions") as sfn:
+            with pytest.raises(ClientError) as refused:
+                await sfn.send_task_success(taskToken=request["TaskToken"], output="{}")
+        assert execution.notifications.published(execution.name) == []
+
+    assert described["status"] == "ABORTED", described
+    assert refused.value.response["Error"]["Code"] in ("TaskTimedOut", "InvalidToken")
