@@ -1,8 +1,14 @@
-"""The one shape of every long-lived part: ``start``/``stop``, used as ``async with``."""
+"""The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; and
+the loop that keeps a part's work going whatever fails."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Self
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -20,3 +26,30 @@ class Service:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+async def keep_trying(
+    step: Callable[[], Awaitable[None]],
+    failed: Callable[[Exception], None],
+    *,
+    expected: tuple[type[Exception], ...],
+    retry_min: float,
+    retry_max: float,
+) -> None:
+    """Run ``step`` over and over until cancelled. When it raises, ``failed`` is told and the
+    next try waits, doubling from ``retry_min`` to ``retry_max`` until a step succeeds; an
+    exception not ``expected`` is also logged with its traceback. The loop never dies."""
+    delay = retry_min
+    while True:
+        try:
+            await step()
+            delay = retry_min
+        except expected as exc:
+            failed(exc)
+        except Exception as exc:
+            log.exception("unexpected error in %s", getattr(step, "__qualname__", step))
+            failed(exc)
+        else:
+            continue
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, retry_max)

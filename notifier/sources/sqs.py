@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.lifecycle import Service
+from notifier.lifecycle import Service, keep_trying
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
 
@@ -78,24 +78,18 @@ class SqsSource(Service):
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        delay = self.retry_min
-        while True:
-            try:
-                if self.queue_url is None:
-                    await self._create_queue()
-                await self._receive()
-                delay = self.retry_min
-            except (ClientError, BotoCoreError) as exc:
-                if _code(exc) in _MISSING_QUEUE:
-                    self.queue_url = None
-                self._failed(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
-            except Exception as exc:  # never let the loop die
-                log.exception("SQS: unexpected error")
-                self._failed(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+        await keep_trying(
+            self._step,
+            self._failed,
+            expected=(ClientError, BotoCoreError),
+            retry_min=self.retry_min,
+            retry_max=self.retry_max,
+        )
+
+    async def _step(self) -> None:
+        if self.queue_url is None:
+            await self._create_queue()
+        await self._receive()
 
     async def _create_queue(self) -> None:
         dead_letter = self.dead_letter_arn.rsplit(":", 2)
@@ -157,6 +151,8 @@ class SqsSource(Service):
         return True
 
     def _failed(self, exc: Exception) -> None:
+        if _code(exc) in _MISSING_QUEUE:
+            self.queue_url = None  # created again at the next try
         message = str(exc)
         if message != self.error:
             log.error("SQS %s: %s; retrying", self.queue_name, message)
