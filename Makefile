@@ -1,6 +1,6 @@
 # make install   create .venv and install notifier with everything it needs (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install, then run the whole test suite
+# make test      install (and Debian's chromium, for the browser test), then run the whole suite
 # make lint      ruff on the code, cfn-lint on the CloudFormation template
 
 PYTHON ?= python3
@@ -8,7 +8,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+CHROMIUM ?= chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser run test lint clean
 
 install: $(STAMP)
 
@@ -22,8 +25,16 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/notifier local
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The dashboard's browser test drives a real Chromium: Debian's package, not a download.
+browser:
+	@command -v $(CHROMIUM) >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "no $(CHROMIUM): install Chromium and set CHROMIUM=<its path>"; exit 1; }; \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install browser
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check notifier iotauth statemachines tests

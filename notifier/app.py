@@ -35,7 +35,7 @@ from notifier.logs import bind_transaction
 from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
-from notifier.sources.mqtt import MqttSource
+from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.sqs import SqsSource
 from notifier.waiters import (
@@ -132,7 +132,7 @@ def api_keys_from(settings: Settings) -> ApiKeys:
 
 
 # What a reload cannot change: connections and identities made at start.
-RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3")
+RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
 
 
 def reload(app: web.Application, new: Settings) -> list[str]:
@@ -228,24 +228,30 @@ RECONCILE_MAX_INTERVAL = 10.0
 
 async def mqtt_source(app: web.Application) -> MqttSource:
     settings = app[SETTINGS].current
-    endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
-    tokens = None
-    if settings.mqtt.transport in TOKEN_TRANSPORTS:
-        issuer = TokenIssuer(settings.iotauth, app[AWS_SETTINGS], settings.mqtt.connect_timeout)
-        instance_id = app[INSTANCE_ID]
-
-        def tokens() -> Awaitable[IotToken]:
-            return issuer.daemon_token(instance_id)
-
+    instance_id = app[INSTANCE_ID]
+    endpoint, tokens = await mqtt_access(app, lambda issuer: issuer.daemon_token(instance_id))
     return MqttSource(
         settings.mqtt,
-        instance_id=app[INSTANCE_ID],
+        instance_id=instance_id,
         registry=app[REGISTRY],
         endpoint=endpoint,
         aws=app[AWS_SETTINGS],
         tokens=tokens,
         refresh_margin=settings.iotauth.refresh_margin,
     )
+
+
+async def mqtt_access(
+    app: web.Application, token: Callable[[TokenIssuer], Awaitable[IotToken]]
+) -> tuple[str, TokenSource | None]:
+    """The broker's host, and where tokens come from (``token`` of the configured issuer)
+    with the transports that use them."""
+    settings = app[SETTINGS].current
+    endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
+    if settings.mqtt.transport not in TOKEN_TRANSPORTS:
+        return endpoint, None
+    issuer = TokenIssuer(settings.iotauth, app[AWS_SETTINGS], settings.mqtt.connect_timeout)
+    return endpoint, lambda: token(issuer)
 
 
 async def iot_data_endpoint(aws: AwsSettings) -> str:
@@ -317,7 +323,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 async def openapi_document(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS].current
-    document = openapi.document(settings.routes, settings.http.require_api_key)
+    document = openapi.document(
+        settings.routes, settings.http.require_api_key, settings.dashboard.enabled
+    )
     return web.json_response(document)
 
 
@@ -331,11 +339,11 @@ async def start(request: web.Request) -> web.StreamResponse:
     route = request.match_info["route"]
     if route not in settings.routes:
         return answers.error(404, f"no route {route!r}")
-    if (refusal := _refuse_without_api_key(request)) is not None:
+    if (refusal := refuse_without_api_key(request)) is not None:
         return refusal
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
-    body = await _read_body(request, settings.http.max_body_bytes)
+    body = await read_json_object(request, settings.http.max_body_bytes)
     if isinstance(body, web.Response):
         return body
     wait, preference = _preferred_wait(request, settings)
@@ -410,7 +418,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
     registry = app[REGISTRY]
     txn_id = request.match_info["txn_id"]
     bind_transaction(txn_id)
-    if (refusal := _refuse_without_api_key(request)) is not None:
+    if (refusal := refuse_without_api_key(request)) is not None:
         return refusal
     if not is_txn_id(txn_id):
         return answers.error(404, f"no transaction {txn_id!r}")
@@ -444,7 +452,8 @@ async def stop(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _refuse_without_api_key(request: web.Request) -> web.Response | None:
+def refuse_without_api_key(request: web.Request) -> web.Response | None:
+    """401 or 429 unless the request carries a valid API key (when keys are required)."""
     if not request.app[SETTINGS].current.http.require_api_key:
         return None
     verdict = request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER))
@@ -470,7 +479,8 @@ def _refuse_if_busy(app: web.Application) -> web.Response | None:
     return None
 
 
-async def _read_body(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
+    """The request's JSON object body, or the 400/413 answer saying what is wrong with it."""
     if request.content_length is not None and request.content_length > limit:
         return answers.error(413, f"body larger than {limit} bytes")
     chunks, size = [], 0

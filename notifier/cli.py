@@ -118,6 +118,7 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
     return f"""\
 notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
+  dashboard         {daemon.url}/   (live executions, details, approvals)
   AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
   MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core; token required)
   token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of config/local.toml)
@@ -127,6 +128,7 @@ notifier local stack is up (Ctrl-C stops it)
 Try, in another terminal:
   curl -sS -X POST {daemon.url}/p1 -H 'content-type: application/json' -d '{{"foo":"foo val"}}'
   curl -sS -X POST {daemon.url}/hello -H 'content-type: application/json' -d '{{"waitSeconds":2}}'
+  curl -sS -X POST {daemon.url}/archive -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
   notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
   mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -V mqttv311 -v \\

@@ -84,7 +84,9 @@ class IotAuthSettings:
 
 TOKEN_TRANSPORTS = ("custom-auth", "tcp")
 # Paths of the daemon's own endpoints, which a route name would shadow.
-RESERVED_PATHS = frozenset({"executions", "healthz", "readyz", "metrics", "events", "approvals"})
+RESERVED_PATHS = frozenset(
+    {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
+)
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -129,6 +131,18 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """The live page at ``/``, its event stream ``/events`` and the approvals API."""
+
+    enabled: bool = True
+    recent_executions: int = 200
+    """Executions the page lists (the most recent first)."""
+    approval_queue_url: str | None = None
+    """The stack's ``ApprovalQueueUrl`` output: approval requests listed at ``/approvals``.
+    Unset: no approvals."""
+
+
+@dataclass(frozen=True)
 class RouteSettings:
     state_machine: str = ""
     """State machine ARN. Required."""
@@ -156,6 +170,7 @@ class Settings:
     sqs: SqsSettings = field(default_factory=SqsSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
     api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
@@ -168,6 +183,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sqs": SqsSettings,
     "s3": S3Settings,
     "aws": AwsSettings,
+    "dashboard": DashboardSettings,
 }
 
 
@@ -337,6 +353,11 @@ def _validate(s: Settings, where: str) -> None:
         fail("[mqtt] keep_alive_secs: must be at least 5")
     if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):
         fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
+    if s.dashboard.recent_executions < 1:
+        fail("[dashboard] recent_executions: must be at least 1")
+    queue = s.dashboard.approval_queue_url
+    if queue is not None and not queue.startswith(("https://", "http://")):
+        fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
     if s.daemon.reconcile_rate <= 0:

@@ -19,6 +19,7 @@ from notifier.app import ADMISSION, REGISTRY, SETTINGS, create_app
 from notifier.app import reload as reload_app
 from notifier.aws import AwsSettings
 from notifier.config import ConfigError, Settings, load_settings
+from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.lifecycle import Service
 from notifier.logs import set_level
@@ -50,6 +51,8 @@ class Daemon(Service):
         self.aws = aws or settings.aws
         self.instance_id = settings.daemon.instance_id or new_instance_id()
         self.app = create_app(settings, self.aws, self.instance_id)
+        if settings.dashboard.enabled:
+            dashboard.install(self.app)
         # handler_cancellation: a client that disconnects cancels its handler, which
         # removes its waiter at once.
         self._runner = web.AppRunner(
@@ -208,8 +211,8 @@ def local_settings(
     """Settings for the daemon against a running local stack.
 
     Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
-    stack's MQTT broker, AWS endpoint, token issuer, bucket and completion queues are, and the
-    issuer's API key, are taken from the stack itself.
+    stack's MQTT broker, AWS endpoint, token issuer, bucket, completion and approval queues
+    are, and the issuer's API key, are taken from the stack itself.
     """
     settings = load_settings(path or LOCAL_CONFIG, env)
     return dataclasses.replace(
@@ -233,4 +236,7 @@ def local_settings(
             dead_letter_queue_arn=stack.outputs["StatusDeadLetterQueueArn"],
         ),
         s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
+        dashboard=dataclasses.replace(
+            settings.dashboard, approval_queue_url=stack.outputs["ApprovalQueueUrl"]
+        ),
     )

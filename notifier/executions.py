@@ -135,6 +135,25 @@ class Executions:
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("DescribeExecution", exc) from exc
 
+    async def history(self, arn: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The first ``limit`` events of GetExecutionHistory, and whether there are more."""
+        events: list[dict[str, Any]] = []
+        token = None
+        try:
+            while len(events) < limit:
+                page = await self._sfn.get_execution_history(
+                    executionArn=arn,
+                    maxResults=min(1000, limit - len(events)),
+                    **({"nextToken": token} if token else {}),
+                )
+                events.extend(page.get("events", []))
+                token = page.get("nextToken")
+                if not token:
+                    return events, False
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        return events, True
+
     async def stop(self, arn: str) -> None:
         try:
             await self._sfn.stop_execution(

@@ -93,7 +93,173 @@ PREFER = {
 }
 
 
-def document(routes: Iterable[str], api_keys_required: bool) -> dict[str, Any]:
+APPROVAL = {
+    "type": "object",
+    "required": ["id", "executionArn", "executionName", "requestedAt"],
+    "properties": {
+        "id": {"type": "string"},
+        "executionArn": {"type": "string"},
+        "executionName": {"type": "string"},
+        "file": {"description": "What the workflow asks about"},
+        "requestedAt": {"type": "string", "format": "date-time"},
+    },
+}
+
+DETAILS = {
+    "type": "object",
+    "required": ["executionArn", "status", "history"],
+    "properties": {
+        "executionArn": {"type": "string"},
+        "name": {"type": "string"},
+        "route": {"type": "string"},
+        "status": ANSWER["properties"]["status"],  # type: ignore[index]
+        "startDate": {"type": ["string", "null"], "format": "date-time"},
+        "stopDate": {"type": ["string", "null"], "format": "date-time"},
+        "input": {},
+        "output": {},
+        "processData": {"description": "The S3 process data (sidecar routes)"},
+        "error": {"type": ["string", "null"]},
+        "cause": {"type": ["string", "null"]},
+        "history": {
+            "type": "array",
+            "description": "GetExecutionHistory events: id, previousEventId, timestamp, type, "
+            "and the event's details (task tokens redacted)",
+            "items": {"type": "object"},
+        },
+        "historyTruncated": {"type": "boolean"},
+    },
+}
+
+
+def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
+    keyed = {
+        "401": _error("missing or unknown API key"),
+        "429": _error("over the API key's rate", "Retry-After"),
+    }
+    return {
+        "/": {
+            "get": {
+                "summary": "The dashboard page",
+                "operationId": "dashboard",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "The dashboard's Server-Sent Events: hello, snapshot, execution, "
+                "approvals",
+                "operationId": "events",
+                "security": security,
+                "responses": {
+                    "200": {
+                        "description": "an endless stream",
+                        "content": {"text/event-stream": {}},
+                    }
+                }
+                | keyed,
+            }
+        },
+        "/dashboard/details": {
+            "get": {
+                "summary": "One execution of a route: input, process data, result and steps",
+                "operationId": "details",
+                "security": security,
+                "parameters": [
+                    {"name": "arn", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("Details", "the execution"),
+                    "400": _error("no arn"),
+                    "404": _error("no such execution, or not one of a route"),
+                    "502": _error("AWS error"),
+                }
+                | keyed,
+            }
+        },
+        "/approvals": {
+            "get": {
+                "summary": "Pending human approvals, oldest first",
+                "operationId": "approvals",
+                "security": security,
+                "responses": {
+                    "200": {
+                        "description": "enabled says whether an approval queue is configured",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["approvals", "enabled"],
+                                    "properties": {
+                                        "approvals": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Approval"},
+                                        },
+                                        "enabled": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    }
+                }
+                | keyed,
+            }
+        },
+        "/approvals/{approvalId}": {
+            "post": {
+                "summary": "Decide: SendTaskSuccess (approved) or SendTaskFailure (rejected)",
+                "operationId": "decide",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "approvalId",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["approved"],
+                                "properties": {
+                                    "approved": {"type": "boolean"},
+                                    "comment": {"type": "string", "maxLength": 1000},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "decided",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "decision": {"enum": ["approved", "rejected"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("the body is not a decision"),
+                    "404": _error("no such pending approval, or no approval queue"),
+                    "409": _error("already decided, or the execution no longer waits"),
+                    "413": _error("body too large"),
+                    "502": _error("AWS error"),
+                }
+                | keyed,
+            }
+        },
+    }
+
+
+def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) -> dict[str, Any]:
     security = [{"apiKey": []}] if api_keys_required else []
     route_names = sorted(routes)
     start: dict[str, Any] = {
@@ -193,9 +359,10 @@ def document(routes: Iterable[str], api_keys_required: bool) -> dict[str, Any]:
                     "responses": {"200": {"description": "OpenAPI 3.1"}},
                 }
             },
-        },
+        }
+        | (_dashboard_paths(security) if dashboard else {}),
         "components": {
-            "schemas": {"Answer": ANSWER, "Error": ERROR},
+            "schemas": {"Answer": ANSWER, "Error": ERROR, "Approval": APPROVAL, "Details": DETAILS},
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
         },
     }

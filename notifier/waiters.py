@@ -81,7 +81,12 @@ class Registry:
     ) -> None:
         self.max_held = max_held
         self.max_recent = max_recent
-        self._on_resolved = on_resolved
+        self.on_tracked: list[Callable[[Transaction], None]] = []
+        """Called with each transaction newly registered."""
+        self.on_resolved: list[Callable[[Transaction, Completion], None]] = []
+        """Called with each transaction and the completion it resolved with."""
+        if on_resolved is not None:
+            self.on_resolved.append(on_resolved)
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._held = 0
@@ -108,6 +113,8 @@ class Registry:
         self._transactions[txn.txn_id] = txn
         self._evict(room=1)
         self._idle[txn.txn_id] = None
+        for listener in self.on_tracked:
+            listener(txn)
         return txn
 
     def discard(self, txn_id: str) -> None:
@@ -162,8 +169,8 @@ class Registry:
         for waiter in txn.waiters:
             if not waiter.done():
                 waiter.set_result(completion)
-        if self._on_resolved is not None:
-            self._on_resolved(txn, completion)
+        for listener in self.on_resolved:
+            listener(txn, completion)
         return True
 
     def release_all(self) -> int:

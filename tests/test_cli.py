@@ -61,11 +61,18 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
             line = (await process.stdout.readline()).decode()
             assert line, "notifier local exited before it was up"
             banner.append(line.strip())
-    urls = [w for line in banner for w in line.split() if w.startswith("http://")]
-    daemon, endpoint = urls[0], urls[1]
+
+    def url_on(label: str) -> str:
+        [line] = [line for line in banner if line.startswith(label)]
+        return next(w for w in line.split() if w.startswith("http://"))
+
+    daemon, endpoint = url_on("notifier daemon"), url_on("AWS API endpoint")
+    assert url_on("dashboard") == f"{daemon}/"
     assert any("mqtt://127.0.0.1:" in line for line in banner)
 
     async with aiohttp.ClientSession() as http:
+        async with http.get(url_on("dashboard")) as response:
+            assert (response.status, response.content_type) == (200, "text/html")
         async with http.post(f"{daemon}/p1", json={"foo": "foo val"}) as response:
             answer = await response.json()
             assert response.status == 200, answer

@@ -1,8 +1,10 @@
 """The primary completion source: one awscrt MQTT 3.1.1 connection per daemon.
 
-Subscribed with QoS 1 to ``<topic_root>/<instance>/#``, where the workflows publish
-``<topic_root>/<subtopic>/<txnId>``. awscrt runs its callbacks on its own threads; every
-callback only hands its arguments over to the event loop with ``call_soon_threadsafe``.
+:class:`MqttSource` is subscribed with QoS 1 to ``<topic_root>/<instance>/#``, where the
+workflows publish ``<topic_root>/<subtopic>/<txnId>``. Its connection handling lives in
+:class:`MqttSubscription`, which the dashboard's status feed shares. awscrt runs its
+callbacks on its own threads; every callback only hands its arguments over to the event
+loop with ``call_soon_threadsafe``.
 
 With a token source (transports ``custom-auth`` and ``tcp``) the connection authenticates
 with an iotauth token, the way AWS IoT's custom authorizers expect it. A connection cannot
@@ -58,24 +60,30 @@ class MqttAuthError(MqttConnectError):
     """No token, or the broker refused the one we have."""
 
 
-class MqttSource(Service):
+class MqttSubscription(Service):
+    """One MQTT connection subscribed to ``topic_filter``; subclasses handle the messages.
+
+    ``client_id`` is used by the transports without tokens; with tokens the issuer names it.
+    """
+
     def __init__(
         self,
         settings: MqttSettings,
         *,
-        instance_id: str,
-        registry: Registry,
+        client_id: str,
+        topic_filter: str,
         endpoint: str,
+        label: str = "MQTT",
         aws: AwsSettings | None = None,
         tokens: TokenSource | None = None,
         refresh_margin: float = 300.0,
     ) -> None:
         self.settings = settings
-        self.instance_id = instance_id
-        self.registry = registry
+        self.label = label
+        """What its log lines start with."""
         self.endpoint = endpoint
         self.port = settings.port or DEFAULT_PORTS[settings.transport]
-        self.topic_filter = f"{settings.topic_root}/{instance_id}/#"
+        self.topic_filter = topic_filter
         self.connected = False
         self._connected_changed = asyncio.Event()
         self.received = 0
@@ -87,7 +95,8 @@ class MqttSource(Service):
         """Why the last attempt to get or use a token failed; None once one works."""
         self.auth_failures = 0
         """Attempts to connect with a token that failed."""
-        self.client_id = instance_id
+        self._own_client_id = client_id
+        self.client_id = client_id
         self._aws = aws or AwsSettings()
         self._tokens = tokens
         self._refresh_margin = refresh_margin
@@ -97,6 +106,10 @@ class MqttSource(Service):
         self._connection: mqtt.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = asyncio.Lock()
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Called in the event loop for each message received."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -144,16 +157,16 @@ class MqttSource(Service):
                 raise
             previous, self._connection = self._connection, connection
             self._token, self._retry_delay = token, None
-            self.client_id = token.client_id if token is not None else self.instance_id
+            self.client_id = token.client_id if token is not None else self._own_client_id
             self._set_connected(True)
             if self.auth_error is not None:
-                log.info("MQTT authentication works again")
+                log.info("%s authentication works again", self.label)
             self.auth_error = None
             if previous is not None:
                 self.refreshes += 1
                 await self._retire(previous)
         log.info(
-            "MQTT connected to %s:%s as %s, subscribed to %s%s",
+            "%s connected to %s:%s as %s, subscribed to %s%s", self.label,
             self.endpoint, self.port, self.client_id, self.topic_filter,
             f" (token valid until {token.expires_at.isoformat()})" if token else "",
         )  # fmt: skip
@@ -187,7 +200,7 @@ class MqttSource(Service):
             unsubscribe, _packet_id = connection.unsubscribe(self.topic_filter)
             await asyncio.wait_for(asyncio.wrap_future(unsubscribe), 5)
         except Exception as exc:
-            log.debug("MQTT unsubscribe of the old connection: %s", exc)
+            log.debug("%s unsubscribe of the old connection: %s", self.label, exc)
         await self._close(connection)
 
     async def wait_connected(self, value: bool) -> None:
@@ -212,7 +225,7 @@ class MqttSource(Service):
             except MqttConnectError as exc:
                 self._auth_failed(exc)
             except Exception as exc:  # never let the refresh loop die
-                log.exception("MQTT token refresh failed")
+                log.exception("%s token refresh failed", self.label)
                 self._auth_failed(MqttConnectError(str(exc)))
 
     def _next_attempt_in(self) -> float:
@@ -227,7 +240,7 @@ class MqttSource(Service):
         if message != self.auth_error:
             # One line per distinct failure, not one per retry.
             what = "authentication" if isinstance(exc, MqttAuthError) else "reconnecting"
-            log.error("MQTT %s failed, retrying: %s", what, message)
+            log.error("%s %s failed, retrying: %s", self.label, what, message)
         self.auth_error = message
         minimum, maximum = self.settings.reconnect_min_secs, self.settings.reconnect_max_secs
         delay = self._retry_delay
@@ -257,12 +270,12 @@ class MqttSource(Service):
         try:
             await asyncio.wait_for(asyncio.wrap_future(connection.disconnect()), 5)
         except Exception as exc:  # the connection is going away either way
-            log.debug("MQTT disconnect: %s", exc)
+            log.debug("%s disconnect: %s", self.label, exc)
 
     def _build(self, token: IotToken | None) -> mqtt.Connection:
         s = self.settings
         common: dict[str, Any] = {
-            "client_id": token.client_id if token is not None else self.instance_id,
+            "client_id": token.client_id if token is not None else self._own_client_id,
             "clean_session": False,
             "keep_alive_secs": s.keep_alive_secs,
             "reconnect_min_timeout_secs": s.reconnect_min_secs,
@@ -335,7 +348,7 @@ class MqttSource(Service):
             pass
 
     def _on_message(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        self._call_in_loop(self._handle_message, topic, bytes(payload))
+        self._call_in_loop(self.handle_message, topic, bytes(payload))
 
     def _on_interrupted(self, connection: mqtt.Connection, error: Exception, **kwargs: Any) -> None:
         self._call_in_loop(self._handle_interrupted, connection, str(error))
@@ -351,7 +364,78 @@ class MqttSource(Service):
 
     # in the event loop
 
-    def _handle_message(self, topic: str, payload: bytes) -> None:
+    def _handle_interrupted(self, connection: mqtt.Connection, error: str) -> None:
+        if connection is not self._connection:
+            return  # one being retired
+        self._set_connected(False)
+        log.warning("%s connection interrupted (%s); reconnecting", self.label, error)
+
+    def _handle_resumed(
+        self,
+        connection: mqtt.Connection,
+        return_code: mqtt.ConnectReturnCode,
+        session_present: bool,
+    ) -> None:
+        if connection is not self._connection:
+            return
+        if return_code != mqtt.ConnectReturnCode.ACCEPTED:
+            log.error("%s reconnect refused: %s", self.label, return_code)
+            return
+        self.reconnects += 1
+        log.info("%s connection resumed (session present: %s)", self.label, session_present)
+        if session_present:
+            self._set_connected(True)
+        else:
+            self._spawn(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        delay = float(self.settings.reconnect_min_secs)
+        while self._connection is not None:
+            try:
+                future, _packet_id = self._connection.resubscribe_existing_topics()
+                if future is not None:
+                    await asyncio.wait_for(
+                        asyncio.wrap_future(future), self.settings.connect_timeout
+                    )
+                log.info("%s: resubscribed to %s", self.label, self.topic_filter)
+                self._set_connected(True)
+                return
+            except Exception as exc:
+                log.error(
+                    "%s: resubscribing failed (%s); retrying in %.0f s", self.label, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_secs)
+
+
+class MqttSource(MqttSubscription):
+    """The completion source: ``<topic_root>/<instance>/<txnId>`` messages resolve held
+    requests in the registry."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        instance_id: str,
+        registry: Registry,
+        endpoint: str,
+        aws: AwsSettings | None = None,
+        tokens: TokenSource | None = None,
+        refresh_margin: float = 300.0,
+    ) -> None:
+        super().__init__(
+            settings,
+            client_id=instance_id,
+            topic_filter=f"{settings.topic_root}/{instance_id}/#",
+            endpoint=endpoint,
+            aws=aws,
+            tokens=tokens,
+            refresh_margin=refresh_margin,
+        )
+        self.instance_id = instance_id
+        self.registry = registry
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
         self.received += 1
         levels = topic.split("/")
         if len(levels) != 3 or levels[:2] != [self.settings.topic_root, self.instance_id]:
@@ -375,44 +459,3 @@ class MqttSource(Service):
         else:
             self.ignored += 1
             log.debug("MQTT: duplicate completion", extra=about)
-
-    def _handle_interrupted(self, connection: mqtt.Connection, error: str) -> None:
-        if connection is not self._connection:
-            return  # one being retired
-        self._set_connected(False)
-        log.warning("MQTT connection interrupted (%s); reconnecting", error)
-
-    def _handle_resumed(
-        self,
-        connection: mqtt.Connection,
-        return_code: mqtt.ConnectReturnCode,
-        session_present: bool,
-    ) -> None:
-        if connection is not self._connection:
-            return
-        if return_code != mqtt.ConnectReturnCode.ACCEPTED:
-            log.error("MQTT reconnect refused: %s", return_code)
-            return
-        self.reconnects += 1
-        log.info("MQTT connection resumed (session present: %s)", session_present)
-        if session_present:
-            self._set_connected(True)
-        else:
-            self._spawn(self._resubscribe())
-
-    async def _resubscribe(self) -> None:
-        delay = float(self.settings.reconnect_min_secs)
-        while self._connection is not None:
-            try:
-                future, _packet_id = self._connection.resubscribe_existing_topics()
-                if future is not None:
-                    await asyncio.wait_for(
-                        asyncio.wrap_future(future), self.settings.connect_timeout
-                    )
-                log.info("MQTT: resubscribed to %s", self.topic_filter)
-                self._set_connected(True)
-                return
-            except Exception as exc:
-                log.error("MQTT: resubscribing failed (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.reconnect_max_secs)

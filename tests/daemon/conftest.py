@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.config import RouteSettings, Settings
+from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.daemon import Daemon, local_settings
 from notifier.local.stack import LocalStack
 from tests.silent_workflows import create_silent_workflows
@@ -42,14 +42,24 @@ async def stack(local_stack: LocalStack) -> LocalStack:
     return local_stack
 
 
+def requiring_api_key(settings: Settings, name: str, key: ApiKeySettings) -> Settings:
+    """``settings`` with API keys required and ``key`` the one known, as ``name``."""
+    http = dataclasses.replace(settings.http, require_api_key=True)
+    return dataclasses.replace(settings, http=http, api_keys={name: key})
+
+
 def refused_mqtt(settings: Settings) -> Settings:
     """``settings`` with a token issuer key that is refused: MQTT never connects."""
     iotauth = dataclasses.replace(settings.iotauth, api_key="not-the-key")
     return dataclasses.replace(settings, iotauth=iotauth)
 
 
-def settings_for(stack: LocalStack, **env: str) -> Settings:
-    """config/local.toml against ``stack``, on a free port, with NOTIFIER_* overrides."""
+def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> Settings:
+    """config/local.toml against ``stack``, on a free port, with NOTIFIER_* overrides.
+
+    Only with ``approvals`` does the daemon take requests off the stack's approval queue,
+    which would otherwise keep them from the tests that read that queue themselves.
+    """
     base = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_DAEMON_INSTANCE_ID": f"test-{secrets.token_hex(4)}",
@@ -71,7 +81,10 @@ def settings_for(stack: LocalStack, **env: str) -> Settings:
             input="body",
         ),
     }
-    return dataclasses.replace(settings, routes=routes)
+    dashboard = settings.dashboard
+    if not approvals:
+        dashboard = dataclasses.replace(dashboard, approval_queue_url=None)
+    return dataclasses.replace(settings, routes=routes, dashboard=dashboard)
 
 
 DaemonFactory = Callable[..., AbstractAsyncContextManager[Daemon]]
@@ -80,8 +93,8 @@ DaemonFactory = Callable[..., AbstractAsyncContextManager[Daemon]]
 @pytest.fixture(scope="session")
 def daemon_factory(stack: LocalStack) -> DaemonFactory:
     @asynccontextmanager
-    async def start(**env: str) -> AsyncIterator[Daemon]:
-        async with Daemon(settings_for(stack, **env)) as daemon:
+    async def start(*, approvals: bool = False, **env: str) -> AsyncIterator[Daemon]:
+        async with Daemon(settings_for(stack, approvals=approvals, **env)) as daemon:
             yield daemon
 
     return start

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import logging
@@ -19,7 +18,7 @@ from notifier.daemon import Daemon
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.local.stack import LocalStack
 from notifier.logs import JsonFormatter
-from tests.daemon.conftest import DaemonFactory, call, eventually, settings_for
+from tests.daemon.conftest import DaemonFactory, call, eventually, requiring_api_key, settings_for
 
 LONG = {"Prefer": "wait=60"}
 
@@ -250,7 +249,7 @@ async def test_bad_input(daemon_factory: DaemonFactory, http: aiohttp.ClientSess
             ("POST", "/hello", {"json": {"x": "y" * 200}}, 413),
             ("POST", "/nowhere", {"json": {}}, 404),
             ("GET", "/hello", {}, 405),
-            ("GET", "/", {}, 404),
+            ("GET", "/nowhere/else", {}, 404),
             ("GET", "/executions/01ARZ3NDEKTSV4RRFFQ69G5FAV?wait=soon", {}, 400),
             ("POST", "/missing", {"json": {}}, 502),
         ]
@@ -362,9 +361,17 @@ async def test_openapi_document_describes_every_route_served(
         for method in operations
     }
     served = {
-        (route.method, route.resource.canonical.replace("{txn_id}", "{txnId}"))
+        (
+            route.method,
+            route.resource.canonical.replace("{txn_id}", "{txnId}").replace(
+                "{approval_id}", "{approvalId}"
+            ),
+        )
         for route in daemon.app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
+        # the page's scripts and styles, not API
+        and not route.resource.canonical.startswith("/dashboard/static")
     }
     assert documented == served
     route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
@@ -375,11 +382,8 @@ async def test_api_keys_guard_start_and_stop_with_a_rate_limit(
     stack: LocalStack, http: aiohttp.ClientSession
 ) -> None:
     key = new_key()
-    base = settings_for(stack)
-    settings = dataclasses.replace(
-        base,
-        http=dataclasses.replace(base.http, require_api_key=True),
-        api_keys={"ci": ApiKeySettings(sha256=hash_key(key), rate=0.001, burst=2)},
+    settings = requiring_api_key(
+        settings_for(stack), "ci", ApiKeySettings(sha256=hash_key(key), rate=0.001, burst=2)
     )
     async with Daemon(settings) as guarded:
         url = f"{guarded.url}/hello"

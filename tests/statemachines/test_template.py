@@ -576,16 +576,31 @@ DAEMON_CALLS = {
     "states:StartExecution": [("notifier/executions.py", "self._sfn.start_execution(")],
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
+    "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
+    "states:SendTaskFailure": [("notifier/dashboard/approvals.py", "self.sfn.send_task_failure(")],
     "iot:DescribeEndpoint": [("notifier/app.py", 'describe_endpoint(endpointType="iot:Data-ATS")')],
     "sqs:CreateQueue": [("notifier/sources/sqs.py", "self.sqs.create_queue(")],
-    "sqs:ReceiveMessage": [("notifier/sources/sqs.py", "self.sqs.receive_message(")],
+    "sqs:ReceiveMessage": [
+        ("notifier/sources/sqs.py", "self.sqs.receive_message("),
+        ("notifier/dashboard/approvals.py", "self.sqs.receive_message("),
+    ],
     # DeleteMessageBatch is authorized as sqs:DeleteMessage.
-    "sqs:DeleteMessage": [("notifier/sources/sqs.py", "self.sqs.delete_message_batch(")],
+    "sqs:DeleteMessage": [
+        ("notifier/sources/sqs.py", "self.sqs.delete_message_batch("),
+        ("notifier/dashboard/approvals.py", "self.sqs.delete_message("),
+    ],
+    # ChangeMessageVisibilityBatch is authorized as sqs:ChangeMessageVisibility.
+    "sqs:ChangeMessageVisibility": [
+        ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility_batch("),
+        ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility("),
+    ],
     "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
     "sqs:SendMessage": [("notifier/sources/sqs.py", "self.sqs.send_message(")],
     "execute-api:Invoke": [
         ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
         ("notifier/iot_tokens.py", '"/tokens/daemon/'),
+        ("notifier/iot_tokens.py", '"/tokens/dashboard"'),
     ],
 }
 ROUTED_MACHINES = {"ProcessA", "Hello", "QC", "Archive"}  # Downstream is started by ProcessA
@@ -675,7 +690,11 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     assert sorted(resources("states:StartExecution")) == sorted(
         machines[m] for m in ROUTED_MACHINES
     )
-    for action in ("states:DescribeExecution", "states:StopExecution"):
+    for action in (
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:GetExecutionHistory",
+    ):
         patterns = resources(action)
         for machine, arn in machines.items():
             allowed = any(fnmatch(execution_arn(arn, "txn-1"), p) for p in patterns)
@@ -687,14 +706,22 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     deployment = template["Resources"]["TokenApiDeployment"]["Properties"]
     assert deployment["StageName"] == {"Ref": "Stage"}
     assert resources("execute-api:Invoke") == [
-        "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/POST/tokens/daemon/notifier-a"
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/POST/tokens/daemon/notifier-a",
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev/POST/tokens/dashboard",
     ]
 
     # The instance's own completion queue, named as the forwarder names it, and the DLQ.
     prefix = from_template(template["Outputs"]["CompletionQueuePrefix"]["Value"])
     own_queue = f"arn:aws:sqs:us-east-1:123456789012:{prefix}notifier-a"
-    for action in ("sqs:CreateQueue", "sqs:ReceiveMessage", "sqs:DeleteMessage"):
-        assert resources(action) == [own_queue]
+    approvals = from_template(template["Resources"]["ApprovalQueue"]["Properties"]["QueueName"])
+    approval_queue = f"arn:aws:sqs:us-east-1:123456789012:{approvals}"
+    assert resources("sqs:CreateQueue") == [own_queue]
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage"):
+        assert resources(action) == [own_queue, approval_queue]
+    # The dashboard's approvals: the Archive workflow's queue, and its task tokens.
+    assert resources("sqs:ChangeMessageVisibility") == [approval_queue]
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+        assert resources(action) == [machines["Archive"]]
     dlq = from_template(template["Resources"]["StatusDeadLetterQueue"]["Properties"]["QueueName"])
     for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
         assert resources(action) == [f"arn:aws:sqs:us-east-1:123456789012:{dlq}"]

@@ -1,0 +1,1 @@
+"""The live dashboard: executions as they run, their details, and human approvals."""

@@ -1,0 +1,205 @@
+"""The dashboard's endpoints, installed on the daemon's application.
+
+``GET /`` is the page (its scripts and styles are in ``static/``, shipped in the package);
+``GET /events`` streams the board to it as Server-Sent Events; ``GET /dashboard/details``
+shows one execution in full; ``GET /approvals`` and ``POST /approvals/<id>`` list and decide
+the pending human approvals. Everything but the page itself needs an API key when the
+daemon requires one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from notifier import answers
+from notifier.app import (
+    AWS_SETTINGS,
+    EXECUTIONS,
+    INSTANCE_ID,
+    REGISTRY,
+    SETTINGS,
+    aws_clients,
+    mqtt_access,
+    read_json_object,
+    refuse_without_api_key,
+)
+from notifier.dashboard.approvals import (
+    ApprovalDecidedError,
+    ApprovalInbox,
+    ApprovalNotFoundError,
+)
+from notifier.dashboard.board import Board
+from notifier.dashboard.details import UnknownExecutionError, execution_details
+from notifier.dashboard.status import StatusFeed, StatusHandler
+from notifier.executions import AwsError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+HEARTBEAT_SECONDS = 15.0
+MAX_COMMENT = 1000
+
+BOARD = web.AppKey("board", Board)
+INBOX = web.AppKey("approval_inbox", ApprovalInbox)
+"""Absent without ``[dashboard] approval_queue_url``."""
+STATUS_FEED = web.AppKey("status_feed", StatusFeed)
+"""Absent in ``poll`` completion mode."""
+
+
+def install(app: web.Application) -> None:
+    settings = app[SETTINGS].current
+    board = app[BOARD] = Board(settings.dashboard.recent_executions)
+    app[REGISTRY].on_tracked.append(board.tracked)
+    app[REGISTRY].on_resolved.append(board.resolved)
+    app.cleanup_ctx.append(dashboard_context)
+
+    async def close_streams(app: web.Application) -> None:
+        board.close()
+
+    app.on_shutdown.append(close_streams)
+    app.router.add_get("/", page)
+    app.router.add_static("/dashboard/static", STATIC)
+    app.router.add_get("/events", events)
+    app.router.add_get("/dashboard/details", details)
+    app.router.add_get("/approvals", list_approvals)
+    app.router.add_post("/approvals/{approval_id}", decide)
+
+
+async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
+    """The approval inbox (when configured) and the status feed (in ``mqtt`` mode)."""
+    settings = app[SETTINGS].current
+    board = app[BOARD]
+    handlers: list[StatusHandler] = [board.status_changed]
+    async with contextlib.AsyncExitStack() as stack:
+        queue_url = settings.dashboard.approval_queue_url
+        if queue_url is not None:
+            clients = aws_clients(app)
+            inbox = ApprovalInbox(
+                await stack.enter_async_context(clients.client("sqs")),
+                await stack.enter_async_context(clients.client("stepfunctions")),
+                queue_url,
+                on_change=board.approvals_changed,
+                wait_seconds=settings.sqs.wait_seconds,
+            )
+            app[INBOX] = await stack.enter_async_context(inbox)
+            handlers.append(inbox.status_changed)
+        if settings.daemon.completion == "mqtt":
+            endpoint, tokens = await mqtt_access(app, lambda issuer: issuer.dashboard_token())
+            feed = StatusFeed(
+                settings.mqtt,
+                instance_id=app[INSTANCE_ID],
+                handlers=handlers,
+                endpoint=endpoint,
+                aws=app[AWS_SETTINGS],
+                tokens=tokens,
+                refresh_margin=settings.iotauth.refresh_margin,
+            )
+            app[STATUS_FEED] = await stack.enter_async_context(feed)
+        yield
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``text/event-stream``: ``hello``, ``snapshot`` and ``approvals``, then ``execution``
+    and ``approvals`` events as things change, and a comment line every 15 s."""
+    if (refusal := refuse_without_api_key(request)) is not None:
+        return refusal
+    app = request.app
+    settings = app[SETTINGS].current
+    hello = {
+        "instanceId": app[INSTANCE_ID],
+        "routes": sorted(settings.routes),
+        "approvals": INBOX in app,
+        "statusFeed": STATUS_FEED in app,
+    }
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(f"retry: 2000\nevent: hello\ndata: {json.dumps(hello)}\n\n".encode())
+    with app[BOARD].subscribe() as subscription:
+        while True:
+            try:
+                event = await subscription.next(HEARTBEAT_SECONDS)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                break
+            await response.write(event.encode())
+    return response
+
+
+async def details(request: web.Request) -> web.Response:
+    """``GET /dashboard/details?arn=<executionArn>``."""
+    if (refusal := refuse_without_api_key(request)) is not None:
+        return refusal
+    app = request.app
+    arn = request.query.get("arn", "")
+    if not arn:
+        return answers.error(400, "arn (an execution ARN) is required")
+    settings = app[SETTINGS].current
+    try:
+        body = await execution_details(app[EXECUTIONS], dict(settings.routes), arn)
+    except UnknownExecutionError as exc:
+        return answers.error(404, str(exc))
+    except AwsError as exc:
+        return answers.aws_error(exc, settings.http.retry_after)
+    return web.json_response(body, dumps=lambda o: json.dumps(o, default=str))
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    if (refusal := refuse_without_api_key(request)) is not None:
+        return refusal
+    inbox = request.app.get(INBOX)
+    pending = [a.to_json() for a in inbox.pending()] if inbox is not None else []
+    return web.json_response({"approvals": pending, "enabled": inbox is not None})
+
+
+async def decide(request: web.Request) -> web.Response:
+    """``POST /approvals/<id>`` with ``{"approved": bool, "comment": str}``."""
+    if (refusal := refuse_without_api_key(request)) is not None:
+        return refusal
+    app = request.app
+    inbox = app.get(INBOX)
+    approval_id = request.match_info["approval_id"]
+    if inbox is None:
+        return answers.error(404, "approvals are not configured ([dashboard] approval_queue_url)")
+    decision = await _decision(request)
+    if isinstance(decision, web.Response):
+        return decision
+    approved, comment = decision
+    try:
+        outcome = await inbox.decide(approval_id, approved, comment)
+    except ApprovalNotFoundError:
+        return answers.error(404, f"no pending approval {approval_id!r}")
+    except ApprovalDecidedError as exc:
+        return answers.error(409, f"approval {approval_id!r} {exc}", decision=exc.decision)
+    except AwsError as exc:
+        return answers.aws_error(exc, app[SETTINGS].current.http.retry_after)
+    return web.json_response({"id": approval_id, "decision": outcome})
+
+
+async def _decision(request: web.Request) -> tuple[bool, str] | web.Response:
+    body = await read_json_object(request, request.app[SETTINGS].current.http.max_body_bytes)
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body.get("approved"), bool):
+        return answers.error(400, 'body must be {"approved": true|false, "comment": "..."}')
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        return answers.error(400, f"comment must be a string of at most {MAX_COMMENT} characters")
+    return body["approved"], comment
