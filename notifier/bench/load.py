@@ -111,15 +111,18 @@ async def closed_loop(
     first_index: int = 0,
 ) -> list[Sample]:
     """``requests`` requests from ``concurrency`` clients, each sending its next one as soon
-    as it has its answer."""
+    as it has its answer. The clients start evenly spread over one workflow's ``wait``, so
+    that requests arrive steadily rather than in waves of ``concurrency`` at once."""
     indexes = iter(range(first_index, first_index + requests))
     samples: list[Sample] = []
+    clients = min(concurrency, requests)
 
-    async def one_client() -> None:
+    async def one_client(delay: float) -> None:
+        await asyncio.sleep(delay)
         for index in indexes:
             samples.append(await send(http, url, index, wait, hold))
 
-    await asyncio.gather(*(one_client() for _ in range(min(concurrency, requests))))
+    await asyncio.gather(*(one_client(wait * i / clients) for i in range(clients)))
     return samples
 
 
