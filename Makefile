@@ -2,13 +2,14 @@
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install, then run the whole test suite
 # make lint      ruff on the code, cfn-lint on the CloudFormation template
+# make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install install-plot run test lint bench clean
 
 install: $(STAMP)
 
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+install-plot: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+
 run: install
 	$(BIN)/notifier local
 
@@ -28,6 +32,9 @@ test: install
 lint: install
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/python -m notifier.package --lint
+
+bench: install-plot
+	$(BIN)/notifier bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -103,6 +103,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="instead: hold N requests at once in one daemon (stand-in backend), then answer",
     )
+    bench.add_argument(
+        "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -124,6 +127,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--wait: between 0 and 60 seconds")
     if args.backend == "moto" and args.wait != int(args.wait):
         raise BenchError("--wait: whole seconds with the moto backend (a Wait state's Seconds)")
+    if args.warmup < 0:
+        raise BenchError("--warmup must not be negative")
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
     if args.plot is not None:
@@ -135,30 +140,38 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         backend=args.backend,
         wait=args.wait,
         poll_interval=args.poll_interval,
+        warmup=args.warmup,
         log_dir=args.log_dir,
     )
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
+    """``notifier bench``: against ``stack``, or a local stack of its own."""
     try:
         options = options_from(args)
     except report.PlotUnavailableError as exc:
         raise BenchError(str(exc)) from None
     if args.held is not None:
         load.ensure_fd_limit(args.held)
+    if stack is not None:
+        return await _run(args, options, stack)
     settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
     print("starting the local stack...", flush=True)
-    async with LocalStack(settings) as stack:
-        if args.held is not None:
-            held = await run_held(stack, args.held, options)
-            print(report.held_table(held))
-            print_notes(["stand-in"])
-            for error in held.errors:
-                print(f"  a wrong answer: {error}")
-            if args.json:
-                print(json.dumps({"held": held.figures()}))
-            return 0 if held.ok == held.requests else 1
-        results = await run_modes(stack, options, progress=True)
+    async with LocalStack(settings) as own_stack:
+        return await _run(args, options, own_stack)
+
+
+async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    if args.held is not None:
+        held = await run_held(stack, args.held, options)
+        print(report.held_table(held))
+        print_notes(["stand-in"])
+        for error in held.errors:
+            print(f"  a wrong answer: {error}")
+        if args.json:
+            print(json.dumps({"held": held.figures()}))
+        return 0 if held.ok == held.requests else 1
+    results = await run_modes(stack, options, progress=True)
     print()
     print(report.modes_table(results))
     print_notes([r.backend for r in results], options)
