@@ -12,13 +12,12 @@ import asyncio
 import os
 import pickle
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import IO
 
 from notifier.config import Settings
-from notifier.lifecycle import Service
+from notifier.lifecycle import Service, terminate
 
 START_TIMEOUT = 60.0
 _API_CALLS = re.compile(r'^notifier_aws_api_calls_total\{operation="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -74,14 +73,7 @@ class DaemonProcess(Service):
         self.port = int(words[1])
 
     async def stop(self) -> None:
-        if self._process is None or self._process.returncode is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self._process.wait(), 30)
-        except TimeoutError:
-            self._process.kill()
-            await self._process.wait()
+        await terminate(self._process, 30)
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the daemon has used so far."""

@@ -47,21 +47,12 @@ class ModeResult:
     errors: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
-        lat = self.latencies_ms
         return {
             "backend": self.backend,
             "concurrency": self.concurrency,
-            "requests": self.requests,
-            "ok": self.ok,
-            "latency_samples": len(lat),
-            "p50_ms": _round(percentile(lat, 50)),
-            "p95_ms": _round(percentile(lat, 95)),
-            "p99_ms": _round(percentile(lat, 99)),
-            "max_ms": _round(max(lat) if lat else None),
+            **_figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb),
             "throughput_rps": _round(self.requests / self.elapsed_s if self.elapsed_s else None),
             "api_calls": dict(sorted(self.api_calls.items())),
-            "cpu_ms_per_request": _round(1000 * self.cpu_s / self.requests, 3),
-            "peak_rss_mb": _round(self.peak_rss_mb, 1),
         }
 
 
@@ -79,18 +70,27 @@ class HeldResult:
     errors: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
-        lat = self.latencies_ms
         return {
             "backend": self.backend,
-            "requests": self.requests,
             "held_at_once": self.held_at_once,
-            "ok": self.ok,
-            "latency_samples": len(lat),
-            "p50_ms": _round(percentile(lat, 50)),
-            "p99_ms": _round(percentile(lat, 99)),
-            "cpu_ms_per_request": _round(1000 * self.cpu_s / self.requests, 3),
-            "peak_rss_mb": _round(self.peak_rss_mb, 1),
+            **_figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb),
         }
+
+
+def _figures(
+    requests: int, ok: int, latencies_ms: list[float], cpu_s: float, peak_rss_mb: float
+) -> dict[str, Any]:
+    return {
+        "requests": requests,
+        "ok": ok,
+        "latency_samples": len(latencies_ms),
+        "p50_ms": _round(percentile(latencies_ms, 50)),
+        "p95_ms": _round(percentile(latencies_ms, 95)),
+        "p99_ms": _round(percentile(latencies_ms, 99)),
+        "max_ms": _round(max(latencies_ms) if latencies_ms else None),
+        "cpu_ms_per_request": _round(1000 * cpu_s / requests, 3),
+        "peak_rss_mb": _round(peak_rss_mb, 1),
+    }
 
 
 def _cell(value: Any) -> str:
