@@ -2,6 +2,7 @@
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install (and Debian's chromium, for the browser test), then run the whole suite
 # make lint      ruff on the code, cfn-lint on the CloudFormation template
+# make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser run test lint clean
+.PHONY: install install-plot browser run test lint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+install-plot: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
 
 run: install
 	$(BIN)/notifier local
@@ -39,6 +43,9 @@ test: install browser
 lint: install
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/python -m notifier.package --lint
+
+bench: install-plot
+	$(BIN)/notifier bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

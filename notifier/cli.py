@@ -17,6 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from notifier import token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
+from notifier.bench import run as bench
+from notifier.bench.daemon_process import DaemonProcessError
+from notifier.bench.load import LoadError
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--log-level", default="INFO")
 
     token_cli.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 
@@ -227,8 +231,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(run_apikey(args))
         if args.command == "deploy":
             sys.exit(asyncio.run(run_deploy(args)))
+        if args.command == "bench":
+            sys.exit(asyncio.run(bench.run(args)))
     except (
-        PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError
+        PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError,
+        bench.BenchError, LoadError, DaemonProcessError,
     ) as exc:  # fmt: skip
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

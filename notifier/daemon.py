@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import secrets
@@ -151,6 +152,7 @@ async def serve(
     systemd = SystemdNotifier(env)
     try:
         async with Daemon(settings, aws) as daemon, Watchdog(systemd):
+            freeze_startup_objects()
             systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
@@ -176,6 +178,14 @@ async def serve(
         for signum, _ in handled:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Keep what exists once the daemon serves (botocore's service models, clients, the
+    application) out of later garbage collections: under load, a full collection walking
+    them all paused the event loop for 70-110 ms, the worst of the tail latency."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:

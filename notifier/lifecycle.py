@@ -1,10 +1,11 @@
-"""The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; and
-the loop that keeps a part's work going whatever fails."""
+"""The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; the
+loop that keeps a part's work going whatever fails; and how a child process is stopped."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Self
 
@@ -53,3 +54,16 @@ async def keep_trying(
             continue
         await asyncio.sleep(delay)
         delay = min(delay * 2, retry_max)
+
+
+async def terminate(process: asyncio.subprocess.Process | None, timeout: float) -> None:
+    """SIGTERM ``process`` if it still runs; SIGKILL it if it has not exited ``timeout``
+    seconds later."""
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()

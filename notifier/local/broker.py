@@ -64,6 +64,12 @@ class LocalBroker(Service):
         server = broker._servers["default"].instance
         self.port = server.sockets[0].getsockname()[1]
 
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Deliver ``payload`` on ``topic`` from inside the broker, as IoT Core's data plane
+        does; each subscriber's policy still decides whether it receives it."""
+        assert self._broker is not None, "the broker is not running"
+        await self._broker.internal_message_broadcast(topic, payload)
+
     async def stop(self) -> None:
         if self._broker is not None:
             await self._broker.shutdown()

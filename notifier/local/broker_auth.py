@@ -56,6 +56,8 @@ class AccessControl:
         self.arn_prefix = arn_prefix
         self.publisher_password = publisher_password
         self.authorize: Authorize | None = None
+        self.on_publish: Callable[[str], None] | None = None
+        """Told the topic of every PUBLISH the broker accepts, as it arrives."""
         self._grants: dict[str, Grant] = {}
 
     async def connect(self, client_id: str, username: str | None, password: str | None) -> bool:
@@ -82,6 +84,8 @@ class AccessControl:
         allowed = grant.policy.allows(iot_action, self.arn_prefix + resource)
         if not allowed and action != Action.RECEIVE:
             log.info("MQTT %s to %r refused for client %r", action, topic, client_id)
+        elif allowed and action == Action.PUBLISH and self.on_publish is not None:
+            self.on_publish(topic)
         return allowed
 
     async def _decide(self, client_id: str, username: str | None, password: str | None) -> Grant:

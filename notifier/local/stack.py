@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import sys
 from dataclasses import dataclass, field
 
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
-from notifier.lifecycle import Service
+from notifier.lifecycle import Service, terminate
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
@@ -102,14 +101,7 @@ class AwsEndpointProcess:
         self.port = int(words[2])
 
     async def stop(self) -> None:
-        if self._process is None or self._process.returncode is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self._process.wait(), 15)
-        except TimeoutError:
-            self._process.kill()
-            await self._process.wait()
+        await terminate(self._process, 15)
 
 
 class LocalStack(Service):

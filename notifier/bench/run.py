@@ -1,0 +1,430 @@
+"""``notifier bench``: runs the local stack, daemons and the load, and reports.
+
+Added latency is measured from the moment a workflow's completion reaches the MQTT broker
+(the end of its work: moto's Hello publishes from its Notify state, the stand-in at its stop
+time) to the moment the client has read the whole answer. Both are read from this machine's
+wall clock, in microseconds. moto records an execution's ``stopDate`` only in milliseconds,
+and ~25 ms after the publish (its final Pass state and bookkeeping), so it is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from notifier.aws import AwsSettings
+from notifier.bench import load, report
+from notifier.bench.daemon_process import DaemonProcess, api_calls
+from notifier.bench.report import HeldResult, ModeResult
+from notifier.config import Settings, SqsSettings
+from notifier.daemon import local_settings
+from notifier.local.broker_auth import AccessControl
+from notifier.local.sfn_standin import StepFunctionsStandIn
+from notifier.local.stack import LocalStack, LocalStackSettings
+
+MODES = ("mqtt", "poll")
+BACKENDS = {"moto": "moto", "standin": "stand-in"}
+# Seconds a request may be held before it would get a 202 (the daemon's max_wait).
+HOLD = 120.0
+QUICK = {"requests": 40, "concurrency": 5}
+DEFAULTS = {"requests": 200, "concurrency": 10}
+# Completions handed to the broker per second when held requests are released.
+RELEASE_RATE = 1000.0
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    requests: int = DEFAULTS["requests"]
+    concurrency: int = DEFAULTS["concurrency"]
+    modes: tuple[str, ...] = MODES
+    backend: str = "moto"
+    wait: float = 1.0
+    """Hello's ``waitSeconds``: how long each workflow runs."""
+    poll_interval: float = 1.5
+    warmup: int = 5
+    log_dir: Path | None = None
+    """Where the daemons' logs go (a temporary directory when unset)."""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure the daemon: completion by MQTT against polling, and many held requests",
+        description="Start the local stack and a daemon per completion mode, run the same Hello "
+        "load against each and print added latency (workflow end to answer received), "
+        "throughput, AWS calls, the daemon's CPU time per request and peak memory.",
+    )
+    bench.add_argument("--requests", type=int, help=f"requests per mode ({DEFAULTS['requests']})")
+    bench.add_argument(
+        "--concurrency", type=int, help=f"requests in flight ({DEFAULTS['concurrency']})"
+    )
+    bench.add_argument(
+        "--modes", default=",".join(MODES), help="completion modes to run, comma-separated"
+    )
+    bench.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="moto",
+        help="what runs the workflows: moto (the local stack, really executing them) or "
+        "standin (a lightweight StartExecution and completion publish, for high load)",
+    )
+    bench.add_argument(
+        "--wait", type=float, default=1.0, help="seconds each workflow runs (whole for moto)"
+    )
+    bench.add_argument(
+        "--poll-interval", type=float, default=1.5, help="polling mode's interval in seconds"
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a small run: {QUICK['requests']} requests at {QUICK['concurrency']} concurrent",
+    )
+    bench.add_argument(
+        "--held",
+        type=int,
+        metavar="N",
+        help="instead: hold N requests at once in one daemon (stand-in backend), then answer",
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
+    )
+    bench.add_argument("--json", action="store_true", help="end with one line of JSON")
+    bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
+    bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
+    bench.add_argument("--log-level", default="WARNING")
+
+
+def options_from(args: argparse.Namespace) -> BenchOptions:
+    size = QUICK if args.quick else DEFAULTS
+    requests = args.requests if args.requests is not None else size["requests"]
+    concurrency = args.concurrency if args.concurrency is not None else size["concurrency"]
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
+        raise BenchError(f"--modes {args.modes!r}: a comma-separated list of {', '.join(MODES)}")
+    if requests < 1 or concurrency < 1:
+        raise BenchError("--requests and --concurrency must be at least 1")
+    if args.held is not None and args.held < 1:
+        raise BenchError("--held must be at least 1")
+    if not 0 <= args.wait <= 60:
+        raise BenchError("--wait: between 0 and 60 seconds")
+    if args.backend == "moto" and args.wait != int(args.wait):
+        raise BenchError("--wait: whole seconds with the moto backend (a Wait state's Seconds)")
+    if args.warmup < 0:
+        raise BenchError("--warmup must not be negative")
+    if args.poll_interval <= 0:
+        raise BenchError("--poll-interval must be positive")
+    if args.plot is not None:
+        report.check_plotting()
+    return BenchOptions(
+        requests=requests,
+        concurrency=concurrency,
+        modes=modes,
+        backend=args.backend,
+        wait=args.wait,
+        poll_interval=args.poll_interval,
+        warmup=args.warmup,
+        log_dir=args.log_dir,
+    )
+
+
+async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
+    """``notifier bench``: against ``stack``, or a local stack of its own."""
+    try:
+        options = options_from(args)
+    except report.PlotUnavailableError as exc:
+        raise BenchError(str(exc)) from None
+    if args.held is not None:
+        load.ensure_fd_limit(args.held)
+    if stack is not None:
+        return await _run(args, options, stack)
+    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
+    print("starting the local stack...", flush=True)
+    async with LocalStack(settings) as own_stack:
+        return await _run(args, options, own_stack)
+
+
+async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    if args.held is not None:
+        held = await run_held(stack, args.held, options)
+        print(report.held_table(held))
+        print_notes(["stand-in"])
+        for error in held.errors:
+            print(f"  a wrong answer: {error}")
+        if args.json:
+            print(json.dumps({"held": held.figures()}))
+        return 0 if held.ok == held.requests else 1
+    results = await run_modes(stack, options, progress=True)
+    print()
+    print(report.modes_table(results))
+    print_notes([r.backend for r in results], options)
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.mode}: a wrong answer: {error}")
+    if args.plot is not None:
+        report.plot(results, args.plot, title=f"notifier: Hello, {machine()}")
+        print(f"plot written to {args.plot}")
+    if args.json:
+        print(json.dumps({"modes": {r.mode: r.figures() for r in results}}))
+    return 0 if all(r.ok == r.requests for r in results) else 1
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read_lines("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def print_notes(backends: list[str], options: BenchOptions | None = None) -> None:
+    notes = [
+        f"machine: {machine()}; everything (stack, daemon, load) on it",
+        "added latency: workflow end (its completion reaching the MQTT broker) to the whole "
+        "answer read by the client, both on this machine's wall clock",
+    ]
+    if "moto" in backends:
+        notes.append(
+            "backend moto: the local stack really runs Hello (Wait, Lambda task, IoT publish); "
+            "moto's stopDate comes ~25 ms after the publish, in whole ms, so it is not used"
+        )
+    if "stand-in" in backends:
+        notes.append(
+            "backend stand-in: StartExecution and the completion publish come from a "
+            "lightweight stand-in (notifier/local/sfn_standin.py), not from moto; the daemon "
+            "and broker are the real ones"
+        )
+    if options is not None and "poll" in options.modes:
+        notes.append(
+            f"poll: no MQTT, DescribeExecution of every held request every "
+            f"{options.poll_interval:g} s (the interval of the polling design it replaces)"
+        )
+    notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
+    for note in notes:
+        print(f"  {note}")
+
+
+async def run_modes(
+    stack: LocalStack, options: BenchOptions, *, progress: bool = False
+) -> list[ModeResult]:
+    """Each of ``options.modes`` in turn, each with a daemon of its own."""
+    results = []
+    with _log_dir(options) as logs, PublishClock(stack.access) as clock:
+        for mode in options.modes:
+            if progress:
+                print(
+                    f"{mode}: {options.requests} requests, {options.concurrency} concurrent, "
+                    f"backend {BACKENDS[options.backend]}...",
+                    flush=True,
+                )
+            async with contextlib.AsyncExitStack() as exits:
+                stopped_at: Callable[[str], float | None] = clock.stopped_at
+                aws = None
+                if options.backend == "standin":
+                    standin = StepFunctionsStandIn(
+                        stack.settings.host, stack.broker, stack.settings.topic_root
+                    )
+                    await exits.enter_async_context(standin)
+                    stopped_at, aws = standin.stopped_at, _standin_aws(stack, standin)
+                log = exits.enter_context(_open_log(logs / f"daemon-{mode}.log"))
+                settings = daemon_settings(stack, mode, options, options.concurrency, aws)
+                results.append(await _measure(mode, settings, options, log, stopped_at))
+    return results
+
+
+async def _measure(
+    mode: str,
+    settings: Settings,
+    options: BenchOptions,
+    log: IO[bytes],
+    stopped_at: Callable[[str], float | None],
+) -> ModeResult:
+    async with DaemonProcess(settings, log) as daemon, load.client(options.concurrency) as http:
+        if options.warmup:
+            await load.closed_loop(
+                http, daemon.url, requests=options.warmup, concurrency=options.warmup,
+                wait=options.wait, hold=HOLD, first_index=-options.warmup,
+            )  # fmt: skip
+        calls_before = api_calls(await _metrics(http, daemon.url))
+        cpu_before = daemon.cpu_seconds()
+        began = time.perf_counter()
+        samples = await load.closed_loop(
+            http, daemon.url, requests=options.requests, concurrency=options.concurrency,
+            wait=options.wait, hold=HOLD,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - began
+        cpu = daemon.cpu_seconds() - cpu_before
+        calls_after = api_calls(await _metrics(http, daemon.url))
+        peak_rss = daemon.peak_rss_mb()
+    return ModeResult(
+        mode=mode,
+        backend=BACKENDS[options.backend],
+        concurrency=options.concurrency,
+        requests=options.requests,
+        ok=sum(s.ok for s in samples),
+        latencies_ms=_latencies(samples, stopped_at),
+        elapsed_s=elapsed,
+        api_calls={
+            op: n - calls_before.get(op, 0)
+            for op, n in calls_after.items()
+            if n - calls_before.get(op, 0)
+        },
+        cpu_s=cpu,
+        peak_rss_mb=peak_rss,
+        errors=[s.error for s in samples if s.error][:5],
+    )
+
+
+async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> HeldResult:
+    """``requests`` requests held at once by one daemon (stand-in backend), then released
+    at ``RELEASE_RATE`` completions a second."""
+    standin = StepFunctionsStandIn(
+        stack.settings.host, stack.broker, stack.settings.topic_root, gated=True
+    )
+    with _log_dir(options) as logs, _open_log(logs / "daemon-held.log") as log:
+        async with standin:
+            aws = _standin_aws(stack, standin)
+            settings = daemon_settings(stack, "mqtt", options, requests, aws)
+            async with DaemonProcess(settings, log) as daemon, load.client(requests) as http:
+                cpu_before = daemon.cpu_seconds()
+                tasks = await load.hold_all(
+                    http, daemon.url, requests=requests, started=lambda: standin.started,
+                    hold=HOLD,
+                )  # fmt: skip
+                held_at_once = await _held(http, daemon.url)
+                standin.release(max(1.0, requests / RELEASE_RATE))
+                samples = await asyncio.gather(*tasks)
+                cpu = daemon.cpu_seconds() - cpu_before
+                peak_rss = daemon.peak_rss_mb()
+    return HeldResult(
+        backend="stand-in",
+        requests=requests,
+        held_at_once=held_at_once,
+        ok=sum(s.ok for s in samples),
+        latencies_ms=_latencies(samples, standin.stopped_at),
+        cpu_s=cpu,
+        peak_rss_mb=peak_rss,
+        errors=[s.error for s in samples if s.error][:5],
+    )
+
+
+def daemon_settings(
+    stack: LocalStack, mode: str, options: BenchOptions, held: int, aws: AwsSettings | None
+) -> Settings:
+    """config/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free port, a
+    new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of moto."""
+    bench_env = {
+        "NOTIFIER_HTTP_PORT": "0",
+        "NOTIFIER_HTTP_MAX_HELD": str(max(1000, held + options.warmup + 100)),
+        "NOTIFIER_DAEMON_INSTANCE_ID": f"bench-{mode}-{secrets.token_hex(4)}",
+        "NOTIFIER_DAEMON_COMPLETION": mode,
+        "NOTIFIER_DAEMON_POLL_INTERVAL": str(options.poll_interval),
+        # Every held request polled once per interval, as the polling design did.
+        "NOTIFIER_DAEMON_RECONCILE_RATE": str(max(20.0, 2 * held / options.poll_interval)),
+    }
+    settings = local_settings(stack, env={**os.environ, **bench_env})
+    # The daemon's own work only: no status feed, no approval queue to poll.
+    settings = dataclasses.replace(
+        settings, dashboard=dataclasses.replace(settings.dashboard, enabled=False)
+    )
+    if mode == "poll" or aws is not None:
+        # Polling alone, as the design it replaces; the stand-in has no queues.
+        settings = dataclasses.replace(settings, sqs=SqsSettings())
+    if aws is not None:
+        settings = dataclasses.replace(settings, aws=aws)
+    return settings
+
+
+def _standin_aws(stack: LocalStack, standin: StepFunctionsStandIn) -> AwsSettings:
+    return dataclasses.replace(stack.aws_settings, endpoint_url=standin.url)
+
+
+async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(f"{url}/metrics") as response:
+        return await response.text()
+
+
+async def _held(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(f"{url}/readyz") as response:
+        return int((await response.json())["held"])
+
+
+def _latencies(
+    samples: list[load.Sample], stopped_at: Callable[[str], float | None]
+) -> list[float]:
+    latencies = []
+    for sample in samples:
+        stop = stopped_at(sample.txn_id) if sample.ok and sample.txn_id else None
+        if stop is not None:
+            latencies.append((sample.received_at - stop) * 1000)
+    return latencies
+
+
+@contextlib.contextmanager
+def _log_dir(options: BenchOptions) -> Iterator[Path]:
+    if options.log_dir is not None:
+        options.log_dir.mkdir(parents=True, exist_ok=True)
+        yield options.log_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="notifier-bench-") as directory:
+        yield Path(directory)
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    return path.open("ab")
+
+
+class PublishClock:
+    """When each workflow's completion reached the broker, by execution name, while in use.
+
+    Completions are the publishes on ``<root>/<subtopic>/<name>``; the first one counts (the
+    status forwarder may publish the same completion later).
+    """
+
+    def __init__(self, access: AccessControl) -> None:
+        self._access = access
+        self._stopped_at: dict[str, float] = {}
+
+    def __enter__(self) -> PublishClock:
+        self._access.on_publish = self._record
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._access.on_publish = None
+
+    def _record(self, topic: str) -> None:
+        now = time.time()
+        levels = topic.split("/")
+        if len(levels) == 3 and levels[1] != "status":
+            self._stopped_at.setdefault(levels[2], now)
+
+    def stopped_at(self, name: str) -> float | None:
+        return self._stopped_at.get(name)

@@ -1,0 +1,115 @@
+"""``notifier bench`` with tiny numbers: behaviour and the shape of what it prints, no timing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from notifier import cli
+from notifier.bench import report
+from notifier.bench import run as bench
+from notifier.local.stack import LocalStack
+
+MODE_FIELDS = {
+    "backend", "concurrency", "requests", "ok", "latency_samples", "p50_ms", "p95_ms",
+    "p99_ms", "max_ms", "throughput_rps", "api_calls", "cpu_ms_per_request", "peak_rss_mb",
+}  # fmt: skip
+
+
+def bench_args(*argv: str) -> object:
+    return cli.build_parser().parse_args(["bench", *argv])
+
+
+def last_json_line(text: str) -> dict[str, object]:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+async def test_mqtt_and_poll_on_moto(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = bench_args(
+        "--requests", "4", "--concurrency", "2", "--warmup", "1", "--poll-interval", "0.5",
+        "--json",
+    )  # fmt: skip
+    assert await bench.run(args, stack=local_stack) == 0
+    output = capsys.readouterr().out
+    modes = last_json_line(output)["modes"]
+    assert set(modes) == {"mqtt", "poll"}
+    for name, figures in modes.items():
+        assert set(figures) == MODE_FIELDS, name
+        assert figures["backend"] == "moto"
+        assert figures["ok"] == figures["requests"] == figures["latency_samples"] == 4, name
+        assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+        assert figures["api_calls"]["StartExecution"] == 4
+        assert figures["cpu_ms_per_request"] > 0 and figures["peak_rss_mb"] > 0
+    assert "DescribeExecution" not in modes["mqtt"]["api_calls"]
+    assert modes["poll"]["api_calls"]["DescribeExecution"] >= 4
+    table = [line.split() for line in output.splitlines()]
+    assert ["mode", "backend", "conc", "requests", "ok"] in [row[:5] for row in table]
+    assert ["mqtt", "moto", "2", "4", "4"] in [row[:5] for row in table]
+
+
+async def test_standin_backend_answers_both_modes(local_stack: LocalStack) -> None:
+    options = bench.BenchOptions(
+        requests=3, concurrency=3, backend="standin", wait=0.2, poll_interval=0.3, warmup=0
+    )
+    results = await bench.run_modes(local_stack, options)
+    assert [(r.mode, r.backend, r.ok, len(r.latencies_ms)) for r in results] == [
+        ("mqtt", "stand-in", 3, 3),
+        ("poll", "stand-in", 3, 3),
+    ]
+    assert "DescribeExecution" not in results[0].api_calls
+    assert results[1].api_calls["DescribeExecution"] >= 3
+    # Stop and answer on one clock: no answer is read before its execution stopped.
+    assert all(latency > 0 for result in results for latency in result.latencies_ms)
+
+
+async def test_held_requests_all_answered(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await bench.run(bench_args("--held", "20", "--json"), stack=local_stack) == 0
+    held = last_json_line(capsys.readouterr().out)["held"]
+    assert held["requests"] == held["held_at_once"] == held["ok"] == 20
+    assert held["latency_samples"] == 20 and held["backend"] == "stand-in"
+    assert held["p99_ms"] is not None and held["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--modes", "mqtt,carrier-pigeon"], "--modes"),
+        (["--modes", "mqtt,mqtt"], "--modes"),
+        (["--requests", "0"], "--requests"),
+        (["--held", "0"], "--held"),
+        (["--wait", "0.5"], "whole seconds"),
+        (["--poll-interval", "0"], "--poll-interval"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("notifier: ") and message in err
+
+
+def test_plot_without_matplotlib_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", "--plot", "out.png"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'notifier[plot]'" in err
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert [report.percentile(values, p) for p in (50, 95, 99, 100)] == [50, 95, 99, 100]
+    assert report.percentile([], 50) is None
+    assert report.percentile([7.0], 99) == 7.0
