@@ -29,51 +29,53 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@dataclass
-class ModeResult:
-    """One completion mode under the closed-loop load."""
+@dataclass(kw_only=True)
+class RunResult:
+    """What every run measures."""
 
-    mode: str
     backend: str
-    concurrency: int
     requests: int
     ok: int
     latencies_ms: list[float]
     """Added latency of each correct answer whose stop time is known."""
-    elapsed_s: float
-    api_calls: dict[str, int]
     cpu_s: float
     peak_rss_mb: float
     errors: list[str] = field(default_factory=list)
+
+    def _common_figures(self) -> dict[str, Any]:
+        return _figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb)
+
+
+@dataclass(kw_only=True)
+class ModeResult(RunResult):
+    """One completion mode under the closed-loop load."""
+
+    mode: str
+    concurrency: int
+    elapsed_s: float
+    api_calls: dict[str, int]
 
     def figures(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "concurrency": self.concurrency,
-            **_figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb),
+            **self._common_figures(),
             "throughput_rps": _round(self.requests / self.elapsed_s if self.elapsed_s else None),
             "api_calls": dict(sorted(self.api_calls.items())),
         }
 
 
-@dataclass
-class HeldResult:
+@dataclass(kw_only=True)
+class HeldResult(RunResult):
     """Many requests held at once by one daemon, then answered."""
 
-    backend: str
-    requests: int
     held_at_once: int
-    ok: int
-    latencies_ms: list[float]
-    cpu_s: float
-    peak_rss_mb: float
-    errors: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "held_at_once": self.held_at_once,
-            **_figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb),
+            **self._common_figures(),
         }
 
 
