@@ -152,7 +152,7 @@ async def serve(
     systemd = SystemdNotifier(env)
     try:
         async with Daemon(settings, aws) as daemon, Watchdog(systemd):
-            freeze_startup_objects()
+            tune_garbage_collector()
             systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
@@ -180,12 +180,24 @@ async def serve(
     return 0
 
 
-def freeze_startup_objects() -> None:
+# Young-generation collections start once this many more container objects exist than at the
+# last one (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
     """Keep what exists once the daemon serves (botocore's service models, clients, the
-    application) out of later garbage collections: under load, a full collection walking
-    them all paused the event loop for 70-110 ms, the worst of the tail latency."""
+    application) out of later garbage collections, and collect less often.
+
+    Under load, a full collection walking the startup objects paused the event loop for
+    70-110 ms, the worst of the tail latency. A request's objects are nearly all freed by
+    reference counting, yet with the default thresholds the held requests' objects were
+    walked again and again and kept triggering full collections: some 15 % of the daemon's
+    CPU at 300 requests a second. Cyclic garbage still goes within one young collection."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
