@@ -26,6 +26,7 @@ from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.broker import PortInUseError
 from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
 from notifier.logs import set_level, setup_logging
+from notifier.workers import supervise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes sharing the port (SO_REUSEPORT), each an instance of its "
+        "own with its instance id suffixed -1..-N; default 1: the daemon alone",
     )
 
     deploy = commands.add_parser(
@@ -210,8 +219,12 @@ def run_apikey(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigError("--workers: at least 1")
     settings = load_settings(args.config, os.environ)
     set_level(settings.daemon.log_level)
+    if args.workers > 1:
+        return asyncio.run(supervise(settings, args.workers, config=args.config))
     return asyncio.run(
         serve(settings, reload_settings=lambda: load_settings(args.config, os.environ))
     )
