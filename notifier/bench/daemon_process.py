@@ -1,9 +1,11 @@
 """A daemon in a process of its own, so that its CPU time and peak memory can be read.
 
-The parent hands the child its :class:`~notifier.config.Settings` (pickled, on stdin); the
-child runs :func:`notifier.daemon.serve` and prints ``READY <port>`` once it serves. SIGTERM
-drains and stops it, as for ``notifier serve``. CPU time and peak RSS come from
-``/proc/<pid>`` (Linux), counting all of the daemon's threads.
+The parent hands the child its :class:`~notifier.config.Settings` and how many workers to
+run (pickled, on stdin); the child runs :func:`notifier.daemon.serve`, or with several
+workers :func:`notifier.workers.supervise`, and prints ``READY <port>`` (then each worker's
+own address) once it serves. SIGTERM drains and stops it, as for ``notifier serve``. CPU
+time and peak RSS come from ``/proc/<pid>`` (Linux), counting all of the daemon's threads
+and, with workers, all of their processes.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ class DaemonProcessError(Exception):
 class DaemonProcess(Service):
     """``python -m notifier.bench.daemon_process``, its log lines going to ``log``."""
 
-    def __init__(self, settings: Settings, log: IO[bytes]) -> None:
+    def __init__(self, settings: Settings, log: IO[bytes], workers: int = 1) -> None:
         self.settings = settings
+        self.workers = workers
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
         self.port = 0
+        self.worker_urls: list[str] = []
+        """With workers, the address of each one's own."""
 
     @property
     def pid(self) -> int:
@@ -44,6 +49,11 @@ class DaemonProcess(Service):
     @property
     def url(self) -> str:
         return f"http://{self.settings.http.host}:{self.port}"
+
+    @property
+    def instance_urls(self) -> list[str]:
+        """Where each instance answers for itself (its metrics, its held requests)."""
+        return self.worker_urls or [self.url]
 
     async def start(self) -> None:
         self._process = await asyncio.create_subprocess_exec(
@@ -56,7 +66,7 @@ class DaemonProcess(Service):
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(pickle.dumps(self.settings))
+        self._process.stdin.write(pickle.dumps((self.settings, self.workers)))
         self._process.stdin.close()
         try:
             line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
@@ -71,23 +81,50 @@ class DaemonProcess(Service):
                 f"see its log {getattr(self._log, 'name', '')}"
             )
         self.port = int(words[1])
+        self.worker_urls = words[2:]
 
     async def stop(self) -> None:
         await terminate(self._process, 30)
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the daemon has used so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # utime and stime are fields 14 and 15 of proc(5); fields[0] is field 3.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time the daemon (and its workers) have used so far."""
+        ticks = 0
+        for pid in self._pids():
+            fields = _stat_fields(pid)
+            # utime and stime are fields 14 and 15 of proc(5); fields[0] is field 3.
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
-        """The largest resident set the daemon has had (VmHWM)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise DaemonProcessError("no VmHWM in /proc/<pid>/status")
+        """The largest resident set the daemon has had (VmHWM), with workers the sum of
+        each process's."""
+        total = 0
+        for pid in self._pids():
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            peak = next((line.split()[1] for line in lines if line.startswith("VmHWM:")), None)
+            if peak is None:
+                raise DaemonProcessError(f"no VmHWM in /proc/{pid}/status")
+            total += int(peak)
+        return total / 1024
+
+    def _pids(self) -> list[int]:
+        """The daemon's process and, with workers, theirs."""
+        pids = [self.pid]
+        if self.workers > 1:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if int(_stat_fields(int(entry.name))[1]) == self.pid:
+                            pids.append(int(entry.name))
+                    except (OSError, IndexError, ValueError):
+                        continue  # gone meanwhile
+        return pids
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (after the command name, which may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def api_calls(metrics_text: str) -> dict[str, int]:
@@ -98,13 +135,21 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 def main() -> None:
     from notifier.daemon import Daemon, serve
     from notifier.logs import setup_logging
+    from notifier.workers import Worker, supervise
 
-    settings: Settings = pickle.load(sys.stdin.buffer)
+    settings: Settings
+    settings, workers = pickle.load(sys.stdin.buffer)
     setup_logging(settings.daemon.log_level, json_lines=True)
 
     def ready(daemon: Daemon) -> None:
         print(f"READY {daemon.port}", flush=True)
 
+    def all_ready(started: list[Worker]) -> None:
+        port = started[0].spec.settings.http.port
+        print(f"READY {port}", *(worker.own_url for worker in started), flush=True)
+
+    if workers > 1:
+        sys.exit(asyncio.run(supervise(settings, workers, reloadable=False, on_ready=all_ready)))
     sys.exit(asyncio.run(serve(settings, on_ready=ready)))
 
 

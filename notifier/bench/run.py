@@ -60,6 +60,8 @@ class BenchOptions:
     """Hello's ``waitSeconds``: how long each workflow runs."""
     poll_interval: float = 1.5
     warmup: int = 5
+    workers: int = 1
+    """Worker processes of the daemon under test (``notifier serve --workers``)."""
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
 
@@ -106,6 +108,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
     )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the daemon under test, as notifier serve --workers (1)",
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -129,6 +137,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--wait: whole seconds with the moto backend (a Wait state's Seconds)")
     if args.warmup < 0:
         raise BenchError("--warmup must not be negative")
+    if args.workers < 1:
+        raise BenchError("--workers must be at least 1")
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
     if args.plot is not None:
@@ -141,6 +151,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         wait=args.wait,
         poll_interval=args.poll_interval,
         warmup=args.warmup,
+        workers=args.workers,
         log_dir=args.log_dir,
     )
 
@@ -165,7 +176,7 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
-        print_notes(["stand-in"])
+        print_notes(["stand-in"], workers=options.workers)
         for error in held.errors:
             print(f"  a wrong answer: {error}")
         if args.json:
@@ -174,7 +185,7 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
     results = await run_modes(stack, options, progress=True)
     print()
     print(report.modes_table(results))
-    print_notes([r.backend for r in results], options)
+    print_notes([r.backend for r in results], options, workers=options.workers)
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
@@ -205,7 +216,9 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
-def print_notes(backends: list[str], options: BenchOptions | None = None) -> None:
+def print_notes(
+    backends: list[str], options: BenchOptions | None = None, *, workers: int = 1
+) -> None:
     notes = [
         f"machine: {machine()}; everything (stack, daemon, load) on it",
         "added latency: workflow end (its completion reaching the MQTT broker) to the whole "
@@ -228,6 +241,11 @@ def print_notes(backends: list[str], options: BenchOptions | None = None) -> Non
             f"{options.poll_interval:g} s (the interval of the polling design it replaces)"
         )
     notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
+    if workers > 1:
+        notes.append(
+            f"daemon: {workers} worker processes sharing its port (notifier serve --workers); "
+            "CPU, peak RSS and AWS calls summed over them and their supervisor"
+        )
     for note in notes:
         print(f"  {note}")
 
@@ -267,13 +285,14 @@ async def _measure(
     log: IO[bytes],
     stopped_at: Callable[[str], float | None],
 ) -> ModeResult:
-    async with DaemonProcess(settings, log) as daemon, load.client(options.concurrency) as http:
+    daemon_process = DaemonProcess(settings, log, options.workers)
+    async with daemon_process as daemon, load.client(options.concurrency) as http:
         if options.warmup:
             await load.closed_loop(
                 http, daemon.url, requests=options.warmup, concurrency=options.warmup,
                 wait=options.wait, hold=HOLD, first_index=-options.warmup,
             )  # fmt: skip
-        calls_before = api_calls(await _metrics(http, daemon.url))
+        calls_before = await _api_calls(http, daemon)
         cpu_before = daemon.cpu_seconds()
         began = time.perf_counter()
         samples = await load.closed_loop(
@@ -282,7 +301,7 @@ async def _measure(
         )  # fmt: skip
         elapsed = time.perf_counter() - began
         cpu = daemon.cpu_seconds() - cpu_before
-        calls_after = api_calls(await _metrics(http, daemon.url))
+        calls_after = await _api_calls(http, daemon)
         peak_rss = daemon.peak_rss_mb()
     return ModeResult(
         mode=mode,
@@ -313,13 +332,14 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
         async with standin:
             aws = _standin_aws(stack, standin)
             settings = daemon_settings(stack, "mqtt", options, requests, aws)
-            async with DaemonProcess(settings, log) as daemon, load.client(requests) as http:
+            daemon_process = DaemonProcess(settings, log, options.workers)
+            async with daemon_process as daemon, load.client(requests) as http:
                 cpu_before = daemon.cpu_seconds()
                 tasks = await load.hold_all(
                     http, daemon.url, requests=requests, started=lambda: standin.started,
                     hold=HOLD,
                 )  # fmt: skip
-                held_at_once = await _held(http, daemon.url)
+                held_at_once = await _held(http, daemon)
                 standin.release(max(1.0, requests / RELEASE_RATE))
                 samples = await asyncio.gather(*tasks)
                 cpu = daemon.cpu_seconds() - cpu_before
@@ -367,14 +387,22 @@ def _standin_aws(stack: LocalStack, standin: StepFunctionsStandIn) -> AwsSetting
     return dataclasses.replace(stack.aws_settings, endpoint_url=standin.url)
 
 
-async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(f"{url}/metrics") as response:
-        return await response.text()
+async def _api_calls(http: aiohttp.ClientSession, daemon: DaemonProcess) -> dict[str, int]:
+    """AWS calls by operation, summed over the daemon's instances (its workers)."""
+    total: dict[str, int] = {}
+    for url in daemon.instance_urls:
+        async with http.get(f"{url}/metrics") as response:
+            for operation, count in api_calls(await response.text()).items():
+                total[operation] = total.get(operation, 0) + count
+    return total
 
 
-async def _held(http: aiohttp.ClientSession, url: str) -> int:
-    async with http.get(f"{url}/readyz") as response:
-        return int((await response.json())["held"])
+async def _held(http: aiohttp.ClientSession, daemon: DaemonProcess) -> int:
+    held = 0
+    for url in daemon.instance_urls:
+        async with http.get(f"{url}/readyz") as response:
+            held += int((await response.json())["held"])
+    return held
 
 
 def _latencies(
