@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import secrets
@@ -22,6 +21,7 @@ from notifier.aws import AwsSettings
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
+from notifier.gc_schedule import ScheduledCollection
 from notifier.lifecycle import Service
 from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
@@ -184,8 +184,8 @@ async def serve(
         async with (
             Daemon(settings, aws, reuse_port=reuse_port, own_port=own_port) as daemon,
             Watchdog(systemd),
+            ScheduledCollection(),
         ):
-            tune_garbage_collector()
             systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
@@ -211,26 +211,6 @@ async def serve(
         for signum, _ in handled:
             loop.remove_signal_handler(signum)
     return 0
-
-
-# Young-generation collections start once this many more container objects exist than at the
-# last one (Python's default: 700).
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def tune_garbage_collector() -> None:
-    """Keep what exists once the daemon serves (botocore's service models, clients, the
-    application) out of later garbage collections, and collect less often.
-
-    Under load, a full collection walking the startup objects paused the event loop for
-    70-110 ms, the worst of the tail latency. A request's objects are nearly all freed by
-    reference counting, yet with the default thresholds the held requests' objects were
-    walked again and again and kept triggering full collections: some 15 % of the daemon's
-    CPU at 300 requests a second. Cyclic garbage still goes within one young collection."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:

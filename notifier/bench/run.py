@@ -32,6 +32,7 @@ from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import Settings, SqsSettings
 from notifier.daemon import local_settings
+from notifier.gc_schedule import ScheduledCollection
 from notifier.local.broker_auth import AccessControl
 from notifier.local.sfn_standin import StepFunctionsStandIn
 from notifier.local.stack import LocalStack, LocalStackSettings
@@ -173,6 +174,13 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    # The load, the stand-in and the broker share this process: its own collections would
+    # add their pauses to the latencies measured.
+    async with ScheduledCollection():
+        return await _run_collected(args, options, stack)
+
+
+async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
