@@ -20,6 +20,7 @@ from notifier.aws import AwsClients, AwsSettings
 from notifier.bench import run as bench
 from notifier.bench.daemon_process import DaemonProcessError
 from notifier.bench.load import LoadError
+from notifier.bench.profile import ProfileError
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(bench.run(args)))
     except (
         PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError,
-        bench.BenchError, LoadError, DaemonProcessError,
+        bench.BenchError, LoadError, DaemonProcessError, ProfileError,
     ) as exc:  # fmt: skip
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -19,6 +19,7 @@ import platform
 import secrets
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import IO
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, report
+from notifier.bench import load, profile, report
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import Settings, SqsSettings
@@ -63,6 +64,8 @@ class BenchOptions:
     warmup: int = 5
     workers: int = 1
     """Worker processes of the daemon under test (``notifier serve --workers``)."""
+    profile: Path | None = None
+    """Where py-spy's samples of each mode's measured requests go."""
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
 
@@ -115,6 +118,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1,
         help="worker processes of the daemon under test, as notifier serve --workers (1)",
     )
+    bench.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the daemon with py-spy while measuring (raw stacks to FILE, one per "
+        "mode: FILE-<mode> with several) and print where its CPU goes",
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -140,6 +150,11 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--warmup must not be negative")
     if args.workers < 1:
         raise BenchError("--workers must be at least 1")
+    if args.profile is not None:
+        try:
+            profile.check_available()
+        except profile.ProfileError as exc:
+            raise BenchError(str(exc)) from None
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
     if args.plot is not None:
@@ -153,6 +168,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         poll_interval=args.poll_interval,
         warmup=args.warmup,
         workers=args.workers,
+        profile=args.profile,
         log_dir=args.log_dir,
     )
 
@@ -197,6 +213,10 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
+    for result in results:
+        if result.cpu_split:
+            cpu_ms = 1000 * result.cpu_s / result.requests
+            print(f"\n{result.mode}: {profile.split_table(Counter(result.cpu_split), cpu_ms)}")
     if args.plot is not None:
         report.plot(results, args.plot, title=f"notifier: Hello, {machine()}")
         print(f"plot written to {args.plot}")
@@ -301,14 +321,18 @@ async def _measure(
                 wait=options.wait, hold=HOLD, first_index=-options.warmup,
             )  # fmt: skip
         calls_before = await _api_calls(http, daemon)
-        cpu_before = daemon.cpu_seconds()
-        began = time.perf_counter()
-        samples = await load.closed_loop(
-            http, daemon.url, requests=options.requests, concurrency=options.concurrency,
-            wait=options.wait, hold=HOLD,
-        )  # fmt: skip
-        elapsed = time.perf_counter() - began
-        cpu = daemon.cpu_seconds() - cpu_before
+        profile_path = _profile_path(options, mode)
+        async with contextlib.AsyncExitStack() as profiling:
+            if profile_path is not None:
+                await profiling.enter_async_context(profile.recording(daemon.pid, profile_path))
+            cpu_before = daemon.cpu_seconds()
+            began = time.perf_counter()
+            samples = await load.closed_loop(
+                http, daemon.url, requests=options.requests, concurrency=options.concurrency,
+                wait=options.wait, hold=HOLD,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - began
+            cpu = daemon.cpu_seconds() - cpu_before
         calls_after = await _api_calls(http, daemon)
         peak_rss = daemon.peak_rss_mb()
     return ModeResult(
@@ -327,7 +351,15 @@ async def _measure(
         cpu_s=cpu,
         peak_rss_mb=peak_rss,
         errors=[s.error for s in samples if s.error][:5],
+        cpu_split=dict(profile.read_split(profile_path)) if profile_path else {},
     )
+
+
+def _profile_path(options: BenchOptions, mode: str) -> Path | None:
+    path = options.profile
+    if path is None or len(options.modes) == 1:
+        return path
+    return path.with_name(f"{path.stem}-{mode}{path.suffix}")
 
 
 async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> HeldResult:
