@@ -22,7 +22,7 @@ from notifier.config import ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.gc_schedule import ScheduledCollection
-from notifier.lifecycle import Service
+from notifier.lifecycle import Service, stop_or_reload
 from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
 from notifier.systemd import SystemdNotifier, Watchdog
@@ -189,7 +189,7 @@ async def serve(
             systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
-            while await _next_request(stop, reload_requested) == "reload":
+            while await stop_or_reload(stop, reload_requested) == "reload":
                 assert reload_settings is not None
                 systemd.reloading()
                 _reload(daemon, reload_settings)
@@ -211,21 +211,6 @@ async def serve(
         for signum, _ in handled:
             loop.remove_signal_handler(signum)
     return 0
-
-
-async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
-    """``stop`` or ``reload``, whichever is asked for first (stop wins a tie)."""
-    waits = {
-        asyncio.ensure_future(stop.wait()): "stop",
-        asyncio.ensure_future(reload_requested.wait()): "reload",
-    }
-    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if stop.is_set():
-        return "stop"
-    reload_requested.clear()
-    return "reload"
 
 
 def _reload(daemon: Daemon, reload_settings: Callable[[], Settings]) -> None:

@@ -34,7 +34,7 @@ from typing import TextIO
 
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import Daemon, new_instance_id, serve
-from notifier.lifecycle import terminate
+from notifier.lifecycle import start_python, stop_or_reload, terminate
 from notifier.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
@@ -116,17 +116,7 @@ class Worker:
         self.readies = 0
         self.own_url = None
         self.last_watchdog = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "notifier.workers",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self._env,
-        )
-        assert self.process.stdin is not None
-        self.process.stdin.write(pickle.dumps(self.spec))
-        self.process.stdin.close()
+        self.process = await start_python("notifier.workers", self.spec, self._env)
         self._reader = asyncio.get_running_loop().create_task(self._read(self.process))
         return await self.wait_ready(0, START_TIMEOUT)
 
@@ -235,7 +225,7 @@ async def supervise(
         tasks = [loop.create_task(_keep_running(worker, stop)) for worker in workers]
         if systemd.watchdog_interval:
             tasks.append(loop.create_task(_watchdog(systemd, workers, systemd.watchdog_interval)))
-        while await _next_request(stop, reload_requested) == "reload":
+        while await stop_or_reload(stop, reload_requested) == "reload":
             systemd.reloading()
             await _reload(workers)
             systemd.ready(status)
@@ -267,20 +257,6 @@ def _reserve_port(host: str, port: int) -> socket.socket:
         reserved.close()
         raise
     return reserved
-
-
-async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
-    waits = {
-        asyncio.ensure_future(stop.wait()): "stop",
-        asyncio.ensure_future(reload_requested.wait()): "reload",
-    }
-    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if stop.is_set():
-        return "stop"
-    reload_requested.clear()
-    return "reload"
 
 
 async def _reload(workers: list[Worker]) -> None:

@@ -7,18 +7,17 @@ import asyncio
 import os
 import re
 import signal
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from notifier.apikeys import hash_key, new_key
+from notifier.apikeys import hash_key
 from notifier.config import ConfigError, load_settings
 from notifier.daemon import LOCAL_CONFIG
 from notifier.local.stack import LocalStack
 from notifier.workers import worker_settings
-from tests.test_cli import run_notifier, serve_config
+from tests.serve_support import serve_config, serve_under_systemd
 
 HELD = {"Prefer": "wait=60"}
 
@@ -49,26 +48,9 @@ async def post(
 async def test_workers_serve_as_instances_of_their_own_under_systemd(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
-    key = new_key()
-    config = tmp_path / "notifier.toml"
-    config.write_text(serve_config(local_stack, hash_key(key), {"hello": "HelloStateMachineArn"}))
-    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    systemd.bind(str(tmp_path / "notify"))
-    systemd.setblocking(False)
-    loop = asyncio.get_running_loop()
-    pings = 0
-
-    async def notified() -> str:
-        nonlocal pings
-        while (message := (await loop.sock_recv(systemd, 4096)).decode()) == "WATCHDOG=1":
-            pings += 1
-        return message
-
-    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
-    process = await run_notifier(
-        "serve", "--config", str(config), "--workers", "2", env=env,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    served = await serve_under_systemd(local_stack, tmp_path, "--workers", "2")
+    key, config, systemd, process = served.key, served.config, served.systemd, served.process
+    notified = systemd.notified
     with systemd:
         async with asyncio.timeout(90):
             ready = await notified()
@@ -96,9 +78,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
 
             # SIGHUP reaches every worker: a route added by the reload is served by each,
             # and a request held across it is answered.
-            held = asyncio.ensure_future(
-                post(http, f"{own[0]}/hello", key, waitSeconds=2)
-            )
+            held = asyncio.ensure_future(post(http, f"{own[0]}/hello", key, waitSeconds=2))
             await asyncio.sleep(0.5)
             routes = {"hello": "HelloStateMachineArn", "again": "HelloStateMachineArn"}
             config.write_text(serve_config(local_stack, hash_key(key), routes))
@@ -130,7 +110,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
                         except aiohttp.ClientConnectionError:
                             await asyncio.sleep(0.2)
                     assert body["instanceId"] == f"serve-test-{index}"
-        assert pings > 0  # the watchdog is fed while every worker's loop turns
+        assert systemd.pings > 0  # the watchdog is fed while every worker's loop turns
 
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):

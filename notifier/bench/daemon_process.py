@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from notifier.config import Settings
-from notifier.lifecycle import Service, terminate
+from notifier.lifecycle import Service, start_python, terminate
 
 START_TIMEOUT = 60.0
 _API_CALLS = re.compile(r'^notifier_aws_api_calls_total\{operation="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -56,18 +56,13 @@ class DaemonProcess(Service):
         return self.worker_urls or [self.url]
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
+        self._process = await start_python(
             "notifier.bench.daemon_process",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            (self.settings, self.workers),
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
             stderr=self._log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(pickle.dumps((self.settings, self.workers)))
-        self._process.stdin.close()
+        assert self._process.stdout is not None
         try:
             line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
         except TimeoutError:
