@@ -28,8 +28,9 @@ from typing import IO
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, profile, report
+from notifier.bench import load, load_process, profile, report
 from notifier.bench.daemon_process import DaemonProcess, api_calls
+from notifier.bench.load import LoadRun
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import Settings, SqsSettings
 from notifier.daemon import local_settings
@@ -314,27 +315,27 @@ async def _measure(
     stopped_at: Callable[[str], float | None],
 ) -> ModeResult:
     daemon_process = DaemonProcess(settings, log, options.workers)
-    async with daemon_process as daemon, load.client(options.concurrency) as http:
+    async with daemon_process as daemon, aiohttp.ClientSession() as http:
         if options.warmup:
-            await load.closed_loop(
-                http, daemon.url, requests=options.warmup, concurrency=options.warmup,
-                wait=options.wait, hold=HOLD, first_index=-options.warmup,
+            await load_process.closed_loop(
+                LoadRun(daemon.url, options.warmup, options.warmup, options.wait, HOLD,
+                        first_index=-options.warmup)
             )  # fmt: skip
         calls_before = await _api_calls(http, daemon)
         profile_path = _profile_path(options, mode)
         async with contextlib.AsyncExitStack() as profiling:
             if profile_path is not None:
                 await profiling.enter_async_context(profile.recording(daemon.pid, profile_path))
+            # The window includes the load process's start, a fraction of a second in
+            # which the daemon only idles.
             cpu_before = daemon.cpu_seconds()
-            began = time.perf_counter()
-            samples = await load.closed_loop(
-                http, daemon.url, requests=options.requests, concurrency=options.concurrency,
-                wait=options.wait, hold=HOLD,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - began
+            measured = await load_process.closed_loop(
+                LoadRun(daemon.url, options.requests, options.concurrency, options.wait, HOLD)
+            )
             cpu = daemon.cpu_seconds() - cpu_before
         calls_after = await _api_calls(http, daemon)
         peak_rss = daemon.peak_rss_mb()
+    samples = measured.samples
     return ModeResult(
         mode=mode,
         backend=BACKENDS[options.backend],
@@ -342,7 +343,7 @@ async def _measure(
         requests=options.requests,
         ok=sum(s.ok for s in samples),
         latencies_ms=_latencies(samples, stopped_at),
-        elapsed_s=elapsed,
+        elapsed_s=measured.elapsed_s,
         api_calls={
             op: n - calls_before.get(op, 0)
             for op, n in calls_after.items()
