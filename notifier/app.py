@@ -527,6 +527,21 @@ def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:
     return bool(subtopic != instance_id)
 
 
+async def _completion_within(
+    waiter: asyncio.Future[Completion | None], wait: float
+) -> Completion | None:
+    """The waiter's completion, or None without one within ``wait`` seconds. The waiter is
+    awaited itself, not through ``asyncio.wait``: its result wakes this request's task at
+    the loop's next turn, not one turn later."""
+    if not waiter.done():
+        try:
+            async with asyncio.timeout(wait):
+                await waiter
+        except TimeoutError:
+            pass  # the timeout cancelled the waiter, unless its result came first
+    return None if waiter.cancelled() else waiter.result()
+
+
 async def _answer(
     request: web.Request,
     txn: Transaction,
@@ -538,9 +553,7 @@ async def _answer(
     app = request.app
     settings = app[SETTINGS].current
     headers = {"Preference-Applied": preference} if preference else None
-    if not waiter.done():
-        await asyncio.wait({waiter}, timeout=wait)
-    completion = waiter.result() if waiter.done() else None
+    completion = await _completion_within(waiter, wait)
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()
     bind_transaction(txn.txn_id, txn.execution_arn)
