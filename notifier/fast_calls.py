@@ -18,10 +18,17 @@ exactly as it always has: retries with backoff, adaptive rate limiting of thrott
 S3's region redirects, and the same exceptions. After such a failure every call goes through
 the client for :data:`CLIENT_ONLY_SECONDS`, extended while calls keep failing, so that a
 struggling or throttling service sees the client's retry behaviour alone.
+
+It uses a few of aiobotocore's private attributes (see :data:`_INTERNALS`), which is why
+aiobotocore and botocore are pinned. Should they be missing anyway, the fast path is off
+from the start; should one fail in any other way than a call can (an error answer, a
+connection, credentials), it turns itself off. Either way it logs one warning saying so,
+and from then on the client makes every call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -35,9 +42,11 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import aiobotocore
+import aiohttp
 import botocore
 from awscrt import auth, http
 from botocore import xform_name
+from botocore.exceptions import BotoCoreError
 from yarl import URL
 
 from notifier import __version__
@@ -64,7 +73,13 @@ class Unsupported(Exception):
 
 
 class ErrorAnswer(Exception):
-    """AWS answered with an error; the client makes the call again and reports it."""
+    """AWS answered with an error, or with what cannot be read; the client makes the call
+    again and reports it."""
+
+
+# How a call itself fails: what AWS answered, the connection, the client's credentials.
+# Anything else is the fast path failing, and turns it off.
+_CALL_FAILURES = (ErrorAnswer, aiohttp.ClientError, OSError, asyncio.TimeoutError, BotoCoreError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,11 +130,11 @@ class FastCall:
         self._targets: dict[tuple[str, ...], Target | None] = {}
         self._providers: dict[tuple[str, str, str | None], auth.AwsCredentialsProvider] = {}
         self._client_only_until = -1.0
+        self._off = False
         # A client told to sign otherwise (unsigned, SigV4a, ...) makes every call itself.
         self.enabled = client.meta.config.signature_version in SIGV4
         if missing := _missing_internals(client):
-            log.warning("%s: always through the client: it has no %s", self.operation, missing)
-            self.enabled = False
+            self._turn_off(f"aiobotocore {aiobotocore.__version__}'s client has no {missing}")
         else:
             self._http_session = client._endpoint.http_session
         self.made = 0
@@ -139,13 +154,26 @@ class FastCall:
         except Unsupported as exc:
             log.debug("%s through the client: %s", self.operation, exc)
             return await self._by_client(params)
-        except Exception as exc:  # an error answer, a connection failure: the client's to retry
+        except _CALL_FAILURES as exc:  # the client's to retry, and to report
             log.debug("%s through the client after: %r", self.operation, exc)
             return await self._by_client(params, failing=True)
+        except Exception as exc:
+            self._turn_off(f"it failed: {exc!r}", traceback=True)
+            return await self._by_client(params)
         self.made += 1
         if self._on_call is not None:
             self._on_call(self.operation)
         return response
+
+    def _turn_off(self, why: str, traceback: bool = False) -> None:
+        """Every call through the client from now on; said once."""
+        if self._off:
+            return
+        self._off, self.enabled = True, False
+        log.warning(
+            "%s: the fast path is off, the AWS SDK makes every call: %s", self.operation, why,
+            exc_info=traceback,
+        )  # fmt: skip
 
     def serialize(self, params: dict[str, Any]) -> Request:
         """The request for ``params``; raises :class:`Unsupported` for what it cannot do."""
@@ -249,7 +277,10 @@ class FastCall:
             body = await response.read()
             if not 200 <= response.status < 300:
                 raise ErrorAnswer(f"HTTP {response.status}")
-            return self.parse(response.status, response.headers, body)
+            try:
+                return self.parse(response.status, response.headers, body)
+            except ValueError as exc:
+                raise ErrorAnswer(f"an answer that cannot be read: {exc}") from exc
 
     def _provider(self, access_key: str, secret_key: str, token: str | None) -> Any:
         key = (access_key, secret_key, token)
@@ -370,7 +401,8 @@ class StartExecution(JsonCall):
 
 
 # What the fast path uses of an aiobotocore client beyond its public API: its endpoint rules,
-# its credentials, and its HTTP session's connection pools and proxy settings.
+# its credentials, and its HTTP session's connection pools and proxy settings. pyproject.toml
+# pins aiobotocore and botocore to versions that have them as used here.
 _INTERNALS = (
     "_resolve_endpoint_ruleset",
     "_request_signer._credentials",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiobotocore
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -155,6 +156,61 @@ async def test_after_a_failure_the_client_makes_the_calls_for_a_while(
             await put(Bucket=unique("missing"), Key="k", Body=b"{}")
         await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
         assert (put.made, put.handed_over) == (1, 3)
+
+
+async def test_without_the_internals_it_uses_it_is_off_and_says_so(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3:
+        for cls in type(s3).__mro__:  # as if a version of aiobotocore had it no more
+            if "_resolve_endpoint_ruleset" in vars(cls):
+                monkeypatch.delattr(cls, "_resolve_endpoint_ruleset")
+        with caplog.at_level("WARNING", logger="notifier.fast_calls"):
+            put = aws.fast(s3, PutObject)
+        assert not put.enabled
+        assert [r.getMessage() for r in caplog.records] == [
+            "PutObject: the fast path is off, the AWS SDK makes every call: aiobotocore "
+            f"{aiobotocore.__version__}'s client has no _resolve_endpoint_ruleset"
+        ]
+        monkeypatch.undo()  # the client itself needs it
+        await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
+    assert (put.made, put.handed_over) == (0, 1)
+    assert counted.calls == ["PutObject"]
+
+
+async def test_an_internal_failing_turns_it_off_once_and_the_client_makes_the_calls(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3:
+        put = aws.fast(s3, PutObject)
+
+        async def changed(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError("a changed signature")
+
+        # The fast path resolves endpoints through the client's internals; the client's own
+        # calls do too, so only the fast path's way to them is broken here.
+        monkeypatch.setattr(put, "_resolve_target", changed)
+        keys = [unique("fast") for _ in range(3)]
+        with caplog.at_level("WARNING", logger="notifier.fast_calls"):
+            for key in keys:
+                await put(Bucket=bucket, Key=key, Body=b"{}")
+        for key in keys:
+            assert (await s3.head_object(Bucket=bucket, Key=key))["ContentLength"] == 2
+    assert not put.enabled
+    assert (put.made, put.handed_over) == (0, 3)
+    assert counted.calls == ["PutObject"] * 3 + ["HeadObject"] * 3
+    [warning] = caplog.records
+    assert warning.getMessage() == (
+        "PutObject: the fast path is off, the AWS SDK makes every call: "
+        "it failed: TypeError('a changed signature')"
+    )
+    assert warning.exc_info is not None
 
 
 @pytest.mark.parametrize(
