@@ -46,7 +46,8 @@ class HttpSettings:
     drain_timeout: float = 10.0
     """On SIGTERM/SIGINT, seconds held requests may still finish before they get 202."""
     require_api_key: bool = True
-    """Starting and stopping executions needs an ``x-api-key`` from ``[api_keys.<name>]``."""
+    """Every endpoint but the health checks and the dashboard page needs an ``x-api-key`` from
+    ``[api_keys.<name>]``."""
 
 
 @dataclass(frozen=True)

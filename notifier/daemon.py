@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from notifier.app import ADMISSION, REGISTRY, SETTINGS, create_app
-from notifier.app import reload as reload_app
+from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
+from notifier.app.wiring import create_app
+from notifier.app.wiring import reload as reload_app
 from notifier.aws import AwsSettings
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -78,13 +79,23 @@ class Executions:
     """Starts, describes and stops executions, and keeps their process data in S3."""
 
     def __init__(
-        self, s3: Any, sfn: Any, bucket: str, subtopic: str, routes: dict[str, RouteSettings]
+        self,
+        s3: Any,
+        sfn: Any,
+        bucket: str,
+        subtopic: str,
+        routes: Callable[[], Mapping[str, RouteSettings]],
     ) -> None:
+        """``routes`` gives the routes in force (they change when the daemon reloads)."""
         self._s3 = s3
         self._sfn = sfn
         self.bucket = bucket
         self.subtopic = subtopic
-        self.routes = routes
+        self._routes = routes
+
+    @property
+    def routes(self) -> Mapping[str, RouteSettings]:
+        return self._routes()
 
     def execution_arn(self, route: str, txn_id: str) -> str:
         return execution_arn(self.routes[route].state_machine, txn_id)

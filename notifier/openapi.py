@@ -131,11 +131,16 @@ DETAILS = {
 }
 
 
-def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
-    keyed = {
+def _keyed() -> dict[str, Any]:
+    """The answers of a route that needs an API key when keys are required."""
+    return {
         "401": _error("missing or unknown API key"),
         "429": _error("over the API key's rate", "Retry-After"),
     }
+
+
+def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
+    keyed = _keyed()
     return {
         "/": {
             "get": {
@@ -290,6 +295,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         },
     }
     txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
+    keyed = _keyed()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -303,13 +309,15 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "get": {
                     "summary": "Re-attach to a transaction: its final answer, or 202 after wait",
                     "operationId": "reattach",
+                    "security": security,
                     "parameters": [txn_param, WAIT_QUERY],
                     "responses": _answers()
                     | {
                         "400": _error("bad wait"),
                         "404": _error("no such transaction"),
                         "503": _error("too many held requests, or draining", "Retry-After"),
-                    },
+                    }
+                    | keyed,
                 }
             },
             "/executions/{txnId}/stop": {
@@ -349,14 +357,16 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "get": {
                     "summary": "Prometheus metrics",
                     "operationId": "metrics",
-                    "responses": {"200": {"description": "text exposition format"}},
+                    "security": security,
+                    "responses": {"200": {"description": "text exposition format"}} | keyed,
                 }
             },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
                     "operationId": "openapi",
-                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                    "security": security,
+                    "responses": {"200": {"description": "OpenAPI 3.1"}} | keyed,
                 }
             },
         }

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier import app as application
-from notifier.app import MQTT, RECONCILER
+from notifier.app import wiring
+from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
 from tests.daemon.conftest import DaemonFactory, call, eventually
@@ -64,7 +64,7 @@ def assert_each_answered_once_with_its_own_status(
             assert (status, body["status"]) == (200, "SUCCEEDED"), body
             assert body["output"]["n"] == n
         assert body["completedVia"] == "poll"
-    metrics = daemon.app[application.METRICS].registry
+    metrics = daemon.app[METRICS].registry
     resolved = metrics.get_sample_value("notifier_completions_total", {"source": "poll"})
     assert resolved == len(results)  # one resolution each: later ones were no-ops
 
@@ -91,7 +91,7 @@ async def test_one_sweep_after_the_broker_is_back_closes_the_gap(
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(application, "RECONCILE_MIN_INTERVAL", 600.0)  # no sweep while down
+    monkeypatch.setattr(wiring, "RECONCILE_MIN_INTERVAL", 600.0)  # no sweep while down
     async with daemon_factory() as daemon:
         requests = await hold(http, daemon, 20, wait=1)
         reconciler = daemon.app[RECONCILER]

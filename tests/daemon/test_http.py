@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from notifier.apikeys import hash_key, new_key
-from notifier.app import MQTT, POLLER
+from notifier.app.state import MQTT, POLLER
 from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
 from notifier.ids import is_txn_id, new_txn_id
@@ -400,14 +400,14 @@ async def test_api_keys_guard_start_and_stop_with_a_rate_limit(
         limited = await call(http, "POST", url, json={"n": 3}, headers=allowed)
         assert (first[0], second[0]) == (200, 200)
         assert limited[0] == 429 and int(limited[1]["Retry-After"]) >= 1
-        # Reading is open: re-attach needs no key.
-        reattached = await call(
-            http, "GET", f"{guarded.url}/executions/{first[2]['transactionId']}"
-        )
-        assert reattached[0] == 200
-        async with http.get(f"{guarded.url}/openapi.json") as response:
-            document = await response.json()
-        assert document["paths"]["/{route}"]["post"]["security"] == [{"apiKey": []}]
+        # Only the health checks are open.
+        location = f"{guarded.url}/executions/{first[2]['transactionId']}"
+        assert (await call(http, "GET", location))[0] == 401
+        assert (await call(http, "GET", f"{guarded.url}/readyz"))[0] == 200
+        async with http.get(f"{guarded.url}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"{guarded.url}/openapi.json", headers={"x-api-key": key}) as response:
+            assert response.status == 429  # the burst is spent
 
 
 async def test_lines_about_a_request_carry_its_transaction(

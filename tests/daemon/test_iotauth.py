@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app import MQTT
+from notifier.app.state import MQTT
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
 from tests.daemon.conftest import DaemonFactory, call, eventually, settings_for

@@ -6,7 +6,7 @@ import dataclasses
 
 import aiohttp
 
-from notifier.app import MQTT, RECONCILER
+from notifier.app.state import MQTT, RECONCILER
 from notifier.config import SqsSettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack

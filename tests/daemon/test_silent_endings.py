@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app import RECONCILER
+from notifier.app.state import RECONCILER
 from notifier.aws import AwsClients
 from notifier.daemon import Daemon
 from notifier.waiters import Transaction

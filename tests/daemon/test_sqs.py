@@ -13,7 +13,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from notifier.app import SQS
+from notifier.app.state import SQS
 from notifier.daemon import Daemon
 from notifier.ids import new_txn_id
 from notifier.local.stack import LocalStack

@@ -579,7 +579,9 @@ DAEMON_CALLS = {
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
     "states:SendTaskFailure": [("notifier/dashboard/approvals.py", "self.sfn.send_task_failure(")],
-    "iot:DescribeEndpoint": [("notifier/app.py", 'describe_endpoint(endpointType="iot:Data-ATS")')],
+    "iot:DescribeEndpoint": [
+        ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
+    ],
     "sqs:CreateQueue": [("notifier/sources/sqs.py", "self.sqs.create_queue(")],
     "sqs:ReceiveMessage": [
         ("notifier/sources/sqs.py", "self.sqs.receive_message("),
