@@ -1,8 +1,10 @@
-# make install   create .venv and install notifier with everything it needs (idempotent)
+# make install   create .venv and install notifier with the local stack and the development
+#                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install (and Debian's chromium, for the browser test), then run the whole suite
 # make lint      ruff on the code, cfn-lint on the CloudFormation template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
+# make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot browser run test lint bench clean
+.PHONY: install install-plot browser run test lint bench check-wheel clean
 
 install: $(STAMP)
 
@@ -20,11 +22,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
 	@touch $(STAMP)
 
 install-plot: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev,plot]'
 
 run: install
 	$(BIN)/notifier local
@@ -46,6 +48,17 @@ lint: install
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)
+
+# A plain wheel in a fresh virtualenv: the daemon installs and runs without the local stack.
+check-wheel: install
+	rm -rf build/wheel build/wheel-venv
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/wheel .
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet build/wheel/notifier-*.whl
+	build/wheel-venv/bin/notifier serve --help >/dev/null
+	! build/wheel-venv/bin/python -m pip list 2>/dev/null | grep -iE '^(moto|amqtt) '
+	build/wheel-venv/bin/notifier local 2>&1 | grep -F "pip install 'notifier[local]'"
+	@echo "check-wheel: the plain wheel has no moto or amqtt and the daemon runs"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

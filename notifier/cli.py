@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,14 +20,20 @@ from notifier import token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
 from notifier.bench import run as bench
-from notifier.bench.daemon_process import DaemonProcessError
-from notifier.bench.load import LoadError
 from notifier.config import ConfigError, Settings, load_settings
-from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
+from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
-from notifier.local.broker import PortInUseError
-from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
+from notifier.local.settings import LOCAL_CONFIG, LocalStackSettings
 from notifier.logs import set_level, setup_logging
+
+if TYPE_CHECKING:
+    from notifier.local.stack import LocalStack
+
+# The commands that run the local stack, and what they need beyond the daemon's own
+# dependencies: the `local` extra.
+LOCAL_COMMANDS = ("local", "bench")
+LOCAL_EXTRA_MODULES = ("moto", "amqtt")
+LOCAL_EXTRA = "pip install 'notifier[local]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,11 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--issuer-port",
         type=int,
         default=defaults.issuer_port,
-        help="token issuer port (its API key: config/local.toml [iotauth] api_key)",
+        help="token issuer port (its API key: [iotauth] api_key of notifier/local/local.toml)",
     )
-    local.add_argument(
-        "--http-port", type=int, default=3000, help="the daemon's HTTP port (config/local.toml)"
-    )
+    local.add_argument("--http-port", type=int, default=3000, help="the daemon's HTTP port")
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
 
@@ -125,7 +131,7 @@ notifier local stack is up (Ctrl-C stops it)
   dashboard         {daemon.url}/   (live executions, details, approvals)
   AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
   MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core; token required)
-  token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of config/local.toml)
+  token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of notifier/local/local.toml)
   stack {stack.settings.stack_name!r} outputs:
 {outputs}
 
@@ -144,6 +150,8 @@ Try, in another terminal:
 
 
 async def run_local(args: argparse.Namespace) -> int:
+    from notifier.local.stack import LocalStack
+
     settings = LocalStackSettings(
         host=args.host,
         aws_port=args.aws_port,
@@ -217,9 +225,37 @@ def run_serve(args: argparse.Namespace) -> int:
     )
 
 
+def missing_local_extra() -> str | None:
+    """The first module of the local extra that is not installed, if any."""
+    for module in LOCAL_EXTRA_MODULES:
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
+
+def reported_errors(command: str) -> tuple[type[Exception], ...]:
+    """The errors ``command`` reports as one line (no traceback)."""
+    errors: tuple[type[Exception], ...] = (DeployError, ConfigError, BotoCoreError, ClientError)
+    if command in LOCAL_COMMANDS:
+        from notifier.bench.daemon_process import DaemonProcessError
+        from notifier.bench.load import LoadError
+        from notifier.local.broker import PortInUseError
+        from notifier.local.stack import LocalStackError
+
+        errors += (PortInUseError, LocalStackError, bench.BenchError, LoadError, DaemonProcessError)
+    return errors
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "log_level", "INFO"))
+    if args.command in LOCAL_COMMANDS and (missing := missing_local_extra()) is not None:
+        print(
+            f"notifier {args.command}: needs the local stack, not installed ({missing} is "
+            f"missing): {LOCAL_EXTRA}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))
@@ -233,9 +269,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_deploy(args)))
         if args.command == "bench":
             sys.exit(asyncio.run(bench.run(args)))
-    except (
-        PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError,
-        bench.BenchError, LoadError, DaemonProcessError,
-    ) as exc:  # fmt: skip
+    except reported_errors(args.command) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

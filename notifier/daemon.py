@@ -24,6 +24,7 @@ from notifier.config import ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.lifecycle import Service
+from notifier.local.settings import LOCAL_CONFIG
 from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
 from notifier.systemd import SystemdNotifier, Watchdog
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
 
 log = logging.getLogger(__name__)
-
-LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.toml"
 
 
 def new_instance_id() -> str:
@@ -221,7 +220,7 @@ def local_settings(
 ) -> Settings:
     """Settings for the daemon against a running local stack.
 
-    Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
+    Read from ``path`` (default ``notifier/local/local.toml``) with environment overrides; where the
     stack's MQTT broker, AWS endpoint, token issuer, bucket, completion and approval queues
     are, and the issuer's API key, are taken from the stack itself.
     """

@@ -1,6 +1,6 @@
 """``notifier token``: MQTT credentials from the token issuer, printed as one JSON object.
 
-By default from the local stack's issuer (``config/local.toml``: its URL and API key); with
+By default from the local stack's issuer (``notifier/local/local.toml``: its URL and API key); with
 ``--config`` from the one that file names, e.g. the stack's API in AWS (SigV4-signed).
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from notifier.config import load_settings
-from notifier.daemon import LOCAL_CONFIG
 from notifier.iot_tokens import TokenError, TokenIssuer
+from notifier.local.settings import LOCAL_CONFIG
 
 
 def add_parser(commands: Any) -> None:
@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
         "--config",
         type=Path,
         default=LOCAL_CONFIG,
-        help="the configuration naming the issuer (default: config/local.toml)",
+        help="the configuration naming the issuer (default: notifier/local/local.toml)",
     )
     token.add_argument("--log-level", default="WARNING")
 

@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from notifier.local.stack import LocalStack, LocalStackSettings
+from notifier.local.settings import LocalStackSettings
+from notifier.local.stack import LocalStack
 
 
 @pytest.fixture(scope="session")
 async def local_stack() -> AsyncIterator[LocalStack]:
-    # The default stack name and stage: config/local.toml's routes name their state machines.
+    # The default stack name and stage: the local configuration's routes name their
+    # state machines.
     settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)
     async with LocalStack(settings) as stack:
         yield stack

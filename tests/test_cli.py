@@ -222,3 +222,46 @@ async def test_deploy_creates_then_updates_a_stack(local_stack: LocalStack) -> N
     async with local_stack.aws().client("cloudformation") as cfn:
         stack = (await cfn.describe_stacks(StackName="notifier-deploytest"))["Stacks"][0]
     assert stack["StackStatus"] in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+
+
+# One interpreter with the local extra's modules made absent, as in a plain install, runs
+# each command line given and prints [exit status, stdout, stderr] of each, as JSON.
+WITHOUT_LOCAL_EXTRA = """
+import contextlib, io, json, sys
+sys.modules.update(moto=None, amqtt=None)
+from notifier.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            status = 0
+        except SystemExit as exc:
+            status = exc.code
+    results.append([status, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+async def test_without_the_local_extra_the_daemon_runs_and_local_commands_name_it() -> None:
+    runs = [["serve", "--help"], ["--help"], ["apikey", "ci"], ["bench", "--help"]]
+    runs += [["local"], ["bench"]]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WITHOUT_LOCAL_EXTRA, json.dumps(runs),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    results = dict(zip(map(tuple, runs), json.loads(stdout), strict=True))
+    for argv in runs[:4]:
+        status, out, err = results[tuple(argv)]
+        assert (status, err) == (0, ""), (argv, err)
+        assert out
+    for command in ("local", "bench"):
+        status, out, err = results[(command,)]
+        assert (status, out) == (2, "")
+        assert err.splitlines() == [
+            f"notifier {command}: needs the local stack, not installed (moto is missing): "
+            "pip install 'notifier[local]'"
+        ]

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from notifier.config import ConfigError, load_settings
+from notifier.local.settings import LOCAL_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-dev-Hello"
@@ -28,7 +29,7 @@ MINIMAL = WITHOUT_API_KEYS + f'[api_keys.minimal]\nsha256 = "{"0" * 64}"\n'
 
 
 def test_shipped_configs_load() -> None:
-    local = load_settings(REPO / "config" / "local.toml", {})
+    local = load_settings(LOCAL_CONFIG, {})
     assert set(local.routes) == {"p1", "hello", "qc", "archive"}
     assert local.routes["p1"].input == "sidecar"
     assert local.mqtt.transport == "tcp"

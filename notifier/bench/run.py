@@ -5,6 +5,9 @@ Added latency is measured from the moment a workflow's completion reaches the MQ
 time) to the moment the client has read the whole answer. Both are read from this machine's
 wall clock, in microseconds. moto records an execution's ``stopDate`` only in milliseconds,
 and ~25 ms after the publish (its final Pass state and bookkeeping), so it is not used.
+
+The local stack's modules (the ``local`` extra) are imported only once a run starts, so that
+the command line is built without them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
@@ -32,9 +35,12 @@ from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import Settings, SqsSettings
 from notifier.daemon import local_settings
-from notifier.local.broker_auth import AccessControl
-from notifier.local.sfn_standin import StepFunctionsStandIn
-from notifier.local.stack import LocalStack, LocalStackSettings
+from notifier.local.settings import LocalStackSettings
+
+if TYPE_CHECKING:
+    from notifier.local.broker_auth import AccessControl
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+    from notifier.local.stack import LocalStack
 
 MODES = ("mqtt", "poll")
 BACKENDS = {"moto": "moto", "standin": "stand-in"}
@@ -155,6 +161,8 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
         load.ensure_fd_limit(args.held)
     if stack is not None:
         return await _run(args, options, stack)
+    from notifier.local.stack import LocalStack
+
     settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
     print("starting the local stack...", flush=True)
     async with LocalStack(settings) as own_stack:
@@ -236,6 +244,8 @@ async def run_modes(
     stack: LocalStack, options: BenchOptions, *, progress: bool = False
 ) -> list[ModeResult]:
     """Each of ``options.modes`` in turn, each with a daemon of its own."""
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+
     results = []
     with _log_dir(options) as logs, PublishClock(stack.access) as clock:
         for mode in options.modes:
@@ -306,6 +316,8 @@ async def _measure(
 async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> HeldResult:
     """``requests`` requests held at once by one daemon (stand-in backend), then released
     at ``RELEASE_RATE`` completions a second."""
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+
     standin = StepFunctionsStandIn(
         stack.settings.host, stack.broker, stack.settings.topic_root, gated=True
     )

@@ -23,12 +23,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from notifier.lifecycle import Service
-from notifier.local.broker import LocalBroker
+
+if TYPE_CHECKING:
+    from notifier.local.broker import LocalBroker
 
 log = logging.getLogger("notifier.local.sfn_standin")
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import sys
-from dataclasses import dataclass, field
 
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
@@ -21,26 +20,12 @@ from notifier.lifecycle import Service, terminate
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
+from notifier.local.settings import LocalStackSettings
 from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
-
-
-@dataclass
-class LocalStackSettings:
-    host: str = "127.0.0.1"
-    aws_port: int = 4566
-    mqtt_port: int = 1883
-    issuer_port: int = 4567
-    issuer_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    """The key the local token issuer wants in ``x-api-key``; random unless given."""
-    stack_name: str = "notifier-local"
-    stage: str = "local"
-    topic_root: str = "notifier"
-    log_level: str = "WARNING"
-    parameters: dict[str, str] = field(default_factory=dict)
 
 
 class LocalStackError(Exception):

@@ -55,7 +55,7 @@ def refused_mqtt(settings: Settings) -> Settings:
 
 
 def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> Settings:
-    """config/local.toml against ``stack``, on a free port, with NOTIFIER_* overrides.
+    """notifier/local/local.toml against ``stack``, on a free port, with NOTIFIER_* overrides.
 
     Only with ``approvals`` does the daemon take requests off the stack's approval queue,
     which would otherwise keep them from the tests that read that queue themselves.
