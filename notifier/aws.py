@@ -9,6 +9,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import ClientError
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,10 @@ class AwsClients:
 
                 client.meta.events.register("before-call.*.*", count)
             yield client
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws import error_code
 from notifier.config import RouteSettings
 from notifier.waiters import Completion, Status, utcnow
 
@@ -51,8 +52,8 @@ class AwsError(Exception):
     @classmethod
     def wrap(cls, operation: str, exc: Exception) -> AwsError:
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            return cls(operation, str(error.get("Code", "Unknown")), str(error.get("Message", "")))
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            return cls(operation, error_code(exc) or "Unknown", message)
         return cls(operation, type(exc).__name__, str(exc))
 
 
@@ -195,7 +196,7 @@ class Executions:
             if route in self.routes:
                 candidates = [route]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise AwsError.wrap("HeadObject", exc) from exc
         except BotoCoreError as exc:
             raise AwsError.wrap("HeadObject", exc) from exc

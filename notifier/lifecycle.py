@@ -1,5 +1,6 @@
 """The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; the
-loop that keeps a part's work going whatever fails; and how a child process is stopped."""
+loop that keeps a part's work going whatever fails; and how a child process tells it is
+ready and is stopped."""
 
 from __future__ import annotations
 
@@ -54,6 +55,38 @@ async def keep_trying(
             continue
         await asyncio.sleep(delay)
         delay = min(delay * 2, retry_max)
+
+
+READY = "READY"
+
+
+def announce_ready(*fields: object) -> None:
+    """In a child process: tell the parent waiting in :func:`wait_ready` that it serves, with
+    ``fields`` (where it listens), as one line ``READY <fields>`` on stdout."""
+    print(READY, *fields, flush=True)
+
+
+class NotReadyError(Exception):
+    """A child process said something else than READY, or nothing in time."""
+
+    def __init__(self, line: str | None) -> None:
+        super().__init__(f"said {line!r} instead of READY" if line else "did not say READY")
+        self.line = line
+        """What it said instead ('' when it exited first), None when nothing in time."""
+
+
+async def wait_ready(process: asyncio.subprocess.Process, timeout: float) -> list[str]:
+    """The fields of the ``READY`` line ``process`` prints on its stdout once it serves
+    (:func:`announce_ready`), waiting ``timeout`` seconds at most."""
+    assert process.stdout is not None, "the process needs stdout=PIPE"
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout)
+    except TimeoutError:
+        raise NotReadyError(None) from None
+    words = line.decode().split()
+    if words[:1] != [READY]:
+        raise NotReadyError(line.decode().strip())
+    return words[1:]
 
 
 async def terminate(process: asyncio.subprocess.Process | None, timeout: float) -> None:

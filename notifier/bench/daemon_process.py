@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from notifier.config import Settings
-from notifier.lifecycle import Service, terminate
+from notifier.lifecycle import NotReadyError, Service, announce_ready, terminate, wait_ready
 
 START_TIMEOUT = 60.0
 _API_CALLS = re.compile(r'^notifier_aws_api_calls_total\{operation="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -55,22 +55,20 @@ class DaemonProcess(Service):
             stderr=self._log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self._process.stdin is not None and self._process.stdout is not None
+        assert self._process.stdin is not None
         self._process.stdin.write(pickle.dumps(self.settings))
         self._process.stdin.close()
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
+            (port,) = await wait_ready(self._process, START_TIMEOUT)
+        except NotReadyError as exc:
             await self.stop()
-            raise DaemonProcessError("the daemon did not start in time") from None
-        words = line.decode().split()
-        if words[:1] != ["READY"]:
-            await self.stop()
+            if exc.line is None:
+                raise DaemonProcessError("the daemon did not start in time") from None
             raise DaemonProcessError(
                 f"the daemon did not start (exit status {self._process.returncode}); "
                 f"see its log {getattr(self._log, 'name', '')}"
-            )
-        self.port = int(words[1])
+            ) from None
+        self.port = int(port)
 
     async def stop(self) -> None:
         await terminate(self._process, 30)
@@ -96,16 +94,13 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 
 
 def main() -> None:
-    from notifier.daemon import Daemon, serve
+    from notifier.daemon import serve
     from notifier.logs import setup_logging
 
     settings: Settings = pickle.load(sys.stdin.buffer)
     setup_logging(settings.daemon.log_level, json_lines=True)
 
-    def ready(daemon: Daemon) -> None:
-        print(f"READY {daemon.port}", flush=True)
-
-    sys.exit(asyncio.run(serve(settings, on_ready=ready)))
+    sys.exit(asyncio.run(serve(settings, on_ready=lambda daemon: announce_ready(daemon.port))))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws import error_code
 from notifier.executions import AwsError
 from notifier.lifecycle import Service, keep_trying
 from notifier.waiters import Status, utcnow
@@ -146,7 +147,7 @@ class ApprovalInbox(Service):
                     cause=comment or "rejected",
                 )
         except (ClientError, BotoCoreError) as exc:
-            if not isinstance(exc, ClientError) or _code(exc) not in _STALE_TOKEN_CODES:
+            if error_code(exc) not in _STALE_TOKEN_CODES:
                 del self._decided[approval_id]
                 self._pending[approval_id] = approval
                 raise AwsError.wrap(operation, exc) from exc
@@ -319,7 +320,3 @@ def _approval(message: dict[str, Any]) -> Approval:
         task_token=fields["TaskToken"],
         receipt_handle=message["ReceiptHandle"],
     )
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -36,6 +36,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    from notifier.lifecycle import announce_ready
     from notifier.local import (
         cloudformation_resources,
         eventbridge_targets,
@@ -86,7 +87,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"READY {bound_host} {bound_port}", flush=True)
+    announce_ready(bound_host, bound_port)
     try:
         server.serve_forever()
     finally:

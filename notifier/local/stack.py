@@ -16,7 +16,7 @@ import sys
 
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
-from notifier.lifecycle import Service, terminate
+from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
@@ -71,19 +71,16 @@ class AwsEndpointProcess:
                 PUBLISHER_PASSWORD_ENV: self._publisher_password,
             },
         )
-        assert self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), ENDPOINT_START_TIMEOUT)
-        except TimeoutError:
+            _, port = await wait_ready(self._process, ENDPOINT_START_TIMEOUT)
+        except NotReadyError as exc:
             await self.stop()
-            raise LocalStackError("the AWS endpoint did not start in time") from None
-        words = line.decode().split()
-        if words[:1] != ["READY"]:
-            await self._process.wait()
-            if words[:1] == ["ERROR"] and "in use" in line.decode():
-                raise PortInUseError("AWS endpoint", self.host, self.port, "--aws-port")
-            raise LocalStackError(f"the AWS endpoint failed to start: {line.decode().strip()}")
-        self.port = int(words[2])
+            if exc.line is None:
+                raise LocalStackError("the AWS endpoint did not start in time") from None
+            if exc.line.startswith("ERROR") and "in use" in exc.line:
+                raise PortInUseError("AWS endpoint", self.host, self.port, "--aws-port") from None
+            raise LocalStackError(f"the AWS endpoint failed to start: {exc.line}") from None
+        self.port = int(port)
 
     async def stop(self) -> None:
         await terminate(self._process, 15)

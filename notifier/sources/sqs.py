@@ -23,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws import error_code
 from notifier.lifecycle import Service, keep_trying
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
@@ -151,15 +152,9 @@ class SqsSource(Service):
         return True
 
     def _failed(self, exc: Exception) -> None:
-        if _code(exc) in _MISSING_QUEUE:
+        if error_code(exc) in _MISSING_QUEUE:
             self.queue_url = None  # created again at the next try
         message = str(exc)
         if message != self.error:
             log.error("SQS %s: %s; retrying", self.queue_name, message)
         self.error = message
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
