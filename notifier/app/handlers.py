@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from notifier import answers, openapi
+from notifier.app.preferences import preferred_wait
 from notifier.app.state import (
     ADMISSION,
     AWS_REACHABILITY,
@@ -32,7 +32,6 @@ from notifier.app.state import (
     SETTINGS,
     SQS,
 )
-from notifier.config import Settings
 from notifier.executions import AwsError, completion_from_description
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.logs import bind_transaction
@@ -48,8 +47,6 @@ from notifier.waiters import (
 log = logging.getLogger(__name__)
 
 AWS_CHECK_SECONDS = 30.0
-
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -114,7 +111,9 @@ async def start(request: web.Request) -> web.StreamResponse:
     body = await read_json_object(request, settings.http.max_body_bytes)
     if isinstance(body, web.Response):
         return body
-    wait, preference = _preferred_wait(request, settings)
+    wait, preference = preferred_wait(
+        request.headers.getall("Prefer", []), settings.http.default_wait, settings.http.max_wait
+    )
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
     txn_id = new_txn_id()
@@ -248,16 +247,6 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] |
     if not isinstance(body, dict):
         return answers.error(400, "body must be a JSON object")
     return body
-
-
-def _preferred_wait(request: web.Request, settings: Settings) -> tuple[float, str | None]:
-    """Hold time from ``Prefer: wait=N`` (RFC 7240), capped; unparsable preferences are ignored."""
-    for header in request.headers.getall("Prefer", []):
-        match = _PREFER_WAIT.search(header)
-        if match:
-            wait = min(float(match.group(1)), settings.http.max_wait)
-            return wait, f"wait={wait:g}"
-    return settings.http.default_wait, None
 
 
 def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:

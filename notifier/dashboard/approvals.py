@@ -16,6 +16,7 @@ status feed says so, or Step Functions no longer knows its token) is dropped and
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 from collections import OrderedDict
@@ -42,9 +43,16 @@ SKIPPED_VISIBILITY_TIMEOUT = 42_000
 """A message that is no request is hidden this long (near SQS's 12 h cap), not deleted: it is not
 ours to destroy, and not worth receiving again and again."""
 REMEMBERED_DECISIONS = 1000
+MAX_COMMENT = 1000
+"""Characters a decision's comment may have."""
 REJECTED_ERROR = "ApprovalRejected"
 # What Step Functions answers for a token nobody waits for any more.
 _STALE_TOKEN_CODES = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
+
+
+class Decision(enum.StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class ApprovalNotFoundError(Exception):
@@ -122,7 +130,7 @@ class ApprovalInbox(Service):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._change_visibility(list(self._pending.values()), 0)
 
-    async def decide(self, approval_id: str, approved: bool, comment: str) -> str:
+    async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
         """Answer the workflow; returns ``approved`` or ``rejected``.
 
         Raises :class:`ApprovalNotFoundError`, :class:`ApprovalDecidedError` (also when the
@@ -133,7 +141,8 @@ class ApprovalInbox(Service):
         approval = self._pending.pop(approval_id, None)
         if approval is None:
             raise ApprovalNotFoundError(approval_id)
-        decision = "approved" if approved else "rejected"
+        decision = Decision.APPROVED if approved else Decision.REJECTED
+        outcome: str = decision
         operation = "SendTaskSuccess" if approved else "SendTaskFailure"
         self._decided[approval_id] = "deciding"
         try:
@@ -151,18 +160,18 @@ class ApprovalInbox(Service):
                 del self._decided[approval_id]
                 self._pending[approval_id] = approval
                 raise AwsError.wrap(operation, exc) from exc
-            decision = "expired: the execution no longer waits for a decision"
+            outcome = "expired: the execution no longer waits for a decision"
         finally:
             self._changed()
-        self._remember(approval_id, decision)
+        self._remember(approval_id, outcome)
         log.info(
             "approval %s for %s: %s",
-            approval_id, approval.execution_name, decision,
+            approval_id, approval.execution_name, outcome,
             extra={"executionArn": approval.execution_arn},
         )  # fmt: skip
         await self._delete(approval)
-        if decision.startswith("expired"):
-            raise ApprovalDecidedError(decision)
+        if outcome != decision:
+            raise ApprovalDecidedError(outcome)
         return decision
 
     def status_changed(self, message: dict[str, Any]) -> None:

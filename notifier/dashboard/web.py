@@ -23,6 +23,7 @@ from notifier.app.routes import Access, Route, add_routes, add_static
 from notifier.app.state import AWS_SETTINGS, EXECUTIONS, INSTANCE_ID, REGISTRY, SETTINGS
 from notifier.app.wiring import aws_clients, mqtt_access
 from notifier.dashboard.approvals import (
+    MAX_COMMENT,
     ApprovalDecidedError,
     ApprovalInbox,
     ApprovalNotFoundError,
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 HEARTBEAT_SECONDS = 15.0
-MAX_COMMENT = 1000
 
 BOARD = web.AppKey("board", Board)
 INBOX = web.AppKey("approval_inbox", ApprovalInbox)
