@@ -14,7 +14,7 @@ import pytest
 
 from notifier.systemd import SystemdNotifier, Watchdog
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def listening_socket(tmp_path: Path) -> tuple[socket.socket, str]:

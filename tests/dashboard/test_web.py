@@ -17,14 +17,8 @@ from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
 from notifier.dashboard.web import INBOX, STATUS_FEED
 from notifier.local.stack import LocalStack
-from tests.daemon.conftest import (
-    EVENTUALLY,
-    DaemonFactory,
-    call,
-    eventually,
-    requiring_api_key,
-    settings_for,
-)
+from tests.daemons import DaemonFactory, call, requiring_api_key, settings_for
+from tests.eventually import EVENTUALLY, eventually
 
 
 class EventStream:

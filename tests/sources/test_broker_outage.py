@@ -14,7 +14,8 @@ from notifier.app import wiring
 from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemon.conftest import DaemonFactory, call, eventually
+from tests.daemons import DaemonFactory, call
+from tests.eventually import eventually
 
 HELD = 200
 LONG = {"Prefer": "wait=110"}

@@ -15,7 +15,7 @@ from notifier.apikeys import hash_key, new_key
 from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon, local_settings
 from notifier.local.stack import LocalStack
-from tests.daemon.conftest import requiring_api_key
+from tests.daemons import requiring_api_key
 
 CHECKS = "status_code_conformance,content_type_conformance,response_schema_conformance"
 

@@ -23,8 +23,8 @@ from notifier.local.broker_auth import PUBLISHER_CLIENT_ID, AccessControl
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt import MqttSource
 from notifier.waiters import Registry, Status, Transaction
+from tests.eventually import eventually
 
-EVENTUALLY = 30.0
 KEY = b"k" * 64
 ARN_PREFIX = "arn:aws:iot:us-east-1:123456789012:"
 AUTHORIZER = "unit-authorizer"
@@ -51,13 +51,6 @@ def new_token(subtopic: str = "unit", key: bytes = KEY) -> IotToken:
 
 async def issue_token() -> IotToken:
     return new_token()
-
-
-async def eventually(predicate: object) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(EVENTUALLY):
-        while not predicate():  # noqa: ASYNC110 (watches state that has no event)
-            await asyncio.sleep(0.02)
 
 
 class Publisher:

@@ -1,25 +1,18 @@
-"""The daemon end to end: the local stack (once per session) and daemons on free ports."""
+"""Daemons against the local stack, on free ports, and calling them."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
-import pytest
 
 from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.daemon import Daemon, local_settings
 from notifier.local.stack import LocalStack
-from tests.silent_workflows import create_silent_workflows
-
-# Never reached by a passing test; only bounds a hung one.
-EVENTUALLY = 60.0
 
 TIMEOUT_MACHINE = {
     "Comment": "Test-only: runs into its own TimeoutSeconds.",
@@ -27,19 +20,6 @@ TIMEOUT_MACHINE = {
     "StartAt": "Sleep",
     "States": {"Sleep": {"Type": "Wait", "Seconds": 30, "End": True}},
 }
-
-
-@pytest.fixture(scope="session")
-async def stack(local_stack: LocalStack) -> LocalStack:
-    async with local_stack.aws().client("stepfunctions") as sfn:
-        created = await sfn.create_state_machine(
-            name="notifier-test-TimesOut",
-            definition=json.dumps(TIMEOUT_MACHINE),
-            roleArn="arn:aws:iam::123456789012:role/notifier-test",
-        )
-    local_stack.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
-    await create_silent_workflows(local_stack)
-    return local_stack
 
 
 def requiring_api_key(settings: Settings, name: str, key: ApiKeySettings) -> Settings:
@@ -90,44 +70,8 @@ def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> S
 DaemonFactory = Callable[..., AbstractAsyncContextManager[Daemon]]
 
 
-@pytest.fixture(scope="session")
-def daemon_factory(stack: LocalStack) -> DaemonFactory:
-    @asynccontextmanager
-    async def start(*, approvals: bool = False, **env: str) -> AsyncIterator[Daemon]:
-        async with Daemon(settings_for(stack, approvals=approvals, **env)) as daemon:
-            yield daemon
-
-    return start
-
-
-@pytest.fixture(scope="session")
-async def daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
-    async with daemon_factory() as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-async def other_daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
-    """A second instance on the same stack."""
-    async with daemon_factory() as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
-
-
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> tuple[int, dict[str, Any], Any]:
     async with http.request(method, url, **kwargs) as response:
         return response.status, dict(response.headers), await response.json()
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(EVENTUALLY):
-        while not predicate():  # noqa: ASYNC110 (watches daemon state that has no event)
-            await asyncio.sleep(0.02)

@@ -18,7 +18,8 @@ from notifier.daemon import Daemon
 from notifier.ids import is_txn_id, new_txn_id
 from notifier.local.stack import LocalStack
 from notifier.logs import JsonFormatter
-from tests.daemon.conftest import DaemonFactory, call, eventually, requiring_api_key, settings_for
+from tests.daemons import DaemonFactory, call, requiring_api_key, settings_for
+from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=60"}
 

@@ -13,7 +13,8 @@ from notifier.app.state import RECONCILER
 from notifier.aws import AwsClients
 from notifier.daemon import Daemon
 from notifier.waiters import Transaction
-from tests.daemon.conftest import call, eventually
+from tests.daemons import call
+from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=60"}
 

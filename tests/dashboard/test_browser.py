@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.daemon.conftest import EVENTUALLY, DaemonFactory, call, eventually
+from tests.daemons import DaemonFactory, call
+from tests.eventually import EVENTUALLY, eventually
 
 ARTIFACTS = Path(os.environ.get("NOTIFIER_TEST_ARTIFACTS", "build/test-artifacts"))
 CHROMIUM = os.environ.get("CHROMIUM", "chromium")

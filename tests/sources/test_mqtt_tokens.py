@@ -1,5 +1,5 @@
 """The daemon's MQTT token: refreshed under load without losing a request; a refused one
-leaves the daemon serving, degraded (that it then recovers: tests/test_mqtt_source.py)."""
+leaves the daemon serving, degraded (that it then recovers: tests/sources/test_mqtt.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from notifier.app.state import MQTT
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemon.conftest import DaemonFactory, call, eventually, settings_for
+from tests.daemons import DaemonFactory, call, settings_for
+from tests.eventually import eventually
 
 HELD = 100
 

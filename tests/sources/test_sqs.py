@@ -19,7 +19,8 @@ from notifier.ids import new_txn_id
 from notifier.local.stack import LocalStack
 from notifier.sources.sqs import SqsSource
 from notifier.waiters import Registry, Status, Transaction
-from tests.daemon.conftest import call, eventually, refused_mqtt, settings_for
+from tests.daemons import call, refused_mqtt, settings_for
+from tests.eventually import eventually
 
 
 def completion(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> str:
