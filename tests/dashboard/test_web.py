@@ -12,12 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from notifier.apikeys import hash_key, new_key
-from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
 from notifier.dashboard.web import INBOX, STATUS_FEED
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, requiring_api_key, settings_for
+from tests.daemons import DaemonFactory, call
 from tests.eventually import EVENTUALLY, eventually
 
 
@@ -176,30 +174,6 @@ async def test_details_of_a_failed_execution_carry_error_and_cause(
     assert details["history"][-1]["type"] == "ExecutionFailed"
 
 
-async def test_details_refuse_what_is_not_an_execution_of_a_route(
-    daemon: Daemon, stack: LocalStack, http: aiohttp.ClientSession
-) -> None:
-    url = f"{daemon.url}/dashboard/details"
-    status, _, body = await call(http, "GET", url)
-    assert status == 400 and "arn" in body["message"]
-    hello = stack.outputs["HelloStateMachineArn"].replace(":stateMachine:", ":execution:")
-    status, _, body = await call(http, "GET", url, params={"arn": f"{hello}:no-such-execution"})
-    assert status == 404 and "no execution" in body["message"]
-    downstream = stack.outputs["DownstreamStateMachineArn"].replace(":stateMachine:", ":execution:")
-    status, _, body = await call(http, "GET", url, params={"arn": f"{downstream}:x"})
-    assert status == 404 and "routes" in body["message"]
-
-
-async def test_without_an_approval_queue_there_is_nothing_to_decide(
-    daemon: Daemon, http: aiohttp.ClientSession
-) -> None:
-    assert INBOX not in daemon.app
-    status, _, body = await call(http, "GET", f"{daemon.url}/approvals")
-    assert (status, body) == (200, {"approvals": [], "enabled": False})
-    status, _, body = await call(http, "POST", f"{daemon.url}/approvals/x", json={"approved": True})
-    assert status == 404 and "approval_queue_url" in body["message"]
-
-
 async def pending_approval(
     http: aiohttp.ClientSession, daemon: Daemon, execution_name: str
 ) -> dict[str, Any]:
@@ -294,27 +268,6 @@ async def test_rejecting_fails_the_execution_with_the_comment_as_cause(
     assert (answer["error"], answer["cause"]) == ("ApprovalRejected", "wrong file")
 
 
-async def test_bad_decisions_are_refused_and_keep_the_request_pending(
-    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
-) -> None:
-    async with daemon_factory(approvals=True) as daemon:
-        held, name, approval = await archive_awaiting_approval(http, daemon)
-        url = f"{daemon.url}/approvals/{approval['id']}"
-        for body in ([True], {"approved": "yes"}, {"approved": True, "comment": 3}):
-            status, _, answer = await call(http, "POST", url, json=body)
-            assert status == 400, body
-        status, _, answer = await call(http, "POST", url, data=b"{not json")
-        assert status == 400 and "not JSON" in answer["message"]
-        status, _, answer = await call(
-            http, "POST", f"{daemon.url}/approvals/nope", json={"approved": True}
-        )
-        assert status == 404
-        assert await pending_approval(http, daemon, name) == approval
-        status, _, _ = await call(http, "POST", url, json={"approved": True})
-        assert status == 200
-        assert (await held)[0] == 200
-
-
 async def test_a_pending_request_survives_a_restart_of_the_daemon(
     daemon_factory: DaemonFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -380,28 +333,6 @@ async def test_a_request_whose_execution_ended_is_dropped(
             http, "POST", f"{daemon.url}/approvals/{approval['id']}", json={"approved": True}
         )
     assert status == 409 and "ABORTED" in body["message"]
-
-
-async def test_everything_but_the_page_needs_an_api_key_when_keys_are_required(
-    stack: LocalStack, http: aiohttp.ClientSession
-) -> None:
-    key = new_key()
-    settings = requiring_api_key(settings_for(stack), "ui", ApiKeySettings(hash_key(key)))
-    async with Daemon(settings) as daemon:
-        async with http.get(f"{daemon.url}/") as response:
-            assert response.status == 200
-        arn = "arn:aws:states:us-east-1:123456789012:execution:notifier-local-Hello:x"
-        for method, path in [
-            ("GET", "/events"),
-            ("GET", "/approvals"),
-            ("GET", f"/dashboard/details?arn={arn}"),
-            ("POST", "/approvals/x"),
-        ]:
-            status, _, body = await call(http, method, f"{daemon.url}{path}", json={})
-            assert status == 401, path
-            assert "x-api-key" in body["message"]
-        async with events(http, daemon, **{"x-api-key": key}) as stream:
-            assert (await stream.until("hello"))["instanceId"] == daemon.instance_id
 
 
 async def test_open_streams_end_when_the_daemon_stops(
