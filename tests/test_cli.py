@@ -14,6 +14,7 @@ import aiohttp
 
 from notifier.apikeys import hash_key, new_key
 from notifier.local.stack import LocalStack
+from tests.eventually import EVENTUALLY
 
 BIN = Path(sys.executable).parent
 
@@ -28,6 +29,11 @@ async def run_notifier(
         stderr=stderr,
         env={**os.environ, **(env or {})},
     )
+
+
+async def held_requests(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(f"{url}/readyz") as response:
+        return int((await response.json())["held"])
 
 
 PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--issuer-port", "--http-port")
@@ -179,7 +185,9 @@ async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
             held = asyncio.ensure_future(
                 http.post(f"{url}/hello", json={"waitSeconds": 2}, headers=headers)
             )
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(EVENTUALLY):
+                while await held_requests(http, url) == 0:  # noqa: ASYNC110 (another process)
+                    await asyncio.sleep(0.05)
             config.write_text(
                 serve_config(
                     local_stack,

@@ -43,10 +43,11 @@ class EventStream:
                     return kind, json.loads("\n".join(data))
 
     async def until(self, kind: str, predicate: Any = lambda data: True) -> Any:
-        while True:
-            got, data = await self.next()
-            if got == kind and predicate(data):
-                return data
+        async with asyncio.timeout(EVENTUALLY):
+            while True:
+                got, data = await self.next()
+                if got == kind and predicate(data):
+                    return data
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from awscrt import io, mqtt
+from awscrt.exceptions import AwsCrtError
 
 from iotauth import tokens
 from notifier.config import IotAuthSettings
@@ -108,7 +109,7 @@ async def try_connect(stack: LocalStack, token: IotToken | None, client_id: str 
     connection = mqtt_connection(stack.settings.host, stack.broker.port, token, client_id)
     try:
         await asyncio.wait_for(asyncio.wrap_future(connection.connect()), 30)
-    except Exception:
+    except AwsCrtError:  # the broker closed the connection
         return None
     return connection
 

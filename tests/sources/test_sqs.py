@@ -3,7 +3,6 @@ the dead-letter queue; duplicates are no-ops; an unreachable SQS stops nothing."
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import secrets
@@ -17,10 +16,10 @@ from notifier.app.state import SQS
 from notifier.daemon import Daemon
 from notifier.ids import new_txn_id
 from notifier.local.stack import LocalStack
-from notifier.sources.sqs import SqsSource
+from notifier.sources.sqs import VISIBILITY_TIMEOUT, SqsSource
 from notifier.waiters import Registry, Status, Transaction
 from tests.daemons import call, refused_mqtt, settings_for
-from tests.eventually import eventually
+from tests.eventually import EVENTUALLY, eventually
 
 
 def completion(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> str:
@@ -93,14 +92,16 @@ async def test_an_existing_queue_is_reused(stack: LocalStack) -> None:
     registry.track(Transaction(txn_id, "hello", f"arn:{txn_id}"))
     dlq = stack.outputs["StatusDeadLetterQueueArn"]
     async with stack.aws().client("sqs") as sqs:
-        async with SqsSource(sqs, registry, name, dlq, wait_seconds=1) as source:
+        # Short polls: a long one cut off by the stop would still take the message below on
+        # the server, which would hide it for the visibility timeout.
+        async with SqsSource(sqs, registry, name, dlq, wait_seconds=0) as source:
             await eventually(lambda: source.queue_url is not None)
-        # A receive still in flight when it stopped would hide the message for a while.
-        await asyncio.sleep(1.5)
-        # A completion sent while the instance was away is read after its restart.
+        # A completion sent while the instance was away is read after its restart. (Should a
+        # receive still in flight when it stopped take it all the same, it is back after the
+        # visibility timeout.)
         await sqs.send_message(QueueUrl=source.queue_url, MessageBody=completion(txn_id))
         async with SqsSource(sqs, registry, name, dlq, wait_seconds=1) as again:
-            await eventually(lambda: again.resolved == 1)
+            await eventually(lambda: again.resolved == 1, EVENTUALLY + VISIBILITY_TIMEOUT)
     assert again.queue_url == source.queue_url
 
 
