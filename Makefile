@@ -2,7 +2,7 @@
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install (and Debian's chromium, for the browser test), then run the whole suite
-# make lint      ruff on the code, cfn-lint on the CloudFormation template
+# make lint      ruff and mypy on the code, cfn-lint on the CloudFormation template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -44,6 +44,7 @@ test: install browser
 
 lint: install
 	$(BIN)/ruff check notifier iotauth statemachines tests
+	$(BIN)/mypy
 	$(BIN)/python -m notifier.package --lint
 
 bench: install-plot

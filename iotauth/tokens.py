@@ -101,7 +101,8 @@ def verify(token: str, keys: Mapping[str, bytes], now: float) -> Claims:
         raise InvalidToken("malformed token") from None
     if not isinstance(body, dict):
         raise InvalidToken("malformed claims")
-    key = keys.get(body.get("kid")) if isinstance(body.get("kid"), str) else None
+    kid = body.get("kid")
+    key = keys.get(kid) if isinstance(kid, str) else None
     # Compared even for an unknown key id, so the answer takes the same time either way.
     expected = _mac(key or b"\0" * 32, f"{parts[0]}.{parts[1]}")
     if not hmac.compare_digest(expected, signature) or key is None:

@@ -43,7 +43,7 @@ class AwsClients:
     @asynccontextmanager
     async def client(self, service: str) -> AsyncIterator[Any]:
         async with self._session.create_client(
-            service,  # type: ignore[call-overload]
+            service,
             region_name=self.settings.region,
             endpoint_url=self.settings.endpoint_url,
             aws_access_key_id=self.settings.access_key_id,

@@ -386,10 +386,10 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
-    for name, key in s.api_keys.items():
-        if not _SHA256_HEX.fullmatch(key.sha256):
+    for name, api_key in s.api_keys.items():
+        if not _SHA256_HEX.fullmatch(api_key.sha256):
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
-        if key.rate <= 0 or key.burst < 1:
+        if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

@@ -321,7 +321,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) -> dict[str, Any]:
-    security = [{"apiKey": []}] if api_keys_required else []
+    security: list[dict[str, Any]] = [{"apiKey": []}] if api_keys_required else []
     route_names = sorted(routes)
     start: dict[str, Any] = {
         "summary": "Start the route's workflow and hold the request until it ends",

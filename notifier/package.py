@@ -70,7 +70,7 @@ def _construct_short_tag(loader: CloudFormationLoader, suffix: str, node: yaml.N
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]  # a mapping node
     if suffix in ("Ref", "Condition"):
         return {suffix: value}
     if suffix == "GetAtt" and isinstance(value, str):
@@ -79,7 +79,7 @@ def _construct_short_tag(loader: CloudFormationLoader, suffix: str, node: yaml.N
 
 
 def _construct_timestamp_as_string(loader: CloudFormationLoader, node: yaml.Node) -> str:
-    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]  # timestamps are scalars
 
 
 CloudFormationLoader.add_multi_constructor("!", _construct_short_tag)
@@ -91,7 +91,7 @@ def source_dir() -> Path:
     return Path(str(files("statemachines")))
 
 
-def load_template(path: Path | None = None) -> dict:
+def load_template(path: Path | None = None) -> dict[str, Any]:
     """Read a CloudFormation template (YAML or JSON); by default the project's source template."""
     text = (path or source_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
     template = yaml.load(text, Loader=CloudFormationLoader)
@@ -103,7 +103,9 @@ def load_template(path: Path | None = None) -> dict:
 # ---------------------------------------------------------------- packaging
 
 
-def package_template(template: dict, base_dir: Path, bucket: str) -> tuple[dict, dict[str, bytes]]:
+def package_template(
+    template: dict[str, Any], base_dir: Path, bucket: str
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Return the deployable template and the ``{s3_key: zip_bytes}`` to upload to ``bucket``.
 
     ``template`` is not changed. Resources already packaged are left as they are.
@@ -162,8 +164,9 @@ def _sub_reference(value: Any) -> str | None:
     if isinstance(value, str):
         return value.replace("${", "${!")
     if isinstance(value, dict) and len(value) == 1:
-        if isinstance(value.get("Ref"), str):
-            return "${" + value["Ref"] + "}"
+        reference = value.get("Ref")
+        if isinstance(reference, str):
+            return "${" + reference + "}"
         attribute = value.get("Fn::GetAtt")
         if isinstance(attribute, list) and len(attribute) == 2:
             return "${" + ".".join(attribute) + "}"
@@ -202,7 +205,7 @@ def _skipped(path: Path, directory: Path) -> bool:
 # ---------------------------------------------------------------- linting
 
 
-def lint(template: dict) -> list[str]:
+def lint(template: dict[str, Any]) -> list[str]:
     """Run cfn-lint on the packaged template; return its findings (empty when clean).
 
     The template is linted twice: as deployed (DefinitionString), and with
@@ -218,7 +221,7 @@ def lint(template: dict) -> list[str]:
     return _cfn_lint(packaged, "packaged") + _cfn_lint(with_objects, "ASL")
 
 
-def _cfn_lint(template: dict, label: str) -> list[str]:
+def _cfn_lint(template: dict[str, Any], label: str) -> list[str]:
     from cfnlint.api import lint as cfn_lint  # imported here: only linting needs cfn-lint
 
     matches = cfn_lint(json.dumps(template, indent=1), regions=LINT_REGIONS)
@@ -227,7 +230,7 @@ def _cfn_lint(template: dict, label: str) -> list[str]:
     ]
 
 
-def _with_definition_objects(template: dict, base_dir: Path) -> dict:
+def _with_definition_objects(template: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     variant = copy.deepcopy(template)
     for resource in variant.get("Resources", {}).values():
         properties = resource.get("Properties", {})

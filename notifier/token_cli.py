@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     try:
         issuer = TokenIssuer(settings.iotauth, settings.aws)
-        fetch = issuer.dashboard_token() if args.read_only else issuer.daemon_token(subtopic)
+        fetch = issuer.dashboard_token() if args.read_only else issuer.daemon_token(str(subtopic))
         token = await fetch
     except TokenError as exc:
         print(f"notifier: {exc}", file=sys.stderr)

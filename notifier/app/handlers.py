@@ -159,7 +159,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
         if located is None:
             return answers.error(404, f"no transaction {txn_id!r}")
         route, description = located
-        txn = registry.track(
+        registry.track(
             Transaction(
                 txn_id,
                 route,

@@ -108,7 +108,7 @@ def modes_table(results: Sequence[ModeResult]) -> str:
         "mode", "backend", "conc", "requests", "ok", "p50 ms", "p95 ms", "p99 ms", "req/s",
         "Describe", "AWS calls/req", "CPU ms/req", "peak RSS MB",
     )  # fmt: skip
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for result in results:
         f = result.figures()
         calls = sum(result.api_calls.values()) / result.requests

@@ -176,7 +176,7 @@ class ApprovalInbox(Service):
 
     def status_changed(self, message: dict[str, Any]) -> None:
         """A status feed message: an execution that ended takes its pending request along."""
-        if not Status(message.get("status")).final:
+        if not Status(str(message.get("status"))).final:
             return
         ended = [a for a in self._pending.values() if a.execution_arn == message["executionArn"]]
         for approval in ended:
@@ -314,7 +314,9 @@ def _approval(message: dict[str, Any]) -> Approval:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
-    fields = {key: body.get(key) for key in ("TaskToken", "ExecutionArn", "ExecutionName")}
+    fields: dict[str, Any] = {
+        key: body.get(key) for key in ("TaskToken", "ExecutionArn", "ExecutionName")
+    }
     for key, value in fields.items():
         if not isinstance(value, str) or not value:
             raise ValueError(f"{key} is missing")

@@ -56,7 +56,8 @@ async def execution_details(
             details["processData"] = await executions.read_process_data(str(description["name"]))
         except (AwsError, ValueError) as exc:
             details["processDataError"] = str(exc)
-    return redact(details)
+    redacted: dict[str, Any] = redact(details)
+    return redacted
 
 
 def route_of(routes: Mapping[str, RouteSettings], execution_arn: str) -> str | None:

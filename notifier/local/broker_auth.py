@@ -158,7 +158,7 @@ def authorizer_name(username: str) -> str | None:
     return names[0] if names else None
 
 
-class IotAuthPlugin(BaseAuthPlugin, BaseTopicPlugin):
+class IotAuthPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # amqtt is untyped
     """The amqtt plugin; :class:`LocalBroker` hands it its :class:`AccessControl`."""
 
     access: AccessControl | None = None

@@ -32,8 +32,11 @@ DUMMY_CREDENTIALS = {
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     from moto.core.config import default_user_config
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     from notifier.lifecycle import announce_ready

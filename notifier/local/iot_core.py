@@ -84,7 +84,7 @@ def install(publisher: BrokerPublisher) -> None:
         name = next(op for op in service.operation_names if op.lower() == action)
         self._to_boto_request(parameters, service.operation_model(name).input_shape)
 
-    StateTaskServiceAwsSdk._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
+    StateTaskServiceAwsSdk._normalise_parameters = normalise_parameters  # type: ignore[method-assign,assignment]  # moto patched
 
     def publish(self: Any, topic: str, payload: bytes) -> None:
         body = payload if isinstance(payload, bytes) else str(payload).encode()
@@ -96,4 +96,4 @@ def install(publisher: BrokerPublisher) -> None:
                 "ServiceUnavailableException", f"the MQTT broker did not accept the publish: {exc}"
             ) from exc
 
-    IoTDataPlaneBackend.publish = publish  # type: ignore[method-assign]
+    IoTDataPlaneBackend.publish = publish  # type: ignore[method-assign]  # moto patched

@@ -211,4 +211,4 @@ def install(runtime: LocalLambdaRuntime) -> None:
         payload = json.loads(event) if isinstance(event, str | bytes) else event
         return runtime.invoke(function, payload if payload is not None else {})
 
-    LambdaFunction._invoke_lambda = invoke_locally  # type: ignore[method-assign]
+    LambdaFunction._invoke_lambda = invoke_locally  # type: ignore[method-assign,assignment]  # moto patched

@@ -38,7 +38,7 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
     if expected_txn_id is not None and txn_id != expected_txn_id:
         raise InvalidNotificationError(f"txnId {txn_id} does not match the topic")
     try:
-        status = Status(message.get("status"))
+        status = Status(str(message.get("status")))
     except ValueError:
         raise InvalidNotificationError(f"unknown status {message.get('status')!r}") from None
     if not status.final:

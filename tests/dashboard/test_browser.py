@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.daemons import DaemonFactory, call
 from tests.eventually import EVENTUALLY, eventually
@@ -36,7 +36,7 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-def row(page: Page, name: str, status: str | None = None):  # type: ignore[no-untyped-def]
+def row(page: Page, name: str, status: str | None = None) -> Locator:
     selector = f'#executions tr[data-name="{name}"]'
     if status is not None:
         selector += f'[data-status="{status}"]'
