@@ -12,6 +12,7 @@ from notifier.config import IotAuthSettings
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.lifecycle import Service
 from notifier.local.stack import LocalStack
+from notifier.sources.mqtt import RESPONSE_TIMEOUT_MS
 
 
 def issuer_of(stack: LocalStack) -> TokenIssuer:
@@ -35,6 +36,8 @@ def connection(host: str, port: int, token: IotToken | None, client_id: str = ""
         password=token.password if token else None,
         clean_session=True,
         keep_alive_secs=30,
+        # The broker's authorizer Lambda answers CONNECT; a cold one takes a while under load.
+        ping_timeout_ms=RESPONSE_TIMEOUT_MS,
         disable_metrics=True,
     )
 

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"custom-auth": 443, "tcp": 1883, "mtls": 8883, "websockets": 443}
 MIN_REFRESH_DELAY = 1.0
+# How long the client waits for CONNACK (and for each PINGRESP): its default, 3 s, is less
+# than IoT Core's custom authorizer may take to answer a CONNECT (its Lambda may run 5 s).
+RESPONSE_TIMEOUT_MS = 10_000
 # How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
 _REFUSED_RETURN_CODES = {
     mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
@@ -278,6 +281,8 @@ class MqttSubscription(Service):
             "client_id": token.client_id if token is not None else self._own_client_id,
             "clean_session": False,
             "keep_alive_secs": s.keep_alive_secs,
+            # Shorter than the keep-alive, as the client requires.
+            "ping_timeout_ms": min(RESPONSE_TIMEOUT_MS, s.keep_alive_secs * 1000 // 2),
             "reconnect_min_timeout_secs": s.reconnect_min_secs,
             "reconnect_max_timeout_secs": s.reconnect_max_secs,
             "on_connection_interrupted": self._on_interrupted,
