@@ -177,7 +177,8 @@ class MqttSubscription(Service):
     async def _new_token(self) -> IotToken:
         assert self._tokens is not None
         try:
-            return await asyncio.wait_for(self._tokens(), self.settings.connect_timeout)
+            async with asyncio.timeout(self.settings.connect_timeout):
+                return await self._tokens()
         except TimeoutError:
             raise MqttAuthError("no MQTT token: the token issuer did not answer in time") from None
         except TokenError as exc:
@@ -201,7 +202,8 @@ class MqttSubscription(Service):
         """Unsubscribe first, so the broker keeps nothing queued for the old session."""
         try:
             unsubscribe, _packet_id = connection.unsubscribe(self.topic_filter)
-            await asyncio.wait_for(asyncio.wrap_future(unsubscribe), 5)
+            async with asyncio.timeout(5):
+                await asyncio.wrap_future(unsubscribe)
         except Exception as exc:
             log.debug("%s unsubscribe of the old connection: %s", self.label, exc)
         await self._close(connection)
@@ -255,9 +257,13 @@ class MqttSubscription(Service):
         task.add_done_callback(self._tasks.discard)
 
     async def _await(self, future: Future[Any], what: str) -> Any:
+        # asyncio.timeout, here as in every wait of this class, not wait_for: on Python 3.11
+        # wait_for loses a cancellation that comes as the awaited call ends, and the retry
+        # loop it was meant to stop would go on, and stop() wait for it forever.
         try:
             timeout = self.settings.connect_timeout
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             raise MqttConnectError(
                 f"MQTT {what} to {self.endpoint}:{self.port} timed out"
@@ -271,7 +277,8 @@ class MqttSubscription(Service):
 
     async def _close(self, connection: mqtt.Connection) -> None:
         try:
-            await asyncio.wait_for(asyncio.wrap_future(connection.disconnect()), 5)
+            async with asyncio.timeout(5):
+                await asyncio.wrap_future(connection.disconnect())
         except Exception as exc:  # the connection is going away either way
             log.debug("%s disconnect: %s", self.label, exc)
 
@@ -399,9 +406,8 @@ class MqttSubscription(Service):
             try:
                 future, _packet_id = self._connection.resubscribe_existing_topics()
                 if future is not None:
-                    await asyncio.wait_for(
-                        asyncio.wrap_future(future), self.settings.connect_timeout
-                    )
+                    async with asyncio.timeout(self.settings.connect_timeout):
+                        await asyncio.wrap_future(future)
                 log.info("%s: resubscribed to %s", self.label, self.topic_filter)
                 self._set_connected(True)
                 return

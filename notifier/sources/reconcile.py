@@ -76,7 +76,9 @@ class Reconciler(Service):
         interval = self.interval
         while not connection.connected:
             try:
-                await asyncio.wait_for(connection.wait_connected(True), interval)
+                # Not wait_for, which on Python 3.11 may lose the cancellation of a stop.
+                async with asyncio.timeout(interval):
+                    await connection.wait_connected(True)
                 return
             except TimeoutError:
                 pass
