@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier import answers, openapi
+from notifier import answers, bodies, openapi
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.apikeys import ApiKey, ApiKeys
 from notifier.aws import AwsClients, AwsSettings
@@ -34,9 +34,12 @@ from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.logs import bind_transaction
 from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.metrics import Metrics
-from notifier.sources.describe import DescribePoller
+from notifier.ratelimit import RateLimiter
+from notifier.sources.describe import DescribePoller, Describer
+from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
+from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
 from notifier.waiters import (
     Completion,
@@ -87,6 +90,9 @@ SQS = web.AppKey("sqs", SqsSource)
 """Absent without ``[sqs] queue_prefix``."""
 POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
+"""Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
@@ -105,7 +111,13 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
         metrics.observe_completion(completion.via, completion.stop_date, completion.notified_at)
 
     registry = app[REGISTRY] = Registry(
-        settings.http.max_held, settings.daemon.recent_completions, on_resolved=count_completion
+        settings.http.max_held,
+        settings.daemon.recent_completions,
+        on_resolved=count_completion,
+        max_recent_bytes=settings.daemon.recent_completions_bytes,
+    )
+    registry.on_rejected.append(
+        lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
     )
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
@@ -133,6 +145,14 @@ def api_keys_from(settings: Settings) -> ApiKeys:
 
 # What a reload cannot change: connections and identities made at start.
 RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
+RESTART_ONLY_DAEMON_KEYS = (
+    "instance_id",
+    "completion",
+    "poll_interval",
+    "reconcile_rate",
+    "sweep_interval",
+    "sweep_after",
+)
 
 
 def reload(app: web.Application, new: Settings) -> list[str]:
@@ -145,18 +165,14 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     ignored = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
     if (old.http.host, old.http.port) != (new.http.host, new.http.port):
         ignored.append("http.host/port")
-    for key in ("instance_id", "completion", "poll_interval", "reconcile_rate"):
+    for key in RESTART_ONLY_DAEMON_KEYS:
         if getattr(old.daemon, key) != getattr(new.daemon, key):
             ignored.append(f"daemon.{key}")
     kept = dataclasses.replace(
         new,
         http=dataclasses.replace(new.http, host=old.http.host, port=old.http.port),
         daemon=dataclasses.replace(
-            new.daemon,
-            instance_id=old.daemon.instance_id,
-            completion=old.daemon.completion,
-            poll_interval=old.daemon.poll_interval,
-            reconcile_rate=old.daemon.reconcile_rate,
+            new.daemon, **{key: getattr(old.daemon, key) for key in RESTART_ONLY_DAEMON_KEYS}
         ),
         **{name: getattr(old, name) for name in RESTART_ONLY},
     )
@@ -186,15 +202,26 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
-    """MQTT (unless polling), this instance's queue (when configured), DescribeExecution
-    sweeps of held requests, and polling of re-attached executions of other instances."""
+    """MQTT (unless polling) and the check that it delivers, this instance's queue (when
+    configured), DescribeExecution sweeps of held requests and the safety net, all sharing
+    one rate limit, and polling of re-attached executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
+    limiter = RateLimiter(daemon.reconcile_rate)
+    describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
     async with AsyncExitStack() as stack:
         mqtt = None
         if daemon.completion == "mqtt":
             mqtt = app[MQTT] = await stack.enter_async_context(await mqtt_source(app))
             app[METRICS].watch_mqtt(mqtt)
+            liveness = MqttLiveness(
+                app[REGISTRY],
+                mqtt,
+                published_to(app[EXECUTIONS], settings.mqtt.topic_root, app[INSTANCE_ID]),
+                limiter,
+                on_missed=app[METRICS].mqtt_missed.inc,
+            )
+            app[LIVENESS] = await stack.enter_async_context(liveness)
         if settings.sqs.queue_prefix is not None:
             assert settings.sqs.dead_letter_queue_arn is not None
             sqs = SqsSource(
@@ -207,21 +234,28 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
             app[SQS] = await stack.enter_async_context(sqs)
         reconciler = Reconciler(
             app[REGISTRY],
-            app[EXECUTIONS],
+            describer,
             mqtt,
             interval=daemon.poll_interval if mqtt is None else RECONCILE_MIN_INTERVAL,
             max_interval=RECONCILE_MAX_INTERVAL,
-            rate=daemon.reconcile_rate,
         )
         app[RECONCILER] = await stack.enter_async_context(reconciler)
+        safety_net = SafetyNet(
+            app[REGISTRY],
+            describer,
+            sweep_interval=daemon.sweep_interval,
+            sweep_after=daemon.sweep_after,
+            sweeping=mqtt is not None,  # in poll mode everything held is polled
+        )
+        app[SAFETY_NET] = await stack.enter_async_context(safety_net)
         if mqtt is not None:  # in poll mode the reconciler polls those too
-            poller = DescribePoller(app[REGISTRY], app[EXECUTIONS], daemon.poll_interval)
+            poller = DescribePoller(app[REGISTRY], describer, daemon.poll_interval)
             app[POLLER] = await stack.enter_async_context(poller)
         yield
 
 
-# The reconciler's interval while MQTT is down: from the first, doubling while sweeps find
-# nothing new, up to the second.
+# While MQTT is down, a held request is described again this often: from the first, backing
+# off with the execution's age up to the second.
 RECONCILE_MIN_INTERVAL = 1.0
 RECONCILE_MAX_INTERVAL = 10.0
 
@@ -293,11 +327,16 @@ async def readyz(request: web.Request) -> web.Response:
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
         reachability.error = await app[EXECUTIONS].check_reachable()
         reachability.checked_at = now
-    mqtt, sqs = app.get(MQTT), app.get(SQS)
+    mqtt, sqs, liveness = app.get(MQTT), app.get(SQS), app.get(LIVENESS)
+    mqtt_problem = liveness.problem if liveness is not None else None
     ready = app[ADMISSION].accepting and reachability.error is None
     # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
     # slower, but every request is answered, so a load balancer should keep sending.
-    degraded = (mqtt is not None and not mqtt.connected) or (sqs is not None and not sqs.healthy)
+    degraded = (
+        (mqtt is not None and not mqtt.connected)
+        or mqtt_problem is not None
+        or (sqs is not None and not sqs.healthy)
+    )
     body = {
         "ready": ready,
         "state": "not ready" if not ready else "degraded" if degraded else "ready",
@@ -309,6 +348,8 @@ async def readyz(request: web.Request) -> web.Response:
         "mqttConnected": mqtt.connected if mqtt is not None else None,
         "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
         "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
+        "mqttProblem": mqtt_problem,
+        "mqttMissed": liveness.missed if liveness is not None else None,
         "sqsQueue": sqs.queue_url if sqs is not None else None,
         "sqsError": sqs.error if sqs is not None else None,
         "held": app[REGISTRY].held,
@@ -384,7 +425,8 @@ async def reattach(request: web.Request) -> web.StreamResponse:
         wait = min(wait, settings.http.max_wait)
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
-    if registry.get(txn_id) is None:
+    known = registry.get(txn_id)
+    if known is None:
         try:
             located = await app[EXECUTIONS].locate(txn_id)
         except AwsError as exc:
@@ -400,8 +442,10 @@ async def reattach(request: web.Request) -> web.StreamResponse:
                 poll=_published_elsewhere(description, app[INSTANCE_ID]),
             )
         )
-        if Status(description["status"]).final:
+        if Status.parse(description["status"]).final:
             registry.resolve(txn_id, completion_from_description(description))
+    else:
+        await app[SAFETY_NET].on_reattach(known)
     txn = registry.get(txn_id)
     if txn is None:  # evicted while DescribeExecution ran; only with a tiny recent_completions
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})
@@ -430,7 +474,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
             located = await app[EXECUTIONS].locate(txn_id)
             if located is None:
                 return answers.error(404, f"no transaction {txn_id!r}")
-            arn, status = located[1]["executionArn"], Status(located[1]["status"])
+            arn, status = located[1]["executionArn"], Status.parse(located[1]["status"])
             ended = status if status.final else None
         if ended is not None:
             return answers.error(
@@ -490,14 +534,10 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] |
         if size > limit:
             return answers.error(413, f"body larger than {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return answers.error(400, f"body is not JSON: {exc}")
-    if not isinstance(body, dict):
-        return answers.error(400, "body must be a JSON object")
-    return body
+        return bodies.parse_object(b"".join(chunks))
+    except bodies.InvalidBodyError as exc:
+        return answers.error(400, str(exc))
 
 
 def _preferred_wait(request: web.Request, settings: Settings) -> tuple[float, str | None]:
@@ -529,8 +569,11 @@ async def _answer(
     app = request.app
     settings = app[SETTINGS].current
     headers = {"Preference-Applied": preference} if preference else None
+    held_since = time.monotonic()
     if not waiter.done():
         await asyncio.wait({waiter}, timeout=wait)
+    if not waiter.done():
+        await app[SAFETY_NET].at_deadline(txn, held_since)
     completion = waiter.result() if waiter.done() else None
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()

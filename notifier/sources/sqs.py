@@ -16,14 +16,13 @@ backoff, creating the queue again if it was deleted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.lifecycle import Service, keep_trying
+from notifier.lifecycle import BackgroundTasks, Service
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
 
@@ -62,7 +61,7 @@ class SqsSource(Service):
         self.resolved = 0
         self.dead_lettered = 0
         self._dead_letter_url: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
 
     @property
     def healthy(self) -> bool:
@@ -70,21 +69,17 @@ class SqsSource(Service):
 
     async def start(self) -> None:
         # Not awaited here: an unreachable SQS must not keep the daemon from serving.
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="sqs-source")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        await keep_trying(
+        self._tasks.start(
+            "sqs-source",
             self._step,
             self._failed,
             expected=(ClientError, BotoCoreError),
             retry_min=self.retry_min,
             retry_max=self.retry_max,
         )
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
 
     async def _step(self) -> None:
         if self.queue_url is None:
@@ -151,6 +146,7 @@ class SqsSource(Service):
         return True
 
     def _failed(self, exc: Exception) -> None:
+        """Any failure of a step (AWS's or not) is reported in ``/readyz`` until one works."""
         if _code(exc) in _MISSING_QUEUE:
             self.queue_url = None  # created again at the next try
         message = str(exc)

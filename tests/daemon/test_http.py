@@ -270,6 +270,15 @@ async def test_bad_input(daemon_factory: DaemonFactory, http: aiohttp.ClientSess
         assert d.registry.held == 0
 
 
+async def test_a_deeply_nested_body_is_a_400(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    for levels in (65, 100_000):  # past the limit; past Python's own recursion limit
+        data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
+        status, _, body = await call(http, "POST", f"{daemon.url}/hello", data=data)
+        assert status == 400, body
+        assert "nested deeper than 64 levels" in body["message"]
+    assert daemon.registry.held == 0
+
+
 async def test_too_many_held_requests_is_503(
     daemon_factory: DaemonFactory, http: aiohttp.ClientSession
 ) -> None:
