@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class RateLimiter:
@@ -25,25 +26,30 @@ class RateLimiter:
         self.waited = 0.0
         """Seconds callers have spent waiting for a token, in all."""
 
-    async def acquire(self) -> None:
-        """Return once a call may be made."""
+    async def acquire(self, unless: Callable[[], bool] | None = None) -> bool:
+        """Return once a call may be made: True. With ``unless``, a caller whose turn comes
+        when ``unless()`` is true gets False at once and spends nothing."""
         async with self._turn:
+            if unless is not None and unless():
+                return False
             self._refill()
             if self._tokens < 1:
                 delay = (1 - self._tokens) / self.rate
                 self.waited += delay
                 await asyncio.sleep(delay)
+                if unless is not None and unless():
+                    return False
                 self._refill()
             self._tokens -= 1
+            return True
 
     async def try_acquire(self, patience: float) -> bool:
         """Like :meth:`acquire`, but give up (False) after ``patience`` seconds."""
         try:
             async with asyncio.timeout(patience):
-                await self.acquire()
+                return await self.acquire()
         except TimeoutError:
             return False
-        return True
 
     def _refill(self) -> None:
         now = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from notifier.executions import AwsError, completion_from_description
@@ -45,15 +46,30 @@ class Describer:
         self.calls = 0
         self._unknown_statuses: set[str] = set()
 
-    async def describe(self, txn: Transaction, patience: float | None = None) -> Status | None:
+    async def describe(
+        self,
+        txn: Transaction,
+        patience: float | None = None,
+        *,
+        unless: Callable[[], bool] | None = None,
+    ) -> Status | None:
         """DescribeExecution of ``txn``'s execution, resolving it if it ended; its status.
 
-        None when no answer came: the call failed, the execution does not exist (yet), or
-        no call could be made within ``patience`` seconds (None: as long as it takes).
+        None when no answer came: the call failed, the execution does not exist (yet), no
+        call could be made within ``patience`` seconds (None: as long as it takes), or,
+        without ``patience``, ``unless()`` was true when its turn came (no call is spent);
+        also when it was resolved meanwhile.
         """
-        if patience is None:
-            await self.limiter.acquire()
-        elif not await self.limiter.try_acquire(patience):
+
+        def needless() -> bool:
+            return txn.completion is not None or (unless is not None and unless())
+
+        if patience is not None:
+            if not await self.limiter.try_acquire(patience):
+                return None
+        elif not await self.limiter.acquire(needless):
+            return None
+        if txn.completion is not None:
             return None
         self.calls += 1
         about = {"txnId": txn.txn_id, "executionArn": txn.execution_arn}

@@ -5,7 +5,9 @@ down, and once more right after it is back and subscribed, since a completion pu
 during the gap is lost. While it is down, each held, unresolved transaction is described
 again once it is due: ``interval`` seconds after it was last asked about while it is young,
 backing off with its age (a quarter of it) up to ``max_interval`` for long-running ones. The
-sweeps start as soon as the connection is known to be down. While MQTT is up it makes no
+sweeps start as soon as the connection is known to be down, and a request is queued for
+its turn at the rate limit as soon as it is due, so with many held each is described about
+every ``held / rate`` seconds, however slow the calls. While MQTT is up it makes no
 call (the safety net's rare checks aside, see :mod:`notifier.sources.safety`).
 Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Container
 from typing import Protocol
 
 from notifier.lifecycle import BackgroundTasks, Service
@@ -27,8 +29,6 @@ from notifier.waiters import Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
-BATCH = 10
-"""Calls in flight at once (each still waits for its turn at the rate limit)."""
 AGE_SHARE = 0.25
 """While MQTT is down, a running execution is described again after this share of its age."""
 
@@ -76,27 +76,46 @@ class Reconciler(Service):
         assert connection is not None
         await connection.wait_connected(False)
         log.info("MQTT is down: sweeping held requests with DescribeExecution")
+        unless = connection_is_up(connection)
+        in_flight: dict[Transaction, asyncio.Task[bool]] = {}
         resolved = 0
-        while not connection.connected:
-            due, wake_in = self._due()
-            if due:
-                resolved += await self._describe_all(due, stop_if_connected=True)
-                continue
-            try:
-                await asyncio.wait_for(connection.wait_connected(True), wake_in)
-            except TimeoutError:
-                pass
+        try:
+            while not connection.connected:
+                due, wake_in = self._due(exclude=in_flight)
+                if due:
+                    self.sweeps += 1
+                for txn in due:
+                    # Each waits for its turn at the rate limit; the next due ones are
+                    # queued behind as soon as they are due, not after a whole pass.
+                    in_flight[txn] = asyncio.ensure_future(self._describe(txn, unless))
+                try:
+                    await asyncio.wait_for(connection.wait_connected(True), wake_in)
+                except TimeoutError:
+                    pass
+                for txn, task in list(in_flight.items()):
+                    if task.done():
+                        del in_flight[txn]
+                        resolved += _resolved(task)
+        except asyncio.CancelledError:
+            for task in in_flight.values():
+                task.cancel()
+            raise
+        if in_flight:  # their turn comes now that MQTT is back: left to the sweep after
+            await asyncio.wait(in_flight.values())
+            resolved += sum(_resolved(task) for task in in_flight.values())
         log.info("MQTT is back; the sweeps while it was down answered %d held requests", resolved)
         resolved = await self.sweep()
         log.info("MQTT is back: the sweep after it answered %d held requests", resolved)
 
-    def _due(self) -> tuple[list[Transaction], float]:
-        """The transactions due for a call now, longest unasked first; and, when none is,
-        the seconds until the next one will be (at most ``interval``)."""
+    def _due(self, exclude: Container[Transaction] = ()) -> tuple[list[Transaction], float]:
+        """The transactions due for a call now (but those in ``exclude``), longest unasked
+        first; and the seconds until the next one will be (at most ``interval``)."""
         now, wall = time.monotonic(), utcnow()
         due: list[Transaction] = []
         wake_in = self.interval
         for txn in self._pending():
+            if txn in exclude:
+                continue
             age = (wall - txn.started_at).total_seconds() if txn.started_at else 0.0
             spacing = min(self.max_interval, max(self.interval, age * AGE_SHARE))
             remaining = txn.asked_at + spacing - now
@@ -114,24 +133,30 @@ class Reconciler(Service):
         ]
 
     async def sweep(self) -> int:
-        """Describe every held, unresolved transaction once; returns how many it resolved."""
-        return await self._describe_all(self._pending())
-
-    async def _describe_all(
-        self, transactions: Sequence[Transaction], *, stop_if_connected: bool = False
-    ) -> int:
+        """Describe every held, unresolved transaction once, each as soon as the rate limit
+        lets it (how many are in flight together is up to the rate and AWS's latency);
+        returns how many it resolved."""
         self.sweeps += 1
-        resolved = 0
-        for first in range(0, len(transactions), BATCH):
-            if stop_if_connected and self.connection is not None and self.connection.connected:
-                break
-            batch = transactions[first : first + BATCH]
-            resolved += sum(await asyncio.gather(*(self._describe(txn) for txn in batch)))
-        return resolved
+        results = await asyncio.gather(*(self._describe(txn) for txn in self._pending()))
+        return sum(results)
 
-    async def _describe(self, txn: Transaction) -> bool:
+    async def _describe(self, txn: Transaction, unless: Callable[[], bool] | None = None) -> bool:
         if txn.completion is not None:
             return False
         self.calls += 1
-        status = await self.describer.describe(txn)
+        status = await self.describer.describe(txn, unless=unless)
         return status is not None and status.final and txn.completion is not None
+
+
+def _resolved(task: asyncio.Task[bool]) -> bool:
+    """Whether a finished call resolved its transaction; a call that raised is logged."""
+    if task.cancelled():
+        return False
+    if (error := task.exception()) is not None:
+        log.error("a DescribeExecution of the sweeps failed", exc_info=error)
+        return False
+    return task.result()
+
+
+def connection_is_up(connection: Connection) -> Callable[[], bool]:
+    return lambda: connection.connected
