@@ -440,6 +440,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
                 route,
                 description["executionArn"],
                 poll=_published_elsewhere(description, app[INSTANCE_ID]),
+                asked_at=time.monotonic(),  # locating it described it
             )
         )
         if Status.parse(description["status"]).final:
@@ -569,7 +570,8 @@ async def _answer(
     app = request.app
     settings = app[SETTINGS].current
     headers = {"Preference-Applied": preference} if preference else None
-    held_since = time.monotonic()
+    # Since the request came: a look at Step Functions on its behalf counts as its last one.
+    held_since = time.monotonic() - (utcnow() - received_at).total_seconds()
     if not waiter.done():
         await asyncio.wait({waiter}, timeout=wait)
     if not waiter.done():

@@ -95,8 +95,15 @@ class Transaction:
     waiters: set[asyncio.Future[Completion | None]] = field(default_factory=set)
     heard_via: set[str] = field(default_factory=set)
     """Every source that delivered an authentic completion, the first and the duplicates."""
-    asked_at: float = field(default_factory=time.monotonic)
-    """When Step Functions was last asked about it (monotonic; at first, when tracked)."""
+    tracked_at: float = field(default_factory=time.monotonic)
+    """When this instance began to track it (monotonic)."""
+    asked_at: float | None = None
+    """When Step Functions was last asked about it (monotonic); None: never."""
+
+    @property
+    def quiet_since(self) -> float:
+        """Since when nothing was heard of it: its last DescribeExecution, or its tracking."""
+        return self.asked_at if self.asked_at is not None else self.tracked_at
 
 
 class Rejection(enum.StrEnum):
@@ -284,7 +291,7 @@ class Registry:
         about (or that were tracked) at least ``age`` seconds ago."""
         before = time.monotonic() - age
         for txn in self.unresolved():
-            if txn.asked_at <= before:
+            if txn.quiet_since <= before:
                 yield txn
 
     @property

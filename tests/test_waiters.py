@@ -162,7 +162,7 @@ def test_statuses_are_parsed_in_one_place_and_never_raise(
 async def test_stale_transactions_are_held_ones_not_asked_about_for_a_while() -> None:
     registry = Registry(max_held=10)
     t1, _ = registry.track(txn(1)), registry.track(txn(2))
-    t1.asked_at -= 60
+    t1.tracked_at -= 60
     async with registry.hold("t1"), registry.hold("t2"):
         assert [t.txn_id for t in registry.stale(30)] == ["t1"]
         assert sorted(t.txn_id for t in registry.stale(0)) == ["t1", "t2"]

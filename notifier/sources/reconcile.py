@@ -118,12 +118,12 @@ class Reconciler(Service):
                 continue
             age = (wall - txn.started_at).total_seconds() if txn.started_at else 0.0
             spacing = min(self.max_interval, max(self.interval, age * AGE_SHARE))
-            remaining = txn.asked_at + spacing - now
+            remaining = txn.quiet_since + spacing - now
             if remaining <= 0:
                 due.append(txn)
             else:
                 wake_in = min(wake_in, remaining)
-        due.sort(key=lambda txn: txn.asked_at)
+        due.sort(key=lambda txn: txn.quiet_since)
         return due, wake_in
 
     def _pending(self) -> list[Transaction]:

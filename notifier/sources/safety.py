@@ -62,12 +62,12 @@ class SafetyNet(Service):
 
     async def at_deadline(self, txn: Transaction, held_since: float) -> None:
         """Before a 202 for ``txn``, held since ``held_since`` (monotonic): one last look."""
-        if txn.completion is None and txn.asked_at < held_since:
+        if txn.completion is None and (txn.asked_at is None or txn.asked_at < held_since):
             await self._ask(txn, "deadline", DEADLINE_PATIENCE)
 
     async def on_reattach(self, txn: Transaction) -> None:
         """Before holding a re-attach to a known transaction: ask if nothing was heard."""
-        if txn.completion is None and time.monotonic() - txn.asked_at >= self.sweep_after:
+        if txn.completion is None and time.monotonic() - txn.quiet_since >= self.sweep_after:
             await self._ask(txn, "reattach")
 
     async def _sweep_once(self) -> None:

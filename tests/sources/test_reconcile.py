@@ -52,7 +52,7 @@ async def test_down_it_sweeps_at_once_and_until_everything_held_is_answered() ->
     young, old = started(registry, new_txn_id()), started(registry, new_txn_id())
     assert old.started_at is not None
     old.started_at -= timedelta(minutes=10)
-    old.asked_at -= 60
+    old.tracked_at -= 60
     executions.answer(young.txn_id, "RUNNING", "PENDING_REDRIVE", "HIBERNATING", "SUCCEEDED")
     executions.answer(old.txn_id, "RUNNING")
     connection = FakeConnection()

@@ -52,7 +52,7 @@ async def test_no_look_when_step_functions_was_asked_during_the_hold() -> None:
 async def test_a_reattach_asks_only_when_nothing_was_heard_for_a_while() -> None:
     registry, executions = Registry(max_held=10), FakeExecutions()
     recent, quiet = started(registry, new_txn_id()), started(registry, new_txn_id())
-    quiet.asked_at -= 31
+    quiet.tracked_at -= 31
     executions.answer(quiet.txn_id, "TIMED_OUT")
     net = safety_net(registry, executions, after=30)
     await net.on_reattach(recent)
@@ -64,7 +64,7 @@ async def test_a_reattach_asks_only_when_nothing_was_heard_for_a_while() -> None
 async def test_the_slow_sweep_finds_what_was_lost_and_survives_errors() -> None:
     registry, executions = Registry(max_held=10), FakeExecutions()
     lost, fresh = started(registry, new_txn_id()), started(registry, new_txn_id())
-    lost.asked_at -= 60
+    lost.tracked_at -= 60
     executions.answer(
         lost.txn_id, RuntimeError("the inner call broke"), "PENDING_REDRIVE", "ABORTED"
     )
