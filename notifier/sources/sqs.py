@@ -61,6 +61,7 @@ class SqsSource(Service):
         self.resolved = 0
         self.dead_lettered = 0
         self._dead_letter_url: str | None = None
+        self._batches = 0
         self._tasks = BackgroundTasks()
 
     @property
@@ -117,6 +118,13 @@ class SqsSource(Service):
             message for message in response.get("Messages", []) if await self._handle(message)
         ]
         if handled:
+            # Deleted while the next receive waits: the next completions do not wait for it.
+            self._batches += 1
+            self._tasks.once(f"sqs-delete-{self._batches}", self._delete(handled))
+
+    async def _delete(self, handled: list[dict[str, Any]]) -> None:
+        """Delete handled messages; one left behind comes back later, and is a duplicate."""
+        try:
             await self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
@@ -124,7 +132,10 @@ class SqsSource(Service):
                     for i, m in enumerate(handled)
                 ],
             )
-            self.deleted += len(handled)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("SQS: deleting %d handled messages failed: %s", len(handled), exc)
+            return
+        self.deleted += len(handled)
 
     async def _handle(self, message: dict[str, Any]) -> bool:
         """Resolve what ``message`` says; True when it may be deleted."""

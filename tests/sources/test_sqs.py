@@ -48,7 +48,7 @@ async def test_the_queue_source_recovers_when_its_inner_call_raises() -> None:
     async with registry.hold(txn.txn_id) as waiter, source:
         await eventually(lambda: source.error == "the inner call broke")
         completion = await waiter
-        await eventually(lambda: source.error is None)
+        await eventually(lambda: source.error is None and sqs.deleted == ["r1"])
         assert "sqs-source" in running_tasks()
     assert completion is not None and completion.via == "sqs"
-    assert sqs.deleted == ["r1"] and source.resolved == 1
+    assert source.resolved == 1 and source.deleted == 1
