@@ -281,7 +281,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         },
         "responses": _answers()
         | {
-            "400": _error("the body is not a JSON object"),
+            "400": _error("the body is not a JSON object, or nested deeper than 64 levels"),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
@@ -340,7 +340,10 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     "summary": "Whether the daemon can serve, and how",
                     "operationId": "readyz",
                     "responses": {
-                        "200": {"description": "ready, or degraded (MQTT down, fallbacks answer)"},
+                        "200": {
+                            "description": "ready, or degraded (MQTT down or not delivering, "
+                            "the fallbacks answer)"
+                        },
                         "503": {"description": "not ready (the body says why)"},
                     },
                 }
