@@ -34,7 +34,7 @@ PUBLISHER_PASSWORD = "publisher-password"
 async def in_process_authorizer(name: str, event: dict[str, Any]) -> dict[str, Any]:
     assert name == AUTHORIZER
     settings = AuthorizerSettings("notifier", ARN_PREFIX)
-    answer, _ = authorize(event, lambda kid: KeyRing(KEY).by_id, settings, time.time())
+    answer, _ = authorize(event, lambda kid: KeyRing(KEY).by_id, settings)
     return answer
 
 
