@@ -226,6 +226,20 @@ async def test_a_failing_token_is_reported_and_retried(broker: LocalBroker) -> N
         assert source.auth_error is None and source.refreshes == 0
 
 
+async def test_a_slow_authorizer_does_not_fail_the_connect() -> None:
+    """IoT Core answers a CONNECT only once the authorizer's Lambda has: up to its timeout."""
+    access = access_control()
+
+    async def slow_authorizer(name: str, event: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(4)  # longer than awscrt's default wait for CONNACK (3 s)
+        return await in_process_authorizer(name, event)
+
+    access.authorize = slow_authorizer
+    async with LocalBroker("127.0.0.1", 0, access) as broker:
+        async with source_for(broker.port, Registry(max_held=10)) as source:
+            assert source.connected and source.auth_error is None
+
+
 async def test_anonymous_and_forged_clients_are_refused(broker: LocalBroker) -> None:
     for token in (None, new_token(key=b"forged" * 8)):
         connection = mqtt.Connection(

@@ -47,6 +47,10 @@ DEFAULT_PORTS = {
     "websockets": 443,
 }
 MIN_REFRESH_DELAY = 1.0
+CONNACK_TIMEOUT_MS = 10_000
+"""How long awscrt waits for CONNACK (and PINGRESP). IoT Core answers a CONNECT only once the
+custom authorizer's Lambda has, which may take its whole timeout (5 s); awscrt's 3 s default
+gave up first on a cold or busy authorizer."""
 # How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
 _REFUSED_RETURN_CODES = {
     mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
@@ -284,6 +288,7 @@ class MqttSubscription(Service):
             "client_id": token.client_id if token is not None else self._own_client_id,
             "clean_session": False,
             "keep_alive_secs": s.keep_alive_secs,
+            "ping_timeout_ms": CONNACK_TIMEOUT_MS,
             "reconnect_min_timeout_secs": s.reconnect_min_secs,
             "reconnect_max_timeout_secs": s.reconnect_max_secs,
             "on_connection_interrupted": self._on_interrupted,
