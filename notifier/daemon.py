@@ -229,6 +229,7 @@ def local_settings(
         "custom-auth": stack.broker.tls_port,
         "custom-auth-websockets": stack.broker.wss_port,
         "tcp": stack.broker.port,
+        "mtls": stack.broker.tls_port,
     }
     transport = settings.mqtt.transport
     if settings.daemon.completion == "mqtt" and transport not in served:

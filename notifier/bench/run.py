@@ -155,7 +155,9 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
         load.ensure_fd_limit(args.held)
     if stack is not None:
         return await _run(args, options, stack)
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0, log_level="ERROR"
+    )
     print("starting the local stack...", flush=True)
     async with LocalStack(settings) as own_stack:
         return await _run(args, options, own_stack)

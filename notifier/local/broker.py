@@ -12,9 +12,12 @@ import logging
 import ssl
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerConfig, ListenerType
 from amqtt.errors import BrokerError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
 
 from notifier.lifecycle import Service
 from notifier.local.broker_auth import AccessControl, IotAuthPlugin
@@ -31,14 +34,25 @@ class PortInUseError(Exception):
         self.option = option
 
 
-class AlpnBroker(Broker):
-    """amqtt, whose TLS listeners cannot be given ALPN protocols by configuration."""
+class TlsBroker(Broker):
+    """amqtt, with two things its TLS listeners lack: ALPN protocols, which its configuration
+    cannot set, and the TLS connection of a resumed persistent session, for which it kept the
+    session's first one (so a client certificate would be judged by the first connection's)."""
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
         context = Broker._create_ssl_context(listener)
         context.set_alpn_protocols(ALPN[listener.type])
         return context
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        handler, session = await super()._initialize_client_session(
+            reader, writer, remote_address, remote_port
+        )
+        session.ssl_object = writer.get_ssl_info()
+        return handler, session
 
 
 class LocalBroker(Service):
@@ -95,7 +109,7 @@ class LocalBroker(Service):
     async def start(self) -> None:
         # amqtt logs a full traceback for a failed bind; the error below says it in one line.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        broker = AlpnBroker(self.config())
+        broker = TlsBroker(self.config())
         plugin = broker.plugins_manager.get_plugin(IotAuthPlugin.__name__)
         assert isinstance(plugin, IotAuthPlugin)
         plugin.access = self.access

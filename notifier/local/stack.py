@@ -22,7 +22,11 @@ from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
 from notifier.lifecycle import Service, terminate
 from notifier.local.broker import LocalBroker, PortInUseError
-from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
+from notifier.local.broker_auth import (
+    AccessControl,
+    LambdaAuthorizers,
+    RegisteredCertificates,
+)
 from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
 from notifier.local.sigv4 import SigV4Verifier
@@ -141,6 +145,7 @@ class LocalStack(Service):
         self.endpoint: AwsEndpointProcess | None = None
         self.token_api: LocalTokenApi | None = None
         self._authorizers: LambdaAuthorizers | None = None
+        self._certificates: RegisteredCertificates | None = None
         self.outputs: dict[str, str] = {}
 
     @property
@@ -183,6 +188,9 @@ class LocalStack(Service):
             self._authorizers = LambdaAuthorizers(self.aws())
             await self._authorizers.start()
             self.access.authorize = self._authorizers
+            self._certificates = RegisteredCertificates(self.aws())
+            await self._certificates.start()
+            self.access.certificate_policies = self._certificates
             parameters = {
                 "Stage": s.stage,
                 "TopicRoot": s.topic_root,
@@ -211,6 +219,9 @@ class LocalStack(Service):
         if self._authorizers is not None:
             self.access.authorize = None
             await self._authorizers.stop()
+        if self._certificates is not None:
+            self.access.certificate_policies = None
+            await self._certificates.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()
         with contextlib.suppress(Exception):
