@@ -95,38 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = LocalStackSettings()
     local.add_argument("--host", default=defaults.host, help="address to listen on")
-    local.add_argument(
-        "--aws-port", type=int, default=defaults.aws_port, help="AWS API endpoint port"
-    )
-    local.add_argument(
-        "--mqtt-port", type=int, default=defaults.mqtt_port, help="plain MQTT port (tcp)"
-    )
-    local.add_argument(
-        "--mqtt-tls-port",
-        type=int,
-        default=defaults.mqtt_tls_port,
-        help="MQTT over TLS port, ALPN mqtt (custom-auth)",
-    )
-    local.add_argument(
-        "--mqtt-wss-port",
-        type=int,
-        default=defaults.mqtt_wss_port,
-        help="MQTT over WebSockets over TLS port (custom-auth-websockets)",
-    )
+    ports = {
+        "--aws-port": (defaults.aws_port, "AWS API endpoint port"),
+        "--mqtt-port": (defaults.mqtt_port, "plain MQTT port (tcp)"),
+        "--mqtt-tls-port": (defaults.mqtt_tls_port, "MQTT over TLS, ALPN mqtt (custom-auth, mtls)"),
+        "--mqtt-wss-port": (defaults.mqtt_wss_port, "MQTT over WebSockets over TLS port"),
+        "--issuer-port": (defaults.issuer_port, "token API port (SigV4, local credentials)"),
+        "--http-port": (3000, "the daemon's HTTP port (config/local.toml)"),
+    }  # fmt: skip
+    for option, (default, description) in ports.items():
+        local.add_argument(option, type=int, default=default, help=f"{description}; 0: any free")
     local.add_argument(
         "--work-dir",
         type=Path,
         help="the stack's files: its CA and the broker's certificate "
         "(default: build/local/<stack name> in the source tree)",
-    )
-    local.add_argument(
-        "--issuer-port",
-        type=int,
-        default=defaults.issuer_port,
-        help="token API port (requests signed with SigV4 and the local credentials)",
-    )
-    local.add_argument(
-        "--http-port", type=int, default=3000, help="the daemon's HTTP port (config/local.toml)"
     )
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")

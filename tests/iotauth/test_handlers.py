@@ -162,11 +162,12 @@ def test_previous_key_still_verifies_during_rotation_then_not() -> None:
 
 
 def test_session_never_outlives_the_token_by_more_than_iot_minimum() -> None:
-    late, _ = connect(daemon_token(now=NOW - 3600 + 30))
+    now = time.time()  # not NOW: tokens 30 s from expiry must not expire before they are used
+    late, _ = connect(daemon_token(now=now - 3600 + 30))
     assert late["disconnectAfterInSeconds"] == 300  # IoT Core's minimum
-    within_leeway, _ = connect(daemon_token(now=NOW - 3600 - tokens.LEEWAY_SECONDS // 2))
+    within_leeway, _ = connect(daemon_token(now=now - 3600 - tokens.LEEWAY_SECONDS // 2))
     assert within_leeway["isAuthenticated"] is True
-    expired, why = connect(daemon_token(now=NOW - 3600 - tokens.LEEWAY_SECONDS - 1))
+    expired, why = connect(daemon_token(now=now - 3600 - tokens.LEEWAY_SECONDS - 1))
     assert expired["isAuthenticated"] is False and "expired" in why
 
 
