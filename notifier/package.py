@@ -202,10 +202,10 @@ def zip_code(directory: Path) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, path in sorted(entries.items()):
-            entry = zipfile.ZipInfo(name, ZIP_DATE_TIME)
-            entry.external_attr = ZIP_FILE_MODE
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, path.read_bytes())
+            info = zipfile.ZipInfo(name, ZIP_DATE_TIME)
+            info.external_attr = ZIP_FILE_MODE
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     return f"{ARTIFACT_PREFIX}/{directory.name}-{digest}.zip", data

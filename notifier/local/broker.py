@@ -41,7 +41,7 @@ class TlsBroker(Broker):
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
-        context = Broker._create_ssl_context(listener)
+        context: ssl.SSLContext = Broker._create_ssl_context(listener)
         context.set_alpn_protocols(ALPN[listener.type])
         return context
 

@@ -106,9 +106,12 @@ class LocalCertificateAuthority:
         except (OSError, ValueError):
             return None
         fresh = certificate.not_valid_after_utc - datetime.now(UTC) > RENEW_BEFORE
+        public = certificate.public_key()
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not fresh:
             return None
-        if key.public_key().public_numbers() != certificate.public_key().public_numbers():
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            return None
+        if key.public_key().public_numbers() != public.public_numbers():
             return None
         return certificate, key
 
