@@ -19,7 +19,7 @@ from aiohttp import web
 from notifier.app import ADMISSION, REGISTRY, SETTINGS, create_app
 from notifier.app import reload as reload_app
 from notifier.aws import AwsSettings
-from notifier.config import ConfigError, Settings, load_settings
+from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.lifecycle import Service
@@ -222,7 +222,8 @@ def local_settings(
 
     Read from ``path`` (default ``config/local.toml``) with environment overrides; where the
     stack's MQTT broker (the port of the configured transport), its CA, AWS endpoint, token
-    issuer, bucket, completion and approval queues are is taken from the stack itself.
+    issuer (for the transports that use tokens), bucket, completion and approval queues are,
+    are taken from the stack itself.
     """
     settings = load_settings(path or LOCAL_CONFIG, env)
     served = {
@@ -246,7 +247,10 @@ def local_settings(
             topic_root=stack.settings.topic_root,
             ca_file=str(stack.ca_file),
         ),
-        iotauth=dataclasses.replace(settings.iotauth, issuer_url=stack.issuer_url),
+        iotauth=dataclasses.replace(
+            settings.iotauth,
+            issuer_url=stack.issuer_url if transport in TOKEN_TRANSPORTS else None,
+        ),
         sqs=dataclasses.replace(
             settings.sqs,
             queue_prefix=stack.outputs["CompletionQueuePrefix"],
