@@ -95,7 +95,7 @@ def _figures(
     }
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -114,7 +114,7 @@ def modes_table(results: Sequence[ModeResult]) -> str:
         calls = sum(result.api_calls.values()) / result.requests
         rows.append(
             tuple(
-                _cell(v)
+                cell(v)
                 for v in (
                     result.mode,
                     f["backend"],
@@ -132,7 +132,7 @@ def modes_table(results: Sequence[ModeResult]) -> str:
                 )  # fmt: skip
             )
         )
-    return _format(rows)
+    return format_table(rows)
 
 
 def held_table(result: HeldResult) -> str:
@@ -140,7 +140,7 @@ def held_table(result: HeldResult) -> str:
     header = ("backend", "requests", "held at once", "ok", "p50 ms", "p99 ms", "CPU ms/req",
               "peak RSS MB")  # fmt: skip
     row = tuple(
-        _cell(f[k])
+        cell(f[k])
         for k in (
             "backend",
             "requests",
@@ -152,10 +152,10 @@ def held_table(result: HeldResult) -> str:
             "peak_rss_mb",
         )  # fmt: skip
     )
-    return _format([header, row])
+    return format_table([header, row])
 
 
-def _format(rows: Sequence[tuple[str, ...]]) -> str:
+def format_table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(row))

@@ -27,7 +27,7 @@ from typing import IO
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, report
+from notifier.bench import load, report, throughput
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import Settings, SqsSettings
@@ -104,7 +104,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="instead: hold N requests at once in one daemon (stand-in backend), then answer",
     )
     bench.add_argument(
-        "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
+        "--throughput",
+        action="store_true",
+        help="instead: the local stack's own throughput, executions a second per workflow "
+        "(moto, MQTT; by default 50 ProcessA at once, then 100 Hello at 50 concurrent)",
+    )
+    bench.add_argument(
+        "--routes",
+        default=",".join(throughput.WORKLOADS),
+        help="with --throughput: the routes to load, comma-separated",
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=5, help="requests per daemon (per route) before measuring (5)"
     )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
@@ -131,6 +142,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--warmup must not be negative")
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
+    if args.throughput and (args.held is not None or args.backend != "moto" or args.plot):
+        raise BenchError("--throughput measures the moto backend alone: no --held, --plot")
     if args.plot is not None:
         report.check_plotting()
     return BenchOptions(
@@ -162,6 +175,8 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    if args.throughput:
+        return await run_throughput(args, options, stack)
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
@@ -184,6 +199,35 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
     if args.json:
         print(json.dumps({"modes": {r.mode: r.figures() for r in results}}))
     return 0 if all(r.ok == r.requests for r in results) else 1
+
+
+async def run_throughput(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    try:
+        workloads = throughput.parse_routes(args.routes)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    widest = max(args.concurrency or w.concurrency for w in workloads)
+    with _log_dir(options) as logs, _open_log(logs / "daemon-throughput.log") as log:
+        results = await throughput.measure(
+            stack,
+            workloads,
+            daemon_settings(stack, "mqtt", options, widest, None),
+            log,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            warmup=options.warmup,
+            progress=True,
+        )
+    print()
+    print(throughput.table(results))
+    for note in throughput.notes(machine()):
+        print(f"  {note}")
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.route}: a wrong answer: {error}")
+    if args.json:
+        print(json.dumps({"throughput": {r.route: r.figures() for r in results}}))
+    return 0 if all(r.figures()["ok"] == r.requests for r in results) else 1
 
 
 def machine() -> str:
