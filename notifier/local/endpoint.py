@@ -33,7 +33,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     from moto.core.config import default_user_config
     from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.moto_server.werkzeug_app import create_backend_app
     from werkzeug.serving import make_server
 
     from notifier.local import (
@@ -42,6 +42,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         iot_authorizers,
         iot_core,
         lambda_runtime,
+        moto_performance,
         sfn_api,
         sfn_status_events,
     )
@@ -58,7 +59,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     server: Any = make_server(
         host,
         port,
-        DomainDispatcherApplication(create_backend_app),
+        moto_performance.dispatcher(create_backend_app),
         threaded=True,
         request_handler=MotoRequestHandler,
         fd=listener.fileno(),
@@ -73,6 +74,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     publisher = iot_core.BrokerPublisher(
         mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     )
+    moto_performance.install()
     lambda_runtime.install(runtime)
     sfn_status_events.install(emitter)
     eventbridge_targets.install()

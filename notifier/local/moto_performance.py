@@ -1,0 +1,199 @@
+"""Fixes to moto's hot paths: work it repeats on every execution, state or event.
+
+Profiled under load (many concurrent executions), most of the endpoint's CPU went to work
+whose result never changes: parsing the same ASL definition, building the same JSONPath
+parsers, creating a new boto3 client for every service call a state makes. Each fix below
+is small, keeps moto's behaviour, and says what it changes in moto and why, so that it can
+go upstream as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+DEFINITION_CACHE_SIZE = 64
+"""Parsed state machine definitions kept (a stack has a handful, each with its versions)."""
+JSONPATH_CACHE_SIZE = 4096
+"""Parsed JSONPath expressions kept (a definition has tens; events and tests add a few)."""
+SERVICE_CLIENT_POOL_SIZE = 64
+"""HTTP connections each shared service client keeps: one per concurrent state, roughly."""
+
+
+def install() -> None:
+    parse_jsonpath_once()
+    parse_definitions_once()
+    share_service_clients()
+    count_queue_messages_on_one_clock_reading()
+
+
+def parse_jsonpath_once() -> None:
+    """Parse each JSONPath expression once.
+
+    ``jsonpath_ng.parse`` and ``jsonpath_ng.ext.parse`` build a new LALR parser (PLY reads
+    its whole table) on every call, which costs about a millisecond; moto calls them for
+    every path of every state it evaluates (InputPath, ResultPath, every ``.$`` parameter)
+    and for every input path of every EventBridge target. A parsed expression is immutable,
+    so the same one serves every caller.
+    """
+    import jsonpath_ng.ext
+    from jsonpath_ng.ext.parser import parse as parse_extended
+    from jsonpath_ng.parser import parse as parse_plain
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    plain = functools.lru_cache(maxsize=JSONPATH_CACHE_SIZE)(parse_plain)
+    extended = functools.lru_cache(maxsize=JSONPATH_CACHE_SIZE)(parse_extended)
+    result_path.parse = plain  # type: ignore[attr-defined]
+    json_path.parse = extended  # type: ignore[attr-defined]
+    # moto.events.utils imports it from jsonpath_ng.ext inside the function, at each call.
+    jsonpath_ng.ext.parse = extended  # type: ignore[attr-defined]
+
+
+def parse_definitions_once() -> None:
+    """Parse each state machine definition once, not at every execution.
+
+    moto's ``ExecutionWorker`` runs the ANTLR parser and the preprocessor over the whole
+    definition at the start of every execution (tens of milliseconds for a dozen states).
+    The program it builds holds no execution state: everything an execution changes lives
+    in its ``Environment``, which is why moto already evaluates one program from several
+    threads at once (the iterations of a Map). So one parsed program serves every execution
+    of the same definition text. The one thing a program computes lazily, each component's
+    ``heap_key`` (a random name for its slot in an execution's heap), is computed right
+    after parsing, so that threads sharing the program never race to assign it.
+    """
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    original_parse = AmazonStateLanguageParser.parse
+
+    @functools.lru_cache(maxsize=DEFINITION_CACHE_SIZE)
+    def parse(definition: str) -> Any:
+        program, tree = original_parse(definition)
+        for component in _components(program, EvalComponent):
+            _ = component.heap_key
+        return program, tree
+
+    AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+
+
+def _components(root: object, kind: type[Any]) -> Iterator[Any]:
+    """Every ``kind`` object reachable from ``root`` through attributes and containers."""
+    seen: set[int] = set()
+    pending: list[object] = [root]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, kind):
+            yield item
+            pending.extend(vars(item).values())
+
+
+def share_service_clients() -> None:
+    """One boto3 client per service and region for the service integrations of states.
+
+    moto's ``boto_client_for`` creates a new boto3 client for every Task state that calls a
+    service (Lambda, the SDK integrations, SQS, DynamoDB, ...): loading the service model,
+    copying the event hooks and resolving the endpoint take ~10 ms of CPU each time, more
+    than the call itself. botocore clients are thread-safe and every argument moto passes is
+    the same each time but the service, region and endpoint, so one client per those serves
+    every state, with a connection pool wide enough for concurrent executions.
+    """
+    import boto3
+    from botocore.config import Config
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    lock = threading.Lock()
+    clients: dict[tuple[str, str, str | None], Any] = {}
+    pool = Config(max_pool_connections=SERVICE_CLIENT_POOL_SIZE)
+
+    def shared_client(*, service_name: str, region_name: str, **kwargs: Any) -> Any:
+        key = (service_name, region_name, kwargs.get("endpoint_url"))
+        with lock:
+            client = clients.get(key)
+            if client is None:
+                config = kwargs.pop("config", None)
+                kwargs["config"] = config.merge(pool) if config is not None else pool
+                client = boto3.client(service_name=service_name, region_name=region_name, **kwargs)
+                clients[key] = client
+        return client
+
+    boto_client.boto3 = _Boto3Clients(shared_client)  # type: ignore[attr-defined]
+
+
+class _Boto3Clients:
+    """Stands in for the ``boto3`` module where only ``boto3.client`` is used."""
+
+    def __init__(self, client: Callable[..., Any]) -> None:
+        self.client = client
+
+
+def count_queue_messages_on_one_clock_reading() -> None:
+    """SQS queues count their messages reading the clock once, not twice per message.
+
+    moto's ``Queue.messages`` and its three ``approximate_number_of_messages*`` properties
+    ask each message whether it is visible and whether it is delayed, and each of those
+    answers reads the clock through ``utcnow()`` and datetime arithmetic (~3 us). Every
+    ``SendMessage`` evaluates all of them (``send_message`` reads ``queue.attributes`` to
+    look up one flag), so sending to a queue nobody drains, like an EventBridge target
+    queue, costs more with every message in it: with a few thousand, most of the endpoint's
+    CPU. Reading the clock once per count keeps each message's test to two comparisons,
+    with the same result.
+    """
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.models import Message, Queue
+
+    def visible_now(queue: Queue) -> list[Message]:
+        now = unix_time_millis()
+        return [m for m in queue._messages if now > m.visible_at and now >= m.delayed_until]
+
+    def delayed_count(queue: Queue) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in queue._messages if now < m.delayed_until)
+
+    def not_visible_count(queue: Queue) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in queue._messages if now <= m.visible_at)
+
+    replacements: dict[str, Callable[[Queue], object]] = {
+        "messages": visible_now,
+        "approximate_number_of_messages": lambda queue: len(visible_now(queue)),
+        "approximate_number_of_messages_delayed": delayed_count,
+        "approximate_number_of_messages_not_visible": not_visible_count,
+    }
+    for name, count in replacements.items():
+        setattr(Queue, name, property(count))
+
+
+def dispatcher(create_app: Callable[[Any], Any]) -> Any:
+    """moto's server application, remembering which backend serves which host name.
+
+    For every request, moto's ``DomainDispatcherApplication`` lists moto's service modules
+    on disk and tries the URL patterns of every service in turn (hundreds of regular
+    expressions) to find the backend for the request's host, all under one lock that every
+    request thread waits for. The answer for a host never changes, so it is looked up once.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    class HostCachingDispatcher(DomainDispatcherApplication):
+        def __init__(self, create_app: Callable[[Any], Any]) -> None:
+            super().__init__(create_app)
+            self._backend_by_host: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            try:
+                return self._backend_by_host[host]
+            except KeyError:
+                backend = super().get_backend_for_host(host)
+                self._backend_by_host[host] = backend
+                return backend
+
+    return HostCachingDispatcher(create_app)
