@@ -135,38 +135,44 @@ class StackCpu:
         self._endpoint_pid = endpoint_pid
 
     def seconds(self) -> dict[str, float]:
-        """``endpoint``: the endpoint process's own threads; ``lambda``: its children, those
-        running now and those it has reaped."""
+        """``endpoint``: the endpoint process's own threads; ``lambda``: every process below
+        it (the Lambda workers and the server that forks them), running or reaped."""
+        stats = _all_stats()
+        own = _ticks(stats[self._endpoint_pid], _OWN_CPU)
+        reaped = _ticks(stats[self._endpoint_pid], _CHILDREN_CPU)
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[_PARENT]), []).append(pid)
+        pending = list(children.get(self._endpoint_pid, []))
+        while pending:
+            pid = pending.pop()
+            reaped += _ticks(stats[pid], _OWN_CPU + _CHILDREN_CPU)
+            pending.extend(children.get(pid, []))
         tick = os.sysconf("SC_CLK_TCK")
-        stat = _stat_fields(self._endpoint_pid)
-        own = (int(stat[11]) + int(stat[12])) / tick
-        reaped = (int(stat[13]) + int(stat[14])) / tick
-        children = sum(
-            (int(fields[11]) + int(fields[12])) / tick
-            for fields in map(_stat_fields, _children(self._endpoint_pid))
-            if fields
-        )
-        return {"endpoint": own, "lambda": reaped + children}
+        return {"endpoint": own / tick, "lambda": reaped / tick}
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat from field 3 on (so field N of proc(5) is index N - 3); [] if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return []
-    return stat[stat.rindex(")") + 2 :].split()
+# Indexes into /proc/<pid>/stat after the command name: field N of proc(5) is at N - 3.
+_PARENT = 1
+_OWN_CPU = (11, 12)  # utime, stime
+_CHILDREN_CPU = (13, 14)  # cutime, cstime: children waited for
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    children = []
+def _ticks(fields: list[str], indexes: tuple[int, ...]) -> int:
+    return sum(int(fields[i]) for i in indexes)
+
+
+def _all_stats() -> dict[int, list[str]]:
+    """/proc/<pid>/stat of every process, from field 3 on."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields and int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    return stats
 
 
 async def send(http: aiohttp.ClientSession, url: str, workload: Workload, index: int) -> Answer:

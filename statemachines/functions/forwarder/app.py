@@ -17,6 +17,7 @@ message, which is what the daemon reads while it cannot receive MQTT.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -128,11 +129,16 @@ class Forwarder:
         return True
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    forwarder = Forwarder(
+@functools.cache
+def forwarder() -> Forwarder:
+    """One forwarder, with its clients, for the life of the container."""
+    return Forwarder(
         boto3.client("iot-data"),
         boto3.client("sqs"),
         os.environ["TOPIC_ROOT"],
         os.environ["COMPLETION_QUEUE_PREFIX"],
     )
-    return forwarder.forward(event)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    return forwarder().forward(event)
