@@ -102,6 +102,7 @@ class FunctionPool:
     def __init__(self, factory: Callable[[], Worker]) -> None:
         self._factory = factory
         self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(WORKERS_PER_FUNCTION)
 
@@ -111,17 +112,22 @@ class FunctionPool:
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = self._factory()
+                with self._lock:
+                    self._workers.add(worker)
             reply = worker.invoke(event, timeout)
+            with self._lock:
+                if reply is None:
+                    self._workers.discard(worker)
+                else:
+                    self._idle.append(worker)
             if reply is None:
                 worker.close()
-            else:
-                with self._lock:
-                    self._idle.append(worker)
             return reply
 
     def close(self) -> None:
+        """Stop every worker, busy ones too: their invocations end as timed out."""
         with self._lock:
-            workers, self._idle = self._idle, []
+            workers, self._workers, self._idle = self._workers, set(), []
         for worker in workers:
             worker.close()
 
