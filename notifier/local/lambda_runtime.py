@@ -51,6 +51,7 @@ class Worker:
         name: str,
     ) -> None:
         self._channel, worker_channel = context.Pipe()
+        self._closing = threading.Lock()
         log_read, log_write = context.Pipe(duplex=False)
         self.process = context.Process(
             target=lambda_worker.serve,
@@ -90,10 +91,15 @@ class Worker:
         return self.process.is_alive()
 
     def close(self) -> None:
-        if self.alive():
-            self.process.kill()
-        self.process.join()
-        self._channel.close()
+        """Kill the process; safe to call from several threads (a pool stopping while an
+        invocation of this worker fails)."""
+        with self._closing:
+            if self._channel.closed:
+                return
+            if self.alive():
+                self.process.kill()
+            self.process.join()
+            self._channel.close()
 
 
 class FunctionPool:

@@ -27,6 +27,8 @@ def install() -> None:
     parse_definitions_once()
     share_service_clients()
     count_queue_messages_on_one_clock_reading()
+    list_response_methods_once()
+    find_account_backends_without_locking()
 
 
 def parse_jsonpath_once() -> None:
@@ -197,3 +199,40 @@ def dispatcher(create_app: Callable[[Any], Any]) -> Any:
                 return backend
 
     return HostCachingDispatcher(create_app)
+
+
+def list_response_methods_once() -> None:
+    """List the methods of each response class once, not at every request.
+
+    ``BaseResponse.call_action`` finds the method for the requested action by listing the
+    methods of its response class with ``inspect.getmembers``, which walks and sorts the
+    hundreds of attributes of the class on every request. A class's methods do not change
+    while the server runs.
+    """
+    from moto.core import responses
+    from moto.core.utils import method_names_from_class
+
+    responses.method_names_from_class = functools.cache(method_names_from_class)  # type: ignore[attr-defined]
+
+
+def find_account_backends_without_locking() -> None:
+    """Look up an account's backend without taking moto's global lock once it exists.
+
+    ``BackendDict.__getitem__`` runs ``_create_account_specific_backend`` on every lookup
+    (``sqs_backends[account][region]``, several per request and per state): under the
+    lock that every backend of every service shares, it copies the dict's keys into a list
+    to test membership, then tests the dict against every registered ``BackendDict`` with
+    ``__eq__``. Once the account's backend exists (it is created and registered together,
+    under that lock, and ``reset`` removes both together) a plain dict lookup finds it.
+    """
+    from moto.core.base_backend import BackendDict
+
+    create_and_get = BackendDict.__getitem__
+
+    def get(self: BackendDict[Any], account_id: str) -> Any:
+        try:
+            return dict.__getitem__(self, account_id)
+        except KeyError:
+            return create_and_get(self, account_id)
+
+    BackendDict.__getitem__ = get  # type: ignore[method-assign]
