@@ -1,9 +1,10 @@
 """One warm Lambda "container": a process that imports a function's handler once and
 answers invocations from its parent, one at a time.
 
-Workers are forked from a server process that has already imported boto3 (see
-``lambda_runtime``), so a new one costs milliseconds where a fresh interpreter importing
-boto3 takes about half a second of CPU. :func:`serve` then makes the process the function's
+Workers are forked from a server process that has already imported boto3 and loaded the
+models of the services the stack's functions call (``lambda_preload``), so a new one costs
+milliseconds where a fresh interpreter importing boto3 and creating its first clients takes
+about half a second of CPU. :func:`serve` then makes the process the function's
 own: its environment variables, its code first on ``sys.path``, its handler imported.
 
 Protocol, over ``channel`` (one JSON document per message): the parent sends
@@ -24,8 +25,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-PRELOADED = ("boto3", "botocore.session")
-"""What the server that forks workers imports once: what the stack's handlers import."""
+PRELOADED = ("notifier.local.lambda_worker", "notifier.local.lambda_preload")
+"""What the server that forks workers imports once (this module, boto3 and its models)."""
 
 
 class LambdaContext:
