@@ -121,3 +121,25 @@ def test_a_failed_publish_does_not_stop_the_queue_message(sqs: Any) -> None:
     )
     assert delivered == {"status": False, "mqtt": False, "queue": True}
     assert len(received(sqs, url)) == 1
+
+
+def test_the_queue_is_looked_up_once_and_again_after_it_went_away(sqs: Any) -> None:
+    lookups: list[str] = []
+
+    def count_lookup(params: dict[str, Any], **kwargs: Any) -> None:
+        lookups.append(params["QueueName"])
+
+    sqs.meta.events.register("provide-client-params.sqs.GetQueueUrl", count_lookup)
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    sender = forwarder.Forwarder(Recorder(), sqs, "notifier", PREFIX)
+    for _ in range(3):
+        assert sender.forward(status_event("SUCCEEDED", output="{}"))["queue"] is True
+    assert lookups == [f"{PREFIX}instance-a"]
+    assert len(received(sqs, url)) == 3
+
+    sqs.delete_queue(QueueUrl=url)
+    assert sender.forward(status_event("SUCCEEDED", output="{}"))["queue"] is False
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    assert sender.forward(status_event("SUCCEEDED", output="{}"))["queue"] is True
+    assert lookups == [f"{PREFIX}instance-a"] * 2
+    assert len(received(sqs, url)) == 1

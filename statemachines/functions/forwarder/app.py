@@ -89,6 +89,8 @@ class Forwarder:
         self.sqs = sqs
         self.topic_root = topic_root
         self.queue_prefix = queue_prefix
+        self._queue_urls: dict[str, str] = {}
+        """Queue URL by subtopic, looked up once per container (a URL never changes)."""
 
     def forward(self, event: dict[str, Any]) -> dict[str, Any]:
         detail = event["detail"]
@@ -116,9 +118,11 @@ class Forwarder:
     def _enqueue(self, subtopic: str, message: dict[str, Any]) -> bool:
         """True if sent; False when the instance has no queue or the send failed."""
         try:
-            url = self.sqs.get_queue_url(QueueName=f"{self.queue_prefix}{subtopic}")["QueueUrl"]
-            self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
+            self.sqs.send_message(
+                QueueUrl=self._queue_url(subtopic), MessageBody=json.dumps(message)
+            )
         except ClientError as exc:
+            self._queue_urls.pop(subtopic, None)  # gone: ask again next time
             code = exc.response.get("Error", {}).get("Code", "")
             if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
                 log.warning("queue for %s: %s", subtopic, exc)
@@ -127,6 +131,13 @@ class Forwarder:
             log.warning("queue for %s: %s", subtopic, exc)
             return False
         return True
+
+    def _queue_url(self, subtopic: str) -> str:
+        url = self._queue_urls.get(subtopic)
+        if url is None:
+            name = f"{self.queue_prefix}{subtopic}"
+            url = self._queue_urls[subtopic] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        return url
 
 
 @functools.cache
