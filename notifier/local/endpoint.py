@@ -30,10 +30,11 @@ DUMMY_CREDENTIALS = {
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
+    # Out of the environment before any process is started from here (Lambda workers).
+    publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(DUMMY_CREDENTIALS)
     from moto.core.config import default_user_config
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.moto_server.werkzeug_app import create_backend_app
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     from notifier.local import (
@@ -71,11 +72,10 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()
-    publisher = iot_core.BrokerPublisher(
-        mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
-    )
+    publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
     moto_performance.install()
     lambda_runtime.install(runtime)
+    runtime.start()
     sfn_status_events.install(emitter)
     eventbridge_targets.install()
     iot_core.install(publisher)

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import tempfile
 import threading
@@ -148,6 +149,11 @@ class LocalLambdaRuntime:
         self._code_root = Path(tempfile.mkdtemp(prefix="notifier-lambda-"))
         self._pools: dict[str, FunctionPool] = {}
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the server that forks workers now, so that it has loaded boto3 by the time
+        the first invocation comes (rather than making that one wait)."""
+        multiprocessing.forkserver.ensure_running()
 
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
         """Invoke a moto ``LambdaFunction``; returns moto's (payload, errored, logs) triple."""
