@@ -15,6 +15,14 @@ DETAIL_KEYS = {
 }  # fmt: skip
 
 
+async def emptied_status_queue(sqs: Any, stack: LocalStack) -> str:
+    """The stack's status queue, emptied of what the session's earlier executions left in it
+    (thousands of events by now, which reading through would be most of the test)."""
+    url: str = stack.outputs["StatusQueueUrl"]
+    await sqs.purge_queue(QueueUrl=url)
+    return url
+
+
 async def statuses_for(
     sqs: Any, queue_url: str, execution_arns: list[str], count: int
 ) -> dict[str, list[dict[str, Any]]]:
@@ -48,10 +56,11 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
             Endpoint=attributes["Attributes"]["QueueArn"],
             Attributes={"RawMessageDelivery": "true"},
         )
+        status_queue = await emptied_status_queue(sqs, local_stack)
         name = new_id("hello")
         arn = await start(local_stack, "HelloStateMachineArn", name, {"subtopic": "events", "x": 1})
         await wait_final(local_stack, arn)
-        direct = (await statuses_for(sqs, local_stack.outputs["StatusQueueUrl"], [arn], 2))[arn]
+        direct = (await statuses_for(sqs, status_queue, [arn], 2))[arn]
         via_sns = (await statuses_for(sqs, subscriber_url, [arn], 2))[arn]
 
     for events in (direct, via_sns):
@@ -71,6 +80,8 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
 async def test_stopped_and_failed_executions_send_their_final_status(
     local_stack: LocalStack,
 ) -> None:
+    async with local_stack.aws().client("sqs") as sqs:
+        status_queue = await emptied_status_queue(sqs, local_stack)
     stopped = await start(
         local_stack,
         "HelloStateMachineArn",
@@ -86,8 +97,7 @@ async def test_stopped_and_failed_executions_send_their_final_status(
     await wait_final(local_stack, failed)
 
     async with local_stack.aws().client("sqs") as sqs:
-        queue = local_stack.outputs["StatusQueueUrl"]
-        found = await statuses_for(sqs, queue, [stopped, failed], 2)
+        found = await statuses_for(sqs, status_queue, [stopped, failed], 2)
     aborted, errored = found[stopped], found[failed]
     assert [e["detail"]["status"] for e in aborted] == ["RUNNING", "ABORTED"]
     assert [e["detail"]["status"] for e in errored] == ["RUNNING", "FAILED"]
