@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id, start, wait_final
 
@@ -15,11 +17,14 @@ DETAIL_KEYS = {
 }  # fmt: skip
 
 
-async def emptied_status_queue(sqs: Any, stack: LocalStack) -> str:
-    """The stack's status queue, emptied of what the session's earlier executions left in it
-    (thousands of events by now, which reading through would be most of the test)."""
-    url: str = stack.outputs["StatusQueueUrl"]
-    await sqs.purge_queue(QueueUrl=url)
+@pytest.fixture(scope="module")
+async def status_queue(local_stack: LocalStack) -> str:
+    """The stack's status queue, emptied once for this module's tests of what the session's
+    earlier executions left in it (thousands of events by then, which reading through would
+    be most of the test; SQS allows one purge a minute)."""
+    url: str = local_stack.outputs["StatusQueueUrl"]
+    async with local_stack.aws().client("sqs") as sqs:
+        await sqs.purge_queue(QueueUrl=url)
     return url
 
 
@@ -44,7 +49,9 @@ async def statuses_for(
     return events
 
 
-async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: LocalStack) -> None:
+async def test_status_changes_reach_queue_and_topic_subscribers(
+    local_stack: LocalStack, status_queue: str
+) -> None:
     async with local_stack.aws().client("sqs") as sqs, local_stack.aws().client("sns") as sns:
         subscriber_url = (await sqs.create_queue(QueueName=new_id("status-sub")))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(
@@ -56,7 +63,6 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
             Endpoint=attributes["Attributes"]["QueueArn"],
             Attributes={"RawMessageDelivery": "true"},
         )
-        status_queue = await emptied_status_queue(sqs, local_stack)
         name = new_id("hello")
         arn = await start(local_stack, "HelloStateMachineArn", name, {"subtopic": "events", "x": 1})
         await wait_final(local_stack, arn)
@@ -78,10 +84,8 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
 
 
 async def test_stopped_and_failed_executions_send_their_final_status(
-    local_stack: LocalStack,
+    local_stack: LocalStack, status_queue: str
 ) -> None:
-    async with local_stack.aws().client("sqs") as sqs:
-        status_queue = await emptied_status_queue(sqs, local_stack)
     stopped = await start(
         local_stack,
         "HelloStateMachineArn",
