@@ -25,6 +25,7 @@ def install() -> None:
     parse_definitions_once()
     share_service_clients()
     count_queue_messages_on_one_clock_reading()
+    send_to_queues_without_counting_their_messages()
     list_response_methods_once()
     find_account_backends_without_locking()
 
@@ -242,3 +243,42 @@ def find_account_backends_without_locking() -> None:
             return create_and_get(self, account_id)
 
     BackendDict.__getitem__ = get  # type: ignore[method-assign]
+
+
+def send_to_queues_without_counting_their_messages() -> None:
+    """SendMessage looks up the queue's one flag it needs without counting its messages.
+
+    moto's send path (``send_message``, ``_validate_message``, ``add_message``) reads the
+    queue's ContentBasedDeduplication flag as ``queue.attributes.get(...)``, and
+    ``queue.attributes`` computes every attribute of the queue, among them its three
+    message counts, each a pass over all its messages. So each message sent to a queue
+    nobody drains (an EventBridge rule's target queue gets every status change) costs more
+    than the one before. While a thread sends a message, ``queue.attributes`` is, for that
+    thread only, just that flag, exactly as the full attributes would give it (a FIFO
+    queue's ``"true"``/``"false"``, absent for a standard queue). The upstream fix is to
+    read ``queue.content_based_deduplication`` in those three places.
+    """
+    from moto.sqs.models import Queue, SQSBackend
+
+    sending = threading.local()
+    all_attributes = vars(Queue)["attributes"].fget
+    send = SQSBackend.send_message
+
+    def attributes(queue: Queue) -> dict[str, Any]:
+        if not getattr(sending, "active", False):
+            return all_attributes(queue)  # type: ignore[no-any-return]
+        if not queue.fifo_queue:
+            return {}
+        flag = bool(queue.content_based_deduplication)  # type: ignore[attr-defined]
+        return {"ContentBasedDeduplication": str(flag).lower()}
+
+    def send_message(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(sending, "active", False)
+        sending.active = True
+        try:
+            return send(self, *args, **kwargs)
+        finally:
+            sending.active = outer
+
+    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
