@@ -65,23 +65,32 @@ def parse_definitions_once() -> None:
     ``heap_key`` (a random name for its slot in an execution's heap), is computed right
     after parsing, so that threads sharing the program never race to assign it.
     """
-    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-    original_parse = AmazonStateLanguageParser.parse
+    parse = parsed_once(AmazonStateLanguageParser.parse)
+    AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign,assignment]
+
+
+def parsed_once(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` (moto's ASL parser) remembering its result for each definition, with the
+    heap keys of the program's components computed."""
+    from moto.stepfunctions.parser.asl.component.component import Component
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
 
     @functools.lru_cache(maxsize=DEFINITION_CACHE_SIZE)
-    def parse(definition: str) -> Any:
-        program, tree = original_parse(definition)
-        for component in _components(program, EvalComponent):
-            _ = component.heap_key
+    def parse_once(definition: str) -> Any:
+        program, tree = parse(definition)
+        for component in _reachable(program, Component):
+            if isinstance(component, EvalComponent):
+                _ = component.heap_key
         return program, tree
 
-    AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+    return parse_once
 
 
-def _components(root: object, kind: type[Any]) -> Iterator[Any]:
-    """Every ``kind`` object reachable from ``root`` through attributes and containers."""
+def _reachable(root: object, kind: type[Any]) -> Iterator[Any]:
+    """Every ``kind`` object reachable from ``root`` through the attributes of ``kind``
+    objects and through lists, tuples, sets and dicts."""
     seen: set[int] = set()
     pending: list[object] = [root]
     while pending:

@@ -107,3 +107,24 @@ async def test_queue_counts_follow_sends_receives_and_delays(local_stack: LocalS
         "ApproximateNumberOfMessagesNotVisible": "1",
         "ApproximateNumberOfMessagesDelayed": "1",
     }
+
+
+def test_a_definition_is_parsed_once_with_every_heap_key_set() -> None:
+    """Executions sharing one parsed program never assign a component's heap key lazily,
+    where two threads could give it two names."""
+    from moto.stepfunctions.parser.asl.component.component import Component
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    from notifier.local.moto_performance import _reachable, parsed_once
+
+    definition = json.dumps(RETRIED).replace(
+        "${function}", "arn:aws:lambda:us-east-1:123456789012:function:f"
+    )
+    parse = parsed_once(AmazonStateLanguageParser.parse)
+    program, _ = parse(definition)
+    assert parse(definition)[0] is program
+    components = [c for c in _reachable(program, Component) if isinstance(c, EvalComponent)]
+    # The program, its states, the Task's resource, parameters and retrier, and more.
+    assert len(components) > 10
+    assert all(vars(c).get("_EvalComponent__heap_key") for c in components)
