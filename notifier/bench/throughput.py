@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -72,6 +73,10 @@ WORKLOADS = {
 }
 HOLD = 120.0
 """Seconds a request may be held: long enough that a slow stack shows as time, not as 202."""
+SETTLE_INTERVAL = 0.5
+SETTLE_MAX_SECONDS = 30.0
+IDLE_SHARE = 0.1
+"""Below this share of a core the stack counts as idle (its own timers and long polls)."""
 
 
 def parse_routes(text: str) -> tuple[Workload, ...]:
@@ -100,7 +105,7 @@ class ThroughputResult:
     elapsed_s: float
     answers: list[Answer]
     cpu_s: dict[str, float]
-    """CPU seconds used during the run, by part: ``endpoint``, ``lambda``, ``daemon``."""
+    """CPU seconds the run cost, by part: ``endpoint``, ``lambda``, ``daemon``, ``bench``."""
     errors: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
@@ -150,6 +155,24 @@ class StackCpu:
             pending.extend(children.get(pid, []))
         tick = os.sysconf("SC_CLK_TCK")
         return {"endpoint": own / tick, "lambda": reaped / tick}
+
+    async def settled(self) -> None:
+        """Once the stack has finished what the last answers left running (Downstream, the
+        status forwarder): until it uses under a tenth of a core, for at most a while."""
+        deadline = time.monotonic() + SETTLE_MAX_SECONDS
+        last = sum(self.seconds().values())
+        while time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_INTERVAL)
+            now = sum(self.seconds().values())
+            if now - last < IDLE_SHARE * SETTLE_INTERVAL:
+                return
+            last = now
+
+
+def _own_cpu() -> float:
+    """This process's CPU time: the MQTT broker's and the load's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # Indexes into /proc/<pid>/stat after the command name: field N of proc(5) is at N - 3.
@@ -244,11 +267,13 @@ async def measure(
             if warmup:
                 await drive(http, daemon.url, workload, requests=warmup, concurrency=warmup,
                             first_index=-warmup)  # fmt: skip
-            before = {**cpu.seconds(), "daemon": daemon.cpu_seconds()}
+            await cpu.settled()
+            before = {**cpu.seconds(), "daemon": daemon.cpu_seconds(), "bench": _own_cpu()}
             began = time.perf_counter()
             answers = await drive(http, daemon.url, workload, requests=n, concurrency=c)
             elapsed = time.perf_counter() - began
-            after = {**cpu.seconds(), "daemon": daemon.cpu_seconds()}
+            await cpu.settled()
+            after = {**cpu.seconds(), "daemon": daemon.cpu_seconds(), "bench": _own_cpu()}
             results.append(
                 ThroughputResult(
                     route=workload.route,
@@ -267,7 +292,7 @@ async def measure(
 def table(results: Sequence[ThroughputResult]) -> str:
     header = (
         "workflow", "route", "conc", "requests", "ok", "statuses", "elapsed s", "exec/s",
-        "p50 ms", "p95 ms", "max ms", "CPU ms/exec: endpoint", "lambda", "daemon",
+        "p50 ms", "p95 ms", "max ms", "CPU ms/exec: endpoint", "lambda", "daemon", "bench",
     )  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
     for result in results:
@@ -277,7 +302,7 @@ def table(results: Sequence[ThroughputResult]) -> str:
         values = (
             f["workflow"], f"/{result.route}", f["concurrency"], f["requests"], f["ok"], statuses,
             f["elapsed_s"], f["executions_per_s"], f["p50_ms"], f["p95_ms"], f["max_ms"],
-            cpu["endpoint"], cpu["lambda"], cpu["daemon"],
+            cpu["endpoint"], cpu["lambda"], cpu["daemon"], cpu["bench"],
         )  # fmt: skip
         rows.append(tuple(report.cell(v) for v in values))
     return report.format_table(rows)
@@ -291,8 +316,10 @@ def notes(machine: str) -> list[str]:
         "worker processes, S3, the IoT publish); ProcessA's step f also starts Downstream",
         "exec/s: correct answers (200 SUCCEEDED, the workflow's own result) per second of "
         "the run; p50/max: request sent to whole answer read",
-        "CPU ms/exec: endpoint = moto and the bridges; lambda = the Lambda worker processes; "
-        "daemon = the notifier daemon (the broker and this load share the bench's process)",
+        "CPU ms/exec, counted until the stack is idle again (Downstream and the status "
+        "forwarder run on after the answers): endpoint = moto and the bridges; lambda = the "
+        "Lambda worker processes; daemon = the notifier daemon; bench = this process, the MQTT "
+        "broker and the load",
     ]
 
 

@@ -132,7 +132,7 @@ async def test_throughput_runs_each_workflow_through_the_stack(
         assert run["ok"] == run["requests"] == 3 and run["statuses"] == {"200": 3}, route
         assert run["executions_per_s"] > 0 and run["p50_ms"] <= run["p95_ms"] <= run["max_ms"]
         cpu = run["cpu_ms_per_execution"]
-        assert set(cpu) == {"endpoint", "lambda", "daemon"}, route
+        assert set(cpu) == {"endpoint", "lambda", "daemon", "bench"}, route
         assert cpu["endpoint"] > 0 and cpu["daemon"] > 0, route
     # ProcessA's six steps run in Lambda workers; they are counted with the stack.
     assert figures["p1"]["cpu_ms_per_execution"]["lambda"] > 0
