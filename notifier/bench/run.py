@@ -62,6 +62,8 @@ class BenchOptions:
     warmup: int = 5
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
+    workloads: tuple[throughput.Workload, ...] = tuple(throughput.WORKLOADS.values())
+    """With ``--throughput``: the routes to load."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,6 +146,10 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--poll-interval must be positive")
     if args.throughput and (args.held is not None or args.backend != "moto" or args.plot):
         raise BenchError("--throughput measures the moto backend alone: no --held, --plot")
+    try:
+        workloads = throughput.parse_routes(args.routes)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     if args.plot is not None:
         report.check_plotting()
     return BenchOptions(
@@ -155,6 +161,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         poll_interval=args.poll_interval,
         warmup=args.warmup,
         log_dir=args.log_dir,
+        workloads=workloads,
     )
 
 
@@ -202,15 +209,11 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
 
 
 async def run_throughput(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
-    try:
-        workloads = throughput.parse_routes(args.routes)
-    except ValueError as exc:
-        raise BenchError(str(exc)) from None
-    widest = max(args.concurrency or w.concurrency for w in workloads)
+    widest = max(args.concurrency or w.concurrency for w in options.workloads)
     with _log_dir(options) as logs, _open_log(logs / "daemon-throughput.log") as log:
         results = await throughput.measure(
             stack,
-            workloads,
+            options.workloads,
             daemon_settings(stack, "mqtt", options, widest, None),
             log,
             requests=args.requests,
