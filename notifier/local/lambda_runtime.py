@@ -149,6 +149,7 @@ class LocalLambdaRuntime:
         self._code_root = Path(tempfile.mkdtemp(prefix="notifier-lambda-"))
         self._pools: dict[str, FunctionPool] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def start(self) -> None:
         """Start the server that forks workers now, so that it has loaded boto3 by the time
@@ -157,6 +158,9 @@ class LocalLambdaRuntime:
 
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
         """Invoke a moto ``LambdaFunction``; returns moto's (payload, errored, logs) triple."""
+        if self._closed.is_set():  # the endpoint is stopping: start no new worker
+            error = {"errorMessage": "the local Lambda runtime has stopped", "errorType": "Stopped"}
+            return json.dumps(error), True, ""
         pool = self._pool_for(function)
         timeout = float(function.timeout or 3)
         reply = pool.invoke(event, timeout)
@@ -219,6 +223,9 @@ class LocalLambdaRuntime:
         return env
 
     def close(self) -> None:
+        """Stop every worker; invocations from now on fail at once (those queued behind
+        EventBridge would otherwise each start a worker against a stopped endpoint)."""
+        self._closed.set()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:

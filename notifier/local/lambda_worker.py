@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -62,6 +63,8 @@ def serve(
     log: Connection,
 ) -> None:
     """Become the function's worker and answer invocations until the parent goes away."""
+    # Ctrl-C in the terminal is for the stack, which stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     log.close()
