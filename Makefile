@@ -1,8 +1,11 @@
-# make install   create .venv and install notifier with everything it needs (idempotent)
+# make install   create .venv and install notifier with the local stack and the development
+#                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium, for the browser test), then run the whole suite
-# make lint      ruff on the code, cfn-lint on the CloudFormation template
+# make test      install (and Debian's chromium and mosquitto-clients, for the browser test and the
+#                stock MQTT client's test), then run the whole suite
+# make lint      ruff and mypy on the code, cfn-lint on the CloudFormation template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
+# make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +15,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot browser run test lint bench clean
+.PHONY: install install-plot test-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
@@ -20,32 +23,50 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
 	@touch $(STAMP)
 
 install-plot: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev,plot]'
 
 run: install
 	$(BIN)/notifier local
 
-# The dashboard's browser test drives a real Chromium: Debian's package, not a download.
-browser:
-	@command -v $(CHROMIUM) >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "no $(CHROMIUM): install Chromium and set CHROMIUM=<its path>"; exit 1; }; \
-	  echo "installing Debian's chromium for the browser test"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+# Debian packages the tests drive, installed with apt-get when missing (never a download):
+# chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
+# against the local broker. Each is COMMAND:PACKAGE.
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients
 
-test: install browser
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	[ -z "$$missing" ] || { \
+	  command -v apt-get >/dev/null || { echo "missing:$$missing (install them; CHROMIUM=<path> for another Chromium)"; exit 1; }; \
+	  echo "installing Debian's$$missing for the tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
+
+test: install test-tools
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check notifier iotauth statemachines tests
+	$(BIN)/mypy
 	$(BIN)/python -m notifier.package --lint
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)
+
+# A plain wheel in a fresh virtualenv: the daemon installs and runs without the local stack.
+check-wheel: install
+	rm -rf build/wheel build/wheel-venv
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/wheel .
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet build/wheel/notifier-*.whl
+	build/wheel-venv/bin/notifier serve --help >/dev/null
+	! build/wheel-venv/bin/python -m pip list 2>/dev/null | grep -iE '^(moto|amqtt) '
+	build/wheel-venv/bin/notifier local 2>&1 | grep -F "pip install 'notifier[local]'"
+	@echo "check-wheel: the plain wheel has no moto or amqtt and the daemon runs"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import ClientError
 
 from notifier.fast_calls import FastCall
 
@@ -46,7 +47,7 @@ class AwsClients:
     @asynccontextmanager
     async def client(self, service: str) -> AsyncIterator[Any]:
         async with self._session.create_client(
-            service,  # type: ignore[call-overload]
+            service,
             region_name=self.settings.region,
             endpoint_url=self.settings.endpoint_url,
             aws_access_key_id=self.settings.access_key_id,
@@ -66,3 +67,10 @@ class AwsClients:
         """``call`` (a :class:`~notifier.fast_calls.FastCall`) of ``client``, counted like
         the client's own calls."""
         return call(client, self._on_call)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

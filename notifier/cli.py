@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,16 +20,21 @@ from notifier import token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
 from notifier.bench import run as bench
-from notifier.bench.daemon_process import DaemonProcessError
-from notifier.bench.load import LoadError
-from notifier.bench.profile import ProfileError
 from notifier.config import ConfigError, Settings, load_settings
-from notifier.daemon import LOCAL_CONFIG, Daemon, local_settings, serve
+from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
-from notifier.local.broker import PortInUseError
-from notifier.local.stack import LocalStack, LocalStackError, LocalStackSettings
+from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
 from notifier.workers import supervise
+
+if TYPE_CHECKING:
+    from notifier.local.stack import LocalStack
+
+# The commands that run the local stack, and what they need beyond the daemon's own
+# dependencies: the `local` extra.
+LOCAL_COMMANDS = ("local", "bench")
+LOCAL_EXTRA_MODULES = ("moto", "amqtt")
+LOCAL_EXTRA = "pip install 'notifier[local]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,18 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = LocalStackSettings()
     local.add_argument("--host", default=defaults.host, help="address to listen on")
+    ports = {
+        "--aws-port": (defaults.aws_port, "AWS API endpoint port"),
+        "--mqtt-port": (defaults.mqtt_port, "plain MQTT port (tcp)"),
+        "--mqtt-tls-port": (defaults.mqtt_tls_port, "MQTT over TLS, ALPN mqtt (custom-auth, mtls)"),
+        "--mqtt-wss-port": (defaults.mqtt_wss_port, "MQTT over WebSockets over TLS port"),
+        "--issuer-port": (defaults.issuer_port, "token API port (SigV4, local credentials)"),
+        "--http-port": (3000, "the daemon's HTTP port"),
+    }  # fmt: skip
+    for option, (default, description) in ports.items():
+        local.add_argument(option, type=int, default=default, help=f"{description}; 0: any free")
     local.add_argument(
-        "--aws-port", type=int, default=defaults.aws_port, help="AWS API endpoint port"
-    )
-    local.add_argument("--mqtt-port", type=int, default=defaults.mqtt_port, help="MQTT port")
-    local.add_argument(
-        "--issuer-port",
-        type=int,
-        default=defaults.issuer_port,
-        help="token issuer port (its API key: config/local.toml [iotauth] api_key)",
-    )
-    local.add_argument(
-        "--http-port", type=int, default=3000, help="the daemon's HTTP port (config/local.toml)"
+        "--work-dir",
+        type=Path,
+        help="the stack's files: its CA and the broker's certificate "
+        "(default: build/local/<stack name> in the source tree)",
     )
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
@@ -124,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 def banner(stack: LocalStack, daemon: Daemon) -> str:
     assert stack.endpoint is not None
     url = stack.endpoint.url
-    mqtt = f"{stack.settings.host}:{stack.broker.port}"
+    host = stack.settings.host
+    mqtt, tls = f"{host}:{stack.broker.port}", f"{host}:{stack.broker.tls_port}"
+    wss = f"{host}:{stack.broker.wss_port}"
     outputs = "\n".join(f"    {k:<28} {v}" for k, v in sorted(stack.outputs.items()))
     hello = stack.outputs.get("HelloStateMachineArn", "<HelloStateMachineArn>")
     root = stack.settings.topic_root
@@ -134,8 +146,11 @@ notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
   dashboard         {daemon.url}/   (live executions, details, approvals)
   AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
-  MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core; token required)
-  token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of config/local.toml)
+  MQTT broker       mqtts://{tls}   (amqtt, standing in for AWS IoT Core; TLS, ALPN mqtt)
+                    wss://{wss}/mqtt   mqtt://{mqtt}   (token required on each)
+  broker's CA       {stack.ca_file}
+  daemon MQTT       transport {daemon.settings.mqtt.transport!r}, port {daemon.settings.mqtt.port}
+  token API         {stack.issuer_url}   (SigV4, credentials local/local, as in local.toml)
   stack {stack.settings.stack_name!r} outputs:
 {outputs}
 
@@ -145,7 +160,8 @@ Try, in another terminal:
   curl -sS -X POST {daemon.url}/archive -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
   notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
-  mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -V mqttv311 -v \\
+  mosquitto_sub -h {host} -p {stack.broker.tls_port} --cafile {stack.ca_file} \\
+      --tls-alpn mqtt -V mqttv311 -v \\
       -u "$(jq -r .username token.json)" -P "$(jq -r .password token.json)" \\
       -i "$(jq -r .clientId token.json)" -t '{root}/demo/#'
   aws --endpoint-url {url} stepfunctions start-execution \\
@@ -154,12 +170,17 @@ Try, in another terminal:
 
 
 async def run_local(args: argparse.Namespace) -> int:
+    from notifier.local.stack import LocalStack
+
+    defaults = LocalStackSettings()
     settings = LocalStackSettings(
         host=args.host,
         aws_port=args.aws_port,
         mqtt_port=args.mqtt_port,
+        mqtt_tls_port=args.mqtt_tls_port,
+        mqtt_wss_port=args.mqtt_wss_port,
         issuer_port=args.issuer_port,
-        issuer_api_key=load_settings(LOCAL_CONFIG, os.environ).iotauth.api_key or "",
+        work_dir=args.work_dir or LOCAL_WORK_ROOT / defaults.stack_name,
         topic_root=args.topic_root,
         log_level=args.log_level,
     )
@@ -231,9 +252,41 @@ def run_serve(args: argparse.Namespace) -> int:
     )
 
 
+def missing_local_extra() -> str | None:
+    """The first module of the local extra that is not installed, if any."""
+    for module in LOCAL_EXTRA_MODULES:
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
+
+def reported_errors(command: str) -> tuple[type[Exception], ...]:
+    """The errors ``command`` reports as one line (no traceback)."""
+    errors: tuple[type[Exception], ...] = (DeployError, ConfigError, BotoCoreError, ClientError)
+    if command in LOCAL_COMMANDS:
+        from notifier.bench.daemon_process import DaemonProcessError
+        from notifier.bench.load import LoadError
+        from notifier.bench.profile import ProfileError
+        from notifier.local.broker import PortInUseError
+        from notifier.local.stack import LocalStackError
+
+        errors += (
+            PortInUseError, LocalStackError, bench.BenchError, LoadError, DaemonProcessError,
+            ProfileError,
+        )  # fmt: skip
+    return errors
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "log_level", "INFO"))
+    if args.command in LOCAL_COMMANDS and (missing := missing_local_extra()) is not None:
+        print(
+            f"notifier {args.command}: needs the local stack, not installed ({missing} is "
+            f"missing): {LOCAL_EXTRA}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         if args.command == "local":
             sys.exit(asyncio.run(run_local(args)))
@@ -247,9 +300,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_deploy(args)))
         if args.command == "bench":
             sys.exit(asyncio.run(bench.run(args)))
-    except (
-        PortInUseError, LocalStackError, DeployError, ConfigError, BotoCoreError, ClientError,
-        bench.BenchError, LoadError, DaemonProcessError, ProfileError,
-    ) as exc:  # fmt: skip
+    except reported_errors(args.command) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -46,26 +46,35 @@ class HttpSettings:
     drain_timeout: float = 10.0
     """On SIGTERM/SIGINT, seconds held requests may still finish before they get 202."""
     require_api_key: bool = True
-    """Starting and stopping executions needs an ``x-api-key`` from ``[api_keys.<name>]``."""
+    """Every endpoint but the health checks and the dashboard page needs an ``x-api-key`` from
+    ``[api_keys.<name>]``."""
 
 
 @dataclass(frozen=True)
 class MqttSettings:
-    transport: Literal["custom-auth", "tcp", "mtls", "websockets"] = "custom-auth"
-    """``custom-auth``: IoT Core over TLS with a token from the iotauth issuer;
-    ``tcp``: plain MQTT with such a token (the local broker); ``mtls``: IoT Core with a
-    device certificate; ``websockets``: IoT Core over WebSocket signed with AWS credentials."""
+    transport: Literal["custom-auth", "custom-auth-websockets", "tcp", "mtls", "websockets"] = (
+        "custom-auth"
+    )
+    """``custom-auth``: IoT Core over TLS (ALPN ``mqtt``) with a token from the iotauth issuer;
+    ``custom-auth-websockets``: the same over WebSocket; ``tcp``: plain MQTT with such a token
+    (the local broker only); ``mtls``: IoT Core with a device certificate; ``websockets``:
+    IoT Core over WebSocket signed with AWS credentials (SigV4)."""
     endpoint: str | None = None
     """Broker host; unset means the account's IoT data endpoint (DescribeEndpoint)."""
     port: int | None = None
-    """Unset: 443 for custom-auth and websockets, 1883 for tcp, 8883 for mtls."""
+    """Unset: 443 for custom-auth and the websockets transports, 1883 for tcp, 8883 for mtls."""
     topic_root: str = "notifier"
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
-    keep_alive_secs: int = 30
+    """The CA to trust for the broker's certificate; unset: the system's (IoT Core's CA,
+    Amazon Root CA 1, is among them). Relative paths in a file are relative to the file."""
+    keep_alive_secs: int = 5
+    """Seconds between pings: how soon a link that went silent is noticed. Also bounds the
+    wait for CONNACK and each ping's answer (:func:`notifier.sources.mqtt.response_timeout_ms`)."""
     reconnect_min_secs: int = 1
-    reconnect_max_secs: int = 30
+    reconnect_max_secs: int = 5
+    """Reconnect attempts back off from the first to the second."""
     connect_timeout: float = 30.0
 
 
@@ -74,15 +83,15 @@ class IotAuthSettings:
     """The token issuer the daemon gets its MQTT tokens from (transports custom-auth, tcp)."""
 
     issuer_url: str | None = None
-    """Base URL of the issuer (the stack's ``TokenIssuerUrl`` output)."""
-    api_key: str | None = None
-    """Sent as ``x-api-key`` (the local stack's issuer); unset: requests are signed with
-    SigV4 (``execute-api``) using the [aws] credentials, as API Gateway requires."""
+    """Base URL of the issuer (the stack's ``TokenIssuerUrl`` output). Requests to it are
+    signed with SigV4 (``execute-api``) using the [aws] credentials, as API Gateway requires."""
     refresh_margin: float = 300.0
     """Seconds before a token expires when the daemon connects anew with a fresh one."""
 
 
-TOKEN_TRANSPORTS = ("custom-auth", "tcp")
+TOKEN_TRANSPORTS = ("custom-auth", "custom-auth-websockets", "tcp")
+FILE_KEYS = {"mqtt": ("cert_file", "key_file", "ca_file")}
+"""Settings that name files: relative to the configuration file they are written in."""
 # Paths of the daemon's own endpoints, which a route name would shadow.
 RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
@@ -102,10 +111,19 @@ class DaemonSettings:
     """Seconds between DescribeExecution calls for each held request in ``poll`` mode, and
     for re-attached executions whose completion is published to another instance."""
     reconcile_rate: float = 20.0
-    """Most DescribeExecution calls a second a sweep of held requests makes (while MQTT is
-    down, right after it is back, and in ``poll`` mode)."""
+    """Most DescribeExecution calls a second, all of them together: the sweeps of held
+    requests (while MQTT is down, right after it is back, and in ``poll`` mode), the safety
+    net's checks while MQTT is up, and re-attached executions of other instances."""
+    sweep_interval: float = 60.0
+    """While MQTT is up, seconds between the slow sweeps that describe held requests nothing
+    has been heard of for ``sweep_after`` seconds (a completion lost on the way)."""
+    sweep_after: float = 30.0
+    """Seconds without word of a held, unresolved transaction before the slow sweep
+    describes it; a re-attach to such a transaction asks Step Functions at once."""
     recent_completions: int = 10_000
     """Completed or 202-answered transactions remembered for quick re-attach."""
+    recent_completions_bytes: int = 64 * 1024 * 1024
+    """...and at most this many bytes of their results (the JSON they arrived as)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logs are JSON lines when not on a terminal (journald), readable lines on one."""
 
@@ -203,9 +221,10 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{where}: unknown section [{key}]")
 
     sections = {
-        name: _build(cls, _table(raw, name, where), env, _env_prefix(name), where, name)
+        name: _build(cls, _files_relative_to(path, _table(raw, name, where), name), env,
+                     _env_prefix(name), where, name)
         for name, cls in _SECTIONS.items()
-    }
+    }  # fmt: skip
     routes = _named_tables(raw, "routes", RouteSettings, env, where)
     for name in routes:
         if not _ROUTE.fullmatch(name) or name in RESERVED_PATHS:
@@ -234,6 +253,17 @@ def _named_tables(
             raise ConfigError(f"{where}: [{label}] must be a table")
         built[name] = _build(cls, table, env, _env_prefix(f"{kind}_{name}"), where, label)
     return built
+
+
+def _files_relative_to(path: Path | None, table: dict[str, Any], section: str) -> dict[str, Any]:
+    """``table`` with its relative file names (:data:`FILE_KEYS`) made relative to ``path``."""
+    relative = {
+        key: str(path.parent / value)
+        for key in FILE_KEYS.get(section, ())
+        if path is not None and isinstance(value := table.get(key), str)
+        and not Path(value).is_absolute()
+    }  # fmt: skip
+    return {**table, **relative}
 
 
 def _env_prefix(section: str) -> str:
@@ -343,7 +373,7 @@ def _validate(s: Settings, where: str) -> None:
         fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
     if uses_mqtt and s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
         fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
-    if s.mqtt.transport not in TOKEN_TRANSPORTS and (s.iotauth.issuer_url or s.iotauth.api_key):
+    if s.mqtt.transport not in TOKEN_TRANSPORTS and s.iotauth.issuer_url:
         fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
     if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
         fail("[iotauth] issuer_url: expected an http(s):// URL")
@@ -360,8 +390,9 @@ def _validate(s: Settings, where: str) -> None:
         fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
-    if s.daemon.reconcile_rate <= 0:
-        fail("[daemon] reconcile_rate: must be positive")
+    for key in ("reconcile_rate", "sweep_interval", "sweep_after"):
+        if getattr(s.daemon, key) <= 0:
+            fail(f"[daemon] {key}: must be positive")
     if s.sqs.queue_prefix is not None:
         if not _NAME.fullmatch(s.sqs.queue_prefix):
             fail("[sqs] queue_prefix: use letters, digits, '-' and '_' only")
@@ -374,8 +405,9 @@ def _validate(s: Settings, where: str) -> None:
         fail("[sqs] dead_letter_queue_arn: only used with queue_prefix; remove it")
     if not 0 <= s.sqs.wait_seconds <= 20:
         fail("[sqs] wait_seconds: between 0 and 20")
-    if s.daemon.recent_completions < 0:
-        fail("[daemon] recent_completions: must not be negative")
+    for key in ("recent_completions", "recent_completions_bytes"):
+        if getattr(s.daemon, key) < 0:
+            fail(f"[daemon] {key}: must not be negative")
     if not s.s3.bucket:
         fail("[s3] bucket: required (the process data bucket)")
     if not s.routes:
@@ -385,10 +417,10 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
-    for name, key in s.api_keys.items():
-        if not _SHA256_HEX.fullmatch(key.sha256):
+    for name, api_key in s.api_keys.items():
+        if not _SHA256_HEX.fullmatch(api_key.sha256):
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
-        if key.rate <= 0 or key.burst < 1:
+        if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

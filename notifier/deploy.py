@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from notifier.aws import AwsClients
+from notifier.aws import AwsClients, error_code
 
 log = logging.getLogger("notifier.deploy")
 
@@ -29,7 +29,7 @@ async def ensure_bucket(s3: Any, bucket: str, region: str | None) -> None:
     try:
         await s3.create_bucket(**params)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+        if error_code(exc) != "BucketAlreadyOwnedByYou":
             raise
 
 

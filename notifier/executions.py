@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws import error_code
 from notifier.config import RouteSettings
 from notifier.waiters import Completion, Status, utcnow
 
 log = logging.getLogger(__name__)
 
 ROUTE_METADATA = "notifier-route"
+# How Step Functions names a task state's IoT publish in an execution's history.
+IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
+# Events read back from an execution's end to find its completion's publish.
+PUBLISH_LOOKBACK = 50
 # What botocore's retry handler treats as throttling; reaching us means its retries ran out.
 THROTTLING_CODES = frozenset(
     {
@@ -51,8 +56,8 @@ class AwsError(Exception):
     @classmethod
     def wrap(cls, operation: str, exc: Exception) -> AwsError:
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            return cls(operation, str(error.get("Code", "Unknown")), str(error.get("Message", "")))
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            return cls(operation, error_code(exc) or "Unknown", message)
         return cls(operation, type(exc).__name__, str(exc))
 
 
@@ -63,15 +68,17 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
 
 
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
+    """The completion a DescribeExecution answer of a final status tells."""
     output = description.get("output")
     return Completion(
-        status=Status(description["status"]),
+        status=Status.parse(description.get("status")),
         via=via,
         execution_arn=description.get("executionArn"),
         output=json.loads(output) if output is not None else None,
         error=description.get("error"),
         cause=description.get("cause"),
         stop_date=description.get("stopDate"),
+        size=len(output) if output is not None else 0,
     )
 
 
@@ -92,18 +99,23 @@ class Executions:
         sfn: Any,
         bucket: str,
         subtopic: str,
-        routes: dict[str, RouteSettings],
+        routes: Callable[[], Mapping[str, RouteSettings]],
         *,
         put_object: ApiCall | None = None,
         start_execution: ApiCall | None = None,
     ) -> None:
+        """``routes`` gives the routes in force (they change when the daemon reloads)."""
         self._s3 = s3
         self._sfn = sfn
         self._put_object: ApiCall = put_object or s3.put_object
         self._start_execution: ApiCall = start_execution or sfn.start_execution
         self.bucket = bucket
         self.subtopic = subtopic
-        self.routes = routes
+        self._routes = routes
+
+    @property
+    def routes(self) -> Mapping[str, RouteSettings]:
+        return self._routes()
 
     def execution_arn(self, route: str, txn_id: str) -> str:
         return execution_arn(self.routes[route].state_machine, txn_id)
@@ -173,6 +185,30 @@ class Executions:
             raise AwsError.wrap("GetExecutionHistory", exc) from exc
         return events, True
 
+    async def published(self, arn: str, topic: str) -> bool:
+        """Whether the execution published to ``topic`` over IoT (a task state's
+        ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history."""
+        try:
+            page = await self._sfn.get_execution_history(
+                executionArn=arn, reverseOrder=True, maxResults=PUBLISH_LOOKBACK
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        events = {event.get("id"): event for event in page.get("events", [])}
+        for event in events.values():
+            details = event.get("taskSucceededEventDetails") or {}
+            if (details.get("resourceType"), details.get("resource")) != IOT_PUBLISH:
+                continue
+            started = events.get(event.get("previousEventId"), {})
+            scheduled = events.get(started.get("previousEventId"), {})
+            parameters = (scheduled.get("taskScheduledEventDetails") or {}).get("parameters")
+            try:
+                if json.loads(parameters or "{}").get("Topic") == topic:
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                continue
+        return False
+
     async def stop(self, arn: str) -> None:
         try:
             await self._sfn.stop_execution(
@@ -203,7 +239,7 @@ class Executions:
             if route in self.routes:
                 candidates = [route]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise AwsError.wrap("HeadObject", exc) from exc
         except BotoCoreError as exc:
             raise AwsError.wrap("HeadObject", exc) from exc

@@ -14,7 +14,9 @@ import time
 from datetime import UTC, datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_PATTERN = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+TXN_ID_PATTERN = "[0-7][0-9A-HJKMNP-TV-Z]{25}"
+"""A transaction id, for Python and ECMA-262 alike (the first character holds 3 bits)."""
+_PATTERN = re.compile(TXN_ID_PATTERN)
 _RANDOM_BITS = 80
 
 

@@ -1,29 +1,43 @@
 """The OpenAPI 3.1 document of the daemon's HTTP API, served at ``/openapi.json``.
 
-Built from the running configuration, so the route names it lists are the ones served.
-A test compares it with the application's router, and a fuzz run checks the API against it.
+Built from the running configuration, so the route names it lists are the ones served, and
+from the patterns, enums and limits the daemon validates with, imported from where they are
+defined. Tests compare it with the application's router and check real answers of every
+route against it, and a fuzz run checks the API against it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from notifier import __version__
+from notifier.apikeys import HEADER as API_KEY_HEADER
+from notifier.app.preferences import PREFER_WAIT_PATTERN
+from notifier.config import DaemonSettings, MqttSettings
+from notifier.dashboard.approvals import MAX_COMMENT, Decision
+from notifier.ids import TXN_ID_PATTERN
+from notifier.waiters import Status
 
-TXN_ID = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$", "description": "ULID"}
+TXN_ID = {"type": "string", "pattern": f"^{TXN_ID_PATTERN}$", "description": "ULID"}
+STATUS = {"type": "string", "enum": [str(status) for status in Status]}
 
 ERROR = {
     "type": "object",
     "required": ["message"],
+    "additionalProperties": False,
     "properties": {
         "message": {"type": "string"},
         "awsErrorCode": {"type": "string"},
+        "transactionId": TXN_ID,
+        "status": STATUS,
+        "decision": {"type": "string", "description": "how an approval was already decided"},
     },
 }
 
 TIMINGS = {
     "type": "object",
+    "additionalProperties": False,
     "description": "ISO 8601 UTC times. receivedAt, startedAt, notifiedAt and answeredAt are "
     "the daemon's clock; stoppedAt is the workflow's (AWS's) time of finishing.",
     "properties": {
@@ -33,18 +47,23 @@ TIMINGS = {
     | {"durationsMs": {"type": "object", "additionalProperties": {"type": ["number", "null"]}}},
 }
 
+
 ANSWER = {
     "type": "object",
     "required": ["transactionId", "executionArn", "status"],
+    "additionalProperties": False,
     "properties": {
         "transactionId": TXN_ID,
         "executionArn": {"type": ["string", "null"]},
-        "status": {
-            "type": "string",
-            "enum": ["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
-        },
+        "status": STATUS,
         "output": {"description": "The workflow's output (SUCCEEDED)"},
         "processData": {"description": "The S3 process data (sidecar routes)"},
+        "processDataError": {
+            "type": "string",
+            "description": "why the process data could not be read (sidecar routes)",
+        },
+        "location": {"type": "string", "description": "where to re-attach (RUNNING)"},
+        "message": {"type": "string"},
         "error": {"type": ["string", "null"]},
         "cause": {"type": ["string", "null"]},
         "completedVia": {"type": "string", "description": "mqtt, sqs, poll or stop"},
@@ -52,11 +71,54 @@ ANSWER = {
     },
 }
 
+HEALTH = {
+    "type": "object",
+    "required": ["status"],
+    "additionalProperties": False,
+    "properties": {"status": {"const": "ok"}},
+}
+
+READINESS = {
+    "type": "object",
+    "required": ["ready", "state", "instanceId", "completion", "accepting", "held"],
+    "additionalProperties": False,
+    "properties": {
+        "ready": {"type": "boolean"},
+        "state": {"enum": ["ready", "degraded", "not ready"]},
+        "instanceId": {"type": "string"},
+        "completion": {"enum": list(get_args(get_type_hints(DaemonSettings)["completion"]))},
+        "accepting": {"type": "boolean", "description": "false while draining"},
+        "awsReachable": {"type": "boolean"},
+        "awsError": {"type": ["string", "null"]},
+        "mqttTransport": {
+            "enum": [*get_args(get_type_hints(MqttSettings)["transport"]), None],
+            "description": "null when polling",
+        },
+        "mqttConnected": {"type": ["boolean", "null"], "description": "null when polling"},
+        "mqttAuthError": {"type": ["string", "null"]},
+        "mqttTokenRefreshes": {"type": ["integer", "null"]},
+        "mqttProblem": {
+            "type": ["string", "null"],
+            "description": "why MQTT is taken not to deliver although connected; null when it does",
+        },
+        "mqttMissed": {
+            "type": ["integer", "null"],
+            "description": "completions MQTT should have delivered and did not; null when polling",
+        },
+        "sqsQueue": {"type": ["string", "null"], "description": "null without a queue"},
+        "sqsError": {"type": ["string", "null"]},
+        "held": {"type": "integer", "description": "requests held right now"},
+    },
+}
+
 
 def _json(schema_ref: str, description: str, headers: Iterable[str] = ()) -> dict[str, Any]:
+    """A JSON answer of schema ``schema_ref``, or of any of ``A|B``."""
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in schema_ref.split("|")]
+    schema = refs[0] if len(refs) == 1 else {"anyOf": refs}
     response: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+        "content": {"application/json": {"schema": schema}},
     }
     if headers:
         response["headers"] = {name: {"schema": {"type": "string"}} for name in headers}
@@ -72,7 +134,7 @@ def _answers() -> dict[str, Any]:
         "200": _json("Answer", "SUCCEEDED"),
         "202": _json("Answer", "still running", ["Location", "Retry-After"]),
         "409": _json("Answer", "ABORTED"),
-        "502": _json("Answer", "FAILED, or an AWS error (then an Error with awsErrorCode)"),
+        "502": _json("Answer|Error", "FAILED, or an AWS error (then an Error with awsErrorCode)"),
         "504": _json("Answer", "TIMED_OUT"),
     }
 
@@ -88,14 +150,16 @@ PREFER = {
     "name": "Prefer",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
-    "description": "wait=N: seconds to hold the request (capped by max_wait)",
+    "schema": {"type": "string", "pattern": PREFER_WAIT_PATTERN},
+    "description": "wait=N (RFC 7240; N may have decimals): seconds to hold the request "
+    "(capped by max_wait)",
 }
 
 
 APPROVAL = {
     "type": "object",
     "required": ["id", "executionArn", "executionName", "requestedAt"],
+    "additionalProperties": False,
     "properties": {
         "id": {"type": "string"},
         "executionArn": {"type": "string"},
@@ -108,16 +172,18 @@ APPROVAL = {
 DETAILS = {
     "type": "object",
     "required": ["executionArn", "status", "history"],
+    "additionalProperties": False,
     "properties": {
         "executionArn": {"type": "string"},
         "name": {"type": "string"},
         "route": {"type": "string"},
-        "status": ANSWER["properties"]["status"],  # type: ignore[index]
+        "status": STATUS,
         "startDate": {"type": ["string", "null"], "format": "date-time"},
         "stopDate": {"type": ["string", "null"], "format": "date-time"},
         "input": {},
         "output": {},
         "processData": {"description": "The S3 process data (sidecar routes)"},
+        "processDataError": {"type": "string"},
         "error": {"type": ["string", "null"]},
         "cause": {"type": ["string", "null"]},
         "history": {
@@ -131,11 +197,16 @@ DETAILS = {
 }
 
 
-def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
-    keyed = {
+def _keyed() -> dict[str, Any]:
+    """The answers of a route that needs an API key when keys are required."""
+    return {
         "401": _error("missing or unknown API key"),
         "429": _error("over the API key's rate", "Retry-After"),
     }
+
+
+def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
+    keyed = _keyed()
     return {
         "/": {
             "get": {
@@ -172,6 +243,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                     "400": _error("no arn"),
                     "404": _error("no such execution, or not one of a route"),
                     "502": _error("AWS error"),
+                    "503": _error("AWS is throttling", "Retry-After"),
                 }
                 | keyed,
             }
@@ -226,7 +298,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                                 "required": ["approved"],
                                 "properties": {
                                     "approved": {"type": "boolean"},
-                                    "comment": {"type": "string", "maxLength": 1000},
+                                    "comment": {"type": "string", "maxLength": MAX_COMMENT},
                                 },
                             }
                         }
@@ -241,7 +313,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                                     "type": "object",
                                     "properties": {
                                         "id": {"type": "string"},
-                                        "decision": {"enum": ["approved", "rejected"]},
+                                        "decision": {"enum": [str(d) for d in Decision]},
                                     },
                                 }
                             }
@@ -252,6 +324,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                     "409": _error("already decided, or the execution no longer waits"),
                     "413": _error("body too large"),
                     "502": _error("AWS error"),
+                    "503": _error("AWS is throttling", "Retry-After"),
                 }
                 | keyed,
             }
@@ -260,7 +333,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) -> dict[str, Any]:
-    security = [{"apiKey": []}] if api_keys_required else []
+    security: list[dict[str, Any]] = [{"apiKey": []}] if api_keys_required else []
     route_names = sorted(routes)
     start: dict[str, Any] = {
         "summary": "Start the route's workflow and hold the request until it ends",
@@ -281,15 +354,16 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         },
         "responses": _answers()
         | {
-            "400": _error("the body is not a JSON object"),
+            "400": _error("the body is not a JSON object, or nested deeper than 64 levels"),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
             "429": _error("over the API key's rate", "Retry-After"),
-            "503": _error("too many held requests, or draining", "Retry-After"),
+            "503": _error("too many held requests, draining, or AWS throttling", "Retry-After"),
         },
     }
     txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
+    keyed = _keyed()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -303,13 +377,17 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "get": {
                     "summary": "Re-attach to a transaction: its final answer, or 202 after wait",
                     "operationId": "reattach",
+                    "security": security,
                     "parameters": [txn_param, WAIT_QUERY],
                     "responses": _answers()
                     | {
                         "400": _error("bad wait"),
                         "404": _error("no such transaction"),
-                        "503": _error("too many held requests, or draining", "Retry-After"),
-                    },
+                        "503": _error(
+                            "too many held requests, draining, or AWS throttling", "Retry-After"
+                        ),
+                    }
+                    | keyed,
                 }
             },
             "/executions/{txnId}/stop": {
@@ -325,6 +403,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "409": _error("the execution had already ended (status says how)"),
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
+                        "503": _error("AWS is throttling", "Retry-After"),
                     },
                 }
             },
@@ -332,7 +411,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "get": {
                     "summary": "The process is alive",
                     "operationId": "healthz",
-                    "responses": {"200": {"description": "alive"}},
+                    "responses": {"200": _json("Health", "alive")},
                 }
             },
             "/readyz": {
@@ -340,8 +419,12 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     "summary": "Whether the daemon can serve, and how",
                     "operationId": "readyz",
                     "responses": {
-                        "200": {"description": "ready, or degraded (MQTT down, fallbacks answer)"},
-                        "503": {"description": "not ready (the body says why)"},
+                        "200": _json(
+                            "Readiness",
+                            "ready, or degraded (MQTT down or not delivering, "
+                            "the fallbacks answer)",
+                        ),
+                        "503": _json("Readiness", "not ready (the body says why)"),
                     },
                 }
             },
@@ -349,20 +432,43 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "get": {
                     "summary": "Prometheus metrics",
                     "operationId": "metrics",
-                    "responses": {"200": {"description": "text exposition format"}},
+                    "security": security,
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    }
+                    | keyed,
                 }
             },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
                     "operationId": "openapi",
-                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                    "security": security,
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    }
+                    | keyed,
                 }
             },
         }
         | (_dashboard_paths(security) if dashboard else {}),
         "components": {
-            "schemas": {"Answer": ANSWER, "Error": ERROR, "Approval": APPROVAL, "Details": DETAILS},
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "schemas": {
+                "Answer": ANSWER,
+                "Error": ERROR,
+                "Health": HEALTH,
+                "Readiness": READINESS,
+                "Approval": APPROVAL,
+                "Details": DETAILS,
+            },
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+            },
         },
     }

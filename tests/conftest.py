@@ -1,17 +1,71 @@
-"""Fixtures shared by the whole suite: one local stack per test session, on free ports."""
+"""Fixtures shared by the whole suite: one local stack per test session, on free ports, and
+daemons against it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 
-from notifier.local.stack import LocalStack, LocalStackSettings
+from notifier.daemon import Daemon
+from notifier.local.settings import LocalStackSettings
+from notifier.local.stack import LocalStack
+from tests.daemons import TIMEOUT_MACHINE, DaemonFactory, settings_for
+from tests.silent_workflows import create_silent_workflows
 
 
 @pytest.fixture(scope="session")
 async def local_stack() -> AsyncIterator[LocalStack]:
-    # The default stack name and stage: config/local.toml's routes name their state machines.
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)
+    # The default stack name and stage: the local configuration's routes name their
+    # state machines.
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0
+    )
     async with LocalStack(settings) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+async def stack(local_stack: LocalStack) -> LocalStack:
+    async with local_stack.aws().client("stepfunctions") as sfn:
+        created = await sfn.create_state_machine(
+            name="notifier-test-TimesOut",
+            definition=json.dumps(TIMEOUT_MACHINE),
+            roleArn="arn:aws:iam::123456789012:role/notifier-test",
+        )
+    local_stack.outputs["TestTimesOutStateMachineArn"] = created["stateMachineArn"]
+    await create_silent_workflows(local_stack)
+    return local_stack
+
+
+@pytest.fixture(scope="session")
+def daemon_factory(stack: LocalStack) -> DaemonFactory:
+    @asynccontextmanager
+    async def start(*, approvals: bool = False, **env: str) -> AsyncIterator[Daemon]:
+        async with Daemon(settings_for(stack, approvals=approvals, **env)) as daemon:
+            yield daemon
+
+    return start
+
+
+@pytest.fixture(scope="session")
+async def daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
+    async with daemon_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def other_daemon(daemon_factory: DaemonFactory) -> AsyncIterator[Daemon]:
+    """A second instance on the same stack."""
+    async with daemon_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session

@@ -44,12 +44,12 @@ endpoint_url = "{stack.aws_settings.endpoint_url}"
 access_key_id = "local"
 secret_access_key = "local"
 [mqtt]
-transport = "tcp"
+transport = "custom-auth"
 endpoint = "{stack.settings.host}"
-port = {stack.broker.port}
+port = {stack.broker.tls_port}
+ca_file = "{stack.ca_file}"
 [iotauth]
 issuer_url = "{stack.issuer_url}"
-api_key = "{stack.settings.issuer_api_key}"
 [s3]
 bucket = "{stack.outputs["ProcessDataBucketName"]}"
 [api_keys.test]

@@ -7,25 +7,38 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import aiohttp
 
 from notifier.apikeys import hash_key
 from notifier.local.stack import LocalStack
+from tests.eventually import EVENTUALLY
 from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
 
-PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--issuer-port", "--http-port")
+
+async def held_requests(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(f"{url}/readyz") as response:
+        return int((await response.json())["held"])
 
 
-async def test_taken_port_is_one_line_naming_the_option() -> None:
+PORT_OPTIONS = (
+    "--aws-port", "--mqtt-port", "--mqtt-tls-port", "--mqtt-wss-port", "--issuer-port",
+    "--http-port",
+)  # fmt: skip
+
+
+async def test_taken_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         for option in PORT_OPTIONS:
             others = [arg for o in PORT_OPTIONS if o != option for arg in (o, "0")]
-            process = await run_notifier("local", option, str(port), *others)
+            process = await run_notifier(
+                "local", option, str(port), *others, "--work-dir", str(tmp_path)
+            )
             stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
             output = stdout.decode() + stderr.decode()
             assert process.returncode != 0
@@ -35,10 +48,9 @@ async def test_taken_port_is_one_line_naming_the_option() -> None:
             assert "Traceback" not in output
 
 
-async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
-    process = await run_notifier(
-        "local", "--aws-port", "0", "--mqtt-port", "0", "--issuer-port", "0", "--http-port", "0"
-    )
+async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path) -> None:
+    ports = [arg for option in PORT_OPTIONS for arg in (option, "0")]
+    process = await run_notifier("local", *ports, "--work-dir", str(tmp_path / "stack"))
     assert process.stdout is not None
     banner = []
     async with asyncio.timeout(180):
@@ -54,6 +66,9 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
     daemon, endpoint = url_on("notifier daemon"), url_on("AWS API endpoint")
     assert url_on("dashboard") == f"{daemon}/"
     assert any("mqtt://127.0.0.1:" in line for line in banner)
+    assert any(line.startswith("MQTT broker       mqtts://127.0.0.1:") for line in banner)
+    assert f"broker's CA       {tmp_path / 'stack' / 'ca.pem'}" in banner
+    assert any(line.startswith("daemon MQTT       transport 'custom-auth'") for line in banner)
 
     async with aiohttp.ClientSession() as http:
         async with http.get(url_on("dashboard")) as response:
@@ -119,7 +134,9 @@ async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
             held = asyncio.ensure_future(
                 http.post(f"{url}/hello", json={"waitSeconds": 2}, headers=headers)
             )
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(EVENTUALLY):
+                while await held_requests(http, url) == 0:  # noqa: ASYNC110 (another process)
+                    await asyncio.sleep(0.05)
             config.write_text(
                 serve_config(
                     local_stack,
@@ -162,3 +179,46 @@ async def test_deploy_creates_then_updates_a_stack(local_stack: LocalStack) -> N
     async with local_stack.aws().client("cloudformation") as cfn:
         stack = (await cfn.describe_stacks(StackName="notifier-deploytest"))["Stacks"][0]
     assert stack["StackStatus"] in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+
+
+# One interpreter with the local extra's modules made absent, as in a plain install, runs
+# each command line given and prints [exit status, stdout, stderr] of each, as JSON.
+WITHOUT_LOCAL_EXTRA = """
+import contextlib, io, json, sys
+sys.modules.update(moto=None, amqtt=None)
+from notifier.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            status = 0
+        except SystemExit as exc:
+            status = exc.code
+    results.append([status, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+async def test_without_the_local_extra_the_daemon_runs_and_local_commands_name_it() -> None:
+    runs = [["serve", "--help"], ["--help"], ["apikey", "ci"], ["bench", "--help"]]
+    runs += [["local"], ["bench"]]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WITHOUT_LOCAL_EXTRA, json.dumps(runs),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    results = dict(zip(map(tuple, runs), json.loads(stdout), strict=True))
+    for argv in runs[:4]:
+        status, out, err = results[tuple(argv)]
+        assert (status, err) == (0, ""), (argv, err)
+        assert out
+    for command in ("local", "bench"):
+        status, out, err = results[(command,)]
+        assert (status, out) == (2, "")
+        assert err.splitlines() == [
+            f"notifier {command}: needs the local stack, not installed (moto is missing): "
+            "pip install 'notifier[local]'"
+        ]

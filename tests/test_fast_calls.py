@@ -253,7 +253,7 @@ async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
             sfn,
             local_stack.outputs["ProcessDataBucketName"],
             "fast-calls-test",
-            routes,
+            lambda: routes,
             put_object=put,
             start_execution=start,
         )

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import IO
 
 from notifier.config import Settings
-from notifier.lifecycle import Service, start_python, terminate
+from notifier.lifecycle import (
+    NotReadyError,
+    Service,
+    announce_ready,
+    start_python,
+    terminate,
+    wait_ready,
+)
 
 START_TIMEOUT = 60.0
 _API_CALLS = re.compile(r'^notifier_aws_api_calls_total\{operation="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -62,21 +69,18 @@ class DaemonProcess(Service):
             {**os.environ, "PYTHONUNBUFFERED": "1"},
             stderr=self._log,
         )
-        assert self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
+            port, *worker_urls = await wait_ready(self._process, START_TIMEOUT)
+        except NotReadyError as exc:
             await self.stop()
-            raise DaemonProcessError("the daemon did not start in time") from None
-        words = line.decode().split()
-        if words[:1] != ["READY"]:
-            await self.stop()
+            if exc.line is None:
+                raise DaemonProcessError("the daemon did not start in time") from None
             raise DaemonProcessError(
                 f"the daemon did not start (exit status {self._process.returncode}); "
                 f"see its log {getattr(self._log, 'name', '')}"
-            )
-        self.port = int(words[1])
-        self.worker_urls = words[2:]
+            ) from None
+        self.port = int(port)
+        self.worker_urls = worker_urls
 
     async def stop(self) -> None:
         await terminate(self._process, 30)
@@ -128,7 +132,7 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 
 
 def main() -> None:
-    from notifier.daemon import Daemon, serve
+    from notifier.daemon import serve
     from notifier.logs import setup_logging
     from notifier.workers import Worker, supervise
 
@@ -136,16 +140,13 @@ def main() -> None:
     settings, workers = pickle.load(sys.stdin.buffer)
     setup_logging(settings.daemon.log_level, json_lines=True)
 
-    def ready(daemon: Daemon) -> None:
-        print(f"READY {daemon.port}", flush=True)
-
     def all_ready(started: list[Worker]) -> None:
         port = started[0].spec.settings.http.port
-        print(f"READY {port}", *(worker.own_url for worker in started), flush=True)
+        announce_ready(port, *(worker.own_url for worker in started))
 
     if workers > 1:
         sys.exit(asyncio.run(supervise(settings, workers, reloadable=False, on_ready=all_ready)))
-    sys.exit(asyncio.run(serve(settings, on_ready=ready)))
+    sys.exit(asyncio.run(serve(settings, on_ready=lambda daemon: announce_ready(daemon.port))))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Added latency is measured from the moment a workflow's completion reaches the MQ
 time) to the moment the client has read the whole answer. Both are read from this machine's
 wall clock, in microseconds. moto records an execution's ``stopDate`` only in milliseconds,
 and ~25 ms after the publish (its final Pass state and bookkeeping), so it is not used.
+
+The local stack's modules (the ``local`` extra) are imported only once a run starts, so that
+the command line is built without them.
 """
 
 from __future__ import annotations
@@ -23,21 +26,25 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, load_process, profile, report
+from notifier.bench import load, load_process, profile, report, throughput
+from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
 from notifier.bench.report import HeldResult, ModeResult
-from notifier.config import Settings, SqsSettings
+from notifier.config import DaemonSettings, Settings, SqsSettings
 from notifier.daemon import local_settings
 from notifier.gc_schedule import ScheduledCollection
-from notifier.local.broker_auth import AccessControl
-from notifier.local.sfn_standin import StepFunctionsStandIn
-from notifier.local.stack import LocalStack, LocalStackSettings
+from notifier.local.settings import LocalStackSettings
+
+if TYPE_CHECKING:
+    from notifier.local.broker_auth import AccessControl
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+    from notifier.local.stack import LocalStack
 
 MODES = ("mqtt", "poll")
 BACKENDS = {"moto": "moto", "standin": "stand-in"}
@@ -45,8 +52,10 @@ BACKENDS = {"moto": "moto", "standin": "stand-in"}
 HOLD = 120.0
 QUICK = {"requests": 40, "concurrency": 5}
 DEFAULTS = {"requests": 200, "concurrency": 10}
+CUT_DEFAULTS = {"requests": 100, "wait": 8}
 # Completions handed to the broker per second when held requests are released.
 RELEASE_RATE = 1000.0
+DEFAULT_RECONCILE_RATE = DaemonSettings().reconcile_rate
 
 
 class BenchError(Exception):
@@ -69,6 +78,8 @@ class BenchOptions:
     """Where py-spy's samples of each mode's measured requests go."""
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
+    workloads: tuple[throughput.Workload, ...] = tuple(throughput.WORKLOADS.values())
+    """With ``--throughput``: the routes to load."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +105,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "standin (a lightweight StartExecution and completion publish, for high load)",
     )
     bench.add_argument(
-        "--wait", type=float, default=1.0, help="seconds each workflow runs (whole for moto)"
+        "--wait",
+        type=float,
+        help="seconds each workflow runs (whole for moto; 1, or 8 with --cut)",
     )
     bench.add_argument(
         "--poll-interval", type=float, default=1.5, help="polling mode's interval in seconds"
@@ -111,7 +124,31 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="instead: hold N requests at once in one daemon (stand-in backend), then answer",
     )
     bench.add_argument(
-        "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
+        "--cut",
+        type=float,
+        metavar="SECONDS",
+        help="instead: hold --requests (100) requests, cut the daemon's MQTT link for SECONDS "
+        "while their workflows end, and report how the fallbacks answered them and how soon "
+        "MQTT delivers again",
+    )
+    bench.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="with --cut: queue (the daemon has its completion queue), sweeps (it has not)",
+    )
+    bench.add_argument(
+        "--throughput",
+        action="store_true",
+        help="instead: the local stack's own throughput, executions a second per workflow "
+        "(moto, MQTT; by default 50 ProcessA at once, then 100 Hello at 50 concurrent)",
+    )
+    bench.add_argument(
+        "--routes",
+        default=",".join(throughput.WORKLOADS),
+        help="with --throughput: the routes to load, comma-separated",
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=5, help="requests per daemon (per route) before measuring (5)"
     )
     bench.add_argument(
         "--workers",
@@ -133,9 +170,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
-    size = QUICK if args.quick else DEFAULTS
+    size = CUT_DEFAULTS if args.cut is not None else QUICK if args.quick else DEFAULTS
     requests = args.requests if args.requests is not None else size["requests"]
-    concurrency = args.concurrency if args.concurrency is not None else size["concurrency"]
+    concurrency = args.concurrency if args.concurrency is not None else DEFAULTS["concurrency"]
+    if args.wait is None:
+        args.wait = float(CUT_DEFAULTS["wait"] if args.cut is not None else 1.0)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
         raise BenchError(f"--modes {args.modes!r}: a comma-separated list of {', '.join(MODES)}")
@@ -143,6 +182,10 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--requests and --concurrency must be at least 1")
     if args.held is not None and args.held < 1:
         raise BenchError("--held must be at least 1")
+    if args.cut is not None and args.cut <= 0:
+        raise BenchError("--cut must be positive")
+    if args.cut is not None and args.held is not None:
+        raise BenchError("--cut and --held are separate runs; choose one")
     if not 0 <= args.wait <= 60:
         raise BenchError("--wait: between 0 and 60 seconds")
     if args.backend == "moto" and args.wait != int(args.wait):
@@ -158,6 +201,14 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
             raise BenchError(str(exc)) from None
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
+    if args.throughput and (
+        args.held is not None or args.cut is not None or args.backend != "moto" or args.plot
+    ):
+        raise BenchError("--throughput measures the moto backend alone: no --held, --cut, --plot")
+    try:
+        workloads = throughput.parse_routes(args.routes)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     if args.plot is not None:
         report.check_plotting()
     return BenchOptions(
@@ -171,6 +222,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         workers=args.workers,
         profile=args.profile,
         log_dir=args.log_dir,
+        workloads=workloads,
     )
 
 
@@ -184,13 +236,21 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
         load.ensure_fd_limit(args.held)
     if stack is not None:
         return await _run(args, options, stack)
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
+    from notifier.local.stack import LocalStack
+
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0, log_level="ERROR"
+    )
     print("starting the local stack...", flush=True)
     async with LocalStack(settings) as own_stack:
         return await _run(args, options, own_stack)
 
 
 async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    if args.cut is not None:
+        return await _run_cut(args, options, stack)
+    if args.throughput:
+        return await run_throughput(args, options, stack)
     # The load, the stand-in and the broker share this process: its own collections would
     # add their pauses to the latencies measured.
     async with ScheduledCollection():
@@ -215,6 +275,12 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
+    looked_up = [r for r in results if r.mode == "mqtt" and r.api_calls.get("DescribeExecution")]
+    if any(r.mode == "mqtt" for r in results):
+        # Every completion arrives by MQTT: the safety net must not have had to ask.
+        calls = sum(r.api_calls.get("DescribeExecution", 0) for r in looked_up)
+        verdict = "as it must be" if not calls else "completions went missing: see the daemon's log"
+        print(f"  DescribeExecution calls in MQTT mode: {calls} ({verdict})")
     for result in results:
         if result.cpu_split:
             cpu_ms = 1000 * result.cpu_s / result.requests
@@ -224,7 +290,66 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
         print(f"plot written to {args.plot}")
     if args.json:
         print(json.dumps({"modes": {r.mode: r.figures() for r in results}}))
+    return 0 if all(r.ok == r.requests for r in results) and not looked_up else 1
+
+
+async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if not variants or any(v not in VARIANTS for v in variants):
+        raise BenchError(f"--variants {args.variants!r}: a comma-separated list of queue, sweeps")
+    cut = CutOptions(
+        cut=args.cut, requests=options.requests, wait=int(options.wait), variants=variants
+    )
+
+    def settings_for(variant: str) -> Settings:
+        settings = daemon_settings(stack, "mqtt", options, options.requests, None)
+        daemon = dataclasses.replace(
+            settings.daemon,
+            instance_id=f"bench-cut-{variant}-{secrets.token_hex(4)}",
+            reconcile_rate=DEFAULT_RECONCILE_RATE,
+        )
+        return dataclasses.replace(settings, daemon=daemon)
+
+    with _log_dir(options) as logs, PublishClock(stack.access) as clock:
+        results = await run_cut(stack, cut, settings_for, clock.stopped_at, logs)
+    print()
+    print(report.cut_table(results))
+    print(f"  machine: {machine()}; everything (stack, daemon, load) on it")
+    print(
+        "  stop to answer: the workflow's completion reaching the broker (its end) to the "
+        "answer read by the client; reconcile_rate at its default"
+    )
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.variant}: a wrong answer: {error}")
+    if args.json:
+        print(json.dumps({"cut": {r.variant: r.figures() for r in results}}))
     return 0 if all(r.ok == r.requests for r in results) else 1
+
+
+async def run_throughput(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    widest = max(args.concurrency or w.concurrency for w in options.workloads)
+    with _log_dir(options) as logs, _open_log(logs / "daemon-throughput.log") as log:
+        results = await throughput.measure(
+            stack,
+            options.workloads,
+            daemon_settings(stack, "mqtt", options, widest, None),
+            log,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            warmup=options.warmup,
+            progress=True,
+        )
+    print()
+    print(throughput.table(results))
+    for note in throughput.notes(machine()):
+        print(f"  {note}")
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.route}: a wrong answer: {error}")
+    if args.json:
+        print(json.dumps({"throughput": {r.route: r.figures() for r in results}}))
+    return 0 if all(r.figures()["ok"] == r.requests for r in results) else 1
 
 
 def machine() -> str:
@@ -291,6 +416,8 @@ async def run_modes(
     stack: LocalStack, options: BenchOptions, *, progress: bool = False
 ) -> list[ModeResult]:
     """Each of ``options.modes`` in turn, each with a daemon of its own."""
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+
     results = []
     with _log_dir(options) as logs, PublishClock(stack.access) as clock:
         for mode in options.modes:
@@ -374,6 +501,8 @@ def _profile_path(options: BenchOptions, mode: str) -> Path | None:
 async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> HeldResult:
     """``requests`` requests held at once by one daemon (stand-in backend), then released
     at ``RELEASE_RATE`` completions a second."""
+    from notifier.local.sfn_standin import StepFunctionsStandIn
+
     standin = StepFunctionsStandIn(
         stack.settings.host, stack.broker, stack.settings.topic_root, gated=True
     )
@@ -408,8 +537,9 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
 def daemon_settings(
     stack: LocalStack, mode: str, options: BenchOptions, held: int, aws: AwsSettings | None
 ) -> Settings:
-    """config/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free port, a
-    new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of moto."""
+    """notifier/local/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free
+    port, a new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of
+    moto."""
     bench_env = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_HTTP_MAX_HELD": str(max(1000, held + options.warmup + 100)),

@@ -16,6 +16,7 @@ status feed says so, or Step Functions no longer knows its token) is dropped and
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 from collections import OrderedDict
@@ -26,8 +27,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws import error_code
 from notifier.executions import AwsError
-from notifier.lifecycle import Service, keep_trying
+from notifier.lifecycle import BackgroundTasks, Service
 from notifier.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,16 @@ SKIPPED_VISIBILITY_TIMEOUT = 42_000
 """A message that is no request is hidden this long (near SQS's 12 h cap), not deleted: it is not
 ours to destroy, and not worth receiving again and again."""
 REMEMBERED_DECISIONS = 1000
+MAX_COMMENT = 1000
+"""Characters a decision's comment may have."""
 REJECTED_ERROR = "ApprovalRejected"
 # What Step Functions answers for a token nobody waits for any more.
 _STALE_TOKEN_CODES = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
+
+
+class Decision(enum.StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class ApprovalNotFoundError(Exception):
@@ -102,26 +111,30 @@ class ApprovalInbox(Service):
         self._decided: OrderedDict[str, str] = OrderedDict()
         self.skipped = 0
         """Messages that were not approval requests."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.renew_every = VISIBILITY_TIMEOUT / 2
+        """Seconds between renewals of the pending requests' invisibility."""
+        self._tasks = BackgroundTasks()
 
     def pending(self) -> list[Approval]:
         """Oldest request first."""
         return sorted(self._pending.values(), key=lambda a: a.requested_at)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for coroutine in (self._receive_forever(), self._renew_forever()):
-            task = loop.create_task(coroutine)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._tasks.start(
+            "approvals-receive",
+            self._receive,
+            self._failed,
+            expected=(ClientError, BotoCoreError),
+            retry_min=self.retry_min,
+            retry_max=self.retry_max,
+        )
+        self._tasks.start("approvals-renew", self._renew_once)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
         await self._change_visibility(list(self._pending.values()), 0)
 
-    async def decide(self, approval_id: str, approved: bool, comment: str) -> str:
+    async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
         """Answer the workflow; returns ``approved`` or ``rejected``.
 
         Raises :class:`ApprovalNotFoundError`, :class:`ApprovalDecidedError` (also when the
@@ -132,7 +145,8 @@ class ApprovalInbox(Service):
         approval = self._pending.pop(approval_id, None)
         if approval is None:
             raise ApprovalNotFoundError(approval_id)
-        decision = "approved" if approved else "rejected"
+        decision = Decision.APPROVED if approved else Decision.REJECTED
+        outcome: str = decision
         operation = "SendTaskSuccess" if approved else "SendTaskFailure"
         self._decided[approval_id] = "deciding"
         try:
@@ -146,46 +160,37 @@ class ApprovalInbox(Service):
                     cause=comment or "rejected",
                 )
         except (ClientError, BotoCoreError) as exc:
-            if not isinstance(exc, ClientError) or _code(exc) not in _STALE_TOKEN_CODES:
+            if error_code(exc) not in _STALE_TOKEN_CODES:
                 del self._decided[approval_id]
                 self._pending[approval_id] = approval
                 raise AwsError.wrap(operation, exc) from exc
-            decision = "expired: the execution no longer waits for a decision"
+            outcome = "expired: the execution no longer waits for a decision"
         finally:
             self._changed()
-        self._remember(approval_id, decision)
+        self._remember(approval_id, outcome)
         log.info(
             "approval %s for %s: %s",
-            approval_id, approval.execution_name, decision,
+            approval_id, approval.execution_name, outcome,
             extra={"executionArn": approval.execution_arn},
         )  # fmt: skip
         await self._delete(approval)
-        if decision.startswith("expired"):
-            raise ApprovalDecidedError(decision)
+        if outcome != decision:
+            raise ApprovalDecidedError(outcome)
         return decision
 
     def status_changed(self, message: dict[str, Any]) -> None:
         """A status feed message: an execution that ended takes its pending request along."""
-        if not Status(message.get("status")).final:
+        if not Status.parse(message.get("status")).final:
             return
         ended = [a for a in self._pending.values() if a.execution_arn == message["executionArn"]]
         for approval in ended:
             del self._pending[approval.id]
             self._remember(approval.id, f"expired: the execution ended {message['status']}")
-            self._spawn(self._delete(approval))
+            self._tasks.once(f"approvals-delete-{approval.id}", self._delete(approval))
         if ended:
             self._changed()
 
     # the queue
-
-    async def _receive_forever(self) -> None:
-        await keep_trying(
-            self._receive,
-            self._failed,
-            expected=(ClientError, BotoCoreError),
-            retry_min=self.retry_min,
-            retry_max=self.retry_max,
-        )
 
     async def _receive(self) -> None:
         response = await self.sqs.receive_message(
@@ -235,13 +240,9 @@ class ApprovalInbox(Service):
         )  # fmt: skip
         return approval
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(VISIBILITY_TIMEOUT / 2)
-            try:
-                await self._change_visibility(list(self._pending.values()), VISIBILITY_TIMEOUT)
-            except Exception:  # never let the loop die
-                log.exception("approvals: renewing visibility failed")
+    async def _renew_once(self) -> None:
+        await asyncio.sleep(self.renew_every)
+        await self._change_visibility(list(self._pending.values()), VISIBILITY_TIMEOUT)
 
     async def _change_visibility(self, approvals: list[Approval], seconds: int) -> None:
         for start in range(0, len(approvals), 10):
@@ -285,11 +286,6 @@ class ApprovalInbox(Service):
         if self._on_change is not None:
             self._on_change([a.to_json() for a in self.pending()])
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _failed(self, exc: Exception) -> None:
         message = str(exc)
         if message != self.error:
@@ -304,7 +300,9 @@ def _approval(message: dict[str, Any]) -> Approval:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
-    fields = {key: body.get(key) for key in ("TaskToken", "ExecutionArn", "ExecutionName")}
+    fields: dict[str, Any] = {
+        key: body.get(key) for key in ("TaskToken", "ExecutionArn", "ExecutionName")
+    }
     for key, value in fields.items():
         if not isinstance(value, str) or not value:
             raise ValueError(f"{key} is missing")
@@ -319,7 +317,3 @@ def _approval(message: dict[str, Any]) -> Approval:
         task_token=fields["TaskToken"],
         receipt_handle=message["ReceiptHandle"],
     )
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -8,6 +8,7 @@ for the workflow, and only the approvals API may do that.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ class UnknownExecutionError(Exception):
 
 
 async def execution_details(
-    executions: Executions, routes: dict[str, RouteSettings], execution_arn: str
+    executions: Executions, routes: Mapping[str, RouteSettings], execution_arn: str
 ) -> dict[str, Any]:
     """Raises :class:`UnknownExecutionError` for an execution of no route, or none at all."""
     route = route_of(routes, execution_arn)
@@ -55,10 +56,11 @@ async def execution_details(
             details["processData"] = await executions.read_process_data(str(description["name"]))
         except (AwsError, ValueError) as exc:
             details["processDataError"] = str(exc)
-    return redact(details)
+    redacted: dict[str, Any] = redact(details)
+    return redacted
 
 
-def route_of(routes: dict[str, RouteSettings], execution_arn: str) -> str | None:
+def route_of(routes: Mapping[str, RouteSettings], execution_arn: str) -> str | None:
     machine_prefix = execution_arn.rpartition(":")[0]
     for name, route in routes.items():
         prefix, _, machine = route.state_machine.rpartition(":stateMachine:")

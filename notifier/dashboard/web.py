@@ -4,7 +4,7 @@
 ``GET /events`` streams the board to it as Server-Sent Events; ``GET /dashboard/details``
 shows one execution in full; ``GET /approvals`` and ``POST /approvals/<id>`` list and decide
 the pending human approvals. Everything but the page itself needs an API key when the
-daemon requires one.
+daemon requires one (each route declares its access where it is added).
 """
 
 from __future__ import annotations
@@ -18,18 +18,12 @@ from pathlib import Path
 from aiohttp import web
 
 from notifier import answers
-from notifier.app import (
-    AWS_SETTINGS,
-    EXECUTIONS,
-    INSTANCE_ID,
-    REGISTRY,
-    SETTINGS,
-    aws_clients,
-    mqtt_access,
-    read_json_object,
-    refuse_without_api_key,
-)
+from notifier.app.handlers import read_json_object
+from notifier.app.routes import Access, Route, add_routes, add_static
+from notifier.app.state import AWS_SETTINGS, EXECUTIONS, INSTANCE_ID, REGISTRY, SETTINGS
+from notifier.app.wiring import aws_clients, mqtt_access
 from notifier.dashboard.approvals import (
+    MAX_COMMENT,
     ApprovalDecidedError,
     ApprovalInbox,
     ApprovalNotFoundError,
@@ -43,7 +37,6 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 HEARTBEAT_SECONDS = 15.0
-MAX_COMMENT = 1000
 
 BOARD = web.AppKey("board", Board)
 INBOX = web.AppKey("approval_inbox", ApprovalInbox)
@@ -63,12 +56,17 @@ def install(app: web.Application) -> None:
         board.close()
 
     app.on_shutdown.append(close_streams)
-    app.router.add_get("/", page)
-    app.router.add_static("/dashboard/static", STATIC)
-    app.router.add_get("/events", events)
-    app.router.add_get("/dashboard/details", details)
-    app.router.add_get("/approvals", list_approvals)
-    app.router.add_post("/approvals/{approval_id}", decide)
+    add_routes(
+        app,
+        [
+            Route("GET", "/", page, Access.OPEN),
+            Route("GET", "/events", events, Access.API_KEY),
+            Route("GET", "/dashboard/details", details, Access.API_KEY),
+            Route("GET", "/approvals", list_approvals, Access.API_KEY),
+            Route("POST", "/approvals/{approval_id}", decide, Access.API_KEY),
+        ],
+    )
+    add_static(app, "/dashboard/static", STATIC, Access.OPEN)
 
 
 async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
@@ -111,8 +109,6 @@ async def page(request: web.Request) -> web.FileResponse:
 async def events(request: web.Request) -> web.StreamResponse:
     """``text/event-stream``: ``hello``, ``snapshot`` and ``approvals``, then ``execution``
     and ``approvals`` events as things change, and a comment line every 15 s."""
-    if (refusal := refuse_without_api_key(request)) is not None:
-        return refusal
     app = request.app
     settings = app[SETTINGS].current
     hello = {
@@ -145,15 +141,13 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def details(request: web.Request) -> web.Response:
     """``GET /dashboard/details?arn=<executionArn>``."""
-    if (refusal := refuse_without_api_key(request)) is not None:
-        return refusal
     app = request.app
     arn = request.query.get("arn", "")
     if not arn:
         return answers.error(400, "arn (an execution ARN) is required")
     settings = app[SETTINGS].current
     try:
-        body = await execution_details(app[EXECUTIONS], dict(settings.routes), arn)
+        body = await execution_details(app[EXECUTIONS], settings.routes, arn)
     except UnknownExecutionError as exc:
         return answers.error(404, str(exc))
     except AwsError as exc:
@@ -162,8 +156,6 @@ async def details(request: web.Request) -> web.Response:
 
 
 async def list_approvals(request: web.Request) -> web.Response:
-    if (refusal := refuse_without_api_key(request)) is not None:
-        return refusal
     inbox = request.app.get(INBOX)
     pending = [a.to_json() for a in inbox.pending()] if inbox is not None else []
     return web.json_response({"approvals": pending, "enabled": inbox is not None})
@@ -171,8 +163,6 @@ async def list_approvals(request: web.Request) -> web.Response:
 
 async def decide(request: web.Request) -> web.Response:
     """``POST /approvals/<id>`` with ``{"approved": bool, "comment": str}``."""
-    if (refusal := refuse_without_api_key(request)) is not None:
-        return refusal
     app = request.app
     inbox = app.get(INBOX)
     approval_id = request.match_info["approval_id"]

@@ -59,7 +59,7 @@ class _TemplateResource:
         raise NotImplementedError(attribute_name)
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str,
         **kwargs: Any,
     ) -> Any:  # fmt: skip
@@ -67,7 +67,7 @@ class _TemplateResource:
         return cls(cls.create(properties, account_id, region_name, resource_name))
 
     @classmethod
-    def update_from_cloudformation_json(  # type: ignore[misc]
+    def update_from_cloudformation_json(
         cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
         account_id: str, region_name: str,
     ) -> Any:  # fmt: skip
@@ -77,7 +77,7 @@ class _TemplateResource:
         )
 
     @classmethod
-    def delete_from_cloudformation_json(  # type: ignore[misc]
+    def delete_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
         cls.delete(resource_name, account_id, region_name)
@@ -241,7 +241,7 @@ def install() -> None:
     from moto.stepfunctions import models as sfn_models
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-    sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]
+    sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]  # the parser's
 
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()

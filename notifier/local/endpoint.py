@@ -9,6 +9,7 @@ of the IoT data plane comes in the environment variable named by ``PUBLISHER_PAS
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -30,18 +31,21 @@ DUMMY_CREDENTIALS = {
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
+    # Out of the environment before any process is started from here (Lambda workers).
+    publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(DUMMY_CREDENTIALS)
     from moto.core.config import default_user_config
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
+    from notifier.lifecycle import announce_ready
     from notifier.local import (
         cloudformation_resources,
         eventbridge_targets,
         iot_authorizers,
         iot_core,
         lambda_runtime,
+        moto_performance,
         sfn_api,
         sfn_status_events,
     )
@@ -58,7 +62,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     server: Any = make_server(
         host,
         port,
-        DomainDispatcherApplication(create_backend_app),
+        moto_performance.dispatcher(create_backend_app),
         threaded=True,
         request_handler=MotoRequestHandler,
         fd=listener.fileno(),
@@ -67,13 +71,15 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # moto's Step Functions call the other services back on localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(bound_port)
     default_user_config["stepfunctions"]["execute_state_machine"] = True
+    # IoT's certificate ids: the SHA-256 of the DER certificate, not of moto's PEM text.
+    default_user_config["iot"]["use_valid_cert"] = True
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()
-    publisher = iot_core.BrokerPublisher(
-        mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
-    )
+    publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
+    moto_performance.install()
     lambda_runtime.install(runtime)
+    runtime.start()
     sfn_status_events.install(emitter)
     eventbridge_targets.install()
     iot_core.install(publisher)
@@ -86,7 +92,10 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"READY {bound_host} {bound_port}", flush=True)
+    # What start made (moto's modules and models, the botocore specs) lives as long as the
+    # process: the collector's full passes need not walk it again and again.
+    gc.freeze()
+    announce_ready(bound_host, bound_port)
     try:
         server.serve_forever()
     finally:

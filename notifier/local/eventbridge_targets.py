@@ -74,4 +74,4 @@ def install() -> None:
             rest.targets = [t for t in self.targets if t not in bridged]
             original_send(rest, original_event, transform_input)
 
-    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]  # moto patched

@@ -79,4 +79,4 @@ def install() -> None:
             raise ResourceNotFound("ResourceNotFoundException", f"no authorizer {name}")
         return ActionResult({"authorizerDescription": authorizer.description()})
 
-    IoTResponse.describe_authorizer = describe_authorizer  # type: ignore[attr-defined]
+    IoTResponse.describe_authorizer = describe_authorizer  # type: ignore[attr-defined]  # added to moto

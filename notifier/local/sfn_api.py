@@ -36,8 +36,8 @@ def install() -> None:
         )
         return EmptyResult()
 
-    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
-    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign,assignment]  # moto patched
+    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]  # moto patched
     _stop_ends_task_token_waits()
 
 
@@ -69,4 +69,4 @@ def _stop_ends_task_token_waits() -> None:
         # stop; nothing runs after it.
         return {}
 
-    task._eval_wait_for_task_token = wait_while_running
+    task._eval_wait_for_task_token = wait_while_running  # type: ignore[method-assign]  # moto patched

@@ -23,12 +23,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from notifier.lifecycle import Service
-from notifier.local.broker import LocalBroker
+
+if TYPE_CHECKING:
+    from notifier.local.broker import LocalBroker
 
 log = logging.getLogger("notifier.local.sfn_standin")
 
@@ -96,7 +98,7 @@ class StepFunctionsStandIn(Service):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0, backlog=1024)
         await site.start()
-        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
 
     async def stop(self) -> None:
         for task in list(self._publishes):
@@ -174,9 +176,10 @@ class StepFunctionsStandIn(Service):
         self.started += 1
         if not self.gated:
             wait = execution_input.get("waitSeconds")
-            valid = isinstance(wait, int | float) and math.isfinite(wait) and wait >= 0
+            seconds = float(wait) if isinstance(wait, int | float) else 0.0
+            valid = math.isfinite(seconds) and seconds >= 0
             asyncio.get_running_loop().call_later(
-                float(wait) if valid else 0.0, self._complete, execution
+                seconds if valid else 0.0, self._complete, execution
             )
         return _sfn_json({"executionArn": execution.arn, "startDate": execution.started_at})
 

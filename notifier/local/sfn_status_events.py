@@ -98,5 +98,5 @@ def install(emitter: StatusChangeEmitter) -> None:
         if not isinstance(self.execution, SyncExecution):
             emitter.emit(self.execution, self.execution.exec_status.value)
 
-    Execution.start = start  # type: ignore[method-assign]
-    BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
+    Execution.start = start  # type: ignore[method-assign]  # moto patched
+    BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]  # moto patched

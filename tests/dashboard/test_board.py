@@ -97,12 +97,12 @@ def test_a_subscriber_gets_the_snapshot_then_each_change() -> None:
         board.status_changed(status("b", "RUNNING"))
         events = [subscription.queue.get_nowait() for _ in range(3)]
     assert [(e.kind, e.data) for e in events if e is not None] == [
-        ("snapshot", [board.get(f"{MACHINE}:a").to_json()]),  # type: ignore[union-attr]
+        ("snapshot", [board.get(f"{MACHINE}:a").to_json()]),  # type: ignore[union-attr]  # seen above
         ("approvals", [{"id": "1"}]),
-        ("execution", board.get(f"{MACHINE}:b").to_json()),  # type: ignore[union-attr]
+        ("execution", board.get(f"{MACHINE}:b").to_json()),  # type: ignore[union-attr]  # seen above
     ]
     assert board.streams == 0
-    assert events[2].encode().startswith(b"event: execution\ndata: {")  # type: ignore[union-attr]
+    assert events[2].encode().startswith(b"event: execution\ndata: {")  # type: ignore[union-attr]  # not the end
 
 
 async def test_a_subscriber_that_stops_reading_is_ended_not_buffered_forever() -> None:
@@ -114,7 +114,7 @@ async def test_a_subscriber_that_stops_reading_is_ended_not_buffered_forever() -
         assert slow.queue.qsize() <= STREAM_BACKLOG
         assert await slow.next(1) is None
         board.status_changed(status("later", "RUNNING"))
-        assert (await reading.next(1)).kind == "execution"  # type: ignore[union-attr]
+        assert (await reading.next(1)).kind == "execution"  # type: ignore[union-attr]  # not the end
 
 
 async def test_closing_ends_every_subscription() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from notifier.local.stack import LocalStack
+from tests.eventually import EVENTUALLY
 from tests.local.test_workflows import new_id, start, wait_final
 from tests.mqtt_support import MqttRecorder
 from tests.silent_workflows import create_silent_workflows
@@ -26,7 +28,7 @@ async def queue_for(stack: LocalStack, subtopic: str) -> str:
 
 
 async def next_in(stack: LocalStack, url: str) -> Any:
-    async with stack.aws().client("sqs") as sqs:
+    async with stack.aws().client("sqs") as sqs, asyncio.timeout(EVENTUALLY):
         while True:
             received = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
             for message in received.get("Messages", []):

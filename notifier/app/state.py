@@ -1,0 +1,75 @@
+"""What the application keeps: its settings in force, readiness, and the parts that serve."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from notifier.apikeys import ApiKey, ApiKeys
+from notifier.aws import AwsSettings
+from notifier.config import Settings
+from notifier.executions import Executions
+from notifier.metrics import Metrics
+from notifier.sources.describe import DescribePoller
+from notifier.sources.liveness import MqttLiveness
+from notifier.sources.mqtt import MqttSource
+from notifier.sources.reconcile import Reconciler
+from notifier.sources.safety import SafetyNet
+from notifier.sources.sqs import SqsSource
+from notifier.waiters import Registry
+
+
+@dataclass
+class LiveSettings:
+    """The settings in force; replaced as a whole when the configuration is reloaded.
+
+    The one place the routes, limits and API keys in force are read from.
+    """
+
+    current: Settings
+
+
+@dataclass
+class AwsReachability:
+    """The last answer of the readiness check against AWS, reused for a while."""
+
+    error: str | None = None
+    checked_at: float = -math.inf
+
+
+@dataclass
+class Admission:
+    """Whether new requests are taken; cleared when the daemon starts draining."""
+
+    accepting: bool = True
+
+
+SETTINGS = web.AppKey("settings", LiveSettings)
+AWS_SETTINGS = web.AppKey("aws_settings", AwsSettings)
+INSTANCE_ID = web.AppKey("instance_id", str)
+REGISTRY = web.AppKey("registry", Registry)
+ADMISSION = web.AppKey("admission", Admission)
+EXECUTIONS = web.AppKey("executions", Executions)
+MQTT = web.AppKey("mqtt", MqttSource)
+"""Absent in ``poll`` completion mode."""
+SQS = web.AppKey("sqs", SqsSource)
+"""Absent without ``[sqs] queue_prefix``."""
+POLLER = web.AppKey("poller", DescribePoller)
+RECONCILER = web.AppKey("reconciler", Reconciler)
+SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
+"""Absent in ``poll`` completion mode."""
+METRICS = web.AppKey("metrics", Metrics)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
+AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
+
+
+def api_keys_from(settings: Settings) -> ApiKeys:
+    return ApiKeys(
+        {
+            name: ApiKey(name, key.sha256, key.rate, key.burst)
+            for name, key in settings.api_keys.items()
+        }
+    )

@@ -1,0 +1,291 @@
+"""The HTTP API end to end against the local stack: workflows really run, completions
+arrive over MQTT, two instances share the stack. The contract itself, status by status, is
+tested handler by handler in test_handlers.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from notifier.app.state import MQTT, POLLER
+from notifier.daemon import Daemon
+from notifier.ids import is_txn_id
+from tests.daemons import DaemonFactory, call
+from tests.eventually import eventually
+
+LONG = {"Prefer": "wait=60"}
+
+
+def assert_final(body: dict[str, Any], status: str, via: str = "mqtt") -> None:
+    assert is_txn_id(body["transactionId"])
+    assert body["executionArn"].endswith(f":{body['transactionId']}")
+    assert body["status"] == status
+    assert body["completedVia"] == via
+    timings = body["timings"]
+    for key in ("receivedAt", "notifiedAt", "answeredAt"):
+        assert timings[key].endswith("Z")
+    if via == "mqtt":
+        # The workflow's own finishing time, carried by its notification.
+        assert timings["stoppedAt"].endswith("Z")
+        assert timings["stoppedAt"] <= timings["notifiedAt"] <= timings["answeredAt"]
+        assert timings["durationsMs"]["stoppedToAnswered"] >= 0
+
+
+# ---------------------------------------------------------------- every route, every status
+
+
+async def test_hello_succeeds(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, headers, body = await call(
+        http, "POST", f"{daemon.url}/hello", json={"name": "ada"}, headers=LONG
+    )
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+    assert body["output"]["name"] == "ada"
+    assert "taskresult" in body["output"]
+    assert "processData" not in body
+    assert headers["Preference-Applied"] == "wait=60"
+    assert body["timings"]["startedAt"] <= body["timings"]["notifiedAt"]
+
+
+async def test_processa_succeeds_with_its_process_data(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, _, body = await call(http, "POST", f"{daemon.url}/p1", json={"foo": "x"}, headers=LONG)
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+    assert body["output"] == {"processData": body["transactionId"]}
+    data = body["processData"]
+    assert data["foo"] == "x"
+    assert all(f"step-{s}-output" in data for s in "abcdef")
+
+
+async def test_processa_fails_with_502(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/p1", json={"fail": "step-c"}, headers=LONG
+    )
+    assert status == 502, body
+    assert_final(body, "FAILED")
+    assert body["error"] == "ForcedFailure"
+    assert "step-c" in body["cause"]
+    assert body["output"] is None
+    assert "step-b-output" in body["processData"]
+    assert "step-c-output" not in body["processData"]
+
+
+async def test_qc_succeeds(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/qc", json={"GroupID": "g1", "StreamID": "s1"}, headers=LONG
+    )
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+    assert body["output"]["GroupID"] == "g1"
+
+
+async def test_archive_succeeds(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    request = {"approval_needed": False, "archive": True, "quality": 90}
+    status, _, body = await call(http, "POST", f"{daemon.url}/archive", json=request, headers=LONG)
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+
+
+async def test_stop_answers_held_requests_409(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, headers, started = await call(
+        http, "POST", f"{daemon.url}/hello", json={"waitSeconds": 30}, headers={"Prefer": "wait=0"}
+    )
+    assert status == 202, started
+    held = asyncio.create_task(call(http, "GET", f"{daemon.url}{headers['Location']}?wait=60"))
+    txn = daemon.registry.get(started["transactionId"])
+    assert txn is not None
+    await eventually(lambda: bool(txn.waiters))
+
+    status, _, stopped = await call(http, "POST", f"{daemon.url}{headers['Location']}/stop")
+    assert status == 200, stopped
+    assert stopped["status"] == "ABORTED"
+
+    status, _, body = await held
+    assert status == 409, body
+    assert_final(body, "ABORTED", via="stop")
+
+    status, _, again = await call(http, "POST", f"{daemon.url}{headers['Location']}/stop")
+    assert status == 409, again
+
+
+async def test_timed_out_is_504_when_reattached(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, headers, started = await call(
+        http, "POST", f"{daemon.url}/timesout", json={}, headers={"Prefer": "wait=0"}
+    )
+    assert status == 202, started
+    # The other instance did not start it: DescribeExecution, then polling until it ends.
+    status, _, body = await call(http, "GET", f"{other_daemon.url}{headers['Location']}?wait=60")
+    assert status == 504, body
+    assert_final(body, "TIMED_OUT", via="poll")
+    assert body["timings"]["startedAt"] is None
+
+
+# ---------------------------------------------------------------- holding and re-attaching
+
+
+async def test_still_running_is_202_then_reattach(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, headers, body = await call(
+        http, "POST", f"{daemon.url}/hello", json={"waitSeconds": 1}, headers={"Prefer": "wait=0"}
+    )
+    assert status == 202, body
+    location = headers["Location"]
+    assert location == f"/executions/{body['transactionId']}"
+    assert int(headers["Retry-After"]) > 0
+    assert body["status"] == "RUNNING"
+
+    status, _, final = await call(http, "GET", f"{daemon.url}{location}?wait=60")
+    assert status == 200, final
+    assert_final(final, "SUCCEEDED")
+    assert final["timings"]["startedAt"] == body["timings"]["startedAt"]
+
+    # From another instance, after the end: one DescribeExecution.
+    status, _, elsewhere = await call(http, "GET", f"{other_daemon.url}{location}?wait=0")
+    assert status == 200, elsewhere
+    assert_final(elsewhere, "SUCCEEDED", via="poll")
+    assert elsewhere["output"] == final["output"]
+
+
+async def test_reattach_from_another_instance_while_running(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, headers, body = await call(
+        http, "POST", f"{daemon.url}/p1", json={"n": 1}, headers={"Prefer": "wait=0"}
+    )
+    assert status == 202, body
+    status, _, final = await call(http, "GET", f"{other_daemon.url}{headers['Location']}?wait=60")
+    assert status == 200, final
+    assert_final(final, "SUCCEEDED", via="poll")
+    assert "step-f-output" in final["processData"]
+
+
+async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    async def one(n: int) -> tuple[int, dict[str, Any]]:
+        status, _, body = await call(
+            http, "POST", f"{daemon.url}/hello", json={"n": n}, headers={"Prefer": "wait=110"}
+        )
+        return status, body
+
+    results = await asyncio.gather(*(one(n) for n in range(200)))
+    assert [status for status, _ in results] == [200] * 200
+    assert [body["output"]["n"] for _, body in results] == list(range(200))
+    assert len({body["transactionId"] for _, body in results}) == 200
+    assert all(body["completedVia"] == "mqtt" for _, body in results)
+
+
+async def test_instances_receive_only_their_own_completions(
+    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_factory() as first, daemon_factory() as second:
+
+        async def run(d: Daemon, n: int) -> dict[str, Any]:
+            status, _, body = await call(
+                http, "POST", f"{d.url}/hello", json={"n": n}, headers=LONG
+            )
+            assert status == 200, body
+            return body
+
+        answers = await asyncio.gather(*(run(d, n) for n in range(10) for d in (first, second)))
+        assert all(a["completedVia"] == "mqtt" for a in answers)
+        for d in (first, second):
+            mqtt = d.app[MQTT]
+            assert mqtt.received == 10
+            assert mqtt.ignored == 0
+            assert d.app[POLLER].calls == 0
+
+
+# ---------------------------------------------------------------- AWS errors
+
+
+async def test_an_aws_error_is_502_with_its_code(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    # moto's own answer for a state machine that does not exist, through the real client.
+    status, _, body = await call(http, "POST", f"{daemon.url}/missing", json={})
+    assert status == 502, body
+    assert body["awsErrorCode"] == "StateMachineDoesNotExist"
+    assert daemon.registry.held == 0
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+async def test_drain_lets_held_requests_finish_then_answers_202(
+    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_factory() as d:
+        quick = asyncio.create_task(
+            call(http, "POST", f"{d.url}/hello", json={"waitSeconds": 1}, headers=LONG)
+        )
+        slow = asyncio.create_task(
+            call(http, "POST", f"{d.url}/hello", json={"waitSeconds": 30}, headers=LONG)
+        )
+        await eventually(lambda: d.registry.held == 2)
+        await d.drain(grace=8)
+        status, _, body = await quick
+        assert status == 200, body
+        status, headers, body = await slow
+        assert status == 202, body
+        assert headers["Location"] == f"/executions/{body['transactionId']}"
+        # New connections are refused; one kept alive from before is told to go away.
+        async with aiohttp.ClientSession() as fresh:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await call(fresh, "POST", f"{d.url}/hello", json={})
+        status, headers, body = await call(http, "POST", f"{d.url}/hello", json={})
+        assert status == 503, body
+        assert "Retry-After" in headers
+
+
+# ---------------------------------------------------------------- operating endpoints
+
+
+async def test_metrics_count_requests_completions_and_aws_calls(
+    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_factory() as daemon:
+        for route in ("hello", "p1"):
+            status, _, body = await call(
+                http, "POST", f"{daemon.url}/{route}", json={}, headers=LONG
+            )
+            assert status == 200, body
+        async with http.get(f"{daemon.url}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['notifier_requests_total{route="hello",status="SUCCEEDED"}'] == 1
+    assert samples['notifier_requests_total{route="p1",status="SUCCEEDED"}'] == 1
+    assert samples['notifier_completions_total{source="mqtt"}'] == 2
+    assert samples['notifier_completion_latency_seconds_count{source="mqtt"}'] == 2
+    assert samples['notifier_aws_api_calls_total{operation="StartExecution"}'] == 2
+    assert samples['notifier_aws_api_calls_total{operation="PutObject"}'] == 2
+    # Both made by the fast path, none handed to the AWS SDK.
+    for operation in ("PutObject", "StartExecution"):
+        assert samples[f'notifier_aws_fast_path_handovers_total{{operation="{operation}"}}'] == 0
+    assert samples["notifier_mqtt_connected"] == 1
+    assert samples["notifier_mqtt_reconnects_total"] == 0
+    assert samples["notifier_token_refreshes_total"] == 0
+    assert samples["notifier_held_requests"] == 0
+    # Completions over MQTT cost no DescribeExecution.
+    assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
+
+
+async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    status, _, body = await call(http, "GET", f"{daemon.url}/readyz")
+    assert status == 200
+    assert body["ready"] and body["mqttConnected"] and body["awsReachable"]
+    assert body["awsError"] is None and body["accepting"]

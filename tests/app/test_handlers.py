@@ -1,0 +1,589 @@
+"""The HTTP contract, handler by handler, with a fake Executions: no AWS, no broker.
+
+What only the real path can show (workflows really running, MQTT, two instances, draining a
+listening daemon) is in test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from notifier.apikeys import hash_key, new_key
+from notifier.app.routes import UndeclaredAccessError
+from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
+from notifier.app.wiring import http_app, reload
+from notifier.config import ApiKeySettings
+from notifier.executions import AwsError
+from notifier.ids import is_txn_id, new_txn_id
+from notifier.logs import JsonFormatter
+from notifier.waiters import Status
+from tests.app.fakes import INSTANCE, ROUTES, Served, serving, settings, with_http
+from tests.eventually import eventually
+
+LONG = {"Prefer": "wait=30"}
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serving() as running:
+        yield running
+
+
+async def answer(
+    response: aiohttp.ClientResponse,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    async with response:
+        return response.status, dict(response.headers), await response.json()
+
+
+async def post_and_complete(
+    served: Served,
+    path: str,
+    status: Status = Status.SUCCEEDED,
+    body: Any = None,
+    **completion: Any,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POST ``path``, then complete the execution it started with ``status``."""
+    request = asyncio.ensure_future(served.client.post(path, json=body or {}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    served.complete(txn_id, status, **completion)
+    return await answer(await request)
+
+
+# ---------------------------------------------------------------- POST /<route>
+
+
+async def test_a_request_is_held_until_its_completion(served: Served) -> None:
+    status, headers, body = await post_and_complete(
+        served, "/hello", body={"name": "ada"}, output={"name": "ada", "done": True}
+    )
+    assert status == 200
+    txn_id = body["transactionId"]
+    assert is_txn_id(txn_id)
+    assert served.executions.bodies[txn_id] == {"name": "ada"}
+    assert body["executionArn"] == f"{ROUTES['hello'].state_machine}:{txn_id}".replace(
+        ":stateMachine:", ":execution:"
+    )
+    assert (body["status"], body["output"], body["completedVia"]) == (
+        "SUCCEEDED", {"name": "ada", "done": True}, "mqtt",
+    )  # fmt: skip
+    assert "processData" not in body and "error" not in body
+    timings = body["timings"]
+    assert timings["receivedAt"] <= timings["startedAt"] <= timings["notifiedAt"]
+    assert timings["notifiedAt"] <= timings["answeredAt"]
+    assert headers["Preference-Applied"] == "wait=30"
+    assert served.app[REGISTRY].held == 0
+
+
+async def test_a_sidecar_route_answers_with_its_process_data(served: Served) -> None:
+    status, _, body = await post_and_complete(served, "/p1", body={"foo": "x"})
+    assert status == 200
+    assert body["processData"] == {"foo": "x", "step-a-output": "a"}
+    served.executions.failures["GetObject"] = AwsError("GetObject", "NoSuchKey", "gone")
+    status, _, body = await post_and_complete(served, "/p1")
+    assert status == 200
+    assert body["processData"] is None
+    assert "NoSuchKey" in body["processDataError"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(Status.FAILED, 502), (Status.TIMED_OUT, 504), (Status.ABORTED, 409)],
+)
+async def test_each_final_status_has_its_code(served: Served, status: Status, code: int) -> None:
+    got, _, body = await post_and_complete(
+        served, "/hello", status, error="States.Failed", cause="it broke"
+    )
+    assert got == code
+    assert body["status"] == str(status)
+    assert (body["output"], body["error"], body["cause"]) == (None, "States.Failed", "it broke")
+
+
+async def test_still_running_after_the_hold_is_202_with_its_location(served: Served) -> None:
+    response = await served.client.post("/hello", json={}, headers={"Prefer": "wait=0.05"})
+    status, headers, body = await answer(response)
+    assert status == 202
+    location = f"/executions/{body['transactionId']}"
+    assert (headers["Location"], body["location"], body["status"]) == (
+        location, location, "RUNNING",
+    )  # fmt: skip
+    assert int(headers["Retry-After"]) == 5
+    assert headers["Preference-Applied"] == "wait=0.05"
+
+
+@pytest.mark.parametrize(
+    ("prefer", "applied"),
+    [
+        ("wait=0.05", "wait=0.05"),
+        ('respond-async, WAIT = "0.05"', "wait=0.05"),
+        ("wait=5000", "wait=0.1"),  # capped by max_wait
+        ("wait=soon", None),  # not understood: ignored, the default hold applies
+    ],
+)
+async def test_prefer_wait(prefer: str, applied: str | None) -> None:
+    async with serving(settings(default_wait=0.01, max_wait=0.1)) as served:
+        response = await served.client.post("/hello", json={}, headers={"Prefer": prefer})
+        status, headers, _ = await answer(response)
+    assert status == 202
+    assert headers.get("Preference-Applied") == applied
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "code", "message"),
+    [
+        ({"data": b"{not json"}, 400, "not JSON"),
+        ({"data": b""}, 400, "not JSON"),
+        ({"json": [1, 2]}, 400, "JSON object"),
+        ({"json": {"x": "y" * 200}}, 413, "larger than 100 bytes"),
+    ],
+)
+async def test_bad_bodies_are_refused_and_start_nothing(
+    request_kwargs: dict[str, Any], code: int, message: str
+) -> None:
+    async with serving(settings(max_body_bytes=100)) as served:
+        status, headers, body = await answer(await served.client.post("/hello", **request_kwargs))
+        assert status == code
+        assert headers["Content-Type"].startswith("application/json")
+        assert message in body["message"]
+        assert served.executions.started.empty()
+        assert served.app[REGISTRY].held == 0
+
+
+async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b'{"x": "' + b"y" * 20 + b'"}'
+
+    async with serving(settings(max_body_bytes=100)) as served:
+        status, _, body = await answer(await served.client.post("/hello", data=chunks()))
+        assert status == 413, body
+        assert served.executions.started.empty()
+
+
+@pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
+async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
+    data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
+    status, _, body = await answer(await served.client.post("/hello", data=data))
+    assert status == 400, body
+    assert "nested deeper than 64 levels" in body["message"]
+    assert served.executions.started.empty()
+    assert served.app[REGISTRY].held == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [("POST", "/nowhere", 404), ("GET", "/hello", 405), ("GET", "/nowhere/else", 404)],
+)
+async def test_unknown_routes_and_methods_are_json_errors(
+    served: Served, method: str, path: str, code: int
+) -> None:
+    status, headers, body = await answer(await served.client.request(method, path, json={}))
+    assert status == code
+    assert headers["Content-Type"].startswith("application/json")
+    assert body["message"]
+    if code == 405:
+        assert headers["Allow"] == "POST"
+
+
+async def test_an_aws_error_is_502_with_its_code_and_forgets_the_transaction(
+    served: Served,
+) -> None:
+    served.executions.failures["StartExecution"] = AwsError(
+        "StartExecution", "StateMachineDoesNotExist", "no such machine"
+    )
+    status, _, body = await answer(await served.client.post("/hello", json={}))
+    assert status == 502
+    assert body["awsErrorCode"] == "StateMachineDoesNotExist"
+    assert "no such machine" in body["message"]
+    assert served.app[REGISTRY].held == 0
+    assert list(served.app[REGISTRY].unresolved()) == []
+
+
+async def test_aws_throttling_is_503_with_retry_after(served: Served) -> None:
+    served.executions.failures["StartExecution"] = AwsError(
+        "StartExecution", "ThrottlingException", "slow down"
+    )
+    status, headers, body = await answer(await served.client.post("/hello", json={}))
+    assert status == 503
+    assert body["awsErrorCode"] == "ThrottlingException"
+    assert headers["Retry-After"] == "5"
+
+
+async def test_too_many_held_requests_is_503() -> None:
+    async with serving(settings(max_held=2)) as served:
+        held = [
+            asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+            for _ in range(2)
+        ]
+        first, second = [await served.executions.next_started() for _ in held]
+        status, headers, body = await answer(await served.client.post("/hello", json={}))
+        assert status == 503
+        assert "too many held requests" in body["message"]
+        assert headers["Retry-After"] == "5"
+        # Nor may a re-attach add to them.
+        status, _, _ = await answer(await served.client.get(f"/executions/{first}"))
+        assert status == 503
+        served.complete(first)
+        served.complete(second)
+        assert [(await answer(await r))[0] for r in held] == [200, 200]
+
+
+async def test_a_client_that_goes_away_leaves_no_waiter(served: Served) -> None:
+    with pytest.raises(TimeoutError):
+        await served.client.post(
+            "/hello", json={}, headers=LONG, timeout=aiohttp.ClientTimeout(total=0.2)
+        )
+    await eventually(lambda: served.app[REGISTRY].held == 0)
+
+
+async def test_draining_refuses_new_requests_and_answers_held_ones_202(served: Served) -> None:
+    held = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    # What Daemon.drain does once the grace time is up.
+    served.app[ADMISSION].accepting = False
+    assert served.app[REGISTRY].release_all() == 1
+    status, headers, body = await answer(await held)
+    assert status == 202
+    assert headers["Location"] == f"/executions/{txn_id}"
+    status, headers, body = await answer(await served.client.post("/hello", json={}))
+    assert status == 503
+    assert body["message"] == "shutting down"
+    assert headers["Retry-After"] == "5"
+
+
+async def test_lines_about_a_request_carry_its_transaction(served: Served) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("notifier")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        status, _, body = await post_and_complete(served, "/hello")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert status == 200
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    answered = [line for line in lines if line["message"] == "POST /hello: SUCCEEDED via mqtt"]
+    assert len(answered) == 1
+    assert answered[0]["txnId"] == body["transactionId"]
+    assert answered[0]["executionArn"] == body["executionArn"]
+
+
+# ---------------------------------------------------------------- GET /executions/<txnId>
+
+
+async def test_reattach_to_a_held_transaction_gets_its_answer(served: Served) -> None:
+    response = await served.client.post("/hello", json={}, headers={"Prefer": "wait=0"})
+    status, _, started = await answer(response)
+    assert status == 202
+    txn_id = started["transactionId"]
+    reattached = asyncio.ensure_future(served.client.get(f"/executions/{txn_id}?wait=30"))
+    await eventually(lambda: served.app[REGISTRY].held == 1)
+    served.complete(txn_id, output={"ok": 1})
+    status, _, body = await answer(await reattached)
+    assert status == 200
+    assert (body["output"], body["completedVia"]) == ({"ok": 1}, "mqtt")
+    assert body["timings"]["startedAt"] == started["timings"]["startedAt"]
+
+
+async def test_reattach_to_a_transaction_of_another_instance(served: Served) -> None:
+    ended, running = new_txn_id(), new_txn_id()
+    served.executions.ran_elsewhere(ended, Status.SUCCEEDED, output='{"answer": 42}', stopDate=None)
+    served.executions.ran_elsewhere(running, Status.RUNNING)
+    status, _, body = await answer(await served.client.get(f"/executions/{ended}?wait=0"))
+    assert status == 200
+    assert (body["output"], body["completedVia"]) == ({"answer": 42}, "poll")
+    assert body["timings"]["startedAt"] is None
+    status, headers, body = await answer(await served.client.get(f"/executions/{running}?wait=0"))
+    assert status == 202
+    assert headers["Location"] == f"/executions/{running}"
+    # Its completions go to the other instance: this one polls it.
+    txn = served.app[REGISTRY].get(running)
+    assert txn is not None and txn.poll
+
+
+@pytest.mark.parametrize("wait", ["soon", "-1", "nan", "inf"])
+async def test_reattach_with_a_bad_wait_is_400(served: Served, wait: str) -> None:
+    status, _, body = await answer(
+        await served.client.get(f"/executions/{new_txn_id()}?wait={wait}")
+    )
+    assert status == 400
+    assert "wait" in body["message"]
+
+
+async def test_reattach_to_unknown_or_malformed_transactions_is_404(served: Served) -> None:
+    for txn_id in (new_txn_id(), "not-an-id", "81ARZ3NDEKTSV4RRFFQ69G5FAV"):
+        status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+        assert status == 404, txn_id
+        assert txn_id in body["message"]
+
+
+async def test_reattach_when_aws_fails_is_502(served: Served) -> None:
+    served.executions.failures["HeadObject"] = AwsError("HeadObject", "AccessDenied", "no")
+    status, _, body = await answer(await served.client.get(f"/executions/{new_txn_id()}"))
+    assert status == 502
+    assert body["awsErrorCode"] == "AccessDenied"
+
+
+# ---------------------------------------------------------------- POST /executions/<txnId>/stop
+
+
+async def test_stop_aborts_and_answers_held_requests_409(served: Served) -> None:
+    held = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    status, _, stopped = await answer(await served.client.post(f"/executions/{txn_id}/stop"))
+    assert status == 200
+    assert (stopped["transactionId"], stopped["status"]) == (txn_id, "ABORTED")
+    assert served.executions.stopped == [stopped["executionArn"]]
+    status, _, body = await answer(await held)
+    assert status == 409
+    assert (body["status"], body["completedVia"]) == ("ABORTED", "stop")
+    status, _, again = await answer(await served.client.post(f"/executions/{txn_id}/stop"))
+    assert status == 409
+    assert (again["transactionId"], again["status"]) == (txn_id, "ABORTED")
+    assert served.executions.stopped == [stopped["executionArn"]]
+
+
+async def test_stop_of_another_instance_s_execution(served: Served) -> None:
+    running, ended = new_txn_id(), new_txn_id()
+    arn = served.executions.ran_elsewhere(running, Status.RUNNING)
+    served.executions.ran_elsewhere(ended, Status.FAILED)
+    status, _, _ = await answer(await served.client.post(f"/executions/{running}/stop"))
+    assert status == 200
+    assert served.executions.stopped == [arn]
+    status, _, body = await answer(await served.client.post(f"/executions/{ended}/stop"))
+    assert (status, body["status"]) == (409, "FAILED")
+
+
+async def test_stop_of_nothing_is_404_and_an_aws_error_502(served: Served) -> None:
+    for txn_id in (new_txn_id(), "not-an-id"):
+        status, _, _ = await answer(await served.client.post(f"/executions/{txn_id}/stop"))
+        assert status == 404, txn_id
+    held = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    served.executions.failures["StopExecution"] = AwsError(
+        "StopExecution", "ExecutionDoesNotExist", "gone"
+    )
+    status, _, body = await answer(await served.client.post(f"/executions/{txn_id}/stop"))
+    assert status == 404
+    served.executions.failures["StopExecution"] = AwsError("StopExecution", "AccessDenied", "no")
+    status, _, body = await answer(await served.client.post(f"/executions/{txn_id}/stop"))
+    assert (status, body["awsErrorCode"]) == (502, "AccessDenied")
+    served.complete(txn_id)
+    assert (await answer(await held))[0] == 200
+
+
+# ---------------------------------------------------------------- who may call what
+
+
+async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -> None:
+    key, slow = new_key(), new_key()
+    config = settings(
+        api_keys={
+            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
+            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=2),
+        }
+    )
+    txn_id = new_txn_id()
+    guarded = [
+        ("POST", "/hello"),
+        ("GET", f"/executions/{txn_id}?wait=0"),
+        ("POST", f"/executions/{txn_id}/stop"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/events"),
+        ("GET", "/dashboard/details?arn=x"),
+        ("GET", "/approvals"),
+        ("POST", "/approvals/x"),
+    ]
+    async with serving(config) as served:
+        for method, path in guarded:
+            for headers in ({}, {"x-api-key": key[::-1]}):
+                response = await served.client.request(method, path, json={}, headers=headers)
+                status, _, body = await answer(response)
+                assert status == 401, (method, path, headers)
+                assert "x-api-key" in body["message"]
+        for path in ("/healthz", "/readyz", "/", "/dashboard/static/dashboard.js"):
+            async with served.client.get(path) as response:
+                assert response.status == 200, path
+        status, _, _ = await answer(
+            await served.client.get("/approvals", headers={"x-api-key": key})
+        )
+        assert status == 200
+        limited = {"x-api-key": slow}
+        for _ in range(2):
+            async with served.client.get("/metrics", headers=limited) as response:
+                assert response.status == 200
+        status, headers, body = await answer(
+            await served.client.get("/openapi.json", headers=limited)
+        )
+        assert status == 429
+        assert "slow" in body["message"]
+        assert int(headers["Retry-After"]) >= 1
+
+
+async def test_a_route_without_a_declared_access_stops_the_application_starting() -> None:
+    app = http_app(settings(), INSTANCE)
+
+    async def undeclared(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app.router.add_get("/undeclared", undeclared)
+    with pytest.raises(UndeclaredAccessError, match="GET /undeclared"):
+        async with TestClient(TestServer(app)):
+            pass
+
+
+async def test_a_reload_puts_routes_limits_and_keys_in_force(served: Served) -> None:
+    key = new_key()
+    new = with_http(settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))}), max_held=7)
+    new = type(new)(**{**new.__dict__, "routes": {"hello": ROUTES["hello"]}})
+    assert reload(served.app, new) == []
+    assert served.app[REGISTRY].max_held == 7
+    status, _, _ = await answer(await served.client.post("/hello", json={}))
+    assert status == 401
+    status, _, _ = await answer(
+        await served.client.post("/p1", json={}, headers={"x-api-key": key})
+    )
+    assert status == 404  # the route is gone, for Executions too
+    assert served.executions.routes.keys() == {"hello"}
+
+
+# ---------------------------------------------------------------- operating endpoints
+
+
+async def test_readyz_says_whether_aws_answers(served: Served) -> None:
+    status, _, body = await answer(await served.client.get("/readyz"))
+    assert status == 200
+    assert (body["ready"], body["state"], body["instanceId"]) == (True, "ready", INSTANCE)
+    assert (body["completion"], body["mqttConnected"], body["sqsQueue"]) == ("poll", None, None)
+    served.executions.unreachable = "AccessDenied"
+    status, _, body = await answer(await served.client.get("/readyz"))
+    assert status == 200, "the answer of AWS is reused for a while"
+    served.app[AWS_REACHABILITY].checked_at = -math.inf
+    status, _, body = await answer(await served.client.get("/readyz"))
+    assert status == 503
+    assert (body["ready"], body["state"], body["awsError"]) == (False, "not ready", "AccessDenied")
+    served.executions.unreachable = None
+    served.app[AWS_REACHABILITY].checked_at = -math.inf
+    served.app[ADMISSION].accepting = False
+    status, _, body = await answer(await served.client.get("/readyz"))
+    assert (status, body["accepting"]) == (503, False)
+
+
+async def test_healthz_and_metrics(served: Served) -> None:
+    status, _, body = await answer(await served.client.get("/healthz"))
+    assert (status, body) == (200, {"status": "ok"})
+    await post_and_complete(served, "/hello")
+    async with served.client.get("/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    assert 'notifier_requests_total{route="hello",status="SUCCEEDED"} 1.0' in text
+    assert 'notifier_completions_total{source="mqtt"} 1.0' in text
+    assert "notifier_held_requests 0.0" in text
+    assert served.app[METRICS].render() == text.encode()
+
+
+# ---------------------------------------------------------------- the dashboard's endpoints
+
+
+async def test_without_an_approval_queue_there_is_nothing_to_decide(served: Served) -> None:
+    status, _, body = await answer(await served.client.get("/approvals"))
+    assert (status, body) == (200, {"approvals": [], "enabled": False})
+    status, _, body = await answer(
+        await served.client.post("/approvals/x", json={"approved": True})
+    )
+    assert status == 404
+    assert "approval_queue_url" in body["message"]
+
+
+async def test_deciding_an_approval() -> None:
+    async with serving(inbox=True) as served:
+        assert served.inbox is not None
+        approval = served.inbox.add("a1")
+        status, _, body = await answer(await served.client.get("/approvals"))
+        assert (status, body["enabled"]) == (200, True)
+        assert body["approvals"] == [approval.to_json()]
+        assert "secret-token" not in json.dumps(body)
+        url = "/approvals/a1"
+        for bad in ([True], {"approved": "yes"}, {"approved": True, "comment": 3}):
+            status, _, _ = await answer(await served.client.post(url, json=bad))
+            assert status == 400, bad
+        long = {"approved": True, "comment": "x" * 1001}
+        assert (await answer(await served.client.post(url, json=long)))[0] == 400
+        assert served.inbox.pending() == [approval]
+        served.inbox.failure = AwsError("SendTaskSuccess", "AccessDenied", "no")
+        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
+        assert (status, body["awsErrorCode"]) == (502, "AccessDenied")
+        served.inbox.failure = None
+        status, _, body = await answer(
+            await served.client.post(url, json={"approved": False, "comment": "no"})
+        )
+        assert (status, body) == (200, {"id": "a1", "decision": "rejected"})
+        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
+        assert (status, body["decision"]) == (409, "rejected")
+        status, _, _ = await answer(
+            await served.client.post("/approvals/nope", json={"approved": True})
+        )
+        assert status == 404
+
+
+async def test_details_of_an_execution_of_a_route(served: Served) -> None:
+    txn_id = new_txn_id()
+    arn = served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"a": 1}')
+    status, _, body = await answer(
+        await served.client.get("/dashboard/details", params={"arn": arn})
+    )
+    assert status == 200
+    assert (body["route"], body["status"], body["output"]) == ("hello", "SUCCEEDED", {"a": 1})
+    assert body["history"][0]["type"] == "ExecutionStarted"
+    status, _, body = await answer(await served.client.get("/dashboard/details"))
+    assert status == 400
+    assert "arn" in body["message"]
+    for unknown in (f"{arn[: -len(txn_id)]}no-such-execution", arn.replace("Hello", "Other")):
+        status, _, _ = await answer(
+            await served.client.get("/dashboard/details", params={"arn": unknown})
+        )
+        assert status == 404, unknown
+    served.executions.failures["DescribeExecution"] = AwsError(
+        "DescribeExecution", "ThrottlingException", "slow down"
+    )
+    status, headers, body = await answer(
+        await served.client.get("/dashboard/details", params={"arn": arn})
+    )
+    assert (status, body["awsErrorCode"], headers["Retry-After"]) == (
+        503, "ThrottlingException", "5",
+    )  # fmt: skip
+
+
+async def test_the_event_stream_says_hello_first(served: Served) -> None:
+    async with served.client.get("/events") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        lines = []
+        async with asyncio.timeout(10):
+            while (line := (await response.content.readline()).decode()) != "\n":
+                lines.append(line.strip())
+    assert lines[:2] == ["retry: 2000", "event: hello"]
+    hello = json.loads(lines[2].removeprefix("data: "))
+    assert hello == {
+        "instanceId": INSTANCE,
+        "routes": ["hello", "p1"],
+        "approvals": False,
+        "statusFeed": False,
+    }

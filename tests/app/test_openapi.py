@@ -1,0 +1,248 @@
+"""The OpenAPI document against the application: the routes it serves, who may call them, and
+real answers of every route, each checked against what the document says of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import pytest
+
+from notifier import openapi
+from notifier.apikeys import hash_key, new_key
+from notifier.app.routes import ACCESS, Access
+from notifier.app.state import ADMISSION, AWS_REACHABILITY
+from notifier.app.wiring import http_app
+from notifier.config import ApiKeySettings
+from notifier.dashboard import web as dashboard
+from notifier.executions import AwsError
+from notifier.ids import new_txn_id
+from notifier.waiters import Status
+from tests.app.fakes import INSTANCE, Served, serving, settings
+
+# The page's scripts and styles are files, not API.
+NOT_API = "/dashboard/static"
+
+
+def doc_path(canonical: str) -> str:
+    """aiohttp's ``{txn_id}`` is the document's ``{txnId}``."""
+    return re.sub(r"_(\w)", lambda m: m[1].upper(), canonical)
+
+
+def served_routes(keys_required: bool) -> dict[tuple[str, str], Access]:
+    app = http_app(settings(api_keys={} if keys_required else None), INSTANCE)
+    dashboard.install(app)
+    return {
+        (route.method, doc_path(route.resource.canonical)): access
+        for route, access in app[ACCESS].items()
+        if route.method != "HEAD"
+        and route.resource is not None
+        and not route.resource.canonical.startswith(NOT_API)
+    }
+
+
+@pytest.mark.parametrize("keys_required", [True, False])
+def test_the_document_describes_every_route_served_with_its_access(keys_required: bool) -> None:
+    document = openapi.document(settings().routes, keys_required, dashboard=True)
+    documented = {
+        (method.upper(), path): operation.get("security", [])
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    served = served_routes(keys_required)
+    assert documented.keys() == served.keys()
+    for operation, access in served.items():
+        keyed = keys_required and access is Access.API_KEY
+        assert documented[operation] == ([{"apiKey": []}] if keyed else []), operation
+        responses = document["paths"][operation[1]][operation[0].lower()]["responses"]
+        assert ("401" in responses) == (access is Access.API_KEY), operation
+    route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
+    assert route_names == sorted(settings().routes)
+
+
+def test_without_the_dashboard_the_document_leaves_it_out() -> None:
+    document = openapi.document(["hello"], True, dashboard=False)
+    assert not {"/", "/events", "/approvals"} & document["paths"].keys()
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Recorder:
+    """Makes requests, with the API key of the name given, and keeps every answer."""
+
+    def __init__(self, served: Served, keys: dict[str, str]) -> None:
+        self.served = served
+        self.keys = keys
+        self.exchanges: list[Exchange] = []
+
+    async def __call__(
+        self, method: str, path: str, *, key: str | None = "ci", **kwargs: Any
+    ) -> Exchange:
+        headers = dict(kwargs.pop("headers", {}))
+        if key is not None:
+            headers["x-api-key"] = self.keys[key]
+        async with self.served.client.request(method, path, headers=headers, **kwargs) as r:
+            body = (
+                await r.content.readline()
+                if r.content_type == "text/event-stream"
+                else (await r.read())
+            )
+            exchange = Exchange(method, path.split("?")[0], r.status, dict(r.headers), body)
+        self.exchanges.append(exchange)
+        return exchange
+
+    async def held(self, path: str, status: Status, **completion: Any) -> Exchange:
+        """POST ``path`` and complete the execution it started with ``status``."""
+        request = asyncio.ensure_future(self("POST", path, json={}, headers={"Prefer": "wait=30"}))
+        txn_id = await self.served.executions.next_started()
+        self.served.complete(txn_id, status, **completion)
+        return await request
+
+
+async def every_route(record: Recorder) -> None:
+    """Requests to every route, for each the answers a client meets."""
+    served, fake = record.served, record.served.executions
+    await record("GET", "/healthz", key=None)
+    await record("GET", "/readyz", key=None)
+    served.app[AWS_REACHABILITY].checked_at = -math.inf
+    fake.unreachable = "AccessDenied"
+    await record("GET", "/readyz", key=None)
+    fake.unreachable = None
+    served.app[AWS_REACHABILITY].checked_at = -math.inf
+    await record("GET", "/", key=None)
+    await record("GET", "/metrics")
+    await record("GET", "/openapi.json")
+    await record("GET", "/events")
+
+    for status in Status:
+        if status.final:
+            await record.held("/hello", status, output={"a": 1}, error="E", cause="C")
+    await record.held("/p1", Status.SUCCEEDED)
+    fake.failures["GetObject"] = AwsError("GetObject", "NoSuchKey", "gone")
+    await record.held("/p1", Status.SUCCEEDED)
+    del fake.failures["GetObject"]
+    running = await record("POST", "/hello", json={}, headers={"Prefer": "wait=0.01"})
+    for body in ({"data": b"{"}, {"json": [1]}, {"json": {"x": "y" * 200}}):
+        await record("POST", "/hello", **body)
+    await record("POST", "/nowhere", json={})
+    await record("POST", "/hello", key=None, json={})
+    await record("POST", "/hello", key="slow", json={})
+    for code in ("AccessDenied", "ThrottlingException"):
+        fake.failures["StartExecution"] = AwsError("StartExecution", code, "no")
+        await record("POST", "/hello", json={})
+    del fake.failures["StartExecution"]
+    served.app[ADMISSION].accepting = False
+    await record("POST", "/hello", json={})
+    await record("GET", f"/executions/{new_txn_id()}")
+    served.app[ADMISSION].accepting = True
+
+    txn_id = running.headers["Location"].rsplit("/", 1)[1]
+    await record("GET", f"/executions/{txn_id}?wait=0")
+    elsewhere = new_txn_id()
+    fake.ran_elsewhere(elsewhere, Status.SUCCEEDED, output='{"b": 2}')
+    await record("GET", f"/executions/{elsewhere}?wait=0")
+    await record("GET", f"/executions/{new_txn_id()}")
+    await record("GET", f"/executions/{txn_id}?wait=soon")
+    fake.failures["HeadObject"] = AwsError("HeadObject", "AccessDenied", "no")
+    await record("GET", f"/executions/{new_txn_id()}")
+    del fake.failures["HeadObject"]
+
+    await record("POST", f"/executions/{txn_id}/stop")
+    await record("POST", f"/executions/{txn_id}/stop")
+    await record("POST", f"/executions/{new_txn_id()}/stop")
+    other = new_txn_id()
+    fake.ran_elsewhere(other, Status.RUNNING)
+    for code in ("AccessDenied", "ThrottlingException"):
+        fake.failures["StopExecution"] = AwsError("StopExecution", code, "no")
+        await record("POST", f"/executions/{other}/stop")
+    del fake.failures["StopExecution"]
+
+    arn = fake.ran_elsewhere(new_txn_id(), Status.FAILED, error="E", cause="C")
+    await record("GET", "/dashboard/details", params={"arn": arn})
+    await record("GET", "/dashboard/details")
+    await record("GET", "/dashboard/details", params={"arn": arn.replace("Hello", "Other")})
+    fake.failures["DescribeExecution"] = AwsError("DescribeExecution", "AccessDenied", "no")
+    await record("GET", "/dashboard/details", params={"arn": arn})
+    del fake.failures["DescribeExecution"]
+
+    assert served.inbox is not None
+    served.inbox.add("a1")
+    served.inbox.add("a2")
+    await record("GET", "/approvals")
+    await record("POST", "/approvals/a1", json={"approved": True, "comment": "fine"})
+    await record("POST", "/approvals/a1", json={"approved": True})
+    await record("POST", "/approvals/nope", json={"approved": True})
+    await record("POST", "/approvals/a2", json={"approved": "yes"})
+    await record("POST", "/approvals/a2", data=b"x" * 300)
+    served.inbox.failure = AwsError("SendTaskFailure", "ThrottlingException", "slow")
+    await record("POST", "/approvals/a2", json={"approved": False})
+
+
+def operation_of(document: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:
+    """The documented path and operation a request went to (literal paths before templates)."""
+    candidates = []
+    for template, operations in document["paths"].items():
+        pattern = re.sub(r"\{\w+\}", "[^/]+", template)
+        if method.lower() in operations and re.fullmatch(pattern, path):
+            candidates.append((template.count("{"), template))
+    assert candidates, f"{method} {path} is not in the document"
+    template = min(candidates)[1]
+    return template, document["paths"][template][method.lower()]
+
+
+def check(document: dict[str, Any], exchange: Exchange) -> None:
+    template, operation = operation_of(document, exchange.method, exchange.path)
+    where = f"{exchange.method} {exchange.path} -> {exchange.status}"
+    response = operation["responses"].get(str(exchange.status))
+    assert response is not None, f"{where}: status not documented for {template}"
+    for header in response.get("headers", {}):
+        assert header in exchange.headers, f"{where}: no {header} header"
+    content = response.get("content", {})
+    media_type = exchange.headers.get("Content-Type", "").split(";")[0]
+    assert media_type in content, f"{where}: {media_type} not documented ({list(content)})"
+    schema = content[media_type].get("schema")
+    if schema is None:
+        return
+    body = exchange.body.decode()
+    instance = json.loads(body) if media_type == "application/json" else body
+    # The document's components beside the schema, for its "#/components/..." references.
+    validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]})
+    errors = [
+        f"/{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(instance)
+    ]
+    assert not errors, f"{where}: {errors}"
+
+
+async def test_real_answers_of_every_route_are_as_documented() -> None:
+    key, slow = new_key(), new_key()
+    config = settings(
+        max_body_bytes=100,
+        api_keys={
+            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
+            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=0),
+        },
+    )
+    async with serving(config, inbox=True) as served:
+        record = Recorder(served, {"ci": key, "slow": slow})
+        await every_route(record)
+        async with served.client.get("/openapi.json", headers={"x-api-key": key}) as response:
+            document = await response.json()
+    for exchange in record.exchanges:
+        check(document, exchange)
+    exercised = {operation_of(document, e.method, e.path)[0] for e in record.exchanges}
+    assert exercised == set(document["paths"])
+    statuses = {e.status for e in record.exchanges}
+    assert statuses >= {200, 202, 400, 401, 404, 409, 413, 429, 502, 503, 504}

@@ -1,0 +1,119 @@
+"""The dashboard in a real browser (headless Chromium): executions appear and finish on the
+page, and a pending approval is approved from it. Leaves a screenshot in ``ARTIFACTS``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from tests.daemons import DaemonFactory, call
+from tests.eventually import EVENTUALLY, eventually
+
+ARTIFACTS = Path(os.environ.get("NOTIFIER_TEST_ARTIFACTS", "build/test-artifacts"))
+CHROMIUM = os.environ.get("CHROMIUM", "chromium")
+TIMEOUT_MS = EVENTUALLY * 1000
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    executable = shutil.which(CHROMIUM)
+    assert executable, f"{CHROMIUM} not found: `make test` installs Debian's chromium"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        await browser.close()
+
+
+def row(page: Page, name: str, status: str | None = None) -> Locator:
+    selector = f'#executions tr[data-name="{name}"]'
+    if status is not None:
+        selector += f'[data-status="{status}"]'
+    return page.locator(selector)
+
+
+async def test_watch_executions_and_approve_one_in_the_browser(
+    browser: Browser, daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    expect.set_options(timeout=TIMEOUT_MS)
+    async with daemon_factory(approvals=True) as daemon:
+        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(daemon.url)
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        await expect(page.locator("#instance")).to_have_text(daemon.instance_id)
+
+        # Started from the page's own form.
+        await page.select_option("#route", "hello")
+        await page.fill("#input", json.dumps({"waitSeconds": 1}))
+        await page.click("#run-form button[type=submit]")
+        await expect(page.locator("#run-result")).to_contain_text("SUCCEEDED (200)")
+        from_form = (await page.locator("#run-result").inner_text()).split(":")[0]
+        await expect(row(page, from_form, "SUCCEEDED")).to_have_count(1)
+        await expect(row(page, from_form).locator("td").nth(5)).to_have_text("mqtt")
+
+        # Started by HTTP clients: they appear while running, then finish.
+        held = [
+            asyncio.ensure_future(
+                call(http, "POST", f"{daemon.url}/hello", json={"waitSeconds": 3})
+            )
+            for _ in range(2)
+        ]
+        await eventually(lambda: daemon.registry.held == 2)
+        names = [txn.txn_id for txn in daemon.registry.unresolved()]
+        for name in names:
+            await expect(row(page, name, "RUNNING")).to_have_count(1)
+        assert [answer[0] for answer in await asyncio.gather(*held)] == [200, 200]
+        for name in names:
+            await expect(row(page, name, "SUCCEEDED")).to_have_count(1)
+
+        # An archive that waits for a person, approved on the page.
+        archive = asyncio.ensure_future(
+            call(
+                http,
+                "POST",
+                f"{daemon.url}/archive",
+                json={"approval_needed": True, "archive": True, "quality": 88},
+            )
+        )
+        await eventually(lambda: daemon.registry.held == 1)
+        [txn] = list(daemon.registry.unresolved())
+        request = page.locator(f'#approvals li[data-execution-name="{txn.txn_id}"]')
+        await expect(request).to_have_count(1)
+        await expect(row(page, txn.txn_id, "RUNNING")).to_have_count(1)
+        await request.locator("input.comment").fill("checked by the browser test")
+        await save_screenshot(page, "dashboard-approval.png")
+        await request.locator("button.approve").click()
+        status, _, answer = await archive
+        assert status == 200
+        assert answer["output"]["approval"]["comment"] == "checked by the browser test"
+        await expect(request).to_have_count(0)
+        await expect(row(page, txn.txn_id, "SUCCEEDED")).to_have_count(1)
+
+        # Its details: input, output and the steps it went through.
+        await row(page, txn.txn_id).click()
+        await expect(page.locator("#detail")).to_be_visible()
+        await expect(page.locator("#history li").first).to_contain_text("ExecutionStarted")
+        await expect(page.locator("#history")).to_contain_text("RequestApproval")
+        await expect(page.locator("#detail-body")).to_contain_text('"quality": 88')
+        await save_screenshot(page, "dashboard.png")
+        assert errors == []
+        await page.close()
+
+
+async def save_screenshot(page: Page, name: str) -> None:
+    path = ARTIFACTS / name
+    shot = await page.screenshot(path=path, full_page=True)
+    assert len(shot) > 10_000
