@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, execution_arn
+from notifier.executions import AwsError, Executions, Page, execution_arn
 from notifier.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
@@ -67,7 +68,10 @@ class FakeExecutions(Executions):
         self.stopped: list[str] = []
         self.failures: dict[str, AwsError] = {}
         self.elsewhere: dict[str, dict[str, Any]] = {}
-        """DescribeExecution answers by transaction id."""
+        """DescribeExecution answers by transaction id: every execution there is."""
+        self.objects: dict[str, str | None] = {}
+        """The process data objects there are, with their request fingerprints."""
+        self.described: list[str] = []
         self.unreachable: str | None = None
 
     def _call(self, operation: str) -> None:
@@ -80,18 +84,52 @@ class FakeExecutions(Executions):
     async def check_reachable(self) -> str | None:
         return self.unreachable
 
-    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+    async def _put_process_data(
+        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
+    ) -> None:
+        self._call("PutObject")
+        if fingerprint is not None and txn_id in self.objects:
+            raise AwsError("PutObject", "PreconditionFailed", "If-None-Match")
+        self.objects[txn_id] = fingerprint
+
+    async def _stored_fingerprint(self, txn_id: str) -> str | None:
+        self._call("HeadObject")
+        return self.objects.get(txn_id)
+
+    async def _start_execution(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+        """Step Functions' idempotency: the same name and input of a running execution
+        returns it; any other execution of that name is ``ExecutionAlreadyExists``."""
         self._call("StartExecution")
+        execution_input = {**body, "subtopic": INSTANCE}
+        existing = self.elsewhere.get(txn_id)
+        if existing is not None:
+            if existing["input"] != json.dumps(execution_input) or existing["status"] != "RUNNING":
+                raise AwsError("StartExecution", "ExecutionAlreadyExists", txn_id)
+            return
         self.bodies[txn_id] = body
         self.started.put_nowait(txn_id)
-        return utcnow()
+        self.ran_elsewhere(txn_id, Status.RUNNING, route, input=json.dumps(execution_input))
 
     async def describe(self, arn: str) -> dict[str, Any]:
         self._call("DescribeExecution")
+        self.described.append(arn)
         for description in self.elsewhere.values():
             if description["executionArn"] == arn:
                 return description
         raise AwsError("DescribeExecution", "ExecutionDoesNotExist", arn)
+
+    async def listing(
+        self, routes: list[str], status: str | None, limit: int, token: str | None
+    ) -> Page:
+        self._call("ListExecutions")
+        items = [
+            {**description, "route": "hello"}
+            for description in self.elsewhere.values()
+            if "hello" in routes and status in (None, description["status"])
+        ]
+        start = int(token or 0)
+        more = start + limit < len(items)
+        return Page(items[start : start + limit], str(start + limit) if more else None)
 
     async def history(self, arn: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
         self._call("GetExecutionHistory")
@@ -106,14 +144,21 @@ class FakeExecutions(Executions):
         self._call("GetObject")
         return {**self.bodies.get(txn_id, {}), "step-a-output": "a"}
 
-    async def locate(self, txn_id: str) -> tuple[str, dict[str, Any]] | None:
+    async def locate(
+        self, txn_id: str, route: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
         self._call("HeadObject")
         description = self.elsewhere.get(txn_id)
-        return None if description is None else ("hello", description)
+        if description is None or route not in (None, "hello"):
+            return None
+        return "hello", await self.describe_shared(description["executionArn"])
 
-    def ran_elsewhere(self, txn_id: str, status: Status, **fields: Any) -> str:
-        """An execution of ``hello`` started by another instance; returns its ARN."""
-        arn = execution_arn(ROUTES["hello"].state_machine, txn_id)
+    def ran_elsewhere(
+        self, txn_id: str, status: Status, route: str = "hello", **fields: Any
+    ) -> str:
+        """An execution of ``route`` (by default started by another instance); returns
+        its ARN."""
+        arn = execution_arn(ROUTES[route].state_machine, txn_id)
         self.elsewhere[txn_id] = {
             "executionArn": arn,
             "name": txn_id,
