@@ -29,6 +29,11 @@ RATE_LIMITED = "RateLimited"
 its own ``reconcile_rate`` was spent: a 503 like AWS's throttling."""
 DESCRIBE_PATIENCE = 2.0
 """Seconds a request waits for its turn at the DescribeExecution rate limit."""
+LIST_LIMIT = 100
+"""Executions a listing page has unless asked for fewer or more, up to the next."""
+MAX_LIST_LIMIT = 1000
+LIST_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
+"""What ListExecutions filters by."""
 # S3's answers to a conditional write that found the object there (or being written).
 _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 # How Step Functions names a task state's IoT publish in an execution's history.

@@ -40,6 +40,9 @@ from notifier.app.state import (
 )
 from notifier.dashboard.details import route_of
 from notifier.executions import (
+    LIST_LIMIT,
+    LIST_STATUSES,
+    MAX_LIST_LIMIT,
     AwsError,
     IdempotencyConflictError,
     InvalidPageTokenError,
@@ -348,12 +351,6 @@ async def stop(request: web.Request) -> web.StreamResponse:
             "message": "execution stopped",
         }
     )
-
-
-LIST_LIMIT = 100
-MAX_LIST_LIMIT = 1000
-LIST_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
-"""What ListExecutions filters by."""
 
 
 async def list_executions(request: web.Request) -> web.Response:
