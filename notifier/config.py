@@ -155,8 +155,11 @@ class DashboardSettings:
     recent_executions: int = 200
     """Executions the page lists (the most recent first)."""
     approval_queue_url: str | None = None
-    """The stack's ``ApprovalQueueUrl`` output: approval requests listed at ``/approvals``.
-    Unset: no approvals."""
+    """The stack's ``ApprovalQueueUrl`` output: where workflows ask for approvals, listed at
+    ``/approvals``. Unset: no approvals."""
+    approval_table: str | None = None
+    """The stack's ``ApprovalTableName`` output: the pending approvals every instance shares
+    and decides. Required with ``approval_queue_url``."""
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,8 @@ def _validate(s: Settings, where: str) -> None:
     queue = s.dashboard.approval_queue_url
     if queue is not None and not queue.startswith(("https://", "http://")):
         fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
+    if (queue is None) != (s.dashboard.approval_table is None):
+        fail("[dashboard] approval_queue_url and approval_table: set both, or neither")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
     for key in ("reconcile_rate", "sweep_interval", "sweep_after"):

@@ -174,9 +174,12 @@ class FakeInbox(ApprovalInbox):
     """Pending approvals the test adds; deciding one answers as the real inbox does."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, "https://sqs.us-east-1.amazonaws.com/1/approvals")
+        super().__init__(
+            None, None, None, "https://sqs.us-east-1.amazonaws.com/1/approvals", "approvals"
+        )
         self.approvals: dict[str, Approval] = {}
         self.decided: dict[str, str] = {}
+        self.decided_by: dict[str, str | None] = {}
         self.failure: AwsError | None = None
 
     def add(self, approval_id: str) -> Approval:
@@ -187,7 +190,6 @@ class FakeInbox(ApprovalInbox):
             file={"name": "f.txt"},
             requested_at=utcnow(),
             task_token="secret-token",
-            receipt_handle="receipt",
         )
         self.approvals[approval_id] = approval
         return approval
@@ -195,7 +197,12 @@ class FakeInbox(ApprovalInbox):
     def pending(self) -> list[Approval]:
         return list(self.approvals.values())
 
-    async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
+    async def refresh(self) -> list[Approval]:
+        return self.pending()
+
+    async def decide(
+        self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
+    ) -> Decision:
         if approval_id in self.decided:
             raise ApprovalDecidedError(self.decided[approval_id])
         if approval_id not in self.approvals:
@@ -205,6 +212,7 @@ class FakeInbox(ApprovalInbox):
         del self.approvals[approval_id]
         decision = Decision.APPROVED if approved else Decision.REJECTED
         self.decided[approval_id] = decision
+        self.decided_by[approval_id] = decided_by
         return decision
 
 

@@ -820,6 +820,21 @@ async def test_deciding_an_approval() -> None:
         assert status == 404
 
 
+async def test_a_decision_names_the_api_key_that_made_it() -> None:
+    key = new_key()
+    config = settings(api_keys={"alice": ApiKeySettings(sha256=hash_key(key))})
+    async with serving(config, inbox=True) as served:
+        assert served.inbox is not None
+        served.inbox.add("a1")
+        status, _, _ = await answer(
+            await served.client.post(
+                "/approvals/a1", json={"approved": False}, headers={"x-api-key": key}
+            )
+        )
+        assert status == 200
+        assert served.inbox.decided_by == {"a1": "alice"}
+
+
 async def test_details_of_an_execution_of_a_route(served: Served) -> None:
     txn_id = new_txn_id()
     arn = served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"a": 1}')
