@@ -71,6 +71,8 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # moto's Step Functions call the other services back on localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(bound_port)
     default_user_config["stepfunctions"]["execute_state_machine"] = True
+    # IoT's certificate ids: the SHA-256 of the DER certificate, not of moto's PEM text.
+    default_user_config["iot"]["use_valid_cert"] = True
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()
