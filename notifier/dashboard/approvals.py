@@ -40,9 +40,10 @@ from notifier.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
 
-RECEIVE_VISIBILITY_TIMEOUT = 30
+RECEIVE_VISIBILITY_TIMEOUT = 5
 """Visibility of what a receive returns until it is moved into the table and deleted; should
-an instance die in between, another takes the message after that."""
+an instance die in between (or its long poll outlive it and take a message nobody reads),
+another takes the message after that. Kept short: moving a request twice stores it once."""
 SKIPPED_VISIBILITY_TIMEOUT = 42_000
 """A message that is no request is hidden this long (near SQS's 12 h cap), not deleted: it is not
 ours to destroy, and not worth receiving again and again."""
