@@ -182,18 +182,14 @@ async def _start_keyed(
             return _key_taken(route, txn_id)
         async with registry.hold(txn_id) as waiter:
             return await _answer(request, txn, waiter, prefer, received_at)
-    new = txn is None
-    if txn is None:
-        txn = registry.track(
-            Transaction(
-                txn_id, route, executions.execution_arn(route, txn_id), fingerprint=fingerprint
-            )
-        )
+    # Not known to be started yet: each request with the key makes the calls itself (they
+    # are idempotent), so that none depends on another one's succeeding.
+    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
     async with registry.hold(txn_id) as waiter:
         try:
             found = await executions.start_keyed(route, txn_id, body, fingerprint)
         except (IdempotencyConflictError, AwsError) as exc:
-            if new:
+            if txn.waiters == {waiter} and _nothing_known(txn):
                 registry.discard(txn_id)
             if isinstance(exc, IdempotencyConflictError):
                 return _key_taken(route, txn_id)
@@ -206,6 +202,17 @@ async def _start_keyed(
             log.info("POST /%s: attached to the execution already started for its key", route)
             _attach(app, txn, found.description)
         return await _answer(request, txn, waiter, prefer, received_at)
+
+
+def _nothing_known(txn: Transaction) -> bool:
+    """Whether nothing says ``txn`` has an execution: neither a start, nor a look at Step
+    Functions, nor a completion."""
+    return (
+        txn.fingerprint is None
+        and txn.started_at is None
+        and txn.asked_at is None
+        and txn.completion is None
+    )
 
 
 def _key_taken(route: str, txn_id: str) -> web.Response:

@@ -344,6 +344,36 @@ async def test_the_same_key_with_another_body_is_422_and_changes_nothing(served:
     assert (await answer(await held))[0] == 200
 
 
+async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with the key at one instance: the first one's StartExecution fails, the
+    retry's goes through; the retry is answered with the workflow's result, not left
+    without a transaction."""
+    executions = served.executions
+    start_execution = executions._start_execution
+    first_call, fail_now = asyncio.Event(), asyncio.Event()
+
+    async def first_fails(route: str, txn_id: str, body: dict[str, Any]) -> None:
+        if not first_call.is_set():
+            first_call.set()
+            await fail_now.wait()
+            raise AwsError("StartExecution", "ServiceUnavailable", "try again")
+        await start_execution(route, txn_id, body)
+
+    monkeypatch.setattr(executions, "_start_execution", first_fails)
+    first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
+    await first_call.wait()
+    retry = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
+    txn_id = await executions.next_started()
+    fail_now.set()
+    status, _, body = await answer(await first)
+    assert (status, body["awsErrorCode"]) == (502, "ServiceUnavailable")
+    served.complete(txn_id, output={"done": True})
+    status, _, body = await answer(await retry)
+    assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"done": True})
+
+
 async def test_a_retry_at_another_instance_attaches_to_the_execution(served: Served) -> None:
     """The instance that started it is gone: its executions go on, and a retry anywhere
     gets their answer without starting anything."""
