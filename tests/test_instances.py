@@ -40,8 +40,10 @@ class Client:
     index: int
     key: str
     attempts: int = 0
+    cut_off: int = 0
+    """Requests of it that failed (the balancer's 502 or 503, a closed connection)."""
     cut_off_at: float | None = None
-    """When a request of it first failed (the balancer's 502, a closed connection)."""
+    """When a request of it first failed."""
     answered_at: float | None = None
     answer: Any = None
 
@@ -85,8 +87,9 @@ async def keep_trying(http: aiohttp.ClientSession, url: str, client: Client, run
                 client.answered_at, client.answer = time.monotonic(), json.loads(text)
                 return
             assert status in (0, 202, 502, 503), (status, text)
-            if status != 202 and client.cut_off_at is None:
-                client.cut_off_at = time.monotonic()
+            if status != 202:
+                client.cut_off += 1
+                client.cut_off_at = client.cut_off_at or time.monotonic()
             await asyncio.sleep(RETRY_PAUSE)
 
 
@@ -119,10 +122,25 @@ async def test_a_sigkilled_instance_costs_its_clients_one_retry_and_no_duplicate
         assert answer["status"] == "SUCCEEDED"
         assert (answer["output"]["client"], answer["output"]["run"]) == (client.index, run)
     cut_off = [c for c in clients if c.cut_off_at is not None]
-    assert cut_off, "the killed instance held requests: their clients were cut off"
-    # One execution per key, and no other: Step Functions' own list.
+    assert len(cut_off) >= HELD_AT_THE_KILL, "the killed instance's clients were cut off"
+    # The kill cost each of them one retry: the retry was answered.
+    assert [c.cut_off for c in cut_off] == [1] * len(cut_off)
+    # One execution per key, and no other: Step Functions' own list...
     names = await executions_of_run(stack, started, run)
-    assert sorted(names) == sorted(c.answer["transactionId"] for c in clients)
+    keyed = sorted(c.answer["transactionId"] for c in clients)
+    assert sorted(names) == keyed
+    # ...and the daemons' listing, through the balancer.
+    listed = await listed_since(http, url, started)
+    assert sorted(name for name in listed if name in keyed) == keyed
+    # Any instance re-attaches to a transaction the killed one started, by id or by key.
+    for client in cut_off[:2]:
+        txn_id = client.answer["transactionId"]
+        for daemon in (d for d in instances.daemons if d is not victim):
+            status, _, body = await call(http, "GET", f"{daemon.url}/executions/{txn_id}")
+            assert (status, body["output"]) == (200, client.answer["output"])
+        headers = {"Idempotency-Key": client.key}
+        status, _, body = await call(http, "GET", f"{url}/hello", headers=headers)
+        assert (status, body["transactionId"]) == (200, txn_id)
 
     after_kill = [c.answered_at - killed_at for c in cut_off if c.answered_at is not None]
     after_end = [c.answer["timings"]["durationsMs"]["stoppedToAnswered"] / 1000 for c in cut_off]
@@ -136,6 +154,23 @@ async def test_a_sigkilled_instance_costs_its_clients_one_retry_and_no_duplicate
         f" {statistics.median(after_end):.2f} s (median), {max(after_end):.2f} s (max)"
         " after their workflow ended"
     )
+
+
+async def listed_since(http: aiohttp.ClientSession, url: str, since: datetime) -> list[str]:
+    """Names of the Hello executions ``GET /executions`` lists, newest first, back to
+    ``since``."""
+    names: list[str] = []
+    params = {"route": "hello", "limit": "100"}
+    while True:
+        status, _, page = await call(http, "GET", f"{url}/executions", params=params)
+        assert status == 200, page
+        for item in page["executions"]:
+            if datetime.fromisoformat(item["startDate"]) < since:
+                return names
+            names.append(item["name"])
+        if page["nextToken"] is None:
+            return names
+        params["nextToken"] = page["nextToken"]
 
 
 async def executions_of_run(stack: LocalStack, since: datetime, run: str) -> list[str]:
