@@ -5,6 +5,7 @@ tested handler by handler in test_handlers.py."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import aiohttp
@@ -12,7 +13,7 @@ import pytest
 
 from notifier.app.state import MQTT, POLLER
 from notifier.daemon import Daemon
-from notifier.ids import is_txn_id
+from notifier.ids import KEYED_PREFIX, is_txn_id
 from tests.daemons import DaemonFactory, call
 from tests.eventually import eventually
 
@@ -165,6 +166,35 @@ async def test_reattach_from_another_instance_while_running(
     assert status == 200, final
     assert_final(final, "SUCCEEDED", via="poll")
     assert "step-f-output" in final["processData"]
+
+
+async def test_a_keyed_request_is_one_transaction_at_every_instance(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    key = {"Idempotency-Key": f'"order-{secrets.token_hex(4)}"', **LONG}
+    status, _, first = await call(http, "POST", f"{daemon.url}/p1", json={"foo": "x"}, headers=key)
+    assert status == 200, first
+    txn_id = first["transactionId"]
+    assert txn_id.startswith(KEYED_PREFIX) and "step-f-output" in first["processData"]
+    # The same key and body, here and at another instance: the same transaction's answer.
+    for instance in (daemon, other_daemon):
+        status, _, again = await call(
+            http, "POST", f"{instance.url}/p1", json={"foo": "x"}, headers=key
+        )
+        assert (status, again["transactionId"]) == (200, txn_id), again
+        assert again["processData"] == first["processData"]
+    # Another body: 422 at either, told from what is stored after the steps rewrote it.
+    for instance in (daemon, other_daemon):
+        status, _, refused = await call(
+            http, "POST", f"{instance.url}/p1", json={"foo": "y"}, headers=key
+        )
+        assert (status, refused["transactionId"]) == (422, txn_id), refused
+    status, _, found = await call(http, "GET", f"{other_daemon.url}/p1", headers=key)
+    assert (status, found["processData"]) == (200, first["processData"])
+    # One execution under that name: the listing of the route.
+    status, _, listing = await call(http, "GET", f"{daemon.url}/executions?route=p1&limit=50")
+    assert status == 200, listing
+    assert [e["transactionId"] for e in listing["executions"]].count(txn_id) == 1
 
 
 async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
