@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -118,7 +119,10 @@ async def test_the_inbox_moves_requests_into_the_table_and_recovers_when_calls_r
         assert [a.id for a in await other.refresh()].count(message_id) == 1
 
 
-async def test_one_decision_wins_wherever_it_is_made(stack: LocalStack) -> None:
+async def test_one_decision_wins_wherever_it_is_made(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=approvals.__name__)
     sfn = StepFunctions()
     async with inboxes(stack, 2, sfn=sfn) as (first, second):
         name = f"exec-{uuid.uuid4()}"
@@ -140,8 +144,12 @@ async def test_one_decision_wins_wherever_it_is_made(stack: LocalStack) -> None:
         assert again.value.decision == str(decided[0])
         assert approval_id not in [a.id for a in await second.refresh()]
         item = await table_item(first, approval_id)
-        assert item["DecidedBy"]["S"] == ("alice" if decided[0] is Decision.REJECTED else "bob")
+        decider = "alice" if decided[0] is Decision.REJECTED else "bob"
+        assert item["DecidedBy"]["S"] == decider
         assert item["Outcome"]["S"] == str(decided[0])
+        # The log line of the decision names the API key that made it.
+        lines = [r.getMessage() for r in caplog.records if approval_id in r.getMessage()]
+        assert f"approval {approval_id} for {name}: {decided[0]} by {decider}" in lines
 
 
 async def test_a_decision_that_could_not_be_sent_leaves_the_request_pending(
