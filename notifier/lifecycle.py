@@ -92,8 +92,6 @@ async def wait_ready(process: asyncio.subprocess.Process, timeout: float) -> lis
     if words[:1] != [READY]:
         raise NotReadyError(line.decode().strip())
     return words[1:]
-
-
 class BackgroundTasks:
     """The background tasks one part owns: each named, each running its ``step`` over and
     over with :func:`keep_trying`, so that none can die silently; all cancelled by

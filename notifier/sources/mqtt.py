@@ -65,8 +65,6 @@ def response_timeout_ms(keep_alive_secs: int) -> int:
     """How long a connection with ``keep_alive_secs`` waits for CONNACK and each PINGRESP:
     ``RESPONSE_TIMEOUT_MS``, or just under the keep-alive when that is shorter (4.5 s at 5 s)."""
     return min(RESPONSE_TIMEOUT_MS, keep_alive_secs * 1000 - RESPONSE_TIMEOUT_MARGIN_MS)
-
-
 # How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
 _REFUSED_RETURN_CODES = {
     mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
