@@ -234,13 +234,11 @@ class ApprovalInbox(Service):
     async def _claim(self, approval_id: str) -> Approval:
         now = int(time.time())
         try:
-            answer = await self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"Id": {"S": approval_id}},
-                UpdateExpression="SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until",
-                ConditionExpression="#s = :pending OR (#s = :deciding AND ClaimedUntil < :now)",
-                ExpressionAttributeNames={"#s": "State"},
-                ExpressionAttributeValues={
+            answer = await self._update(
+                approval_id,
+                "SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until",
+                "#s = :pending OR (#s = :deciding AND ClaimedUntil < :now)",
+                {
                     ":pending": {"S": PENDING},
                     ":deciding": {"S": DECIDING},
                     ":me": {"S": self.instance_id},
@@ -256,6 +254,27 @@ class ApprovalInbox(Service):
         except BotoCoreError as exc:
             raise AwsError.wrap("UpdateItem", exc) from exc
         return _from_item(answer["Attributes"])
+
+    async def _update(
+        self,
+        approval_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        **options: Any,
+    ) -> dict[str, Any]:
+        """UpdateItem of the request ``approval_id`` if ``condition`` holds (``#s`` is its
+        state)."""
+        answer: dict[str, Any] = await self.dynamodb.update_item(
+            TableName=self.table,
+            Key={"Id": {"S": approval_id}},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "State"},
+            ExpressionAttributeValues=values,
+            **options,
+        )
+        return answer
 
     async def _why_not(self, approval_id: str) -> Exception:
         try:
@@ -301,14 +320,7 @@ class ApprovalInbox(Service):
                 values[":comment"] = {"S": comment}
         update = "SET " + ", ".join(sets) + ("" if keep_pending else " REMOVE Pending")
         try:
-            await self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"Id": {"S": approval_id}},
-                UpdateExpression=update,
-                ConditionExpression="#s = :deciding AND ClaimedBy = :me",
-                ExpressionAttributeNames={"#s": "State"},
-                ExpressionAttributeValues=values,
-            )
+            await self._update(approval_id, update, "#s = :deciding AND ClaimedBy = :me", values)
         except (ClientError, BotoCoreError) as exc:
             # The workflow has its answer (or keeps waiting); the claim lapses by itself.
             log.warning("approvals: could not record %s for %s: %s", state, approval_id, exc)
@@ -320,13 +332,11 @@ class ApprovalInbox(Service):
 
     async def _expire(self, approval: Approval, status: str) -> None:
         try:
-            await self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"Id": {"S": approval.id}},
-                UpdateExpression="SET #s = :expired, Outcome = :outcome REMOVE Pending",
-                ConditionExpression="#s = :pending",
-                ExpressionAttributeNames={"#s": "State"},
-                ExpressionAttributeValues={
+            await self._update(
+                approval.id,
+                "SET #s = :expired, Outcome = :outcome REMOVE Pending",
+                "#s = :pending",
+                {
                     ":pending": {"S": PENDING},
                     ":expired": {"S": EXPIRED},
                     ":outcome": {"S": f"expired: the execution ended {status}"},
