@@ -443,12 +443,8 @@ async def test_a_malformed_or_over_long_key_is_400(served: Served, value: str) -
 
 async def test_keys_are_each_api_key_s_own() -> None:
     ci, other = new_key(), new_key()
-    config = settings(
-        api_keys={
-            "ci": ApiKeySettings(sha256=hash_key(ci), rate=1000, burst=1000),
-            "other": ApiKeySettings(sha256=hash_key(other), rate=1000, burst=1000),
-        }
-    )
+    names = {"ci": ci, "other": other}
+    config = settings(api_keys={n: ApiKeySettings(sha256=hash_key(k)) for n, k in names.items()})
     async with serving(config) as served:
         started = []
         for key in (ci, other):
