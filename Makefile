@@ -35,12 +35,14 @@ run: install
 
 # Debian packages the tests drive, installed with apt-get when missing (never a download):
 # chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
-# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE.
+# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE;
+# commands are looked for in sbin too (haproxy is there, outside most users' PATH).
 TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy
 
 test-tools:
 	@missing=""; for tool in $(TEST_TOOLS); do \
-	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null \
+	    || missing="$$missing $${tool#*:}"; done; \
 	[ -z "$$missing" ] || { \
 	  command -v apt-get >/dev/null || { echo "missing:$$missing (install them; CHROMIUM=<path> for another Chromium)"; exit 1; }; \
 	  echo "installing Debian's$$missing for the tests"; \
