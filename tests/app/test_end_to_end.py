@@ -11,9 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app.state import MQTT, POLLER
+from notifier.app.state import EXECUTIONS, MQTT, POLLER
 from notifier.daemon import Daemon
-from notifier.ids import KEYED_PREFIX, is_txn_id
+from notifier.idempotency import fingerprint
+from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
+from notifier.local.stack import LocalStack
 from tests.daemons import DaemonFactory, call
 from tests.eventually import eventually
 
@@ -195,6 +197,29 @@ async def test_a_keyed_request_is_one_transaction_at_every_instance(
     status, _, listing = await call(http, "GET", f"{daemon.url}/executions?route=p1&limit=50")
     assert status == 200, listing
     assert [e["transactionId"] for e in listing["executions"]].count(txn_id) == 1
+
+
+async def test_a_keyed_start_made_again_while_running_returns_the_execution(
+    daemon: Daemon, stack: LocalStack
+) -> None:
+    """Step Functions' own idempotency through the daemon's calls: StartExecution with the
+    same name and input returns the running execution; once it ended, it is found."""
+    executions = daemon.app[EXECUTIONS]
+    body = {"waitSeconds": 30}
+    txn_id = keyed_txn_id("silent", secrets.token_hex(4), None)
+    arn = executions.execution_arn("silent", txn_id)
+    starts = [
+        await executions.start_keyed("silent", txn_id, body, fingerprint(body)) for _ in range(2)
+    ]
+    assert [start.started_at is not None for start in starts] == [True, True]
+    await executions.stop(arn)
+    ended = await executions.start_keyed("silent", txn_id, body, fingerprint(body))
+    assert ended.description is not None and ended.description["status"] == "ABORTED"
+    async with stack.aws().client("stepfunctions") as sfn:
+        listed = await sfn.list_executions(
+            stateMachineArn=daemon.settings.routes["silent"].state_machine
+        )
+    assert [e["executionArn"] for e in listed["executions"]].count(arn) == 1
 
 
 async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
