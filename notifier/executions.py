@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,8 +126,16 @@ def completion_from_description(description: dict[str, Any], via: str = "poll") 
     )
 
 
+ApiCall = Callable[..., Awaitable[dict[str, Any]]]
+"""An API operation awaited like the aiobotocore client's method for it."""
+
+
 class Executions:
-    """Starts, describes and stops executions, and keeps their process data in S3."""
+    """Starts, describes and stops executions, and keeps their process data in S3.
+
+    ``put_object`` and ``start_execution``, the two calls of every start, default to the
+    clients' own methods (see :mod:`notifier.fast_calls` for cheaper ones).
+    """
 
     def __init__(
         self,
@@ -136,12 +144,17 @@ class Executions:
         bucket: str,
         subtopic: str,
         routes: Callable[[], Mapping[str, RouteSettings]],
+        *,
         limiter: RateLimiter | None = None,
+        put_object: ApiCall | None = None,
+        start_execution: ApiCall | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
         ``limiter`` is the rate limit every DescribeExecution shares (None: none)."""
         self._s3 = s3
         self._sfn = sfn
+        self._put_object: ApiCall = put_object or s3.put_object
+        self._start_execution: ApiCall = start_execution or sfn.start_execution
         self.bucket = bucket
         self.subtopic = subtopic
         self._routes = routes
@@ -165,10 +178,11 @@ class Executions:
     async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 
-        Returns when StartExecution returned.
+        Returns when StartExecution returned. Retrying with the same id and body is
+        idempotent: the same S3 object, and Step Functions accepts the same name and input.
         """
         await self._put_process_data(route, txn_id, body)
-        await self._start_execution(route, txn_id, body)
+        await self._start_named(route, txn_id, body)
         return utcnow()
 
     async def start_keyed(
@@ -193,7 +207,7 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
         try:
-            await self._start_execution(route, txn_id, body)
+            await self._start_named(route, txn_id, body)
         except AwsError as exc:
             if exc.code != "ExecutionAlreadyExists":
                 raise
@@ -220,7 +234,7 @@ class Executions:
             metadata[FINGERPRINT_METADATA] = fingerprint
             conditional["IfNoneMatch"] = "*"
         try:
-            await self._s3.put_object(
+            await self._put_object(
                 Bucket=self.bucket,
                 Key=txn_id,
                 Body=json.dumps(body).encode(),
@@ -246,14 +260,15 @@ class Executions:
         stored = head.get("Metadata", {}).get(FINGERPRINT_METADATA)
         return str(stored) if stored is not None else None
 
-    async def _start_execution(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+        """StartExecution of the route's state machine, named ``txn_id``."""
         settings = self.routes[route]
         if settings.input == "sidecar":
             execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
         else:
             execution_input = {**body, "subtopic": self.subtopic}
         try:
-            await self._sfn.start_execution(
+            await self._start_execution(
                 stateMachineArn=settings.state_machine,
                 name=txn_id,
                 input=json.dumps(execution_input),

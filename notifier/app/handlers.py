@@ -13,6 +13,7 @@ executions. Who may call each is declared where the routes are added
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -454,12 +455,16 @@ async def _answer(
     # Since the request came: a look at Step Functions on its behalf counts as its last one.
     held_since = time.monotonic() - (utcnow() - received_at).total_seconds()
     if not waiter.done():
-        await asyncio.wait({waiter}, timeout=prefer.wait)
+        # The waiter is awaited itself, not through asyncio.wait: its result wakes this task at
+        # the loop's next turn, not one turn later. At the deadline the timeout cancels it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(prefer.wait):
+                await waiter
     # A client that asked for an answer at once is not kept waiting for a look.
     at_once = prefer.respond_async and prefer.wait == 0
-    if not waiter.done() and not at_once and (safety_net := app.get(SAFETY_NET)) is not None:
+    if waiter.cancelled() and not at_once and (safety_net := app.get(SAFETY_NET)) is not None:
         await safety_net.at_deadline(txn, held_since)
-    completion = waiter.result() if waiter.done() else None
+    completion = txn.completion if waiter.cancelled() else waiter.result()
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()
     bind_transaction(txn.txn_id, txn.execution_arn)

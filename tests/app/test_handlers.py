@@ -30,7 +30,15 @@ from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
 from notifier.ratelimit import RateLimiter
 from notifier.waiters import Status
-from tests.app.fakes import INSTANCE, ROUTES, Served, serving, settings, with_http
+from tests.app.fakes import (
+    INSTANCE,
+    ROUTES,
+    Served,
+    no_aws_call,
+    serving,
+    settings,
+    with_http,
+)
 from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
@@ -351,7 +359,7 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
     retry's goes through; the retry is answered with the workflow's result, not left
     without a transaction."""
     executions = served.executions
-    start_execution = executions._start_execution
+    start_execution = executions._start_named
     first_call, fail_now = asyncio.Event(), asyncio.Event()
 
     async def first_fails(route: str, txn_id: str, body: dict[str, Any]) -> None:
@@ -361,7 +369,7 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
             raise AwsError("StartExecution", "ServiceUnavailable", "try again")
         await start_execution(route, txn_id, body)
 
-    monkeypatch.setattr(executions, "_start_execution", first_fails)
+    monkeypatch.setattr(executions, "_start_named", first_fails)
     first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
     await first_call.wait()
     retry = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
@@ -675,7 +683,10 @@ async def test_listing_pages_through_every_route() -> None:
             more = index + 1 < len(pages[route])
             return {"executions": items, **({"nextToken": str(index + 1)} if more else {})}
 
-    executions = Executions(None, Sfn(), "bucket", INSTANCE, lambda: ROUTES)
+    executions = Executions(
+        None, Sfn(), "bucket", INSTANCE, lambda: ROUTES,
+        put_object=no_aws_call, start_execution=no_aws_call,
+    )  # fmt: skip
     seen, token = [], None
     while True:
         page = await executions.listing(["hello", "p1"], None, 2, token)
