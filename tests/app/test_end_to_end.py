@@ -231,11 +231,16 @@ async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
         )
         return status, body
 
+    mqtt = daemon.app[MQTT]
+    received = mqtt.received
     results = await asyncio.gather(*(one(n) for n in range(200)))
     assert [status for status, _ in results] == [200] * 200
     assert [body["output"]["n"] for _, body in results] == list(range(200))
     assert len({body["transactionId"] for _, body in results}) == 200
-    assert all(body["completedVia"] == "mqtt" for _, body in results)
+    # Completed by MQTT, or now and then by the queue when it was first on a busy machine;
+    # MQTT delivered every one.
+    assert {body["completedVia"] for _, body in results} <= {"mqtt", "sqs"}
+    await eventually(lambda: mqtt.received >= received + 200)
 
 
 async def test_instances_receive_only_their_own_completions(
