@@ -1,8 +1,9 @@
 # make install   create .venv and install notifier with the local stack and the development
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium and mosquitto-clients, for the browser test and the
-#                stock MQTT client's test), then run the whole suite
+# make test      install (and Debian's chromium, mosquitto-clients and haproxy, for the browser
+#                test, the stock MQTT client's test and the load-balanced instances), then run
+#                the whole suite
 # make lint      ruff and mypy on the code, cfn-lint on the CloudFormation template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
@@ -34,12 +35,14 @@ run: install
 
 # Debian packages the tests drive, installed with apt-get when missing (never a download):
 # chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
-# against the local broker. Each is COMMAND:PACKAGE.
-TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients
+# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE;
+# commands are looked for in sbin too (haproxy is there, outside most users' PATH).
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy
 
 test-tools:
 	@missing=""; for tool in $(TEST_TOOLS); do \
-	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null \
+	    || missing="$$missing $${tool#*:}"; done; \
 	[ -z "$$missing" ] || { \
 	  command -v apt-get >/dev/null || { echo "missing:$$missing (install them; CHROMIUM=<path> for another Chromium)"; exit 1; }; \
 	  echo "installing Debian's$$missing for the tests"; \

@@ -11,7 +11,7 @@ from aiohttp import web
 from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routes import ACCESS, Access, Handler
-from notifier.app.state import API_KEYS, SETTINGS
+from notifier.app.state import API_KEY_NAME, API_KEYS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,6 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
             f"API key {verdict.key_name!r} is over its rate limit",
             {"Retry-After": str(verdict.retry_after)},
         )
+    if verdict.key_name is not None:
+        request[API_KEY_NAME] = verdict.key_name
     return await handler(request)

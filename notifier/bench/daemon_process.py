@@ -85,6 +85,12 @@ class DaemonProcess(Service):
     async def stop(self) -> None:
         await terminate(self._process, 30)
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash: nothing drains, nothing is answered; returns once it is gone."""
+        assert self._process is not None, "the daemon process is not running"
+        self._process.kill()
+        await self._process.wait()
+
     def cpu_seconds(self) -> float:
         """User plus system CPU time the daemon (and its workers) have used so far."""
         ticks = 0

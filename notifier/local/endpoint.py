@@ -41,6 +41,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     from notifier.lifecycle import announce_ready
     from notifier.local import (
         cloudformation_resources,
+        conditional_writes,
         eventbridge_targets,
         iot_authorizers,
         iot_core,
@@ -86,6 +87,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     cloudformation_resources.install()
     iot_authorizers.install()
     sfn_api.install()
+    conditional_writes.install()  # after sfn_api: its StartExecution runs alone too
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -197,3 +198,64 @@ async def test_start_execution_without_name_gets_a_fresh_one(local_stack: LocalS
     names = [arn.rsplit(":", 1)[1] for arn in arns]
     assert names[0] != names[1]
     assert all(len(name) == 36 for name in names)
+
+
+async def test_conditional_writes_at_the_same_moment_let_one_through(
+    local_stack: LocalStack,
+) -> None:
+    """As in AWS: of many conditional writes at once, one succeeds, the others are refused."""
+    attempts = 12
+    stack = local_stack
+    key = new_id("conditional")
+    async with stack.aws().client("dynamodb") as dynamodb, stack.aws().client("s3") as s3:
+        table = stack.outputs["ApprovalTableName"]
+        await dynamodb.put_item(TableName=table, Item={"Id": {"S": key}, "State": {"S": "a"}})
+
+        async def update(i: int) -> bool:
+            try:
+                await dynamodb.update_item(
+                    TableName=table,
+                    Key={"Id": {"S": key}},
+                    UpdateExpression="SET #s = :b, Winner = :i",
+                    ConditionExpression="#s = :a",
+                    ExpressionAttributeNames={"#s": "State"},
+                    ExpressionAttributeValues={
+                        ":a": {"S": "a"}, ":b": {"S": "b"}, ":i": {"N": str(i)},
+                    },
+                )  # fmt: skip
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
+
+        async def put(i: int) -> bool:
+            try:
+                await s3.put_object(
+                    Bucket=stack.outputs["ProcessDataBucketName"],
+                    Key=key,
+                    Body=str(i).encode(),
+                    IfNoneMatch="*",
+                )
+            except s3.exceptions.ClientError as exc:
+                assert exc.response["Error"]["Code"] == "PreconditionFailed"
+                return False
+            return True
+
+        assert sum(await asyncio.gather(*(update(i) for i in range(attempts)))) == 1
+        assert sum(await asyncio.gather(*(put(i) for i in range(attempts)))) == 1
+
+    async with stack.aws().client("stepfunctions") as sfn:
+        machine = stack.outputs["HelloStateMachineArn"]
+
+        async def start(i: int) -> str | None:
+            try:
+                started = await sfn.start_execution(
+                    stateMachineArn=machine, name=key, input=json.dumps({"attempt": i})
+                )
+            except sfn.exceptions.ExecutionAlreadyExists:
+                return None
+            return str(started["executionArn"])
+
+        started = [arn for arn in await asyncio.gather(*(start(i) for i in range(attempts))) if arn]
+        assert len(started) == 1
+        listed = await sfn.list_executions(stateMachineArn=machine)
+        assert [e["name"] for e in listed["executions"]].count(key) == 1

@@ -110,6 +110,7 @@ def test_template_parameters_and_outputs(template: dict[str, Any]) -> None:
         "ArchiveResultsTableName",
         "QCSummaryTopicArn",
         "ApprovalQueueUrl",
+        "ApprovalTableName",
     ):
         assert output in template["Outputs"], output
 
@@ -606,8 +607,13 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    "states:ListExecutions": [("notifier/executions.py", "self._sfn.list_executions(")],
+    # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
-    "states:SendTaskFailure": [("notifier/dashboard/approvals.py", "self.sfn.send_task_failure(")],
+    "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
+    "dynamodb:UpdateItem": [("notifier/dashboard/approvals.py", "self.dynamodb.update_item(")],
+    "dynamodb:GetItem": [("notifier/dashboard/approvals.py", "self.dynamodb.get_item(")],
+    "dynamodb:Query": [("notifier/dashboard/approvals.py", "self.dynamodb.query(")],
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
@@ -621,9 +627,7 @@ DAEMON_CALLS = {
         ("notifier/sources/sqs.py", "self.sqs.delete_message_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.delete_message("),
     ],
-    # ChangeMessageVisibilityBatch is authorized as sqs:ChangeMessageVisibility.
     "sqs:ChangeMessageVisibility": [
-        ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility("),
     ],
     "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
@@ -751,8 +755,16 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         assert resources(action) == [own_queue, approval_queue]
     # The dashboard's approvals: the Archive workflow's queue, and its task tokens.
     assert resources("sqs:ChangeMessageVisibility") == [approval_queue]
-    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
-        assert resources(action) == [machines["Archive"]]
+    assert resources("states:SendTaskSuccess") == [machines["Archive"]]
+    assert sorted(resources("states:ListExecutions")) == sorted(
+        machines[m] for m in ROUTED_MACHINES
+    )
+    # The approvals every instance shares: the table and its index of pending requests.
+    table = from_template(template["Resources"]["ApprovalsTable"]["Properties"]["TableName"])
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+    (index,) = template["Resources"]["ApprovalsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"):
+        assert resources(action) == [table_arn, f"{table_arn}/index/{index['IndexName']}"]
     dlq = from_template(template["Resources"]["StatusDeadLetterQueue"]["Properties"]["QueueName"])
     for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
         assert resources(action) == [f"arn:aws:sqs:us-east-1:123456789012:{dlq}"]
