@@ -321,7 +321,13 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
         "StatusQueue": {"Fn::GetAtt": ["StatusQueue", "Arn"]},
         "StatusForwarder": {"Fn::GetAtt": ["StatusForwarderFunction", "Arn"]},
     }
-    for output in ("StatusTopicArn", "StatusQueueUrl", "StatusForwarderFunctionArn"):
+    for output in (
+        "StatusTopicArn",
+        "StatusQueueUrl",
+        "StatusForwarderFunctionArn",
+        "StatusUndeliveredQueueUrl",
+        "ApprovalDeadLetterQueueUrl",
+    ):
         assert output in template["Outputs"]
 
 
@@ -465,11 +471,12 @@ def test_dashboard_body_is_json_covering_every_state_machine(packaged: tuple) ->
             if namespace == "AWS/States" and dimensions == {"StateMachineArn": arn}
         }
         assert shown == STATES_METRICS, machine
-    assert (
-        "AWS/SQS",
-        "ApproximateNumberOfMessagesVisible",
-        {"QueueName": "queue-StatusDeadLetterQueue"},
-    ) in metrics
+    for queue in ("StatusDeadLetterQueue", "StatusUndeliveredQueue", "ApprovalDeadLetterQueue"):
+        assert (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": f"queue-{queue}"},
+        ) in metrics
     for widget in body["widgets"]:
         assert widget["properties"]["region"] == "us-east-1"
         assert widget["x"] + widget["width"] <= 24
