@@ -185,6 +185,12 @@ DETAILS = {
 }
 
 
+NOT_JSON = _error("a body not sent as Content-Type: application/json")
+FOREIGN_ORIGIN = _error(
+    "sent from another origin's page, or, to a daemon on loopback, to a name that is not"
+)
+
+
 def _keyed() -> dict[str, Any]:
     """The answers of a route that needs an API key when keys are required."""
     return {
@@ -308,6 +314,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                         },
                     },
                     "400": _error("the body is not a decision"),
+                    "415": NOT_JSON,
                     "404": _error("no such pending approval, or no approval queue"),
                     "409": _error("already decided, or the execution no longer waits"),
                     "413": _error("body too large"),
@@ -346,13 +353,14 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
+            "415": NOT_JSON,
             "429": _error("over the API key's rate", "Retry-After"),
             "503": _error("too many held requests, draining, or AWS throttling", "Retry-After"),
         },
     }
     txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
     keyed = _keyed()
-    return {
+    described = {
         "openapi": "3.1.0",
         "info": {
             "title": "notifier",
@@ -389,6 +397,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "401": _error("missing or unknown API key"),
                         "404": _error("no such transaction"),
                         "409": _error("the execution had already ended (status says how)"),
+                        "415": NOT_JSON,
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
                         "503": _error("AWS is throttling", "Retry-After"),
@@ -456,3 +465,8 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             },
         },
     }
+    if not api_keys_required:  # then another site's page is refused by its Origin
+        for operations in described["paths"].values():
+            for operation in operations.values():
+                operation["responses"]["403"] = FOREIGN_ORIGIN
+    return described

@@ -51,6 +51,15 @@ async def test_watch_executions_and_approve_one_in_the_browser(
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # What the page's Content-Security-Policy would block is logged as a console error.
+        page.on(
+            "console",
+            lambda message: (
+                errors.append(message.text)
+                if message.type == "error" and "Content Security Policy" in message.text
+                else None
+            ),
+        )
         await page.goto(daemon.url)
         await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
         await expect(page.locator("#instance")).to_have_text(daemon.instance_id)
