@@ -360,7 +360,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
     }
     txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
     keyed = _keyed()
-    described = {
+    described: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "notifier",
