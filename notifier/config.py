@@ -64,9 +64,12 @@ class MqttSettings:
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
-    keep_alive_secs: int = 30
+    keep_alive_secs: int = 5
+    """Seconds between pings: how soon a link that went silent is noticed. Also bounds the
+    wait for CONNACK and each ping's answer (:func:`notifier.sources.mqtt.response_timeout_ms`)."""
     reconnect_min_secs: int = 1
-    reconnect_max_secs: int = 30
+    reconnect_max_secs: int = 5
+    """Reconnect attempts back off from the first to the second."""
     connect_timeout: float = 30.0
 
 
@@ -103,10 +106,19 @@ class DaemonSettings:
     """Seconds between DescribeExecution calls for each held request in ``poll`` mode, and
     for re-attached executions whose completion is published to another instance."""
     reconcile_rate: float = 20.0
-    """Most DescribeExecution calls a second a sweep of held requests makes (while MQTT is
-    down, right after it is back, and in ``poll`` mode)."""
+    """Most DescribeExecution calls a second, all of them together: the sweeps of held
+    requests (while MQTT is down, right after it is back, and in ``poll`` mode), the safety
+    net's checks while MQTT is up, and re-attached executions of other instances."""
+    sweep_interval: float = 60.0
+    """While MQTT is up, seconds between the slow sweeps that describe held requests nothing
+    has been heard of for ``sweep_after`` seconds (a completion lost on the way)."""
+    sweep_after: float = 30.0
+    """Seconds without word of a held, unresolved transaction before the slow sweep
+    describes it; a re-attach to such a transaction asks Step Functions at once."""
     recent_completions: int = 10_000
     """Completed or 202-answered transactions remembered for quick re-attach."""
+    recent_completions_bytes: int = 64 * 1024 * 1024
+    """...and at most this many bytes of their results (the JSON they arrived as)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logs are JSON lines when not on a terminal (journald), readable lines on one."""
 
@@ -361,8 +373,9 @@ def _validate(s: Settings, where: str) -> None:
         fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
-    if s.daemon.reconcile_rate <= 0:
-        fail("[daemon] reconcile_rate: must be positive")
+    for key in ("reconcile_rate", "sweep_interval", "sweep_after"):
+        if getattr(s.daemon, key) <= 0:
+            fail(f"[daemon] {key}: must be positive")
     if s.sqs.queue_prefix is not None:
         if not _NAME.fullmatch(s.sqs.queue_prefix):
             fail("[sqs] queue_prefix: use letters, digits, '-' and '_' only")
@@ -375,8 +388,9 @@ def _validate(s: Settings, where: str) -> None:
         fail("[sqs] dead_letter_queue_arn: only used with queue_prefix; remove it")
     if not 0 <= s.sqs.wait_seconds <= 20:
         fail("[sqs] wait_seconds: between 0 and 20")
-    if s.daemon.recent_completions < 0:
-        fail("[daemon] recent_completions: must not be negative")
+    for key in ("recent_completions", "recent_completions_bytes"):
+        if getattr(s.daemon, key) < 0:
+            fail(f"[daemon] {key}: must not be negative")
     if not s.s3.bucket:
         fail("[s3] bucket: required (the process data bucket)")
     if not s.routes:

@@ -17,6 +17,10 @@ from notifier.waiters import Completion, Status, utcnow
 log = logging.getLogger(__name__)
 
 ROUTE_METADATA = "notifier-route"
+# How Step Functions names a task state's IoT publish in an execution's history.
+IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
+# Events read back from an execution's end to find its completion's publish.
+PUBLISH_LOOKBACK = 50
 # What botocore's retry handler treats as throttling; reaching us means its retries ran out.
 THROTTLING_CODES = frozenset(
     {
@@ -64,15 +68,17 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
 
 
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
+    """The completion a DescribeExecution answer of a final status tells."""
     output = description.get("output")
     return Completion(
-        status=Status(description["status"]),
+        status=Status.parse(description.get("status")),
         via=via,
         execution_arn=description.get("executionArn"),
         output=json.loads(output) if output is not None else None,
         error=description.get("error"),
         cause=description.get("cause"),
         stop_date=description.get("stopDate"),
+        size=len(output) if output is not None else 0,
     )
 
 
@@ -165,6 +171,30 @@ class Executions:
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("GetExecutionHistory", exc) from exc
         return events, True
+
+    async def published(self, arn: str, topic: str) -> bool:
+        """Whether the execution published to ``topic`` over IoT (a task state's
+        ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history."""
+        try:
+            page = await self._sfn.get_execution_history(
+                executionArn=arn, reverseOrder=True, maxResults=PUBLISH_LOOKBACK
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        events = {event.get("id"): event for event in page.get("events", [])}
+        for event in events.values():
+            details = event.get("taskSucceededEventDetails") or {}
+            if (details.get("resourceType"), details.get("resource")) != IOT_PUBLISH:
+                continue
+            started = events.get(event.get("previousEventId"), {})
+            scheduled = events.get(started.get("previousEventId"), {})
+            parameters = (scheduled.get("taskScheduledEventDetails") or {}).get("parameters")
+            try:
+                if json.loads(parameters or "{}").get("Topic") == topic:
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                continue
+        return False
 
     async def stop(self, arn: str) -> None:
         try:

@@ -1,6 +1,6 @@
 """The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; the
-loop that keeps a part's work going whatever fails; and how a child process tells it is
-ready and is stopped."""
+loop that keeps a part's work going whatever fails, and the named background tasks that run
+it; and how a child process tells it is ready and is stopped."""
 
 from __future__ import annotations
 
@@ -32,25 +32,30 @@ class Service:
 
 async def keep_trying(
     step: Callable[[], Awaitable[None]],
-    failed: Callable[[Exception], None],
+    failed: Callable[[Exception], None] | None = None,
     *,
-    expected: tuple[type[Exception], ...],
-    retry_min: float,
-    retry_max: float,
+    expected: tuple[type[Exception], ...] = (),
+    retry_min: float = 1.0,
+    retry_max: float = 30.0,
+    name: str | None = None,
 ) -> None:
     """Run ``step`` over and over until cancelled. When it raises, ``failed`` is told and the
     next try waits, doubling from ``retry_min`` to ``retry_max`` until a step succeeds; an
-    exception not ``expected`` is also logged with its traceback. The loop never dies."""
+    exception not ``expected`` is also logged with its traceback (naming the loop ``name``).
+    The loop never dies."""
     delay = retry_min
+    what = name or getattr(step, "__qualname__", repr(step))
     while True:
         try:
             await step()
             delay = retry_min
         except expected as exc:
-            failed(exc)
+            if failed is not None:
+                failed(exc)
         except Exception as exc:
-            log.exception("unexpected error in %s", getattr(step, "__qualname__", step))
-            failed(exc)
+            log.exception("%s failed; retrying in %g s", what, delay)
+            if failed is not None:
+                failed(exc)
         else:
             continue
         await asyncio.sleep(delay)
@@ -87,6 +92,73 @@ async def wait_ready(process: asyncio.subprocess.Process, timeout: float) -> lis
     if words[:1] != [READY]:
         raise NotReadyError(line.decode().strip())
     return words[1:]
+class BackgroundTasks:
+    """The background tasks one part owns: each named, each running its ``step`` over and
+    over with :func:`keep_trying`, so that none can die silently; all cancelled by
+    :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[None]],
+        failed: Callable[[Exception], None] | None = None,
+        *,
+        expected: tuple[type[Exception], ...] = (),
+        retry_min: float = 1.0,
+        retry_max: float = 30.0,
+    ) -> asyncio.Task[None]:
+        """Run ``step`` over and over in a task called ``name`` (replacing any such task)."""
+        previous = self._tasks.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        loop = keep_trying(
+            step, failed, expected=expected, retry_min=retry_min, retry_max=retry_max, name=name
+        )
+        task = asyncio.get_running_loop().create_task(loop, name=name)
+        self._tasks[name] = task
+        task.add_done_callback(self._ended)
+        return task
+
+    def once(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Run ``work`` once in a task called ``name``; an exception it raises is logged."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", name)
+
+        previous = self._tasks.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.get_running_loop().create_task(logged(), name=name)
+        self._tasks[name] = task
+        task.add_done_callback(self._ended)
+        return task
+
+    def running(self, name: str) -> bool:
+        task = self._tasks.get(name)
+        return task is not None and not task.done()
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, task in self._tasks.items() if not task.done()]
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(task.get_name()) is task:
+            del self._tasks[task.get_name()]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s ended", task.get_name(), exc_info=task.exception())
 
 
 async def terminate(process: asyncio.subprocess.Process | None, timeout: float) -> None:

@@ -53,6 +53,18 @@ class Metrics:
         self.aws_calls = Counter(
             "notifier_aws_api_calls", "AWS API calls made, by operation", ["operation"], registry=r
         )
+        self.completions_rejected = Counter(
+            "notifier_completions_rejected",
+            "Completions ignored because they are not about the execution started for the "
+            "transaction, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.mqtt_missed = Counter(
+            "notifier_mqtt_missed",
+            "Completions another path brought that MQTT, connected, did not deliver in time",
+            registry=r,
+        )
 
     def observe_completion(
         self, source: str, stopped_at: datetime | None, notified_at: datetime

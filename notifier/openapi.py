@@ -93,6 +93,14 @@ READINESS = {
         "mqttConnected": {"type": ["boolean", "null"], "description": "null when polling"},
         "mqttAuthError": {"type": ["string", "null"]},
         "mqttTokenRefreshes": {"type": ["integer", "null"]},
+        "mqttProblem": {
+            "type": ["string", "null"],
+            "description": "why MQTT is taken not to deliver although connected; null when it does",
+        },
+        "mqttMissed": {
+            "type": ["integer", "null"],
+            "description": "completions MQTT should have delivered and did not; null when polling",
+        },
         "sqsQueue": {"type": ["string", "null"], "description": "null without a queue"},
         "sqsError": {"type": ["string", "null"]},
         "held": {"type": "integer", "description": "requests held right now"},
@@ -349,7 +357,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         },
         "responses": _answers()
         | {
-            "400": _error("the body is not a JSON object"),
+            "400": _error("the body is not a JSON object, or nested deeper than 64 levels"),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
@@ -416,7 +424,11 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     "summary": "Whether the daemon can serve, and how",
                     "operationId": "readyz",
                     "responses": {
-                        "200": _json("Readiness", "ready, or degraded (fallbacks answer)"),
+                        "200": _json(
+                            "Readiness",
+                            "ready, or degraded (MQTT down or not delivering, "
+                            "the fallbacks answer)",
+                        ),
                         "503": _json("Readiness", "not ready (the body says why)"),
                     },
                 }

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-from notifier.lifecycle import Service
+from notifier.lifecycle import BackgroundTasks, Service
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,16 @@ class Watchdog(Service):
 
     def __init__(self, notifier: SystemdNotifier) -> None:
         self.notifier = notifier
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
 
     async def start(self) -> None:
         if self.notifier.enabled and self.notifier.watchdog_interval:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="watchdog")
+            self._tasks.start("watchdog", self._ping_once)
 
-    async def _run(self) -> None:
+    async def _ping_once(self) -> None:
         assert self.notifier.watchdog_interval is not None
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(self.notifier.watchdog_interval)
+        self.notifier.watchdog()
+        await asyncio.sleep(self.notifier.watchdog_interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.stop()

@@ -1,22 +1,29 @@
 """The registry of held requests: transaction id -> the requests waiting for its completion.
 
-Completion sources call :meth:`Registry.resolve`; the first resolution of a transaction wins
-and later ones are no-ops, whatever source they come from. A waiter is removed as soon as its
-request stops waiting (answered, timed out or the client went away). Transactions nobody
-waits for are kept, most recent first, up to ``max_recent``, so that a completion arriving
-after a 202 still answers a later re-attach without an AWS call.
+Completion sources call :meth:`Registry.resolve`. A completion counts only if its execution
+ARN is the one this daemon started (or re-attached to) for the transaction: anything else
+is rejected, logged with both ARNs and reported to ``on_rejected``, whatever path brought it.
+The first authentic resolution of a transaction wins and later ones are no-ops, whatever
+source they come from. A waiter is removed as soon as its request stops waiting (answered,
+timed out or the client went away). Transactions nobody waits for are kept, most recent
+first, up to ``max_recent`` of them and ``max_recent_bytes`` of results, so that a
+completion arriving after a 202 still answers a later re-attach without an AWS call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -25,15 +32,33 @@ def utcnow() -> datetime:
 
 
 class Status(enum.StrEnum):
+    """An execution's status. Read every status from outside with :meth:`parse`."""
+
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
     ABORTED = "ABORTED"
+    PENDING_REDRIVE = "PENDING_REDRIVE"
+    """A redriven execution about to run again (DescribeExecution)."""
+    UNKNOWN = "UNKNOWN"
+    """Any status this daemon does not know."""
+
+    @classmethod
+    def parse(cls, value: object) -> Status:
+        """The status named ``value``; ``UNKNOWN`` for anything else. Never raises."""
+        try:
+            return cls(value) if isinstance(value, str) else cls.UNKNOWN
+        except ValueError:
+            return cls.UNKNOWN
 
     @property
     def final(self) -> bool:
-        return self is not Status.RUNNING
+        """The execution has ended. Only the four final statuses are; unknown ones are not."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABORTED})
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,8 @@ class Completion:
     stop_date: datetime | None = None
     """When the workflow finished, by AWS's clock: the notification's ``finishedAt`` or
     DescribeExecution's ``stopDate``."""
+    size: int = 0
+    """Bytes of the message it came in (what a kept result is counted as)."""
 
 
 @dataclass(eq=False)
@@ -66,6 +93,24 @@ class Transaction:
     """Completions are not published to this instance: DescribeExecution must be polled."""
     completion: Completion | None = None
     waiters: set[asyncio.Future[Completion | None]] = field(default_factory=set)
+    heard_via: set[str] = field(default_factory=set)
+    """Every source that delivered an authentic completion, the first and the duplicates."""
+    tracked_at: float = field(default_factory=time.monotonic)
+    """When this instance began to track it (monotonic)."""
+    asked_at: float | None = None
+    """When Step Functions was last asked about it (monotonic); None: never."""
+
+    @property
+    def quiet_since(self) -> float:
+        """Since when nothing was heard of it: its last DescribeExecution, or its tracking."""
+        return self.asked_at if self.asked_at is not None else self.tracked_at
+
+
+class Rejection(enum.StrEnum):
+    """Why a completion was not believed."""
+
+    NO_EXECUTION_ARN = "no_execution_arn"
+    OTHER_EXECUTION = "other_execution"
 
 
 class RegistryFullError(Exception):
@@ -78,17 +123,26 @@ class Registry:
         max_held: int,
         max_recent: int = 10_000,
         on_resolved: Callable[[Transaction, Completion], None] | None = None,
+        *,
+        max_recent_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.max_held = max_held
         self.max_recent = max_recent
+        self.max_recent_bytes = max_recent_bytes
         self.on_tracked: list[Callable[[Transaction], None]] = []
         """Called with each transaction newly registered."""
         self.on_resolved: list[Callable[[Transaction, Completion], None]] = []
         """Called with each transaction and the completion it resolved with."""
         if on_resolved is not None:
             self.on_resolved.append(on_resolved)
+        self.on_delivered: list[Callable[[Transaction, Completion, bool], None]] = []
+        """Called with every authentic completion of a known transaction, and whether it was
+        the first (a resolution) or a duplicate."""
+        self.on_rejected: list[Callable[[Transaction, Completion, Rejection], None]] = []
+        """Called with every completion refused for not being the transaction's execution's."""
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
+        self._idle_bytes = 0
         self._held = 0
         self._empty = asyncio.Event()
         self._empty.set()
@@ -112,7 +166,7 @@ class Registry:
             return existing
         self._transactions[txn.txn_id] = txn
         self._evict(room=1)
-        self._idle[txn.txn_id] = None
+        self._make_idle(txn)
         for listener in self.on_tracked:
             listener(txn)
         return txn
@@ -120,8 +174,8 @@ class Registry:
     def discard(self, txn_id: str) -> None:
         """Forget a transaction whose execution never started. Its waiters get ``None``."""
         txn = self._transactions.pop(txn_id, None)
-        self._idle.pop(txn_id, None)
         if txn is not None:
+            self._make_busy(txn)
             for waiter in txn.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -145,7 +199,7 @@ class Registry:
         elif self._released:
             waiter.set_result(None)
         txn.waiters.add(waiter)
-        self._idle.pop(txn_id, None)
+        self._make_busy(txn)
         self._held += 1
         self._empty.clear()
         try:
@@ -157,21 +211,50 @@ class Registry:
             txn.waiters.discard(waiter)
             waiter.cancel()
             if not txn.waiters and self._transactions.get(txn_id) is txn:
-                self._idle[txn_id] = None
+                self._make_idle(txn)
                 self._evict()
 
     def resolve(self, txn_id: str, completion: Completion) -> bool:
-        """Record the completion and wake its waiters; False if unknown or already resolved."""
+        """Record the completion and wake its waiters.
+
+        False if the transaction is unknown, already resolved, or ``completion`` is not
+        about the execution started for it (then it is rejected: logged and reported).
+        """
         txn = self._transactions.get(txn_id)
-        if txn is None or txn.completion is not None:
+        if txn is None:
             return False
-        txn.completion = completion
-        for waiter in txn.waiters:
-            if not waiter.done():
-                waiter.set_result(completion)
-        for listener in self.on_resolved:
-            listener(txn, completion)
-        return True
+        if completion.execution_arn != txn.execution_arn:
+            self._reject(txn, completion)
+            return False
+        first = txn.completion is None
+        txn.heard_via.add(completion.via)
+        if first:
+            txn.completion = completion
+            if txn.txn_id in self._idle:
+                self._idle_bytes += completion.size
+            for waiter in txn.waiters:
+                if not waiter.done():
+                    waiter.set_result(completion)
+            for listener in self.on_resolved:
+                listener(txn, completion)
+        for delivered in self.on_delivered:
+            delivered(txn, completion, first)
+        if first:
+            self._evict()
+        return first
+
+    def _reject(self, txn: Transaction, completion: Completion) -> None:
+        reason = Rejection.NO_EXECUTION_ARN
+        if completion.execution_arn is not None:
+            reason = Rejection.OTHER_EXECUTION
+        log.warning(
+            "ignoring a %s completion via %s: it is about execution %s, not %s, the one "
+            "started for this transaction",
+            completion.status, completion.via, completion.execution_arn, txn.execution_arn,
+            extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
+        )  # fmt: skip
+        for rejected in self.on_rejected:
+            rejected(txn, completion, reason)
 
     def release_all(self) -> int:
         """Stop holding: every waiting request, and any later one, gets ``None`` at once.
@@ -203,7 +286,36 @@ class Registry:
             if txn.poll and txn.waiters and txn.completion is None:
                 yield txn
 
+    def stale(self, age: float) -> Iterator[Transaction]:
+        """Unresolved transactions someone waits for, that Step Functions was last asked
+        about (or that were tracked) at least ``age`` seconds ago."""
+        before = time.monotonic() - age
+        for txn in self.unresolved():
+            if txn.quiet_since <= before:
+                yield txn
+
+    @property
+    def recent_bytes(self) -> int:
+        """Bytes of the results kept for transactions nobody waits for."""
+        return self._idle_bytes
+
+    def _make_idle(self, txn: Transaction) -> None:
+        if txn.txn_id not in self._idle:
+            self._idle[txn.txn_id] = None
+            self._idle_bytes += _kept_bytes(txn)
+
+    def _make_busy(self, txn: Transaction) -> None:
+        if txn.txn_id in self._idle:
+            del self._idle[txn.txn_id]
+            self._idle_bytes -= _kept_bytes(txn)
+
     def _evict(self, room: int = 0) -> None:
-        while self._idle and len(self._idle) > self.max_recent - room:
+        while self._idle and (
+            len(self._idle) > self.max_recent - room or self._idle_bytes > self.max_recent_bytes
+        ):
             txn_id, _ = self._idle.popitem(last=False)
-            del self._transactions[txn_id]
+            self._idle_bytes -= _kept_bytes(self._transactions.pop(txn_id))
+
+
+def _kept_bytes(txn: Transaction) -> int:
+    return txn.completion.size if txn.completion is not None else 0

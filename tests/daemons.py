@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -13,6 +14,7 @@ import aiohttp
 from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.daemon import Daemon, local_settings
 from notifier.local.stack import LocalStack
+from tests.eventually import EVENTUALLY
 
 TIMEOUT_MACHINE = {
     "Comment": "Test-only: runs into its own TimeoutSeconds.",
@@ -75,3 +77,12 @@ async def call(
 ) -> tuple[int, dict[str, Any], Any]:
     async with http.request(method, url, **kwargs) as response:
         return response.status, dict(response.headers), await response.json()
+
+
+async def until_ended(stack: LocalStack, arns: Iterable[str]) -> None:
+    """Until the executions ``arns`` have ended, as Step Functions tells (not the daemon,
+    which may not know)."""
+    async with stack.aws().client("stepfunctions") as sfn, asyncio.timeout(EVENTUALLY):
+        for arn in arns:
+            while (await sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":  # noqa: ASYNC110
+                await asyncio.sleep(0.2)

@@ -11,6 +11,7 @@ from awscrt import io, mqtt
 from notifier.config import IotAuthSettings
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.lifecycle import Service
+from notifier.local.broker import LocalBroker
 from notifier.local.stack import LocalStack
 from notifier.sources.mqtt import RESPONSE_TIMEOUT_MS
 
@@ -79,3 +80,12 @@ class MqttRecorder(Service):
 
     async def stop(self) -> None:
         await asyncio.wrap_future(self._connection.disconnect())
+
+
+async def forget_subscriptions(broker: LocalBroker, client_id: str) -> None:
+    """Make ``broker`` keep ``client_id``'s session but lose its subscriptions, as a broker
+    that says "session present" and delivers nothing would."""
+    amqtt = broker._broker
+    assert amqtt is not None
+    session, _handler = amqtt._sessions[client_id]
+    await amqtt._del_all_subscriptions(session)

@@ -1,5 +1,5 @@
-"""keep_trying, the loop behind every source that must outlive what fails; and the READY
-handshake of child processes."""
+"""keep_trying and BackgroundTasks, the loops behind every part that must outlive what
+fails; and the READY handshake of child processes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from notifier.lifecycle import NotReadyError, keep_trying, terminate, wait_ready
+from notifier.lifecycle import BackgroundTasks, NotReadyError, keep_trying, terminate, wait_ready
 
 
 async def test_failures_are_reported_backed_off_and_the_loop_goes_on(
@@ -74,3 +74,35 @@ async def test_a_child_that_says_something_else_or_nothing_is_not_ready() -> Non
         assert silent.value.line is None
     finally:
         await terminate(process, 5)
+async def test_background_tasks_are_named_restarted_and_stopped_together(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turns = 0
+
+    async def breaks_on_the_second_turn() -> None:
+        nonlocal turns
+        turns += 1
+        if turns == 2:
+            raise ValueError("the inner call broke")
+        await asyncio.sleep(0.001)
+
+    ran_once = asyncio.Event()
+
+    async def once() -> None:
+        ran_once.set()
+        raise ValueError("a one-off failed")
+
+    tasks = BackgroundTasks()
+    with caplog.at_level(logging.ERROR, logger="notifier.lifecycle"):
+        loop = tasks.start("a-loop", breaks_on_the_second_turn, retry_min=0.001)
+        tasks.once("a-one-off", once())
+        async with asyncio.timeout(10):
+            while turns < 5:  # noqa: ASYNC110 (counts turns of a loop that has no event)
+                await asyncio.sleep(0.001)
+            await ran_once.wait()
+        assert loop.get_name() == "a-loop" and tasks.running("a-loop")
+        await tasks.stop()
+    assert loop.cancelled() and tasks.names == []
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("a-loop failed; retrying") for m in logged)
+    assert "a-one-off failed" in logged

@@ -83,3 +83,24 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+async def test_watchdog_pings_go_on_after_one_fails(tmp_path: Path) -> None:
+    class Flaky(SystemdNotifier):
+        failures = 0
+
+        def watchdog(self) -> None:
+            if not self.failures:
+                self.failures += 1
+                raise OSError("the socket broke")
+            super().watchdog()
+
+    sock, path = listening_socket(tmp_path)
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000", "WATCHDOG_PID": str(os.getpid())}
+    with sock:
+        loop = asyncio.get_running_loop()
+        notifier = Flaky(env)
+        async with Watchdog(notifier):
+            pings = [(await loop.sock_recv(sock, 4096)).decode() for _ in range(2)]
+            assert "watchdog" in {t.get_name() for t in asyncio.all_tasks() if not t.done()}
+    assert notifier.failures == 1 and set(pings) == {"WATCHDOG=1"}

@@ -19,16 +19,18 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier import answers, openapi
+from notifier import answers, bodies, openapi
 from notifier.app.preferences import preferred_wait
 from notifier.app.state import (
     ADMISSION,
     AWS_REACHABILITY,
     EXECUTIONS,
     INSTANCE_ID,
+    LIVENESS,
     METRICS,
     MQTT,
     REGISTRY,
+    SAFETY_NET,
     SETTINGS,
     SQS,
 )
@@ -60,11 +62,16 @@ async def readyz(request: web.Request) -> web.Response:
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
         reachability.error = await app[EXECUTIONS].check_reachable()
         reachability.checked_at = now
-    mqtt, sqs = app.get(MQTT), app.get(SQS)
+    mqtt, sqs, liveness = app.get(MQTT), app.get(SQS), app.get(LIVENESS)
+    mqtt_problem = liveness.problem if liveness is not None else None
     ready = app[ADMISSION].accepting and reachability.error is None
     # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
     # slower, but every request is answered, so a load balancer should keep sending.
-    degraded = (mqtt is not None and not mqtt.connected) or (sqs is not None and not sqs.healthy)
+    degraded = (
+        (mqtt is not None and not mqtt.connected)
+        or mqtt_problem is not None
+        or (sqs is not None and not sqs.healthy)
+    )
     body = {
         "ready": ready,
         "state": "not ready" if not ready else "degraded" if degraded else "ready",
@@ -76,6 +83,8 @@ async def readyz(request: web.Request) -> web.Response:
         "mqttConnected": mqtt.connected if mqtt is not None else None,
         "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
         "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
+        "mqttProblem": mqtt_problem,
+        "mqttMissed": liveness.missed if liveness is not None else None,
         "sqsQueue": sqs.queue_url if sqs is not None else None,
         "sqsError": sqs.error if sqs is not None else None,
         "held": app[REGISTRY].held,
@@ -151,7 +160,8 @@ async def reattach(request: web.Request) -> web.StreamResponse:
         wait = min(wait, settings.http.max_wait)
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
-    if registry.get(txn_id) is None:
+    known = registry.get(txn_id)
+    if known is None:
         try:
             located = await app[EXECUTIONS].locate(txn_id)
         except AwsError as exc:
@@ -165,10 +175,13 @@ async def reattach(request: web.Request) -> web.StreamResponse:
                 route,
                 description["executionArn"],
                 poll=_published_elsewhere(description, app[INSTANCE_ID]),
+                asked_at=time.monotonic(),  # locating it described it
             )
         )
-        if Status(description["status"]).final:
+        if Status.parse(description["status"]).final:
             registry.resolve(txn_id, completion_from_description(description))
+    elif (safety_net := app.get(SAFETY_NET)) is not None:
+        await safety_net.on_reattach(known)
     txn = registry.get(txn_id)
     if txn is None:  # evicted while DescribeExecution ran; only with a tiny recent_completions
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})
@@ -195,7 +208,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
             located = await app[EXECUTIONS].locate(txn_id)
             if located is None:
                 return answers.error(404, f"no transaction {txn_id!r}")
-            arn, status = located[1]["executionArn"], Status(located[1]["status"])
+            arn, status = located[1]["executionArn"], Status.parse(located[1]["status"])
             ended = status if status.final else None
         if ended is not None:
             return answers.error(
@@ -239,14 +252,10 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] |
         if size > limit:
             return answers.error(413, f"body larger than {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return answers.error(400, f"body is not JSON: {exc}")
-    if not isinstance(body, dict):
-        return answers.error(400, "body must be a JSON object")
-    return body
+        return bodies.parse_object(b"".join(chunks))
+    except bodies.InvalidBodyError as exc:
+        return answers.error(400, str(exc))
 
 
 def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:
@@ -268,8 +277,12 @@ async def _answer(
     app = request.app
     settings = app[SETTINGS].current
     headers = {"Preference-Applied": preference} if preference else None
+    # Since the request came: a look at Step Functions on its behalf counts as its last one.
+    held_since = time.monotonic() - (utcnow() - received_at).total_seconds()
     if not waiter.done():
         await asyncio.wait({waiter}, timeout=wait)
+    if not waiter.done() and (safety_net := app.get(SAFETY_NET)) is not None:
+        await safety_net.at_deadline(txn, held_since)
     completion = waiter.result() if waiter.done() else None
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()

@@ -13,8 +13,10 @@ from notifier.config import Settings
 from notifier.executions import Executions
 from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
+from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
 from notifier.sources.reconcile import Reconciler
+from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
 from notifier.waiters import Registry
 
@@ -56,6 +58,9 @@ SQS = web.AppKey("sqs", SqsSource)
 """Absent without ``[sqs] queue_prefix``."""
 POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
+"""Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)

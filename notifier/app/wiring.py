@@ -25,11 +25,13 @@ from notifier.app.state import (
     AWS_SETTINGS,
     EXECUTIONS,
     INSTANCE_ID,
+    LIVENESS,
     METRICS,
     MQTT,
     POLLER,
     RECONCILER,
     REGISTRY,
+    SAFETY_NET,
     SETTINGS,
     SQS,
     Admission,
@@ -42,9 +44,12 @@ from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import Executions
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.metrics import Metrics
-from notifier.sources.describe import DescribePoller
+from notifier.ratelimit import RateLimiter
+from notifier.sources.describe import DescribePoller, Describer
+from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
+from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
 from notifier.waiters import Completion, Registry, Transaction
 
@@ -70,7 +75,13 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
         metrics.observe_completion(completion.via, completion.stop_date, completion.notified_at)
 
     registry = app[REGISTRY] = Registry(
-        settings.http.max_held, settings.daemon.recent_completions, on_resolved=count_completion
+        settings.http.max_held,
+        settings.daemon.recent_completions,
+        on_resolved=count_completion,
+        max_recent_bytes=settings.daemon.recent_completions_bytes,
+    )
+    registry.on_rejected.append(
+        lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
     )
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
@@ -94,6 +105,14 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
 
 # What a reload cannot change: connections and identities made at start.
 RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
+RESTART_ONLY_DAEMON_KEYS = (
+    "instance_id",
+    "completion",
+    "poll_interval",
+    "reconcile_rate",
+    "sweep_interval",
+    "sweep_after",
+)
 
 
 def reload(app: web.Application, new: Settings) -> list[str]:
@@ -106,18 +125,14 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     ignored = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
     if (old.http.host, old.http.port) != (new.http.host, new.http.port):
         ignored.append("http.host/port")
-    for key in ("instance_id", "completion", "poll_interval", "reconcile_rate"):
+    for key in RESTART_ONLY_DAEMON_KEYS:
         if getattr(old.daemon, key) != getattr(new.daemon, key):
             ignored.append(f"daemon.{key}")
     kept = dataclasses.replace(
         new,
         http=dataclasses.replace(new.http, host=old.http.host, port=old.http.port),
         daemon=dataclasses.replace(
-            new.daemon,
-            instance_id=old.daemon.instance_id,
-            completion=old.daemon.completion,
-            poll_interval=old.daemon.poll_interval,
-            reconcile_rate=old.daemon.reconcile_rate,
+            new.daemon, **{key: getattr(old.daemon, key) for key in RESTART_ONLY_DAEMON_KEYS}
         ),
         **{name: getattr(old, name) for name in RESTART_ONLY},
     )
@@ -147,15 +162,26 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
-    """MQTT (unless polling), this instance's queue (when configured), DescribeExecution
-    sweeps of held requests, and polling of re-attached executions of other instances."""
+    """MQTT (unless polling) and the check that it delivers, this instance's queue (when
+    configured), DescribeExecution sweeps of held requests and the safety net, all sharing
+    one rate limit, and polling of re-attached executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
+    limiter = RateLimiter(daemon.reconcile_rate)
+    describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
     async with AsyncExitStack() as stack:
         mqtt = None
         if daemon.completion == "mqtt":
             mqtt = app[MQTT] = await stack.enter_async_context(await mqtt_source(app))
             app[METRICS].watch_mqtt(mqtt)
+            liveness = MqttLiveness(
+                app[REGISTRY],
+                mqtt,
+                published_to(app[EXECUTIONS], settings.mqtt.topic_root, app[INSTANCE_ID]),
+                limiter,
+                on_missed=app[METRICS].mqtt_missed.inc,
+            )
+            app[LIVENESS] = await stack.enter_async_context(liveness)
         if settings.sqs.queue_prefix is not None:
             assert settings.sqs.dead_letter_queue_arn is not None
             sqs = SqsSource(
@@ -168,21 +194,28 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
             app[SQS] = await stack.enter_async_context(sqs)
         reconciler = Reconciler(
             app[REGISTRY],
-            app[EXECUTIONS],
+            describer,
             mqtt,
             interval=daemon.poll_interval if mqtt is None else RECONCILE_MIN_INTERVAL,
             max_interval=RECONCILE_MAX_INTERVAL,
-            rate=daemon.reconcile_rate,
         )
         app[RECONCILER] = await stack.enter_async_context(reconciler)
+        safety_net = SafetyNet(
+            app[REGISTRY],
+            describer,
+            sweep_interval=daemon.sweep_interval,
+            sweep_after=daemon.sweep_after,
+            sweeping=mqtt is not None,  # in poll mode everything held is polled
+        )
+        app[SAFETY_NET] = await stack.enter_async_context(safety_net)
         if mqtt is not None:  # in poll mode the reconciler polls those too
-            poller = DescribePoller(app[REGISTRY], app[EXECUTIONS], daemon.poll_interval)
+            poller = DescribePoller(app[REGISTRY], describer, daemon.poll_interval)
             app[POLLER] = await stack.enter_async_context(poller)
         yield
 
 
-# The reconciler's interval while MQTT is down: from the first, doubling while sweeps find
-# nothing new, up to the second.
+# While MQTT is down, a held request is described again this often: from the first, backing
+# off with the execution's age up to the second.
 RECONCILE_MIN_INTERVAL = 1.0
 RECONCILE_MAX_INTERVAL = 10.0
 

@@ -79,6 +79,70 @@ class HeldResult(RunResult):
         }
 
 
+@dataclass(kw_only=True)
+class CutResult:
+    """Held requests answered while the daemon's MQTT link is cut, and MQTT afterwards."""
+
+    variant: str
+    """``queue`` (with the instance's completion queue) or ``sweeps`` (without)."""
+    requests: int
+    ok: int
+    cut_s: float
+    latencies_by_path_ms: dict[str, list[float]]
+    """Workflow end to answer, for each correct answer, by the path that completed it."""
+    answered_during_cut: bool
+    mqtt_down_after_s: float | None
+    """From the cut until the daemon knew MQTT was down."""
+    ended_after_cut_s: tuple[float, float] | None
+    """When the first and the last of the workflows ended, after the cut."""
+    mqtt_connected_after_s: float | None
+    """From the link's return until the daemon said MQTT was connected (and subscribed)."""
+    mqtt_delivering_after_s: float | None
+    """From the link's return until the end of the first workflow MQTT completed."""
+    probes_via_mqtt: int
+    probes: int
+    describes_after: int
+    """DescribeExecution calls while the requests after the cut were answered."""
+    mqtt_missed: int
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return [v for values in self.latencies_by_path_ms.values() for v in values]
+
+    def figures(self) -> dict[str, Any]:
+        def stats(values: list[float]) -> dict[str, Any]:
+            return {
+                "answers": len(values),
+                "p50_s": _round(_seconds(percentile(values, 50))),
+                "p95_s": _round(_seconds(percentile(values, 95))),
+                "p99_s": _round(_seconds(percentile(values, 99))),
+                "max_s": _round(_seconds(max(values) if values else None)),
+            }
+
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "cut_s": self.cut_s,
+            "answered_during_cut": self.answered_during_cut,
+            "mqtt_down_after_s": _round(self.mqtt_down_after_s),
+            "ended_after_cut_s": [_round(v) for v in self.ended_after_cut_s or ()],
+            "stop_to_answer": stats(self.latencies_ms),
+            "stop_to_answer_by_path": {
+                path: stats(values) for path, values in sorted(self.latencies_by_path_ms.items())
+            },
+            "mqtt_connected_after_s": _round(self.mqtt_connected_after_s),
+            "mqtt_delivering_after_s": _round(self.mqtt_delivering_after_s),
+            "probes_via_mqtt": f"{self.probes_via_mqtt}/{self.probes}",
+            "describe_calls_after": self.describes_after,
+            "mqtt_missed": self.mqtt_missed,
+        }
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
 def _figures(
     requests: int, ok: int, latencies_ms: list[float], cpu_s: float, peak_rss_mb: float
 ) -> dict[str, Any]:
@@ -153,6 +217,47 @@ def held_table(result: HeldResult) -> str:
         )  # fmt: skip
     )
     return _format([header, row])
+
+
+def cut_table(results: Sequence[CutResult]) -> str:
+    header = ("run", "path", "answers", "p50 s", "p95 s", "p99 s", "max s")
+    rows: list[tuple[str, ...]] = [header]
+    for result in results:
+        f = result.figures()
+        paths = [("all", f["stop_to_answer"]), *f["stop_to_answer_by_path"].items()]
+        for path, stats in paths:
+            first = path == "all"
+            rows.append(
+                tuple(
+                    _cell(v)
+                    for v in (
+                        result.variant if first else "",
+                        path,
+                        f"{stats['answers']}/{result.requests}" if first else stats["answers"],
+                        stats["p50_s"],
+                        stats["p95_s"],
+                        stats["p99_s"],
+                        stats["max_s"],
+                    )
+                )
+            )
+    lines = [_format(rows), ""]
+    for result in results:
+        f = result.figures()
+        ended = f["ended_after_cut_s"]
+        lines.append(
+            f"{result.variant}: the workflows ended {_cell(ended[0] if ended else None)} to "
+            f"{_cell(ended[1] if ended else None)} s after the cut; the daemon knew MQTT was "
+            f"down {_cell(f['mqtt_down_after_s'])} s after it"
+        )
+        lines.append(
+            f"{result.variant}: after the link returned, MQTT connected in "
+            f"{_cell(f['mqtt_connected_after_s'])} s and completed a workflow that ended "
+            f"{_cell(f['mqtt_delivering_after_s'])} s after it; then {f['probes_via_mqtt']} "
+            f"requests via MQTT, {f['describe_calls_after']} DescribeExecution calls; "
+            f"completions MQTT missed while connected: {f['mqtt_missed']}"
+        )
+    return "\n".join(lines)
 
 
 def _format(rows: Sequence[tuple[str, ...]]) -> str:

@@ -31,9 +31,10 @@ import aiohttp
 
 from notifier.aws import AwsSettings
 from notifier.bench import load, report
+from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
-from notifier.config import Settings, SqsSettings
+from notifier.config import DaemonSettings, Settings, SqsSettings
 from notifier.daemon import local_settings
 from notifier.local.settings import LocalStackSettings
 
@@ -48,8 +49,10 @@ BACKENDS = {"moto": "moto", "standin": "stand-in"}
 HOLD = 120.0
 QUICK = {"requests": 40, "concurrency": 5}
 DEFAULTS = {"requests": 200, "concurrency": 10}
+CUT_DEFAULTS = {"requests": 100, "wait": 8}
 # Completions handed to the broker per second when held requests are released.
 RELEASE_RATE = 1000.0
+DEFAULT_RECONCILE_RATE = DaemonSettings().reconcile_rate
 
 
 class BenchError(Exception):
@@ -93,7 +96,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "standin (a lightweight StartExecution and completion publish, for high load)",
     )
     bench.add_argument(
-        "--wait", type=float, default=1.0, help="seconds each workflow runs (whole for moto)"
+        "--wait",
+        type=float,
+        help="seconds each workflow runs (whole for moto; 1, or 8 with --cut)",
     )
     bench.add_argument(
         "--poll-interval", type=float, default=1.5, help="polling mode's interval in seconds"
@@ -110,6 +115,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="instead: hold N requests at once in one daemon (stand-in backend), then answer",
     )
     bench.add_argument(
+        "--cut",
+        type=float,
+        metavar="SECONDS",
+        help="instead: hold --requests (100) requests, cut the daemon's MQTT link for SECONDS "
+        "while their workflows end, and report how the fallbacks answered them and how soon "
+        "MQTT delivers again",
+    )
+    bench.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="with --cut: queue (the daemon has its completion queue), sweeps (it has not)",
+    )
+    bench.add_argument(
         "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
     )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
@@ -119,9 +137,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
-    size = QUICK if args.quick else DEFAULTS
+    size = CUT_DEFAULTS if args.cut is not None else QUICK if args.quick else DEFAULTS
     requests = args.requests if args.requests is not None else size["requests"]
-    concurrency = args.concurrency if args.concurrency is not None else size["concurrency"]
+    concurrency = args.concurrency if args.concurrency is not None else DEFAULTS["concurrency"]
+    if args.wait is None:
+        args.wait = float(CUT_DEFAULTS["wait"] if args.cut is not None else 1.0)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
         raise BenchError(f"--modes {args.modes!r}: a comma-separated list of {', '.join(MODES)}")
@@ -129,6 +149,10 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--requests and --concurrency must be at least 1")
     if args.held is not None and args.held < 1:
         raise BenchError("--held must be at least 1")
+    if args.cut is not None and args.cut <= 0:
+        raise BenchError("--cut must be positive")
+    if args.cut is not None and args.held is not None:
+        raise BenchError("--cut and --held are separate runs; choose one")
     if not 0 <= args.wait <= 60:
         raise BenchError("--wait: between 0 and 60 seconds")
     if args.backend == "moto" and args.wait != int(args.wait):
@@ -170,6 +194,8 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    if args.cut is not None:
+        return await _run_cut(args, options, stack)
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
@@ -186,11 +212,52 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
+    looked_up = [r for r in results if r.mode == "mqtt" and r.api_calls.get("DescribeExecution")]
+    if any(r.mode == "mqtt" for r in results):
+        # Every completion arrives by MQTT: the safety net must not have had to ask.
+        calls = sum(r.api_calls.get("DescribeExecution", 0) for r in looked_up)
+        verdict = "as it must be" if not calls else "completions went missing: see the daemon's log"
+        print(f"  DescribeExecution calls in MQTT mode: {calls} ({verdict})")
     if args.plot is not None:
         report.plot(results, args.plot, title=f"notifier: Hello, {machine()}")
         print(f"plot written to {args.plot}")
     if args.json:
         print(json.dumps({"modes": {r.mode: r.figures() for r in results}}))
+    return 0 if all(r.ok == r.requests for r in results) and not looked_up else 1
+
+
+async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if not variants or any(v not in VARIANTS for v in variants):
+        raise BenchError(f"--variants {args.variants!r}: a comma-separated list of queue, sweeps")
+    cut = CutOptions(
+        cut=args.cut, requests=options.requests, wait=int(options.wait), variants=variants
+    )
+
+    def settings_for(variant: str, mqtt_port: int) -> Settings:
+        settings = daemon_settings(stack, "mqtt", options, options.requests, None)
+        mqtt = dataclasses.replace(settings.mqtt, port=mqtt_port)
+        daemon = dataclasses.replace(
+            settings.daemon,
+            instance_id=f"bench-cut-{variant}-{secrets.token_hex(4)}",
+            reconcile_rate=DEFAULT_RECONCILE_RATE,
+        )
+        return dataclasses.replace(settings, mqtt=mqtt, daemon=daemon)
+
+    with _log_dir(options) as logs, PublishClock(stack.access) as clock:
+        results = await run_cut(stack, cut, settings_for, clock.stopped_at, logs)
+    print()
+    print(report.cut_table(results))
+    print(f"  machine: {machine()}; everything (stack, daemon, load) on it")
+    print(
+        "  stop to answer: the workflow's completion reaching the broker (its end) to the "
+        "answer read by the client; reconcile_rate at its default"
+    )
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.variant}: a wrong answer: {error}")
+    if args.json:
+        print(json.dumps({"cut": {r.variant: r.figures() for r in results}}))
     return 0 if all(r.ok == r.requests for r in results) else 1
 
 

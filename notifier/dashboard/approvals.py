@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws import error_code
 from notifier.executions import AwsError
-from notifier.lifecycle import Service, keep_trying
+from notifier.lifecycle import BackgroundTasks, Service
 from notifier.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
@@ -111,23 +111,27 @@ class ApprovalInbox(Service):
         self._decided: OrderedDict[str, str] = OrderedDict()
         self.skipped = 0
         """Messages that were not approval requests."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.renew_every = VISIBILITY_TIMEOUT / 2
+        """Seconds between renewals of the pending requests' invisibility."""
+        self._tasks = BackgroundTasks()
 
     def pending(self) -> list[Approval]:
         """Oldest request first."""
         return sorted(self._pending.values(), key=lambda a: a.requested_at)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for coroutine in (self._receive_forever(), self._renew_forever()):
-            task = loop.create_task(coroutine)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._tasks.start(
+            "approvals-receive",
+            self._receive,
+            self._failed,
+            expected=(ClientError, BotoCoreError),
+            retry_min=self.retry_min,
+            retry_max=self.retry_max,
+        )
+        self._tasks.start("approvals-renew", self._renew_once)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
         await self._change_visibility(list(self._pending.values()), 0)
 
     async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
@@ -176,26 +180,17 @@ class ApprovalInbox(Service):
 
     def status_changed(self, message: dict[str, Any]) -> None:
         """A status feed message: an execution that ended takes its pending request along."""
-        if not Status(str(message.get("status"))).final:
+        if not Status.parse(message.get("status")).final:
             return
         ended = [a for a in self._pending.values() if a.execution_arn == message["executionArn"]]
         for approval in ended:
             del self._pending[approval.id]
             self._remember(approval.id, f"expired: the execution ended {message['status']}")
-            self._spawn(self._delete(approval))
+            self._tasks.once(f"approvals-delete-{approval.id}", self._delete(approval))
         if ended:
             self._changed()
 
     # the queue
-
-    async def _receive_forever(self) -> None:
-        await keep_trying(
-            self._receive,
-            self._failed,
-            expected=(ClientError, BotoCoreError),
-            retry_min=self.retry_min,
-            retry_max=self.retry_max,
-        )
 
     async def _receive(self) -> None:
         response = await self.sqs.receive_message(
@@ -245,13 +240,9 @@ class ApprovalInbox(Service):
         )  # fmt: skip
         return approval
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(VISIBILITY_TIMEOUT / 2)
-            try:
-                await self._change_visibility(list(self._pending.values()), VISIBILITY_TIMEOUT)
-            except Exception:  # never let the loop die
-                log.exception("approvals: renewing visibility failed")
+    async def _renew_once(self) -> None:
+        await asyncio.sleep(self.renew_every)
+        await self._change_visibility(list(self._pending.values()), VISIBILITY_TIMEOUT)
 
     async def _change_visibility(self, approvals: list[Approval], seconds: int) -> None:
         for start in range(0, len(approvals), 10):
@@ -294,11 +285,6 @@ class ApprovalInbox(Service):
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change([a.to_json() for a in self.pending()])
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _failed(self, exc: Exception) -> None:
         message = str(exc)

@@ -123,7 +123,9 @@ class Board:
         machine = message.get("stateMachine")
         if not all(isinstance(v, str) and v for v in (arn, name, machine)):
             raise ValueError("executionArn, name and stateMachine must be strings")
-        status = Status(str(message.get("status")))
+        status = Status.parse(message.get("status"))
+        if status is Status.UNKNOWN:
+            raise ValueError(f"unknown status {message.get('status')!r}")
         start_ms, stop_ms = message.get("startDate"), message.get("stopDate")
         for value in (start_ms, stop_ms):
             if value is not None and not isinstance(value, int):

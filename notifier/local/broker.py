@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from notifier.lifecycle import Service
 from notifier.local.broker_auth import AccessControl, IotAuthPlugin
+from notifier.local.broker_sessions import SessionKeepingBroker
 
 
 class PortInUseError(Exception):
@@ -33,7 +33,7 @@ class LocalBroker(Service):
         self.host = host
         self.port = port
         self.access = access
-        self._broker: Broker | None = None
+        self._broker: SessionKeepingBroker | None = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -48,7 +48,7 @@ class LocalBroker(Service):
     async def start(self) -> None:
         # amqtt logs a full traceback for a failed bind; the error below says it in one line.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        broker = Broker(self.config())
+        broker = SessionKeepingBroker(self.config())
         plugin = broker.plugins_manager.get_plugin(IotAuthPlugin.__name__)
         assert isinstance(plugin, IotAuthPlugin)
         plugin.access = self.access

@@ -37,12 +37,9 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         raise InvalidNotificationError(f"txnId {txn_id!r} is not a string")
     if expected_txn_id is not None and txn_id != expected_txn_id:
         raise InvalidNotificationError(f"txnId {txn_id} does not match the topic")
-    try:
-        status = Status(str(message.get("status")))
-    except ValueError:
-        raise InvalidNotificationError(f"unknown status {message.get('status')!r}") from None
+    status = Status.parse(message.get("status"))
     if not status.final:
-        raise InvalidNotificationError(f"status {status} is not final")
+        raise InvalidNotificationError(f"status {message.get('status')!r} is not final")
     arn = message.get("executionArn")
     error, cause = message.get("error"), message.get("cause")
     finished_at = message.get("finishedAt")
@@ -58,4 +55,5 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         error=error if isinstance(error, str) else None,
         cause=cause if isinstance(cause, str) else None,
         stop_date=stop_date,
+        size=len(payload),
     )

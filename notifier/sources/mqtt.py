@@ -15,6 +15,12 @@ cannot be had or is refused, or a broker that cannot be reached, does not stop t
 it is logged once, the source reports it (``auth_error``, so ``/readyz`` says why) and
 retries with backoff. ``connected`` means connected *and* subscribed; :meth:`wait_connected`
 lets the reconciler follow it.
+
+"Connected" is a claim the broker makes, not a fact: after every reconnect the subscription
+is made again and its SUBACK checked before ``connected`` is true, whatever "session present"
+says (a broker may keep a session and lose what it was subscribed to). :meth:`renew` drops
+the connection for one with a fresh session, for when another path shows that MQTT stopped
+delivering while it claimed to be connected.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from awsiot import mqtt_connection_builder
 from notifier.aws import AwsSettings
 from notifier.config import MqttSettings
 from notifier.iot_tokens import IotToken, TokenError
-from notifier.lifecycle import Service
+from notifier.lifecycle import BackgroundTasks, Service
 from notifier.sources import InvalidNotificationError, parse_notification
-from notifier.waiters import Registry
+from notifier.waiters import Registry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,15 @@ MIN_REFRESH_DELAY = 1.0
 # How long the client waits for CONNACK (and for each PINGRESP): its default, 3 s, is less
 # than IoT Core's custom authorizer may take to answer a CONNECT (its Lambda may run 5 s).
 RESPONSE_TIMEOUT_MS = 10_000
+# The client takes one setting for both waits and wants it shorter than the keep-alive: with
+# a short keep-alive the wait is this much less than it, not less than the client's default.
+RESPONSE_TIMEOUT_MARGIN_MS = 500
+
+
+def response_timeout_ms(keep_alive_secs: int) -> int:
+    """How long a connection with ``keep_alive_secs`` waits for CONNACK and each PINGRESP:
+    ``RESPONSE_TIMEOUT_MS``, or just under the keep-alive when that is shorter (4.5 s at 5 s)."""
+    return min(RESPONSE_TIMEOUT_MS, keep_alive_secs * 1000 - RESPONSE_TIMEOUT_MARGIN_MS)
 # How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
 _REFUSED_RETURN_CODES = {
     mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
@@ -88,12 +103,17 @@ class MqttSubscription(Service):
         self.port = settings.port or DEFAULT_PORTS[settings.transport]
         self.topic_filter = topic_filter
         self.connected = False
+        self.subscribed_at: datetime | None = None
+        """Since when the current subscription is verified (None while not connected)."""
         self._connected_changed = asyncio.Event()
         self.received = 0
         self.ignored = 0
         self.refreshes = 0
-        self.reconnects = 0
         """Connections replaced by one with a fresh token."""
+        self.reconnects = 0
+        """Connections resumed after a loss."""
+        self.renewals = 0
+        """Times the connection was distrusted and replaced (:meth:`renew`)."""
         self.auth_error: str | None = None
         """Why the last attempt to get or use a token failed; None once one works."""
         self.auth_failures = 0
@@ -104,11 +124,14 @@ class MqttSubscription(Service):
         self._tokens = tokens
         self._refresh_margin = refresh_margin
         self._token: IotToken | None = None
-        self._retry_delay: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: mqtt.Connection | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         self._opening = asyncio.Lock()
+        self._renewing = False
+        """The current connection is distrusted: the keeper replaces it (:meth:`renew`)."""
+        self._wake = asyncio.Event()
+        """Wakes the keeper before its time."""
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         """Called in the event loop for each message received."""
@@ -120,12 +143,17 @@ class MqttSubscription(Service):
             await self._open()
         except MqttConnectError as exc:
             self._auth_failed(exc)
-        self._spawn(self._keep_connected())
+        self._tasks.start(
+            f"{self.label} keeper",
+            self._keep_connected_once,
+            self._auth_failed,
+            expected=(MqttConnectError,),
+            retry_min=float(self.settings.reconnect_min_secs),
+            retry_max=float(self.settings.reconnect_max_secs),
+        )
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
         connection, self._connection = self._connection, None
         self._set_connected(False)
         if connection is not None:
@@ -135,31 +163,34 @@ class MqttSubscription(Service):
         """Connect anew with a fresh token now, then close the current connection."""
         await self._open()
 
+    def renew(self) -> None:
+        """Stop trusting the current connection and replace it with one on a fresh session.
+
+        ``connected`` is false from now on, so the sweeps start at once, until a new
+        connection is subscribed; the keeper makes it, retrying with backoff. With tokens,
+        a new token names a new client id: the new connection is subscribed before the
+        current one is closed. Without, the client id is the same, so the current one is
+        closed first and the new one asks for a clean session.
+        """
+        self.renewals += 1
+        self._renewing = True
+        self._set_connected(False)
+        self._wake.set()
+
     async def _open(self) -> None:
         """Connect and subscribe a new connection (with a new token, if tokens are used), then
         make it the current one and retire the previous."""
         async with self._opening:
             token = await self._new_token() if self._tokens is not None else None
-            connection = self._build(token)
+            connection = self._build(token, clean=self._renewing and token is None)
             try:
                 await self._connect(connection)
-                subscribe, _packet_id = connection.subscribe(
-                    self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, self._on_message
-                )
-                try:
-                    result = await self._await(subscribe, "subscribe")
-                except MqttConnectError as exc:
-                    if not isinstance(exc.__cause__, mqtt.SubscribeError):
-                        raise
-                    result = {"qos": None}
-                if result.get("qos") is None:
-                    error = MqttAuthError if token is not None else MqttConnectError
-                    raise error(f"subscription to {self.topic_filter} was refused")
+                await self._subscribe(connection, token is not None)
             except BaseException:
                 await self._close(connection)
                 raise
             previous, self._connection = self._connection, connection
-            self._token, self._retry_delay = token, None
+            self._token, self._renewing = token, False
             self.client_id = token.client_id if token is not None else self._own_client_id
             self._set_connected(True)
             if self.auth_error is not None:
@@ -173,6 +204,21 @@ class MqttSubscription(Service):
             self.endpoint, self.port, self.client_id, self.topic_filter,
             f" (token valid until {token.expires_at.isoformat()})" if token else "",
         )  # fmt: skip
+
+    async def _subscribe(self, connection: mqtt.Connection, with_token: bool) -> None:
+        """Subscribe ``connection`` to the topic filter; raises unless the broker granted it."""
+        subscribe, _packet_id = connection.subscribe(
+            self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, self._on_message
+        )
+        try:
+            result = await self._await(subscribe, "subscribe")
+        except MqttConnectError as exc:
+            if not isinstance(exc.__cause__, mqtt.SubscribeError):
+                raise
+            result = {"qos": None}
+        if result.get("qos") is None:
+            error = MqttAuthError if with_token else MqttConnectError
+            raise error(f"subscription to {self.topic_filter} was refused")
 
     async def _new_token(self) -> IotToken:
         assert self._tokens is not None
@@ -217,29 +263,38 @@ class MqttSubscription(Service):
         if value is self.connected:
             return
         self.connected = value
+        self.subscribed_at = utcnow() if value else None
         changed, self._connected_changed = self._connected_changed, asyncio.Event()
         changed.set()
 
-    async def _keep_connected(self) -> None:
-        """Connect until it works (the broker may be unreachable at start); with tokens, then
-        connect anew with a fresh one before each expires."""
-        while self._tokens is not None or self._connection is None:
-            await asyncio.sleep(self._next_attempt_in())
+    async def _keep_connected_once(self) -> None:
+        """One turn of the keeper: connect when there is no connection (the broker may be
+        unreachable at start) or the current one is distrusted (:meth:`renew`); with tokens,
+        connect anew with a fresh one shortly before the current one expires. Failures are
+        retried with backoff by the loop around it."""
+        if self._connection is not None and not self._renewing:
+            wait = self._refresh_in() if self._token is not None else None
             try:
-                await self._open()
-            except MqttConnectError as exc:
-                self._auth_failed(exc)
-            except Exception as exc:  # never let the refresh loop die
-                log.exception("%s token refresh failed", self.label)
-                self._auth_failed(MqttConnectError(str(exc)))
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass  # time to refresh the token
+            self._wake.clear()
+            if self._token is None and not self._renewing:
+                return
+        if self._renewing and self._tokens is None and self._connection is not None:
+            # One client id: the new connection would take this one over. Close it first.
+            async with self._opening:
+                connection, self._connection = self._connection, None
+            await self._close(connection)
+        await self._open()
 
-    def _next_attempt_in(self) -> float:
-        if self._retry_delay is not None or self._token is None:
-            return self._retry_delay or float(self.settings.reconnect_min_secs)
+    def _refresh_in(self) -> float:
+        assert self._token is not None
         remaining = (self._token.expires_at - datetime.now(UTC)).total_seconds()
         return max(MIN_REFRESH_DELAY, remaining - self._refresh_margin)
 
-    def _auth_failed(self, exc: MqttConnectError) -> None:
+    def _auth_failed(self, exc: Exception) -> None:
         message = str(exc)
         self.auth_failures += 1
         if message != self.auth_error:
@@ -247,14 +302,6 @@ class MqttSubscription(Service):
             what = "authentication" if isinstance(exc, MqttAuthError) else "reconnecting"
             log.error("%s %s failed, retrying: %s", self.label, what, message)
         self.auth_error = message
-        minimum, maximum = self.settings.reconnect_min_secs, self.settings.reconnect_max_secs
-        delay = self._retry_delay
-        self._retry_delay = float(minimum) if delay is None else min(delay * 2, float(maximum))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _await(self, future: Future[Any], what: str) -> Any:
         # asyncio.timeout, here as in every wait of this class, not wait_for: on Python 3.11
@@ -282,14 +329,13 @@ class MqttSubscription(Service):
         except Exception as exc:  # the connection is going away either way
             log.debug("%s disconnect: %s", self.label, exc)
 
-    def _build(self, token: IotToken | None) -> mqtt.Connection:
+    def _build(self, token: IotToken | None, clean: bool = False) -> mqtt.Connection:
         s = self.settings
         common: dict[str, Any] = {
             "client_id": token.client_id if token is not None else self._own_client_id,
-            "clean_session": False,
+            "clean_session": clean,
             "keep_alive_secs": s.keep_alive_secs,
-            # Shorter than the keep-alive, as the client requires.
-            "ping_timeout_ms": min(RESPONSE_TIMEOUT_MS, s.keep_alive_secs * 1000 // 2),
+            "ping_timeout_ms": response_timeout_ms(s.keep_alive_secs),
             "reconnect_min_timeout_secs": s.reconnect_min_secs,
             "reconnect_max_timeout_secs": s.reconnect_max_secs,
             "on_connection_interrupted": self._on_interrupted,
@@ -394,29 +440,30 @@ class MqttSubscription(Service):
             log.error("%s reconnect refused: %s", self.label, return_code)
             return
         self.reconnects += 1
-        log.info("%s connection resumed (session present: %s)", self.label, session_present)
-        if session_present:
-            self._set_connected(True)
-        else:
-            self._spawn(self._resubscribe())
+        log.info(
+            "%s connection resumed (session present: %s); subscribing again",
+            self.label, session_present,
+        )  # fmt: skip
+        # Not connected until the broker has granted the subscription again: a session it
+        # says it kept may have lost it.
+        self._set_connected(False)
+        self._tasks.once(f"{self.label} resubscribe", self._resubscribe(connection))
 
-    async def _resubscribe(self) -> None:
+    async def _resubscribe(self, connection: mqtt.Connection) -> None:
         delay = float(self.settings.reconnect_min_secs)
-        while self._connection is not None:
+        while connection is self._connection:
             try:
-                future, _packet_id = self._connection.resubscribe_existing_topics()
-                if future is not None:
-                    async with asyncio.timeout(self.settings.connect_timeout):
-                        await asyncio.wrap_future(future)
-                log.info("%s: resubscribed to %s", self.label, self.topic_filter)
-                self._set_connected(True)
-                return
-            except Exception as exc:
+                await self._subscribe(connection, self._token is not None)
+            except MqttConnectError as exc:
                 log.error(
-                    "%s: resubscribing failed (%s); retrying in %.0f s", self.label, exc, delay
+                    "%s: subscribing again failed (%s); retrying in %.0f s", self.label, exc, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_secs)
+                continue
+            log.info("%s: subscribed again to %s", self.label, self.topic_filter)
+            self._set_connected(True)
+            return
 
 
 class MqttSource(MqttSubscription):

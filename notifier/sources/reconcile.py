@@ -1,12 +1,18 @@
 """DescribeExecution sweeps of the held transactions, for when MQTT cannot tell us.
 
 With a connection to watch (``completion = "mqtt"``) it sweeps only while that connection is
-down, at an interval that starts at ``interval`` and doubles, up to ``max_interval``, while
-sweeps find nothing new; and once more right after the connection is back and subscribed,
-since a completion published during the gap is lost. While MQTT is up it makes no call.
+down, and once more right after it is back and subscribed, since a completion published
+during the gap is lost. While it is down, each held, unresolved transaction is described
+again once it is due: ``interval`` seconds after it was last asked about while it is young,
+backing off with its age (a quarter of it) up to ``max_interval`` for long-running ones. The
+sweeps start as soon as the connection is known to be down, and a request is queued for
+its turn at the rate limit as soon as it is due, so with many held each is described about
+every ``held / rate`` seconds, however slow the calls. While MQTT is up it makes no
+call (the safety net's rare checks aside, see :mod:`notifier.sources.safety`).
 Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always.
 
-A sweep describes each held, unresolved transaction once, at most ``rate`` calls a second.
+Every call goes through the shared :class:`~notifier.sources.describe.Describer`, at most
+``reconcile_rate`` calls a second together with every other DescribeExecution.
 """
 
 from __future__ import annotations
@@ -14,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Container
 from typing import Protocol
 
-from notifier.executions import AwsError, Executions, completion_from_description
-from notifier.lifecycle import Service
-from notifier.waiters import Registry, Status, Transaction
+from notifier.lifecycle import BackgroundTasks, Service
+from notifier.sources.describe import Describer
+from notifier.waiters import Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
-BATCH = 10
+AGE_SHARE = 0.25
+"""While MQTT is down, a running execution is described again after this share of its age."""
 
 
 class Connection(Protocol):
-    connected: bool
+    @property
+    def connected(self) -> bool: ...
 
     async def wait_connected(self, value: bool) -> None: ...
 
@@ -35,95 +44,121 @@ class Reconciler(Service):
     def __init__(
         self,
         registry: Registry,
-        executions: Executions,
+        describer: Describer,
         connection: Connection | None,
         *,
         interval: float,
         max_interval: float,
-        rate: float,
     ) -> None:
         self.registry = registry
-        self.executions = executions
+        self.describer = describer
         self.connection = connection
         self.interval = interval
         self.max_interval = max_interval
-        self.rate = rate
         self.calls = 0
         self.sweeps = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="reconciler")
+        step = self._poll_once if self.connection is None else self._outage_once
+        self._tasks.start("reconciler", step)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._tasks.stop()
 
-    async def _run(self) -> None:
-        if self.connection is None:
-            while True:
-                await asyncio.sleep(self.interval)
-                await self._sweep_safely()
-        while True:
-            await self.connection.wait_connected(False)
-            log.info("MQTT is down: sweeping held requests with DescribeExecution")
-            await self._while_down(self.connection)
-            resolved = await self._sweep_safely()
-            log.info("MQTT is back: the sweep after it answered %d held requests", resolved)
+    async def _poll_once(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self.sweep()
 
-    async def _while_down(self, connection: Connection) -> None:
-        interval = self.interval
-        while not connection.connected:
-            try:
-                # Not wait_for, which on Python 3.11 may lose the cancellation of a stop.
-                async with asyncio.timeout(interval):
-                    await connection.wait_connected(True)
-                return
-            except TimeoutError:
-                pass
-            resolved = await self._sweep_safely()
-            interval = self.interval if resolved else min(interval * 2, self.max_interval)
-
-    async def _sweep_safely(self) -> int:
+    async def _outage_once(self) -> None:
+        """Wait for the connection to go down, sweep while it is, and once after."""
+        connection = self.connection
+        assert connection is not None
+        await connection.wait_connected(False)
+        log.info("MQTT is down: sweeping held requests with DescribeExecution")
+        unless = connection_is_up(connection)
+        in_flight: dict[Transaction, asyncio.Task[bool]] = {}
+        resolved = 0
         try:
-            return await self.sweep()
-        except Exception:  # never let the loop die
-            log.exception("reconciliation sweep failed")
-            return 0
+            while not connection.connected:
+                due, wake_in = self._due(exclude=in_flight)
+                if due:
+                    self.sweeps += 1
+                for txn in due:
+                    # Each waits for its turn at the rate limit; the next due ones are
+                    # queued behind as soon as they are due, not after a whole pass.
+                    in_flight[txn] = asyncio.ensure_future(self._describe(txn, unless))
+                try:
+                    # Not wait_for, which on Python 3.11 may lose the cancellation of a stop.
+                    async with asyncio.timeout(wake_in):
+                        await connection.wait_connected(True)
+                except TimeoutError:
+                    pass
+                for txn, task in list(in_flight.items()):
+                    if task.done():
+                        del in_flight[txn]
+                        resolved += _resolved(task)
+        except asyncio.CancelledError:
+            for task in in_flight.values():
+                task.cancel()
+            raise
+        if in_flight:  # their turn comes now that MQTT is back: left to the sweep after
+            await asyncio.wait(in_flight.values())
+            resolved += sum(_resolved(task) for task in in_flight.values())
+        log.info("MQTT is back; the sweeps while it was down answered %d held requests", resolved)
+        resolved = await self.sweep()
+        log.info("MQTT is back: the sweep after it answered %d held requests", resolved)
 
-    async def sweep(self) -> int:
-        """Describe every held, unresolved transaction once; returns how many it resolved."""
-        self.sweeps += 1
+    def _due(self, exclude: Container[Transaction] = ()) -> tuple[list[Transaction], float]:
+        """The transactions due for a call now (but those in ``exclude``), longest unasked
+        first; and the seconds until the next one will be (at most ``interval``)."""
+        now, wall = time.monotonic(), utcnow()
+        due: list[Transaction] = []
+        wake_in = self.interval
+        for txn in self._pending():
+            if txn in exclude:
+                continue
+            age = (wall - txn.started_at).total_seconds() if txn.started_at else 0.0
+            spacing = min(self.max_interval, max(self.interval, age * AGE_SHARE))
+            remaining = txn.quiet_since + spacing - now
+            if remaining <= 0:
+                due.append(txn)
+            else:
+                wake_in = min(wake_in, remaining)
+        due.sort(key=lambda txn: txn.quiet_since)
+        return due, wake_in
+
+    def _pending(self) -> list[Transaction]:
         # In mqtt mode, re-attached executions of other instances are the DescribePoller's.
-        pending = [
+        return [
             txn for txn in self.registry.unresolved() if self.connection is None or not txn.poll
         ]
-        resolved = 0
-        for first in range(0, len(pending), BATCH):
-            began = time.monotonic()
-            batch = pending[first : first + BATCH]
-            results = await asyncio.gather(*(self._describe(txn) for txn in batch))
-            resolved += sum(results)
-            pause = len(batch) / self.rate - (time.monotonic() - began)
-            if pause > 0 and first + BATCH < len(pending):
-                await asyncio.sleep(pause)
-        return resolved
 
-    async def _describe(self, txn: Transaction) -> bool:
+    async def sweep(self) -> int:
+        """Describe every held, unresolved transaction once, each as soon as the rate limit
+        lets it (how many are in flight together is up to the rate and AWS's latency);
+        returns how many it resolved."""
+        self.sweeps += 1
+        results = await asyncio.gather(*(self._describe(txn) for txn in self._pending()))
+        return sum(results)
+
+    async def _describe(self, txn: Transaction, unless: Callable[[], bool] | None = None) -> bool:
         if txn.completion is not None:
             return False
         self.calls += 1
-        try:
-            description = await self.executions.describe(txn.execution_arn)
-        except AwsError as exc:
-            if exc.code != "ExecutionDoesNotExist":  # still being started
-                log.warning(
-                    "DescribeExecution failed: %s",
-                    exc,
-                    extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
-                )
-            return False
-        if not Status(description["status"]).final:
-            return False
-        return self.registry.resolve(txn.txn_id, completion_from_description(description))
+        status = await self.describer.describe(txn, unless=unless)
+        return status is not None and status.final and txn.completion is not None
+
+
+def _resolved(task: asyncio.Task[bool]) -> bool:
+    """Whether a finished call resolved its transaction; a call that raised is logged."""
+    if task.cancelled():
+        return False
+    if (error := task.exception()) is not None:
+        log.error("a DescribeExecution of the sweeps failed", exc_info=error)
+        return False
+    return task.result()
+
+
+def connection_is_up(connection: Connection) -> Callable[[], bool]:
+    return lambda: connection.connected

@@ -16,7 +16,6 @@ backoff, creating the queue again if it was deleted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws import error_code
-from notifier.lifecycle import Service, keep_trying
+from notifier.lifecycle import BackgroundTasks, Service
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.waiters import Registry
 
@@ -63,7 +62,8 @@ class SqsSource(Service):
         self.resolved = 0
         self.dead_lettered = 0
         self._dead_letter_url: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._batches = 0
+        self._tasks = BackgroundTasks()
 
     @property
     def healthy(self) -> bool:
@@ -71,21 +71,17 @@ class SqsSource(Service):
 
     async def start(self) -> None:
         # Not awaited here: an unreachable SQS must not keep the daemon from serving.
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="sqs-source")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        await keep_trying(
+        self._tasks.start(
+            "sqs-source",
             self._step,
             self._failed,
             expected=(ClientError, BotoCoreError),
             retry_min=self.retry_min,
             retry_max=self.retry_max,
         )
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
 
     async def _step(self) -> None:
         if self.queue_url is None:
@@ -123,6 +119,13 @@ class SqsSource(Service):
             message for message in response.get("Messages", []) if await self._handle(message)
         ]
         if handled:
+            # Deleted while the next receive waits: the next completions do not wait for it.
+            self._batches += 1
+            self._tasks.once(f"sqs-delete-{self._batches}", self._delete(handled))
+
+    async def _delete(self, handled: list[dict[str, Any]]) -> None:
+        """Delete handled messages; one left behind comes back later, and is a duplicate."""
+        try:
             await self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
@@ -130,7 +133,10 @@ class SqsSource(Service):
                     for i, m in enumerate(handled)
                 ],
             )
-            self.deleted += len(handled)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("SQS: deleting %d handled messages failed: %s", len(handled), exc)
+            return
+        self.deleted += len(handled)
 
     async def _handle(self, message: dict[str, Any]) -> bool:
         """Resolve what ``message`` says; True when it may be deleted."""
@@ -152,6 +158,7 @@ class SqsSource(Service):
         return True
 
     def _failed(self, exc: Exception) -> None:
+        """Any failure of a step (AWS's or not) is reported in ``/readyz`` until one works."""
         if error_code(exc) in _MISSING_QUEUE:
             self.queue_url = None  # created again at the next try
         message = str(exc)

@@ -178,6 +178,16 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
         assert served.executions.started.empty()
 
 
+@pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
+async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
+    data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
+    status, _, body = await answer(await served.client.post("/hello", data=data))
+    assert status == 400, body
+    assert "nested deeper than 64 levels" in body["message"]
+    assert served.executions.started.empty()
+    assert served.app[REGISTRY].held == 0
+
+
 @pytest.mark.parametrize(
     ("method", "path", "code"),
     [("POST", "/nowhere", 404), ("GET", "/hello", 405), ("GET", "/nowhere/else", 404)],

@@ -113,3 +113,23 @@ def test_percentile_is_nearest_rank() -> None:
     assert [report.percentile(values, p) for p in (50, 95, 99, 100)] == [50, 95, 99, 100]
     assert report.percentile([], 50) is None
     assert report.percentile([7.0], 99) == 7.0
+
+
+async def test_cut_link_with_and_without_the_queue(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = bench_args("--cut", "2", "--requests", "3", "--wait", "1", "--json")
+    assert await bench.run(args, stack=local_stack) == 0
+    output = capsys.readouterr().out
+    cut = last_json_line(output)["cut"]
+    assert set(cut) == {"queue", "sweeps"}
+    for variant, figures in cut.items():
+        assert figures["ok"] == figures["requests"] == 3, variant
+        assert figures["stop_to_answer"]["answers"] == 3, variant
+        assert set(figures["stop_to_answer_by_path"]) <= {"mqtt", "sqs", "poll"}
+        assert figures["probes_via_mqtt"] == "10/10", variant
+        assert figures["mqtt_delivering_after_s"] is not None, variant
+        assert figures["describe_calls_after"] == 0, variant
+    assert "sqs" not in cut["sweeps"]["stop_to_answer_by_path"]
+    table = [line.split() for line in output.splitlines()]
+    assert ["run", "path", "answers", "p50", "s"] in [row[:5] for row in table]

@@ -14,8 +14,8 @@ from notifier.app import wiring
 from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call
-from tests.eventually import EVENTUALLY, eventually
+from tests.daemons import DaemonFactory, call, until_ended
+from tests.eventually import eventually
 
 HELD = 200
 LONG = {"Prefer": "wait=110"}
@@ -54,14 +54,9 @@ async def hold(
     return requests
 
 
-async def until_ended(stack: LocalStack, daemon: Daemon) -> None:
-    """Until the executions of every request ``daemon`` holds have ended, as Step Functions
-    tells (not the daemon, whose MQTT is down)."""
-    arns = [txn.execution_arn for txn in daemon.registry.unresolved()]
-    async with stack.aws().client("stepfunctions") as sfn, asyncio.timeout(EVENTUALLY):
-        for arn in arns:
-            while (await sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":  # noqa: ASYNC110
-                await asyncio.sleep(0.2)
+def held(daemon: Daemon) -> list[str]:
+    """The executions of the requests ``daemon`` holds."""
+    return [txn.execution_arn for txn in daemon.registry.unresolved()]
 
 
 def assert_each_answered_once_with_its_own_status(
@@ -89,7 +84,7 @@ async def test_chaos_the_broker_stops_while_held_executions_complete(
         await eventually(lambda: not daemon.app[MQTT].connected)
         status, _, ready = await call(http, "GET", f"{daemon.url}/readyz")
         assert status == 200 and ready["state"] == "degraded"
-        await until_ended(stack, daemon)
+        await until_ended(stack, held(daemon))
         await broker.start()
         results = await requests
         await eventually(lambda: daemon.app[MQTT].connected)
@@ -109,7 +104,7 @@ async def test_one_sweep_after_the_broker_is_back_closes_the_gap(
         reconciler = daemon.app[RECONCILER]
         await broker.stop()
         await eventually(lambda: not daemon.app[MQTT].connected)
-        await until_ended(stack, daemon)  # while MQTT is down
+        await until_ended(stack, held(daemon))  # while MQTT is down
         assert daemon.registry.held == 20 and reconciler.calls == 0
         await broker.start()
         results = await requests

@@ -16,15 +16,18 @@ from awscrt.exceptions import AwsCrtError
 from iotauth import issuer, tokens
 from iotauth.authorizer import AuthorizerSettings, authorize
 from iotauth.keys import KeyRing
+from notifier.bench.link import CuttableLink
 from notifier.config import MqttSettings
+from notifier.dashboard.status import StatusFeed
 from notifier.ids import new_txn_id
 from notifier.iot_tokens import IotToken, TokenError
 from notifier.local.broker import LocalBroker
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID, AccessControl
 from notifier.sources import InvalidNotificationError, parse_notification
-from notifier.sources.mqtt import MqttSource
+from notifier.sources.mqtt import MqttSource, MqttSubscription
 from notifier.waiters import Registry, Status, Transaction
 from tests.eventually import EVENTUALLY, eventually
+from tests.mqtt_support import forget_subscriptions
 
 KEY = b"k" * 64
 ARN_PREFIX = "arn:aws:iot:us-east-1:123456789012:"
@@ -86,9 +89,19 @@ async def broker() -> AsyncIterator[LocalBroker]:
 
 
 def source_for(
-    port: int, registry: Registry, tokens: Callable[[], Any] = issue_token, **kwargs: Any
+    port: int,
+    registry: Registry,
+    tokens: Callable[[], Any] = issue_token,
+    keep_alive_secs: int = 30,
+    **kwargs: Any,
 ) -> MqttSource:
-    settings = MqttSettings(transport="tcp", endpoint="127.0.0.1", port=port, reconnect_max_secs=2)
+    settings = MqttSettings(
+        transport="tcp",
+        endpoint="127.0.0.1",
+        port=port,
+        keep_alive_secs=keep_alive_secs,
+        reconnect_max_secs=2,
+    )
     return MqttSource(
         settings,
         instance_id="unit",
@@ -100,13 +113,17 @@ def source_for(
 
 
 def message(txn_id: str, status: str = "SUCCEEDED") -> dict[str, object]:
-    return {"txnId": txn_id, "executionArn": f"arn:{txn_id}", "status": status, "output": 1}
+    return {"txnId": txn_id, "executionArn": arn(txn_id), "status": status, "output": 1}
+
+
+def arn(txn_id: str) -> str:
+    return f"arn:aws:states:us-east-1:123456789012:execution:unit-Hello:{txn_id}"
 
 
 async def test_bad_messages_are_ignored_and_the_loop_goes_on(broker: LocalBroker) -> None:
     registry = Registry(max_held=10)
     txn_id = new_txn_id()
-    registry.track(Transaction(txn_id, "hello", "arn"))
+    registry.track(Transaction(txn_id, "hello", arn(txn_id)))
     async with source_for(broker.port, registry) as source, Publisher(broker.port) as publisher:
         for topic, payload in [
             (f"notifier/unit/{txn_id}", b"\xff not json"),
@@ -134,7 +151,7 @@ async def test_other_instances_topics_are_not_received(broker: LocalBroker) -> N
     async with source_for(broker.port, registry) as source, Publisher(broker.port) as publisher:
         await publisher.publish(f"notifier/someone-else/{new_txn_id()}", message(new_txn_id()))
         txn_id = new_txn_id()
-        registry.track(Transaction(txn_id, "hello", "arn"))
+        registry.track(Transaction(txn_id, "hello", arn(txn_id)))
         await publisher.publish(f"notifier/unit/{txn_id}", message(txn_id))
         await eventually(lambda: source.received == 1)
         assert source.ignored == 0
@@ -154,9 +171,7 @@ async def test_resubscribes_after_the_broker_restarts() -> None:
             await broker.start()  # a new broker: no session, no subscriptions
             await eventually(lambda: source.connected)
             txn_id = new_txn_id()
-            registry.track(Transaction(txn_id, "hello", "arn"))
-            txn = registry.get(txn_id)
-            assert txn is not None
+            txn = registry.track(Transaction(txn_id, "hello", arn(txn_id)))
             async with Publisher(port) as publisher, asyncio.timeout(EVENTUALLY):
                 while txn.completion is None:  # noqa: ASYNC110 (publishes until one is received)
                     # Until the resubscription lands, publishes have no subscriber.
@@ -183,7 +198,7 @@ async def test_refresh_switches_connections_without_missing_a_completion(
         first_client = source.client_id
         txn_ids = [new_txn_id() for _ in range(60)]
         for txn_id in txn_ids:
-            registry.track(Transaction(txn_id, "hello", "arn"))
+            registry.track(Transaction(txn_id, "hello", arn(txn_id)))
 
         async def publish_all() -> None:
             for txn_id in txn_ids:
@@ -235,3 +250,85 @@ async def test_anonymous_and_forged_clients_are_refused(broker: LocalBroker) -> 
         )
         with pytest.raises(AwsCrtError):  # the broker closes the connection
             await asyncio.wrap_future(connection.connect())
+
+
+async def delivered(publisher: Publisher, registry: Registry) -> None:
+    """A completion published now reaches ``registry`` over MQTT."""
+    txn_id = new_txn_id()
+    txn = registry.track(Transaction(txn_id, "hello", arn(txn_id)))
+    await publisher.publish(f"notifier/unit/{txn_id}", message(txn_id))
+    await eventually(lambda: txn.completion is not None)
+
+
+async def test_after_every_reconnect_it_subscribes_again_whatever_the_session(
+    broker: LocalBroker,
+) -> None:
+    registry = Registry(max_held=10)
+    async with CuttableLink("127.0.0.1", broker.port) as link:
+        source = source_for(link.port, registry, keep_alive_secs=5)
+        async with source, Publisher(broker.port) as publisher:
+            await delivered(publisher, registry)
+            link.cut()
+            await forget_subscriptions(broker, source.client_id)
+            await eventually(lambda: not source.connected)  # its next ping meets the cut
+            link.restore()
+            await eventually(lambda: source.connected)
+            assert source.reconnects == 1
+            await delivered(publisher, registry)
+
+
+async def test_renew_replaces_a_connection_that_is_not_trusted(broker: LocalBroker) -> None:
+    registry = Registry(max_held=10)
+    async with source_for(broker.port, registry) as source, Publisher(broker.port) as publisher:
+        first_client = source.client_id
+        await forget_subscriptions(broker, first_client)  # connected, and deaf
+        source.renew()
+        assert not source.connected  # the sweeps take over at once
+        await eventually(lambda: source.connected)
+        assert source.client_id != first_client and source.renewals == 1
+        await delivered(publisher, registry)
+
+
+def new_dashboard_token() -> IotToken:
+    settings = issuer.IssuerSettings("notifier", AUTHORIZER, "127.0.0.1", 1883)
+    answer = issuer.issue(tokens.DASHBOARD, None, KEY, settings, time.time())
+    return IotToken.from_answer(answer)
+
+
+@pytest.mark.parametrize("kind", ["completions", "status feed"])
+async def test_the_keeper_recovers_when_its_inner_call_raises(
+    broker: LocalBroker, kind: str
+) -> None:
+    registry = Registry(max_held=10)
+    calls = 0
+
+    async def breaks_once() -> IotToken:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first refresh
+            raise RuntimeError("the token source broke")
+        return new_token() if kind == "completions" else new_dashboard_token()
+
+    margin = issuer.DEFAULT_LIFETIME_SECONDS - 1  # refresh about a second after connecting
+    source: MqttSubscription
+    if kind == "completions":
+        source = source_for(broker.port, registry, tokens=breaks_once, refresh_margin=margin)
+    else:
+        statuses: list[dict[str, Any]] = []
+        source = StatusFeed(
+            MqttSettings(transport="tcp", endpoint="127.0.0.1", port=broker.port),
+            instance_id="unit",
+            handlers=[statuses.append],
+            endpoint="127.0.0.1",
+            tokens=breaks_once,
+            refresh_margin=margin,
+        )
+    async with source, Publisher(broker.port) as publisher:
+        await eventually(lambda: source.auth_error == "the token source broke")
+        await eventually(lambda: source.refreshes >= 1 and source.auth_error is None)
+        assert f"{source.label} keeper" in {t.get_name() for t in asyncio.all_tasks()}
+        if kind == "completions":
+            await delivered(publisher, registry)
+        else:
+            await publisher.publish("notifier/status/Hello/x", {"status": "RUNNING"})
+            await eventually(lambda: statuses == [{"status": "RUNNING"}])

@@ -121,3 +121,26 @@ def test_a_failed_publish_does_not_stop_the_queue_message(sqs: Any) -> None:
     )
     assert delivered == {"status": False, "mqtt": False, "queue": True}
     assert len(received(sqs, url)) == 1
+
+
+def test_a_queue_is_looked_up_once_and_again_after_it_is_gone(sqs: Any) -> None:
+    lookups: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sqs, name)
+
+        def get_queue_url(self, **kwargs: Any) -> Any:
+            lookups.append(kwargs["QueueName"])
+            return sqs.get_queue_url(**kwargs)
+
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    relay = forwarder.Forwarder(Recorder(), Counting(), "notifier", PREFIX)
+    for _ in range(3):
+        assert relay.forward(status_event("SUCCEEDED", output="{}"))["queue"]
+    assert lookups == [f"{PREFIX}instance-a"] and len(received(sqs, url)) == 3
+    sqs.delete_queue(QueueUrl=url)
+    assert not relay.forward(status_event("SUCCEEDED", output="{}"))["queue"]
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    assert relay.forward(status_event("SUCCEEDED", output="{}"))["queue"]
+    assert len(lookups) == 2 and len(received(sqs, url)) == 1

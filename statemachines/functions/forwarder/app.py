@@ -17,6 +17,7 @@ message, which is what the daemon reads while it cannot receive MQTT.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -88,6 +89,8 @@ class Forwarder:
         self.sqs = sqs
         self.topic_root = topic_root
         self.queue_prefix = queue_prefix
+        self._queue_urls: dict[str, str] = {}
+        """Queue URL by subtopic, once found: a completion costs one SQS call, not two."""
 
     def forward(self, event: dict[str, Any]) -> dict[str, Any]:
         detail = event["detail"]
@@ -115,9 +118,14 @@ class Forwarder:
     def _enqueue(self, subtopic: str, message: dict[str, Any]) -> bool:
         """True if sent; False when the instance has no queue or the send failed."""
         try:
-            url = self.sqs.get_queue_url(QueueName=f"{self.queue_prefix}{subtopic}")["QueueUrl"]
+            url = self._queue_urls.get(subtopic)
+            if url is None:
+                name = f"{self.queue_prefix}{subtopic}"
+                url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                self._queue_urls[subtopic] = url
             self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
         except ClientError as exc:
+            self._queue_urls.pop(subtopic, None)  # deleted, perhaps: look it up next time
             code = exc.response.get("Error", {}).get("Code", "")
             if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
                 log.warning("queue for %s: %s", subtopic, exc)
@@ -128,11 +136,17 @@ class Forwarder:
         return True
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    forwarder = Forwarder(
+@functools.cache
+def warm_forwarder() -> Forwarder:
+    """One per Lambda container, made at its first event: its clients and the queue URLs it
+    found serve every later event the container handles."""
+    return Forwarder(
         boto3.client("iot-data"),
         boto3.client("sqs"),
         os.environ["TOPIC_ROOT"],
         os.environ["COMPLETION_QUEUE_PREFIX"],
     )
-    return forwarder.forward(event)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    return warm_forwarder().forward(event)

@@ -1,0 +1,53 @@
+"""Request bodies: one JSON object, no deeper than the daemon will pass on.
+
+Python's JSON parser recurses per nesting level, so a deep enough body raises
+RecursionError rather than a decoding error; and a body that parses may still be too deep
+to serialise again further down the call stack. Both are the client's mistake: a 400.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted (the object itself is level 1)."""
+
+
+class InvalidBodyError(ValueError):
+    """What is wrong with a body, in words for the client."""
+
+
+def parse_object(raw: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """The JSON object in ``raw``; raises :class:`InvalidBodyError` saying what is wrong."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidBodyError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidBodyError(f"body is nested deeper than {max_depth} levels") from None
+    if not isinstance(body, dict):
+        raise InvalidBodyError("body must be a JSON object")
+    if depth(body, max_depth + 1) > max_depth:
+        raise InvalidBodyError(f"body is nested deeper than {max_depth} levels")
+    return body
+
+
+def depth(value: Any, limit: int) -> int:
+    """How deeply arrays and objects nest in ``value`` (0 for a scalar), counted without
+    recursion and no further than ``limit``."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest >= limit:
+            return deepest
+        pending.extend((child, level + 1) for child in children)
+    return deepest

@@ -1,0 +1,89 @@
+"""DescribeExecution through the shared rate limit: statuses it does not know, redriven
+executions and failing calls never stop anything."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from notifier.executions import AwsError
+from notifier.ids import new_txn_id
+from notifier.ratelimit import RateLimiter
+from notifier.sources.describe import DescribePoller
+from notifier.waiters import Registry, Status, Transaction
+from tests.eventually import eventually
+from tests.sources.fakes import FakeExecutions, arn, describer, started
+
+
+def running_tasks() -> set[str]:
+    return {task.get_name() for task in asyncio.all_tasks() if not task.done()}
+
+
+@pytest.mark.parametrize("status", ["PENDING_REDRIVE", "HIBERNATING"])
+async def test_unknown_and_redriven_statuses_are_not_final(
+    status: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions()
+    txn = started(registry, new_txn_id())
+    executions.answer(txn.txn_id, status, status, "SUCCEEDED")
+    describe = describer(registry, executions)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert not (await describe.describe(txn) or Status.UNKNOWN).final
+            assert txn.completion is None
+    unknown = [r for r in caplog.records if "unknown here" in r.getMessage()]
+    assert len(unknown) == (1 if status == "HIBERNATING" else 0)  # once, not per call
+    assert await describe.describe(txn) is Status.SUCCEEDED
+    assert txn.completion is not None and txn.completion.via == "poll"
+    assert txn.completion.output == {"for": arn(txn.txn_id)}
+
+
+async def test_a_failed_call_answers_nothing() -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions()
+    txn = started(registry, new_txn_id())
+    executions.answer(txn.txn_id, AwsError("DescribeExecution", "Throttling", "slow down"))
+    assert await describer(registry, executions).describe(txn) is None
+    assert txn.completion is None and txn.asked_at is not None
+
+
+async def test_patience_gives_up_when_the_rate_limit_is_spent() -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions()
+    txn = started(registry, new_txn_id())
+    limiter = RateLimiter(rate=0.01, burst=1)
+    await limiter.acquire()  # the only token for the next 100 s
+    describe = describer(registry, executions)
+    describe.limiter = limiter
+    assert await describe.describe(txn, patience=0.05) is None
+    assert executions.described == []
+
+
+async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions()
+    txn_id = new_txn_id()
+    # A re-attached execution of another instance: only the poller asks about it.
+    txn = registry.track(Transaction(txn_id, "hello", arn(txn_id), poll=True))
+    executions.answer(
+        txn_id, "PENDING_REDRIVE", "HIBERNATING", RuntimeError("the inner call broke"), "SUCCEEDED"
+    )
+    async with registry.hold(txn_id) as waiter:
+        async with DescribePoller(registry, describer(registry, executions), 0.01):
+            completion = await waiter
+            assert "describe-poller" in running_tasks()
+    assert completion is not None and completion.status is Status.SUCCEEDED
+    assert len(executions.described) == 4 and txn.completion is completion
+
+
+async def test_the_shared_limit_holds_for_everyone() -> None:
+    limiter = RateLimiter(rate=50, burst=5)
+    registry, executions = Registry(max_held=100), FakeExecutions()
+    describe = describer(registry, executions)
+    describe.limiter = limiter
+    txns = [started(registry, new_txn_id()) for _ in range(15)]
+    began = time.monotonic()
+    await asyncio.gather(*(describe.describe(txn) for txn in txns))
+    # 5 at once, then 10 more at 50 a second: at least 0.2 s, whatever the machine.
+    assert time.monotonic() - began >= 0.19
+    await eventually(lambda: len(executions.described) == 15)
