@@ -80,7 +80,8 @@ HEALTH = {
 
 READINESS = {
     "type": "object",
-    "required": ["ready", "state", "instanceId", "completion", "accepting", "held"],
+    "description": "With API keys required, everything but ready and state only with a valid key",
+    "required": ["ready", "state"],
     "additionalProperties": False,
     "properties": {
         "ready": {"type": "boolean"},

@@ -181,7 +181,7 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
 @pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
 async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
     data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
-    status, _, body = await answer(await served.client.post("/hello", data=data))
+    status, _, body = await answer(await served.client.post("/hello", data=data, headers=JSON_BODY))
     assert status == 400, body
     assert "nested deeper than 64 levels" in body["message"]
     assert served.executions.started.empty()
@@ -572,6 +572,22 @@ async def test_readyz_says_whether_aws_answers(served: Served) -> None:
     served.app[ADMISSION].accepting = False
     status, _, body = await answer(await served.client.get("/readyz"))
     assert (status, body["accepting"]) == (503, False)
+
+
+async def test_readyz_details_need_a_key_when_keys_are_required() -> None:
+    key = new_key()
+    async with serving(settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})) as served:
+        served.executions.unreachable = "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        for headers in ({}, {"x-api-key": key[::-1]}):
+            status, _, body = await answer(await served.client.get("/readyz", headers=headers))
+            # A load balancer still learns whether to send traffic, and nothing else.
+            assert (status, body) == (503, {"ready": False, "state": "not ready"}), headers
+        status, _, body = await answer(
+            await served.client.get("/readyz", headers={"x-api-key": key})
+        )
+        assert status == 503
+        assert body["awsError"] == "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        assert {"sqsQueue", "instanceId", "held"} <= body.keys()
 
 
 async def test_healthz_and_metrics(served: Served) -> None:
