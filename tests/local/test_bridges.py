@@ -6,6 +6,9 @@ import io
 import json
 import zipfile
 
+import pytest
+
+from notifier.local import eventbridge_targets
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
 from tests.mqtt_support import MqttRecorder
@@ -197,3 +200,54 @@ async def test_start_execution_without_name_gets_a_fresh_one(local_stack: LocalS
     names = [arn.rsplit(":", 1)[1] for arn in arns]
     assert names[0] != names[1]
     assert all(len(name) == 36 for name in names)
+
+
+# ---------------------------------------------------------------- asynchronous invocations
+
+
+class FailingFunction:
+    """A moto LambdaFunction as eventbridge_targets sees it, failing ``failures`` times."""
+
+    function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+
+    def __init__(self, failures: int, dead_letter: str | None = "arn:aws:sqs:us-east-1:1:dlq"):
+        self.failures = failures
+        self.calls = 0
+        self.dead_letter_config = {"TargetArn": dead_letter} if dead_letter else None
+
+    def _invoke_lambda(self, event: str) -> tuple[str, bool, str]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            return json.dumps({"errorMessage": f"failure {self.calls}"}), True, ""
+        return "{}", False, ""
+
+
+@pytest.mark.parametrize(
+    ("failures", "calls", "kept"), [(0, 1, False), (2, 3, False), (3, 3, True)]
+)
+def test_a_failed_asynchronous_invocation_is_retried_twice_then_kept(
+    failures: int, calls: int, kept: bool
+) -> None:
+    function = FailingFunction(failures)
+    delays: list[float] = []
+    dead_letters: list[tuple[str, str, dict[str, str]]] = []
+    eventbridge_targets.invoke_async(
+        function, '{"e": 1}', lambda *sent: dead_letters.append(sent), delays.append
+    )
+    assert function.calls == calls
+    assert [d for d in delays if d] == list(eventbridge_targets.RETRY_DELAYS[: calls - 1])
+    if kept:
+        ((queue, body, attributes),) = dead_letters
+        assert (queue, body) == ("arn:aws:sqs:us-east-1:1:dlq", '{"e": 1}')
+        assert attributes["ErrorCode"] == "200" and "failure 3" in attributes["ErrorMessage"]
+    else:
+        assert dead_letters == []
+
+
+def test_without_a_dead_letter_queue_a_failed_event_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    function = FailingFunction(3, dead_letter=None)
+    eventbridge_targets.invoke_async(function, "{}", lambda *sent: None, lambda delay: None)
+    assert function.calls == 3
+    assert "dropped after its retries" in caplog.text

@@ -72,3 +72,40 @@ async def test_an_ending_without_publishing_reaches_the_instance_topic_and_queue
     if error is not None:
         assert message["error"] == error
     assert dashboard["status"] in ("RUNNING", status)
+
+
+async def test_an_event_the_forwarder_fails_on_is_retried_then_kept_in_the_undelivered_queue(
+    stack: LocalStack,
+) -> None:
+    """The forwarder's errors reach Lambda, which retries and then uses the dead-letter queue
+    the template gives the function (the queue the StatusUndeliveredAlarm watches)."""
+    detail = {
+        "stateMachineArn": stack.outputs["HelloStateMachineArn"],
+        "status": "SUCCEEDED",
+        "marker": new_id("undeliverable"),  # no execution: the forwarder cannot forward it
+    }
+    async with stack.aws().client("events") as events:
+        await events.put_events(
+            Entries=[
+                {
+                    "Source": "aws.states",
+                    "DetailType": "Step Functions Execution Status Change",
+                    "Detail": json.dumps(detail),
+                }
+            ]
+        )
+    url = stack.outputs["StatusUndeliveredQueueUrl"]
+    async with stack.aws().client("sqs") as sqs, asyncio.timeout(EVENTUALLY):
+        while True:
+            received = await sqs.receive_message(
+                QueueUrl=url, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+            )
+            kept = [m for m in received.get("Messages", []) if detail["marker"] in m["Body"]]
+            if kept:
+                break
+    (message,) = kept
+    assert json.loads(message["Body"])["detail"] == detail
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["ErrorCode"] == "200"
+    assert "KeyError" in attributes["ErrorMessage"]  # of the fields the event lacks
+    assert attributes["RequestID"]
