@@ -2,7 +2,8 @@
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install (and Debian's chromium, for the browser test), then run the whole suite
-# make lint      ruff and mypy on the code, cfn-lint and checkov on the CloudFormation template
+# make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
+#                template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -61,6 +62,7 @@ test: install checkov browser
 lint: install checkov
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/mypy
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
 	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
 
 bench: install-plot

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
+import pickle  # nosec B403  # settings from the parent bench process, over a pipe
 import re
 import sys
 from pathlib import Path
@@ -97,7 +97,7 @@ def main() -> None:
     from notifier.daemon import serve
     from notifier.logs import setup_logging
 
-    settings: Settings = pickle.load(sys.stdin.buffer)
+    settings: Settings = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's own pipe
     setup_logging(settings.daemon.log_level, json_lines=True)
 
     sys.exit(asyncio.run(serve(settings, on_ready=lambda daemon: announce_ready(daemon.port))))

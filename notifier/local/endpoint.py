@@ -18,13 +18,15 @@ import threading
 import warnings
 from typing import Any
 
-PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"
+from notifier.local.settings import DUMMY_CREDENTIAL
+
+PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"  # nosec B105  # a variable name
 # Template resources the local stack leaves out; cloudformation_resources says why.
 SKIPPED_ON_PURPOSE = ("AWS::S3::BucketPolicy", "AWS::CloudWatch::Alarm")
 
 DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIAL,
+    "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIAL,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import os
-import subprocess
+import subprocess  # nosec B404  # starts the local Lambda workers, own code only
 import sys
 import tempfile
 import threading
@@ -25,6 +25,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from notifier.local.settings import DUMMY_CREDENTIAL
 
 log = logging.getLogger("notifier.local.lambda")
 
@@ -36,7 +38,7 @@ class Worker:
 
     def __init__(self, code_dir: Path, handler: str, env: dict[str, str], name: str) -> None:
         reply_read, reply_write = os.pipe()
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # nosec B603  # this interpreter, fixed arguments
             [
                 sys.executable,
                 "-m",
@@ -182,8 +184,8 @@ class LocalLambdaRuntime:
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIAL,
                 "AWS_REGION": function.region,
                 "AWS_DEFAULT_REGION": function.region,
                 "AWS_LAMBDA_FUNCTION_NAME": function.function_name,

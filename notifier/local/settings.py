@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCAL_CONFIG = Path(__file__).resolve().parent / "local.toml"
+DUMMY_CREDENTIAL = "local"
+"""The access key id and secret of every local client: the local endpoint accepts any
+credentials, these only let the SDKs sign."""
 """The daemon's configuration against the local stack, shipped in the package."""
 
 

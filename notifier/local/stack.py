@@ -20,7 +20,7 @@ from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
-from notifier.local.settings import LocalStackSettings
+from notifier.local.settings import DUMMY_CREDENTIAL, LocalStackSettings
 from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
@@ -112,8 +112,8 @@ class LocalStack(Service):
         return AwsSettings(
             region=LOCAL_REGION,
             endpoint_url=self.endpoint.url,
-            access_key_id="local",
-            secret_access_key="local",
+            access_key_id=DUMMY_CREDENTIAL,
+            secret_access_key=DUMMY_CREDENTIAL,
         )
 
     def aws(self) -> AwsClients:
