@@ -79,10 +79,13 @@ async def test_an_event_the_forwarder_fails_on_is_retried_then_kept_in_the_undel
 ) -> None:
     """The forwarder's errors reach Lambda, which retries and then uses the dead-letter queue
     the template gives the function (the queue the StatusUndeliveredAlarm watches)."""
-    detail = {
+    marker = new_id("undeliverable")
+    detail = {  # no name: the forwarder cannot forward it
+        "executionArn": f"{stack.outputs['HelloStateMachineArn']}:{marker}".replace(
+            ":stateMachine:", ":execution:"
+        ),
         "stateMachineArn": stack.outputs["HelloStateMachineArn"],
         "status": "SUCCEEDED",
-        "marker": new_id("undeliverable"),  # no execution: the forwarder cannot forward it
     }
     async with stack.aws().client("events") as events:
         await events.put_events(
@@ -100,7 +103,7 @@ async def test_an_event_the_forwarder_fails_on_is_retried_then_kept_in_the_undel
             received = await sqs.receive_message(
                 QueueUrl=url, WaitTimeSeconds=1, MessageAttributeNames=["All"]
             )
-            kept = [m for m in received.get("Messages", []) if detail["marker"] in m["Body"]]
+            kept = [m for m in received.get("Messages", []) if marker in m["Body"]]
             if kept:
                 break
     (message,) = kept
