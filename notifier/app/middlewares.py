@@ -57,7 +57,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
     """While API keys are off, refuse (403) what a page of another site makes a browser send.
 
-    A browser names the page's origin in ``Origin`` on every cross-origin request, so one
+    A browser names the page's origin in ``Origin`` on every cross-origin request but a
+    plain navigation or an embedded image (neither of which can read the answer), so one
     that is not this daemon's own (the scheme and ``Host`` it was sent to) is refused, and a
     cross-site form can start nothing. A daemon listening on loopback also answers only to a
     loopback ``Host``: a page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is its
@@ -66,7 +67,7 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     http = request.app[SETTINGS].current.http
     if http.require_api_key:
         return await handler(request)
-    if _is_loopback(http.host) and not _is_loopback(URL(f"//{request.host}").host or ""):
+    if _is_loopback(http.host) and not _is_loopback(_host_name(request.host)):
         return answers.error(
             403, f"this daemon answers to its loopback name only, not to {request.host!r}"
         )
@@ -74,6 +75,14 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
         return answers.error(403, f"a request from another origin ({origin}) is refused")
     return await handler(request)
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header, without its port; empty if it is not one."""
+    try:
+        return URL(f"//{host}").host or ""
+    except ValueError:
+        return ""
 
 
 def _is_loopback(host: str) -> bool:

@@ -516,7 +516,7 @@ async def test_a_loopback_daemon_answers_to_loopback_names_only(served: Served) 
     """A name re-pointed at 127.0.0.1 (DNS rebinding) makes the attacker's page the daemon's
     own origin; its Host still names the attacker's site."""
     port = served.client.port
-    for host in (f"evil.example:{port}", f"10.0.0.1:{port}"):
+    for host in (f"evil.example:{port}", f"10.0.0.1:{port}", "no host at all"):
         headers = {"Host": host, "Origin": f"http://{host}"}
         status, _, body = await answer(await served.client.post("/hello", json={}, headers=headers))
         assert status == 403, host
