@@ -1,7 +1,8 @@
 # make install   create .venv and install notifier with the local stack and the development
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium, for the browser test), then run the whole suite
+# make test      install (and Debian's chromium and mosquitto-clients, for the browser test and the
+#                stock MQTT client's test), then run the whole suite
 # make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
 #                template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
@@ -22,7 +23,7 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot checkov browser run test lint bench check-wheel clean
+.PHONY: install install-plot checkov test-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
@@ -48,15 +49,21 @@ install-plot: install
 run: install
 	$(BIN)/notifier local
 
-# The dashboard's browser test drives a real Chromium: Debian's package, not a download.
-browser:
-	@command -v $(CHROMIUM) >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "no $(CHROMIUM): install Chromium and set CHROMIUM=<its path>"; exit 1; }; \
-	  echo "installing Debian's chromium for the browser test"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+# Debian packages the tests drive, installed with apt-get when missing (never a download):
+# chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
+# against the local broker. Each is COMMAND:PACKAGE.
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients
 
-test: install checkov browser
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	[ -z "$$missing" ] || { \
+	  command -v apt-get >/dev/null || { echo "missing:$$missing (install them; CHROMIUM=<path> for another Chromium)"; exit 1; }; \
+	  echo "installing Debian's$$missing for the tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
+
+test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install checkov

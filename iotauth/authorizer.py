@@ -45,7 +45,6 @@ def authorize(
     event: Mapping[str, Any],
     keys: Callable[[str | None], Mapping[str, bytes]],
     settings: AuthorizerSettings,
-    now: float,
 ) -> tuple[dict[str, Any], str]:
     """The authorizer's answer to ``event`` and, for the log, why.
 
@@ -60,12 +59,12 @@ def authorize(
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return deny(), "password is not a token"
     try:
-        claims = verify(token, keys(unverified_key_id(token)), now)
+        claims = verify(token, keys(unverified_key_id(token)))
     except InvalidToken as exc:
         return deny(), str(exc)
     if client_id != claims.client_id:
         return deny(), f"client id {client_id!r} is not the token's"
-    seconds = int(claims.expires_at - now)
+    seconds = int(claims.expires_at - time.time())
     session = max(MIN_SESSION_SECONDS, min(MAX_SESSION_SECONDS, seconds))
     answer = {
         "isAuthenticated": True,
@@ -129,9 +128,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         topic_root=os.environ["TOPIC_ROOT"],
         arn_prefix=iot_arn_prefix(context.invoked_function_arn),
     )
-    answer, reason = authorize(
-        event, lambda kid: keys.ring_knowing(kid).by_id, settings, time.time()
-    )
+    answer, reason = authorize(event, lambda kid: keys.ring_knowing(kid).by_id, settings)
     connection = (event.get("connectionMetadata") or {}).get("id")
     allowed = answer["isAuthenticated"]
     print(json.dumps({"allowed": allowed, "reason": reason, "connection": connection}))

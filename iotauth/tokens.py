@@ -1,9 +1,10 @@
 """Signed, short-lived, scoped MQTT tokens: what they grant, how they are signed and checked.
 
-A token is ``nt1.<claims>.<signature>``: the claims are base64url JSON
-``{"kid", "scope", "sub", "cid", "iat", "exp"}``, the signature is base64url HMAC-SHA256 of
-``nt1.<claims>`` with the key named by ``kid``. What a token may subscribe to is not in the
-token: it follows from its scope and subtopic, here, for the issuer and the authorizer alike.
+A token is a JWT (RFC 7519) signed with HS256, made and checked with PyJWT. Its header names
+the signing key in ``kid``; its claims are ``scope``, ``sub`` (the subtopic, daemon tokens
+only), ``cid`` (the MQTT client id), ``iat`` and ``exp``. What a token may subscribe to is not
+in the token: it follows from its scope and subtopic, here, for the issuer and the authorizer
+alike.
 
 Scopes: ``daemon`` tokens receive ``<topic_root>/<subtopic>/#`` (that daemon's completions);
 ``dashboard`` tokens receive ``<topic_root>/status/#`` only. No token may publish.
@@ -11,24 +12,25 @@ Scopes: ``daemon`` tokens receive ``<topic_root>/<subtopic>/#`` (that daemon's c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-PREFIX = "nt1"
+import jwt
+
+ALGORITHM = "HS256"
 DAEMON = "daemon"
 DASHBOARD = "dashboard"
 SCOPES = (DAEMON, DASHBOARD)
 STATUS_SUBTOPIC = "status"
 """The status topics' level under the topic root; no daemon may use it as its subtopic."""
-CLOCK_SKEW_SECONDS = 60
+LEEWAY_SECONDS = 30
+"""Clock skew allowed between the issuer and the authorizer, for ``exp`` and ``iat``."""
 MAX_TOKEN_LENGTH = 2048
+REQUIRED_CLAIMS = ["exp", "iat", "scope", "cid"]
 
 SUBTOPIC = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\.[a-f0-9]{12}")
@@ -71,86 +73,71 @@ def key_id(key: bytes) -> str:
 
 
 def sign(claims: Claims, key: bytes) -> str:
-    body = {
-        "kid": key_id(key),
+    payload: dict[str, Any] = {
         "scope": claims.scope,
-        "sub": claims.subtopic,
         "cid": claims.client_id,
         "iat": claims.issued_at,
         "exp": claims.expires_at,
     }
-    encoded = _b64encode(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-    signed = f"{PREFIX}.{encoded}"
-    return f"{signed}.{_b64encode(_mac(key, signed))}"
+    if claims.subtopic is not None:
+        payload["sub"] = claims.subtopic
+    return jwt.encode(payload, key, algorithm=ALGORITHM, headers={"kid": key_id(key)})
 
 
-def verify(token: str, keys: Mapping[str, bytes], now: float) -> Claims:
+def verify(token: str, keys: Mapping[str, bytes]) -> Claims:
     """The claims of a well-formed, authentic, current token; :class:`InvalidToken` otherwise.
 
     ``keys`` maps key ids to keys (the current one and, during a rotation, the previous one).
+    Only HS256 is accepted, whatever the token's header says; ``exp`` and ``iat`` are checked
+    against the clock with :data:`LEEWAY_SECONDS` of leeway.
     """
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("token too long")
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
-        raise InvalidToken("not a notifier token")
+    kid = unverified_key_id(token)
+    if kid is None:
+        raise InvalidToken("not a notifier token (no JWT with a key id)")
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidToken("bad signature (unknown key id)")
     try:
-        body = json.loads(_b64decode(parts[1]))
-        signature = _b64decode(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidToken("malformed token") from None
-    if not isinstance(body, dict):
-        raise InvalidToken("malformed claims")
-    kid = body.get("kid")
-    key = keys.get(kid) if isinstance(kid, str) else None
-    # Compared even for an unknown key id, so the answer takes the same time either way.
-    expected = _mac(key or b"\0" * 32, f"{parts[0]}.{parts[1]}")
-    if not hmac.compare_digest(expected, signature) or key is None:
-        raise InvalidToken("bad signature")
-    claims = _claims(body)
-    if claims.expires_at <= now:
-        raise InvalidToken("expired")
-    if claims.issued_at > now + CLOCK_SKEW_SECONDS:
-        raise InvalidToken("issued in the future")
-    return claims
+        body = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("expired") from None
+    except jwt.ImmatureSignatureError:
+        raise InvalidToken("issued in the future") from None
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("bad signature") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"malformed token: {exc}") from None
+    return _claims(body)
 
 
 def unverified_key_id(token: str) -> str | None:
     """The key id a token names, unchecked: only to pick (or reload) the key to verify it with."""
-    parts = token.split(".")
     try:
-        body = json.loads(_b64decode(parts[1])) if len(parts) == 3 else None
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
         return None
-    kid = body.get("kid") if isinstance(body, dict) else None
     return kid if isinstance(kid, str) else None
 
 
-def _claims(body: dict[str, object]) -> Claims:
+def _claims(body: dict[str, Any]) -> Claims:
     scope, subtopic, client_id = body.get("scope"), body.get("sub"), body.get("cid")
-    issued_at, expires_at = body.get("iat"), body.get("exp")
     if scope not in SCOPES:
         raise InvalidToken(f"unknown scope {scope!r}")
     if not (subtopic is None or isinstance(subtopic, str)):
         raise InvalidToken("malformed subtopic")
     if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
         raise InvalidToken("malformed client id")
+    issued_at, expires_at = body["iat"], body["exp"]
     if not isinstance(issued_at, int) or not isinstance(expires_at, int):
         raise InvalidToken("malformed times")
     claims = Claims(str(scope), subtopic, client_id, issued_at, expires_at)
     topic_filters("root", claims.scope, claims.subtopic)  # raises for a scope granting nothing
     return claims
-
-
-def _mac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64decode(text: str) -> bytes:
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -23,7 +23,7 @@ from notifier.bench import run as bench
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
-from notifier.local.settings import LOCAL_CONFIG, LocalStackSettings
+from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
 
 if TYPE_CHECKING:
@@ -98,17 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = LocalStackSettings()
     local.add_argument("--host", default=defaults.host, help="address to listen on")
+    ports = {
+        "--aws-port": (defaults.aws_port, "AWS API endpoint port"),
+        "--mqtt-port": (defaults.mqtt_port, "plain MQTT port (tcp)"),
+        "--mqtt-tls-port": (defaults.mqtt_tls_port, "MQTT over TLS, ALPN mqtt (custom-auth, mtls)"),
+        "--mqtt-wss-port": (defaults.mqtt_wss_port, "MQTT over WebSockets over TLS port"),
+        "--issuer-port": (defaults.issuer_port, "token API port (SigV4, local credentials)"),
+        "--http-port": (3000, "the daemon's HTTP port"),
+    }  # fmt: skip
+    for option, (default, description) in ports.items():
+        local.add_argument(option, type=int, default=default, help=f"{description}; 0: any free")
     local.add_argument(
-        "--aws-port", type=int, default=defaults.aws_port, help="AWS API endpoint port"
+        "--work-dir",
+        type=Path,
+        help="the stack's files: its CA and the broker's certificate "
+        "(default: build/local/<stack name> in the source tree)",
     )
-    local.add_argument("--mqtt-port", type=int, default=defaults.mqtt_port, help="MQTT port")
-    local.add_argument(
-        "--issuer-port",
-        type=int,
-        default=defaults.issuer_port,
-        help="token issuer port (its API key: [iotauth] api_key of notifier/local/local.toml)",
-    )
-    local.add_argument("--http-port", type=int, default=3000, help="the daemon's HTTP port")
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
 
@@ -120,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 def banner(stack: LocalStack, daemon: Daemon) -> str:
     assert stack.endpoint is not None
     url = stack.endpoint.url
-    mqtt = f"{stack.settings.host}:{stack.broker.port}"
+    host = stack.settings.host
+    mqtt, tls = f"{host}:{stack.broker.port}", f"{host}:{stack.broker.tls_port}"
+    wss = f"{host}:{stack.broker.wss_port}"
     outputs = "\n".join(f"    {k:<28} {v}" for k, v in sorted(stack.outputs.items()))
     hello = stack.outputs.get("HelloStateMachineArn", "<HelloStateMachineArn>")
     root = stack.settings.topic_root
@@ -130,8 +137,11 @@ notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
   dashboard         {daemon.url}/   (live executions, details, approvals)
   AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
-  MQTT broker       mqtt://{mqtt}   (amqtt, standing in for AWS IoT Core; token required)
-  token issuer      {stack.issuer_url}   (x-api-key: [iotauth] api_key of notifier/local/local.toml)
+  MQTT broker       mqtts://{tls}   (amqtt, standing in for AWS IoT Core; TLS, ALPN mqtt)
+                    wss://{wss}/mqtt   mqtt://{mqtt}   (token required on each)
+  broker's CA       {stack.ca_file}
+  daemon MQTT       transport {daemon.settings.mqtt.transport!r}, port {daemon.settings.mqtt.port}
+  token API         {stack.issuer_url}   (SigV4, credentials local/local, as in local.toml)
   stack {stack.settings.stack_name!r} outputs:
 {outputs}
 
@@ -141,7 +151,8 @@ Try, in another terminal:
   curl -sS -X POST {daemon.url}/archive -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
   notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
-  mosquitto_sub -h {stack.settings.host} -p {stack.broker.port} -V mqttv311 -v \\
+  mosquitto_sub -h {host} -p {stack.broker.tls_port} --cafile {stack.ca_file} \\
+      --tls-alpn mqtt -V mqttv311 -v \\
       -u "$(jq -r .username token.json)" -P "$(jq -r .password token.json)" \\
       -i "$(jq -r .clientId token.json)" -t '{root}/demo/#'
   aws --endpoint-url {url} stepfunctions start-execution \\
@@ -152,12 +163,15 @@ Try, in another terminal:
 async def run_local(args: argparse.Namespace) -> int:
     from notifier.local.stack import LocalStack
 
+    defaults = LocalStackSettings()
     settings = LocalStackSettings(
         host=args.host,
         aws_port=args.aws_port,
         mqtt_port=args.mqtt_port,
+        mqtt_tls_port=args.mqtt_tls_port,
+        mqtt_wss_port=args.mqtt_wss_port,
         issuer_port=args.issuer_port,
-        issuer_api_key=load_settings(LOCAL_CONFIG, os.environ).iotauth.api_key or "",
+        work_dir=args.work_dir or LOCAL_WORK_ROOT / defaults.stack_name,
         topic_root=args.topic_root,
         log_level=args.log_level,
     )

@@ -52,18 +52,23 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class MqttSettings:
-    transport: Literal["custom-auth", "tcp", "mtls", "websockets"] = "custom-auth"
-    """``custom-auth``: IoT Core over TLS with a token from the iotauth issuer;
-    ``tcp``: plain MQTT with such a token (the local broker); ``mtls``: IoT Core with a
-    device certificate; ``websockets``: IoT Core over WebSocket signed with AWS credentials."""
+    transport: Literal["custom-auth", "custom-auth-websockets", "tcp", "mtls", "websockets"] = (
+        "custom-auth"
+    )
+    """``custom-auth``: IoT Core over TLS (ALPN ``mqtt``) with a token from the iotauth issuer;
+    ``custom-auth-websockets``: the same over WebSocket; ``tcp``: plain MQTT with such a token
+    (the local broker only); ``mtls``: IoT Core with a device certificate; ``websockets``:
+    IoT Core over WebSocket signed with AWS credentials (SigV4)."""
     endpoint: str | None = None
     """Broker host; unset means the account's IoT data endpoint (DescribeEndpoint)."""
     port: int | None = None
-    """Unset: 443 for custom-auth and websockets, 1883 for tcp, 8883 for mtls."""
+    """Unset: 443 for custom-auth and the websockets transports, 1883 for tcp, 8883 for mtls."""
     topic_root: str = "notifier"
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
+    """The CA to trust for the broker's certificate; unset: the system's (IoT Core's CA,
+    Amazon Root CA 1, is among them). Relative paths in a file are relative to the file."""
     keep_alive_secs: int = 5
     """Seconds between pings: how soon a link that went silent is noticed. Also bounds the
     wait for CONNACK and each ping's answer (:func:`notifier.sources.mqtt.response_timeout_ms`)."""
@@ -78,15 +83,15 @@ class IotAuthSettings:
     """The token issuer the daemon gets its MQTT tokens from (transports custom-auth, tcp)."""
 
     issuer_url: str | None = None
-    """Base URL of the issuer (the stack's ``TokenIssuerUrl`` output)."""
-    api_key: str | None = None
-    """Sent as ``x-api-key`` (the local stack's issuer); unset: requests are signed with
-    SigV4 (``execute-api``) using the [aws] credentials, as API Gateway requires."""
+    """Base URL of the issuer (the stack's ``TokenIssuerUrl`` output). Requests to it are
+    signed with SigV4 (``execute-api``) using the [aws] credentials, as API Gateway requires."""
     refresh_margin: float = 300.0
     """Seconds before a token expires when the daemon connects anew with a fresh one."""
 
 
-TOKEN_TRANSPORTS = ("custom-auth", "tcp")
+TOKEN_TRANSPORTS = ("custom-auth", "custom-auth-websockets", "tcp")
+FILE_KEYS = {"mqtt": ("cert_file", "key_file", "ca_file")}
+"""Settings that name files: relative to the configuration file they are written in."""
 # Paths of the daemon's own endpoints, which a route name would shadow.
 RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
@@ -216,9 +221,10 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{where}: unknown section [{key}]")
 
     sections = {
-        name: _build(cls, _table(raw, name, where), env, _env_prefix(name), where, name)
+        name: _build(cls, _files_relative_to(path, _table(raw, name, where), name), env,
+                     _env_prefix(name), where, name)
         for name, cls in _SECTIONS.items()
-    }
+    }  # fmt: skip
     routes = _named_tables(raw, "routes", RouteSettings, env, where)
     for name in routes:
         if not _ROUTE.fullmatch(name) or name in RESERVED_PATHS:
@@ -247,6 +253,17 @@ def _named_tables(
             raise ConfigError(f"{where}: [{label}] must be a table")
         built[name] = _build(cls, table, env, _env_prefix(f"{kind}_{name}"), where, label)
     return built
+
+
+def _files_relative_to(path: Path | None, table: dict[str, Any], section: str) -> dict[str, Any]:
+    """``table`` with its relative file names (:data:`FILE_KEYS`) made relative to ``path``."""
+    relative = {
+        key: str(path.parent / value)
+        for key in FILE_KEYS.get(section, ())
+        if path is not None and isinstance(value := table.get(key), str)
+        and not Path(value).is_absolute()
+    }  # fmt: skip
+    return {**table, **relative}
 
 
 def _env_prefix(section: str) -> str:
@@ -356,7 +373,7 @@ def _validate(s: Settings, where: str) -> None:
         fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
     if uses_mqtt and s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
         fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
-    if s.mqtt.transport not in TOKEN_TRANSPORTS and (s.iotauth.issuer_url or s.iotauth.api_key):
+    if s.mqtt.transport not in TOKEN_TRANSPORTS and s.iotauth.issuer_url:
         fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
     if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
         fail("[iotauth] issuer_url: expected an http(s):// URL")

@@ -20,7 +20,7 @@ from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
 from notifier.app.wiring import create_app
 from notifier.app.wiring import reload as reload_app
 from notifier.aws import AwsSettings
-from notifier.config import ConfigError, Settings, load_settings
+from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.lifecycle import Service
@@ -220,25 +220,36 @@ def local_settings(
 ) -> Settings:
     """Settings for the daemon against a running local stack.
 
-    Read from ``path`` (default ``notifier/local/local.toml``) with environment overrides; where the
-    stack's MQTT broker, AWS endpoint, token issuer, bucket, completion and approval queues
-    are, and the issuer's API key, are taken from the stack itself.
+    Read from ``path`` (default ``notifier/local/local.toml``) with environment overrides;
+    where the stack's MQTT broker (the port of the configured transport), its CA, AWS
+    endpoint, token issuer (for the transports that use tokens), bucket, completion and
+    approval queues are, are taken from the stack itself.
     """
     settings = load_settings(path or LOCAL_CONFIG, env)
+    served = {
+        "custom-auth": stack.broker.tls_port,
+        "custom-auth-websockets": stack.broker.wss_port,
+        "tcp": stack.broker.port,
+        "mtls": stack.broker.tls_port,
+    }
+    transport = settings.mqtt.transport
+    if settings.daemon.completion == "mqtt" and transport not in served:
+        raise ConfigError(
+            f"[mqtt] transport: the local stack serves {', '.join(served)}, not {transport!r}"
+        )
     return dataclasses.replace(
         settings,
         aws=stack.aws_settings,
         mqtt=dataclasses.replace(
             settings.mqtt,
-            transport="tcp",
             endpoint=stack.settings.host,
-            port=stack.broker.port,
+            port=served.get(transport, stack.broker.port),
             topic_root=stack.settings.topic_root,
+            ca_file=str(stack.ca_file),
         ),
         iotauth=dataclasses.replace(
             settings.iotauth,
-            issuer_url=stack.issuer_url,
-            api_key=stack.settings.issuer_api_key,
+            issuer_url=stack.issuer_url if transport in TOKEN_TRANSPORTS else None,
         ),
         sqs=dataclasses.replace(
             settings.sqs,

@@ -1,7 +1,7 @@
 """Client of the iotauth token issuer: MQTT credentials for the daemon and for `notifier token`.
 
-Against AWS the request is signed with SigV4 (service ``execute-api``) using the usual AWS
-credentials; against the local stack it carries the configured API key instead.
+Requests are signed with SigV4 (service ``execute-api``) using the [aws] credentials (else the
+usual AWS environment), against the stack's API in AWS and the local stack's alike.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import aiohttp
 
 from notifier.aws import AwsSettings
 from notifier.config import IotAuthSettings
-
-API_KEY_HEADER = "x-api-key"
 
 
 class TokenError(Exception):
@@ -79,7 +77,6 @@ class TokenIssuer:
         if not settings.issuer_url:
             raise TokenError("no token issuer configured ([iotauth] issuer_url)")
         self.url = settings.issuer_url.rstrip("/")
-        self.api_key = settings.api_key
         self.aws = aws
         self.timeout = timeout
 
@@ -92,10 +89,7 @@ class TokenIssuer:
     async def _request(self, path: str) -> IotToken:
         url = self.url + path
         headers = {"accept": "application/json"}
-        if self.api_key:
-            headers[API_KEY_HEADER] = self.api_key
-        else:
-            headers.update(await asyncio.to_thread(self._sigv4_headers, url))
+        headers.update(await asyncio.to_thread(self._sigv4_headers, url))
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             async with aiohttp.ClientSession(timeout=timeout) as http:

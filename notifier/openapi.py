@@ -14,7 +14,7 @@ from typing import Any, get_args, get_type_hints
 from notifier import __version__
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.preferences import PREFER_WAIT_PATTERN
-from notifier.config import DaemonSettings
+from notifier.config import DaemonSettings, MqttSettings
 from notifier.dashboard.approvals import MAX_COMMENT, Decision
 from notifier.ids import TXN_ID_PATTERN
 from notifier.waiters import Status
@@ -91,6 +91,10 @@ READINESS = {
         "accepting": {"type": "boolean", "description": "false while draining"},
         "awsReachable": {"type": "boolean"},
         "awsError": {"type": ["string", "null"]},
+        "mqttTransport": {
+            "enum": [*get_args(get_type_hints(MqttSettings)["transport"]), None],
+            "description": "null when polling",
+        },
         "mqttConnected": {"type": ["boolean", "null"], "description": "null when polling"},
         "mqttAuthError": {"type": ["string", "null"]},
         "mqttTokenRefreshes": {"type": ["integer", "null"]},

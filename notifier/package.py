@@ -7,7 +7,9 @@ In the source template, as `aws cloudformation package` accepts it:
   refers to as ``${Name}`` in ``DefinitionSubstitutions``;
 - a Lambda function names its code directory in ``Code: functions/processa``; a
   directory that is a Python package (``Code: ../iotauth``) is zipped under its own
-  name, so its handlers are named ``iotauth.issuer.handler``.
+  name, so its handlers are named ``iotauth.issuer.handler``. A ``requirements.txt``
+  in the code directory names distributions the zip must carry too (one name a line);
+  they are copied from the installed ones, and must be pure Python.
 
 Packaging replaces the state machine's two keys with a ``DefinitionString``
 that is ``Fn::Sub`` of the ASL text, each ``${Name}`` rewritten to the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib.metadata
 import io
 import json
 import re
@@ -39,7 +42,7 @@ import subprocess  # nosec B404  # runs only the checkov executable given on the
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,10 @@ ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 ZIP_FILE_MODE = 0o644 << 16
 SKIPPED_DIRECTORIES = {"__pycache__"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+REQUIREMENTS = "requirements.txt"
+COMPILED_SUFFIXES = {".so", ".pyd", ".dylib"}
+# What of an installed distribution's metadata a zip carries: its description and licence.
+VENDORED_METADATA = re.compile(r"[^/]+\.dist-info/(METADATA|licenses/.+|LICEN[CS]E.*)")
 
 
 # ---------------------------------------------------------------- loading
@@ -183,7 +190,10 @@ def _sub_reference(value: Any) -> str | None:
 
 
 def zip_code(directory: Path) -> tuple[str, bytes]:
-    """Zip a Lambda code directory the same way every time; return (S3 key, zip bytes)."""
+    """Zip a Lambda code directory the same way every time; return (S3 key, zip bytes).
+
+    The distributions its ``requirements.txt`` names are added from the installed ones.
+    """
     directory = directory.resolve()
     root = directory.parent if (directory / "__init__.py").is_file() else directory
     paths = sorted(
@@ -192,20 +202,64 @@ def zip_code(directory: Path) -> tuple[str, bytes]:
     )
     if not paths:
         raise ValueError(f"Lambda code directory {directory} has no files")
+    entries = {path.relative_to(root).as_posix(): path for path in paths}
+    requirements = directory / REQUIREMENTS
+    if requirements.is_file():
+        for name in _requirement_names(requirements):
+            for entry, path in vendored_files(name):
+                if entries.setdefault(entry, path) != path:
+                    raise ValueError(f"{requirements}: {name}'s {entry} is already in the zip")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for path in paths:
-            entry = zipfile.ZipInfo(path.relative_to(root).as_posix(), ZIP_DATE_TIME)
-            entry.external_attr = ZIP_FILE_MODE
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, path.read_bytes())
+        for name, path in sorted(entries.items()):
+            info = zipfile.ZipInfo(name, ZIP_DATE_TIME)
+            info.external_attr = ZIP_FILE_MODE
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     return f"{ARTIFACT_PREFIX}/{directory.name}-{digest}.zip", data
 
 
+def vendored_files(distribution: str) -> Iterator[tuple[str, Path]]:
+    """(zip entry, file) of an installed pure-Python distribution: its modules, and the
+    metadata and licence of its ``.dist-info``."""
+    try:
+        installed = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(f"{distribution} is to be vendored but is not installed") from None
+    for file in installed.files or ():
+        entry = file.as_posix()
+        top = file.parts[0]
+        if top.endswith(".dist-info"):
+            if not VENDORED_METADATA.fullmatch(entry):
+                continue
+        elif top.endswith(".data") or top == ".." or file.suffix in SKIPPED_SUFFIXES:
+            continue
+        elif SKIPPED_DIRECTORIES.intersection(file.parts):
+            continue
+        if file.suffix in COMPILED_SUFFIXES:
+            raise ValueError(f"{distribution} is not pure Python ({entry}); it cannot be vendored")
+        yield entry, Path(str(installed.locate_file(file)))
+
+
+def _requirement_names(path: Path) -> list[str]:
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            message = "give a distribution name only (the installed version is vendored)"
+            raise ValueError(f"{path}: {name!r}: {message}")
+        names.append(name)
+    return names
+
+
 def _skipped(path: Path, directory: Path) -> bool:
     parts = path.relative_to(directory).parts
+    if parts == (REQUIREMENTS,):
+        return True  # what to vendor, not code
     return path.suffix in SKIPPED_SUFFIXES or any(part in SKIPPED_DIRECTORIES for part in parts)
 
 

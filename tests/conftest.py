@@ -21,7 +21,9 @@ from tests.silent_workflows import create_silent_workflows
 async def local_stack() -> AsyncIterator[LocalStack]:
     # The default stack name and stage: the local configuration's routes name their
     # state machines.
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0)
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0
+    )
     async with LocalStack(settings) as stack:
         yield stack
 

@@ -31,9 +31,10 @@ def requiring_api_key(settings: Settings, name: str, key: ApiKeySettings) -> Set
 
 
 def refused_mqtt(settings: Settings) -> Settings:
-    """``settings`` with a token issuer key that is refused: MQTT never connects."""
-    iotauth = dataclasses.replace(settings.iotauth, api_key="not-the-key")
-    return dataclasses.replace(settings, iotauth=iotauth)
+    """``settings`` with credentials the token API refuses (the AWS endpoint takes any):
+    MQTT never connects."""
+    aws = dataclasses.replace(settings.aws, secret_access_key="not-the-secret")
+    return dataclasses.replace(settings, aws=aws)
 
 
 def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> Settings:

@@ -1,9 +1,15 @@
-"""An awscrt MQTT subscriber for tests, with a token from the stack's issuer."""
+"""An awscrt MQTT subscriber for tests, with a token from the stack's issuer.
+
+Made with awscrt alone rather than the daemon's connection code, so that the broker is
+checked by a client other than the one under test."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from awscrt import io, mqtt
@@ -16,8 +22,33 @@ from notifier.local.stack import LocalStack
 from notifier.sources.mqtt import RESPONSE_TIMEOUT_MS
 
 
+def tls_connection(stack: LocalStack, token: IotToken | None, client_id: str = "") -> Any:
+    """To the stack's MQTT over TLS port, as a client of IoT Core's custom authentication."""
+    port = stack.broker.tls_port
+    return connection(stack.settings.host, port, token, client_id, str(stack.ca_file))
+
+
+async def notifier_token(stack: LocalStack, *args: str) -> dict[str, Any]:
+    """What ``notifier token ARGS`` prints for ``stack``, configured as
+    notifier/local/local.toml is for the default stack (its issuer URL and CA file)."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "notifier"), "token", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "NOTIFIER_IOTAUTH_ISSUER_URL": stack.issuer_url,
+            "NOTIFIER_MQTT_CA_FILE": str(stack.ca_file),
+        },
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    printed: dict[str, Any] = json.loads(stdout)
+    return printed
+
+
 def issuer_of(stack: LocalStack) -> TokenIssuer:
-    settings = IotAuthSettings(issuer_url=stack.issuer_url, api_key=stack.settings.issuer_api_key)
+    settings = IotAuthSettings(issuer_url=stack.issuer_url)
     return TokenIssuer(settings, stack.aws_settings)
 
 
@@ -27,9 +58,19 @@ async def token_for(stack: LocalStack, subtopic: str | None) -> IotToken:
     return await (issuer.daemon_token(subtopic) if subtopic else issuer.dashboard_token())
 
 
-def connection(host: str, port: int, token: IotToken | None, client_id: str = "") -> Any:
+def connection(
+    host: str, port: int, token: IotToken | None, client_id: str = "", ca_file: str | None = None
+) -> Any:
+    """Plain MQTT, or with ``ca_file`` MQTT over TLS with ALPN ``mqtt`` (verifying the
+    broker's certificate against that CA)."""
+    tls = None
+    if ca_file is not None:
+        options = io.TlsContextOptions()
+        options.override_default_trust_store_from_path(None, ca_file)
+        options.alpn_list = ["mqtt"]
+        tls = io.ClientTlsContext(options)
     return mqtt.Connection(
-        client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
+        client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default(), tls),
         host_name=host,
         port=port,
         client_id=token.client_id if token else client_id,
@@ -60,7 +101,7 @@ class MqttRecorder(Service):
         def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
             loop.call_soon_threadsafe(self.messages.put_nowait, (topic, json.loads(payload)))
 
-        self._connection = connection(self.stack.settings.host, self.stack.broker.port, token)
+        self._connection = tls_connection(self.stack, token)
         await asyncio.wrap_future(self._connection.connect())
         subscribed, _ = self._connection.subscribe(
             token.topic_filters[0], mqtt.QoS.AT_LEAST_ONCE, callback=on_message

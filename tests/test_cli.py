@@ -37,17 +37,22 @@ async def held_requests(http: aiohttp.ClientSession, url: str, key: str) -> int:
         return int((await response.json())["held"])
 
 
-PORT_OPTIONS = ("--aws-port", "--mqtt-port", "--issuer-port", "--http-port")
+PORT_OPTIONS = (
+    "--aws-port", "--mqtt-port", "--mqtt-tls-port", "--mqtt-wss-port", "--issuer-port",
+    "--http-port",
+)  # fmt: skip
 
 
-async def test_taken_port_is_one_line_naming_the_option() -> None:
+async def test_taken_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         for option in PORT_OPTIONS:
             others = [arg for o in PORT_OPTIONS if o != option for arg in (o, "0")]
-            process = await run_notifier("local", option, str(port), *others)
+            process = await run_notifier(
+                "local", option, str(port), *others, "--work-dir", str(tmp_path)
+            )
             stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
             output = stdout.decode() + stderr.decode()
             assert process.returncode != 0
@@ -57,10 +62,9 @@ async def test_taken_port_is_one_line_naming_the_option() -> None:
             assert "Traceback" not in output
 
 
-async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
-    process = await run_notifier(
-        "local", "--aws-port", "0", "--mqtt-port", "0", "--issuer-port", "0", "--http-port", "0"
-    )
+async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path) -> None:
+    ports = [arg for option in PORT_OPTIONS for arg in (option, "0")]
+    process = await run_notifier("local", *ports, "--work-dir", str(tmp_path / "stack"))
     assert process.stdout is not None
     banner = []
     async with asyncio.timeout(180):
@@ -76,6 +80,9 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm() -> None:
     daemon, endpoint = url_on("notifier daemon"), url_on("AWS API endpoint")
     assert url_on("dashboard") == f"{daemon}/"
     assert any("mqtt://127.0.0.1:" in line for line in banner)
+    assert any(line.startswith("MQTT broker       mqtts://127.0.0.1:") for line in banner)
+    assert f"broker's CA       {tmp_path / 'stack' / 'ca.pem'}" in banner
+    assert any(line.startswith("daemon MQTT       transport 'custom-auth'") for line in banner)
 
     async with aiohttp.ClientSession() as http:
         async with http.get(url_on("dashboard")) as response:
@@ -135,12 +142,12 @@ endpoint_url = "{stack.aws_settings.endpoint_url}"
 access_key_id = "local"
 secret_access_key = "local"
 [mqtt]
-transport = "tcp"
+transport = "custom-auth"
 endpoint = "{stack.settings.host}"
-port = {stack.broker.port}
+port = {stack.broker.tls_port}
+ca_file = "{stack.ca_file}"
 [iotauth]
 issuer_url = "{stack.issuer_url}"
-api_key = "{stack.settings.issuer_api_key}"
 [s3]
 bucket = "{stack.outputs["ProcessDataBucketName"]}"
 [api_keys.test]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from notifier.config import ConfigError, load_settings
-from notifier.local.settings import LOCAL_CONFIG
+from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-dev-Hello"
@@ -32,12 +32,26 @@ def test_shipped_configs_load() -> None:
     local = load_settings(LOCAL_CONFIG, {})
     assert set(local.routes) == {"p1", "hello", "qc", "archive"}
     assert local.routes["p1"].input == "sidecar"
-    assert local.mqtt.transport == "tcp"
-    assert local.iotauth.issuer_url and local.iotauth.api_key
+    # The local stack is reached as IoT Core is: TLS, custom authentication, SigV4.
+    assert local.mqtt.transport == "custom-auth" and local.iotauth.issuer_url
+    # Relative to the file: where `notifier local` keeps the default stack's CA.
+    assert local.mqtt.ca_file is not None
+    assert Path(local.mqtt.ca_file).resolve() == LOCAL_WORK_ROOT / "notifier-local" / "ca.pem"
+    assert (local.aws.access_key_id, local.aws.secret_access_key) == ("local", "local")
     example = load_settings(REPO / "config" / "notifier.toml", {"NOTIFIER_S3_BUCKET": "b"})
     assert example.aws.endpoint_url is None
-    assert example.mqtt.transport == "custom-auth"
-    assert example.iotauth.api_key is None  # SigV4 against AWS
+    assert example.mqtt.transport == "custom-auth" and example.mqtt.ca_file is None
+
+
+def test_file_names_are_relative_to_the_file_and_overrides_to_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    mqtt = '[mqtt]\nca_file = "certs/ca.pem"\ncert_file = "/abs.pem"\n'
+    config = write(tmp_path, MINIMAL + mqtt)
+    settings = load_settings(config, {"NOTIFIER_MQTT_KEY_FILE": "key.pem"})
+    assert settings.mqtt.ca_file == str(tmp_path / "certs" / "ca.pem")
+    assert settings.mqtt.cert_file == "/abs.pem"
+    assert settings.mqtt.key_file == "key.pem"
 
 
 def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
@@ -67,7 +81,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL + "[http]\nprot = 1\n", {}, "[http] unknown key 'prot'"),
         (MINIMAL, {"NOTIFIER_HTTP_PORT": "abc"}, "NOTIFIER_HTTP_PORT: expected an integer"),
         (MINIMAL + "[http]\nport = 70000\n", {}, "not a TCP port"),
-        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "udp"}, "expected one of custom-auth, tcp"),
+        (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "udp"}, "expected one of custom-auth, "),
         (MINIMAL.replace(ISSUER, ""), {}, "[iotauth] issuer_url: required with transport"),
         (MINIMAL, {"NOTIFIER_MQTT_TRANSPORT": "websockets"}, "tokens are not used"),
         (MINIMAL, {"NOTIFIER_IOTAUTH_ISSUER_URL": "ftp://x"}, "expected an http(s):// URL"),

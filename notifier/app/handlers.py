@@ -82,6 +82,7 @@ async def readyz(request: web.Request) -> web.Response:
         "accepting": app[ADMISSION].accepting,
         "awsReachable": reachability.error is None,
         "awsError": reachability.error,
+        "mqttTransport": mqtt.settings.transport if mqtt is not None else None,
         "mqttConnected": mqtt.connected if mqtt is not None else None,
         "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
         "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,

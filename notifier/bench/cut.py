@@ -54,12 +54,13 @@ class CutOptions:
 async def run_cut(
     stack: LocalStack,
     options: CutOptions,
-    settings_for: Callable[[str, int], Settings],
+    settings_for: Callable[[str], Settings],
     stopped_at: Callable[[str], float | None],
     logs: Path,
 ) -> list[CutResult]:
-    """Each variant in turn; ``settings_for(variant, mqtt_port)`` makes a daemon's settings
-    and ``stopped_at(txn_id)`` tells when a workflow's completion reached the broker."""
+    """Each variant in turn; ``settings_for(variant)`` makes a daemon's settings, whose MQTT
+    then goes through the cuttable link to the broker's port they name, and
+    ``stopped_at(txn_id)`` tells when a workflow's completion reached the broker."""
     results = []
     for variant in options.variants:
         print(
@@ -68,8 +69,11 @@ async def run_cut(
             flush=True,
         )
         with (logs / f"daemon-cut-{variant}.log").open("ab") as log:
-            async with CuttableLink(stack.settings.host, stack.broker.port) as link:
-                settings = settings_for(variant, link.port)
+            settings = settings_for(variant)
+            assert settings.mqtt.port is not None
+            async with CuttableLink(stack.settings.host, settings.mqtt.port) as link:
+                mqtt = dataclasses.replace(settings.mqtt, port=link.port)
+                settings = dataclasses.replace(settings, mqtt=mqtt)
                 if variant == "sweeps":
                     settings = dataclasses.replace(settings, sqs=SqsSettings())
                 results.append(await _run(variant, settings, link, options, log, stopped_at))

@@ -187,7 +187,9 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
         return await _run(args, options, stack)
     from notifier.local.stack import LocalStack
 
-    settings = LocalStackSettings(aws_port=0, mqtt_port=0, issuer_port=0, log_level="ERROR")
+    settings = LocalStackSettings(
+        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0, log_level="ERROR"
+    )
     print("starting the local stack...", flush=True)
     async with LocalStack(settings) as own_stack:
         return await _run(args, options, own_stack)
@@ -234,15 +236,14 @@ async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: Local
         cut=args.cut, requests=options.requests, wait=int(options.wait), variants=variants
     )
 
-    def settings_for(variant: str, mqtt_port: int) -> Settings:
+    def settings_for(variant: str) -> Settings:
         settings = daemon_settings(stack, "mqtt", options, options.requests, None)
-        mqtt = dataclasses.replace(settings.mqtt, port=mqtt_port)
         daemon = dataclasses.replace(
             settings.daemon,
             instance_id=f"bench-cut-{variant}-{secrets.token_hex(4)}",
             reconcile_rate=DEFAULT_RECONCILE_RATE,
         )
-        return dataclasses.replace(settings, mqtt=mqtt, daemon=daemon)
+        return dataclasses.replace(settings, daemon=daemon)
 
     with _log_dir(options) as logs, PublishClock(stack.access) as clock:
         results = await run_cut(stack, cut, settings_for, clock.stopped_at, logs)
@@ -418,8 +419,9 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
 def daemon_settings(
     stack: LocalStack, mode: str, options: BenchOptions, held: int, aws: AwsSettings | None
 ) -> Settings:
-    """config/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free port, a
-    new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of moto."""
+    """notifier/local/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free
+    port, a new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of
+    moto."""
     bench_env = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_HTTP_MAX_HELD": str(max(1000, held + options.warmup + 100)),

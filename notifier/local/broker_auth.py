@@ -3,8 +3,11 @@
 On CONNECT the broker does what IoT Core does: it takes the authorizer name from the MQTT
 username (``?x-amz-customauthorizer-name=<name>``), calls that authorizer with IoT's event
 (the password base64-encoded), and keeps the returned policy for the connection. SUBSCRIBE,
-PUBLISH and every delivery (RECEIVE) are then checked against it. Clients without a token
-are refused. The one other identity is the endpoint's IoT data plane (``iot_core``), which
+PUBLISH and every delivery (RECEIVE) are then checked against it. A client that presents a
+device certificate instead (on the TLS listener, signed by the stack's CA) is known as IoT
+Core knows it: the certificate must be registered with IoT (``RegisterCertificateWithoutCA``)
+and ACTIVE, and the policies attached to it are its policy. Other clients are refused. The
+one other identity is the endpoint's IoT data plane (``iot_core``), which
 publishes the workflows' completions with a secret of the running stack, as IoT Core's own
 data plane publishes for IAM-authorised callers.
 """
@@ -12,6 +15,7 @@ data plane publishes for IAM-authorised callers.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -39,6 +43,9 @@ AUTHORIZER_CACHE_SECONDS = 60.0
 
 Authorize = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """``authorize(authorizer_name, event)``: the custom authorizer's answer to ``event``."""
+CertificatePolicies = Callable[[bytes], Awaitable[list[str]]]
+"""``certificate_policies(der)``: the policy documents attached to that registered, active
+device certificate; :class:`Refused` for one IoT does not accept."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,22 @@ class AccessControl:
         self.arn_prefix = arn_prefix
         self.publisher_password = publisher_password
         self.authorize: Authorize | None = None
+        self.certificate_policies: CertificatePolicies | None = None
         self.on_publish: Callable[[str], None] | None = None
         """Told the topic of every PUBLISH the broker accepts, as it arrives."""
         self._grants: dict[str, Grant] = {}
 
-    async def connect(self, client_id: str, username: str | None, password: str | None) -> bool:
+    async def connect(
+        self,
+        client_id: str,
+        username: str | None,
+        password: str | None,
+        certificate: bytes | None = None,
+    ) -> bool:
+        """Whether ``client_id`` may connect with these credentials, or with ``certificate``
+        (DER), the device certificate it presented."""
         try:
-            grant = await self._decide(client_id, username, password)
+            grant = await self._decide(client_id, username, password, certificate)
         except Refused as refused:
             self._grants.pop(client_id, None)
             log.info("MQTT CONNECT refused for client %r: %s", client_id, refused)
@@ -88,9 +104,13 @@ class AccessControl:
             self.on_publish(topic)
         return allowed
 
-    async def _decide(self, client_id: str, username: str | None, password: str | None) -> Grant:
+    async def _decide(
+        self, client_id: str, username: str | None, password: str | None, certificate: bytes | None
+    ) -> Grant:
         if client_id == PUBLISHER_CLIENT_ID or username == PUBLISHER_CLIENT_ID:
             return self._publisher(client_id, username, password)
+        if certificate is not None and authorizer_name(username or "") is None:
+            return await self._certificate(client_id, certificate)
         if not username or not password:
             raise Refused("no token (anonymous clients are not allowed)")
         name = authorizer_name(username)
@@ -115,6 +135,20 @@ class AccessControl:
         except Exception as exc:
             raise Refused(f"authorizer {name!r} failed: {exc}") from None
         return self._grant(client_id, answer)
+
+    async def _certificate(self, client_id: str, certificate: bytes) -> Grant:
+        if self.certificate_policies is None:
+            raise Refused("no certificate registry yet")
+        try:
+            documents = await self.certificate_policies(certificate)
+            policy = IotPolicy.from_documents(documents)
+        except Refused:
+            raise
+        except Exception as exc:
+            raise Refused(f"the certificate's policies could not be read: {exc}") from None
+        if not policy.allows("iot:Connect", f"{self.arn_prefix}client/{client_id}"):
+            raise Refused("the certificate's policies do not allow connecting with this client id")
+        return Grant(policy, f"certificate {certificate_id(certificate)}", float("inf"))
 
     def _grant(self, client_id: str, answer: Any) -> Grant:
         if not isinstance(answer, dict) or answer.get("isAuthenticated") is not True:
@@ -152,6 +186,11 @@ class Refused(Exception):
     pass
 
 
+def certificate_id(der: bytes) -> str:
+    """IoT's id of a certificate: the SHA-256 of its DER encoding, in hex."""
+    return hashlib.sha256(der).hexdigest()
+
+
 def authorizer_name(username: str) -> str | None:
     _, _, query = username.partition("?")
     names = parse_qs(query).get(AUTHORIZER_PARAMETER)
@@ -166,7 +205,11 @@ class IotAuthPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # a
     async def authenticate(self, *, session: Session) -> bool:
         if self.access is None or session.client_id is None:
             return False
-        return await self.access.connect(session.client_id, session.username, session.password)
+        tls = session.ssl_object
+        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        return await self.access.connect(
+            session.client_id, session.username, session.password, certificate
+        )
 
     async def topic_filtering(
         self,
@@ -217,3 +260,38 @@ class LambdaAuthorizers(Service):
         function = str(authorizer["authorizerFunctionArn"])
         self._functions[name] = (function, time.monotonic())
         return function
+
+
+class RegisteredCertificates(Service):
+    """:data:`CertificatePolicies` through the AWS API, as IoT Core does it: the certificate's
+    record (DescribeCertificate, by its id) must be ACTIVE, and its attached policies
+    (ListAttachedPolicies, GetPolicy) are what it may do."""
+
+    def __init__(self, aws: AwsClients) -> None:
+        self._aws = aws
+        self._exit = AsyncExitStack()
+        self._iot: Any = None
+
+    async def start(self) -> None:
+        self._iot = await self._exit.enter_async_context(self._aws.client("iot"))
+
+    async def stop(self) -> None:
+        await self._exit.aclose()
+
+    async def __call__(self, certificate: bytes) -> list[str]:
+        identifier = certificate_id(certificate)
+        try:
+            described = await self._iot.describe_certificate(certificateId=identifier)
+        except self._iot.exceptions.ResourceNotFoundException:
+            raise Refused(f"certificate {identifier} is not registered") from None
+        description = described["certificateDescription"]
+        if description.get("status") != "ACTIVE":
+            raise Refused(f"certificate {identifier} is {description.get('status')}")
+        attached = await self._iot.list_attached_policies(target=description["certificateArn"])
+        documents = []
+        for policy in attached.get("policies", []):
+            document = await self._iot.get_policy(policyName=policy["policyName"])
+            documents.append(str(document["policyDocument"]))
+        if not documents:
+            raise Refused(f"certificate {identifier} has no policy attached")
+        return documents

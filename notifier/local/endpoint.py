@@ -18,21 +18,21 @@ import threading
 import warnings
 from typing import Any
 
-from notifier.local.settings import DUMMY_CREDENTIAL
+from notifier.local.settings import LOCAL_CREDENTIAL
 
 PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"  # nosec B105  # a variable name
 # Template resources the local stack leaves out; cloudformation_resources says why.
 SKIPPED_ON_PURPOSE = ("AWS::S3::BucketPolicy", "AWS::CloudWatch::Alarm")
 
-DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIAL,
-    "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIAL,
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+    "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
-    os.environ.update(DUMMY_CREDENTIALS)
+    os.environ.update(LOCAL_CREDENTIALS)
     from moto.core.config import default_user_config
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -73,6 +73,8 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # moto's Step Functions call the other services back on localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(bound_port)
     default_user_config["stepfunctions"]["execute_state_machine"] = True
+    # IoT's certificate ids: the SHA-256 of the DER certificate, not of moto's PEM text.
+    default_user_config["iot"]["use_valid_cert"] = True
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()

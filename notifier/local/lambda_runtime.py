@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from notifier.local.settings import DUMMY_CREDENTIAL
+from notifier.local.settings import LOCAL_CREDENTIAL
 
 log = logging.getLogger("notifier.local.lambda")
 
@@ -184,8 +184,8 @@ class LocalLambdaRuntime:
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIAL,
-                "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIAL,
+                "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
                 "AWS_REGION": function.region,
                 "AWS_DEFAULT_REGION": function.region,
                 "AWS_LAMBDA_FUNCTION_NAME": function.function_name,

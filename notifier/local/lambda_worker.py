@@ -17,7 +17,10 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
+
+from notifier.local.lambda_imports import confine
 
 
 class LambdaContext:
@@ -55,6 +58,7 @@ def main() -> None:
     replies = os.fdopen(args.reply_fd, "w", buffering=1)
     sys.stdout = sys.stderr
     sys.path.insert(0, args.code_dir)
+    confine(Path(args.code_dir))
 
     module_name, _, function_name = args.handler.rpartition(".")
     try:

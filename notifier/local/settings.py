@@ -5,15 +5,17 @@ Needs nothing of the local extra, so that the command line can show its options 
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCAL_CONFIG = Path(__file__).resolve().parent / "local.toml"
-DUMMY_CREDENTIAL = "local"
-"""The access key id and secret of every local client: the local endpoint accepts any
-credentials, these only let the SDKs sign."""
+LOCAL_CREDENTIAL = "local"
+"""The access key id and secret of every local client. The endpoint accepts any credentials;
+the local token API checks SigV4 signatures made with these."""
 """The daemon's configuration against the local stack, shipped in the package."""
+LOCAL_WORK_ROOT = Path(__file__).resolve().parents[2] / "build" / "local"
+"""Where ``notifier local`` keeps each stack's files (``<root>/<stack name>``): its CA and
+the broker's certificate, which local.toml's [mqtt] ca_file names."""
 
 
 @dataclass
@@ -21,9 +23,15 @@ class LocalStackSettings:
     host: str = "127.0.0.1"
     aws_port: int = 4566
     mqtt_port: int = 1883
+    """Plain MQTT (``tcp`` transport)."""
+    mqtt_tls_port: int = 8883
+    """MQTT over TLS with ALPN ``mqtt`` (``custom-auth``; IoT Core's port 443)."""
+    mqtt_wss_port: int = 8443
+    """MQTT over WebSockets over TLS (``custom-auth-websockets``; IoT Core's port 443)."""
     issuer_port: int = 4567
-    issuer_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    """The key the local token issuer wants in ``x-api-key``; random unless given."""
+    work_dir: Path | None = None
+    """The stack's own files (its CA and certificates); unset: a temporary directory,
+    removed when the stack stops."""
     stack_name: str = "notifier-local"
     stage: str = "local"
     topic_root: str = "notifier"

@@ -2,8 +2,8 @@
 
 Starts the MQTT broker, then the AWS API endpoint process (moto plus bridges), then deploys
 ``statemachines/template.yaml`` into it with the same CloudFormation calls used for AWS, and
-finally serves the deployed token issuer on loopback behind an API key. From then on the
-broker authenticates clients with the deployed custom authorizer.
+finally serves the deployed token issuer on loopback behind SigV4, as API Gateway does. From
+then on the broker authenticates clients with the deployed custom authorizer.
 """
 
 from __future__ import annotations
@@ -12,20 +12,32 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
 from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
 from notifier.local.broker import LocalBroker, PortInUseError
-from notifier.local.broker_auth import AccessControl, LambdaAuthorizers
+from notifier.local.broker_auth import (
+    AccessControl,
+    LambdaAuthorizers,
+    RegisteredCertificates,
+)
+from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
-from notifier.local.settings import DUMMY_CREDENTIAL, LocalStackSettings
+from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
+from notifier.local.sigv4 import SigV4Verifier
 from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
+LOCAL_ACCESS_KEY_ID = LOCAL_SECRET_ACCESS_KEY = LOCAL_CREDENTIAL
+"""The credentials the token API wants requests signed with (local.toml's [aws]);
+the AWS endpoint itself accepts any."""
 
 
 class LocalStackError(Exception):
@@ -95,11 +107,24 @@ class LocalStack(Service):
         self.access = AccessControl(
             f"arn:aws:iot:{LOCAL_REGION}:{LOCAL_ACCOUNT}:", self._publisher_password
         )
-        self.broker = LocalBroker(self.settings.host, self.settings.mqtt_port, self.access)
+        s = self.settings
+        self.broker = LocalBroker(
+            s.host, s.mqtt_port, self.access, tls_port=s.mqtt_tls_port, wss_port=s.mqtt_wss_port
+        )
+        self.work_dir = s.work_dir
+        self._temporary_work_dir: Path | None = None
+        self.certificates: LocalCertificateAuthority | None = None
         self.endpoint: AwsEndpointProcess | None = None
         self.token_api: LocalTokenApi | None = None
         self._authorizers: LambdaAuthorizers | None = None
+        self._certificates: RegisteredCertificates | None = None
         self.outputs: dict[str, str] = {}
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA of the broker's TLS certificate, to point MQTT clients at."""
+        assert self.certificates is not None, "the stack is not running"
+        return self.certificates.ca_file
 
     @property
     def issuer_url(self) -> str:
@@ -112,8 +137,8 @@ class LocalStack(Service):
         return AwsSettings(
             region=LOCAL_REGION,
             endpoint_url=self.endpoint.url,
-            access_key_id=DUMMY_CREDENTIAL,
-            secret_access_key=DUMMY_CREDENTIAL,
+            access_key_id=LOCAL_ACCESS_KEY_ID,
+            secret_access_key=LOCAL_SECRET_ACCESS_KEY,
         )
 
     def aws(self) -> AwsClients:
@@ -121,7 +146,12 @@ class LocalStack(Service):
 
     async def start(self) -> None:
         s = self.settings
-        await self.broker.start()
+        self._prepare_tls()
+        try:
+            await self.broker.start()
+        except BaseException:
+            self._remove_temporary_work_dir()
+            raise
         try:
             self.endpoint = AwsEndpointProcess(
                 s.host, s.aws_port, s.host, self.broker.port, s.log_level, self._publisher_password
@@ -130,10 +160,13 @@ class LocalStack(Service):
             self._authorizers = LambdaAuthorizers(self.aws())
             await self._authorizers.start()
             self.access.authorize = self._authorizers
+            self._certificates = RegisteredCertificates(self.aws())
+            await self._certificates.start()
+            self.access.certificate_policies = self._certificates
             parameters = {
                 "Stage": s.stage,
                 "TopicRoot": s.topic_root,
-                "MqttEndpoint": f"{s.host}:{self.broker.port}",
+                "MqttEndpoint": f"{s.host}:{self.broker.tls_port}",
                 **s.parameters,
             }
             self.outputs = await deploy_stack(
@@ -142,7 +175,7 @@ class LocalStack(Service):
             self.token_api = LocalTokenApi(
                 s.host,
                 s.issuer_port,
-                s.issuer_api_key,
+                SigV4Verifier(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LOCAL_REGION),
                 self.aws(),
                 self.outputs["TokenIssuerFunctionArn"],
                 s.stage,
@@ -158,7 +191,31 @@ class LocalStack(Service):
         if self._authorizers is not None:
             self.access.authorize = None
             await self._authorizers.stop()
+        if self._certificates is not None:
+            self.access.certificate_policies = None
+            await self._certificates.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()
         with contextlib.suppress(Exception):
             await self.broker.stop()
+        self._remove_temporary_work_dir()
+
+    def _prepare_tls(self) -> None:
+        """The stack's CA (kept in its working directory) and a new server certificate for
+        the broker, valid for the names it is reached by on loopback."""
+        if self.work_dir is None:
+            self.work_dir = self._temporary_work_dir = Path(
+                tempfile.mkdtemp(prefix=f"{self.settings.stack_name}-")
+            )
+        self.certificates = LocalCertificateAuthority(
+            self.work_dir, f"{self.settings.stack_name} local CA"
+        )
+        self.certificates.ensure()
+        hosts = [self.settings.host, "localhost", "127.0.0.1", "::1"]
+        self.broker.tls = self.certificates.server_certificate(hosts)
+        self.broker.ca_file = str(self.certificates.ca_file)
+
+    def _remove_temporary_work_dir(self) -> None:
+        if self._temporary_work_dir is not None:
+            shutil.rmtree(self._temporary_work_dir, ignore_errors=True)
+            self.work_dir = self._temporary_work_dir = None

@@ -2,13 +2,13 @@
 
 Serves the same two routes, ``POST /tokens/daemon/{subtopic}`` and ``POST /tokens/dashboard``,
 and hands each request to the deployed token issuer Lambda as the API Gateway proxy event
-API Gateway would build. Instead of SigV4 it wants an API key in ``x-api-key``; moto would
-accept any signature, so a key is what actually keeps other local users out.
+API Gateway would build. As API Gateway does for ``AuthorizationType: AWS_IAM``, it wants
+every request signed with SigV4 (service ``execute-api``, the stack's region), here with the
+local stack's credentials; unsigned or badly signed requests are answered 403.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from contextlib import AsyncExitStack
@@ -19,20 +19,26 @@ from aiohttp import web
 from notifier.aws import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.broker import PortInUseError
+from notifier.local.sigv4 import SignatureRefused, SigV4Verifier
 
 log = logging.getLogger("notifier.local.token_api")
 
-API_KEY_HEADER = "x-api-key"
 ROUTES = ("/tokens/daemon/{subtopic}", "/tokens/dashboard")
 
 
 class LocalTokenApi(Service):
     def __init__(
-        self, host: str, port: int, api_key: str, aws: AwsClients, function_arn: str, stage: str
+        self,
+        host: str,
+        port: int,
+        signatures: SigV4Verifier,
+        aws: AwsClients,
+        function_arn: str,
+        stage: str,
     ) -> None:
         self.host = host
         self.port = port
-        self._api_key = api_key
+        self._signatures = signatures
         self._aws = aws
         self._function_arn = function_arn
         self._stage = stage
@@ -68,23 +74,28 @@ class LocalTokenApi(Service):
         await self._exit.aclose()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get(API_KEY_HEADER, "")
-        if not hmac.compare_digest(given.encode(), self._api_key.encode()):
-            return web.json_response({"message": "Forbidden"}, status=403)
+        body = await request.read()
+        try:
+            access_key = self._signatures.check(
+                request.method, str(request.url), request.headers, body
+            )
+        except SignatureRefused as refused:
+            log.info("token API request refused: %s", refused)
+            return web.json_response({"message": str(refused)}, status=403)
         resource = request.match_info.route.resource
         event = {
             "resource": resource.canonical if resource is not None else request.path,
             "path": request.path,
             "httpMethod": request.method,
-            "headers": {k: v for k, v in request.headers.items() if k.lower() != API_KEY_HEADER},
+            "headers": dict(request.headers),
             "pathParameters": dict(request.match_info) or None,
             "queryStringParameters": dict(request.query) or None,
-            "body": (await request.text()) or None,
+            "body": body.decode(errors="replace") or None,
             "isBase64Encoded": False,
             "requestContext": {
                 "stage": self._stage,
                 "httpMethod": request.method,
-                "identity": {"sourceIp": request.remote, "apiKey": "local", "userArn": None},
+                "identity": {"sourceIp": request.remote, "accessKey": access_key, "userArn": None},
             },
         }
         response = await self._lambda.invoke(

@@ -6,7 +6,7 @@ workflows publish ``<topic_root>/<subtopic>/<txnId>``. Its connection handling l
 callbacks on its own threads; every callback only hands its arguments over to the event
 loop with ``call_soon_threadsafe``.
 
-With a token source (transports ``custom-auth`` and ``tcp``) the connection authenticates
+With a token source (the ``custom-auth*`` transports and ``tcp``) the connection authenticates
 with an iotauth token, the way AWS IoT's custom authorizers expect it. A connection cannot
 change its credentials, so before the token expires a new connection is opened with a fresh
 one and subscribed, and only then is the old one unsubscribed and closed: completions keep
@@ -45,7 +45,13 @@ from notifier.waiters import Registry, utcnow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"custom-auth": 443, "tcp": 1883, "mtls": 8883, "websockets": 443}
+DEFAULT_PORTS = {
+    "custom-auth": 443,
+    "custom-auth-websockets": 443,
+    "tcp": 1883,
+    "mtls": 8883,
+    "websockets": 443,
+}
 MIN_REFRESH_DELAY = 1.0
 # How long the client waits for CONNACK (and for each PINGRESP): its default, 3 s, is less
 # than IoT Core's custom authorizer may take to answer a CONNECT (its Lambda may run 5 s).
@@ -353,9 +359,14 @@ class MqttSubscription(Service):
                 disable_metrics=True,
                 **common,
             )
-        if s.transport == "custom-auth":
+        if s.transport in ("custom-auth", "custom-auth-websockets"):
             assert token is not None
-            return mqtt_connection_builder.direct_with_custom_authorizer(
+            build = (
+                mqtt_connection_builder.direct_with_custom_authorizer
+                if s.transport == "custom-auth"
+                else mqtt_connection_builder.websockets_with_custom_authorizer
+            )
+            connection = build(
                 auth_username=token.client_id,
                 auth_authorizer_name=token.authorizer_name,
                 auth_password=token.password,
@@ -365,6 +376,10 @@ class MqttSubscription(Service):
                 enable_metrics_collection=False,
                 **common,
             )
+            # The direct builder always sets IoT Core's port 443; a connection's port may be
+            # changed until it connects (another broker, such as the local stack's).
+            connection.port = self.port
+            return connection
         if s.transport == "mtls":
             return mqtt_connection_builder.mtls_from_path(
                 endpoint=self.endpoint,

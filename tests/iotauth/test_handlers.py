@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import jwt
 import pytest
 
 from iotauth import issuer, tokens
@@ -20,7 +21,8 @@ FORGED_KEY = b"f" * 64
 PREFIX = "arn:aws:iot:us-east-1:123456789012:"
 SETTINGS = AuthorizerSettings(topic_root="notifier", arn_prefix=PREFIX)
 ISSUER = issuer.IssuerSettings("notifier", "notifier-test-token", "127.0.0.1", 1883)
-NOW = 1_900_000_000.0
+NOW = float(int(time.time()))
+"""Tokens are checked against the clock (PyJWT reads it), so the tests issue them now."""
 
 
 RING = KeyRing(KEY, OLD_KEY)
@@ -49,8 +51,8 @@ def daemon_token(subtopic: str = "alpha", key: bytes = KEY, now: float = NOW) ->
     return issuer.issue(tokens.DAEMON, subtopic, key, ISSUER, now)
 
 
-def connect(issued: dict, now: float = NOW, client_id: str | None = None) -> tuple[dict, str]:
-    return authorize(event(issued["token"], client_id or issued["clientId"]), keys(), SETTINGS, now)
+def connect(issued: dict, client_id: str | None = None) -> tuple[dict, str]:
+    return authorize(event(issued["token"], client_id or issued["clientId"]), keys(), SETTINGS)
 
 
 def policy(answer: dict) -> IotPolicy:
@@ -101,11 +103,18 @@ def forged(claims: dict, key: bytes = KEY) -> str:
 
 
 def tamper(token: str, **changes: Any) -> str:
-    prefix, body, signature = token.split(".")
+    header, body, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     claims.update(changes)
     encoded = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{prefix}.{encoded}.{signature}"
+    return f"{header}.{encoded}.{signature}"
+
+
+def unsigned(claims: dict) -> str:
+    """A token that says it needs no signature (``alg: none``), naming the real key."""
+    header = {"kid": tokens.key_id(KEY)}
+    return jwt.encode({**jwt.decode(forged({}), options={"verify_signature": False}), **claims},
+                      None, algorithm="none", headers=header)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -115,7 +124,7 @@ def tamper(token: str, **changes: Any) -> str:
         ("", "alpha.0123456789ab", "anonymous"),
         ("not a token", "alpha.0123456789ab", "not a notifier token"),
         (forged({}, FORGED_KEY), "alpha.0123456789ab", "bad signature"),
-        (forged({"exp": int(NOW) - 1}), "alpha.0123456789ab", "expired"),
+        (forged({"exp": int(NOW) - tokens.LEEWAY_SECONDS - 1}), "alpha.0123456789ab", "expired"),
         (forged({"iat": int(NOW) + 3600}), "alpha.0123456789ab", "future"),
         (tamper(forged({}), sub="beta"), "alpha.0123456789ab", "bad signature"),
         (tamper(forged({}), exp=int(NOW) + 10**6), "alpha.0123456789ab", "bad signature"),
@@ -125,15 +134,18 @@ def tamper(token: str, **changes: Any) -> str:
         (forged({"scope": "admin"}), "alpha.0123456789ab", "unknown scope"),
         (forged({"scope": "dashboard", "sub": "alpha"}), "alpha.0123456789ab", "grants nothing"),
         (forged({"sub": "#"}), "alpha.0123456789ab", "grants nothing"),
+        (unsigned({}), "alpha.0123456789ab", "malformed token"),
+        (forged({"iat": "soon"}), "alpha.0123456789ab", "malformed token"),
     ],
     ids=[
         "anonymous", "empty-password", "garbage", "forged-signature", "expired", "future",
         "tampered-subtopic", "tampered-expiry", "tampered-scope", "wrong-client-id",
         "reserved-subtopic", "unknown-scope", "dashboard-with-subtopic", "wildcard-subtopic",
+        "alg-none", "non-numeric-iat",
     ],
 )  # fmt: skip
 def test_refused(password: str | None, client_id: str, reason: str) -> None:
-    answer, why = authorize(event(password, client_id), keys(), SETTINGS, NOW)
+    answer, why = authorize(event(password, client_id), keys(), SETTINGS)
     assert answer["isAuthenticated"] is False
     assert answer["policyDocuments"] == []
     assert reason in why
@@ -144,17 +156,29 @@ def test_previous_key_still_verifies_during_rotation_then_not() -> None:
     answer, _ = connect(issued)
     assert answer["isAuthenticated"] is True
     after_rotation = authorize(
-        event(issued["token"], issued["clientId"]), keys(KeyRing(b"n" * 64, KEY)), SETTINGS, NOW
+        event(issued["token"], issued["clientId"]), keys(KeyRing(b"n" * 64, KEY)), SETTINGS
     )[0]
     assert after_rotation["isAuthenticated"] is False
 
 
 def test_session_never_outlives_the_token_by_more_than_iot_minimum() -> None:
-    issued = daemon_token()
-    late, _ = connect(issued, now=NOW + 3600 - 30)
+    now = time.time()  # not NOW: tokens 30 s from expiry must not expire before they are used
+    late, _ = connect(daemon_token(now=now - 3600 + 30))
     assert late["disconnectAfterInSeconds"] == 300  # IoT Core's minimum
-    expired, why = connect(issued, now=NOW + 3600)
+    within_leeway, _ = connect(daemon_token(now=now - 3600 - tokens.LEEWAY_SECONDS // 2))
+    assert within_leeway["isAuthenticated"] is True
+    expired, why = connect(daemon_token(now=now - 3600 - tokens.LEEWAY_SECONDS - 1))
     assert expired["isAuthenticated"] is False and "expired" in why
+
+
+def test_tokens_are_jwts_with_a_key_id() -> None:
+    token = daemon_token("alpha")["token"]
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": "HS256", "typ": "JWT", "kid": tokens.key_id(KEY)}
+    claims = jwt.decode(token, KEY, algorithms=["HS256"])
+    assert set(claims) == {"scope", "sub", "cid", "iat", "exp"} and claims["sub"] == "alpha"
+    dashboard = issuer.issue(tokens.DASHBOARD, None, KEY, ISSUER, NOW)["token"]
+    assert "sub" not in jwt.decode(dashboard, KEY, algorithms=["HS256"])
 
 
 def test_issuer_routes_api_gateway_proxy_events() -> None:
@@ -177,5 +201,5 @@ def test_iot_arn_prefix_from_the_function_arn() -> None:
 
 def test_issued_tokens_expire_after_the_lifetime() -> None:
     issued = daemon_token(now=time.time())
-    claims = tokens.verify(issued["token"], KeyRing(KEY).by_id, time.time())
+    claims = tokens.verify(issued["token"], KeyRing(KEY).by_id)
     assert claims.expires_at - claims.issued_at == issuer.DEFAULT_LIFETIME_SECONDS

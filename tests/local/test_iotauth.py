@@ -6,12 +6,11 @@ import asyncio
 import base64
 import dataclasses
 import json
-import os
-import sys
+import ssl
 import time
-from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from awscrt import io, mqtt
 from awscrt.exceptions import AwsCrtError
@@ -22,7 +21,7 @@ from notifier.iot_tokens import IotToken, TokenError, TokenIssuer
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
 from tests.mqtt_support import connection as mqtt_connection
-from tests.mqtt_support import issuer_of, token_for
+from tests.mqtt_support import issuer_of, notifier_token, tls_connection, token_for
 
 
 async def invoke(stack: LocalStack, function: str, event: dict[str, Any]) -> Any:
@@ -56,8 +55,8 @@ async def test_deployed_issuer_and_authorizer_agree(local_stack: LocalStack) -> 
     token = json.loads(issued["body"])
     assert token["topicFilters"] == [f"{local_stack.settings.topic_root}/bridge-test/#"]
     assert token["authorizerName"] == outputs["TokenAuthorizerName"]
-    endpoint = (local_stack.settings.host, local_stack.broker.port)
-    assert (token["endpoint"], token["port"]) == endpoint
+    endpoint = (local_stack.settings.host, local_stack.broker.tls_port)
+    assert (token["endpoint"], token["port"]) == endpoint  # MQTT over TLS, as IoT Core
 
     password = base64.b64encode(token["token"].encode()).decode()
     connect = {
@@ -104,9 +103,15 @@ def tampered(issued: IotToken, **claims: Any) -> IotToken:
     return dataclasses.replace(issued, token=f"{prefix}.{encoded}.{signature}")
 
 
-async def try_connect(stack: LocalStack, token: IotToken | None, client_id: str = "") -> Any:
-    """The connected connection, or None when the broker refused it."""
-    connection = mqtt_connection(stack.settings.host, stack.broker.port, token, client_id)
+async def try_connect(
+    stack: LocalStack, token: IotToken | None, client_id: str = "", transport: str = "tls"
+) -> Any:
+    """The connected connection (over TLS, or plain ``tcp``), or None when the broker
+    refused it."""
+    if transport == "tls":
+        connection = tls_connection(stack, token, client_id)
+    else:
+        connection = mqtt_connection(stack.settings.host, stack.broker.port, token, client_id)
     try:
         await asyncio.wait_for(asyncio.wrap_future(connection.connect()), 30)
     except AwsCrtError:  # the broker closed the connection
@@ -128,26 +133,49 @@ async def subscribe(connection: Any, topic_filter: str, queue: asyncio.Queue[Any
     return result["qos"] is not None
 
 
-async def test_the_broker_refuses_what_the_authorizer_refuses(local_stack: LocalStack) -> None:
+@pytest.mark.parametrize("transport", ["tls", "tcp"])
+async def test_the_broker_refuses_what_the_authorizer_refuses(
+    local_stack: LocalStack, transport: str
+) -> None:
     issued = await token_for(local_stack, new_id("live"))
     key = await signing_key(local_stack)
     now = int(time.time())
+    leeway = tokens.LEEWAY_SECONDS
+    candidates = {
+        "anonymous": (None, "anonymous-client"),
+        "forged signature": (forge(issued, b"not the key" * 6), ""),
+        "expired": (forge(issued, key, issued_at=now - 7200, expires_at=now - leeway - 60), ""),
+        "tampered claims": (tampered(issued, sub="someone-else"), ""),
+        "wrong client id": (dataclasses.replace(issued, client_id=f"x{issued.client_id}"), ""),
+        "reserved subtopic": (forge(issued, key, subtopic="status"), ""),
+        "out of scope": (forge(issued, key, scope="admin"), ""),
+        "dashboard with a subtopic": (forge(issued, key, scope=tokens.DASHBOARD), ""),
+    }
     refused = {
-        "anonymous": await try_connect(local_stack, None, "anonymous-client"),
-        "forged signature": await try_connect(local_stack, forge(issued, b"not the key" * 6)),
-        "expired": await try_connect(
-            local_stack, forge(issued, key, issued_at=now - 7200, expires_at=now - 1)
-        ),
-        "tampered claims": await try_connect(local_stack, tampered(issued, sub="someone-else")),
-        "wrong client id": await try_connect(
-            local_stack, dataclasses.replace(issued, client_id=f"x{issued.client_id}")
-        ),
-        "reserved subtopic": await try_connect(local_stack, forge(issued, key, subtopic="status")),
+        name: await try_connect(local_stack, token, client_id, transport)
+        for name, (token, client_id) in candidates.items()
     }
     assert refused == dict.fromkeys(refused)
-    connection = await try_connect(local_stack, issued)
+    connection = await try_connect(local_stack, issued, transport=transport)
     assert connection is not None  # the genuine token, after all that
     await asyncio.wrap_future(connection.disconnect())
+
+
+async def test_the_tls_listener_speaks_alpn_mqtt_with_the_stacks_certificate(
+    local_stack: LocalStack,
+) -> None:
+    context = ssl.create_default_context(cafile=str(local_stack.ca_file))
+    context.set_alpn_protocols(["mqtt"])
+    for name in ("127.0.0.1", "localhost"):  # the certificate is valid for both
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", local_stack.broker.tls_port, ssl=context, server_hostname=name
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "mqtt"
+        writer.close()
+        await writer.wait_closed()
+    untrusted = ssl.create_default_context()  # the system's CAs: not the stack's
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection("127.0.0.1", local_stack.broker.tls_port, ssl=untrusted)
 
 
 async def test_a_token_sees_nothing_outside_its_filters(local_stack: LocalStack) -> None:
@@ -197,38 +225,48 @@ async def test_a_dashboard_token_reads_status_topics_and_cannot_publish(
         await asyncio.wrap_future(connection.disconnect())
 
 
-async def test_the_issuer_wants_its_api_key(local_stack: LocalStack) -> None:
-    settings = IotAuthSettings(issuer_url=local_stack.issuer_url, api_key="wrong")
-    with pytest.raises(TokenError, match="403"):
-        await TokenIssuer(settings, local_stack.aws_settings).daemon_token("x")
-    good = issuer_of(local_stack)
+async def test_the_token_api_wants_sigv4_with_the_local_credentials(
+    local_stack: LocalStack,
+) -> None:
+    url = f"{local_stack.issuer_url}/tokens/daemon/{new_id('sig')}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url) as unsigned:
+            assert unsigned.status == 403
+            assert (await unsigned.json())["message"] == "Missing Authentication Token"
+    settings = IotAuthSettings(issuer_url=local_stack.issuer_url)
+    wrong_secret = dataclasses.replace(local_stack.aws_settings, secret_access_key="guess")
+    with pytest.raises(TokenError, match="403: The request signature we calculated"):
+        await TokenIssuer(settings, wrong_secret).daemon_token("x")
+    wrong_key = dataclasses.replace(local_stack.aws_settings, access_key_id="AKIDOTHER")
+    with pytest.raises(TokenError, match="403: The security token"):
+        await TokenIssuer(settings, wrong_key).daemon_token("x")
+    wrong_region = dataclasses.replace(local_stack.aws_settings, region="eu-west-1")
+    with pytest.raises(TokenError, match="403: Credential should be scoped"):
+        await TokenIssuer(settings, wrong_region).daemon_token("x")
+    signed = issuer_of(local_stack)  # botocore's SigV4Auth, as against API Gateway
+    assert (await signed.daemon_token("x")).topic_filters == ("notifier/x/#",)
     with pytest.raises(TokenError, match="400"):
-        await good.daemon_token("status")
+        await signed.daemon_token("status")
 
 
 async def test_notifier_token_prints_usable_credentials(local_stack: LocalStack) -> None:
     subtopic = new_id("cli")
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "notifier"), "token", "--subtopic", subtopic,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={
-            **os.environ,
-            "NOTIFIER_IOTAUTH_ISSUER_URL": local_stack.issuer_url,
-            "NOTIFIER_IOTAUTH_API_KEY": local_stack.settings.issuer_api_key,
-        },
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()
-    printed = json.loads(stdout)
+    printed = await notifier_token(local_stack, "--subtopic", subtopic)
     assert {"username", "password", "clientId", "topicFilters", "expiresAt"} <= set(printed)
     root = local_stack.settings.topic_root
     assert printed["topicFilters"] == [f"{root}/{subtopic}/#"]
+    assert printed["caFile"] == str(local_stack.ca_file) and printed["alpn"] == "mqtt"
+    assert printed["port"] == local_stack.broker.tls_port
 
+    options = io.TlsContextOptions()
+    options.override_default_trust_store_from_path(None, printed["caFile"])
+    options.alpn_list = [printed["alpn"]]
     connection = mqtt.Connection(
-        client=mqtt.Client(io.ClientBootstrap.get_or_create_static_default()),
-        host_name=local_stack.settings.host,
-        port=local_stack.broker.port,
+        client=mqtt.Client(
+            io.ClientBootstrap.get_or_create_static_default(), io.ClientTlsContext(options)
+        ),
+        host_name=printed["endpoint"],
+        port=printed["port"],
         client_id=printed["clientId"],
         username=printed["username"],
         password=printed["password"],

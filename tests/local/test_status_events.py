@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id, start, wait_final
 
@@ -34,6 +36,15 @@ async def statuses_for(
                 events.get(event["detail"]["executionArn"], []).append(event)
                 await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return events
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def purged_status_queue(local_stack: LocalStack) -> None:
+    """Drop what the session's earlier executions sent: reading it all back takes the longer
+    the more tests ran before (2 events per execution), minutes on a loaded machine. (SQS
+    allows one purge a minute, so once for this module.)"""
+    async with local_stack.aws().client("sqs") as sqs:
+        await sqs.purge_queue(QueueUrl=local_stack.outputs["StatusQueueUrl"])
 
 
 async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: LocalStack) -> None:

@@ -38,7 +38,7 @@ PUBLISHER_PASSWORD = "publisher-password"
 async def in_process_authorizer(name: str, event: dict[str, Any]) -> dict[str, Any]:
     assert name == AUTHORIZER
     settings = AuthorizerSettings("notifier", ARN_PREFIX)
-    answer, _ = authorize(event, lambda kid: KeyRing(KEY).by_id, settings, time.time())
+    answer, _ = authorize(event, lambda kid: KeyRing(KEY).by_id, settings)
     return answer
 
 
@@ -235,6 +235,20 @@ async def test_a_failing_token_is_reported_and_retried(broker: LocalBroker) -> N
         await eventually(lambda: source.auth_error is not None and "refused" in source.auth_error)
         await eventually(lambda: source.connected)
         assert source.auth_error is None and source.refreshes == 0
+
+
+async def test_a_slow_authorizer_does_not_fail_the_connect() -> None:
+    """IoT Core answers a CONNECT only once the authorizer's Lambda has: up to its timeout."""
+    access = access_control()
+
+    async def slow_authorizer(name: str, event: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(4)  # longer than awscrt's default wait for CONNACK (3 s)
+        return await in_process_authorizer(name, event)
+
+    access.authorize = slow_authorizer
+    async with LocalBroker("127.0.0.1", 0, access) as broker:
+        async with source_for(broker.port, Registry(max_held=10)) as source:
+            assert source.connected and source.auth_error is None
 
 
 async def test_anonymous_and_forged_clients_are_refused(broker: LocalBroker) -> None:

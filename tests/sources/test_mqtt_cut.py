@@ -24,7 +24,10 @@ LONG = {"Prefer": "wait=60"}
 
 @pytest.fixture
 async def link(stack: LocalStack) -> AsyncIterator[CuttableLink]:
-    async with CuttableLink(stack.settings.host, stack.broker.port) as running:
+    # To the broker's port of the daemon's transport (TLS passes through untouched).
+    port = settings_for(stack).mqtt.port
+    assert port is not None
+    async with CuttableLink(stack.settings.host, port) as running:
         yield running
 
 

@@ -4,7 +4,6 @@ leaves the daemon serving, degraded (that it then recovers: tests/sources/test_m
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from notifier.app.state import MQTT
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, settings_for
+from tests.daemons import DaemonFactory, call, refused_mqtt, settings_for
 from tests.eventually import eventually
 
 HELD = 100
@@ -52,10 +51,7 @@ async def test_a_token_refresh_during_held_requests_loses_none(
 async def test_a_refused_token_is_one_line_and_degraded(
     stack: LocalStack, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = settings_for(stack, NOTIFIER_MQTT_RECONNECT_MAX_SECS="1")
-    settings = dataclasses.replace(
-        settings, iotauth=dataclasses.replace(settings.iotauth, api_key="not-the-key")
-    )
+    settings = refused_mqtt(settings_for(stack, NOTIFIER_MQTT_RECONNECT_MAX_SECS="1"))
     with caplog.at_level(logging.ERROR, logger="notifier.sources.mqtt"):
         async with Daemon(settings) as daemon:
             mqtt = daemon.app[MQTT]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -182,7 +183,29 @@ def test_a_package_is_zipped_under_its_name(packaged: tuple) -> None:
     with zipfile.ZipFile(io.BytesIO(artifacts[issuer["Code"]["S3Key"]])) as archive:
         names = archive.namelist()
     assert "iotauth/__init__.py" in names and "iotauth/tokens.py" in names
-    assert all(name.startswith("iotauth/") for name in names)
+    assert "iotauth/requirements.txt" not in names
+    # PyJWT, vendored from the installed distribution: AWS's runtime does not have it.
+    jwt_version = importlib.metadata.version("PyJWT")
+    assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
+    assert f"pyjwt-{jwt_version}.dist-info/licenses/LICENSE" in names
+    vendored = {name.split("/")[0] for name in names} - {"iotauth"}
+    assert vendored == {"jwt", f"pyjwt-{jwt_version}.dist-info"}
+    assert not [name for name in names if name.endswith((".pyc", ".so", "RECORD"))]
+
+
+def test_vendoring_refuses_what_it_cannot_carry(tmp_path: Path) -> None:
+    code = tmp_path / "fn"
+    code.mkdir()
+    (code / "app.py").write_text("import jwt\n")
+    (code / "requirements.txt").write_text("not-installed-anywhere\n")
+    with pytest.raises(ValueError, match="not installed"):
+        package.zip_code(code)
+    (code / "requirements.txt").write_text("PyJWT>=2\n")
+    with pytest.raises(ValueError, match="distribution name only"):
+        package.zip_code(code)
+    (code / "requirements.txt").write_text("# compiled: no\ncryptography\n")
+    with pytest.raises(ValueError, match="not pure Python"):
+        package.zip_code(code)
 
 
 def test_zips_are_deterministic_and_clean(tmp_path: Path) -> None:
