@@ -81,9 +81,10 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     publisher = iot_core.BrokerPublisher(
         mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     )
+    invocations = eventbridge_targets.AsyncInvocations()
     lambda_runtime.install(runtime)
     sfn_status_events.install(emitter)
-    eventbridge_targets.install()
+    eventbridge_targets.install(invocations)
     iot_core.install(publisher)
     cloudformation_resources.install()
     iot_authorizers.install()
@@ -99,6 +100,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         server.serve_forever()
     finally:
         emitter.close()
+        invocations.close()
         runtime.close()
         publisher.close()
 

@@ -6,9 +6,6 @@ import io
 import json
 import zipfile
 
-import pytest
-
-from notifier.local import eventbridge_targets
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
 from tests.mqtt_support import MqttRecorder
@@ -202,52 +199,39 @@ async def test_start_execution_without_name_gets_a_fresh_one(local_stack: LocalS
     assert all(len(name) == 36 for name in names)
 
 
-# ---------------------------------------------------------------- asynchronous invocations
-
-
-class FailingFunction:
-    """A moto LambdaFunction as eventbridge_targets sees it, failing ``failures`` times."""
-
-    function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
-
-    def __init__(self, failures: int, dead_letter: str | None = "arn:aws:sqs:us-east-1:1:dlq"):
-        self.failures = failures
-        self.calls = 0
-        self.dead_letter_config = {"TargetArn": dead_letter} if dead_letter else None
-
-    def _invoke_lambda(self, event: str) -> tuple[str, bool, str]:
-        self.calls += 1
-        if self.calls <= self.failures:
-            return json.dumps({"errorMessage": f"failure {self.calls}"}), True, ""
-        return "{}", False, ""
-
-
-@pytest.mark.parametrize(
-    ("failures", "calls", "kept"), [(0, 1, False), (2, 3, False), (3, 3, True)]
-)
-def test_a_failed_asynchronous_invocation_is_retried_twice_then_kept(
-    failures: int, calls: int, kept: bool
+async def test_an_event_a_target_cannot_take_goes_to_its_dead_letter_queue(
+    local_stack: LocalStack,
 ) -> None:
-    function = FailingFunction(failures)
-    delays: list[float] = []
-    dead_letters: list[tuple[str, str, dict[str, str]]] = []
-    eventbridge_targets.invoke_async(
-        function, '{"e": 1}', lambda *sent: dead_letters.append(sent), delays.append
-    )
-    assert function.calls == calls
-    assert [d for d in delays if d] == list(eventbridge_targets.RETRY_DELAYS[: calls - 1])
-    if kept:
-        ((queue, body, attributes),) = dead_letters
-        assert (queue, body) == ("arn:aws:sqs:us-east-1:1:dlq", '{"e": 1}')
-        assert attributes["ErrorCode"] == "200" and "failure 3" in attributes["ErrorMessage"]
-    else:
-        assert dead_letters == []
-
-
-def test_without_a_dead_letter_queue_a_failed_event_is_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    function = FailingFunction(3, dead_letter=None)
-    eventbridge_targets.invoke_async(function, "{}", lambda *sent: None, lambda delay: None)
-    assert function.calls == 3
-    assert "dropped after its retries" in caplog.text
+    """As EventBridge does: the event goes to that target's dead-letter queue, with the
+    error, the rule and the target, and the rule's other targets still get it."""
+    rule, gone, kept, dead_letter = (new_id(kind) for kind in ("rule", "gone", "kept", "dlq"))
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:{}".format
+    aws = local_stack.aws()
+    async with aws.client("sqs") as sqs, aws.client("events") as events:
+        kept_url = (await sqs.create_queue(QueueName=kept))["QueueUrl"]
+        dead_letter_url = (await sqs.create_queue(QueueName=dead_letter))["QueueUrl"]
+        created = await events.put_rule(Name=rule, EventPattern=json.dumps({"source": [rule]}))
+        targets = [  # the queue `gone` does not exist (any more)
+            {
+                "Id": "gone",
+                "Arn": queue_arn(gone),
+                "DeadLetterConfig": {"Arn": queue_arn(dead_letter)},
+            },
+            {"Id": "kept", "Arn": queue_arn(kept)},
+        ]
+        await events.put_targets(Rule=rule, Targets=targets)
+        entry = {"Source": rule, "DetailType": "test", "Detail": json.dumps({"n": 1})}
+        await events.put_events(Entries=[entry])
+        # Delivered while PutEvents was answered: the messages are there.
+        (delivered,) = (await sqs.receive_message(QueueUrl=kept_url))["Messages"]
+        (undelivered,) = (
+            await sqs.receive_message(QueueUrl=dead_letter_url, MessageAttributeNames=["All"])
+        )["Messages"]
+    assert json.loads(delivered["Body"])["detail"] == {"n": 1}
+    event = json.loads(undelivered["Body"])
+    assert (event["source"], event["detail"]) == (rule, {"n": 1})
+    attributes = {k: v["StringValue"] for k, v in undelivered["MessageAttributes"].items()}
+    assert attributes["RULE_ARN"] == created["RuleArn"]
+    assert attributes["TARGET_ARN"] == queue_arn(gone)
+    assert attributes["ERROR_CODE"] == "QueueDoesNotExist"
+    assert attributes["ERROR_MESSAGE"]
