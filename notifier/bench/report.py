@@ -159,7 +159,7 @@ def _figures(
     }
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -178,7 +178,7 @@ def modes_table(results: Sequence[ModeResult]) -> str:
         calls = sum(result.api_calls.values()) / result.requests
         rows.append(
             tuple(
-                _cell(v)
+                cell(v)
                 for v in (
                     result.mode,
                     f["backend"],
@@ -196,7 +196,7 @@ def modes_table(results: Sequence[ModeResult]) -> str:
                 )  # fmt: skip
             )
         )
-    return _format(rows)
+    return format_table(rows)
 
 
 def held_table(result: HeldResult) -> str:
@@ -204,7 +204,7 @@ def held_table(result: HeldResult) -> str:
     header = ("backend", "requests", "held at once", "ok", "p50 ms", "p99 ms", "CPU ms/req",
               "peak RSS MB")  # fmt: skip
     row = tuple(
-        _cell(f[k])
+        cell(f[k])
         for k in (
             "backend",
             "requests",
@@ -216,7 +216,7 @@ def held_table(result: HeldResult) -> str:
             "peak_rss_mb",
         )  # fmt: skip
     )
-    return _format([header, row])
+    return format_table([header, row])
 
 
 def cut_table(results: Sequence[CutResult]) -> str:
@@ -229,7 +229,7 @@ def cut_table(results: Sequence[CutResult]) -> str:
             first = path == "all"
             rows.append(
                 tuple(
-                    _cell(v)
+                    cell(v)
                     for v in (
                         result.variant if first else "",
                         path,
@@ -241,26 +241,26 @@ def cut_table(results: Sequence[CutResult]) -> str:
                     )
                 )
             )
-    lines = [_format(rows), ""]
+    lines = [format_table(rows), ""]
     for result in results:
         f = result.figures()
         ended = f["ended_after_cut_s"]
         lines.append(
-            f"{result.variant}: the workflows ended {_cell(ended[0] if ended else None)} to "
-            f"{_cell(ended[1] if ended else None)} s after the cut; the daemon knew MQTT was "
-            f"down {_cell(f['mqtt_down_after_s'])} s after it"
+            f"{result.variant}: the workflows ended {cell(ended[0] if ended else None)} to "
+            f"{cell(ended[1] if ended else None)} s after the cut; the daemon knew MQTT was "
+            f"down {cell(f['mqtt_down_after_s'])} s after it"
         )
         lines.append(
             f"{result.variant}: after the link returned, MQTT connected in "
-            f"{_cell(f['mqtt_connected_after_s'])} s and completed a workflow that ended "
-            f"{_cell(f['mqtt_delivering_after_s'])} s after it; then {f['probes_via_mqtt']} "
+            f"{cell(f['mqtt_connected_after_s'])} s and completed a workflow that ended "
+            f"{cell(f['mqtt_delivering_after_s'])} s after it; then {f['probes_via_mqtt']} "
             f"requests via MQTT, {f['describe_calls_after']} DescribeExecution calls; "
             f"completions MQTT missed while connected: {f['mqtt_missed']}"
         )
     return "\n".join(lines)
 
 
-def _format(rows: Sequence[tuple[str, ...]]) -> str:
+def format_table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(row))

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, report
+from notifier.bench import load, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.report import HeldResult, ModeResult
@@ -71,6 +71,8 @@ class BenchOptions:
     warmup: int = 5
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
+    workloads: tuple[throughput.Workload, ...] = tuple(throughput.WORKLOADS.values())
+    """With ``--throughput``: the routes to load."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -128,7 +130,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --cut: queue (the daemon has its completion queue), sweeps (it has not)",
     )
     bench.add_argument(
-        "--warmup", type=int, default=5, help="requests per daemon before measuring (5)"
+        "--throughput",
+        action="store_true",
+        help="instead: the local stack's own throughput, executions a second per workflow "
+        "(moto, MQTT; by default 50 ProcessA at once, then 100 Hello at 50 concurrent)",
+    )
+    bench.add_argument(
+        "--routes",
+        default=",".join(throughput.WORKLOADS),
+        help="with --throughput: the routes to load, comma-separated",
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=5, help="requests per daemon (per route) before measuring (5)"
     )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
@@ -161,6 +174,14 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--warmup must not be negative")
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
+    if args.throughput and (
+        args.held is not None or args.cut is not None or args.backend != "moto" or args.plot
+    ):
+        raise BenchError("--throughput measures the moto backend alone: no --held, --cut, --plot")
+    try:
+        workloads = throughput.parse_routes(args.routes)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     if args.plot is not None:
         report.check_plotting()
     return BenchOptions(
@@ -172,6 +193,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         poll_interval=args.poll_interval,
         warmup=args.warmup,
         log_dir=args.log_dir,
+        workloads=workloads,
     )
 
 
@@ -198,6 +220,8 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
 async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
     if args.cut is not None:
         return await _run_cut(args, options, stack)
+    if args.throughput:
+        return await run_throughput(args, options, stack)
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
@@ -260,6 +284,31 @@ async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: Local
     if args.json:
         print(json.dumps({"cut": {r.variant: r.figures() for r in results}}))
     return 0 if all(r.ok == r.requests for r in results) else 1
+
+
+async def run_throughput(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
+    widest = max(args.concurrency or w.concurrency for w in options.workloads)
+    with _log_dir(options) as logs, _open_log(logs / "daemon-throughput.log") as log:
+        results = await throughput.measure(
+            stack,
+            options.workloads,
+            daemon_settings(stack, "mqtt", options, widest, None),
+            log,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            warmup=options.warmup,
+            progress=True,
+        )
+    print()
+    print(throughput.table(results))
+    for note in throughput.notes(machine()):
+        print(f"  {note}")
+    for result in results:
+        for error in result.errors:
+            print(f"  {result.route}: a wrong answer: {error}")
+    if args.json:
+        print(json.dumps({"throughput": {r.route: r.figures() for r in results}}))
+    return 0 if all(r.figures()["ok"] == r.requests for r in results) else 1
 
 
 def machine() -> str:

@@ -32,7 +32,7 @@ class _Subscriptions(dict[str, list[tuple[Session, int]]]):
     """amqtt's subscriptions by topic filter, iterated over a snapshot (of each filter's
     subscribers too: one leaving must not make the loop skip the next)."""
 
-    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]  # a snapshot
         return [(topic, list(subscribers)) for topic, subscribers in super().items()]
 
     def __iter__(self) -> Iterator[str]:

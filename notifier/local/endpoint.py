@@ -9,6 +9,7 @@ of the IoT data plane comes in the environment variable named by ``PUBLISHER_PAS
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -32,13 +33,11 @@ LOCAL_CREDENTIALS = {
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
+    # Out of the environment before any process is started from here (Lambda workers).
+    publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(LOCAL_CREDENTIALS)
     from moto.core.config import default_user_config
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     from notifier.lifecycle import announce_ready
@@ -48,6 +47,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         iot_authorizers,
         iot_core,
         lambda_runtime,
+        moto_performance,
         sfn_api,
         sfn_status_events,
     )
@@ -64,7 +64,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     server: Any = make_server(
         host,
         port,
-        DomainDispatcherApplication(create_backend_app),
+        moto_performance.dispatcher(create_backend_app),
         threaded=True,
         request_handler=MotoRequestHandler,
         fd=listener.fileno(),
@@ -78,11 +78,11 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
     emitter = sfn_status_events.StatusChangeEmitter()
-    publisher = iot_core.BrokerPublisher(
-        mqtt_host, mqtt_port, os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
-    )
+    publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
     invocations = eventbridge_targets.AsyncInvocations()
+    moto_performance.install()
     lambda_runtime.install(runtime)
+    runtime.start()
     sfn_status_events.install(emitter)
     eventbridge_targets.install(invocations)
     iot_core.install(publisher)
@@ -95,6 +95,9 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # What start made (moto's modules and models, the botocore specs) lives as long as the
+    # process: the collector's full passes need not walk it again and again.
+    gc.freeze()
     announce_ready(bound_host, bound_port)
     try:
         server.serve_forever()

@@ -11,6 +11,7 @@ It is the one client the broker lets publish, with a password the stack gives bo
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -58,6 +59,14 @@ class BrokerPublisher:
             self._connection.disconnect().result(PUBLISH_TIMEOUT_SECONDS)
 
 
+@functools.cache
+def _iot_data_input_shape(action: str) -> Any:
+    """The input shape of the iot-data operation ``action`` (any case), loaded once."""
+    service = botocore.session.get_session().get_service_model("iot-data")
+    name = next(op for op in service.operation_names if op.lower() == action.lower())
+    return service.operation_model(name).input_shape
+
+
 def install(publisher: BrokerPublisher) -> None:
     from moto.core.exceptions import JsonRESTError
     from moto.iotdata.models import IoTDataPlaneBackend
@@ -79,10 +88,7 @@ def install(publisher: BrokerPublisher) -> None:
         if self.resource.api_name != "iotdataplane":
             original_normalise(self, parameters, *args)
             return
-        service = botocore.session.get_session().get_service_model("iot-data")
-        action = self.resource.api_action.lower()
-        name = next(op for op in service.operation_names if op.lower() == action)
-        self._to_boto_request(parameters, service.operation_model(name).input_shape)
+        self._to_boto_request(parameters, _iot_data_input_shape(self.resource.api_action))
 
     StateTaskServiceAwsSdk._normalise_parameters = normalise_parameters  # type: ignore[method-assign,assignment]  # moto patched
 

@@ -6,6 +6,11 @@ processes (`lambda_worker`), started on demand from the function's own deployed 
 the function's environment variables plus the local endpoint, as a Lambda container would
 have them. Concurrent invocations use separate workers, so handlers see the same
 process-per-invocation isolation as in AWS.
+
+Workers are forked from one server process that imported boto3 once (multiprocessing's
+``forkserver``): a burst of invocations that needs new workers costs milliseconds each,
+not the half second of CPU a new interpreter takes to import boto3, which on a small
+machine had a burst of concurrent workflows spend seconds starting workers.
 """
 
 from __future__ import annotations
@@ -14,88 +19,89 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
+import multiprocessing.forkserver
 import os
-import subprocess  # nosec B404  # starts the local Lambda workers, own code only
-import sys
 import tempfile
 import threading
 import time
 import uuid
 import zipfile
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from notifier.local import lambda_worker
 from notifier.local.settings import LOCAL_CREDENTIAL
 
 log = logging.getLogger("notifier.local.lambda")
 
-MAX_WORKERS_PER_FUNCTION = 16
+WORKERS_PER_FUNCTION = 8
+"""Concurrent invocations of one function; more wait for a worker to be free."""
 
 
 class Worker:
     """One warm process for one version of one function's code."""
 
-    def __init__(self, code_dir: Path, handler: str, env: dict[str, str], name: str) -> None:
-        reply_read, reply_write = os.pipe()
-        self.process = subprocess.Popen(  # nosec B603  # this interpreter, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "notifier.local.lambda_worker",
-                "--code-dir",
-                str(code_dir),
-                "--handler",
-                handler,
-                "--reply-fd",
-                str(reply_write),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=(reply_write,),
-            env=env,
-            text=True,
+    def __init__(
+        self,
+        context: multiprocessing.context.ForkServerContext,
+        code_dir: Path,
+        handler: str,
+        env: dict[str, str],
+        name: str,
+    ) -> None:
+        self._channel, worker_channel = context.Pipe()
+        self._closing = threading.Lock()
+        log_read, log_write = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=lambda_worker.serve,
+            args=(str(code_dir), handler, env, worker_channel, log_write),
+            name=f"lambda {name}",
+            daemon=True,
         )
-        os.close(reply_write)
-        self.replies = os.fdopen(reply_read, "r")
-        threading.Thread(target=self._forward_logs, args=(name,), daemon=True).start()
+        self.process.start()
+        worker_channel.close()
+        log_write.close()
+        threading.Thread(target=self._forward_logs, args=(log_read, name), daemon=True).start()
 
-    def _forward_logs(self, name: str) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            log.info("[%s] %s", name, line.rstrip())
+    @staticmethod
+    def _forward_logs(pipe: Connection, name: str) -> None:
+        with open(os.dup(pipe.fileno()), errors="replace") as lines:
+            pipe.close()
+            for line in lines:
+                log.info("[%s] %s", name, line.rstrip())
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
         """The worker's reply, or None when the invocation timed out or the worker died."""
-        assert self.process.stdin is not None
         request = {
             "event": event,
             "requestId": str(uuid.uuid4()),
             "deadline": time.time() + timeout,
         }
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
+            self._channel.send_bytes(json.dumps(request).encode())
+            if not self._channel.poll(timeout):
+                return None
+            result: dict[str, Any] = json.loads(self._channel.recv_bytes())
+        except (EOFError, OSError):
             return None
-        reply: list[str] = []
-        reader = threading.Thread(target=lambda: reply.append(self.replies.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not reply or not reply[0]:
-            return None
-        result: dict[str, Any] = json.loads(reply[0])
         return result
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.is_alive()
 
     def close(self) -> None:
-        if self.alive():
-            self.process.kill()
-        self.process.wait()
-        self.replies.close()
+        """Kill the process; safe to call from several threads (a pool stopping while an
+        invocation of this worker fails)."""
+        with self._closing:
+            if self._channel.closed:
+                return
+            if self.alive():
+                self.process.kill()
+            self.process.join()
+            self._channel.close()
 
 
 class FunctionPool:
@@ -104,8 +110,9 @@ class FunctionPool:
     def __init__(self, factory: Callable[[], Worker]) -> None:
         self._factory = factory
         self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(MAX_WORKERS_PER_FUNCTION)
+        self._slots = threading.BoundedSemaphore(WORKERS_PER_FUNCTION)
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
         with self._slots:
@@ -113,17 +120,22 @@ class FunctionPool:
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = self._factory()
+                with self._lock:
+                    self._workers.add(worker)
             reply = worker.invoke(event, timeout)
+            with self._lock:
+                if reply is None:
+                    self._workers.discard(worker)
+                else:
+                    self._idle.append(worker)
             if reply is None:
                 worker.close()
-            else:
-                with self._lock:
-                    self._idle.append(worker)
             return reply
 
     def close(self) -> None:
+        """Stop every worker, busy ones too: their invocations end as timed out."""
         with self._lock:
-            workers, self._idle = self._idle, []
+            workers, self._workers, self._idle = self._workers, set(), []
         for worker in workers:
             worker.close()
 
@@ -133,12 +145,23 @@ class LocalLambdaRuntime:
 
     def __init__(self, endpoint_url: str) -> None:
         self.endpoint_url = endpoint_url
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(list(lambda_worker.PRELOADED))
         self._code_root = Path(tempfile.mkdtemp(prefix="notifier-lambda-"))
         self._pools: dict[str, FunctionPool] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def start(self) -> None:
+        """Start the server that forks workers now, so that it has loaded boto3 by the time
+        the first invocation comes (rather than making that one wait)."""
+        multiprocessing.forkserver.ensure_running()
 
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
         """Invoke a moto ``LambdaFunction``; returns moto's (payload, errored, logs) triple."""
+        if self._closed.is_set():  # the endpoint is stopping: start no new worker
+            error = {"errorMessage": "the local Lambda runtime has stopped", "errorType": "Stopped"}
+            return json.dumps(error), True, ""
         pool = self._pool_for(function)
         timeout = float(function.timeout or 3)
         reply = pool.invoke(event, timeout)
@@ -164,7 +187,9 @@ class LocalLambdaRuntime:
                 code_dir = self._unpack(function.code_bytes, digest)
                 env = self._environment(function)
                 name = function.function_name
-                pool = FunctionPool(lambda: Worker(code_dir, function.handler, env, name))
+                pool = FunctionPool(
+                    lambda: Worker(self._context, code_dir, function.handler, env, name)
+                )
                 self._pools[key] = pool
             return pool
 
@@ -199,6 +224,9 @@ class LocalLambdaRuntime:
         return env
 
     def close(self) -> None:
+        """Stop every worker; invocations from now on fail at once (those queued behind
+        EventBridge would otherwise each start a worker against a stopped endpoint)."""
+        self._closed.set()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:

@@ -1,26 +1,36 @@
 """One warm Lambda "container": a process that imports a function's handler once and
 answers invocations from its parent, one at a time.
 
-Protocol (one JSON document per line): the parent writes
-``{"event": ..., "requestId": ..., "deadline": <epoch seconds>}`` to our stdin and reads
-``{"result": ...}`` or ``{"error": {"errorMessage", "errorType", "stackTrace"}}`` from the
-file descriptor named by ``--reply-fd``. The handler's own prints go to stderr, which the
-parent forwards to its log, as Lambda forwards them to CloudWatch Logs.
+Workers are forked from a server process that has already imported boto3 and loaded the
+models of the services the stack's functions call (``lambda_preload``), so a new one costs
+milliseconds where a fresh interpreter importing boto3 and creating its first clients takes
+about half a second of CPU. :func:`serve` then makes the process the function's
+own: its environment variables, its code first on ``sys.path``, its handler imported.
+
+Protocol, over ``channel`` (one JSON document per message): the parent sends
+``{"event": ..., "requestId": ..., "deadline": <epoch seconds>}`` and receives
+``{"result": ...}`` or ``{"error": {"errorMessage", "errorType", "stackTrace"}}``. The
+handler's output (stdout and stderr) goes to the ``log`` pipe, which the parent forwards to
+its log, as Lambda forwards it to CloudWatch Logs.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from notifier.local.lambda_imports import confine
+
+PRELOADED = ("notifier.local.lambda_worker", "notifier.local.lambda_preload")
+"""What the server that forks workers imports once (this module, boto3 and its models)."""
 
 
 class LambdaContext:
@@ -48,37 +58,47 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--code-dir", required=True)
-    parser.add_argument("--handler", required=True)
-    parser.add_argument("--reply-fd", type=int, required=True)
-    args = parser.parse_args()
-
-    replies = os.fdopen(args.reply_fd, "w", buffering=1)
+def serve(
+    code_dir: str,
+    handler_name: str,
+    environment: dict[str, str],
+    channel: Connection,
+    log: Connection,
+) -> None:
+    """Become the function's worker and answer invocations until the parent goes away."""
+    # Ctrl-C in the terminal is for the stack, which stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    log.close()
     sys.stdout = sys.stderr
-    sys.path.insert(0, args.code_dir)
-    confine(Path(args.code_dir))
+    os.environ.clear()
+    os.environ.update(environment)
+    sys.path.insert(0, code_dir)
+    confine(Path(code_dir))
 
-    module_name, _, function_name = args.handler.rpartition(".")
+    module_name, _, function_name = handler_name.rpartition(".")
+    init_error: dict[str, Any] | None = None
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
-        init_error = None
     except Exception as exc:  # an import error is reported on every invocation, as Lambda does
         handler, init_error = None, error_payload(exc)
 
-    for line in sys.stdin:
-        request = json.loads(line)
+    while True:
+        try:
+            request = json.loads(channel.recv_bytes())
+        except (EOFError, OSError):
+            return
         if handler is None:
-            encoded = json.dumps({"error": init_error})
+            reply: dict[str, Any] = {"error": init_error}
         else:
             context = LambdaContext(request["requestId"], request["deadline"])
             try:
-                encoded = json.dumps({"result": handler(request["event"], context)})
+                reply = {"result": handler(request["event"], context)}
             except Exception as exc:
-                encoded = json.dumps({"error": error_payload(exc)})
-        replies.write(encoded + "\n")
-
-
-if __name__ == "__main__":
-    main()
+                reply = {"error": error_payload(exc)}
+        try:
+            encoded = json.dumps(reply)
+        except (TypeError, ValueError) as exc:  # a result Lambda could not serialise either
+            encoded = json.dumps({"error": error_payload(exc)})
+        channel.send_bytes(encoded.encode())

@@ -70,6 +70,11 @@ class AwsEndpointProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the AWS endpoint process is not running"
+        return self._process.pid
+
     async def start(self) -> None:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,

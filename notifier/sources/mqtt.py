@@ -26,9 +26,11 @@ delivering while it claimed to be connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +67,20 @@ def response_timeout_ms(keep_alive_secs: int) -> int:
     """How long a connection with ``keep_alive_secs`` waits for CONNACK and each PINGRESP:
     ``RESPONSE_TIMEOUT_MS``, or just under the keep-alive when that is shorter (4.5 s at 5 s)."""
     return min(RESPONSE_TIMEOUT_MS, keep_alive_secs * 1000 - RESPONSE_TIMEOUT_MARGIN_MS)
+
+
+# A replaced connection is closed once it has received nothing for RETIRE_QUIET_SECS after its
+# unsubscribe, or after RETIRE_MAX_SECS at the latest.
+RETIRE_QUIET_SECS = 1.0
+RETIRE_MAX_SECS = 10.0
+
+
+@dataclass
+class ConnectionActivity:
+    last_message_at: float = float("-inf")
+    """Event-loop time of the connection's last message."""
+
+
 # How a broker turns a CONNECT away: a CONNACK refusal, or (IoT Core, amqtt) hanging up.
 _REFUSED_RETURN_CODES = {
     mqtt.ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
@@ -138,6 +154,8 @@ class MqttSubscription(Service):
         """The current connection is distrusted: the keeper replaces it (:meth:`renew`)."""
         self._wake = asyncio.Event()
         """Wakes the keeper before its time."""
+        self._activity: dict[mqtt.Connection, ConnectionActivity] = {}
+        """Of each open connection."""
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         """Called in the event loop for each message received."""
@@ -213,9 +231,7 @@ class MqttSubscription(Service):
 
     async def _subscribe(self, connection: mqtt.Connection, with_token: bool) -> None:
         """Subscribe ``connection`` to the topic filter; raises unless the broker granted it."""
-        subscribe, _packet_id = connection.subscribe(
-            self.topic_filter, mqtt.QoS.AT_LEAST_ONCE, self._on_message
-        )
+        subscribe, _packet_id = connection.subscribe(self.topic_filter, mqtt.QoS.AT_LEAST_ONCE)
         try:
             result = await self._await(subscribe, "subscribe")
         except MqttConnectError as exc:
@@ -251,14 +267,31 @@ class MqttSubscription(Service):
             raise
 
     async def _retire(self, connection: mqtt.Connection) -> None:
-        """Unsubscribe first, so the broker keeps nothing queued for the old session."""
+        """Unsubscribe first, so the broker keeps nothing queued for the old session; then
+        take what it had already sent the old connection before closing it, since the new
+        one was not yet subscribed when those were routed."""
         try:
             unsubscribe, _packet_id = connection.unsubscribe(self.topic_filter)
             async with asyncio.timeout(5):
                 await asyncio.wrap_future(unsubscribe)
         except Exception as exc:
             log.debug("%s unsubscribe of the old connection: %s", self.label, exc)
+        await self._quiet(connection)
         await self._close(connection)
+
+    async def _quiet(self, connection: mqtt.Connection) -> None:
+        """Return once ``connection`` has received nothing for RETIRE_QUIET_SECS (at most
+        RETIRE_MAX_SECS from now)."""
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        activity = self._activity.get(connection, ConnectionActivity())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETIRE_MAX_SECS):
+                while True:
+                    quiet_for = loop.time() - max(since, activity.last_message_at)
+                    if quiet_for >= RETIRE_QUIET_SECS:
+                        return
+                    await asyncio.sleep(RETIRE_QUIET_SECS - quiet_for)
 
     async def wait_connected(self, value: bool) -> None:
         """Return once ``connected`` is ``value``."""
@@ -329,6 +362,7 @@ class MqttSubscription(Service):
             ) from exc
 
     async def _close(self, connection: mqtt.Connection) -> None:
+        self._activity.pop(connection, None)
         try:
             async with asyncio.timeout(5):
                 await asyncio.wrap_future(connection.disconnect())
@@ -336,6 +370,20 @@ class MqttSubscription(Service):
             log.debug("%s disconnect: %s", self.label, exc)
 
     def _build(self, token: IotToken | None, clean: bool = False) -> mqtt.Connection:
+        """A new connection whose every message, subscribed or late after an unsubscribe,
+        reaches :meth:`handle_message`."""
+        connection = self._build_connection(token, clean)
+        # The callback holds the activity record, not the connection: awscrt keeps the
+        # callback, and a cycle through it could never be collected.
+        activity = self._activity[connection] = ConnectionActivity()
+
+        def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
+            self._call_in_loop(self._handle_message_on, activity, topic, bytes(payload))
+
+        connection.on_message(on_message)
+        return connection
+
+    def _build_connection(self, token: IotToken | None, clean: bool) -> mqtt.Connection:
         s = self.settings
         common: dict[str, Any] = {
             "client_id": token.client_id if token is not None else self._own_client_id,
@@ -420,8 +468,9 @@ class MqttSubscription(Service):
         except RuntimeError:  # the loop closed meanwhile
             pass
 
-    def _on_message(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        self._call_in_loop(self.handle_message, topic, bytes(payload))
+    def _handle_message_on(self, activity: ConnectionActivity, topic: str, payload: bytes) -> None:
+        activity.last_message_at = asyncio.get_running_loop().time()
+        self.handle_message(topic, payload)
 
     def _on_interrupted(self, connection: mqtt.Connection, error: Exception, **kwargs: Any) -> None:
         self._call_in_loop(self._handle_interrupted, connection, str(error))

@@ -85,6 +85,10 @@ async def test_held_requests_all_answered(
         (["--held", "0"], "--held"),
         (["--wait", "0.5"], "whole seconds"),
         (["--poll-interval", "0"], "--poll-interval"),
+        (["--throughput", "--held", "5"], "--throughput"),
+        (["--throughput", "--cut", "5"], "--throughput"),
+        (["--cut", "5", "--held", "5"], "--cut"),
+        (["--throughput", "--routes", "p1,nowhere"], "--routes"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -106,6 +110,36 @@ def test_plot_without_matplotlib_names_the_extra(
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'notifier[plot]'" in err
+
+
+THROUGHPUT_FIELDS = {
+    "workflow", "requests", "concurrency", "ok", "statuses", "elapsed_s", "executions_per_s",
+    "p50_ms", "p95_ms", "max_ms", "cpu_ms_per_execution",
+}  # fmt: skip
+
+
+async def test_throughput_runs_each_workflow_through_the_stack(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = bench_args(
+        "--throughput", "--requests", "3", "--concurrency", "3", "--warmup", "1", "--json"
+    )
+    assert await bench.run(args, stack=local_stack) == 0
+    output = capsys.readouterr().out
+    figures = last_json_line(output)["throughput"]
+    assert set(figures) == {"p1", "hello"}
+    assert figures["p1"]["workflow"] == "ProcessA" and figures["hello"]["workflow"] == "Hello"
+    for route, run in figures.items():
+        assert set(run) == THROUGHPUT_FIELDS, route
+        assert run["ok"] == run["requests"] == 3 and run["statuses"] == {"200": 3}, route
+        assert run["executions_per_s"] > 0 and run["p50_ms"] <= run["p95_ms"] <= run["max_ms"]
+        cpu = run["cpu_ms_per_execution"]
+        assert set(cpu) == {"endpoint", "lambda", "daemon", "bench"}, route
+        assert cpu["endpoint"] > 0 and cpu["daemon"] > 0, route
+    # ProcessA's six steps run in Lambda workers; they are counted with the stack.
+    assert figures["p1"]["cpu_ms_per_execution"]["lambda"] > 0
+    rows = [line.split() for line in output.splitlines()]
+    assert ["ProcessA", "/p1", "3", "3", "3", "3x200"] in [row[:6] for row in rows]
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -17,6 +17,17 @@ DETAIL_KEYS = {
 }  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+async def status_queue(local_stack: LocalStack) -> str:
+    """The stack's status queue, emptied once for this module's tests of what the session's
+    earlier executions left in it (thousands of events by then, which reading through would
+    be most of the test; SQS allows one purge a minute)."""
+    url: str = local_stack.outputs["StatusQueueUrl"]
+    async with local_stack.aws().client("sqs") as sqs:
+        await sqs.purge_queue(QueueUrl=url)
+    return url
+
+
 async def statuses_for(
     sqs: Any, queue_url: str, execution_arns: list[str], count: int
 ) -> dict[str, list[dict[str, Any]]]:
@@ -38,16 +49,9 @@ async def statuses_for(
     return events
 
 
-@pytest.fixture(scope="module", autouse=True)
-async def purged_status_queue(local_stack: LocalStack) -> None:
-    """Drop what the session's earlier executions sent: reading it all back takes the longer
-    the more tests ran before (2 events per execution), minutes on a loaded machine. (SQS
-    allows one purge a minute, so once for this module.)"""
-    async with local_stack.aws().client("sqs") as sqs:
-        await sqs.purge_queue(QueueUrl=local_stack.outputs["StatusQueueUrl"])
-
-
-async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: LocalStack) -> None:
+async def test_status_changes_reach_queue_and_topic_subscribers(
+    local_stack: LocalStack, status_queue: str
+) -> None:
     async with local_stack.aws().client("sqs") as sqs, local_stack.aws().client("sns") as sns:
         subscriber_url = (await sqs.create_queue(QueueName=new_id("status-sub")))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(
@@ -62,7 +66,7 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
         name = new_id("hello")
         arn = await start(local_stack, "HelloStateMachineArn", name, {"subtopic": "events", "x": 1})
         await wait_final(local_stack, arn)
-        direct = (await statuses_for(sqs, local_stack.outputs["StatusQueueUrl"], [arn], 2))[arn]
+        direct = (await statuses_for(sqs, status_queue, [arn], 2))[arn]
         via_sns = (await statuses_for(sqs, subscriber_url, [arn], 2))[arn]
 
     for events in (direct, via_sns):
@@ -80,7 +84,7 @@ async def test_status_changes_reach_queue_and_topic_subscribers(local_stack: Loc
 
 
 async def test_stopped_and_failed_executions_send_their_final_status(
-    local_stack: LocalStack,
+    local_stack: LocalStack, status_queue: str
 ) -> None:
     stopped = await start(
         local_stack,
@@ -97,8 +101,7 @@ async def test_stopped_and_failed_executions_send_their_final_status(
     await wait_final(local_stack, failed)
 
     async with local_stack.aws().client("sqs") as sqs:
-        queue = local_stack.outputs["StatusQueueUrl"]
-        found = await statuses_for(sqs, queue, [stopped, failed], 2)
+        found = await statuses_for(sqs, status_queue, [stopped, failed], 2)
     aborted, errored = found[stopped], found[failed]
     assert [e["detail"]["status"] for e in aborted] == ["RUNNING", "ABORTED"]
     assert [e["detail"]["status"] for e in errored] == ["RUNNING", "FAILED"]

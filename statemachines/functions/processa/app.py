@@ -17,6 +17,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -37,12 +38,19 @@ class ForcedFailure(Exception):
     """The input asked this step to fail, to exercise the failure path."""
 
 
+@functools.cache
+def client(service: str) -> Any:
+    """One client per service for the life of the container, as Lambda code should: creating
+    one costs more than most calls made with it."""
+    return boto3.client(service)
+
+
 def output_key(step: str) -> str:
     return f"step-{step}-output"
 
 
 def read_process_data(bucket: str, key: str) -> dict[str, Any]:
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey as error:
@@ -54,7 +62,7 @@ def read_process_data(bucket: str, key: str) -> dict[str, Any]:
 
 
 def write_process_data(bucket: str, key: str, data: dict[str, Any]) -> None:
-    boto3.client("s3").put_object(
+    client("s3").put_object(
         Bucket=bucket,
         Key=key,
         Body=json.dumps(data).encode(),
@@ -142,7 +150,7 @@ def start_downstream_execution(event: dict[str, Any]) -> str:
         "subtopic": state.get("subtopic", "default"),
         "parentExecutionArn": event.get("executionArn"),
     }
-    sfn = boto3.client("stepfunctions")
+    sfn = client("stepfunctions")
     try:
         response = sfn.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(downstream_input)

@@ -10,6 +10,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -26,7 +27,9 @@ class ValidationError(Exception):
     """The execution input lacks a required field."""
 
 
+@functools.cache
 def table() -> Any:
+    """The summary table, with its client, for the life of the container."""
     return boto3.resource("dynamodb").Table(os.environ["QC_SUMMARY_TABLE"])
 
 

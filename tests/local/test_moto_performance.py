@@ -1,0 +1,130 @@
+"""moto's behaviour stays the same where ``moto_performance`` changed how it does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from notifier.local.stack import LocalStack
+from tests.local.test_bridges import LAMBDA_TRUST, create_function
+from tests.local.test_workflows import history, new_id, wait_final
+
+RETRIED = {
+    "StartAt": "Count",
+    "States": {
+        "Count": {"Type": "Pass", "Result": 1, "ResultPath": "$.counted", "Next": "Fail"},
+        "Fail": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "${function}", "Payload": {"raise": True}},
+            "Retry": [
+                {
+                    "ErrorEquals": ["States.ALL"],
+                    "IntervalSeconds": 1,
+                    "MaxAttempts": 1,
+                    "BackoffRate": 1,
+                }
+            ],
+            "End": True,
+        },
+    },
+}
+
+
+async def test_concurrent_executions_of_one_definition_each_retry_in_full(
+    local_stack: LocalStack,
+) -> None:
+    """The parsed definition is shared by every execution; each execution's retry count is
+    its own."""
+    function = await create_function(local_stack, "retried")
+    definition = json.dumps(RETRIED).replace("${function}", function)
+    async with local_stack.aws().client("iam") as iam:
+        role = await iam.create_role(
+            RoleName=new_id("sfn"), AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST)
+        )
+    async with local_stack.aws().client("stepfunctions") as sfn:
+        machine = await sfn.create_state_machine(
+            name=new_id("retried"), definition=definition, roleArn=role["Role"]["Arn"]
+        )
+        started = await asyncio.gather(
+            *(
+                sfn.start_execution(stateMachineArn=machine["stateMachineArn"], input="{}")
+                for _ in range(4)
+            )
+        )
+    for execution in started:
+        described = await wait_final(local_stack, execution["executionArn"])
+        assert described["status"] == "FAILED"
+        events = await history(local_stack, execution["executionArn"])
+        # The first attempt and its one retry, no more and no fewer.
+        assert [e["type"] for e in events].count("TaskScheduled") == 2
+
+
+async def test_fifo_queues_still_deduplicate_and_check_what_they_need(
+    local_stack: LocalStack,
+) -> None:
+    async with local_stack.aws().client("sqs") as sqs:
+        deduplicated = await sqs.create_queue(
+            QueueName=f"{new_id('dedup')}.fifo",
+            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+        )
+        for _ in range(2):
+            await sqs.send_message(
+                QueueUrl=deduplicated["QueueUrl"], MessageBody="same", MessageGroupId="g"
+            )
+        received = await sqs.receive_message(
+            QueueUrl=deduplicated["QueueUrl"], MaxNumberOfMessages=10
+        )
+        assert [m["Body"] for m in received["Messages"]] == ["same"]
+
+        strict = await sqs.create_queue(
+            QueueName=f"{new_id('strict')}.fifo", Attributes={"FifoQueue": "true"}
+        )
+        with pytest.raises(ClientError, match="MessageDeduplicationId"):
+            await sqs.send_message(QueueUrl=strict["QueueUrl"], MessageBody="x", MessageGroupId="g")
+
+
+async def test_queue_counts_follow_sends_receives_and_delays(local_stack: LocalStack) -> None:
+    async with local_stack.aws().client("sqs") as sqs:
+        url = (await sqs.create_queue(QueueName=new_id("counted")))["QueueUrl"]
+        for n in range(3):
+            await sqs.send_message(QueueUrl=url, MessageBody=str(n))
+        await sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+        await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+        counts = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    assert {
+        name: counts["Attributes"][name]
+        for name in (
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        )
+    } == {
+        "ApproximateNumberOfMessages": "2",
+        "ApproximateNumberOfMessagesNotVisible": "1",
+        "ApproximateNumberOfMessagesDelayed": "1",
+    }
+
+
+def test_a_definition_is_parsed_once_with_every_heap_key_set() -> None:
+    """Executions sharing one parsed program never assign a component's heap key lazily,
+    where two threads could give it two names."""
+    from moto.stepfunctions.parser.asl.component.component import Component
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    from notifier.local.moto_performance import _reachable, parsed_once
+
+    definition = json.dumps(RETRIED).replace(
+        "${function}", "arn:aws:lambda:us-east-1:123456789012:function:f"
+    )
+    parse = parsed_once(AmazonStateLanguageParser.parse)
+    program, _ = parse(definition)
+    assert parse(definition)[0] is program
+    components = [c for c in _reachable(program, Component) if isinstance(c, EvalComponent)]
+    # The program, its states, the Task's resource, parameters and retrier, and more.
+    assert len(components) > 10
+    assert all(vars(c).get("_EvalComponent__heap_key") for c in components)
