@@ -148,7 +148,7 @@ class FunctionPool:
         return None
 
     def close(self) -> None:
-        """Stop every worker, busy ones too: their invocations end as timed out."""
+        """Stop every worker, busy ones too (their invocations end), and start none again."""
         with self._lock:
             self._closed.set()
             workers, self._workers, self._idle = self._workers, set(), []
