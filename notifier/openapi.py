@@ -94,7 +94,8 @@ HEALTH = {
 
 READINESS = {
     "type": "object",
-    "required": ["ready", "state", "instanceId", "completion", "accepting", "held"],
+    "description": "With API keys required, everything but ready and state only with a valid key",
+    "required": ["ready", "state"],
     "additionalProperties": False,
     "properties": {
         "ready": {"type": "boolean"},
@@ -255,6 +256,12 @@ DETAILS = {
 }
 
 
+NOT_JSON = _error("a body not sent as Content-Type: application/json")
+FOREIGN_ORIGIN = _error(
+    "sent from another origin's page, or, to a daemon on loopback, to a name that is not"
+)
+
+
 def _keyed() -> dict[str, Any]:
     """The answers of a route that needs an API key when keys are required."""
     return {
@@ -378,6 +385,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                         },
                     },
                     "400": _error("the body is not a decision"),
+                    "415": NOT_JSON,
                     "404": _error("no such pending approval, or no approval queue"),
                     "409": _error("already decided, or the execution no longer waits"),
                     "413": _error("body too large"),
@@ -426,6 +434,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             "404": _error("unknown route"),
             "413": _error("body too large"),
             "422": _error("the Idempotency-Key was used with another body (transactionId)"),
+            "415": NOT_JSON,
             "429": _error("over the API key's rate", "Retry-After"),
             "503": _error(
                 "too many held requests, draining, AWS throttling or the DescribeExecution "
@@ -505,7 +514,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         | _keyed(),
     }
     keyed = _keyed()
-    return {
+    described: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "notifier",
@@ -546,6 +555,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "401": _error("missing or unknown API key"),
                         "404": _error("no such transaction"),
                         "409": _error("the execution had already ended (status says how)"),
+                        "415": NOT_JSON,
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
                         "503": _error("AWS is throttling", "Retry-After"),
@@ -619,3 +629,8 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             },
         },
     }
+    if not api_keys_required:  # then another site's page is refused by its Origin
+        for operations in described["paths"].values():
+            for operation in operations.values():
+                operation["responses"]["403"] = FOREIGN_ORIGIN
+    return described

@@ -24,10 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from notifier import answers, bodies, idempotency, openapi
+from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.preferences import Preferences, preferences
 from notifier.app.state import (
     ADMISSION,
     API_KEY_NAME,
+    API_KEYS,
     AWS_REACHABILITY,
     EXECUTIONS,
     INSTANCE_ID,
@@ -104,7 +106,20 @@ async def readyz(request: web.Request) -> web.Response:
         "sqsError": sqs.error if sqs is not None else None,
         "held": app[REGISTRY].held,
     }
+    if not _may_see_details(request):
+        # What a load balancer needs, and no more: no AWS error text, no queue URL.
+        body = {name: body[name] for name in PUBLIC_READINESS}
     return web.json_response(body, status=200 if ready else 503)
+
+
+PUBLIC_READINESS = ("ready", "state")
+
+
+def _may_see_details(request: web.Request) -> bool:
+    """With keys required, ``/readyz`` details only for a valid key within its rate."""
+    if not request.app[SETTINGS].current.http.require_api_key:
+        return True
+    return request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER)).status == 200
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

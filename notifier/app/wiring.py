@@ -10,7 +10,13 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from notifier.app import handlers
-from notifier.app.middlewares import authentication, json_errors
+from notifier.app.middlewares import (
+    add_security_headers,
+    authentication,
+    json_bodies,
+    json_errors,
+    same_origin,
+)
 from notifier.app.routes import Access, Route, add_routes, declare_access
 from notifier.app.state import (
     ADMISSION,
@@ -60,7 +66,8 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
 def http_app(settings: Settings, instance_id: str) -> web.Application:
     """The HTTP API with its state, but without AWS clients or completion sources: whoever
     runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
-    app = web.Application(middlewares=[json_errors, authentication])
+    app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
+    app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = LiveSettings(settings)
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
+import pickle  # nosec B403  # settings from the parent bench process, over a pipe
 import re
 import sys
 from pathlib import Path
@@ -143,7 +143,7 @@ def main() -> None:
     from notifier.workers import Worker, supervise
 
     settings: Settings
-    settings, workers = pickle.load(sys.stdin.buffer)
+    settings, workers = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's own pipe
     setup_logging(settings.daemon.log_level, json_lines=True)
 
     def all_ready(started: list[Worker]) -> None:

@@ -42,6 +42,8 @@ from tests.app.fakes import (
 from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
+JSON_BODY = {"Content-Type": "application/json"}
+JSON_NEEDED = "Content-Type: application/json"
 
 
 @pytest.fixture
@@ -153,10 +155,14 @@ async def test_prefer_wait(prefer: str, applied: str | None) -> None:
 @pytest.mark.parametrize(
     ("request_kwargs", "code", "message"),
     [
-        ({"data": b"{not json"}, 400, "not JSON"),
+        ({"data": b"{not json", "headers": JSON_BODY}, 400, "not JSON"),
         ({"data": b""}, 400, "not JSON"),
         ({"json": [1, 2]}, 400, "JSON object"),
         ({"json": {"x": "y" * 200}}, 413, "larger than 100 bytes"),
+        # What a browser posts cross-site without asking first: never taken as JSON.
+        ({"data": b'{"a": 1}', "headers": {"Content-Type": "text/plain"}}, 415, JSON_NEEDED),
+        ({"data": {"a": "1"}}, 415, JSON_NEEDED),  # a form
+        ({"data": b'{"a": 1}'}, 415, JSON_NEEDED),  # application/octet-stream
     ],
 )
 async def test_bad_bodies_are_refused_and_start_nothing(
@@ -177,7 +183,8 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
             yield b'{"x": "' + b"y" * 20 + b'"}'
 
     async with serving(settings(max_body_bytes=100)) as served:
-        status, _, body = await answer(await served.client.post("/hello", data=chunks()))
+        response = await served.client.post("/hello", data=chunks(), headers=JSON_BODY)
+        status, _, body = await answer(response)
         assert status == 413, body
         assert served.executions.started.empty()
 
@@ -185,7 +192,7 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
 @pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
 async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
     data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
-    status, _, body = await answer(await served.client.post("/hello", data=data))
+    status, _, body = await answer(await served.client.post("/hello", data=data, headers=JSON_BODY))
     assert status == 400, body
     assert "nested deeper than 64 levels" in body["message"]
     assert served.executions.started.empty()
@@ -777,6 +784,88 @@ async def test_a_reload_puts_routes_limits_and_keys_in_force(served: Served) -> 
     assert served.executions.routes.keys() == {"hello"}
 
 
+# ---------------------------------------------------------------- other sites' pages
+
+FOREIGN = "https://evil.example"
+
+
+async def test_with_keys_off_a_page_of_another_site_starts_nothing(served: Served) -> None:
+    # The form a foreign page can make any browser submit, and what its scripts may send.
+    for request_kwargs in (
+        {"data": b'{"a": 1}', "headers": {"Origin": FOREIGN, "Content-Type": "text/plain"}},
+        {"json": {"a": 1}, "headers": {"Origin": FOREIGN}},
+        {"json": {"a": 1}, "headers": {"Origin": "null"}},  # a sandboxed frame, a file
+        {
+            "json": {"a": 1},
+            "headers": {
+                "Origin": str(served.client.make_url("")).replace("127.0.0.1", "localhost")
+            },
+        },
+    ):
+        status, _, body = await answer(await served.client.post("/hello", **request_kwargs))
+        assert status == 403, request_kwargs
+        assert "another origin" in body["message"]
+    for path in ("/approvals/x", "/executions/x/stop"):
+        status, _, _ = await answer(await served.client.post(path, headers={"Origin": FOREIGN}))
+        assert status == 403, path
+    status, _, _ = await answer(await served.client.get("/approvals", headers={"Origin": FOREIGN}))
+    assert status == 403
+    assert served.executions.started.empty()
+
+
+async def test_with_keys_off_the_daemons_own_page_and_clients_without_origin_are_served(
+    served: Served,
+) -> None:
+    own = str(served.client.make_url("")).rstrip("/")
+    for headers in ({"Origin": own, **LONG}, LONG):
+        request = asyncio.ensure_future(
+            served.client.post("/hello", json={"a": 1}, headers=headers)
+        )
+        served.complete(await served.executions.next_started())
+        status, _, _ = await answer(await request)
+        assert status == 200, headers
+
+
+async def test_a_loopback_daemon_answers_to_loopback_names_only(served: Served) -> None:
+    """A name re-pointed at 127.0.0.1 (DNS rebinding) makes the attacker's page the daemon's
+    own origin; its Host still names the attacker's site."""
+    port = served.client.port
+    for host in (f"evil.example:{port}", f"10.0.0.1:{port}", "no host at all"):
+        headers = {"Host": host, "Origin": f"http://{host}"}
+        status, _, body = await answer(await served.client.post("/hello", json={}, headers=headers))
+        assert status == 403, host
+        assert "loopback name" in body["message"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        async with served.client.get("/healthz", headers={"Host": host}) as response:
+            assert response.status == 200, host
+    assert served.executions.started.empty()
+
+
+async def test_with_keys_on_the_key_decides_not_the_origin() -> None:
+    key = new_key()
+    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})
+    async with serving(config) as served:
+        foreign = {"Origin": FOREIGN, "Host": "notifier.example"}
+        status, _, _ = await answer(await served.client.post("/hello", json={}, headers=foreign))
+        assert status == 401
+        status, _, _ = await answer(
+            await served.client.get("/approvals", headers={**foreign, "x-api-key": key})
+        )
+        assert status == 200
+
+
+async def test_every_answer_forbids_framing_and_sniffing(served: Served) -> None:
+    for path in ("/", "/dashboard/static/dashboard.js", "/healthz", "/readyz", "/nowhere"):
+        async with served.client.get(path) as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in policy, path
+            assert "default-src 'self'" in policy
+            assert response.headers["X-Frame-Options"] == "DENY"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+    async with served.client.get("/events") as response:  # a stream, prepared early
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
 # ---------------------------------------------------------------- operating endpoints
 
 
@@ -797,6 +886,22 @@ async def test_readyz_says_whether_aws_answers(served: Served) -> None:
     served.app[ADMISSION].accepting = False
     status, _, body = await answer(await served.client.get("/readyz"))
     assert (status, body["accepting"]) == (503, False)
+
+
+async def test_readyz_details_need_a_key_when_keys_are_required() -> None:
+    key = new_key()
+    async with serving(settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})) as served:
+        served.executions.unreachable = "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        for headers in ({}, {"x-api-key": key[::-1]}):
+            status, _, body = await answer(await served.client.get("/readyz", headers=headers))
+            # A load balancer still learns whether to send traffic, and nothing else.
+            assert (status, body) == (503, {"ready": False, "state": "not ready"}), headers
+        status, _, body = await answer(
+            await served.client.get("/readyz", headers={"x-api-key": key})
+        )
+        assert status == 503
+        assert body["awsError"] == "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        assert {"sqsQueue", "instanceId", "held"} <= body.keys()
 
 
 async def test_healthz_and_metrics(served: Served) -> None:

@@ -185,7 +185,10 @@ async def every_route(record: Recorder) -> None:
     await record("POST", "/approvals/a1", json={"approved": True})
     await record("POST", "/approvals/nope", json={"approved": True})
     await record("POST", "/approvals/a2", json={"approved": "yes"})
-    await record("POST", "/approvals/a2", data=b"x" * 300)
+    json_body = {"Content-Type": "application/json"}
+    await record("POST", "/approvals/a2", data=b"x" * 300, headers=json_body)
+    await record("POST", "/approvals/a2", data=b'{"approved": true}')  # not sent as JSON
+    await record("POST", "/hello", data=b"{}", headers={"Origin": "https://evil.example"})
     served.inbox.failure = AwsError("SendTaskFailure", "ThrottlingException", "slow")
     await record("POST", "/approvals/a2", json={"approved": False})
 

@@ -259,3 +259,41 @@ async def test_conditional_writes_at_the_same_moment_let_one_through(
         assert len(started) == 1
         listed = await sfn.list_executions(stateMachineArn=machine)
         assert [e["name"] for e in listed["executions"]].count(key) == 1
+
+
+async def test_an_event_a_target_cannot_take_goes_to_its_dead_letter_queue(
+    local_stack: LocalStack,
+) -> None:
+    """As EventBridge does: the event goes to that target's dead-letter queue, with the
+    error, the rule and the target, and the rule's other targets still get it."""
+    rule, gone, kept, dead_letter = (new_id(kind) for kind in ("rule", "gone", "kept", "dlq"))
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:{}".format
+    aws = local_stack.aws()
+    async with aws.client("sqs") as sqs, aws.client("events") as events:
+        kept_url = (await sqs.create_queue(QueueName=kept))["QueueUrl"]
+        dead_letter_url = (await sqs.create_queue(QueueName=dead_letter))["QueueUrl"]
+        created = await events.put_rule(Name=rule, EventPattern=json.dumps({"source": [rule]}))
+        targets = [  # the queue `gone` does not exist (any more)
+            {
+                "Id": "gone",
+                "Arn": queue_arn(gone),
+                "DeadLetterConfig": {"Arn": queue_arn(dead_letter)},
+            },
+            {"Id": "kept", "Arn": queue_arn(kept)},
+        ]
+        await events.put_targets(Rule=rule, Targets=targets)
+        entry = {"Source": rule, "DetailType": "test", "Detail": json.dumps({"n": 1})}
+        await events.put_events(Entries=[entry])
+        # Delivered while PutEvents was answered: the messages are there.
+        (delivered,) = (await sqs.receive_message(QueueUrl=kept_url))["Messages"]
+        (undelivered,) = (
+            await sqs.receive_message(QueueUrl=dead_letter_url, MessageAttributeNames=["All"])
+        )["Messages"]
+    assert json.loads(delivered["Body"])["detail"] == {"n": 1}
+    event = json.loads(undelivered["Body"])
+    assert (event["source"], event["detail"]) == (rule, {"n": 1})
+    attributes = {k: v["StringValue"] for k, v in undelivered["MessageAttributes"].items()}
+    assert attributes["RULE_ARN"] == created["RuleArn"]
+    assert attributes["TARGET_ARN"] == queue_arn(gone)
+    assert attributes["ERROR_CODE"] == "QueueDoesNotExist"
+    assert attributes["ERROR_MESSAGE"]
