@@ -57,12 +57,12 @@ class WsgiCaller:
     def __call__(self, call: dict[str, Any], body: bytes) -> Answer:
         from werkzeug.exceptions import InternalServerError
 
-        environ = self._environ(call, body)
         try:
-            return self._run(self._server.app, environ)
+            return self._run(self._server.app, self._environ(call, body))
         except Exception:
             log.exception("Error on request %s %s", call["method"], call["url"])
-            return self._run(InternalServerError(), environ)
+            error = InternalServerError()
+            return error.code, error.get_headers(), error.get_body().encode()
 
     def _environ(self, call: dict[str, Any], body: bytes) -> dict[str, Any]:
         url = urlsplit(call["url"])
