@@ -35,6 +35,7 @@ def install() -> None:
     send_to_queues_without_counting_their_messages()
     list_response_methods_once()
     find_account_backends_without_locking()
+    draw_random_strings_at_once()
 
 
 def parse_jsonpath_once() -> None:
@@ -363,3 +364,30 @@ def send_to_queues_without_counting_their_messages() -> None:
 
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]  # moto patched
     SQSBackend.send_message = send_message  # type: ignore[method-assign]  # moto patched
+
+
+def draw_random_strings_at_once() -> None:
+    """Random strings and hex ids drawn with one ``choices`` call, not one ``choice`` per
+    character.
+
+    Every response carries a request id of 52 random characters (``x-amzn-requestid``), and
+    moto makes it with a Python-level loop calling ``random.choice`` 52 times: more CPU than
+    some whole responses. ``choices`` draws from the same generator (so a seeded one stays
+    reproducible) with the same distribution over the same alphabet.
+    """
+    import string
+
+    from moto.moto_api._internal.moto_random import HEX_CHARS, MotoRandom
+
+    def get_random_hex(self: MotoRandom, length: int = 8) -> str:
+        return "".join(map(str, self.choices(HEX_CHARS, k=length)))
+
+    def get_random_string(
+        self: MotoRandom, length: int = 20, include_digits: bool = True, lower_case: bool = False
+    ) -> str:
+        pool = string.ascii_letters + (string.digits if include_digits else "")
+        drawn = "".join(self.choices(pool, k=length))
+        return drawn.lower() if lower_case else drawn
+
+    MotoRandom.get_random_hex = get_random_hex  # type: ignore[method-assign]  # moto patched
+    MotoRandom.get_random_string = get_random_string  # type: ignore[method-assign]  # moto patched

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import string
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from notifier.local.moto_performance import draw_random_strings_at_once
 from notifier.local.stack import LocalStack
 from tests.local.test_bridges import LAMBDA_TRUST, create_function
 from tests.local.test_workflows import history, new_id, wait_final
@@ -186,3 +188,19 @@ async def test_lambda_tasks_get_what_the_invoke_api_answers(local_stack: LocalSt
     assert missing["status"] == "FAILED"
     assert missing["error"] == "Exception"
     assert "Function not found" in missing["cause"]
+
+
+def test_random_strings_keep_their_alphabet_length_and_seed() -> None:
+    draw_random_strings_at_once()
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    first, second = MotoRandom(7), MotoRandom(7)
+    drawn = [first.get_random_string(52) for _ in range(20)]
+    assert drawn == [second.get_random_string(52) for _ in range(20)]
+    assert len(set(drawn)) == 20
+    assert all(len(s) == 52 and s.isalnum() and s.isascii() for s in drawn)
+    assert set("".join(drawn)) - set(string.ascii_letters) != set()  # digits are drawn too
+    letters = first.get_random_string(200, include_digits=False, lower_case=True)
+    assert set(letters) <= set(string.ascii_lowercase)
+    hex_id = first.get_random_hex(64)
+    assert len(hex_id) == 64 and set(hex_id) <= set(string.hexdigits.lower())
