@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
+
+from notifier.fast_calls import FastCall
+
+FastCallType = TypeVar("FastCallType", bound=FastCall)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class AwsClients:
 
                 client.meta.events.register("before-call.*.*", count)
             yield client
+
+    def fast(self, client: Any, call: type[FastCallType]) -> FastCallType:
+        """``call`` (a :class:`~notifier.fast_calls.FastCall`) of ``client``, counted like
+        the client's own calls."""
+        return call(client, self._on_call)
 
 
 def error_code(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
+from notifier.workers import supervise
 
 if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes sharing the port (SO_REUSEPORT), each an instance of its "
+        "own with its instance id suffixed -1..-N; default 1: the daemon alone",
     )
 
     deploy = commands.add_parser(
@@ -232,8 +241,12 @@ def run_apikey(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigError("--workers: at least 1")
     settings = load_settings(args.config, os.environ)
     set_level(settings.daemon.log_level)
+    if args.workers > 1:
+        return asyncio.run(supervise(settings, args.workers, config=args.config))
     return asyncio.run(
         serve(settings, reload_settings=lambda: load_settings(args.config, os.environ))
     )
@@ -253,10 +266,14 @@ def reported_errors(command: str) -> tuple[type[Exception], ...]:
     if command in LOCAL_COMMANDS:
         from notifier.bench.daemon_process import DaemonProcessError
         from notifier.bench.load import LoadError
+        from notifier.bench.profile import ProfileError
         from notifier.local.broker import PortInUseError
         from notifier.local.stack import LocalStackError
 
-        errors += (PortInUseError, LocalStackError, bench.BenchError, LoadError, DaemonProcessError)
+        errors += (
+            PortInUseError, LocalStackError, bench.BenchError, LoadError, DaemonProcessError,
+            ProfileError,
+        )  # fmt: skip
     return errors
 
 

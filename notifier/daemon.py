@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import secrets
@@ -23,7 +22,8 @@ from notifier.aws import AwsSettings
 from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settings
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
-from notifier.lifecycle import Service
+from notifier.gc_schedule import ScheduledCollection
+from notifier.lifecycle import Service, stop_or_reload
 from notifier.local.settings import LOCAL_CONFIG
 from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
@@ -44,12 +44,23 @@ class Daemon(Service):
     """Async context manager: the daemon serving HTTP on ``settings.http`` until exit.
 
     ``aws`` defaults to ``settings.aws``. With ``settings.http.port = 0`` the bound port is
-    :attr:`port` once entered.
+    :attr:`port` once entered. ``reuse_port`` shares the port with other processes that ask
+    for it too (SO_REUSEPORT: the kernel spreads connections over them); ``own_port`` is a
+    second port that only this daemon listens on (0: a free one; :attr:`own_url`).
     """
 
-    def __init__(self, settings: Settings, aws: AwsSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        aws: AwsSettings | None = None,
+        *,
+        reuse_port: bool = False,
+        own_port: int | None = None,
+    ) -> None:
         self.settings = settings
         self.aws = aws or settings.aws
+        self._reuse_port = reuse_port
+        self._own_port = own_port
         self.instance_id = settings.daemon.instance_id or new_instance_id()
         self.app = create_app(settings, self.aws, self.instance_id)
         if settings.dashboard.enabled:
@@ -60,6 +71,7 @@ class Daemon(Service):
             self.app, handler_cancellation=True, shutdown_timeout=5.0, access_log=None
         )
         self._site: web.TCPSite | None = None
+        self._own_site: web.TCPSite | None = None
         self._drained = False
 
     @property
@@ -75,17 +87,30 @@ class Daemon(Service):
     def url(self) -> str:
         return f"http://{self.settings.http.host}:{self.port}"
 
+    @property
+    def own_url(self) -> str | None:
+        if self._own_site is None:
+            return None
+        return f"http://{self.settings.http.host}:{self._own_site.port}"
+
     async def start(self) -> None:
         if self.settings.daemon.instance_id is None:
             log.info("instance id (generated): %s", self.instance_id)
         await self._runner.setup()
+        host = self.settings.http.host
         try:
-            self._site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
+            self._site = web.TCPSite(
+                self._runner, host, self.settings.http.port, reuse_port=self._reuse_port or None
+            )
             await self._site.start()
+            if self._own_port is not None:
+                self._own_site = web.TCPSite(self._runner, host, self._own_port)
+                await self._own_site.start()
         except BaseException:
             await self._runner.cleanup()
             raise
-        log.info("notifier %s listening on %s", self.instance_id, self.url)
+        also = f" and {self.own_url}" if self._own_site is not None else ""
+        log.info("notifier %s listening on %s%s", self.instance_id, self.url, also)
 
     async def stop(self) -> None:
         await self.drain(0)
@@ -107,8 +132,9 @@ class Daemon(Service):
         self._drained = True
         grace = self.settings.http.drain_timeout if grace is None else grace
         self.app[ADMISSION].accepting = False
-        if self._site is not None:
-            await self._site.stop()
+        for site in (self._site, self._own_site):
+            if site is not None:
+                await site.stop()
         registry = self.registry
         if registry.held:
             log.info("draining: %d held requests, up to %.0f s", registry.held, grace)
@@ -129,14 +155,18 @@ async def serve(
     on_ready: Callable[[Daemon], None] | None = None,
     port_hint: str = "[http] port or NOTIFIER_HTTP_PORT",
     env: Mapping[str, str] = os.environ,
+    systemd: SystemdNotifier | None = None,
+    reuse_port: bool = False,
+    own_port: int | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or until ``stop`` is set, when given), then drain.
 
-    Tells systemd (when it runs us) READY once serving, feeds its watchdog from the loop,
-    and says STOPPING on the way out. SIGHUP re-reads the configuration through
-    ``reload_settings``: routes, limits, API keys and log level change in place.
-    ``on_ready`` is called once the daemon serves. Returns the process exit status; a
-    startup failure is logged as one line (naming ``port_hint`` for a taken port) and gives 1.
+    Tells systemd (when it runs us; or ``systemd``, whatever listens instead) READY once
+    serving, feeds its watchdog from the loop, and says STOPPING on the way out. SIGHUP
+    re-reads the configuration through ``reload_settings``: routes, limits, API keys and log
+    level change in place. ``on_ready`` is called once the daemon serves; ``reuse_port`` and
+    ``own_port`` are :class:`Daemon`'s. Returns the process exit status; a startup failure is
+    logged as one line (naming ``port_hint`` for a taken port) and gives 1.
     """
     loop = asyncio.get_running_loop()
     own_signals = stop is None
@@ -149,14 +179,17 @@ async def serve(
         handled.append((signal.SIGHUP, reload_requested.set))
     for signum, handler in handled:
         loop.add_signal_handler(signum, handler)
-    systemd = SystemdNotifier(env)
+    systemd = systemd or SystemdNotifier(env)
     try:
-        async with Daemon(settings, aws) as daemon, Watchdog(systemd):
-            freeze_startup_objects()
+        async with (
+            Daemon(settings, aws, reuse_port=reuse_port, own_port=own_port) as daemon,
+            Watchdog(systemd),
+            ScheduledCollection(),
+        ):
             systemd.ready(f"serving on {daemon.url}")
             if on_ready is not None:
                 on_ready(daemon)
-            while await _next_request(stop, reload_requested) == "reload":
+            while await stop_or_reload(stop, reload_requested) == "reload":
                 assert reload_settings is not None
                 systemd.reloading()
                 _reload(daemon, reload_settings)
@@ -178,29 +211,6 @@ async def serve(
         for signum, _ in handled:
             loop.remove_signal_handler(signum)
     return 0
-
-
-def freeze_startup_objects() -> None:
-    """Keep what exists once the daemon serves (botocore's service models, clients, the
-    application) out of later garbage collections: under load, a full collection walking
-    them all paused the event loop for 70-110 ms, the worst of the tail latency."""
-    gc.collect()
-    gc.freeze()
-
-
-async def _next_request(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
-    """``stop`` or ``reload``, whichever is asked for first (stop wins a tie)."""
-    waits = {
-        asyncio.ensure_future(stop.wait()): "stop",
-        asyncio.ensure_future(reload_requested.wait()): "reload",
-    }
-    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if stop.is_set():
-        return "stop"
-    reload_requested.clear()
-    return "reload"
 
 
 def _reload(daemon: Daemon, reload_settings: Callable[[], Settings]) -> None:

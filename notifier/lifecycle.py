@@ -1,14 +1,17 @@
 """The one shape of every long-lived part: ``start``/``stop``, used as ``async with``; the
 loop that keeps a part's work going whatever fails, and the named background tasks that run
-it; and how a child process tells it is ready and is stopped."""
+it; how a served process waits for its next instruction; and how a child process is started,
+tells it is ready and is stopped."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Self
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import IO, Self
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ async def wait_ready(process: asyncio.subprocess.Process, timeout: float) -> lis
     if words[:1] != [READY]:
         raise NotReadyError(line.decode().strip())
     return words[1:]
+
+
 class BackgroundTasks:
     """The background tasks one part owns: each named, each running its ``step`` over and
     over with :func:`keep_trying`, so that none can die silently; all cancelled by
@@ -172,3 +177,41 @@ async def terminate(process: asyncio.subprocess.Process | None, timeout: float) 
     except TimeoutError:
         process.kill()
         await process.wait()
+
+
+async def stop_or_reload(stop: asyncio.Event, reload_requested: asyncio.Event) -> str:
+    """``stop`` or ``reload``, whichever is asked for first (stop wins a tie)."""
+    waits = {
+        asyncio.ensure_future(stop.wait()): "stop",
+        asyncio.ensure_future(reload_requested.wait()): "reload",
+    }
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if stop.is_set():
+        return "stop"
+    reload_requested.clear()
+    return "reload"
+
+
+async def start_python(
+    module: str,
+    given: object,
+    env: Mapping[str, str],
+    stderr: IO[bytes] | None = None,
+) -> asyncio.subprocess.Process:
+    """``python -m module`` with ``given`` pickled on its standard input (then closed), and
+    its standard output a pipe."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env=dict(env),
+    )
+    assert process.stdin is not None
+    process.stdin.write(pickle.dumps(given))
+    process.stdin.close()
+    return process

@@ -78,6 +78,10 @@ class Metrics:
         """Report the MQTT source's state, read at each scrape."""
         self.registry.register(_MqttCollector(source))
 
+    def watch_fast_calls(self, *calls: FastCallState) -> None:
+        """Report how many calls of each fast-path operation the AWS SDK made instead."""
+        self.registry.register(_FastCallCollector(calls))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -108,3 +112,28 @@ class _MqttCollector(Collector):
             "IoT tokens fetched after the first (a new connection each)",
             value=self._source.refreshes,
         )
+
+
+class FastCallState(Protocol):
+    @property
+    def operation(self) -> str: ...
+
+    @property
+    def handed_over(self) -> int: ...
+
+
+class _FastCallCollector(Collector):
+    def __init__(self, calls: tuple[FastCallState, ...]) -> None:
+        self._calls = calls
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "notifier_aws_fast_path_handovers",
+            "Calls of a fast-path operation made by the AWS SDK instead: after an error "
+            "answer or a failed connection (and for a while after one), or with a parameter "
+            "the fast path does not serialize",
+            labels=["operation"],
+        )
+        for call in self._calls:
+            family.add_metric([call.operation], call.handed_over)
+        yield family

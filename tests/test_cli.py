@@ -12,23 +12,10 @@ from pathlib import Path
 
 import aiohttp
 
-from notifier.apikeys import hash_key, new_key
+from notifier.apikeys import hash_key
 from notifier.local.stack import LocalStack
 from tests.eventually import EVENTUALLY
-
-BIN = Path(sys.executable).parent
-
-
-async def run_notifier(
-    *args: str, env: dict[str, str] | None = None, stderr: int = asyncio.subprocess.PIPE
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(BIN / "notifier"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-        env={**os.environ, **(env or {})},
-    )
+from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
 
 
 async def held_requests(http: aiohttp.ClientSession, url: str) -> int:
@@ -125,57 +112,12 @@ async def test_serve_with_a_bad_config_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(config) in lines[0] and "port" in lines[0]
 
 
-def serve_config(stack: LocalStack, key_sha256: str, routes: dict[str, str]) -> str:
-    sections = "".join(
-        f'[routes.{name}]\nstate_machine = "{stack.outputs[output]}"\ninput = "body"\n'
-        for name, output in routes.items()
-    )
-    return f"""
-[http]
-port = 0
-[daemon]
-instance_id = "serve-test"
-[aws]
-region = "us-east-1"
-endpoint_url = "{stack.aws_settings.endpoint_url}"
-access_key_id = "local"
-secret_access_key = "local"
-[mqtt]
-transport = "custom-auth"
-endpoint = "{stack.settings.host}"
-port = {stack.broker.tls_port}
-ca_file = "{stack.ca_file}"
-[iotauth]
-issuer_url = "{stack.issuer_url}"
-[s3]
-bucket = "{stack.outputs["ProcessDataBucketName"]}"
-[api_keys.test]
-sha256 = "{key_sha256}"
-{sections}"""
-
-
 async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
-    key = new_key()
-    config = tmp_path / "notifier.toml"
-    config.write_text(serve_config(local_stack, hash_key(key), {"hello": "HelloStateMachineArn"}))
-    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    systemd.bind(str(tmp_path / "notify"))
-    systemd.setblocking(False)
-    loop = asyncio.get_running_loop()
-
-    async def notified() -> str:
-        """The next state sent to systemd other than a watchdog ping."""
-        while (message := (await loop.sock_recv(systemd, 4096)).decode()) == "WATCHDOG=1":
-            pass
-        return message
-
-    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
-    # Nobody reads its logs here: discard them rather than let a pipe fill up.
-    process = await run_notifier(
-        "serve", "--config", str(config), env=env, stderr=asyncio.subprocess.DEVNULL
-    )
+    served = await serve_under_systemd(local_stack, tmp_path)
+    key, config, systemd, process = served.key, served.config, served.systemd, served.process
+    notified = systemd.notified
     with systemd:
         async with asyncio.timeout(60):
             ready = await notified()

@@ -10,6 +10,7 @@ the routes are added (:mod:`notifier.app.wiring`) and checked by a middleware.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -281,10 +282,14 @@ async def _answer(
     # Since the request came: a look at Step Functions on its behalf counts as its last one.
     held_since = time.monotonic() - (utcnow() - received_at).total_seconds()
     if not waiter.done():
-        await asyncio.wait({waiter}, timeout=wait)
-    if not waiter.done() and (safety_net := app.get(SAFETY_NET)) is not None:
+        # The waiter is awaited itself, not through asyncio.wait: its result wakes this task at
+        # the loop's next turn, not one turn later. At the deadline the timeout cancels it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await waiter
+    if waiter.cancelled() and (safety_net := app.get(SAFETY_NET)) is not None:
         await safety_net.at_deadline(txn, held_since)
-    completion = waiter.result() if waiter.done() else None
+    completion = txn.completion if waiter.cancelled() else waiter.result()
     status = str(completion.status) if completion is not None else "RUNNING"
     app[METRICS].requests.labels(route=txn.route, status=status).inc()
     bind_transaction(txn.txn_id, txn.execution_arn)

@@ -36,6 +36,7 @@ from notifier.app.state import (
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import TOKEN_TRANSPORTS, Settings
 from notifier.executions import Executions
+from notifier.fast_calls import PutObject, StartExecution
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.metrics import Metrics
 from notifier.ratelimit import RateLimiter
@@ -148,8 +149,16 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(clients.client("s3"))
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
+        put_object, start_execution = clients.fast(s3, PutObject), clients.fast(sfn, StartExecution)
+        app[METRICS].watch_fast_calls(put_object, start_execution)
         app[EXECUTIONS] = Executions(
-            s3, sfn, settings.s3.bucket, app[INSTANCE_ID], lambda: live.current.routes
+            s3,
+            sfn,
+            settings.s3.bucket,
+            app[INSTANCE_ID],
+            lambda: live.current.routes,
+            put_object=put_object,
+            start_execution=start_execution,
         )
         yield
 

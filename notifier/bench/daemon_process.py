@@ -1,9 +1,11 @@
 """A daemon in a process of its own, so that its CPU time and peak memory can be read.
 
-The parent hands the child its :class:`~notifier.config.Settings` (pickled, on stdin); the
-child runs :func:`notifier.daemon.serve` and prints ``READY <port>`` once it serves. SIGTERM
-drains and stops it, as for ``notifier serve``. CPU time and peak RSS come from
-``/proc/<pid>`` (Linux), counting all of the daemon's threads.
+The parent hands the child its :class:`~notifier.config.Settings` and how many workers to
+run (pickled, on stdin); the child runs :func:`notifier.daemon.serve`, or with several
+workers :func:`notifier.workers.supervise`, and prints ``READY <port>`` (then each worker's
+own address) once it serves. SIGTERM drains and stops it, as for ``notifier serve``. CPU
+time and peak RSS come from ``/proc/<pid>`` (Linux), counting all of the daemon's threads
+and, with workers, all of their processes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 from typing import IO
 
 from notifier.config import Settings
-from notifier.lifecycle import NotReadyError, Service, announce_ready, terminate, wait_ready
+from notifier.lifecycle import (
+    NotReadyError,
+    Service,
+    announce_ready,
+    start_python,
+    terminate,
+    wait_ready,
+)
 
 START_TIMEOUT = 60.0
 _API_CALLS = re.compile(r'^notifier_aws_api_calls_total\{operation="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -30,11 +39,14 @@ class DaemonProcessError(Exception):
 class DaemonProcess(Service):
     """``python -m notifier.bench.daemon_process``, its log lines going to ``log``."""
 
-    def __init__(self, settings: Settings, log: IO[bytes]) -> None:
+    def __init__(self, settings: Settings, log: IO[bytes], workers: int = 1) -> None:
         self.settings = settings
+        self.workers = workers
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
         self.port = 0
+        self.worker_urls: list[str] = []
+        """With workers, the address of each one's own."""
 
     @property
     def pid(self) -> int:
@@ -45,21 +57,20 @@ class DaemonProcess(Service):
     def url(self) -> str:
         return f"http://{self.settings.http.host}:{self.port}"
 
+    @property
+    def instance_urls(self) -> list[str]:
+        """Where each instance answers for itself (its metrics, its held requests)."""
+        return self.worker_urls or [self.url]
+
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
+        self._process = await start_python(
             "notifier.bench.daemon_process",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            (self.settings, self.workers),
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
             stderr=self._log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self._process.stdin is not None
-        self._process.stdin.write(pickle.dumps(self.settings))
-        self._process.stdin.close()
         try:
-            (port,) = await wait_ready(self._process, START_TIMEOUT)
+            port, *worker_urls = await wait_ready(self._process, START_TIMEOUT)
         except NotReadyError as exc:
             await self.stop()
             if exc.line is None:
@@ -69,23 +80,50 @@ class DaemonProcess(Service):
                 f"see its log {getattr(self._log, 'name', '')}"
             ) from None
         self.port = int(port)
+        self.worker_urls = worker_urls
 
     async def stop(self) -> None:
         await terminate(self._process, 30)
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the daemon has used so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # utime and stime are fields 14 and 15 of proc(5); fields[0] is field 3.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time the daemon (and its workers) have used so far."""
+        ticks = 0
+        for pid in self._pids():
+            fields = _stat_fields(pid)
+            # utime and stime are fields 14 and 15 of proc(5); fields[0] is field 3.
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
-        """The largest resident set the daemon has had (VmHWM)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise DaemonProcessError("no VmHWM in /proc/<pid>/status")
+        """The largest resident set the daemon has had (VmHWM), with workers the sum of
+        each process's."""
+        total = 0
+        for pid in self._pids():
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            peak = next((line.split()[1] for line in lines if line.startswith("VmHWM:")), None)
+            if peak is None:
+                raise DaemonProcessError(f"no VmHWM in /proc/{pid}/status")
+            total += int(peak)
+        return total / 1024
+
+    def _pids(self) -> list[int]:
+        """The daemon's process and, with workers, theirs."""
+        pids = [self.pid]
+        if self.workers > 1:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if int(_stat_fields(int(entry.name))[1]) == self.pid:
+                            pids.append(int(entry.name))
+                    except (OSError, IndexError, ValueError):
+                        continue  # gone meanwhile
+        return pids
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (after the command name, which may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def api_calls(metrics_text: str) -> dict[str, int]:
@@ -96,10 +134,18 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 def main() -> None:
     from notifier.daemon import serve
     from notifier.logs import setup_logging
+    from notifier.workers import Worker, supervise
 
-    settings: Settings = pickle.load(sys.stdin.buffer)
+    settings: Settings
+    settings, workers = pickle.load(sys.stdin.buffer)
     setup_logging(settings.daemon.log_level, json_lines=True)
 
+    def all_ready(started: list[Worker]) -> None:
+        port = started[0].spec.settings.http.port
+        announce_ready(port, *(worker.own_url for worker in started))
+
+    if workers > 1:
+        sys.exit(asyncio.run(supervise(settings, workers, reloadable=False, on_ready=all_ready)))
     sys.exit(asyncio.run(serve(settings, on_ready=lambda daemon: announce_ready(daemon.port))))
 
 

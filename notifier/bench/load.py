@@ -41,6 +41,31 @@ class Sample:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class LoadRun:
+    """One :func:`closed_loop`, as :mod:`notifier.bench.load_process` is told it."""
+
+    url: str
+    requests: int
+    concurrency: int
+    wait: float
+    hold: float
+    first_index: int = 0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    samples: list[Sample]
+    began: float
+    """Wall clock when the first client started."""
+    ended: float
+    """Wall clock when the last answer had been read."""
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.ended - self.began
+
+
 def client(connections: int) -> aiohttp.ClientSession:
     """A session that opens as many connections as there are requests in flight."""
     ensure_fd_limit(connections)

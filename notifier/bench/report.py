@@ -54,6 +54,8 @@ class ModeResult(RunResult):
     concurrency: int
     elapsed_s: float
     api_calls: dict[str, int]
+    cpu_split: dict[str, int] = field(default_factory=dict)
+    """py-spy samples of the daemon by where they were (``--profile``)."""
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class ModeResult(RunResult):
             **self._common_figures(),
             "throughput_rps": _round(self.requests / self.elapsed_s if self.elapsed_s else None),
             "api_calls": dict(sorted(self.api_calls.items())),
+            **({"cpu_split_samples": self.cpu_split} if self.cpu_split else {}),
         }
 
 

@@ -22,6 +22,7 @@ import platform
 import secrets
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,14 @@ from typing import IO, TYPE_CHECKING
 import aiohttp
 
 from notifier.aws import AwsSettings
-from notifier.bench import load, report, throughput
+from notifier.bench import load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
+from notifier.bench.load import LoadRun
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import DaemonSettings, Settings, SqsSettings
 from notifier.daemon import local_settings
+from notifier.gc_schedule import ScheduledCollection
 from notifier.local.settings import LocalStackSettings
 
 if TYPE_CHECKING:
@@ -69,6 +72,10 @@ class BenchOptions:
     """Hello's ``waitSeconds``: how long each workflow runs."""
     poll_interval: float = 1.5
     warmup: int = 5
+    workers: int = 1
+    """Worker processes of the daemon under test (``notifier serve --workers``)."""
+    profile: Path | None = None
+    """Where py-spy's samples of each mode's measured requests go."""
     log_dir: Path | None = None
     """Where the daemons' logs go (a temporary directory when unset)."""
     workloads: tuple[throughput.Workload, ...] = tuple(throughput.WORKLOADS.values())
@@ -143,6 +150,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--warmup", type=int, default=5, help="requests per daemon (per route) before measuring (5)"
     )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the daemon under test, as notifier serve --workers (1)",
+    )
+    bench.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the daemon with py-spy while measuring (raw stacks to FILE, one per "
+        "mode: FILE-<mode> with several) and print where its CPU goes",
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -172,6 +192,13 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--wait: whole seconds with the moto backend (a Wait state's Seconds)")
     if args.warmup < 0:
         raise BenchError("--warmup must not be negative")
+    if args.workers < 1:
+        raise BenchError("--workers must be at least 1")
+    if args.profile is not None:
+        try:
+            profile.check_available()
+        except profile.ProfileError as exc:
+            raise BenchError(str(exc)) from None
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
     if args.throughput and (
@@ -192,6 +219,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         wait=args.wait,
         poll_interval=args.poll_interval,
         warmup=args.warmup,
+        workers=args.workers,
+        profile=args.profile,
         log_dir=args.log_dir,
         workloads=workloads,
     )
@@ -222,10 +251,17 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
         return await _run_cut(args, options, stack)
     if args.throughput:
         return await run_throughput(args, options, stack)
+    # The load, the stand-in and the broker share this process: its own collections would
+    # add their pauses to the latencies measured.
+    async with ScheduledCollection():
+        return await _run_collected(args, options, stack)
+
+
+async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack: LocalStack) -> int:
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
-        print_notes(["stand-in"])
+        print_notes(["stand-in"], workers=options.workers)
         for error in held.errors:
             print(f"  a wrong answer: {error}")
         if args.json:
@@ -234,7 +270,7 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
     results = await run_modes(stack, options, progress=True)
     print()
     print(report.modes_table(results))
-    print_notes([r.backend for r in results], options)
+    print_notes([r.backend for r in results], options, workers=options.workers)
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
@@ -244,6 +280,10 @@ async def _run(args: argparse.Namespace, options: BenchOptions, stack: LocalStac
         calls = sum(r.api_calls.get("DescribeExecution", 0) for r in looked_up)
         verdict = "as it must be" if not calls else "completions went missing: see the daemon's log"
         print(f"  DescribeExecution calls in MQTT mode: {calls} ({verdict})")
+    for result in results:
+        if result.cpu_split:
+            cpu_ms = 1000 * result.cpu_s / result.requests
+            print(f"\n{result.mode}: {profile.split_table(Counter(result.cpu_split), cpu_ms)}")
     if args.plot is not None:
         report.plot(results, args.plot, title=f"notifier: Hello, {machine()}")
         print(f"plot written to {args.plot}")
@@ -330,7 +370,9 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
-def print_notes(backends: list[str], options: BenchOptions | None = None) -> None:
+def print_notes(
+    backends: list[str], options: BenchOptions | None = None, *, workers: int = 1
+) -> None:
     notes = [
         f"machine: {machine()}; everything (stack, daemon, load) on it",
         "added latency: workflow end (its completion reaching the MQTT broker) to the whole "
@@ -353,6 +395,11 @@ def print_notes(backends: list[str], options: BenchOptions | None = None) -> Non
             f"{options.poll_interval:g} s (the interval of the polling design it replaces)"
         )
     notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
+    if workers > 1:
+        notes.append(
+            f"daemon: {workers} worker processes sharing its port (notifier serve --workers); "
+            "CPU, peak RSS and AWS calls summed over them and their supervisor"
+        )
     for note in notes:
         print(f"  {note}")
 
@@ -394,23 +441,28 @@ async def _measure(
     log: IO[bytes],
     stopped_at: Callable[[str], float | None],
 ) -> ModeResult:
-    async with DaemonProcess(settings, log) as daemon, load.client(options.concurrency) as http:
+    daemon_process = DaemonProcess(settings, log, options.workers)
+    async with daemon_process as daemon, aiohttp.ClientSession() as http:
         if options.warmup:
-            await load.closed_loop(
-                http, daemon.url, requests=options.warmup, concurrency=options.warmup,
-                wait=options.wait, hold=HOLD, first_index=-options.warmup,
+            await load_process.closed_loop(
+                LoadRun(daemon.url, options.warmup, options.warmup, options.wait, HOLD,
+                        first_index=-options.warmup)
             )  # fmt: skip
-        calls_before = api_calls(await _metrics(http, daemon.url))
-        cpu_before = daemon.cpu_seconds()
-        began = time.perf_counter()
-        samples = await load.closed_loop(
-            http, daemon.url, requests=options.requests, concurrency=options.concurrency,
-            wait=options.wait, hold=HOLD,
-        )  # fmt: skip
-        elapsed = time.perf_counter() - began
-        cpu = daemon.cpu_seconds() - cpu_before
-        calls_after = api_calls(await _metrics(http, daemon.url))
+        calls_before = await _api_calls(http, daemon)
+        profile_path = _profile_path(options, mode)
+        async with contextlib.AsyncExitStack() as profiling:
+            if profile_path is not None:
+                await profiling.enter_async_context(profile.recording(daemon.pid, profile_path))
+            # The window includes the load process's start, a fraction of a second in
+            # which the daemon only idles.
+            cpu_before = daemon.cpu_seconds()
+            measured = await load_process.closed_loop(
+                LoadRun(daemon.url, options.requests, options.concurrency, options.wait, HOLD)
+            )
+            cpu = daemon.cpu_seconds() - cpu_before
+        calls_after = await _api_calls(http, daemon)
         peak_rss = daemon.peak_rss_mb()
+    samples = measured.samples
     return ModeResult(
         mode=mode,
         backend=BACKENDS[options.backend],
@@ -418,7 +470,7 @@ async def _measure(
         requests=options.requests,
         ok=sum(s.ok for s in samples),
         latencies_ms=_latencies(samples, stopped_at),
-        elapsed_s=elapsed,
+        elapsed_s=measured.elapsed_s,
         api_calls={
             op: n - calls_before.get(op, 0)
             for op, n in calls_after.items()
@@ -427,7 +479,15 @@ async def _measure(
         cpu_s=cpu,
         peak_rss_mb=peak_rss,
         errors=[s.error for s in samples if s.error][:5],
+        cpu_split=dict(profile.read_split(profile_path)) if profile_path else {},
     )
+
+
+def _profile_path(options: BenchOptions, mode: str) -> Path | None:
+    path = options.profile
+    if path is None or len(options.modes) == 1:
+        return path
+    return path.with_name(f"{path.stem}-{mode}{path.suffix}")
 
 
 async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> HeldResult:
@@ -442,13 +502,14 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
         async with standin:
             aws = _standin_aws(stack, standin)
             settings = daemon_settings(stack, "mqtt", options, requests, aws)
-            async with DaemonProcess(settings, log) as daemon, load.client(requests) as http:
+            daemon_process = DaemonProcess(settings, log, options.workers)
+            async with daemon_process as daemon, load.client(requests) as http:
                 cpu_before = daemon.cpu_seconds()
                 tasks = await load.hold_all(
                     http, daemon.url, requests=requests, started=lambda: standin.started,
                     hold=HOLD,
                 )  # fmt: skip
-                held_at_once = await _held(http, daemon.url)
+                held_at_once = await _held(http, daemon)
                 standin.release(max(1.0, requests / RELEASE_RATE))
                 samples = await asyncio.gather(*tasks)
                 cpu = daemon.cpu_seconds() - cpu_before
@@ -497,14 +558,22 @@ def _standin_aws(stack: LocalStack, standin: StepFunctionsStandIn) -> AwsSetting
     return dataclasses.replace(stack.aws_settings, endpoint_url=standin.url)
 
 
-async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(f"{url}/metrics") as response:
-        return await response.text()
+async def _api_calls(http: aiohttp.ClientSession, daemon: DaemonProcess) -> dict[str, int]:
+    """AWS calls by operation, summed over the daemon's instances (its workers)."""
+    total: dict[str, int] = {}
+    for url in daemon.instance_urls:
+        async with http.get(f"{url}/metrics") as response:
+            for operation, count in api_calls(await response.text()).items():
+                total[operation] = total.get(operation, 0) + count
+    return total
 
 
-async def _held(http: aiohttp.ClientSession, url: str) -> int:
-    async with http.get(f"{url}/readyz") as response:
-        return int((await response.json())["held"])
+async def _held(http: aiohttp.ClientSession, daemon: DaemonProcess) -> int:
+    held = 0
+    for url in daemon.instance_urls:
+        async with http.get(f"{url}/readyz") as response:
+            held += int((await response.json())["held"])
+    return held
 
 
 def _latencies(

@@ -55,12 +55,19 @@ def settings(*, api_keys: Mapping[str, ApiKeySettings] | None = None, **http: An
     )
 
 
+async def no_aws_call(**params: Any) -> dict[str, Any]:
+    raise AssertionError(f"the fake made an AWS call: {params}")
+
+
 class FakeExecutions(Executions):
     """Records what it is asked; fails an operation named in ``failures``; finds the
     executions of other instances in ``elsewhere``."""
 
     def __init__(self, routes: Callable[[], Mapping[str, RouteSettings]]) -> None:
-        super().__init__(None, None, "bucket", INSTANCE, routes)
+        super().__init__(
+            None, None, "bucket", INSTANCE, routes,
+            put_object=no_aws_call, start_execution=no_aws_call,
+        )  # fmt: skip
         self.started: asyncio.Queue[str] = asyncio.Queue()
         """Transaction ids, as StartExecution is called for them."""
         self.bodies: dict[str, dict[str, Any]] = {}

@@ -272,6 +272,10 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     assert samples['notifier_completions_total{source="mqtt"}'] == 2
     assert samples['notifier_completion_latency_seconds_count{source="mqtt"}'] == 2
     assert samples['notifier_aws_api_calls_total{operation="StartExecution"}'] == 2
+    assert samples['notifier_aws_api_calls_total{operation="PutObject"}'] == 2
+    # Both made by the fast path, none handed to the AWS SDK.
+    for operation in ("PutObject", "StartExecution"):
+        assert samples[f'notifier_aws_fast_path_handovers_total{{operation="{operation}"}}'] == 0
     assert samples["notifier_mqtt_connected"] == 1
     assert samples["notifier_mqtt_reconnects_total"] == 0
     assert samples["notifier_token_refreshes_total"] == 0

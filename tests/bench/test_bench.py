@@ -66,6 +66,20 @@ async def test_standin_backend_answers_both_modes(local_stack: LocalStack) -> No
     assert all(latency > 0 for result in results for latency in result.latencies_ms)
 
 
+async def test_workers_share_the_load_and_their_figures_are_summed(
+    local_stack: LocalStack,
+) -> None:
+    options = bench.BenchOptions(
+        requests=6, concurrency=6, modes=("mqtt",), backend="standin", wait=0.2, warmup=0,
+        workers=2,
+    )  # fmt: skip
+    [result] = await bench.run_modes(local_stack, options)
+    assert (result.ok, len(result.latencies_ms)) == (6, 6)
+    # Every call counted once, whichever worker made it.
+    assert result.api_calls == {"PutObject": 6, "StartExecution": 6}
+    assert result.cpu_s > 0 and result.peak_rss_mb > 0
+
+
 async def test_held_requests_all_answered(
     local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:

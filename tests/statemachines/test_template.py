@@ -589,14 +589,20 @@ IAM_POLICY = Path(__file__).resolve().parents[2] / "config" / "iam-policy.json"
 POLICY_TOKENS = {"ACCOUNT_ID", "REGION", "STAGE", "API_ID", "INSTANCE_ID"}
 # Every action granted, and where the daemon makes the call that needs it.
 DAEMON_CALLS = {
-    "s3:PutObject": [("notifier/executions.py", "self._s3.put_object(")],
+    "s3:PutObject": [
+        ("notifier/executions.py", "self._put_object("),
+        ("notifier/fast_calls.py", 'operation = "PutObject"'),
+    ],
     "s3:GetObject": [
         ("notifier/executions.py", "self._s3.get_object("),
         ("notifier/executions.py", "self._s3.head_object("),  # HeadObject needs s3:GetObject
     ],
     # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
     "s3:ListBucket": [("notifier/executions.py", '"404", "NoSuchKey", "NotFound"')],
-    "states:StartExecution": [("notifier/executions.py", "self._sfn.start_execution(")],
+    "states:StartExecution": [
+        ("notifier/executions.py", "self._start_execution("),
+        ("notifier/fast_calls.py", 'operation = "StartExecution"'),
+    ],
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
