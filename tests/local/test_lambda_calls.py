@@ -164,7 +164,7 @@ def handler(event, context):
     except ClientError as error:
         missing = error.response["Error"]["Code"]
     own_session = boto3.session.Session().client("s3")
-    over_http = own_session.get_object(Bucket=bucket, Key="binary")["Body"].read() == data
+    from_own_session = own_session.get_object(Bucket=bucket, Key="binary")["Body"].read() == data
     threads = [
         threading.Thread(target=s3.put_object, kwargs={"Bucket": bucket, "Key": key, "Body": b"x"})
         for key in ("t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7")
@@ -174,7 +174,13 @@ def handler(event, context):
     for thread in threads:
         thread.join()
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="t")["KeyCount"]
-    return {"same": same, "size": size, "missing": missing, "overHttp": over_http, "listed": listed}
+    return {
+        "same": same,
+        "size": size,
+        "missing": missing,
+        "ownSession": from_own_session,
+        "listed": listed,
+    }
 """
 
 
@@ -189,7 +195,7 @@ async def test_a_handler_s_calls_are_answered_by_the_endpoint(local_stack: Local
         "same": True,
         "size": 256 * 64,
         "missing": "NoSuchKey",
-        "overHttp": True,
+        "ownSession": True,
         "listed": 8,
     }
     async with local_stack.aws().client("s3") as s3:
