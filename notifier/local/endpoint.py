@@ -47,6 +47,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         eventbridge_targets,
         iot_authorizers,
         iot_core,
+        lambda_calls,
         lambda_runtime,
         moto_performance,
         sfn_api,
@@ -77,7 +78,9 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # IoT's certificate ids: the SHA-256 of the DER certificate, not of moto's PEM text.
     default_user_config["iot"]["use_valid_cert"] = True
 
-    runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
+    runtime = lambda_runtime.LocalLambdaRuntime(
+        f"http://{bound_host}:{bound_port}", lambda_calls.WsgiCaller(server)
+    )
     emitter = sfn_status_events.StatusChangeEmitter()
     publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
     invocations = eventbridge_targets.AsyncInvocations()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.local import lambda_worker
+from notifier.local.lambda_calls import Call, send_answer
 from notifier.local.settings import LOCAL_CREDENTIAL
 
 log = logging.getLogger("notifier.local.lambda")
@@ -51,13 +52,15 @@ class Worker:
         handler: str,
         env: dict[str, str],
         name: str,
+        answer: Call | None,
     ) -> None:
+        self._answer = answer
         self._channel, worker_channel = context.Pipe()
         self._closing = threading.Lock()
         log_read, log_write = context.Pipe(duplex=False)
         self.process = context.Process(
             target=lambda_worker.serve,
-            args=(str(code_dir), handler, env, worker_channel, log_write),
+            args=(str(code_dir), handler, env, worker_channel, log_write, answer is not None),
             name=f"lambda {name}",
             daemon=True,
         )
@@ -80,14 +83,19 @@ class Worker:
             "requestId": str(uuid.uuid4()),
             "deadline": time.time() + timeout,
         }
+        deadline = time.monotonic() + timeout
         try:
             self._channel.send_bytes(json.dumps(request).encode())
-            if not self._channel.poll(timeout):
-                return None
-            result: dict[str, Any] = json.loads(self._channel.recv_bytes())
+            while True:
+                if not self._channel.poll(max(0.0, deadline - time.monotonic())):
+                    return None
+                message: dict[str, Any] = json.loads(self._channel.recv_bytes())
+                if "call" not in message or self._answer is None:
+                    return message
+                body = self._channel.recv_bytes()
+                send_answer(self._channel, self._answer(message["call"], body))
         except (EOFError, OSError):
             return None
-        return result
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -159,8 +167,11 @@ class FunctionPool:
 class LocalLambdaRuntime:
     """Runs deployed Python Lambda functions in local worker processes."""
 
-    def __init__(self, endpoint_url: str) -> None:
+    def __init__(self, endpoint_url: str, answer: Call | None = None) -> None:
+        """``answer``: answers the workers' AWS calls in this process (``lambda_calls``);
+        without it they go to ``endpoint_url`` over HTTP."""
         self.endpoint_url = endpoint_url
+        self._answer = answer
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(lambda_worker.PRELOADED))
         self._code_root = Path(tempfile.mkdtemp(prefix="notifier-lambda-"))
@@ -207,7 +218,9 @@ class LocalLambdaRuntime:
                 env = self._environment(function)
                 name = function.function_name
                 pool = FunctionPool(
-                    lambda: Worker(self._context, code_dir, function.handler, env, name)
+                    lambda: Worker(
+                        self._context, code_dir, function.handler, env, name, self._answer
+                    )
                 )
                 self._pools[key] = pool
             return pool

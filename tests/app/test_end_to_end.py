@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app.state import EXECUTIONS, MQTT, POLLER
+from notifier.app.state import EXECUTIONS, MQTT, POLLER, SQS
 from notifier.daemon import Daemon
 from notifier.idempotency import fingerprint
 from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
@@ -256,11 +256,17 @@ async def test_instances_receive_only_their_own_completions(
             return body
 
         answers = await asyncio.gather(*(run(d, n) for n in range(10) for d in (first, second)))
-        assert all(a["completedVia"] == "mqtt" for a in answers)
-        for d in (first, second):
-            mqtt = d.app[MQTT]
-            assert mqtt.received == 10
-            assert mqtt.ignored == 0
+        # Each completion comes three times, each on a channel of its own instance only: from
+        # the workflow's Notify state over MQTT, and from the status forwarder over MQTT and
+        # to the instance's queue. The first to arrive answers; the others are ignored. A
+        # message of the other instance's would be received and ignored as well.
+        for d, own in ((first, answers[0::2]), (second, answers[1::2])):
+            mqtt, sqs = d.app[MQTT], d.app[SQS]
+            by_mqtt = sum(a["completedVia"] == "mqtt" for a in own)
+            assert by_mqtt + sum(a["completedVia"] == "sqs" for a in own) == 10
+            await eventually(lambda mqtt=mqtt, sqs=sqs: mqtt.received >= 20 and sqs.received >= 10)
+            assert (mqtt.received, mqtt.ignored) == (20, 20 - by_mqtt)
+            assert (sqs.received, sqs.resolved) == (10, 10 - by_mqtt)
             assert d.app[POLLER].calls == 0
 
 

@@ -23,10 +23,10 @@ def handler(event, context):
 """
 
 
-def code_zip() -> bytes:
+def code_zip(handler: str = HANDLER) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", HANDLER)
+        archive.writestr("app.py", handler)
     return buffer.getvalue()
 
 
@@ -42,7 +42,9 @@ LAMBDA_TRUST = {
 }
 
 
-async def create_function(stack: LocalStack, greeting: str, timeout: int = 3) -> str:
+async def create_function(
+    stack: LocalStack, greeting: str, timeout: int = 3, handler: str = HANDLER
+) -> str:
     name = new_id("fn")
     async with stack.aws().client("iam") as iam:
         role = await iam.create_role(
@@ -54,7 +56,7 @@ async def create_function(stack: LocalStack, greeting: str, timeout: int = 3) ->
             Runtime="python3.12",
             Role=role["Role"]["Arn"],
             Handler="app.handler",
-            Code={"ZipFile": code_zip()},
+            Code={"ZipFile": code_zip(handler)},
             Timeout=timeout,
             Environment={"Variables": {"GREETING": greeting}},
         )
