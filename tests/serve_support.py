@@ -77,6 +77,20 @@ class FakeSystemd:
             self.pings += 1
         return message
 
+    async def pinged(self) -> None:
+        """Until a watchdog ping sent from now on (those already sent are counted and passed
+        over); a state sent meanwhile fails the test."""
+        while True:
+            try:
+                message = self._socket.recv(4096).decode()
+            except BlockingIOError:
+                break
+            assert message == "WATCHDOG=1", message
+            self.pings += 1
+        message = (await asyncio.get_running_loop().sock_recv(self._socket, 4096)).decode()
+        assert message == "WATCHDOG=1", message
+        self.pings += 1
+
     def __enter__(self) -> FakeSystemd:
         return self
 

@@ -35,18 +35,26 @@ async def test_taken_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for option in PORT_OPTIONS:
+
+        async def run_with_taken(option: str) -> tuple[int | None, str]:
+            """``notifier local`` with ``option`` on the taken port (the others free),
+            in a work directory of its own: its exit status and output."""
             others = [arg for o in PORT_OPTIONS if o != option for arg in (o, "0")]
+            work_dir = tmp_path / option.lstrip("-")
             process = await run_notifier(
-                "local", option, str(port), *others, "--work-dir", str(tmp_path)
+                "local", option, str(port), *others, "--work-dir", str(work_dir)
             )
             stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-            output = stdout.decode() + stderr.decode()
-            assert process.returncode != 0
-            errors = [line for line in output.splitlines() if str(port) in line]
-            assert len(errors) == 1, output
-            assert option in errors[0] and "in use" in errors[0]
-            assert "Traceback" not in output
+            return process.returncode, stdout.decode() + stderr.decode()
+
+        # All at once: each waits mostly for its own stack to start.
+        runs = await asyncio.gather(*(run_with_taken(option) for option in PORT_OPTIONS))
+    for option, (returncode, output) in zip(PORT_OPTIONS, runs, strict=True):
+        assert returncode != 0, output
+        errors = [line for line in output.splitlines() if str(port) in line]
+        assert len(errors) == 1, output
+        assert option in errors[0] and "in use" in errors[0]
+        assert "Traceback" not in output
 
 
 async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path) -> None:
