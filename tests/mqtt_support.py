@@ -130,3 +130,10 @@ async def forget_subscriptions(broker: LocalBroker, client_id: str) -> None:
     assert amqtt is not None
     session, _handler = amqtt._sessions[client_id]
     await amqtt._del_all_subscriptions(session)
+
+
+def connected(broker: LocalBroker, client_id: str) -> bool:
+    """Whether ``client_id`` has a live connection to ``broker``."""
+    amqtt = broker._broker
+    found = amqtt._sessions.get(client_id) if amqtt is not None else None
+    return found is not None and found[0].transitions.state == "connected"

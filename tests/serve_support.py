@@ -54,6 +54,8 @@ issuer_url = "{stack.issuer_url}"
 bucket = "{stack.outputs["ProcessDataBucketName"]}"
 [api_keys.test]
 sha256 = "{key_sha256}"
+rate = 1000
+burst = 1000
 {sections}"""
 
 
@@ -74,6 +76,20 @@ class FakeSystemd:
         while (message := (await loop.sock_recv(self._socket, 4096)).decode()) == "WATCHDOG=1":
             self.pings += 1
         return message
+
+    async def pinged(self) -> None:
+        """Until a watchdog ping sent from now on (those already sent are counted and passed
+        over); a state sent meanwhile fails the test."""
+        while True:
+            try:
+                message = self._socket.recv(4096).decode()
+            except BlockingIOError:
+                break
+            assert message == "WATCHDOG=1", message
+            self.pings += 1
+        message = (await asyncio.get_running_loop().sock_recv(self._socket, 4096)).decode()
+        assert message == "WATCHDOG=1", message
+        self.pings += 1
 
     def __enter__(self) -> FakeSystemd:
         return self

@@ -18,8 +18,9 @@ from tests.eventually import EVENTUALLY
 from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
 
 
-async def held_requests(http: aiohttp.ClientSession, url: str) -> int:
-    async with http.get(f"{url}/readyz") as response:
+async def held_requests(http: aiohttp.ClientSession, url: str, key: str) -> int:
+    """How many requests the daemon holds (a detail of /readyz: keys are required)."""
+    async with http.get(f"{url}/readyz", headers={"x-api-key": key}) as response:
         return int((await response.json())["held"])
 
 
@@ -34,18 +35,26 @@ async def test_taken_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for option in PORT_OPTIONS:
+
+        async def run_with_taken(option: str) -> tuple[int | None, str]:
+            """``notifier local`` with ``option`` on the taken port (the others free),
+            in a work directory of its own: its exit status and output."""
             others = [arg for o in PORT_OPTIONS if o != option for arg in (o, "0")]
+            work_dir = tmp_path / option.lstrip("-")
             process = await run_notifier(
-                "local", option, str(port), *others, "--work-dir", str(tmp_path)
+                "local", option, str(port), *others, "--work-dir", str(work_dir)
             )
             stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-            output = stdout.decode() + stderr.decode()
-            assert process.returncode != 0
-            errors = [line for line in output.splitlines() if str(port) in line]
-            assert len(errors) == 1, output
-            assert option in errors[0] and "in use" in errors[0]
-            assert "Traceback" not in output
+            return process.returncode, stdout.decode() + stderr.decode()
+
+        # All at once: each waits mostly for its own stack to start.
+        runs = await asyncio.gather(*(run_with_taken(option) for option in PORT_OPTIONS))
+    for option, (returncode, output) in zip(PORT_OPTIONS, runs, strict=True):
+        assert returncode != 0, output
+        errors = [line for line in output.splitlines() if str(port) in line]
+        assert len(errors) == 1, output
+        assert option in errors[0] and "in use" in errors[0]
+        assert "Traceback" not in output
 
 
 async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -135,7 +144,7 @@ async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
                 http.post(f"{url}/hello", json={"waitSeconds": 2}, headers=headers)
             )
             async with asyncio.timeout(EVENTUALLY):
-                while await held_requests(http, url) == 0:  # noqa: ASYNC110 (another process)
+                while await held_requests(http, url, key) == 0:  # noqa: ASYNC110 (another process)
                     await asyncio.sleep(0.05)
             config.write_text(
                 serve_config(
