@@ -9,8 +9,9 @@ is authenticated:
   dual-stack, path or virtual-host style, a custom endpoint), resolved once per bucket;
 - the credentials are the client's own, refreshed as the client refreshes them;
 - SigV4 is awscrt's signer, configured as botocore configures it for that service;
-- the request goes through the client's own HTTP session: its TLS settings, proxies,
-  timeouts and connection pool.
+- the request goes over a kept-alive connection of its own (:mod:`notifier.http_connections`)
+  made with the client's TLS settings, timeouts and pool size; through a proxy, it goes
+  through the client's own HTTP session.
 
 It only ever makes a first attempt that succeeds. A parameter it does not serialize itself,
 an error answer or a failed connection hands the call to the client, which then makes it
@@ -33,12 +34,13 @@ import base64
 import io
 import json
 import logging
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, cast
 from urllib.parse import quote, urlsplit
 
 import aiobotocore
@@ -50,6 +52,7 @@ from botocore.exceptions import BotoCoreError
 from yarl import URL
 
 from notifier import __version__
+from notifier.http_connections import Answer, HttpConnections, Origin
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,11 @@ class Target:
     """The signing name."""
     proxy: str | None
     proxy_headers: dict[str, str]
+    origin: Origin
 
     @property
     def https(self) -> bool:
-        return self.url.startswith("https:")
+        return self.origin.https
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ class FastCall:
     """One API operation of one aiobotocore client, awaited like the client's method.
 
     ``on_call`` is told the operation's name for each call this makes itself; the ones
-    handed to the client are counted by the client's own hooks.
+    handed to the client are counted by the client's own hooks. An async context manager,
+    used inside the client's: leaving it closes its connections.
     """
 
     operation: ClassVar[str]
@@ -137,10 +142,23 @@ class FastCall:
             self._turn_off(f"aiobotocore {aiobotocore.__version__}'s client has no {missing}")
         else:
             self._http_session = client._endpoint.http_session
+        config = client.meta.config
+        self.connections = HttpConnections(
+            max_connections=config.max_pool_connections,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            ssl_context=self._ssl_context,
+        )
         self.made = 0
         """Calls this made itself."""
         self.handed_over = 0
         """Calls handed to the client."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.connections.close()
 
     async def __call__(self, **params: Any) -> dict[str, Any]:
         if not self.enabled:
@@ -184,6 +202,7 @@ class FastCall:
         return ()
 
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """The call's result from a 2xx answer; ``headers`` have lower-case names."""
         raise NotImplementedError
 
     def signed_body_value(self, target: Target, request: Request) -> str | None:
@@ -232,8 +251,10 @@ class FastCall:
         proxy = proxies.proxy_url_for(url)
         proxy_headers = proxies.proxy_headers_for(proxy) if proxy else {}
         url = url.rstrip("/")
-        path = urlsplit(url).path
-        return Target(url, path, _host(url), region, service, proxy, proxy_headers)
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        origin = Origin(https, parts.hostname or "", parts.port or _DEFAULT_PORTS[parts.scheme])
+        return Target(url, parts.path, _host(url), region, service, proxy, proxy_headers, origin)
 
     async def sign(
         self, target: Target, request: Request, date: datetime | None = None
@@ -265,6 +286,25 @@ class FastCall:
 
     async def _send(self, target: Target, request: Request) -> dict[str, Any]:
         headers = await self.sign(target, request)
+        if target.proxy is None:
+            head = "".join(f"{name}: {value}\r\n" for name, value in (*_FIXED_HEADERS, *headers))
+            data = (
+                f"{request.method} {target.path}{request.path} HTTP/1.1\r\n{head}"
+                f"Content-Length: {len(request.body)}\r\n\r\n"
+            ).encode("ascii") + request.body
+            answer = await self.connections.request(target.origin, data)
+        else:
+            answer = await self._send_through_proxy(target, request, headers)
+        if not 200 <= answer.status < 300:
+            raise ErrorAnswer(f"HTTP {answer.status}")
+        try:
+            return self.parse(answer.status, answer.headers, answer.body)
+        except ValueError as exc:
+            raise ErrorAnswer(f"an answer that cannot be read: {exc}") from exc
+
+    async def _send_through_proxy(
+        self, target: Target, request: Request, headers: list[tuple[str, str]]
+    ) -> Answer:
         session = await self._http_session._get_session(target.proxy)
         async with session.request(
             request.method,
@@ -275,12 +315,14 @@ class FastCall:
             proxy_headers=target.proxy_headers,
         ) as response:
             body = await response.read()
-            if not 200 <= response.status < 300:
-                raise ErrorAnswer(f"HTTP {response.status}")
-            try:
-                return self.parse(response.status, response.headers, body)
-            except ValueError as exc:
-                raise ErrorAnswer(f"an answer that cannot be read: {exc}") from exc
+            answered = {name.lower(): value for name, value in response.headers.items()}
+            return Answer(response.status, answered, body)
+
+    async def _ssl_context(self) -> ssl.SSLContext:
+        """The client's TLS settings (verification, CA bundle, client certificate)."""
+        # Reads files: off the event loop, as the client does it.
+        context, _ = await asyncio.to_thread(self._http_session._build_ssl_contexts, None)
+        return cast(ssl.SSLContext, context)
 
     def _provider(self, access_key: str, secret_key: str, token: str | None) -> Any:
         key = (access_key, secret_key, token)
@@ -354,7 +396,7 @@ class PutObject(FastCall):
         return UNSIGNED_PAYLOAD if target.https and self._checksum else None
 
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-        return {"ETag": headers.get("ETag")}
+        return {"ETag": headers.get("etag")}
 
 
 class JsonCall(FastCall):
@@ -408,6 +450,7 @@ _INTERNALS = (
     "_request_signer._credentials",
     "_endpoint.http_session._get_session",
     "_endpoint.http_session._proxy_config",
+    "_endpoint.http_session._build_ssl_contexts",
 )
 
 
@@ -443,7 +486,7 @@ def _header_value(member: Any, value: Any) -> str:
 
 
 def _text(value: Any) -> str:
-    """A header value botocore would send as it is: ASCII text."""
-    if not isinstance(value, str) or not value.isascii():
-        raise Unsupported("a header value that is not ASCII text")
+    """A header value botocore would send as it is: ASCII text, without control characters."""
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        raise Unsupported("a header value that is not printable ASCII text")
     return value

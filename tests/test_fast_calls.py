@@ -9,11 +9,13 @@ import io
 import json
 import logging
 import secrets
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiobotocore
@@ -25,7 +27,7 @@ from botocore import UNSIGNED, xform_name
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import ClientError, ParamValidationError, SSLError
 
 from notifier import fast_calls
 from notifier.aws import AwsClients, AwsSettings
@@ -33,6 +35,7 @@ from notifier.config import RouteSettings
 from notifier.executions import AwsError, Executions, IdempotencyConflictError
 from notifier.fast_calls import FastCall, PutObject, StartExecution
 from notifier.idempotency import fingerprint
+from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.stack import LocalStack
 
 ACCOUNT = "123456789012"
@@ -71,8 +74,7 @@ async def test_put_object_stores_what_the_client_would(local_stack: LocalStack) 
     aws = clients(local_stack.aws_settings, counted)
     bucket = local_stack.outputs["ProcessDataBucketName"]
     body = json.dumps({"foo": "foo val", "n": 1}).encode()
-    async with aws.client("s3") as s3:
-        put = aws.fast(s3, PutObject)
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
         key = f"process data/{unique('fast')} \u00fc+~.json"  # percent-encoded in the path
         answer = await put(
             Bucket=bucket,
@@ -99,8 +101,7 @@ async def test_start_execution_starts_it(local_stack: LocalStack) -> None:
     counted = Counted()
     aws = clients(local_stack.aws_settings, counted)
     machine = local_stack.outputs["HelloStateMachineArn"]
-    async with aws.client("stepfunctions") as sfn:
-        start = aws.fast(sfn, StartExecution)
+    async with aws.client("stepfunctions") as sfn, aws.fast(sfn, StartExecution) as start:
         name = unique("fast")
         answer = await start(stateMachineArn=machine, name=name, input=HELLO_INPUT)
         described = await sfn.describe_execution(executionArn=answer["executionArn"])
@@ -125,8 +126,12 @@ async def test_errors_are_raised_by_the_client(
     counted = Counted()
     aws = clients(local_stack.aws_settings, counted)
     machine = local_stack.outputs["HelloStateMachineArn"]
-    async with aws.client("s3") as s3, aws.client("stepfunctions") as sfn:
-        put, start = aws.fast(s3, PutObject), aws.fast(sfn, StartExecution)
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
         name = unique("fast")
         if operation == "put-missing-bucket":
             call: FastCall = put
@@ -152,8 +157,7 @@ async def test_after_a_failure_the_client_makes_the_calls_for_a_while(
 ) -> None:
     aws = local_stack.aws()
     bucket = local_stack.outputs["ProcessDataBucketName"]
-    async with aws.client("s3") as s3:
-        put = aws.fast(s3, PutObject)
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
         with pytest.raises(ClientError):
             await put(Bucket=unique("missing"), Key="k", Body=b"{}")
         await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
@@ -194,8 +198,7 @@ async def test_an_internal_failing_turns_it_off_once_and_the_client_makes_the_ca
     counted = Counted()
     aws = clients(local_stack.aws_settings, counted)
     bucket = local_stack.outputs["ProcessDataBucketName"]
-    async with aws.client("s3") as s3:
-        put = aws.fast(s3, PutObject)
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
 
         async def changed(*args: Any, **kwargs: Any) -> Any:
             raise TypeError("a changed signature")
@@ -233,8 +236,7 @@ async def test_what_it_does_not_serialize_goes_to_the_client(
 ) -> None:
     aws = local_stack.aws()
     bucket = local_stack.outputs["ProcessDataBucketName"]
-    async with aws.client("s3") as s3:
-        put = aws.fast(s3, PutObject)
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
         key = unique("fast")
         try:
             await put(Bucket=bucket, Key=key, **params)
@@ -263,8 +265,12 @@ async def fast_executions(
     daemon makes them."""
     aws = clients(local_stack.aws_settings, counted)
     routes = {"hello": RouteSettings(local_stack.outputs["HelloStateMachineArn"], input="body")}
-    async with aws.client("s3") as s3, aws.client("stepfunctions") as sfn:
-        put, start = aws.fast(s3, PutObject), aws.fast(sfn, StartExecution)
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
         executions = Executions(
             s3,
             sfn,
@@ -328,10 +334,13 @@ class Endpoint:
 
 @asynccontextmanager
 async def throttling_endpoint(
-    throttled: int, answer: Callable[[web.Request], web.Response]
+    throttled: int,
+    answer: Callable[[web.Request], web.Response],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Endpoint]:
     """An endpoint that answers the first ``throttled`` requests as AWS does when it
-    throttles (Step Functions' ThrottlingException, S3's SlowDown), then with ``answer``."""
+    throttles (Step Functions' ThrottlingException, S3's SlowDown), then with ``answer``;
+    over HTTPS with ``ssl_context``."""
     requests: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -353,11 +362,12 @@ async def throttling_endpoint(
     app.router.add_route("*", "/{path:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "http" if ssl_context is None else "https"
     try:
-        yield Endpoint(f"http://127.0.0.1:{port}", requests)
+        yield Endpoint(f"{scheme}://127.0.0.1:{port}", requests)
     finally:
         await runner.cleanup()
 
@@ -385,15 +395,15 @@ async def test_throttling_is_retried_by_the_client(
     async with throttling_endpoint(2, answer) as endpoint:
         aws = clients(endpoint_settings(endpoint.url), counted)
         async with aws.client(service) as client:
-            if service == "s3":
-                call: FastCall = aws.fast(client, PutObject)
-                result = await call(Bucket="b", Key="k", Body=b"{}")
-                assert result["ETag"] == '"e"'
-            else:
-                call = aws.fast(client, StartExecution)
-                machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
-                result = await call(stateMachineArn=machine, name="n", input="{}")
-                assert result["executionArn"].endswith(":execution:m:n")
+            call: FastCall = aws.fast(client, PutObject if service == "s3" else StartExecution)
+            async with call:
+                if service == "s3":
+                    result = await call(Bucket="b", Key="k", Body=b"{}")
+                    assert result["ETag"] == '"e"'
+                else:
+                    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+                    result = await call(stateMachineArn=machine, name="n", input="{}")
+                    assert result["executionArn"].endswith(":execution:m:n")
     # The fast attempt, then the client's: throttled once, retried, answered.
     assert len(endpoint.requests) == 3
     assert (call.made, call.handed_over) == (0, 1)
@@ -412,15 +422,40 @@ async def test_throttling_that_outlasts_the_retries_is_reported_as_throttling() 
             aws_secret_access_key="s",
             config=config,
         ) as sfn:
-            start = StartExecution(sfn)
             machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
-            with pytest.raises(ClientError) as raised:
-                await start(stateMachineArn=machine, name="n", input="{}")
+            async with StartExecution(sfn) as start:
+                with pytest.raises(ClientError) as raised:
+                    await start(stateMachineArn=machine, name="n", input="{}")
     error = AwsError.wrap("StartExecution", raised.value)
     assert (error.code, error.throttled) == ("ThrottlingException", True)
     # The fast attempt, then the client's first and its two retries (max_attempts counts
     # retries).
     assert len(endpoint.requests) == 1 + 1 + 2
+
+
+async def test_over_https_it_trusts_what_the_client_trusts(tmp_path: Path) -> None:
+    authority = LocalCertificateAuthority(tmp_path)
+    authority.ensure()
+    pair = authority.server_certificate(["127.0.0.1"], name="endpoint")
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(pair.cert_file, pair.key_file)
+    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+    async with throttling_endpoint(0, started, served) as endpoint:
+        trusting = client_for(
+            "stepfunctions", "us-east-1", endpoint_url=endpoint.url, verify=str(authority.ca_file)
+        )
+        async with trusting as sfn, StartExecution(sfn) as start:
+            for name in ("n1", "n2"):
+                await start(stateMachineArn=machine, name=name, input="{}")
+        assert (start.made, start.handed_over, start.connections.made) == (2, 0, 1)
+        # The system's CAs never signed it: neither the fast path nor the client trusts it.
+        once = AioConfig(retries={"total_max_attempts": 1})
+        system = client_for("stepfunctions", "us-east-1", endpoint_url=endpoint.url, config=once)
+        async with system as sfn, StartExecution(sfn) as start:
+            with pytest.raises(SSLError):
+                await start(stateMachineArn=machine, name="n3", input="{}")
+        assert (start.made, start.handed_over) == (0, 1)
+    assert len(endpoint.requests) == 2
 
 
 # ------------------------------------------------------------------ the same requests as botocore

@@ -165,7 +165,8 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(clients.client("s3"))
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
-        put_object, start_execution = clients.fast(s3, PutObject), clients.fast(sfn, StartExecution)
+        put_object = await stack.enter_async_context(clients.fast(s3, PutObject))
+        start_execution = await stack.enter_async_context(clients.fast(sfn, StartExecution))
         app[METRICS].watch_fast_calls(put_object, start_execution)
         app[EXECUTIONS] = Executions(
             s3,

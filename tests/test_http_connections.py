@@ -1,0 +1,234 @@
+"""Kept-alive connections of the fast path, against small servers that answer as told,
+keep or close their connections, break off, or say nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from notifier import http_connections
+from notifier.http_connections import (
+    ConnectionClosed,
+    HttpConnections,
+    NotHttp,
+    Origin,
+)
+from notifier.local.certificates import LocalCertificateAuthority
+from tests.eventually import eventually
+
+REQUEST = b"POST /x HTTP/1.1\r\nHost: example\r\nContent-Length: 2\r\n\r\n{}"
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: "e"\r\n\r\nok'
+
+Conversation = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
+
+
+@dataclass
+class Server:
+    origin: Origin
+    connections: int = 0
+    requests: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def read_request(reader: asyncio.StreamReader, server: Server) -> bool:
+    """Reads one request (head and its 2-byte body); False at the end of the connection."""
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return False
+    server.requests += 1
+    return True
+
+
+async def answering(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+) -> None:
+    while await read_request(reader, server):
+        writer.write(OK)
+
+
+@asynccontextmanager
+async def serving(
+    conversation: Conversation, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Server]:
+    server: Server
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        server.open_now += 1
+        server.most_open = max(server.most_open, server.open_now)
+        try:
+            await conversation(reader, writer, server)
+        finally:
+            server.open_now -= 1
+            writer.close()
+
+    listening = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl_context)
+    port = listening.sockets[0].getsockname()[1]
+    server = Server(Origin(ssl_context is not None, "127.0.0.1", port))
+    async with listening:
+        yield server
+
+
+def connections(
+    max_connections: int = 10,
+    read_timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
+) -> HttpConnections:
+    async def ssl_context() -> ssl.SSLContext:
+        return context or ssl.create_default_context()
+
+    return HttpConnections(
+        max_connections=max_connections,
+        connect_timeout=30.0,
+        read_timeout=read_timeout,
+        ssl_context=ssl_context,
+    )
+
+
+async def test_a_connection_is_kept_for_the_next_request() -> None:
+    async with serving(answering) as server, connections() as pool:
+        answers = [await pool.request(server.origin, REQUEST) for _ in range(3)]
+    assert [(a.status, a.headers, a.body) for a in answers] == [
+        (200, {"content-length": "2", "etag": '"e"'}, b"ok")
+    ] * 3
+    assert (server.connections, server.requests, pool.made) == (1, 3, 1)
+
+
+async def test_an_idle_connection_is_not_kept_past_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_connections, "IDLE_SECONDS", 0.0)
+    async with serving(answering) as server, connections() as pool:
+        for _ in range(2):
+            await pool.request(server.origin, REQUEST)
+    assert (server.connections, server.requests) == (2, 2)
+
+
+async def test_a_kept_connection_the_server_closed_unanswered_is_replaced_once() -> None:
+    async def answers_once(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        if await read_request(reader, server):
+            writer.write(OK)
+            await read_request(reader, server)  # then closes without an answer
+
+    async with serving(answers_once) as server, connections() as pool:
+        first = await pool.request(server.origin, REQUEST)
+        second = await pool.request(server.origin, REQUEST)
+    assert (first.status, second.status) == (200, 200)
+    # The second request reached the first connection, unanswered, then a new one.
+    assert (server.connections, server.requests) == (2, 3)
+
+
+async def test_an_answer_broken_off_is_raised_and_not_sent_again() -> None:
+    async def breaks_off(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        if await read_request(reader, server):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+            await writer.drain()
+
+    async with serving(breaks_off) as server, connections() as pool:
+        with pytest.raises(ConnectionClosed):
+            await pool.request(server.origin, REQUEST)
+    assert server.requests == 1
+
+
+async def test_connection_close_answers_are_not_kept() -> None:
+    async def closing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+
+    async with serving(closing) as server, connections() as pool:
+        for _ in range(2):
+            assert (await pool.request(server.origin, REQUEST)).body == b"ok"
+    assert (server.connections, server.requests) == (2, 2)
+
+
+async def test_a_chunked_answer_is_read_whole() -> None:
+    async def chunked(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b'3\r\n{"a\r\n')
+            await writer.drain()
+            writer.write(b'4\r\n": 1\r\n1\r\n}\r\n0\r\n\r\n')
+
+    async with serving(chunked) as server, connections() as pool:
+        answers = [await pool.request(server.origin, REQUEST) for _ in range(2)]
+    assert [a.body for a in answers] == [b'{"a": 1}'] * 2
+    assert server.connections == 1
+
+
+async def test_what_is_not_http_is_raised_and_its_connection_dropped() -> None:
+    async def garbage_first(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        if await read_request(reader, server):
+            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n" if server.connections == 1 else OK)
+            await reader.read()
+
+    async with serving(garbage_first) as server, connections() as pool:
+        with pytest.raises(NotHttp):
+            await pool.request(server.origin, REQUEST)
+        answer = await pool.request(server.origin, REQUEST)
+    assert answer.status == 200
+    assert server.connections == 2
+
+
+async def test_no_answer_within_the_read_timeout_is_raised() -> None:
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await read_request(reader, server)
+        await reader.read()
+
+    async with serving(silent) as server, connections(read_timeout=0.2) as pool:
+        with pytest.raises(TimeoutError):
+            await pool.request(server.origin, REQUEST)
+        assert not pool._open  # dropped
+
+
+async def test_at_most_max_connections_are_open_at_once() -> None:
+    async def held(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            await server.release.wait()
+            writer.write(OK)
+
+    async with serving(held) as server, connections(max_connections=2) as pool:
+        requests = [asyncio.create_task(pool.request(server.origin, REQUEST)) for _ in range(5)]
+        await eventually(lambda: server.requests == 2)
+        server.release.set()
+        answers = await asyncio.gather(*requests)
+    assert [a.status for a in answers] == [200] * 5
+    assert (server.most_open, pool.made, server.requests) == (2, 2, 5)
+
+
+async def test_https_trusts_what_the_given_context_trusts(tmp_path: Path) -> None:
+    authority = LocalCertificateAuthority(tmp_path)
+    authority.ensure()
+    pair = authority.server_certificate(["127.0.0.1"], name="endpoint")
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(pair.cert_file, pair.key_file)
+    trusting = ssl.create_default_context(cafile=str(authority.ca_file))
+    async with serving(answering, served) as server:
+        async with connections(context=trusting) as pool:
+            assert (await pool.request(server.origin, REQUEST)).body == b"ok"
+        async with connections() as pool:  # the system's CAs, which never signed it
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await pool.request(server.origin, REQUEST)
