@@ -35,8 +35,8 @@ from notifier.config import RouteSettings
 from notifier.executions import AwsError, Executions, IdempotencyConflictError
 from notifier.fast_calls import FastCall, PutObject, StartExecution
 from notifier.idempotency import fingerprint
-from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.stack import LocalStack
+from tests.tls_support import loopback_tls
 
 ACCOUNT = "123456789012"
 JSON_1_0 = "application/x-amz-json-1.0"
@@ -434,15 +434,11 @@ async def test_throttling_that_outlasts_the_retries_is_reported_as_throttling() 
 
 
 async def test_over_https_it_trusts_what_the_client_trusts(tmp_path: Path) -> None:
-    authority = LocalCertificateAuthority(tmp_path)
-    authority.ensure()
-    pair = authority.server_certificate(["127.0.0.1"], name="endpoint")
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(pair.cert_file, pair.key_file)
+    tls = loopback_tls(tmp_path)
     machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
-    async with throttling_endpoint(0, started, served) as endpoint:
+    async with throttling_endpoint(0, started, tls.served) as endpoint:
         trusting = client_for(
-            "stepfunctions", "us-east-1", endpoint_url=endpoint.url, verify=str(authority.ca_file)
+            "stepfunctions", "us-east-1", endpoint_url=endpoint.url, verify=str(tls.ca_file)
         )
         async with trusting as sfn, StartExecution(sfn) as start:
             for name in ("n1", "n2"):

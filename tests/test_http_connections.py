@@ -19,8 +19,8 @@ from notifier.http_connections import (
     NotHttp,
     Origin,
 )
-from notifier.local.certificates import LocalCertificateAuthority
 from tests.eventually import eventually
+from tests.tls_support import loopback_tls
 
 REQUEST = b"POST /x HTTP/1.1\r\nHost: example\r\nContent-Length: 2\r\n\r\n{}"
 OK = b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: "e"\r\n\r\nok'
@@ -220,13 +220,9 @@ async def test_at_most_max_connections_are_open_at_once() -> None:
 
 
 async def test_https_trusts_what_the_given_context_trusts(tmp_path: Path) -> None:
-    authority = LocalCertificateAuthority(tmp_path)
-    authority.ensure()
-    pair = authority.server_certificate(["127.0.0.1"], name="endpoint")
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(pair.cert_file, pair.key_file)
-    trusting = ssl.create_default_context(cafile=str(authority.ca_file))
-    async with serving(answering, served) as server:
+    tls = loopback_tls(tmp_path)
+    trusting = ssl.create_default_context(cafile=str(tls.ca_file))
+    async with serving(answering, tls.served) as server:
         async with connections(context=trusting) as pool:
             assert (await pool.request(server.origin, REQUEST)).body == b"ok"
         async with connections() as pool:  # the system's CAs, which never signed it

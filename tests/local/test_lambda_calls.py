@@ -121,13 +121,17 @@ def test_a_call_over_the_pipe_reaches_the_application_as_over_http(
         answered.set()
         answering.join()
 
-    assert over_pipe == over_http == [
-        '"e"',
-        b"\x00\xffbinary in two chunks",
-        "application/octet-stream",
-        "NoSuchKey",
-        "500",
-    ]
+    assert (
+        over_pipe
+        == over_http
+        == [
+            '"e"',
+            b"\x00\xffbinary in two chunks",
+            "application/octet-stream",
+            "NoSuchKey",
+            "500",
+        ]
+    )
     assert len(app.environs) == len(http_environs) == 5
     for piped, sent in zip(app.environs, http_environs, strict=True):
         assert {k: v for k, v in piped.items() if k not in PER_REQUEST} == {
