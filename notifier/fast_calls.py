@@ -34,6 +34,7 @@ import base64
 import io
 import json
 import logging
+import re
 import ssl
 import time
 import zlib
@@ -69,6 +70,7 @@ _FIXED_HEADERS = (
     ("Accept-Encoding", "identity"),
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Unsupported(Exception):
@@ -380,7 +382,7 @@ class PutObject(FastCall):
                 prefix = member.serialization["name"]
                 if not isinstance(value, dict):
                     raise Unsupported(f"{name} is not a mapping")
-                headers.extend((prefix + _text(k), _text(v)) for k, v in value.items())
+                headers.extend((prefix + _token(k), _text(v)) for k, v in value.items())
             elif name not in ("Bucket", "Key", "Body"):
                 raise Unsupported(f"parameter {name}")
         key = params["Key"]
@@ -483,6 +485,13 @@ def _header_value(member: Any, value: Any) -> str:
     if member.type_name == "boolean" and isinstance(value, bool):
         return "true" if value else "false"
     raise Unsupported(f"a {member.type_name} header")
+
+
+def _token(name: Any) -> str:
+    """A header name's part: an HTTP token."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise Unsupported("a header name that is not an HTTP token")
+    return name
 
 
 def _text(value: Any) -> str:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import httptools
 
 IDLE_SECONDS = 10.0
-"""How long an idle connection is kept: less than the shortest idle timeout of AWS's HTTP
-endpoints, so that a kept connection is seldom one the server is closing."""
+"""How long an idle connection is kept: below S3's idle timeout (about 20 s), so that a kept
+connection is seldom one the server is closing; the retry on a new connection covers the
+rest."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._answer is None:  # nothing asked: not an answer, nor the start of one
+            self.close()
+            return
         self.answer_started = True
         try:
             self._parser.feed_data(data)
@@ -108,6 +112,10 @@ class _Connection(asyncio.Protocol):
 
     # httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():  # after the answer, in the same bytes
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
@@ -115,6 +123,9 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:  # interim: the final answer follows
+            self._headers, self._body = {}, []
+            return
         answer = Answer(self._parser.get_status_code(), self._headers, b"".join(self._body))
         self._headers, self._body = {}, []
         if not self._parser.should_keep_alive():
@@ -149,10 +160,12 @@ class HttpConnections:
         self._slots = asyncio.Semaphore(max_connections)
         self._make_ssl_context = ssl_context
         self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_lock = asyncio.Lock()
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self.made = 0
         """Connections made so far."""
+        self._closed = False
 
     async def __aenter__(self) -> HttpConnections:
         return self
@@ -161,26 +174,32 @@ class HttpConnections:
         self.close()
 
     def close(self) -> None:
+        self._closed = True
         for connection in self._open:
             connection.close()
         self._open.clear()
         self._idle.clear()
 
     async def request(self, origin: Origin, data: bytes) -> Answer:
-        """Send ``data`` (a whole HTTP/1.1 request) and read its answer."""
+        """Send ``data`` (a whole HTTP/1.1 request) and read its answer (not for HEAD, whose
+        answer has a length and no body)."""
         async with self._slots:
             kept = self._kept(origin)
             if kept is not None:
                 try:
                     return await self._exchange(origin, kept, data)
                 except ConnectionClosed:
-                    if kept.answer_started:
+                    if kept.answer_started or self._closed:
                         raise
+            if self._closed:
+                raise ConnectionClosed("the connections are closed")
             return await self._exchange(origin, await self._connect(origin), data)
 
     def _kept(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         fresh_since = time.monotonic() - IDLE_SECONDS
+        while idle and idle[0].idle_since <= fresh_since:  # the oldest first
+            self._drop(idle.pop(0))
         while idle:
             connection = idle.pop()
             if connection.reusable and connection.idle_since > fresh_since:
@@ -191,13 +210,21 @@ class HttpConnections:
     async def _connect(self, origin: Origin) -> _Connection:
         context = None
         if origin.https:
-            if self._ssl_context is None:
-                self._ssl_context = await self._make_ssl_context()
+            async with self._ssl_lock:  # made once, however many connect at first
+                if self._ssl_context is None:
+                    self._ssl_context = await self._make_ssl_context()
             context = self._ssl_context
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
+            # Happy Eyeballs, as the client's own connections: a dual-stack endpoint on a
+            # host whose IPv6 is broken connects over IPv4 at once.
             _, connection = await loop.create_connection(
-                _Connection, origin.host, origin.port, ssl=context
+                _Connection,
+                origin.host,
+                origin.port,
+                ssl=context,
+                happy_eyeballs_delay=0.25,
+                interleave=1,
             )
         self.made += 1
         self._open.add(connection)
@@ -210,7 +237,7 @@ class HttpConnections:
         except BaseException:
             self._drop(connection)
             raise
-        if connection.reusable:
+        if connection.reusable and not self._closed:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(connection)
         else:

@@ -229,6 +229,7 @@ async def test_an_internal_failing_turns_it_off_once_and_the_client_makes_the_ca
         {"Body": io.BytesIO(b"{}")},  # a stream
         {"Body": b"{}", "ChecksumAlgorithm": "SHA256"},  # a checksum of the caller's choice
         {"Body": b"{}", "Metadata": {"note": "caf\u00e9"}},  # refused by botocore
+        {"Body": b"{}", "Metadata": {"a: b": "v"}},  # a name that is not an HTTP token
     ],
 )
 async def test_what_it_does_not_serialize_goes_to_the_client(

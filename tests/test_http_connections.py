@@ -228,3 +228,99 @@ async def test_https_trusts_what_the_given_context_trusts(tmp_path: Path) -> Non
         async with connections() as pool:  # the system's CAs, which never signed it
             with pytest.raises(ssl.SSLCertVerificationError):
                 await pool.request(server.origin, REQUEST)
+
+
+async def test_an_interim_answer_is_passed_over_for_the_final_one() -> None:
+    async def continuing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            writer.write(OK)
+
+    async with serving(continuing) as server, connections() as pool:
+        answers = [await pool.request(server.origin, REQUEST) for _ in range(2)]
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 2
+    assert server.connections == 1
+
+
+async def test_bytes_on_an_idle_connection_are_never_part_of_an_answer() -> None:
+    async def speaks_unasked(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        if await read_request(reader, server):
+            writer.write(OK)
+            if server.connections == 1:  # then the start of a message nobody asked for
+                writer.write(b"HTTP/1.1 408 Request Timeout\r\n")
+            await reader.read()
+
+    async with serving(speaks_unasked) as server, connections() as pool:
+        await pool.request(server.origin, REQUEST)
+        await eventually(lambda: server.open_now == 0)  # the client closed it
+        answer = await pool.request(server.origin, REQUEST)
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert server.connections == 2
+
+
+async def test_closed_while_a_request_is_in_flight_it_connects_no_more() -> None:
+    async def held(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            if server.requests == 1:
+                writer.write(OK)
+            else:
+                await reader.read()
+
+    async with serving(held) as server:
+        pool = connections()
+        await pool.request(server.origin, REQUEST)
+        in_flight = asyncio.create_task(pool.request(server.origin, REQUEST))
+        await eventually(lambda: server.requests == 2)
+        pool.close()
+        with pytest.raises(ConnectionClosed):
+            await in_flight
+    assert (pool.made, pool._open, pool._idle) == (1, set(), {})
+
+
+async def test_idle_connections_past_their_time_are_closed_oldest_first() -> None:
+    async def held(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            await server.release.wait()
+            writer.write(OK)
+
+    async with serving(held) as server, connections() as pool:
+        burst = [asyncio.create_task(pool.request(server.origin, REQUEST)) for _ in range(4)]
+        await eventually(lambda: server.requests == 4)
+        server.release.set()
+        await asyncio.gather(*burst)
+        idle = pool._idle[server.origin]
+        for connection in idle[:-1]:  # the burst's older three, long idle
+            connection.idle_since -= http_connections.IDLE_SECONDS
+        await pool.request(server.origin, REQUEST)
+        await eventually(lambda: server.open_now == 1)
+        assert len(pool._open) == 1
+
+
+async def test_the_tls_context_is_made_once(tmp_path: Path) -> None:
+    tls = loopback_tls(tmp_path)
+    made: list[ssl.SSLContext] = []
+
+    async def trusting() -> ssl.SSLContext:
+        await asyncio.sleep(0)  # others connect meanwhile
+        made.append(ssl.create_default_context(cafile=str(tls.ca_file)))
+        return made[-1]
+
+    async with serving(answering, tls.served) as server:
+        pool = HttpConnections(
+            max_connections=5, connect_timeout=30.0, read_timeout=30.0, ssl_context=trusting
+        )
+        async with pool:
+            answers = await asyncio.gather(
+                *(pool.request(server.origin, REQUEST) for _ in range(5))
+            )
+    assert [a.status for a in answers] == [200] * 5
+    assert len(made) == 1
