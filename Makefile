@@ -1,9 +1,11 @@
 # make install   create .venv and install notifier with the local stack and the development
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium and mosquitto-clients, for the browser test and the
-#                stock MQTT client's test), then run the whole suite
-# make lint      ruff and mypy on the code, cfn-lint on the CloudFormation template
+# make test      install (and Debian's chromium, mosquitto-clients and haproxy, for the browser
+#                test, the stock MQTT client's test and the load-balanced instances), then run
+#                the whole suite
+# make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
+#                template
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -12,10 +14,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# checkov pins boto3 and other libraries older than the daemon's, so it has a virtualenv of
+# its own, used only to scan the template.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := .venv-checkov
+CHECKOV         := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot test-tools run test lint bench check-wheel clean
+.PHONY: install install-plot checkov test-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
@@ -26,6 +35,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
 	@touch $(STAMP)
 
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
 install-plot: install
 	$(BIN)/python -m pip install --quiet -e '.[local,dev,plot]'
 
@@ -34,12 +52,14 @@ run: install
 
 # Debian packages the tests drive, installed with apt-get when missing (never a download):
 # chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
-# against the local broker. Each is COMMAND:PACKAGE.
-TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients
+# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE;
+# commands are looked for in sbin too (haproxy is there, outside most users' PATH).
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy
 
 test-tools:
 	@missing=""; for tool in $(TEST_TOOLS); do \
-	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null \
+	    || missing="$$missing $${tool#*:}"; done; \
 	[ -z "$$missing" ] || { \
 	  command -v apt-get >/dev/null || { echo "missing:$$missing (install them; CHROMIUM=<path> for another Chromium)"; exit 1; }; \
 	  echo "installing Debian's$$missing for the tests"; \
@@ -51,13 +71,14 @@ test-tools:
 # use a core, so more workers than cores pay. TEST_WORKERS=0: all in this one process.
 TEST_WORKERS ?= 4
 
-test: install test-tools
-	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+test: install checkov test-tools
+	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-lint: install
+lint: install checkov
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/mypy
-	$(BIN)/python -m notifier.package --lint
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
+	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)
@@ -74,4 +95,4 @@ check-wheel: install
 	@echo "check-wheel: the plain wheel has no moto or amqtt and the daemon runs"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.executions import AwsError
+from notifier.executions import RATE_LIMITED, AwsError
 from notifier.waiters import Completion, Status, Transaction, utcnow
 
 STATUS_CODES = {
@@ -43,9 +43,10 @@ def error(
 
 def aws_error(exc: AwsError, retry_after: int) -> web.Response:
     if exc.throttled:
+        who = "this daemon's rate limit holds" if exc.code == RATE_LIMITED else "AWS is throttling"
         return error(
             503,
-            f"AWS is throttling {exc.operation}; retry later",
+            f"{who} {exc.operation}; retry later",
             headers={"Retry-After": str(retry_after)},
             awsErrorCode=exc.code,
         )

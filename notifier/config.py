@@ -20,7 +20,8 @@ from notifier.aws import AwsSettings
 
 ENV_PREFIX = "NOTIFIER_"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ROUTE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
+_ROUTE = re.compile(ROUTE_NAME_PATTERN)
 _STATE_MACHINE_ARN = re.compile(
     r"arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}"
 )
@@ -40,7 +41,10 @@ class HttpSettings:
     """Upper bound for ``Prefer: wait=N`` and ``?wait=N``."""
     max_body_bytes: int = 256 * 1024
     max_held: int = 1000
-    """Requests held at once; beyond it new ones get 503."""
+    """Requests that started a transaction held at once; beyond it new ones get 503."""
+    max_reattach_held: int = 1000
+    """Requests re-attached to a transaction (``GET /executions/<id>``) held at once, a
+    budget of their own; beyond it new ones get 503."""
     retry_after: int = 5
     """``Retry-After`` seconds sent with 202 and 503."""
     drain_timeout: float = 10.0
@@ -156,8 +160,11 @@ class DashboardSettings:
     recent_executions: int = 200
     """Executions the page lists (the most recent first)."""
     approval_queue_url: str | None = None
-    """The stack's ``ApprovalQueueUrl`` output: approval requests listed at ``/approvals``.
-    Unset: no approvals."""
+    """The stack's ``ApprovalQueueUrl`` output: where workflows ask for approvals, listed at
+    ``/approvals``. Unset: no approvals."""
+    approval_table: str | None = None
+    """The stack's ``ApprovalTableName`` output: the pending approvals every instance shares
+    and decides. Required with ``approval_queue_url``."""
 
 
 @dataclass(frozen=True)
@@ -358,7 +365,7 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[http] {key}: must not be negative")
     if s.http.default_wait > s.http.max_wait:
         fail("[http] default_wait: must not exceed max_wait")
-    for key in ("max_body_bytes", "max_held", "retry_after"):
+    for key in ("max_body_bytes", "max_held", "max_reattach_held", "retry_after"):
         if getattr(s.http, key) < 1:
             fail(f"[http] {key}: must be at least 1")
     if s.mqtt.port is not None and not 1 <= s.mqtt.port <= 65535:
@@ -388,6 +395,8 @@ def _validate(s: Settings, where: str) -> None:
     queue = s.dashboard.approval_queue_url
     if queue is not None and not queue.startswith(("https://", "http://")):
         fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
+    if (queue is None) != (s.dashboard.approval_table is None):
+        fail("[dashboard] approval_queue_url and approval_table: set both, or neither")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
     for key in ("reconcile_rate", "sweep_interval", "sweep_after"):

@@ -268,6 +268,8 @@ def local_settings(
         ),
         s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
         dashboard=dataclasses.replace(
-            settings.dashboard, approval_queue_url=stack.outputs["ApprovalQueueUrl"]
+            settings.dashboard,
+            approval_queue_url=stack.outputs["ApprovalQueueUrl"],
+            approval_table=stack.outputs["ApprovalTableName"],
         ),
     )

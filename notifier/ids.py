@@ -1,12 +1,18 @@
-"""Transaction ids: ULIDs (time-ordered, unique, safe in URLs and as execution names).
+"""Transaction ids, safe in URLs and as execution names: 26 characters of Crockford base32.
 
-26 characters of Crockford base32: 48 bits of Unix milliseconds, then 80 random bits.
-Within one millisecond the random part is incremented, so ids made by one process sort
-in the order they were made.
+A new transaction gets a ULID (time-ordered, unique): 48 bits of Unix milliseconds, then 80
+random bits. Within one millisecond the random part is incremented, so ids made by one
+process sort in the order they were made. A ULID starts with 0-7 (its first character holds
+3 bits).
+
+A transaction started with an ``Idempotency-Key`` gets a *keyed* id instead: ``K`` and 125
+bits of the SHA-256 of the route, the API key's name and the idempotency key, so every
+instance derives the same id for the same request, and it never equals a ULID.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -14,9 +20,10 @@ import time
 from datetime import UTC, datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-TXN_ID_PATTERN = "[0-7][0-9A-HJKMNP-TV-Z]{25}"
-"""A transaction id, for Python and ECMA-262 alike (the first character holds 3 bits)."""
+TXN_ID_PATTERN = "[0-7K][0-9A-HJKMNP-TV-Z]{25}"
+"""A transaction id, ULID or keyed, for Python and ECMA-262 alike."""
 _PATTERN = re.compile(TXN_ID_PATTERN)
+KEYED_PREFIX = "K"
 _RANDOM_BITS = 80
 
 
@@ -52,14 +59,28 @@ new_txn_id = _Generator()
 """Return a new transaction id."""
 
 
+def keyed_txn_id(route: str, idempotency_key: str, api_key_name: str | None) -> str:
+    """The id of the transaction ``idempotency_key`` names on ``route`` for the API key
+    ``api_key_name`` (None: keys are not required): the same wherever it is computed."""
+    digest = hashlib.sha256(
+        "\0".join((route, api_key_name or "", idempotency_key)).encode()
+    ).digest()
+    value = int.from_bytes(digest, "big") >> (256 - 125)
+    return KEYED_PREFIX + _encode(value)[1:]
+
+
 def is_txn_id(value: str) -> bool:
     return _PATTERN.fullmatch(value) is not None
 
 
+def is_keyed(txn_id: str) -> bool:
+    return txn_id.startswith(KEYED_PREFIX) and is_txn_id(txn_id)
+
+
 def txn_time(txn_id: str) -> datetime:
-    """When the id was made (millisecond precision, UTC)."""
-    if not is_txn_id(txn_id):
-        raise ValueError(f"not a transaction id: {txn_id!r}")
+    """When the id was made (millisecond precision, UTC); keyed ids tell no time."""
+    if not is_txn_id(txn_id) or is_keyed(txn_id):
+        raise ValueError(f"not a time-ordered transaction id: {txn_id!r}")
     value = 0
     for char in txn_id:
         value = value * 32 + _ALPHABET.index(char)

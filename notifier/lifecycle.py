@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
+import pickle  # nosec B403  # only dumps, for a child process started here
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping

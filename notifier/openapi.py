@@ -13,13 +13,27 @@ from typing import Any, get_args, get_type_hints
 
 from notifier import __version__
 from notifier.apikeys import HEADER as API_KEY_HEADER
-from notifier.app.preferences import PREFER_WAIT_PATTERN
+from notifier.app.preferences import PREFER_PATTERN
 from notifier.config import DaemonSettings, MqttSettings
 from notifier.dashboard.approvals import MAX_COMMENT, Decision
+from notifier.executions import LIST_STATUSES, MAX_LIST_LIMIT
+from notifier.idempotency import HEADER as IDEMPOTENCY_HEADER
+from notifier.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from notifier.ids import TXN_ID_PATTERN
 from notifier.waiters import Status
 
-TXN_ID = {"type": "string", "pattern": f"^{TXN_ID_PATTERN}$", "description": "ULID"}
+TXN_ID = {
+    "type": "string",
+    "pattern": f"^{TXN_ID_PATTERN}$",
+    "description": "a ULID, or for a transaction started with an Idempotency-Key, K and 25 "
+    "characters derived from the route, the API key's name and the key",
+}
+EXECUTION_ARN = {
+    "type": "string",
+    "pattern": f"^arn:aws[a-z-]*:states:[a-z0-9-]+:[0-9]{{12}}:execution:[A-Za-z0-9_-]+:"
+    f"{TXN_ID_PATTERN}$",
+    "description": "the execution ARN of a transaction of one of the routes",
+}
 STATUS = {"type": "string", "enum": [str(status) for status in Status]}
 
 ERROR = {
@@ -80,7 +94,8 @@ HEALTH = {
 
 READINESS = {
     "type": "object",
-    "required": ["ready", "state", "instanceId", "completion", "accepting", "held"],
+    "description": "With API keys required, everything but ready and state only with a valid key",
+    "required": ["ready", "state"],
     "additionalProperties": False,
     "properties": {
         "ready": {"type": "boolean"},
@@ -150,9 +165,53 @@ PREFER = {
     "name": "Prefer",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "pattern": PREFER_WAIT_PATTERN},
-    "description": "wait=N (RFC 7240; N may have decimals): seconds to hold the request "
-    "(capped by max_wait)",
+    "schema": {"type": "string", "pattern": PREFER_PATTERN},
+    "description": "RFC 7240. wait=N (N may have decimals): seconds to hold the request "
+    "(capped by max_wait); respond-async: 202 with the Location as soon as the execution "
+    "started (with wait=N too: after up to N seconds)",
+}
+
+
+def _idempotency_key(required: bool, description: str) -> dict[str, Any]:
+    return {
+        "name": IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": required,
+        "schema": {"type": "string", "pattern": KEY_PATTERN},
+        "description": f'{description} A Structured Field string ("order-42") or a bare '
+        f"token; 1 to {MAX_KEY_LENGTH} visible ASCII characters. Keys are per route and, "
+        "when API keys are required, per API key.",
+    }
+
+
+EXECUTION_ITEM = {
+    "type": "object",
+    "required": ["executionArn", "name", "transactionId", "route", "status"],
+    "additionalProperties": False,
+    "properties": {
+        "executionArn": {"type": "string"},
+        "name": {"type": "string"},
+        "transactionId": {
+            "anyOf": [TXN_ID, {"type": "null"}],
+            "description": "null for an execution not started through this API",
+        },
+        "route": {"type": "string"},
+        "status": STATUS,
+        "startDate": {"type": ["string", "null"], "format": "date-time"},
+        "stopDate": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+EXECUTION_LIST = {
+    "type": "object",
+    "required": ["executions", "nextToken"],
+    "additionalProperties": False,
+    "properties": {
+        "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+        "nextToken": {
+            "type": ["string", "null"],
+            "description": "pass it as nextToken for the next page; null on the last one",
+        },
+    },
 }
 
 
@@ -195,6 +254,12 @@ DETAILS = {
         "historyTruncated": {"type": "boolean"},
     },
 }
+
+
+NOT_JSON = _error("a body not sent as Content-Type: application/json")
+FOREIGN_ORIGIN = _error(
+    "sent from another origin's page, or, to a daemon on loopback, to a name that is not"
+)
 
 
 def _keyed() -> dict[str, Any]:
@@ -320,6 +385,7 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                         },
                     },
                     "400": _error("the body is not a decision"),
+                    "415": NOT_JSON,
                     "404": _error("no such pending approval, or no approval queue"),
                     "409": _error("already decided, or the execution no longer waits"),
                     "413": _error("body too large"),
@@ -347,6 +413,12 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "schema": {"type": "string", "enum": route_names},
             },
             PREFER,
+            _idempotency_key(
+                False,
+                "Makes the request safe to retry, at this or any other instance: the same key "
+                "and body give the same transaction (held, or its final answer), never a "
+                "second execution.",
+            ),
         ],
         "requestBody": {
             "required": True,
@@ -354,17 +426,95 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         },
         "responses": _answers()
         | {
-            "400": _error("the body is not a JSON object, or nested deeper than 64 levels"),
+            "400": _error(
+                "the body is not a JSON object, or nested deeper than 64 levels; or a "
+                "malformed Idempotency-Key"
+            ),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
+            "422": _error("the Idempotency-Key was used with another body (transactionId)"),
+            "415": NOT_JSON,
             "429": _error("over the API key's rate", "Retry-After"),
-            "503": _error("too many held requests, draining, or AWS throttling", "Retry-After"),
+            "503": _error(
+                "too many held requests, draining, AWS throttling or the DescribeExecution "
+                "rate limit reached",
+                "Retry-After",
+            ),
         },
     }
-    txn_param = {"name": "txnId", "in": "path", "required": True, "schema": TXN_ID}
+    lookup: dict[str, Any] = {
+        "summary": "Re-attach to the transaction an Idempotency-Key started on this route",
+        "operationId": "reattachByKey",
+        "security": security,
+        "parameters": [
+            start["parameters"][0],
+            _idempotency_key(True, "The key the transaction was started with."),
+            WAIT_QUERY,
+        ],
+        "responses": _answers()
+        | {
+            "400": _error("no or a malformed Idempotency-Key, or a bad wait"),
+            "404": _error("unknown route, or no transaction with that key"),
+            "503": _error(
+                "too many re-attached requests held, draining, AWS throttling or the "
+                "DescribeExecution rate limit reached",
+                "Retry-After",
+            ),
+        }
+        | _keyed(),
+    }
+    txn_param = {
+        "name": "txnId",
+        "in": "path",
+        "required": True,
+        "schema": {"anyOf": [TXN_ID, EXECUTION_ARN]},
+        "description": "the transaction id, or its execution ARN",
+    }
+    listing: dict[str, Any] = {
+        "summary": "The routes' executions (ListExecutions), a page at a time",
+        "operationId": "listExecutions",
+        "security": security,
+        "parameters": [
+            {
+                "name": "route",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": route_names},
+                "description": "only this route's (default: every route, one after the other)",
+            },
+            {
+                "name": "status",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": list(LIST_STATUSES)},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                "description": "executions per page (default 100)",
+            },
+            {
+                "name": "nextToken",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the nextToken of the previous page",
+            },
+        ],
+        "responses": {
+            "200": _json("ExecutionList", "newest first within each route"),
+            "400": _error("a bad status, limit or nextToken"),
+            "404": _error("unknown route"),
+            "502": _error("AWS error"),
+            "503": _error("AWS is throttling", "Retry-After"),
+        }
+        | _keyed(),
+    }
     keyed = _keyed()
-    return {
+    described: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "notifier",
@@ -372,10 +522,12 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             "description": "AWS Step Functions workflows as synchronous HTTP calls.",
         },
         "paths": {
-            "/{route}": {"post": start},
+            "/{route}": {"post": start, "get": lookup},
+            "/executions": {"get": listing},
             "/executions/{txnId}": {
                 "get": {
-                    "summary": "Re-attach to a transaction: its final answer, or 202 after wait",
+                    "summary": "Re-attach to a transaction from any instance: its final answer, "
+                    "or 202 after wait",
                     "operationId": "reattach",
                     "security": security,
                     "parameters": [txn_param, WAIT_QUERY],
@@ -384,7 +536,9 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "400": _error("bad wait"),
                         "404": _error("no such transaction"),
                         "503": _error(
-                            "too many held requests, draining, or AWS throttling", "Retry-After"
+                            "too many re-attached requests held, draining, AWS throttling or "
+                            "the DescribeExecution rate limit reached",
+                            "Retry-After",
                         ),
                     }
                     | keyed,
@@ -401,6 +555,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "401": _error("missing or unknown API key"),
                         "404": _error("no such transaction"),
                         "409": _error("the execution had already ended (status says how)"),
+                        "415": NOT_JSON,
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
                         "503": _error("AWS is throttling", "Retry-After"),
@@ -466,9 +621,16 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "Readiness": READINESS,
                 "Approval": APPROVAL,
                 "Details": DETAILS,
+                "Execution": EXECUTION_ITEM,
+                "ExecutionList": EXECUTION_LIST,
             },
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
             },
         },
     }
+    if not api_keys_required:  # then another site's page is refused by its Origin
+        for operations in described["paths"].values():
+            for operation in operations.values():
+                operation["responses"]["403"] = FOREIGN_ORIGIN
+    return described

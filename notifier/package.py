@@ -20,8 +20,13 @@ AWS. Each code directory is zipped deterministically: ``Code`` becomes
 ``{S3Bucket, S3Key}`` where the key holds the zip's SHA-256, and the zips are
 returned for the caller to upload.
 
-    python -m notifier.package --lint
+    python -m notifier.package --lint [--checkov .venv-checkov/bin/checkov]
     python -m notifier.package --out build/template.json --bucket my-artifacts
+
+Linting runs cfn-lint and, given its executable, checkov over the packaged template (what
+deploys). A checkov finding the template accepts is skipped in the resource's own
+``Metadata: checkov: skip`` with a ``comment`` giving the reason; a skip without one is a
+finding too.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import importlib.metadata
 import io
 import json
 import re
+import subprocess  # nosec B404  # runs only the checkov executable given on the command line
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from importlib.resources import files
@@ -101,7 +108,7 @@ def source_dir() -> Path:
 def load_template(path: Path | None = None) -> dict[str, Any]:
     """Read a CloudFormation template (YAML or JSON); by default the project's source template."""
     text = (path or source_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
-    template = yaml.load(text, Loader=CloudFormationLoader)
+    template = yaml.load(text, Loader=CloudFormationLoader)  # nosec B506  # a SafeLoader
     if not isinstance(template, dict):
         raise ValueError(f"{path or TEMPLATE_NAME}: not a CloudFormation template")
     return template
@@ -275,6 +282,46 @@ def lint(template: dict[str, Any]) -> list[str]:
     return _cfn_lint(packaged, "packaged") + _cfn_lint(with_objects, "ASL")
 
 
+def checkov_findings(template: dict[str, Any], checkov: str) -> list[str]:
+    """Run the checkov executable over the packaged template; return its failed checks and
+    the skips that give no reason (empty when clean)."""
+    problems = unexplained_skips(template)
+    packaged, _ = package_template(template, source_dir(), PLACEHOLDER_BUCKET)
+    with tempfile.TemporaryDirectory(prefix="notifier-checkov-") as directory:
+        path = Path(directory) / "template.json"
+        path.write_text(json.dumps(packaged, indent=1), encoding="utf-8")
+        # --skip-download: no fetching of guidelines (and no network) during a lint.
+        command = [checkov, "--file", str(path), "--framework", "cloudformation", "--quiet",
+                   "--skip-download", "--output", "json"]  # fmt: skip
+        finished = subprocess.run(  # nosec B603  # a fixed argument list, no shell
+            command, capture_output=True, text=True, check=False
+        )
+    try:
+        report = json.loads(finished.stdout)
+    except json.JSONDecodeError:
+        return [*problems, f"[checkov] did not run (exit {finished.returncode}): "
+                f"{finished.stderr.strip()[-500:]}"]  # fmt: skip
+    if report["summary"]["parsing_errors"]:
+        problems.append("[checkov] could not parse the packaged template")
+    for check in report["results"].get("failed_checks", []):
+        problems.append(f"[checkov] {check['check_id']} {check['resource']}: {check['check_name']}")
+    return problems
+
+
+def unexplained_skips(template: dict[str, Any]) -> list[str]:
+    """The checkov skips in resources' metadata that give no one-line reason."""
+    problems = []
+    for name, resource in template.get("Resources", {}).items():
+        skips = resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+        for skip in skips:
+            comment = skip.get("comment")
+            if not isinstance(comment, str) or not comment.strip() or "\n" in comment.strip():
+                problems.append(
+                    f"[checkov] {name} skips {skip.get('id')} without a one-line reason"
+                )
+    return problems
+
+
 def _cfn_lint(template: dict[str, Any], label: str) -> list[str]:
     from cfnlint.api import lint as cfn_lint  # imported here: only linting needs cfn-lint
 
@@ -307,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--template", type=Path, help="source template (default: the statemachines package's)"
     )
     parser.add_argument("--lint", action="store_true", help="run cfn-lint; exit 1 on findings")
+    parser.add_argument(
+        "--checkov", metavar="EXECUTABLE", help="with --lint, also run this checkov executable"
+    )
     parser.add_argument("--out", type=Path, help="write the packaged template (JSON) here")
     parser.add_argument("--bucket", help="artifacts bucket the Lambda zips will be uploaded to")
     parser.add_argument(
@@ -317,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.lint and args.out is None:
         parser.error("nothing to do: give --lint and/or --out")
+    if args.checkov and not args.lint:
+        parser.error("--checkov needs --lint")
     if args.out is not None and not args.bucket:
         parser.error("--out needs --bucket")
 
@@ -324,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     if args.lint:
         problems = lint(template)
+        if args.checkov:
+            problems += checkov_findings(template, args.checkov)
         for problem in problems:
             print(problem)
         status = 1 if problems else 0

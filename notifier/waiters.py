@@ -99,6 +99,9 @@ class Transaction:
     """When this instance began to track it (monotonic)."""
     asked_at: float | None = None
     """When Step Functions was last asked about it (monotonic); None: never."""
+    fingerprint: str | None = None
+    """For a keyed transaction: the fingerprint of the request body it was started with,
+    once this instance knows it."""
 
     @property
     def quiet_since(self) -> float:
@@ -125,8 +128,13 @@ class Registry:
         on_resolved: Callable[[Transaction, Completion], None] | None = None,
         *,
         max_recent_bytes: int = 64 * 1024 * 1024,
+        max_reattach_held: int | None = None,
     ) -> None:
+        """``max_held`` bounds the requests that started their transaction,
+        ``max_reattach_held`` (default: the same) those re-attached to one: each has its own
+        budget, so that re-attaches cannot crowd out new work."""
         self.max_held = max_held
+        self.max_reattach_held = max_reattach_held if max_reattach_held is not None else max_held
         self.max_recent = max_recent
         self.max_recent_bytes = max_recent_bytes
         self.on_tracked: list[Callable[[Transaction], None]] = []
@@ -144,6 +152,7 @@ class Registry:
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._idle_bytes = 0
         self._held = 0
+        self._held_reattached = 0
         self._empty = asyncio.Event()
         self._empty.set()
         self._released = False
@@ -152,6 +161,11 @@ class Registry:
     def held(self) -> int:
         """Requests waiting right now."""
         return self._held
+
+    @property
+    def held_reattached(self) -> int:
+        """Of them, those re-attached to a transaction."""
+        return self._held_reattached
 
     def __len__(self) -> int:
         return len(self._transactions)
@@ -180,18 +194,24 @@ class Registry:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def check_capacity(self) -> None:
-        if self._held >= self.max_held:
-            raise RegistryFullError(f"{self._held} requests are already held")
+    def check_capacity(self, *, reattach: bool = False) -> None:
+        if reattach:
+            if self._held_reattached >= self.max_reattach_held:
+                raise RegistryFullError(f"{self._held_reattached} re-attached requests are held")
+        elif self._held - self._held_reattached >= self.max_held:
+            raise RegistryFullError(f"{self._held - self._held_reattached} requests are held")
 
     @asynccontextmanager
-    async def hold(self, txn_id: str) -> AsyncIterator[asyncio.Future[Completion | None]]:
-        """A future for the completion of a tracked transaction, for the ``with`` block.
+    async def hold(
+        self, txn_id: str, *, reattach: bool = False
+    ) -> AsyncIterator[asyncio.Future[Completion | None]]:
+        """A future for the completion of a tracked transaction, for the ``with`` block;
+        ``reattach`` counts the request against the re-attach budget.
 
         The future gets the completion, or ``None`` when the daemon stops holding requests
         (shutdown) or the transaction is discarded. Leaving the block removes the waiter.
         """
-        self.check_capacity()
+        self.check_capacity(reattach=reattach)
         txn = self._transactions[txn_id]
         waiter: asyncio.Future[Completion | None] = asyncio.get_running_loop().create_future()
         if txn.completion is not None:
@@ -201,11 +221,13 @@ class Registry:
         txn.waiters.add(waiter)
         self._make_busy(txn)
         self._held += 1
+        self._held_reattached += reattach
         self._empty.clear()
         try:
             yield waiter
         finally:
             self._held -= 1
+            self._held_reattached -= reattach
             if self._held == 0:
                 self._empty.set()
             txn.waiters.discard(waiter)

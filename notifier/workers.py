@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-import pickle
+import pickle  # nosec B403  # a worker's settings, from the supervisor over a pipe
 import signal
 import socket
 import sys
@@ -313,7 +313,7 @@ def main() -> None:
     """A worker process: the daemon on the shared port, told what to run by the supervisor."""
     from notifier.logs import setup_logging
 
-    spec: WorkerSpec = pickle.load(sys.stdin.buffer)
+    spec: WorkerSpec = pickle.load(sys.stdin.buffer)  # nosec B301  # the supervisor's own pipe
     setup_logging(spec.settings.daemon.log_level)
     notifier = ToSupervisor(sys.stdout, spec.watchdog_interval)
 

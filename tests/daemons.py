@@ -66,7 +66,7 @@ def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> S
     }
     dashboard = settings.dashboard
     if not approvals:
-        dashboard = dataclasses.replace(dashboard, approval_queue_url=None)
+        dashboard = dataclasses.replace(dashboard, approval_queue_url=None, approval_table=None)
     return dataclasses.replace(settings, routes=routes, dashboard=dashboard)
 
 

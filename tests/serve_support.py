@@ -54,6 +54,8 @@ issuer_url = "{stack.issuer_url}"
 bucket = "{stack.outputs["ProcessDataBucketName"]}"
 [api_keys.test]
 sha256 = "{key_sha256}"
+rate = 1000
+burst = 1000
 {sections}"""
 
 

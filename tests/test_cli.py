@@ -18,8 +18,9 @@ from tests.eventually import EVENTUALLY
 from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
 
 
-async def held_requests(http: aiohttp.ClientSession, url: str) -> int:
-    async with http.get(f"{url}/readyz") as response:
+async def held_requests(http: aiohttp.ClientSession, url: str, key: str) -> int:
+    """How many requests the daemon holds (a detail of /readyz: keys are required)."""
+    async with http.get(f"{url}/readyz", headers={"x-api-key": key}) as response:
         return int((await response.json())["held"])
 
 
@@ -143,7 +144,7 @@ async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(
                 http.post(f"{url}/hello", json={"waitSeconds": 2}, headers=headers)
             )
             async with asyncio.timeout(EVENTUALLY):
-                while await held_requests(http, url) == 0:  # noqa: ASYNC110 (another process)
+                while await held_requests(http, url, key) == 0:  # noqa: ASYNC110 (another process)
                     await asyncio.sleep(0.05)
             config.write_text(
                 serve_config(

@@ -30,8 +30,9 @@ from botocore.exceptions import ClientError, ParamValidationError
 from notifier import fast_calls
 from notifier.aws import AwsClients, AwsSettings
 from notifier.config import RouteSettings
-from notifier.executions import AwsError, Executions
+from notifier.executions import AwsError, Executions, IdempotencyConflictError
 from notifier.fast_calls import FastCall, PutObject, StartExecution
+from notifier.idempotency import fingerprint
 from notifier.local.stack import LocalStack
 
 ACCOUNT = "123456789012"
@@ -247,11 +248,21 @@ async def test_what_it_does_not_serialize_goes_to_the_client(
     assert (put.made, put.handed_over) == (1, 1)
 
 
-async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
-    counted = Counted()
+@dataclass
+class FastExecutions:
+    executions: Executions
+    put: PutObject
+    start: StartExecution
+
+
+@asynccontextmanager
+async def fast_executions(
+    local_stack: LocalStack, counted: Counted
+) -> AsyncIterator[FastExecutions]:
+    """Executions with route ``hello`` making its PutObject and StartExecution fast, as the
+    daemon makes them."""
     aws = clients(local_stack.aws_settings, counted)
-    machine = local_stack.outputs["HelloStateMachineArn"]
-    routes = {"hello": RouteSettings(machine, input="body")}
+    routes = {"hello": RouteSettings(local_stack.outputs["HelloStateMachineArn"], input="body")}
     async with aws.client("s3") as s3, aws.client("stepfunctions") as sfn:
         put, start = aws.fast(s3, PutObject), aws.fast(sfn, StartExecution)
         executions = Executions(
@@ -263,10 +274,18 @@ async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
             put_object=put,
             start_execution=start,
         )
+        yield FastExecutions(executions, put, start)
+
+
+async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
+    counted = Counted()
+    async with fast_executions(local_stack, counted) as fast:
+        executions, put, start = fast.executions, fast.put, fast.start
         txn_id = unique("fast")
         await executions.start("hello", txn_id, {"foo": "bar"})
         stored = await executions.read_process_data(txn_id)
         described = await executions.describe(executions.execution_arn("hello", txn_id))
+        machine = executions.routes["hello"].state_machine
         executions.routes["gone"] = RouteSettings(machine.replace("Hello", "Gone"), input="body")
         with pytest.raises(AwsError) as raised:
             await executions.start("gone", unique("fast"), {})
@@ -275,6 +294,26 @@ async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
     assert raised.value.code == "StateMachineDoesNotExist"
     assert (put.made, start.made, start.handed_over) == (2, 1, 1)
     assert counted.calls.count("PutObject") == 2 and counted.calls.count("StartExecution") == 2
+
+
+async def test_executions_start_keyed_uses_it_and_step_functions_idempotency(
+    local_stack: LocalStack,
+) -> None:
+    """A keyed start made twice while its execution runs: the conditional PutObject goes
+    fast, the second one's 412 through the client; both StartExecutions go fast, the second
+    returning the running execution (the same name and input)."""
+    async with fast_executions(local_stack, Counted()) as fast:
+        executions, put, start = fast.executions, fast.put, fast.start
+        txn_id, body = unique("K"), {"waitSeconds": 30}
+        starts = [
+            await executions.start_keyed("hello", txn_id, body, fingerprint(body)) for _ in range(2)
+        ]
+        with pytest.raises(IdempotencyConflictError):
+            await executions.start_keyed("hello", txn_id, {"other": 1}, fingerprint({"other": 1}))
+        await executions.stop(executions.execution_arn("hello", txn_id))
+    assert [s.started_at is not None and s.description is None for s in starts] == [True, True]
+    assert (put.made, put.handed_over) == (1, 2)
+    assert (start.made, start.handed_over) == (2, 0)
 
 
 # ------------------------------------------------------------------ throttling

@@ -1,6 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
-from notifier.ids import is_txn_id, new_txn_id, txn_time
+import pytest
+
+from notifier.ids import is_keyed, is_txn_id, keyed_txn_id, new_txn_id, txn_time
 
 
 def test_ids_are_unique_sorted_and_valid() -> None:
@@ -23,3 +25,20 @@ def test_rejects_non_ids() -> None:
         "../etc",
     ):
         assert not is_txn_id(value)
+
+
+def test_keyed_ids_are_the_same_everywhere_and_never_a_ulid() -> None:
+    keyed = keyed_txn_id("hello", "order-42", None)
+    assert keyed == keyed_txn_id("hello", "order-42", None)
+    assert is_txn_id(keyed) and is_keyed(keyed) and len(keyed) == 26
+    others = {
+        keyed_txn_id("hello", "order-43", None),
+        keyed_txn_id("p1", "order-42", None),
+        keyed_txn_id("hello", "order-42", "ci"),
+        keyed_txn_id("hello", "order-42", "other"),
+    }
+    assert keyed not in others and len(others) == 4
+    ulids = [new_txn_id() for _ in range(1000)]
+    assert not any(is_keyed(u) for u in ulids)
+    with pytest.raises(ValueError, match="time-ordered"):
+        txn_time(keyed)

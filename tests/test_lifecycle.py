@@ -74,6 +74,8 @@ async def test_a_child_that_says_something_else_or_nothing_is_not_ready() -> Non
         assert silent.value.line is None
     finally:
         await terminate(process, 5)
+
+
 async def test_background_tasks_are_named_restarted_and_stopped_together(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

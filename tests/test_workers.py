@@ -51,6 +51,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
 ) -> None:
     served = await serve_under_systemd(local_stack, tmp_path, "--workers", "2")
     key, config, systemd, process = served.key, served.config, served.systemd, served.process
+    details = {"x-api-key": key}  # /readyz names the instance only to a key's holder
     notified = systemd.notified
     with systemd:
         async with asyncio.timeout(90):
@@ -65,7 +66,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
         shared, *own = match.groups()
         async with aiohttp.ClientSession() as http:
             for index, url in enumerate(own, start=1):
-                async with http.get(f"{url}/readyz") as response:
+                async with http.get(f"{url}/readyz", headers=details) as response:
                     assert (await response.json())["instanceId"] == f"serve-test-{index}"
                 answer = await post(http, f"{url}/hello", key, who=index)
                 # Completed through this worker's own MQTT subtopic.
@@ -94,7 +95,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
             # A worker that dies is started again, on its own port, as the same instance.
             workers = children(process.pid)
             assert len(workers) == 2
-            async with http.get(f"{own[1]}/readyz") as response:
+            async with http.get(f"{own[1]}/readyz", headers=details) as response:
                 assert (await response.json())["instanceId"] == "serve-test-2"
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
@@ -105,7 +106,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
                 for index, url in enumerate(own, start=1):
                     while True:
                         try:
-                            async with http.get(f"{url}/readyz") as response:
+                            async with http.get(f"{url}/readyz", headers=details) as response:
                                 body = await response.json()
                                 break
                         except aiohttp.ClientConnectionError:

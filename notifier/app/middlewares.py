@@ -1,19 +1,36 @@
-"""The application's middlewares: every error answered as JSON, and API keys checked by
-each route's declared :class:`~notifier.app.routes.Access`."""
+"""The application's middlewares: every error answered as JSON, requests from other sites'
+pages refused while API keys are off, API keys checked by each route's declared
+:class:`~notifier.app.routes.Access`, and bodies taken only as JSON; and the headers that
+keep every answer out of other sites' frames and sniffing."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from yarl import URL
 
 from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routes import ACCESS, Access, Handler
-from notifier.app.state import API_KEYS, SETTINGS
+from notifier.app.state import API_KEY_NAME, API_KEYS, SETTINGS
 
 log = logging.getLogger(__name__)
+
+JSON = "application/json"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @web.middleware
@@ -37,6 +54,47 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @web.middleware
+async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While API keys are off, refuse (403) what a page of another site makes a browser send.
+
+    A browser names the page's origin in ``Origin`` on every cross-origin request but a
+    plain navigation or an embedded image (neither of which can read the answer), so one
+    that is not this daemon's own (the scheme and ``Host`` it was sent to) is refused, and a
+    cross-site form can start nothing. A daemon listening on loopback also answers only to a
+    loopback ``Host``: a page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is its
+    own origin, but not a loopback name. With keys on, the key is what a foreign page lacks.
+    """
+    http = request.app[SETTINGS].current.http
+    if http.require_api_key:
+        return await handler(request)
+    if _is_loopback(http.host) and not _is_loopback(_host_name(request.host)):
+        return answers.error(
+            403, f"this daemon answers to its loopback name only, not to {request.host!r}"
+        )
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
+        return answers.error(403, f"a request from another origin ({origin}) is refused")
+    return await handler(request)
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header, without its port; empty if it is not one."""
+    try:
+        return URL(f"//{host}").host or ""
+    except ValueError:
+        return ""
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 or 429 unless the route is open, keys are not required, or the request carries
     a valid API key within its rate."""
@@ -56,4 +114,27 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
             f"API key {verdict.key_name!r} is over its rate limit",
             {"Retry-After": str(verdict.retry_after)},
         )
+    if verdict.key_name is not None:
+        request[API_KEY_NAME] = verdict.key_name
     return await handler(request)
+
+
+@web.middleware
+async def json_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request with a body is taken only as ``application/json`` (415 otherwise): no form or
+    ``text/plain`` post, which a browser sends cross-site without asking, reaches a handler."""
+    if (
+        request.method in BODY_METHODS
+        and request.body_exists
+        and request.content_type != JSON
+        and request.match_info.http_exception is None
+    ):
+        return answers.error(415, f"the body must be JSON, sent as Content-Type: {JSON}")
+    return await handler(request)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer, the page included, may be shown in no frame
+    and loads nothing but the daemon's own files."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)

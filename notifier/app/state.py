@@ -65,6 +65,9 @@ METRICS = web.AppKey("metrics", Metrics)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
+API_KEY_NAME = web.RequestKey("api_key_name", str)
+"""The name of the API key a request was let in with; absent when keys are not required."""
+
 
 def api_keys_from(settings: Settings) -> ApiKeys:
     return ApiKeys(

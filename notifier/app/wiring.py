@@ -10,7 +10,13 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from notifier.app import handlers
-from notifier.app.middlewares import authentication, json_errors
+from notifier.app.middlewares import (
+    add_security_headers,
+    authentication,
+    json_bodies,
+    json_errors,
+    same_origin,
+)
 from notifier.app.routes import Access, Route, add_routes, declare_access
 from notifier.app.state import (
     ADMISSION,
@@ -34,7 +40,7 @@ from notifier.app.state import (
     api_keys_from,
 )
 from notifier.aws import AwsClients, AwsSettings
-from notifier.config import TOKEN_TRANSPORTS, Settings
+from notifier.config import RESERVED_PATHS, ROUTE_NAME_PATTERN, TOKEN_TRANSPORTS, Settings
 from notifier.executions import Executions
 from notifier.fast_calls import PutObject, StartExecution
 from notifier.iot_tokens import IotToken, TokenIssuer
@@ -60,7 +66,8 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
 def http_app(settings: Settings, instance_id: str) -> web.Application:
     """The HTTP API with its state, but without AWS clients or completion sources: whoever
     runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
-    app = web.Application(middlewares=[json_errors, authentication])
+    app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
+    app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = LiveSettings(settings)
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()
@@ -73,6 +80,7 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
         settings.daemon.recent_completions,
         on_resolved=count_completion,
         max_recent_bytes=settings.daemon.recent_completions_bytes,
+        max_reattach_held=settings.http.max_reattach_held,
     )
     registry.on_rejected.append(
         lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
@@ -89,12 +97,19 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
             Route("GET", "/readyz", handlers.readyz, Access.OPEN),
             Route("GET", "/metrics", handlers.metrics_endpoint, Access.API_KEY),
             Route("GET", "/openapi.json", handlers.openapi_document, Access.API_KEY),
+            Route("GET", "/executions", handlers.list_executions, Access.API_KEY),
             Route("GET", "/executions/{txn_id}", handlers.reattach, Access.API_KEY),
             Route("POST", "/executions/{txn_id}/stop", handlers.stop, Access.API_KEY),
-            Route("POST", "/{route}", handlers.start, Access.API_KEY),
+            Route("POST", ROUTE_PATH, handlers.start, Access.API_KEY),
+            Route("GET", ROUTE_PATH, handlers.reattach_by_key, Access.API_KEY),
         ],
     )
     return app
+
+
+# A route's path: any name a route may have, so never one of the daemon's own endpoints,
+# whenever these are added.
+ROUTE_PATH = "/{route:(?!(?:" + "|".join(sorted(RESERVED_PATHS)) + f")$){ROUTE_NAME_PATTERN}}}"
 
 
 # What a reload cannot change: connections and identities made at start.
@@ -132,6 +147,7 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     )
     app[SETTINGS].current = kept
     app[REGISTRY].max_held = kept.http.max_held
+    app[REGISTRY].max_reattach_held = kept.http.max_reattach_held
     app[API_KEYS].replace(api_keys_from(kept))
     return ignored
 
@@ -157,6 +173,8 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             settings.s3.bucket,
             app[INSTANCE_ID],
             lambda: live.current.routes,
+            # The one rate limit of every DescribeExecution, the sources' included.
+            limiter=RateLimiter(settings.daemon.reconcile_rate),
             put_object=put_object,
             start_execution=start_execution,
         )
@@ -169,7 +187,8 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
     one rate limit, and polling of re-attached executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
-    limiter = RateLimiter(daemon.reconcile_rate)
+    limiter = app[EXECUTIONS].limiter
+    assert limiter is not None  # made with the executions
     describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
     async with AsyncExitStack() as stack:
         mqtt = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
+import pickle  # nosec B403  # settings from the parent bench process, over a pipe
 import re
 import sys
 from pathlib import Path
@@ -85,6 +85,12 @@ class DaemonProcess(Service):
     async def stop(self) -> None:
         await terminate(self._process, 30)
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash: nothing drains, nothing is answered; returns once it is gone."""
+        assert self._process is not None, "the daemon process is not running"
+        self._process.kill()
+        await self._process.wait()
+
     def cpu_seconds(self) -> float:
         """User plus system CPU time the daemon (and its workers) have used so far."""
         ticks = 0
@@ -137,7 +143,7 @@ def main() -> None:
     from notifier.workers import Worker, supervise
 
     settings: Settings
-    settings, workers = pickle.load(sys.stdin.buffer)
+    settings, workers = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's own pipe
     setup_logging(settings.daemon.log_level, json_lines=True)
 
     def all_ready(started: list[Worker]) -> None:

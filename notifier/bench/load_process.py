@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
+import pickle  # nosec B403  # the run and its result, between the bench and its own child
 import sys
 import time
 
@@ -39,7 +39,7 @@ async def closed_loop(run: LoadRun) -> LoadResult:
         raise
     if process.returncode != 0 or not output:
         raise LoadProcessError(f"the load process failed (exit status {process.returncode})")
-    result = pickle.loads(output)
+    result = pickle.loads(output)  # nosec B301  # the output of the child started above
     assert isinstance(result, LoadResult)
     return result
 
@@ -55,7 +55,7 @@ async def _run(run: LoadRun) -> LoadResult:
 
 
 def main() -> None:
-    run = pickle.load(sys.stdin.buffer)
+    run = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent bench process's own pipe
     result = asyncio.run(_run(run))
     sys.stdout.buffer.write(pickle.dumps(result))
     sys.stdout.buffer.flush()

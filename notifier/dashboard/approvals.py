@@ -1,16 +1,22 @@
-"""Human approvals: the requests a workflow leaves on the approval queue, and the answers.
+"""Human approvals: the requests a workflow leaves on the approval queue, shared by every
+instance through one table, and the answers.
 
 A workflow that needs a person's decision sends ``{TaskToken, ExecutionName, ExecutionArn,
-File}`` to the approval queue and waits. The inbox long-polls that queue and keeps each
-request while it is pending, listed under the SQS message id; the task token stays inside
-the daemon. Deciding calls SendTaskSuccess (``{"approved": true, "comment"}``) or
-SendTaskFailure (error ``ApprovalRejected``, the comment as cause) and then deletes the
-message.
+File}`` to the approval queue and waits. Every instance long-polls that queue and moves
+each request into the stack's approvals table (a conditional put: a request moved twice is
+stored once), then deletes the message: nothing stays in flight on the queue, so no
+instance hides a request from the others, and a restart loses none. The table's sparse
+``Pending`` index lists what waits, for every instance alike. The task token stays in the
+table and the daemon; the API shows the request under its SQS message id.
 
-Pending requests stay in flight on the queue, their visibility extended while the daemon
-runs; when it stops they are made visible again at once, so nothing is lost across a
-restart and another instance can take them. A request whose execution has ended (the
-status feed says so, or Step Functions no longer knows its token) is dropped and deleted.
+Deciding takes the request with a conditional update (``pending`` to ``deciding``, with a
+claim that lapses after :data:`CLAIM_SECONDS` should its instance die meanwhile), so one
+decision wins wherever it is made and a second one is a 409. The workflow gets
+SendTaskSuccess with ``{"approved": true|false, "comment"}``: a rejection is an answer the
+workflow handles (Archive's ``Rejected`` branch records it), not a failure. The item then
+says who decided (the API key's name), when, how and why; it expires after
+:data:`KEPT_SECONDS`. A request whose execution has ended (the status feed says so, or Step
+Functions no longer knows its token) is marked expired.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import asyncio
 import enum
 import json
 import logging
-from collections import OrderedDict
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,20 +40,31 @@ from notifier.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
 
-VISIBILITY_TIMEOUT = 120
-"""Seconds a pending request stays invisible to others; renewed at half that."""
 RECEIVE_VISIBILITY_TIMEOUT = 5
-"""Visibility of what a receive returns, until it is taken: short, because a long poll cut
-off by a stop may still take a message that then reaches nobody."""
+"""Visibility of what a receive returns until it is moved into the table and deleted; should
+an instance die in between (or its long poll outlive it and take a message nobody reads),
+another takes the message after that. Kept short: moving a request twice stores it once."""
 SKIPPED_VISIBILITY_TIMEOUT = 42_000
 """A message that is no request is hidden this long (near SQS's 12 h cap), not deleted: it is not
 ours to destroy, and not worth receiving again and again."""
-REMEMBERED_DECISIONS = 1000
+REFRESH_SECONDS = 2.0
+"""How often the pending requests are read from the table, for the dashboard's stream."""
+CLAIM_SECONDS = 60
+"""How long a decision being made holds its request; an instance that dies while deciding
+lets go of it after that."""
+KEPT_SECONDS = 14 * 24 * 3600
+"""How long a request stays in the table (its ``ExpiresAt``, DynamoDB's time to live), as long
+as the queue keeps a message."""
 MAX_COMMENT = 1000
 """Characters a decision's comment may have."""
-REJECTED_ERROR = "ApprovalRejected"
+PENDING_INDEX = "Pending"
+"""The table's sparse index of the requests that wait: only they have a ``Pending``."""
+PENDING = "pending"
+DECIDING = "deciding"
+EXPIRED = "expired"
 # What Step Functions answers for a token nobody waits for any more.
 _STALE_TOKEN_CODES = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
+_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 class Decision(enum.StrEnum):
@@ -73,7 +90,6 @@ class Approval:
     file: Any
     requested_at: datetime
     task_token: str = field(repr=False)
-    receipt_handle: str = field(repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """What the API shows: never the task token."""
@@ -91,8 +107,11 @@ class ApprovalInbox(Service):
         self,
         sqs: Any,
         sfn: Any,
+        dynamodb: Any,
         queue_url: str,
+        table: str,
         *,
+        instance_id: str = "",
         on_change: Callable[[list[dict[str, Any]]], None] | None = None,
         wait_seconds: int = 20,
         retry_min: float = 1.0,
@@ -100,82 +119,101 @@ class ApprovalInbox(Service):
     ) -> None:
         self.sqs = sqs
         self.sfn = sfn
+        self.dynamodb = dynamodb
         self.queue_url = queue_url
+        self.table = table
+        self.instance_id = instance_id
         self.wait_seconds = wait_seconds
         self.retry_min = retry_min
         self.retry_max = retry_max
+        self.refresh_every = REFRESH_SECONDS
         self.error: str | None = None
-        """Why the last call to SQS failed; None while it works."""
+        """Why the last call to SQS or the table failed; None while they work."""
         self._on_change = on_change
         self._pending: dict[str, Approval] = {}
-        self._decided: OrderedDict[str, str] = OrderedDict()
         self.skipped = 0
         """Messages that were not approval requests."""
-        self.renew_every = VISIBILITY_TIMEOUT / 2
-        """Seconds between renewals of the pending requests' invisibility."""
         self._tasks = BackgroundTasks()
 
     def pending(self) -> list[Approval]:
-        """Oldest request first."""
+        """The requests waiting, oldest first, as last read from the table."""
         return sorted(self._pending.values(), key=lambda a: a.requested_at)
 
     async def start(self) -> None:
-        self._tasks.start(
-            "approvals-receive",
-            self._receive,
-            self._failed,
-            expected=(ClientError, BotoCoreError),
-            retry_min=self.retry_min,
-            retry_max=self.retry_max,
-        )
-        self._tasks.start("approvals-renew", self._renew_once)
+        loops = (("approvals-receive", self._receive), ("approvals-refresh", self._refresh_once))
+        for name, step in loops:
+            self._tasks.start(
+                name,
+                step,
+                self._failed,
+                expected=(ClientError, BotoCoreError),
+                retry_min=self.retry_min,
+                retry_max=self.retry_max,
+            )
 
     async def stop(self) -> None:
         await self._tasks.stop()
-        await self._change_visibility(list(self._pending.values()), 0)
 
-    async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
-        """Answer the workflow; returns ``approved`` or ``rejected``.
+    async def refresh(self) -> list[Approval]:
+        """Read the requests waiting from the table (every instance's); oldest first."""
+        found: dict[str, Approval] = {}
+        start: dict[str, Any] = {}
+        while True:
+            page = await self.dynamodb.query(
+                TableName=self.table,
+                IndexName=PENDING_INDEX,
+                KeyConditionExpression="#p = :pending",
+                ExpressionAttributeNames={"#p": "Pending"},
+                ExpressionAttributeValues={":pending": {"S": PENDING}},
+                **start,
+            )
+            for item in page.get("Items", []):
+                approval = _from_item(item)
+                found[approval.id] = approval
+            if "LastEvaluatedKey" not in page:
+                break
+            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        changed = found.keys() != self._pending.keys()
+        self._pending = found
+        if changed:
+            self._changed()
+        return self.pending()
 
-        Raises :class:`ApprovalNotFoundError`, :class:`ApprovalDecidedError` (also when the
-        execution no longer waits) or :class:`AwsError` (the request stays pending).
+    async def decide(
+        self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
+    ) -> Decision:
+        """Answer the workflow, once whichever instance is asked; returns the decision.
+
+        ``decided_by`` is the name of the API key that decided (None: keys not required).
+        Raises :class:`ApprovalNotFoundError`, :class:`ApprovalDecidedError` (decided
+        before, being decided, or the execution no longer waits) or :class:`AwsError` (the
+        request stays pending).
         """
-        if approval_id in self._decided:
-            raise ApprovalDecidedError(self._decided[approval_id])
-        approval = self._pending.pop(approval_id, None)
-        if approval is None:
-            raise ApprovalNotFoundError(approval_id)
+        approval = await self._claim(approval_id)
         decision = Decision.APPROVED if approved else Decision.REJECTED
-        outcome: str = decision
-        operation = "SendTaskSuccess" if approved else "SendTaskFailure"
-        self._decided[approval_id] = "deciding"
+        who = decided_by or "anyone (no API key required)"
+        output = json.dumps({"approved": approved, "comment": comment})
         try:
-            if approved:
-                output = json.dumps({"approved": True, "comment": comment})
-                await self.sfn.send_task_success(taskToken=approval.task_token, output=output)
-            else:
-                await self.sfn.send_task_failure(
-                    taskToken=approval.task_token,
-                    error=REJECTED_ERROR,
-                    cause=comment or "rejected",
-                )
+            await self.sfn.send_task_success(taskToken=approval.task_token, output=output)
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) not in _STALE_TOKEN_CODES:
-                del self._decided[approval_id]
-                self._pending[approval_id] = approval
-                raise AwsError.wrap(operation, exc) from exc
-            outcome = "expired: the execution no longer waits for a decision"
-        finally:
-            self._changed()
-        self._remember(approval_id, outcome)
+                await self._settle(approval_id, PENDING, keep_pending=True)
+                raise AwsError.wrap("SendTaskSuccess", exc) from exc
+            await self._settle(approval_id, EXPIRED)
+            log.info(
+                "approval %s for %s: expired, the execution no longer waits (asked by %s)",
+                approval_id, approval.execution_name, who,
+                extra={"executionArn": approval.execution_arn},
+            )  # fmt: skip
+            raise ApprovalDecidedError(
+                "expired: the execution no longer waits for a decision"
+            ) from None
+        await self._settle(approval_id, decision, decided_by=decided_by, comment=comment)
         log.info(
-            "approval %s for %s: %s",
-            approval_id, approval.execution_name, outcome,
+            "approval %s for %s: %s by %s",
+            approval_id, approval.execution_name, decision, who,
             extra={"executionArn": approval.execution_arn},
         )  # fmt: skip
-        await self._delete(approval)
-        if outcome != decision:
-            raise ApprovalDecidedError(outcome)
         return decision
 
     def status_changed(self, message: dict[str, Any]) -> None:
@@ -185,10 +223,130 @@ class ApprovalInbox(Service):
         ended = [a for a in self._pending.values() if a.execution_arn == message["executionArn"]]
         for approval in ended:
             del self._pending[approval.id]
-            self._remember(approval.id, f"expired: the execution ended {message['status']}")
-            self._tasks.once(f"approvals-delete-{approval.id}", self._delete(approval))
+            self._tasks.once(
+                f"approvals-expire-{approval.id}", self._expire(approval, str(message["status"]))
+            )
         if ended:
             self._changed()
+
+    # the table
+
+    async def _claim(self, approval_id: str) -> Approval:
+        now = int(time.time())
+        try:
+            answer = await self._update(
+                approval_id,
+                "SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until",
+                "#s = :pending OR (#s = :deciding AND ClaimedUntil < :now)",
+                {
+                    ":pending": {"S": PENDING},
+                    ":deciding": {"S": DECIDING},
+                    ":me": {"S": self.instance_id},
+                    ":now": {"N": str(now)},
+                    ":until": {"N": str(now + CLAIM_SECONDS)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:
+                raise AwsError.wrap("UpdateItem", exc) from exc
+            raise await self._why_not(approval_id) from None
+        except BotoCoreError as exc:
+            raise AwsError.wrap("UpdateItem", exc) from exc
+        return _from_item(answer["Attributes"])
+
+    async def _update(
+        self,
+        approval_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        **options: Any,
+    ) -> dict[str, Any]:
+        """UpdateItem of the request ``approval_id`` if ``condition`` holds (``#s`` is its
+        state)."""
+        answer: dict[str, Any] = await self.dynamodb.update_item(
+            TableName=self.table,
+            Key={"Id": {"S": approval_id}},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "State"},
+            ExpressionAttributeValues=values,
+            **options,
+        )
+        return answer
+
+    async def _why_not(self, approval_id: str) -> Exception:
+        try:
+            item = (
+                await self.dynamodb.get_item(
+                    TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+                )
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            return AwsError.wrap("GetItem", exc)
+        if item is None:
+            return ApprovalNotFoundError(approval_id)
+        state = item.get("State", {}).get("S", "")
+        if state == DECIDING:
+            return ApprovalDecidedError("being decided")
+        return ApprovalDecidedError(item.get("Outcome", {}).get("S", state))
+
+    async def _settle(
+        self,
+        approval_id: str,
+        state: str,
+        *,
+        keep_pending: bool = False,
+        decided_by: str | None = None,
+        comment: str | None = None,
+    ) -> None:
+        """Leave ``deciding`` for ``state``; the request goes off the index unless it stays
+        pending (the decision could not be sent)."""
+        values: dict[str, Any] = {
+            ":state": {"S": state},
+            ":deciding": {"S": DECIDING},
+            ":me": {"S": self.instance_id},
+        }
+        sets = ["#s = :state"]
+        if not keep_pending:
+            sets += ["Outcome = :state", "DecidedAt = :at"]
+            values[":at"] = {"S": utcnow().isoformat()}
+            if decided_by is not None:
+                sets.append("DecidedBy = :by")
+                values[":by"] = {"S": decided_by}
+            if comment is not None:
+                sets.append("DecisionComment = :comment")
+                values[":comment"] = {"S": comment}
+        update = "SET " + ", ".join(sets) + ("" if keep_pending else " REMOVE Pending")
+        try:
+            await self._update(approval_id, update, "#s = :deciding AND ClaimedBy = :me", values)
+        except (ClientError, BotoCoreError) as exc:
+            # The workflow has its answer (or keeps waiting); the claim lapses by itself.
+            log.warning("approvals: could not record %s for %s: %s", state, approval_id, exc)
+        self._pending.pop(approval_id, None)
+        if keep_pending:
+            await self.refresh()
+        else:
+            self._changed()
+
+    async def _expire(self, approval: Approval, status: str) -> None:
+        try:
+            await self._update(
+                approval.id,
+                "SET #s = :expired, Outcome = :outcome REMOVE Pending",
+                "#s = :pending",
+                {
+                    ":pending": {"S": PENDING},
+                    ":expired": {"S": EXPIRED},
+                    ":outcome": {"S": f"expired: the execution ended {status}"},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:  # else: another instance was first
+                log.warning("approvals: could not expire %s: %s", approval.id, exc)
+        except BotoCoreError as exc:
+            log.warning("approvals: could not expire %s: %s", approval.id, exc)
 
     # the queue
 
@@ -200,29 +358,17 @@ class ApprovalInbox(Service):
             VisibilityTimeout=RECEIVE_VISIBILITY_TIMEOUT,
             AttributeNames=["SentTimestamp"],
         )
-        if self.error is not None:
-            log.info("approvals: the queue works again")
-            self.error = None
-        known = set(self._pending)
-        taken = [
-            approval
-            for message in response.get("Messages", [])
-            if (approval := await self._take(message)) is not None
-        ]
-        await self._change_visibility(taken, VISIBILITY_TIMEOUT)
-        if set(self._pending) != known:
-            self._changed()
+        self._works()
+        moved = 0
+        for message in response.get("Messages", []):
+            moved += await self._move(message)
+        if moved:
+            await self.refresh()
 
-    async def _take(self, message: dict[str, Any]) -> Approval | None:
-        """Add ``message`` to the pending requests (or renew its receipt); its request, or
-        None if it is none."""
+    async def _move(self, message: dict[str, Any]) -> bool:
+        """Put the request ``message`` holds into the table (once, however often it comes)
+        and delete the message; whether it was a request."""
         message_id, receipt = message["MessageId"], message["ReceiptHandle"]
-        if message_id in self._decided:  # decided, but the delete did not go through
-            await self._delete_receipt(receipt)
-            return None
-        if message_id in self._pending:
-            self._pending[message_id].receipt_handle = receipt
-            return self._pending[message_id]
         try:
             approval = _approval(message)
         except ValueError as exc:
@@ -232,31 +378,27 @@ class ApprovalInbox(Service):
                 " hidden for %d s", message_id, exc, SKIPPED_VISIBILITY_TIMEOUT,
             )  # fmt: skip
             await self._hide(receipt)
-            return None
-        self._pending[message_id] = approval
-        log.info(
-            "approval requested by %s (id %s)", approval.execution_name, approval.id,
-            extra={"executionArn": approval.execution_arn},
-        )  # fmt: skip
-        return approval
+            return False
+        try:
+            await self.dynamodb.put_item(
+                TableName=self.table,
+                Item=_item(approval),
+                ConditionExpression="attribute_not_exists(Id)",
+            )
+            log.info(
+                "approval requested by %s (id %s)", approval.execution_name, approval.id,
+                extra={"executionArn": approval.execution_arn},
+            )  # fmt: skip
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:  # else: moved before, not deleted then
+                raise
+        await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        return True
 
-    async def _renew_once(self) -> None:
-        await asyncio.sleep(self.renew_every)
-        await self._change_visibility(list(self._pending.values()), VISIBILITY_TIMEOUT)
-
-    async def _change_visibility(self, approvals: list[Approval], seconds: int) -> None:
-        for start in range(0, len(approvals), 10):
-            batch = approvals[start : start + 10]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": a.receipt_handle, "VisibilityTimeout": seconds}
-                for i, a in enumerate(batch)
-            ]
-            try:
-                await self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.queue_url, Entries=entries
-                )
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("approvals: could not change visibility: %s", exc)
+    async def _refresh_once(self) -> None:
+        await asyncio.sleep(self.refresh_every)
+        await self.refresh()
+        self._works()
 
     async def _hide(self, receipt: str) -> None:
         try:
@@ -268,28 +410,19 @@ class ApprovalInbox(Service):
         except (ClientError, BotoCoreError) as exc:
             log.warning("approvals: could not hide a message: %s", exc)
 
-    async def _delete(self, approval: Approval) -> None:
-        await self._delete_receipt(approval.receipt_handle)
-
-    async def _delete_receipt(self, receipt: str) -> None:
-        try:
-            await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("approvals: could not delete a decided request: %s", exc)
-
-    def _remember(self, approval_id: str, decision: str) -> None:
-        self._decided[approval_id] = decision
-        while len(self._decided) > REMEMBERED_DECISIONS:
-            self._decided.popitem(last=False)
-
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change([a.to_json() for a in self.pending()])
 
+    def _works(self) -> None:
+        if self.error is not None:
+            log.info("approvals: the queue and the table work again")
+            self.error = None
+
     def _failed(self, exc: Exception) -> None:
         message = str(exc)
         if message != self.error:
-            log.error("approvals: queue %s: %s; retrying", self.queue_url, message)
+            log.error("approvals: %s; retrying", message)
         self.error = message
 
 
@@ -315,5 +448,29 @@ def _approval(message: dict[str, Any]) -> Approval:
         file=body.get("File"),
         requested_at=requested_at,
         task_token=fields["TaskToken"],
-        receipt_handle=message["ReceiptHandle"],
+    )
+
+
+def _item(approval: Approval) -> dict[str, Any]:
+    return {
+        "Id": {"S": approval.id},
+        "State": {"S": PENDING},
+        "Pending": {"S": PENDING},
+        "ExecutionArn": {"S": approval.execution_arn},
+        "ExecutionName": {"S": approval.execution_name},
+        "File": {"S": json.dumps(approval.file)},
+        "RequestedAt": {"S": approval.requested_at.isoformat()},
+        "TaskToken": {"S": approval.task_token},
+        "ExpiresAt": {"N": str(int(time.time()) + KEPT_SECONDS)},
+    }
+
+
+def _from_item(item: dict[str, Any]) -> Approval:
+    return Approval(
+        id=item["Id"]["S"],
+        execution_arn=item["ExecutionArn"]["S"],
+        execution_name=item["ExecutionName"]["S"],
+        file=json.loads(item["File"]["S"]),
+        requested_at=datetime.fromisoformat(item["RequestedAt"]["S"]),
+        task_token=item["TaskToken"]["S"],
     )

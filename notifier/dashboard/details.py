@@ -31,7 +31,7 @@ async def execution_details(
     if route is None:
         raise UnknownExecutionError(f"{execution_arn} is not an execution of this daemon's routes")
     try:
-        description = await executions.describe(execution_arn)
+        description = await executions.describe_shared(execution_arn)
     except AwsError as exc:
         if exc.code == "ExecutionDoesNotExist":
             raise UnknownExecutionError(f"no execution {execution_arn}") from None

@@ -16,11 +16,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier import answers
 from notifier.app.handlers import read_json_object
 from notifier.app.routes import Access, Route, add_routes, add_static
-from notifier.app.state import AWS_SETTINGS, EXECUTIONS, INSTANCE_ID, REGISTRY, SETTINGS
+from notifier.app.state import (
+    API_KEY_NAME,
+    AWS_SETTINGS,
+    EXECUTIONS,
+    INSTANCE_ID,
+    REGISTRY,
+    SETTINGS,
+)
 from notifier.app.wiring import aws_clients, mqtt_access
 from notifier.dashboard.approvals import (
     MAX_COMMENT,
@@ -40,7 +48,7 @@ HEARTBEAT_SECONDS = 15.0
 
 BOARD = web.AppKey("board", Board)
 INBOX = web.AppKey("approval_inbox", ApprovalInbox)
-"""Absent without ``[dashboard] approval_queue_url``."""
+"""Absent without ``[dashboard] approval_queue_url`` and ``approval_table``."""
 STATUS_FEED = web.AppKey("status_feed", StatusFeed)
 """Absent in ``poll`` completion mode."""
 
@@ -76,12 +84,16 @@ async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
     handlers: list[StatusHandler] = [board.status_changed]
     async with contextlib.AsyncExitStack() as stack:
         queue_url = settings.dashboard.approval_queue_url
-        if queue_url is not None:
+        table = settings.dashboard.approval_table
+        if queue_url is not None and table is not None:
             clients = aws_clients(app)
             inbox = ApprovalInbox(
                 await stack.enter_async_context(clients.client("sqs")),
                 await stack.enter_async_context(clients.client("stepfunctions")),
+                await stack.enter_async_context(clients.client("dynamodb")),
                 queue_url,
+                table,
+                instance_id=app[INSTANCE_ID],
                 on_change=board.approvals_changed,
                 wait_seconds=settings.sqs.wait_seconds,
             )
@@ -156,9 +168,16 @@ async def details(request: web.Request) -> web.Response:
 
 
 async def list_approvals(request: web.Request) -> web.Response:
+    """Every instance's pending approvals, as the table has them now."""
     inbox = request.app.get(INBOX)
-    pending = [a.to_json() for a in inbox.pending()] if inbox is not None else []
-    return web.json_response({"approvals": pending, "enabled": inbox is not None})
+    if inbox is None:
+        return web.json_response({"approvals": [], "enabled": False})
+    try:
+        pending = await inbox.refresh()
+    except (ClientError, BotoCoreError) as exc:
+        error = AwsError.wrap("Query", exc)
+        return answers.aws_error(error, request.app[SETTINGS].current.http.retry_after)
+    return web.json_response({"approvals": [a.to_json() for a in pending], "enabled": True})
 
 
 async def decide(request: web.Request) -> web.Response:
@@ -167,13 +186,15 @@ async def decide(request: web.Request) -> web.Response:
     inbox = app.get(INBOX)
     approval_id = request.match_info["approval_id"]
     if inbox is None:
-        return answers.error(404, "approvals are not configured ([dashboard] approval_queue_url)")
+        return answers.error(
+            404, "approvals are not configured ([dashboard] approval_queue_url, approval_table)"
+        )
     decision = await _decision(request)
     if isinstance(decision, web.Response):
         return decision
     approved, comment = decision
     try:
-        outcome = await inbox.decide(approval_id, approved, comment)
+        outcome = await inbox.decide(approval_id, approved, comment, request.get(API_KEY_NAME))
     except ApprovalNotFoundError:
         return answers.error(404, f"no pending approval {approval_id!r}")
     except ApprovalDecidedError as exc:

@@ -234,15 +234,42 @@ class IotAuthorizer(_TemplateResource, CloudFormationModel):
         return iot_authorizers.arn_of(self.physical_resource_id)
 
 
+def keep_dead_letter_configs() -> None:
+    """moto's CloudFormation drops a Lambda function's ``DeadLetterConfig``: keep it on the
+    function, where the asynchronous invocations of eventbridge_targets look for it."""
+    from moto.awslambda.models import LambdaFunction
+
+    create = LambdaFunction.create_from_cloudformation_json
+    update = LambdaFunction.update_from_cloudformation_json
+    if getattr(create, "keeps_dead_letter_config", False):
+        return
+
+    def created(cls: Any, /, name: str, template: Any, account: str, region: str, **kw: Any) -> Any:
+        function = create(name, template, account, region, **kw)
+        function.dead_letter_config = template["Properties"].get("DeadLetterConfig")  # type: ignore[attr-defined]  # beside moto's own
+        return function
+
+    def updated(cls: Any, /, original: Any, name: str, template: Any, *args: Any) -> Any:
+        function = update(original, name, template, *args)
+        function.dead_letter_config = template["Properties"].get("DeadLetterConfig")  # type: ignore[attr-defined]  # beside moto's own
+        return function
+
+    created.keeps_dead_letter_config = True  # type: ignore[attr-defined]  # a marker
+    LambdaFunction.create_from_cloudformation_json = classmethod(created)  # type: ignore[assignment,method-assign]  # moto patched
+    LambdaFunction.update_from_cloudformation_json = classmethod(updated)  # type: ignore[assignment,method-assign]  # moto patched
+
+
 def install() -> None:
-    """Make moto's CloudFormation see the models above (it caches its type map on first use)
-    and create state machines where the Step Functions API will look for them."""
+    """Make moto's CloudFormation see the models above (it caches its type map on first use),
+    keep functions' dead-letter queues, and create state machines where the Step Functions
+    API will look for them."""
     from moto.cloudformation import parsing
     from moto.stepfunctions import models as sfn_models
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
     sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]  # the parser's
 
+    keep_dead_letter_configs()
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()
     known = parsing.get_model_map()

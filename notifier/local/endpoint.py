@@ -19,13 +19,15 @@ import threading
 import warnings
 from typing import Any
 
-PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"
+from notifier.local.settings import LOCAL_CREDENTIAL
+
+PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"  # nosec B105  # a variable name
 # Template resources the local stack leaves out; cloudformation_resources says why.
 SKIPPED_ON_PURPOSE = ("AWS::S3::BucketPolicy", "AWS::CloudWatch::Alarm")
 
-DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+    "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -33,7 +35,7 @@ DUMMY_CREDENTIALS = {
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # Out of the environment before any process is started from here (Lambda workers).
     publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
-    os.environ.update(DUMMY_CREDENTIALS)
+    os.environ.update(LOCAL_CREDENTIALS)
     from moto.core.config import default_user_config
     from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -41,9 +43,11 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     from notifier.lifecycle import announce_ready
     from notifier.local import (
         cloudformation_resources,
+        conditional_writes,
         eventbridge_targets,
         iot_authorizers,
         iot_core,
+        lambda_calls,
         lambda_runtime,
         moto_performance,
         sfn_api,
@@ -74,18 +78,22 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     # IoT's certificate ids: the SHA-256 of the DER certificate, not of moto's PEM text.
     default_user_config["iot"]["use_valid_cert"] = True
 
-    runtime = lambda_runtime.LocalLambdaRuntime(f"http://{bound_host}:{bound_port}")
+    runtime = lambda_runtime.LocalLambdaRuntime(
+        f"http://{bound_host}:{bound_port}", lambda_calls.WsgiCaller(server)
+    )
     emitter = sfn_status_events.StatusChangeEmitter()
     publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
+    invocations = eventbridge_targets.AsyncInvocations()
     moto_performance.install()
     lambda_runtime.install(runtime)
     runtime.start()
     sfn_status_events.install(emitter)
-    eventbridge_targets.install()
+    eventbridge_targets.install(invocations)
     iot_core.install(publisher)
     cloudformation_resources.install()
     iot_authorizers.install()
     sfn_api.install()
+    conditional_writes.install()  # after sfn_api: its StartExecution runs alone too
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -100,6 +108,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         server.serve_forever()
     finally:
         emitter.close()
+        invocations.close()
         runtime.close()
         publisher.close()
 

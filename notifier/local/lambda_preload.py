@@ -16,6 +16,8 @@ import boto3
 
 SERVICES = ("s3", "sqs", "sns", "iot", "iot-data", "stepfunctions", "dynamodb", "secretsmanager")
 """The services the stack's Lambda functions call; any other one loads in the worker."""
+PLACEHOLDER_CREDENTIAL = "preload"
+"""Access key id and secret of the clients made here, which make no call."""
 
 
 def load_service_models() -> None:
@@ -23,8 +25,8 @@ def load_service_models() -> None:
     assert boto3.DEFAULT_SESSION is not None
     placeholders = {
         "region_name": "us-east-1",
-        "aws_access_key_id": "preload",
-        "aws_secret_access_key": "preload",
+        "aws_access_key_id": PLACEHOLDER_CREDENTIAL,
+        "aws_secret_access_key": PLACEHOLDER_CREDENTIAL,
     }
     for service in SERVICES:
         boto3.DEFAULT_SESSION.client(service, **placeholders)

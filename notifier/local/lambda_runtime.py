@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from notifier.local import lambda_worker
+from notifier.local.lambda_calls import Call, send_answer
+from notifier.local.settings import LOCAL_CREDENTIAL
 
 log = logging.getLogger("notifier.local.lambda")
 
@@ -50,13 +52,15 @@ class Worker:
         handler: str,
         env: dict[str, str],
         name: str,
+        answer: Call | None,
     ) -> None:
+        self._answer = answer
         self._channel, worker_channel = context.Pipe()
         self._closing = threading.Lock()
         log_read, log_write = context.Pipe(duplex=False)
         self.process = context.Process(
             target=lambda_worker.serve,
-            args=(str(code_dir), handler, env, worker_channel, log_write),
+            args=(str(code_dir), handler, env, worker_channel, log_write, answer is not None),
             name=f"lambda {name}",
             daemon=True,
         )
@@ -79,14 +83,19 @@ class Worker:
             "requestId": str(uuid.uuid4()),
             "deadline": time.time() + timeout,
         }
+        deadline = time.monotonic() + timeout
         try:
             self._channel.send_bytes(json.dumps(request).encode())
-            if not self._channel.poll(timeout):
-                return None
-            result: dict[str, Any] = json.loads(self._channel.recv_bytes())
+            while True:
+                if not self._channel.poll(max(0.0, deadline - time.monotonic())):
+                    return None
+                message: dict[str, Any] = json.loads(self._channel.recv_bytes())
+                if "call" not in message or self._answer is None:
+                    return message
+                body = self._channel.recv_bytes()
+                send_answer(self._channel, self._answer(message["call"], body))
         except (EOFError, OSError):
             return None
-        return result
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -112,15 +121,15 @@ class FunctionPool:
         self._workers: set[Worker] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(WORKERS_PER_FUNCTION)
+        self._closed = threading.Event()
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
+        """The worker's reply; None when it timed out or died, or the pool is closed (an
+        invocation that waited for a free worker while it closed starts none)."""
         with self._slots:
-            with self._lock:
-                worker = self._idle.pop() if self._idle else None
+            worker = self._worker()
             if worker is None:
-                worker = self._factory()
-                with self._lock:
-                    self._workers.add(worker)
+                return None
             reply = worker.invoke(event, timeout)
             with self._lock:
                 if reply is None:
@@ -131,9 +140,25 @@ class FunctionPool:
                 worker.close()
             return reply
 
-    def close(self) -> None:
-        """Stop every worker, busy ones too: their invocations end as timed out."""
+    def _worker(self) -> Worker | None:
+        """An idle worker, or a new one; None once the pool is closed."""
         with self._lock:
+            if self._closed.is_set():
+                return None
+            if self._idle:
+                return self._idle.pop()
+        worker = self._factory()
+        with self._lock:
+            if not self._closed.is_set():
+                self._workers.add(worker)
+                return worker
+        worker.close()  # closed while it started: close() did not see it
+        return None
+
+    def close(self) -> None:
+        """Stop every worker, busy ones too (their invocations end), and start none again."""
+        with self._lock:
+            self._closed.set()
             workers, self._workers, self._idle = self._workers, set(), []
         for worker in workers:
             worker.close()
@@ -142,8 +167,11 @@ class FunctionPool:
 class LocalLambdaRuntime:
     """Runs deployed Python Lambda functions in local worker processes."""
 
-    def __init__(self, endpoint_url: str) -> None:
+    def __init__(self, endpoint_url: str, answer: Call | None = None) -> None:
+        """``answer``: answers the workers' AWS calls in this process (``lambda_calls``);
+        without it they go to ``endpoint_url`` over HTTP."""
         self.endpoint_url = endpoint_url
+        self._answer = answer
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(lambda_worker.PRELOADED))
         self._code_root = Path(tempfile.mkdtemp(prefix="notifier-lambda-"))
@@ -158,12 +186,12 @@ class LocalLambdaRuntime:
 
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
         """Invoke a moto ``LambdaFunction``; returns moto's (payload, errored, logs) triple."""
-        if self._closed.is_set():  # the endpoint is stopping: start no new worker
-            error = {"errorMessage": "the local Lambda runtime has stopped", "errorType": "Stopped"}
-            return json.dumps(error), True, ""
         pool = self._pool_for(function)
         timeout = float(function.timeout or 3)
-        reply = pool.invoke(event, timeout)
+        reply = pool.invoke(event, timeout) if pool is not None else None
+        if reply is None and self._closed.is_set():  # the endpoint is stopping
+            error = {"errorMessage": "the local Lambda runtime has stopped", "errorType": "Stopped"}
+            return json.dumps(error), True, ""
         if reply is None:
             error = {
                 "errorMessage": f"Task timed out after {timeout:.2f} seconds",
@@ -174,20 +202,25 @@ class LocalLambdaRuntime:
             return json.dumps(reply["error"]), True, ""
         return json.dumps(reply["result"]), False, ""
 
-    def _pool_for(self, function: Any) -> FunctionPool:
+    def _pool_for(self, function: Any) -> FunctionPool | None:
+        """The function's pool; None once the runtime is closed."""
         digest = hashlib.sha256(function.code_bytes).hexdigest()[:16]
         env_digest = hashlib.sha256(
             json.dumps([function.handler, function.environment_vars], sort_keys=True).encode()
         ).hexdigest()[:8]
         key = f"{function.function_arn}:{digest}:{env_digest}"
         with self._lock:
+            if self._closed.is_set():
+                return None
             pool = self._pools.get(key)
             if pool is None:
                 code_dir = self._unpack(function.code_bytes, digest)
                 env = self._environment(function)
                 name = function.function_name
                 pool = FunctionPool(
-                    lambda: Worker(self._context, code_dir, function.handler, env, name)
+                    lambda: Worker(
+                        self._context, code_dir, function.handler, env, name, self._answer
+                    )
                 )
                 self._pools[key] = pool
             return pool
@@ -208,8 +241,8 @@ class LocalLambdaRuntime:
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
                 "AWS_REGION": function.region,
                 "AWS_DEFAULT_REGION": function.region,
                 "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
@@ -224,9 +257,10 @@ class LocalLambdaRuntime:
 
     def close(self) -> None:
         """Stop every worker; invocations from now on fail at once (those queued behind
-        EventBridge would otherwise each start a worker against a stopped endpoint)."""
-        self._closed.set()
+        EventBridge would otherwise each start a worker against a stopped endpoint), and so
+        do those waiting for a free worker."""
         with self._lock:
+            self._closed.set()
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()

@@ -9,9 +9,10 @@ own: its environment variables, its code first on ``sys.path``, its handler impo
 
 Protocol, over ``channel`` (one JSON document per message): the parent sends
 ``{"event": ..., "requestId": ..., "deadline": <epoch seconds>}`` and receives
-``{"result": ...}`` or ``{"error": {"errorMessage", "errorType", "stackTrace"}}``. The
-handler's output (stdout and stderr) goes to the ``log`` pipe, which the parent forwards to
-its log, as Lambda forwards it to CloudWatch Logs.
+``{"result": ...}`` or ``{"error": {"errorMessage", "errorType", "stackTrace"}}``. In
+between, with ``calls_over_channel``, the handler's AWS calls to the local endpoint come the
+other way (``lambda_calls``). The handler's output (stdout and stderr) goes to the ``log``
+pipe, which the parent forwards to its log, as Lambda forwards it to CloudWatch Logs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from notifier.local.lambda_calls import PipeSender
 from notifier.local.lambda_imports import confine
 
 PRELOADED = ("notifier.local.lambda_worker", "notifier.local.lambda_preload")
@@ -64,6 +66,7 @@ def serve(
     environment: dict[str, str],
     channel: Connection,
     log: Connection,
+    calls_over_channel: bool,
 ) -> None:
     """Become the function's worker and answer invocations until the parent goes away."""
     # Ctrl-C in the terminal is for the stack, which stops its workers itself.
@@ -76,6 +79,8 @@ def serve(
     os.environ.update(environment)
     sys.path.insert(0, code_dir)
     confine(Path(code_dir))
+    if calls_over_channel:
+        PipeSender(channel, environment["AWS_ENDPOINT_URL"]).install()
 
     module_name, _, function_name = handler_name.rpartition(".")
     init_error: dict[str, Any] | None = None

@@ -10,12 +10,18 @@ go upstream as is.
 from __future__ import annotations
 
 import functools
+import io
+import json
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 DEFINITION_CACHE_SIZE = 64
 """Parsed state machine definitions kept (a stack has a handful, each with its versions)."""
+BOTO_CLIENT_ACCESS_KEY = "ak"
+"""The access key of the clients moto's Step Functions make (``boto_client_for``)."""
 JSONPATH_CACHE_SIZE = 4096
 """Parsed JSONPath expressions kept (a definition has tens; events and tests add a few)."""
 
@@ -24,10 +30,12 @@ def install() -> None:
     parse_jsonpath_once()
     parse_definitions_once()
     share_service_clients()
+    invoke_lambda_tasks_in_process()
     count_queue_messages_on_one_clock_reading()
     send_to_queues_without_counting_their_messages()
     list_response_methods_once()
     find_account_backends_without_locking()
+    draw_random_strings_at_once()
 
 
 def parse_jsonpath_once() -> None:
@@ -152,6 +160,71 @@ class _Boto3Clients:
 
     def __init__(self, client: Callable[..., Any]) -> None:
         self.client = client
+
+
+def invoke_lambda_tasks_in_process() -> None:
+    """A Lambda task's invocation goes to moto's Lambda backend directly, as the Invoke API's
+    handler does, rather than through a boto3 client.
+
+    For every Lambda task (a function ARN as ``Resource``, or ``lambda:invoke``), moto builds
+    an Invoke request with a boto3 client, serialises the payload into it, signs it, finds the
+    Lambda service among all of moto's URL patterns, makes a werkzeug request of it, parses it
+    back and serialises the answer for botocore to parse again: about 2 ms of CPU around an
+    invocation that itself costs a tenth of that. Step Functions calls Lambda inside AWS, not
+    through a client, so here the task asks the backend for the same thing the handler would
+    (same account, function, qualifier and payload) and gets back what the client returned:
+    the status, the payload and ``FunctionError`` (no log: the task does not ask for it).
+    An error the API would have
+    answered (no such function, say) is raised as the ``ClientError`` the client raised.
+    Invocations other than a plain synchronous one (``InvocationType``, ``ClientContext``,
+    ...) still take the client.
+    """
+    from botocore.exceptions import ClientError
+    from moto.awslambda.models import lambda_backends
+    from moto.core.exceptions import ServiceException, _RESTError
+    from moto.iam.models import get_account_id_from
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    through_client = lambda_eval_utils._invoke_lambda_function
+    response_size_limit = 6000000  # moto's Invoke handler's check of the payload
+
+    def invoke(parameters: dict[str, Any], region: str, state_credentials: Any) -> Any:
+        if not set(parameters) <= {"FunctionName", "Payload", "Qualifier"}:
+            return through_client(parameters, region, state_credentials)
+        # The account moto's client reaches: its access key's, unless the server has one.
+        account = os.environ.get("MOTO_ACCOUNT_ID") or get_account_id_from(BOTO_CLIENT_ACCESS_KEY)
+        response_headers: dict[str, str] = {}
+        try:
+            payload = lambda_backends[account][region].invoke(
+                parameters["FunctionName"],
+                parameters.get("Qualifier"),
+                parameters.get("Payload"),
+                {},
+                response_headers,
+            )
+        except (_RESTError, ServiceException) as error:
+            code = getattr(error, "error_type", None) or str(error.code)
+            answer = {"Error": {"Code": code, "Message": error.message}}
+            raise ClientError(answer, "Invoke") from error
+        body = payload.encode() if isinstance(payload, str) else payload or b""
+        if sys.getsizeof(body) > response_size_limit:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            body = json.dumps(
+                {
+                    "errorMessage": "Response payload size exceeded maximum allowed payload "
+                    "size (6291556 bytes).",
+                    "errorType": "Function.ResponseSizeTooLarge",
+                }
+            ).encode()
+        response: dict[str, Any] = {
+            "StatusCode": 200,
+            "Payload": lambda_eval_utils._from_payload(io.BytesIO(body)),
+        }
+        if "x-amz-function-error" in response_headers:
+            response["FunctionError"] = response_headers["x-amz-function-error"]
+        return response
+
+    lambda_eval_utils._invoke_lambda_function = invoke  # moto patched
 
 
 def count_queue_messages_on_one_clock_reading() -> None:
@@ -291,3 +364,30 @@ def send_to_queues_without_counting_their_messages() -> None:
 
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]  # moto patched
     SQSBackend.send_message = send_message  # type: ignore[method-assign]  # moto patched
+
+
+def draw_random_strings_at_once() -> None:
+    """Random strings and hex ids drawn with one ``choices`` call, not one ``choice`` per
+    character.
+
+    Every response carries a request id of 52 random characters (``x-amzn-requestid``), and
+    moto makes it with a Python-level loop calling ``random.choice`` 52 times: more CPU than
+    some whole responses. ``choices`` draws from the same generator (so a seeded one stays
+    reproducible) with the same distribution over the same alphabet.
+    """
+    import string
+
+    from moto.moto_api._internal.moto_random import HEX_CHARS, MotoRandom
+
+    def get_random_hex(self: MotoRandom, length: int = 8) -> str:
+        return "".join(map(str, self.choices(HEX_CHARS, k=length)))
+
+    def get_random_string(
+        self: MotoRandom, length: int = 20, include_digits: bool = True, lower_case: bool = False
+    ) -> str:
+        pool = string.ascii_letters + (string.digits if include_digits else "")
+        drawn = "".join(self.choices(pool, k=length))
+        return drawn.lower() if lower_case else drawn
+
+    MotoRandom.get_random_hex = get_random_hex  # type: ignore[method-assign]  # moto patched
+    MotoRandom.get_random_string = get_random_string  # type: ignore[method-assign]  # moto patched

@@ -5,18 +5,27 @@ execution of a STANDARD state machine changes status. This bridge observes moto'
 executions starting and ending and puts the same events, in AWS's shape, into moto's
 EventBridge, from one background thread so that delivery never slows an execution down and
 an execution's RUNNING event always precedes its final one.
+
+Each event is put a fixed :data:`DELIVERY_LATENCY` after the change, as AWS delivers these
+events asynchronously, a fraction of a second later. Without it the local status forwarder,
+which runs in milliseconds, could overtake the workflow's own completion: its copy in the
+instance's queue could reach the daemon before the Notify state's MQTT message, which in
+AWS comes first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 log = logging.getLogger("notifier.local.sfn_status_events")
 
+DELIVERY_LATENCY = 0.2
+"""Seconds from a status change to its event on the bus."""
 DETAIL_TYPE = "Step Functions Execution Status Change"
 SOURCE = "aws.states"
 
@@ -52,12 +61,14 @@ class StatusChangeEmitter:
 
     def emit(self, execution: Any, status: str) -> None:
         detail = status_change_detail(execution, status)
-        self._sender.submit(self._put, execution.account_id, execution.region_name, detail)
+        due = time.monotonic() + DELIVERY_LATENCY
+        self._sender.submit(self._put, due, execution.account_id, execution.region_name, detail)
 
     @staticmethod
-    def _put(account_id: str, region: str, detail: dict[str, Any]) -> None:
+    def _put(due: float, account_id: str, region: str, detail: dict[str, Any]) -> None:
         from moto.events.models import events_backends
 
+        time.sleep(max(0.0, due - time.monotonic()))
         try:
             events_backends[account_id][region].put_events(
                 [

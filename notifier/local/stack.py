@@ -28,15 +28,14 @@ from notifier.local.broker_auth import (
 )
 from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
-from notifier.local.settings import LocalStackSettings
+from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
 from notifier.local.sigv4 import SigV4Verifier
 from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
-LOCAL_ACCESS_KEY_ID = "local"
-LOCAL_SECRET_ACCESS_KEY = "local"
+LOCAL_ACCESS_KEY_ID = LOCAL_SECRET_ACCESS_KEY = LOCAL_CREDENTIAL
 """The credentials the token API wants requests signed with (local.toml's [aws]);
 the AWS endpoint itself accepts any."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, execution_arn
+from notifier.executions import AwsError, Executions, Page, execution_arn
 from notifier.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
@@ -74,7 +75,10 @@ class FakeExecutions(Executions):
         self.stopped: list[str] = []
         self.failures: dict[str, AwsError] = {}
         self.elsewhere: dict[str, dict[str, Any]] = {}
-        """DescribeExecution answers by transaction id."""
+        """DescribeExecution answers by transaction id: every execution there is."""
+        self.objects: dict[str, str | None] = {}
+        """The process data objects there are, with their request fingerprints."""
+        self.described: list[str] = []
         self.unreachable: str | None = None
 
     def _call(self, operation: str) -> None:
@@ -87,18 +91,52 @@ class FakeExecutions(Executions):
     async def check_reachable(self) -> str | None:
         return self.unreachable
 
-    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+    async def _put_process_data(
+        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
+    ) -> None:
+        self._call("PutObject")
+        if fingerprint is not None and txn_id in self.objects:
+            raise AwsError("PutObject", "PreconditionFailed", "If-None-Match")
+        self.objects[txn_id] = fingerprint
+
+    async def _stored_fingerprint(self, txn_id: str) -> str | None:
+        self._call("HeadObject")
+        return self.objects.get(txn_id)
+
+    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+        """Step Functions' idempotency: the same name and input of a running execution
+        returns it; any other execution of that name is ``ExecutionAlreadyExists``."""
         self._call("StartExecution")
+        execution_input = {**body, "subtopic": INSTANCE}
+        existing = self.elsewhere.get(txn_id)
+        if existing is not None:
+            if existing["input"] != json.dumps(execution_input) or existing["status"] != "RUNNING":
+                raise AwsError("StartExecution", "ExecutionAlreadyExists", txn_id)
+            return
         self.bodies[txn_id] = body
         self.started.put_nowait(txn_id)
-        return utcnow()
+        self.ran_elsewhere(txn_id, Status.RUNNING, route, input=json.dumps(execution_input))
 
     async def describe(self, arn: str) -> dict[str, Any]:
         self._call("DescribeExecution")
+        self.described.append(arn)
         for description in self.elsewhere.values():
             if description["executionArn"] == arn:
                 return description
         raise AwsError("DescribeExecution", "ExecutionDoesNotExist", arn)
+
+    async def listing(
+        self, routes: list[str], status: str | None, limit: int, token: str | None
+    ) -> Page:
+        self._call("ListExecutions")
+        items = [
+            {**description, "route": "hello"}
+            for description in self.elsewhere.values()
+            if "hello" in routes and status in (None, description["status"])
+        ]
+        start = int(token or 0)
+        more = start + limit < len(items)
+        return Page(items[start : start + limit], str(start + limit) if more else None)
 
     async def history(self, arn: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
         self._call("GetExecutionHistory")
@@ -113,14 +151,21 @@ class FakeExecutions(Executions):
         self._call("GetObject")
         return {**self.bodies.get(txn_id, {}), "step-a-output": "a"}
 
-    async def locate(self, txn_id: str) -> tuple[str, dict[str, Any]] | None:
+    async def locate(
+        self, txn_id: str, route: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
         self._call("HeadObject")
         description = self.elsewhere.get(txn_id)
-        return None if description is None else ("hello", description)
+        if description is None or route not in (None, "hello"):
+            return None
+        return "hello", await self.describe_shared(description["executionArn"])
 
-    def ran_elsewhere(self, txn_id: str, status: Status, **fields: Any) -> str:
-        """An execution of ``hello`` started by another instance; returns its ARN."""
-        arn = execution_arn(ROUTES["hello"].state_machine, txn_id)
+    def ran_elsewhere(
+        self, txn_id: str, status: Status, route: str = "hello", **fields: Any
+    ) -> str:
+        """An execution of ``route`` (by default started by another instance); returns
+        its ARN."""
+        arn = execution_arn(ROUTES[route].state_machine, txn_id)
         self.elsewhere[txn_id] = {
             "executionArn": arn,
             "name": txn_id,
@@ -136,9 +181,12 @@ class FakeInbox(ApprovalInbox):
     """Pending approvals the test adds; deciding one answers as the real inbox does."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, "https://sqs.us-east-1.amazonaws.com/1/approvals")
+        super().__init__(
+            None, None, None, "https://sqs.us-east-1.amazonaws.com/1/approvals", "approvals"
+        )
         self.approvals: dict[str, Approval] = {}
         self.decided: dict[str, str] = {}
+        self.decided_by: dict[str, str | None] = {}
         self.failure: AwsError | None = None
 
     def add(self, approval_id: str) -> Approval:
@@ -149,7 +197,6 @@ class FakeInbox(ApprovalInbox):
             file={"name": "f.txt"},
             requested_at=utcnow(),
             task_token="secret-token",
-            receipt_handle="receipt",
         )
         self.approvals[approval_id] = approval
         return approval
@@ -157,7 +204,12 @@ class FakeInbox(ApprovalInbox):
     def pending(self) -> list[Approval]:
         return list(self.approvals.values())
 
-    async def decide(self, approval_id: str, approved: bool, comment: str) -> Decision:
+    async def refresh(self) -> list[Approval]:
+        return self.pending()
+
+    async def decide(
+        self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
+    ) -> Decision:
         if approval_id in self.decided:
             raise ApprovalDecidedError(self.decided[approval_id])
         if approval_id not in self.approvals:
@@ -167,6 +219,7 @@ class FakeInbox(ApprovalInbox):
         del self.approvals[approval_id]
         decision = Decision.APPROVED if approved else Decision.REJECTED
         self.decided[approval_id] = decision
+        self.decided_by[approval_id] = decided_by
         return decision
 
 

@@ -24,14 +24,26 @@ from notifier.app.routes import UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
 from notifier.config import ApiKeySettings
-from notifier.executions import AwsError
-from notifier.ids import is_txn_id, new_txn_id
+from notifier.executions import AwsError, Executions, InvalidPageTokenError
+from notifier.idempotency import fingerprint
+from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
+from notifier.ratelimit import RateLimiter
 from notifier.waiters import Status
-from tests.app.fakes import INSTANCE, ROUTES, Served, serving, settings, with_http
+from tests.app.fakes import (
+    INSTANCE,
+    ROUTES,
+    Served,
+    no_aws_call,
+    serving,
+    settings,
+    with_http,
+)
 from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
+JSON_BODY = {"Content-Type": "application/json"}
+JSON_NEEDED = "Content-Type: application/json"
 
 
 @pytest.fixture
@@ -126,7 +138,8 @@ async def test_still_running_after_the_hold_is_202_with_its_location(served: Ser
     ("prefer", "applied"),
     [
         ("wait=0.05", "wait=0.05"),
-        ('respond-async, WAIT = "0.05"', "wait=0.05"),
+        ('respond-async, WAIT = "0.05"', "respond-async, wait=0.05"),
+        ("Respond-Async", "respond-async"),  # at once
         ("wait=5000", "wait=0.1"),  # capped by max_wait
         ("wait=soon", None),  # not understood: ignored, the default hold applies
     ],
@@ -142,10 +155,14 @@ async def test_prefer_wait(prefer: str, applied: str | None) -> None:
 @pytest.mark.parametrize(
     ("request_kwargs", "code", "message"),
     [
-        ({"data": b"{not json"}, 400, "not JSON"),
+        ({"data": b"{not json", "headers": JSON_BODY}, 400, "not JSON"),
         ({"data": b""}, 400, "not JSON"),
         ({"json": [1, 2]}, 400, "JSON object"),
         ({"json": {"x": "y" * 200}}, 413, "larger than 100 bytes"),
+        # What a browser posts cross-site without asking first: never taken as JSON.
+        ({"data": b'{"a": 1}', "headers": {"Content-Type": "text/plain"}}, 415, JSON_NEEDED),
+        ({"data": {"a": "1"}}, 415, JSON_NEEDED),  # a form
+        ({"data": b'{"a": 1}'}, 415, JSON_NEEDED),  # application/octet-stream
     ],
 )
 async def test_bad_bodies_are_refused_and_start_nothing(
@@ -166,7 +183,8 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
             yield b'{"x": "' + b"y" * 20 + b'"}'
 
     async with serving(settings(max_body_bytes=100)) as served:
-        status, _, body = await answer(await served.client.post("/hello", data=chunks()))
+        response = await served.client.post("/hello", data=chunks(), headers=JSON_BODY)
+        status, _, body = await answer(response)
         assert status == 413, body
         assert served.executions.started.empty()
 
@@ -174,7 +192,7 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
 @pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
 async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
     data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
-    status, _, body = await answer(await served.client.post("/hello", data=data))
+    status, _, body = await answer(await served.client.post("/hello", data=data, headers=JSON_BODY))
     assert status == 400, body
     assert "nested deeper than 64 levels" in body["message"]
     assert served.executions.started.empty()
@@ -183,7 +201,7 @@ async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> Non
 
 @pytest.mark.parametrize(
     ("method", "path", "code"),
-    [("POST", "/nowhere", 404), ("GET", "/hello", 405), ("GET", "/nowhere/else", 404)],
+    [("POST", "/nowhere", 404), ("DELETE", "/hello", 405), ("GET", "/nowhere/else", 404)],
 )
 async def test_unknown_routes_and_methods_are_json_errors(
     served: Served, method: str, path: str, code: int
@@ -193,7 +211,7 @@ async def test_unknown_routes_and_methods_are_json_errors(
     assert headers["Content-Type"].startswith("application/json")
     assert body["message"]
     if code == 405:
-        assert headers["Allow"] == "POST"
+        assert headers["Allow"] == "GET,HEAD,POST"
 
 
 async def test_an_aws_error_is_502_with_its_code_and_forgets_the_transaction(
@@ -220,8 +238,8 @@ async def test_aws_throttling_is_503_with_retry_after(served: Served) -> None:
     assert headers["Retry-After"] == "5"
 
 
-async def test_too_many_held_requests_is_503() -> None:
-    async with serving(settings(max_held=2)) as served:
+async def test_too_many_held_requests_is_503_and_reattaches_have_their_own_budget() -> None:
+    async with serving(settings(max_held=2, max_reattach_held=1)) as served:
         held = [
             asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
             for _ in range(2)
@@ -231,12 +249,18 @@ async def test_too_many_held_requests_is_503() -> None:
         assert status == 503
         assert "too many held requests" in body["message"]
         assert headers["Retry-After"] == "5"
-        # Nor may a re-attach add to them.
-        status, _, _ = await answer(await served.client.get(f"/executions/{first}"))
-        assert status == 503
+        # A re-attach is not kept out by the POSTs held...
+        reattached = asyncio.ensure_future(
+            served.client.get(f"/executions/{first}", params={"wait": "30"})
+        )
+        await eventually(lambda: served.app[REGISTRY].held_reattached == 1)
+        # ...and re-attaches cannot hold more than their own budget.
+        status, headers, body = await answer(await served.client.get(f"/executions/{second}"))
+        assert (status, headers["Retry-After"]) == (503, "5")
+        assert "re-attached" in body["message"]
         served.complete(first)
         served.complete(second)
-        assert [(await answer(await r))[0] for r in held] == [200, 200]
+        assert [(await answer(await r))[0] for r in [*held, reattached]] == [200, 200, 200]
 
 
 async def test_a_client_that_goes_away_leaves_no_waiter(served: Served) -> None:
@@ -281,6 +305,211 @@ async def test_lines_about_a_request_carry_its_transaction(served: Served) -> No
     assert len(answered) == 1
     assert answered[0]["txnId"] == body["transactionId"]
     assert answered[0]["executionArn"] == body["executionArn"]
+
+
+# ---------------------------------------------------------------- Idempotency-Key
+
+
+def keyed(key: str, **headers: str) -> dict[str, str]:
+    return {"Idempotency-Key": f'"{key}"', **LONG, **headers}
+
+
+async def test_the_same_key_and_body_is_the_same_transaction(served: Served) -> None:
+    first = asyncio.ensure_future(
+        served.client.post("/hello", json={"n": 1, "m": 2}, headers=keyed("order-1"))
+    )
+    txn_id = await served.executions.next_started()
+    assert txn_id == keyed_txn_id("hello", "order-1", None)
+    # While it is held, and once it ended: the same transaction, started once.
+    retry = asyncio.ensure_future(
+        served.client.post("/hello", json={"m": 2, "n": 1}, headers=keyed("order-1"))
+    )
+    await eventually(lambda: served.app[REGISTRY].held == 2)
+    served.complete(txn_id, output={"n": 1})
+    for request in (first, retry):
+        status, _, body = await answer(await request)
+        assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"n": 1})
+    status, _, body = await answer(
+        await served.client.post("/hello", json={"n": 1, "m": 2}, headers=keyed("order-1"))
+    )
+    assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"n": 1})
+    assert served.executions.started.qsize() == 0
+    assert list(served.executions.objects) == [txn_id]
+
+
+async def test_the_same_key_with_another_body_is_422_and_changes_nothing(served: Served) -> None:
+    held = asyncio.ensure_future(served.client.post("/hello", json={"n": 1}, headers=keyed("k")))
+    txn_id = await served.executions.next_started()
+    status, _, body = await answer(
+        await served.client.post("/hello", json={"n": 2}, headers=keyed("k"))
+    )
+    assert (status, body["transactionId"]) == (422, txn_id)
+    assert "different request body" in body["message"]
+    # Another instance, which never saw the first request, tells it from what is stored.
+    async with serving() as other:
+        other.executions.objects = served.executions.objects
+        other.executions.elsewhere = served.executions.elsewhere
+        status, _, body = await answer(
+            await other.client.post("/hello", json={"n": 2}, headers=keyed("k"))
+        )
+        assert (status, body["transactionId"]) == (422, txn_id)
+        assert other.app[REGISTRY].get(txn_id) is None
+    assert served.executions.bodies == {txn_id: {"n": 1}}
+    served.complete(txn_id)
+    assert (await answer(await held))[0] == 200
+
+
+async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with the key at one instance: the first one's StartExecution fails, the
+    retry's goes through; the retry is answered with the workflow's result, not left
+    without a transaction."""
+    executions = served.executions
+    start_execution = executions._start_named
+    first_call, fail_now = asyncio.Event(), asyncio.Event()
+
+    async def first_fails(route: str, txn_id: str, body: dict[str, Any]) -> None:
+        if not first_call.is_set():
+            first_call.set()
+            await fail_now.wait()
+            raise AwsError("StartExecution", "ServiceUnavailable", "try again")
+        await start_execution(route, txn_id, body)
+
+    monkeypatch.setattr(executions, "_start_named", first_fails)
+    first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
+    await first_call.wait()
+    retry = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
+    txn_id = await executions.next_started()
+    fail_now.set()
+    status, _, body = await answer(await first)
+    assert (status, body["awsErrorCode"]) == (502, "ServiceUnavailable")
+    served.complete(txn_id, output={"done": True})
+    status, _, body = await answer(await retry)
+    assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"done": True})
+
+
+async def test_a_retry_at_another_instance_attaches_to_the_execution(served: Served) -> None:
+    """The instance that started it is gone: its executions go on, and a retry anywhere
+    gets their answer without starting anything."""
+    txn_id = keyed_txn_id("hello", "order-2", None)
+    served.executions.objects[txn_id] = fingerprint({"n": 2})
+    served.executions.ran_elsewhere(txn_id, Status.RUNNING, input='{"n": 2, "subtopic": "gone"}')
+    retry = asyncio.ensure_future(
+        served.client.post("/hello", json={"n": 2}, headers=keyed("order-2"))
+    )
+    await eventually(lambda: served.app[REGISTRY].held == 1)
+    txn = served.app[REGISTRY].get(txn_id)
+    assert txn is not None and txn.poll  # published to the other instance: polled here
+    served.complete(txn_id, output={"n": 2})
+    status, _, body = await answer(await retry)
+    assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"n": 2})
+    assert served.executions.started.qsize() == 0
+    # Ended meanwhile: the final answer at once.
+    ended = keyed_txn_id("hello", "order-3", None)
+    served.executions.objects[ended] = fingerprint({})
+    served.executions.ran_elsewhere(
+        ended, Status.FAILED, input='{"subtopic": "gone"}', error="E", cause="c"
+    )
+    status, _, body = await answer(
+        await served.client.post("/hello", json={}, headers=keyed("order-3"))
+    )
+    assert (status, body["transactionId"], body["error"]) == (502, ended, "E")
+
+
+async def test_a_key_whose_object_was_stored_but_nothing_started_starts_it(
+    served: Served,
+) -> None:
+    """The instance that took the key died between storing the body and starting."""
+    txn_id = keyed_txn_id("p1", "order-4", None)
+    served.executions.objects[txn_id] = fingerprint({"x": 1})
+    request = asyncio.ensure_future(
+        served.client.post("/p1", json={"x": 1}, headers=keyed("order-4"))
+    )
+    assert await served.executions.next_started() == txn_id
+    served.complete(txn_id)
+    assert (await answer(await request))[0] == 200
+
+
+async def test_an_execution_of_the_key_with_another_input_is_422(served: Served) -> None:
+    """No fingerprint stored (the object expired): the execution's input tells."""
+    txn_id = keyed_txn_id("hello", "order-5", None)
+    served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, input='{"n": 1, "subtopic": "a"}')
+    status, _, body = await answer(
+        await served.client.post("/hello", json={"n": 9}, headers=keyed("order-5"))
+    )
+    assert (status, body["transactionId"]) == (422, txn_id)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['""', "two words", '"' + "k" * 256 + '"', "k" * 256, '"unterminated', "caf\u00e9"],
+)
+async def test_a_malformed_or_over_long_key_is_400(served: Served, value: str) -> None:
+    status, _, body = await answer(
+        await served.client.post(
+            "/hello", json={}, headers={"Idempotency-Key": value.encode().decode("unicode_escape")}
+        )
+    )
+    assert status == 400
+    assert "Idempotency-Key" in body["message"]
+    assert served.executions.started.qsize() == 0 and not served.executions.objects
+
+
+async def test_keys_are_each_api_key_s_own() -> None:
+    ci, other = new_key(), new_key()
+    names = {"ci": ci, "other": other}
+    config = settings(api_keys={n: ApiKeySettings(sha256=hash_key(k)) for n, k in names.items()})
+    async with serving(config) as served:
+        started = []
+        for key in (ci, other):
+            request = asyncio.ensure_future(
+                served.client.post("/hello", json={}, headers=keyed("same", **{"x-api-key": key}))
+            )
+            started.append(await served.executions.next_started())
+            served.complete(started[-1])
+            assert (await answer(await request))[0] == 200
+        assert started == [
+            keyed_txn_id("hello", "same", "ci"),
+            keyed_txn_id("hello", "same", "other"),
+        ]
+        # Found by its key only with the API key that made it.
+        for key, txn_id in zip((ci, other), started, strict=True):
+            status, _, body = await answer(
+                await served.client.get("/hello", headers=keyed("same", **{"x-api-key": key}))
+            )
+            assert (status, body["transactionId"]) == (200, txn_id)
+
+
+async def test_respond_async_is_answered_at_once_with_the_location(served: Served) -> None:
+    status, headers, body = await answer(
+        await served.client.post(
+            "/hello", json={}, headers={"Prefer": "respond-async", "Idempotency-Key": "a1"}
+        )
+    )
+    assert (status, headers["Preference-Applied"]) == (202, "respond-async")
+    assert headers["Location"] == f"/executions/{body['transactionId']}"
+    assert served.executions.described == []  # no look at Step Functions kept it waiting
+
+
+async def test_a_keyed_transaction_is_found_by_its_key(served: Served) -> None:
+    status, _, body = await answer(await served.client.get("/hello", headers=keyed("nothing")))
+    assert status == 404
+    status, _, body = await answer(await served.client.get("/hello"))
+    assert (status, "Idempotency-Key" in body["message"]) == (400, True)
+    status, _, started = await answer(
+        await served.client.post("/hello", json={}, headers={**keyed("found"), "Prefer": "wait=0"})
+    )
+    assert status == 202
+    found = asyncio.ensure_future(
+        served.client.get("/hello?wait=30", headers={"Idempotency-Key": "found"})
+    )
+    await eventually(lambda: served.app[REGISTRY].held_reattached == 1)
+    served.complete(started["transactionId"], output={"ok": True})
+    status, _, body = await answer(await found)
+    assert (status, body["transactionId"], body["output"]) == (
+        200, started["transactionId"], {"ok": True},
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- GET /executions/<txnId>
@@ -387,6 +616,96 @@ async def test_stop_of_nothing_is_404_and_an_aws_error_502(served: Served) -> No
     assert (await answer(await held))[0] == 200
 
 
+# ---------------------------------------------------------------- by execution ARN, listing
+
+
+async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
+    running = new_txn_id()
+    arn = served.executions.ran_elsewhere(running, Status.RUNNING)
+    status, _, body = await answer(await served.client.get(f"/executions/{arn}?wait=0"))
+    assert (status, body["transactionId"], body["executionArn"]) == (202, running, arn)
+    status, _, body = await answer(await served.client.post(f"/executions/{arn}/stop"))
+    assert (status, body["transactionId"]) == (200, running)
+    assert served.executions.stopped == [arn]
+    foreign = arn.replace("notifier-test-Hello", "someone-else")
+    for path in (f"/executions/{foreign}", f"/executions/{arn}x", f"/executions/{arn[:-1]}-"):
+        status, _, body = await answer(await served.client.get(path))
+        assert status == 404, path
+
+
+async def test_describing_others_executions_shares_the_rate_limit(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("notifier.executions.DESCRIBE_PATIENCE", 0.05)
+    served.executions.limiter = RateLimiter(rate=0.01, burst=1)
+    first, second = new_txn_id(), new_txn_id()
+    for txn_id in (first, second):
+        served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output="{}")
+    assert (await answer(await served.client.get(f"/executions/{first}")))[0] == 200
+    status, headers, body = await answer(await served.client.get(f"/executions/{second}"))
+    assert (status, headers["Retry-After"], body["awsErrorCode"]) == (503, "5", "RateLimited")
+    assert served.executions.described == [served.executions.elsewhere[first]["executionArn"]]
+
+
+async def test_listing_executions(served: Served) -> None:
+    ids = [new_txn_id() for _ in range(3)]
+    for txn_id, status in zip(ids, (Status.RUNNING, Status.SUCCEEDED, Status.RUNNING), strict=True):
+        served.executions.ran_elsewhere(txn_id, status, stopDate=None)
+    status, _, body = await answer(await served.client.get("/executions?limit=2"))
+    assert status == 200
+    assert [e["transactionId"] for e in body["executions"]] == ids[:2]
+    assert body["executions"][0]["route"] == "hello"
+    assert body["executions"][0]["startDate"] == "2026-01-01T00:00:00.000Z"
+    status, _, rest = await answer(
+        await served.client.get(
+            "/executions", params={"limit": "2", "nextToken": body["nextToken"]}
+        )
+    )
+    assert ([e["transactionId"] for e in rest["executions"]], rest["nextToken"]) == (ids[2:], None)
+    status, _, running = await answer(
+        await served.client.get("/executions?route=hello&status=RUNNING")
+    )
+    assert [e["transactionId"] for e in running["executions"]] == [ids[0], ids[2]]
+    for query, code in [
+        ("limit=0", 400), ("limit=1001", 400), ("limit=x", 400), ("status=DONE", 400),
+        ("route=nowhere", 404),
+    ]:  # fmt: skip
+        status, _, body = await answer(await served.client.get(f"/executions?{query}"))
+        assert status == code, query
+
+
+async def test_listing_pages_through_every_route() -> None:
+    """The real Executions.listing, one route after the other, on a ListExecutions that
+    answers in pages of two."""
+    pages = {
+        "hello": [[{"name": "h1"}, {"name": "h2"}], [{"name": "h3"}]],
+        "p1": [[{"name": "p1"}]],
+    }
+
+    class Sfn:
+        async def list_executions(self, **kwargs: Any) -> dict[str, Any]:
+            route = "hello" if kwargs["stateMachineArn"].endswith("Hello") else "p1"
+            index = int(kwargs.get("nextToken", 0))
+            items = pages[route][index][: kwargs["maxResults"]]
+            more = index + 1 < len(pages[route])
+            return {"executions": items, **({"nextToken": str(index + 1)} if more else {})}
+
+    executions = Executions(
+        None, Sfn(), "bucket", INSTANCE, lambda: ROUTES,
+        put_object=no_aws_call, start_execution=no_aws_call,
+    )  # fmt: skip
+    seen, token = [], None
+    while True:
+        page = await executions.listing(["hello", "p1"], None, 2, token)
+        seen.append([item["name"] for item in page.items])
+        token = page.next_token
+        if token is None:
+            break
+    assert seen == [["h1", "h2"], ["h3", "p1"]]
+    with pytest.raises(InvalidPageTokenError):
+        await executions.listing(["p1"], None, 2, "garbage")
+
+
 # ---------------------------------------------------------------- who may call what
 
 
@@ -401,6 +720,8 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
     txn_id = new_txn_id()
     guarded = [
         ("POST", "/hello"),
+        ("GET", "/hello"),
+        ("GET", "/executions"),
         ("GET", f"/executions/{txn_id}?wait=0"),
         ("POST", f"/executions/{txn_id}/stop"),
         ("GET", "/metrics"),
@@ -463,6 +784,88 @@ async def test_a_reload_puts_routes_limits_and_keys_in_force(served: Served) -> 
     assert served.executions.routes.keys() == {"hello"}
 
 
+# ---------------------------------------------------------------- other sites' pages
+
+FOREIGN = "https://evil.example"
+
+
+async def test_with_keys_off_a_page_of_another_site_starts_nothing(served: Served) -> None:
+    # The form a foreign page can make any browser submit, and what its scripts may send.
+    for request_kwargs in (
+        {"data": b'{"a": 1}', "headers": {"Origin": FOREIGN, "Content-Type": "text/plain"}},
+        {"json": {"a": 1}, "headers": {"Origin": FOREIGN}},
+        {"json": {"a": 1}, "headers": {"Origin": "null"}},  # a sandboxed frame, a file
+        {
+            "json": {"a": 1},
+            "headers": {
+                "Origin": str(served.client.make_url("")).replace("127.0.0.1", "localhost")
+            },
+        },
+    ):
+        status, _, body = await answer(await served.client.post("/hello", **request_kwargs))
+        assert status == 403, request_kwargs
+        assert "another origin" in body["message"]
+    for path in ("/approvals/x", "/executions/x/stop"):
+        status, _, _ = await answer(await served.client.post(path, headers={"Origin": FOREIGN}))
+        assert status == 403, path
+    status, _, _ = await answer(await served.client.get("/approvals", headers={"Origin": FOREIGN}))
+    assert status == 403
+    assert served.executions.started.empty()
+
+
+async def test_with_keys_off_the_daemons_own_page_and_clients_without_origin_are_served(
+    served: Served,
+) -> None:
+    own = str(served.client.make_url("")).rstrip("/")
+    for headers in ({"Origin": own, **LONG}, LONG):
+        request = asyncio.ensure_future(
+            served.client.post("/hello", json={"a": 1}, headers=headers)
+        )
+        served.complete(await served.executions.next_started())
+        status, _, _ = await answer(await request)
+        assert status == 200, headers
+
+
+async def test_a_loopback_daemon_answers_to_loopback_names_only(served: Served) -> None:
+    """A name re-pointed at 127.0.0.1 (DNS rebinding) makes the attacker's page the daemon's
+    own origin; its Host still names the attacker's site."""
+    port = served.client.port
+    for host in (f"evil.example:{port}", f"10.0.0.1:{port}", "no host at all"):
+        headers = {"Host": host, "Origin": f"http://{host}"}
+        status, _, body = await answer(await served.client.post("/hello", json={}, headers=headers))
+        assert status == 403, host
+        assert "loopback name" in body["message"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        async with served.client.get("/healthz", headers={"Host": host}) as response:
+            assert response.status == 200, host
+    assert served.executions.started.empty()
+
+
+async def test_with_keys_on_the_key_decides_not_the_origin() -> None:
+    key = new_key()
+    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})
+    async with serving(config) as served:
+        foreign = {"Origin": FOREIGN, "Host": "notifier.example"}
+        status, _, _ = await answer(await served.client.post("/hello", json={}, headers=foreign))
+        assert status == 401
+        status, _, _ = await answer(
+            await served.client.get("/approvals", headers={**foreign, "x-api-key": key})
+        )
+        assert status == 200
+
+
+async def test_every_answer_forbids_framing_and_sniffing(served: Served) -> None:
+    for path in ("/", "/dashboard/static/dashboard.js", "/healthz", "/readyz", "/nowhere"):
+        async with served.client.get(path) as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in policy, path
+            assert "default-src 'self'" in policy
+            assert response.headers["X-Frame-Options"] == "DENY"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+    async with served.client.get("/events") as response:  # a stream, prepared early
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
 # ---------------------------------------------------------------- operating endpoints
 
 
@@ -483,6 +886,22 @@ async def test_readyz_says_whether_aws_answers(served: Served) -> None:
     served.app[ADMISSION].accepting = False
     status, _, body = await answer(await served.client.get("/readyz"))
     assert (status, body["accepting"]) == (503, False)
+
+
+async def test_readyz_details_need_a_key_when_keys_are_required() -> None:
+    key = new_key()
+    async with serving(settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})) as served:
+        served.executions.unreachable = "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        for headers in ({}, {"x-api-key": key[::-1]}):
+            status, _, body = await answer(await served.client.get("/readyz", headers=headers))
+            # A load balancer still learns whether to send traffic, and nothing else.
+            assert (status, body) == (503, {"ready": False, "state": "not ready"}), headers
+        status, _, body = await answer(
+            await served.client.get("/readyz", headers={"x-api-key": key})
+        )
+        assert status == 503
+        assert body["awsError"] == "AccessDenied: arn:aws:iam::123456789012:role/secret"
+        assert {"sqsQueue", "instanceId", "held"} <= body.keys()
 
 
 async def test_healthz_and_metrics(served: Served) -> None:
@@ -541,6 +960,21 @@ async def test_deciding_an_approval() -> None:
             await served.client.post("/approvals/nope", json={"approved": True})
         )
         assert status == 404
+
+
+async def test_a_decision_names_the_api_key_that_made_it() -> None:
+    key = new_key()
+    config = settings(api_keys={"alice": ApiKeySettings(sha256=hash_key(key))})
+    async with serving(config, inbox=True) as served:
+        assert served.inbox is not None
+        served.inbox.add("a1")
+        status, _, _ = await answer(
+            await served.client.post(
+                "/approvals/a1", json={"approved": False}, headers={"x-api-key": key}
+            )
+        )
+        assert status == 200
+        assert served.inbox.decided_by == {"a1": "alice"}
 
 
 async def test_details_of_an_execution_of_a_route(served: Served) -> None:

@@ -185,9 +185,41 @@ async def every_route(record: Recorder) -> None:
     await record("POST", "/approvals/a1", json={"approved": True})
     await record("POST", "/approvals/nope", json={"approved": True})
     await record("POST", "/approvals/a2", json={"approved": "yes"})
-    await record("POST", "/approvals/a2", data=b"x" * 300)
+    json_body = {"Content-Type": "application/json"}
+    await record("POST", "/approvals/a2", data=b"x" * 300, headers=json_body)
+    await record("POST", "/approvals/a2", data=b'{"approved": true}')  # not sent as JSON
+    await record("POST", "/hello", data=b"{}", headers={"Origin": "https://evil.example"})
     served.inbox.failure = AwsError("SendTaskFailure", "ThrottlingException", "slow")
     await record("POST", "/approvals/a2", json={"approved": False})
+
+    await keyed_and_listed(record)
+
+
+async def keyed_and_listed(record: Recorder) -> None:
+    """Idempotency keys, re-attach by key and by ARN, and the listing."""
+    served, fake = record.served, record.served.executions
+    keyed = {"Idempotency-Key": '"order-1"', "Prefer": "respond-async"}
+    first = await record("POST", "/hello", json={"n": 1}, headers=keyed)
+    await record("POST", "/hello", json={"n": 1}, headers=keyed)
+    await record("POST", "/hello", json={"n": 2}, headers=keyed)
+    await record("POST", "/hello", json={}, headers={"Idempotency-Key": "two words"})
+    await record("GET", "/hello?wait=0", headers=keyed)
+    await record("GET", "/hello?wait=0", headers={"Idempotency-Key": "unknown"})
+    await record("GET", "/hello")
+    served.complete(json.loads(first.body)["transactionId"], output={"n": 1})
+    await record("GET", "/hello", headers=keyed)
+    arn = json.loads(first.body)["executionArn"]
+    await record("GET", f"/executions/{arn}?wait=0")
+    await record("POST", f"/executions/{arn}/stop")
+    await record("GET", f"/executions/{arn.replace('Hello', 'Other')}")
+    await record("GET", "/executions?limit=1")
+    page = await record("GET", "/executions?route=hello&status=SUCCEEDED")
+    assert json.loads(page.body)["executions"]
+    await record("GET", "/executions?limit=0")
+    await record("GET", "/executions?route=nowhere")
+    fake.failures["ListExecutions"] = AwsError("ListExecutions", "AccessDenied", "no")
+    await record("GET", "/executions")
+    del fake.failures["ListExecutions"]
 
 
 def operation_of(document: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:
@@ -245,4 +277,4 @@ async def test_real_answers_of_every_route_are_as_documented() -> None:
     exercised = {operation_of(document, e.method, e.path)[0] for e in record.exchanges}
     assert exercised == set(document["paths"])
     statuses = {e.status for e in record.exchanges}
-    assert statuses >= {200, 202, 400, 401, 404, 409, 413, 429, 502, 503, 504}
+    assert statuses >= {200, 202, 400, 401, 404, 409, 413, 422, 429, 502, 503, 504}

@@ -1,32 +1,45 @@
-"""The approval inbox's loops outlive failing inner calls."""
+"""The approval inbox: requests moved from the queue into the stack's approvals table, shared
+by every instance and decided once, against the local stack's DynamoDB; its loops outlive
+failing inner calls."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from notifier.dashboard.approvals import ApprovalInbox
+import pytest
+from botocore.exceptions import ClientError
+
+from notifier.dashboard import approvals
+from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, Decision
+from notifier.executions import AwsError
+from notifier.local.stack import LocalStack
 from tests.eventually import eventually
 from tests.sources.fakes import running_tasks
 
-REQUEST = {
-    "TaskToken": "token",
-    "ExecutionArn": "arn:aws:states:us-east-1:123456789012:execution:a:b",
-    "ExecutionName": "b",
-    "File": {"name": "f"},
-}
+
+def request(name: str) -> dict[str, Any]:
+    return {
+        "TaskToken": f"token-{name}",
+        "ExecutionArn": f"arn:aws:states:us-east-1:123456789012:execution:notifier-test:{name}",
+        "ExecutionName": name,
+        "File": {"name": "f"},
+    }
 
 
-class FlakySqs:
-    """ReceiveMessage and ChangeMessageVisibilityBatch each raise the first time."""
+class QueueWithOneRequest:
+    """An approval queue holding one request; ReceiveMessage raises the first time."""
 
-    def __init__(self) -> None:
+    def __init__(self, message_id: str) -> None:
         self.receives = 0
-        self.renewals = 0
-        self._messages = [
-            {"MessageId": "m1", "ReceiptHandle": "r1", "Body": json.dumps(REQUEST)},
-        ]
+        self.deleted: list[str] = []
+        body = json.dumps(request(message_id))
+        self._messages = [{"MessageId": message_id, "ReceiptHandle": "r1", "Body": body}]
 
     async def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         self.receives += 1
@@ -36,21 +49,143 @@ class FlakySqs:
         messages, self._messages = self._messages, []
         return {"Messages": messages}
 
-    async def change_message_visibility_batch(self, **kwargs: Any) -> None:
-        if kwargs["Entries"][0]["VisibilityTimeout"] == 0:
-            return  # the inbox letting go at stop
-        self.renewals += 1
-        if self.renewals == 2:  # the first renewal after the receive
-            raise RuntimeError("renewing broke")
+    async def delete_message(self, **kwargs: Any) -> None:
+        self.deleted.append(kwargs["ReceiptHandle"])
 
 
-async def test_the_inbox_recovers_when_its_inner_calls_raise() -> None:
-    sqs = FlakySqs()
-    inbox = ApprovalInbox(sqs, None, "http://sqs/approvals", retry_min=0.01, retry_max=0.02)
-    inbox.renew_every = 0.01
-    async with inbox:
-        await eventually(lambda: inbox.error == "receiving broke")
-        await eventually(lambda: [a.id for a in inbox.pending()] == ["m1"])
-        await eventually(lambda: sqs.renewals >= 4)  # renewing went on after it broke
-        assert {"approvals-receive", "approvals-renew"} <= running_tasks()
-        assert inbox.error is None
+class StepFunctions:
+    """Records SendTaskSuccess; raises ``failure`` when set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.failure: Exception | None = None
+
+    async def send_task_success(self, taskToken: str, output: str) -> None:  # noqa: N803
+        await asyncio.sleep(0.01)
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append((taskToken, json.loads(output)))
+
+
+@asynccontextmanager
+async def inboxes(
+    stack: LocalStack, count: int, sqs: Any = None, sfn: Any = None
+) -> AsyncIterator[list[ApprovalInbox]]:
+    """``count`` instances' inboxes on the stack's approvals table, not yet started."""
+    async with AsyncExitStack() as exits:
+        dynamodb = await exits.enter_async_context(stack.aws().client("dynamodb"))
+        yield [
+            ApprovalInbox(
+                sqs or QueueWithOneRequest("unused"),
+                sfn,
+                dynamodb,
+                "http://sqs/approvals",
+                stack.outputs["ApprovalTableName"],
+                instance_id=f"instance-{i}",
+                retry_min=0.01,
+                retry_max=0.02,
+            )
+            for i in range(count)
+        ]
+
+
+async def moved(inbox: ApprovalInbox, name: str) -> str:
+    """Put the request of execution ``name`` into the table as the queue would bring it."""
+    message_id = str(uuid.uuid4())
+    body = json.dumps(request(name))
+    await inbox._move({"MessageId": message_id, "ReceiptHandle": "r", "Body": body})
+    return message_id
+
+
+async def test_the_inbox_moves_requests_into_the_table_and_recovers_when_calls_raise(
+    stack: LocalStack,
+) -> None:
+    message_id = str(uuid.uuid4())
+    sqs = QueueWithOneRequest(message_id)
+    async with inboxes(stack, 2, sqs=sqs) as (inbox, other):
+        inbox.refresh_every = 0.05
+        async with inbox:
+            await eventually(lambda: inbox.error == "receiving broke")
+            await eventually(lambda: message_id in [a.id for a in inbox.pending()])
+            assert {"approvals-receive", "approvals-refresh"} <= running_tasks()
+            assert inbox.error is None
+        # Off the queue, in the table: every instance lists it.
+        assert sqs.deleted == ["r1"]
+        assert message_id in [a.id for a in await other.refresh()]
+        # Moved again (a delete that did not go through): still one request.
+        await other._move(
+            {"MessageId": message_id, "ReceiptHandle": "r2", "Body": json.dumps(request("x"))}
+        )
+        assert [a.id for a in await other.refresh()].count(message_id) == 1
+
+
+async def test_one_decision_wins_wherever_it_is_made(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=approvals.__name__)
+    sfn = StepFunctions()
+    async with inboxes(stack, 2, sfn=sfn) as (first, second):
+        name = f"exec-{uuid.uuid4()}"
+        approval_id = await moved(first, name)
+        outcomes = await asyncio.gather(
+            first.decide(approval_id, False, "no", "alice"),
+            second.decide(approval_id, True, "yes", "bob"),
+            return_exceptions=True,
+        )
+        decided = [o for o in outcomes if isinstance(o, Decision)]
+        refused = [o for o in outcomes if isinstance(o, ApprovalDecidedError)]
+        assert (len(decided), len(refused)) == (1, 1), outcomes
+        assert len(sfn.sent) == 1
+        token, output = sfn.sent[0]
+        assert token == f"token-{name}"
+        assert output["approved"] is (decided[0] is Decision.APPROVED)
+        with pytest.raises(ApprovalDecidedError) as again:
+            await second.decide(approval_id, True, "", "carol")
+        assert again.value.decision == str(decided[0])
+        assert approval_id not in [a.id for a in await second.refresh()]
+        item = await table_item(first, approval_id)
+        decider = "alice" if decided[0] is Decision.REJECTED else "bob"
+        assert item["DecidedBy"]["S"] == decider
+        assert item["Outcome"]["S"] == str(decided[0])
+        # The log line of the decision names the API key that made it.
+        lines = [r.getMessage() for r in caplog.records if approval_id in r.getMessage()]
+        assert f"approval {approval_id} for {name}: {decided[0]} by {decider}" in lines
+
+
+async def test_a_decision_that_could_not_be_sent_leaves_the_request_pending(
+    stack: LocalStack,
+) -> None:
+    sfn = StepFunctions()
+    async with inboxes(stack, 1, sfn=sfn) as (inbox,):
+        approval_id = await moved(inbox, f"exec-{uuid.uuid4()}")
+        sfn.failure = ClientError({"Error": {"Code": "AccessDenied"}}, "SendTaskSuccess")
+        with pytest.raises(AwsError):
+            await inbox.decide(approval_id, True, "")
+        assert approval_id in [a.id for a in await inbox.refresh()]
+        sfn.failure = ClientError({"Error": {"Code": "TaskTimedOut"}}, "SendTaskSuccess")
+        with pytest.raises(ApprovalDecidedError, match="no longer waits"):
+            await inbox.decide(approval_id, True, "")
+        assert approval_id not in [a.id for a in await inbox.refresh()]
+
+
+async def test_the_claim_of_an_instance_that_died_deciding_lapses(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sfn = StepFunctions()
+    async with inboxes(stack, 2, sfn=sfn) as (dead, alive):
+        approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
+        await dead._claim(approval_id)  # and then it died
+        with pytest.raises(ApprovalDecidedError, match="being decided"):
+            await alive.decide(approval_id, True, "")
+        monkeypatch.setattr(approvals, "CLAIM_SECONDS", -1)  # as if the claim's time passed
+        approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
+        await dead._claim(approval_id)
+        assert await alive.decide(approval_id, True, "") is Decision.APPROVED
+
+
+async def table_item(inbox: ApprovalInbox, approval_id: str) -> dict[str, Any]:
+    answer = await inbox.dynamodb.get_item(
+        TableName=inbox.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+    )
+    item: dict[str, Any] = answer["Item"]
+    return item

@@ -1,5 +1,7 @@
 """The dashboard in a real browser (headless Chromium): executions appear and finish on the
-page, and a pending approval is approved from it. Leaves a screenshot in ``ARTIFACTS``."""
+page, and a pending approval is approved from it. Leaves a screenshot in ``ARTIFACTS``.
+And what another site's page can make the same browser send to the daemon: nothing it
+takes."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
+from tests.app.fakes import serving
 from tests.daemons import DaemonFactory, call
 from tests.eventually import EVENTUALLY, eventually
 
@@ -51,6 +56,15 @@ async def test_watch_executions_and_approve_one_in_the_browser(
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # What the page's Content-Security-Policy would block is logged as a console error.
+        page.on(
+            "console",
+            lambda message: (
+                errors.append(message.text)
+                if message.type == "error" and "Content Security Policy" in message.text
+                else None
+            ),
+        )
         await page.goto(daemon.url)
         await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
         await expect(page.locator("#instance")).to_have_text(daemon.instance_id)
@@ -117,3 +131,55 @@ async def save_screenshot(page: Page, name: str) -> None:
     path = ARTIFACTS / name
     shot = await page.screenshot(path=path, full_page=True)
     assert len(shot) > 10_000
+
+
+FOREIGN_PAGE = """<!doctype html>
+<form method="post" enctype="text/plain" action="{target}">
+  <input name='{{"foo": "' value='bar"}}'>
+</form>
+"""
+CROSS_SITE_FETCHES = """async (url) => {
+  const body = '{"foo": "bar"}';
+  const sent = {};
+  // A "simple" request: sent without asking, its answer unreadable to the page.
+  const text = {"Content-Type": "text/plain"};
+  await fetch(url, {method: "POST", mode: "no-cors", body, headers: text});
+  sent.simple = "sent";
+  try {  // JSON needs the daemon's consent first (a CORS preflight), which it does not give.
+    const json = {"Content-Type": "application/json"};
+    const answer = await fetch(url, {method: "POST", body, headers: json});
+    sent.json = answer.status;
+  } catch (error) {
+    sent.json = "refused";
+  }
+  return sent;
+}"""
+
+
+async def test_another_sites_page_makes_the_browser_start_nothing(browser: Browser) -> None:
+    """With API keys off (the local default), a page of another site (``localhost`` is not
+    ``127.0.0.1``) submits a form to a route and its script posts to it: the daemon refuses
+    them all, and no workflow starts."""
+    async with serving() as served:
+        target = str(served.client.make_url("/hello"))
+        assert target.startswith("http://127.0.0.1:")
+
+        async def foreign_page(request: web.Request) -> web.Response:
+            return web.Response(text=FOREIGN_PAGE.format(target=target), content_type="text/html")
+
+        site = web.Application()
+        site.router.add_get("/", foreign_page)
+        async with TestServer(site, host="127.0.0.1") as foreign:
+            page = await browser.new_page()
+            await page.goto(f"http://localhost:{foreign.port}/")
+            assert await page.evaluate(CROSS_SITE_FETCHES, target) == {
+                "simple": "sent",
+                "json": "refused",
+            }
+            # The form: the browser shows the daemon's answer, so it did reach the daemon.
+            async with page.expect_navigation(url=target):
+                await page.evaluate("document.forms[0].submit()")
+            answer = json.loads(await page.locator("body").inner_text())
+            assert "another origin (http://localhost:" in answer["message"]
+            await page.close()
+        assert served.executions.started.empty()

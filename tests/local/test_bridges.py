@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -22,10 +23,10 @@ def handler(event, context):
 """
 
 
-def code_zip() -> bytes:
+def code_zip(handler: str = HANDLER) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", HANDLER)
+        archive.writestr("app.py", handler)
     return buffer.getvalue()
 
 
@@ -41,7 +42,9 @@ LAMBDA_TRUST = {
 }
 
 
-async def create_function(stack: LocalStack, greeting: str, timeout: int = 3) -> str:
+async def create_function(
+    stack: LocalStack, greeting: str, timeout: int = 3, handler: str = HANDLER
+) -> str:
     name = new_id("fn")
     async with stack.aws().client("iam") as iam:
         role = await iam.create_role(
@@ -53,7 +56,7 @@ async def create_function(stack: LocalStack, greeting: str, timeout: int = 3) ->
             Runtime="python3.12",
             Role=role["Role"]["Arn"],
             Handler="app.handler",
-            Code={"ZipFile": code_zip()},
+            Code={"ZipFile": code_zip(handler)},
             Timeout=timeout,
             Environment={"Variables": {"GREETING": greeting}},
         )
@@ -197,3 +200,102 @@ async def test_start_execution_without_name_gets_a_fresh_one(local_stack: LocalS
     names = [arn.rsplit(":", 1)[1] for arn in arns]
     assert names[0] != names[1]
     assert all(len(name) == 36 for name in names)
+
+
+async def test_conditional_writes_at_the_same_moment_let_one_through(
+    local_stack: LocalStack,
+) -> None:
+    """As in AWS: of many conditional writes at once, one succeeds, the others are refused."""
+    attempts = 12
+    stack = local_stack
+    key = new_id("conditional")
+    async with stack.aws().client("dynamodb") as dynamodb, stack.aws().client("s3") as s3:
+        table = stack.outputs["ApprovalTableName"]
+        await dynamodb.put_item(TableName=table, Item={"Id": {"S": key}, "State": {"S": "a"}})
+
+        async def update(i: int) -> bool:
+            try:
+                await dynamodb.update_item(
+                    TableName=table,
+                    Key={"Id": {"S": key}},
+                    UpdateExpression="SET #s = :b, Winner = :i",
+                    ConditionExpression="#s = :a",
+                    ExpressionAttributeNames={"#s": "State"},
+                    ExpressionAttributeValues={
+                        ":a": {"S": "a"}, ":b": {"S": "b"}, ":i": {"N": str(i)},
+                    },
+                )  # fmt: skip
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
+
+        async def put(i: int) -> bool:
+            try:
+                await s3.put_object(
+                    Bucket=stack.outputs["ProcessDataBucketName"],
+                    Key=key,
+                    Body=str(i).encode(),
+                    IfNoneMatch="*",
+                )
+            except s3.exceptions.ClientError as exc:
+                assert exc.response["Error"]["Code"] == "PreconditionFailed"
+                return False
+            return True
+
+        assert sum(await asyncio.gather(*(update(i) for i in range(attempts)))) == 1
+        assert sum(await asyncio.gather(*(put(i) for i in range(attempts)))) == 1
+
+    async with stack.aws().client("stepfunctions") as sfn:
+        machine = stack.outputs["HelloStateMachineArn"]
+
+        async def start(i: int) -> str | None:
+            try:
+                started = await sfn.start_execution(
+                    stateMachineArn=machine, name=key, input=json.dumps({"attempt": i})
+                )
+            except sfn.exceptions.ExecutionAlreadyExists:
+                return None
+            return str(started["executionArn"])
+
+        started = [arn for arn in await asyncio.gather(*(start(i) for i in range(attempts))) if arn]
+        assert len(started) == 1
+        listed = await sfn.list_executions(stateMachineArn=machine)
+        assert [e["name"] for e in listed["executions"]].count(key) == 1
+
+
+async def test_an_event_a_target_cannot_take_goes_to_its_dead_letter_queue(
+    local_stack: LocalStack,
+) -> None:
+    """As EventBridge does: the event goes to that target's dead-letter queue, with the
+    error, the rule and the target, and the rule's other targets still get it."""
+    rule, gone, kept, dead_letter = (new_id(kind) for kind in ("rule", "gone", "kept", "dlq"))
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:{}".format
+    aws = local_stack.aws()
+    async with aws.client("sqs") as sqs, aws.client("events") as events:
+        kept_url = (await sqs.create_queue(QueueName=kept))["QueueUrl"]
+        dead_letter_url = (await sqs.create_queue(QueueName=dead_letter))["QueueUrl"]
+        created = await events.put_rule(Name=rule, EventPattern=json.dumps({"source": [rule]}))
+        targets = [  # the queue `gone` does not exist (any more)
+            {
+                "Id": "gone",
+                "Arn": queue_arn(gone),
+                "DeadLetterConfig": {"Arn": queue_arn(dead_letter)},
+            },
+            {"Id": "kept", "Arn": queue_arn(kept)},
+        ]
+        await events.put_targets(Rule=rule, Targets=targets)
+        entry = {"Source": rule, "DetailType": "test", "Detail": json.dumps({"n": 1})}
+        await events.put_events(Entries=[entry])
+        # Delivered while PutEvents was answered: the messages are there.
+        (delivered,) = (await sqs.receive_message(QueueUrl=kept_url))["Messages"]
+        (undelivered,) = (
+            await sqs.receive_message(QueueUrl=dead_letter_url, MessageAttributeNames=["All"])
+        )["Messages"]
+    assert json.loads(delivered["Body"])["detail"] == {"n": 1}
+    event = json.loads(undelivered["Body"])
+    assert (event["source"], event["detail"]) == (rule, {"n": 1})
+    attributes = {k: v["StringValue"] for k, v in undelivered["MessageAttributes"].items()}
+    assert attributes["RULE_ARN"] == created["RuleArn"]
+    assert attributes["TARGET_ARN"] == queue_arn(gone)
+    assert attributes["ERROR_CODE"] == "QueueDoesNotExist"
+    assert attributes["ERROR_MESSAGE"]

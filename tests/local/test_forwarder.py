@@ -72,3 +72,55 @@ async def test_an_ending_without_publishing_reaches_the_instance_topic_and_queue
     if error is not None:
         assert message["error"] == error
     assert dashboard["status"] in ("RUNNING", status)
+
+
+async def test_an_event_the_forwarder_fails_on_is_tried_three_times_then_kept_and_alarmed(
+    stack: LocalStack,
+) -> None:
+    """The forwarder's errors reach Lambda, which retries the event twice and then sends it to
+    the function's dead-letter queue: the undelivered-events queue, which the
+    StatusUndeliveredAlarm watches. Here IoT refuses the completion's topic (a subtopic with
+    a wildcard), while the status publish, made at every attempt, counts them."""
+    name = new_id("unpublishable")
+    machine_arn = stack.outputs["HelloStateMachineArn"]
+    detail = {
+        "executionArn": f"{machine_arn}:{name}".replace(":stateMachine:", ":execution:"),
+        "stateMachineArn": machine_arn,
+        "name": name,
+        "status": "SUCCEEDED",
+        "input": json.dumps({"subtopic": "no+wildcards"}),
+        "output": "{}",
+    }
+    status_topic = f"{stack.outputs['TopicRoot']}/status/{machine_arn.rsplit(':', 1)[1]}/{name}"
+    async with MqttRecorder(stack, None) as status_topics:
+        async with stack.aws().client("events") as events:
+            entry = {
+                "Source": "aws.states",
+                "DetailType": "Step Functions Execution Status Change",
+                "Detail": json.dumps(detail),
+            }
+            await events.put_events(Entries=[entry])
+        url = stack.outputs["StatusUndeliveredQueueUrl"]
+        async with stack.aws().client("sqs") as sqs, asyncio.timeout(EVENTUALLY):
+            kept: list[Any] = []
+            while not kept:
+                received = await sqs.receive_message(
+                    QueueUrl=url, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+                )
+                kept = [m for m in received.get("Messages", []) if name in m["Body"]]
+        # Each attempt published the status before it failed, all of them before the event
+        # was dead-lettered. The broker delivers one publisher's messages in order, so
+        # those before a last one published now are all there were.
+        async with stack.aws().client("iot-data") as iot:
+            await iot.publish(topic=status_topic, qos=1, payload=b'{"last": true}')
+        attempts = []
+        while "last" not in (message := await status_topics.on_topic(status_topic)):
+            attempts.append(message)
+    assert [attempt["status"] for attempt in attempts] == ["SUCCEEDED"] * 3
+    (message,) = kept
+    assert json.loads(message["Body"])["detail"] == detail
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["ErrorCode"] == "200"
+    assert "ForwardingFailed" in attributes["ErrorMessage"]
+    assert f"publish to notifier/no+wildcards/{name} failed" in attributes["ErrorMessage"]
+    assert attributes["RequestID"]

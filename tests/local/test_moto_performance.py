@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import string
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from notifier.local.moto_performance import draw_random_strings_at_once
 from notifier.local.stack import LocalStack
 from tests.local.test_bridges import LAMBDA_TRUST, create_function
 from tests.local.test_workflows import history, new_id, wait_final
@@ -128,3 +131,76 @@ def test_a_definition_is_parsed_once_with_every_heap_key_set() -> None:
     # The program, its states, the Task's resource, parameters and retrier, and more.
     assert len(components) > 10
     assert all(vars(c).get("_EvalComponent__heap_key") for c in components)
+
+
+def invoking(resource: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    task: dict[str, Any] = {"Type": "Task", "Resource": resource, "End": True}
+    if parameters is not None:
+        task["Parameters"] = parameters
+    return {"StartAt": "Invoke", "States": {"Invoke": task}}
+
+
+async def run_once(stack: LocalStack, definition: dict[str, Any], name: str) -> dict[str, Any]:
+    async with stack.aws().client("iam") as iam:
+        role = await iam.create_role(
+            RoleName=new_id("sfn"), AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST)
+        )
+    async with stack.aws().client("stepfunctions") as sfn:
+        machine = await sfn.create_state_machine(
+            name=new_id(name), definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        )
+        started = await sfn.start_execution(
+            stateMachineArn=machine["stateMachineArn"], input=json.dumps({"n": 1})
+        )
+    return await wait_final(stack, started["executionArn"])
+
+
+async def test_lambda_tasks_get_what_the_invoke_api_answers(local_stack: LocalStack) -> None:
+    function = await create_function(local_stack, "tasks")
+    async with local_stack.aws().client("lambda") as awslambda:
+        arn = (await awslambda.get_function(FunctionName=function))["Configuration"]["FunctionArn"]
+
+    plain = await run_once(local_stack, invoking(arn), "plain")
+    assert plain["status"] == "SUCCEEDED"
+    assert json.loads(plain["output"]) == {
+        "greeting": "tasks",
+        "function": function,
+        "event": {"n": 1},
+    }
+
+    integration = await run_once(
+        local_stack,
+        invoking("arn:aws:states:::lambda:invoke", {"FunctionName": function, "Payload.$": "$"}),
+        "integration",
+    )
+    assert integration["status"] == "SUCCEEDED"
+    output = json.loads(integration["output"])
+    assert output["StatusCode"] == 200
+    assert output["Payload"]["event"] == {"n": 1}
+    assert set(output) == {"StatusCode", "Payload"}
+
+    failed = await run_once(local_stack, invoking(arn, {"raise": True}), "raised")
+    assert failed["status"] == "FAILED"
+    assert failed["error"] == "KeyError"
+    assert "asked to fail" in json.loads(failed["cause"])["errorMessage"]
+
+    missing = await run_once(local_stack, invoking(f"{arn}-absent"), "missing")
+    assert missing["status"] == "FAILED"
+    assert missing["error"] == "Exception"
+    assert "Function not found" in missing["cause"]
+
+
+def test_random_strings_keep_their_alphabet_length_and_seed() -> None:
+    draw_random_strings_at_once()
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    first, second = MotoRandom(7), MotoRandom(7)
+    drawn = [first.get_random_string(52) for _ in range(20)]
+    assert drawn == [second.get_random_string(52) for _ in range(20)]
+    assert len(set(drawn)) == 20
+    assert all(len(s) == 52 and s.isalnum() and s.isascii() for s in drawn)
+    assert set("".join(drawn)) - set(string.ascii_letters) != set()  # digits are drawn too
+    letters = first.get_random_string(200, include_digits=False, lower_case=True)
+    assert set(letters) <= set(string.ascii_lowercase)
+    hex_id = first.get_random_hex(64)
+    assert len(hex_id) == 64 and set(hex_id) <= set(string.hexdigits.lower())

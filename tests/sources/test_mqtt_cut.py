@@ -66,7 +66,11 @@ async def test_after_a_cut_mqtt_delivers_again(
         link.restore()
         await eventually(lambda: mqtt.connected)
         assert mqtt.reconnects >= 1
-        assert [await hello(http, daemon, n) for n in range(1, 4)] == ["mqtt"] * 3
+        received = mqtt.received
+        for n in range(1, 4):
+            await hello(http, daemon, n)
+        # MQTT delivered each completion (on a busy machine the queue is sometimes first).
+        await eventually(lambda: mqtt.received >= received + 3)
         assert (await readiness(http, daemon))["state"] == "ready"
 
 

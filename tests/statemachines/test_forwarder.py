@@ -108,19 +108,58 @@ def test_without_a_queue_or_a_subtopic(sqs: Any) -> None:
     assert iot.published[0][0] == "notifier/default/0x01"
 
 
-def test_a_failed_publish_does_not_stop_the_queue_message(sqs: Any) -> None:
-    from botocore.exceptions import EndpointConnectionError
+class Down:
+    def publish(self, **kwargs: Any) -> None:
+        from botocore.exceptions import EndpointConnectionError
 
-    class Down:
-        def publish(self, **kwargs: Any) -> None:
-            raise EndpointConnectionError(endpoint_url="https://iot")
+        raise EndpointConnectionError(endpoint_url="https://iot")
 
+
+def test_a_failed_publish_does_not_stop_the_queue_message_and_fails_the_invocation(
+    sqs: Any,
+) -> None:
     url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
-    delivered = forwarder.Forwarder(Down(), sqs, "notifier", PREFIX).forward(
-        status_event("SUCCEEDED", output="{}")
-    )
-    assert delivered == {"status": False, "mqtt": False, "queue": True}
+    relay = forwarder.Forwarder(Down(), sqs, "notifier", PREFIX)
+    with pytest.raises(forwarder.ForwardingFailed) as failed:
+        relay.forward(status_event("SUCCEEDED", output="{}"))
+    # Raised once every delivery was tried: so Lambda retries the event, then sends it to
+    # the dead-letter queue.
     assert len(received(sqs, url)) == 1
+    assert "publish to notifier/instance-a/0x01 failed" in str(failed.value)
+    assert "publish to notifier/status/notifier-dev-Hello/0x01 failed" in str(failed.value)
+    assert ARN in str(failed.value)
+
+
+def test_a_failed_queue_message_does_not_stop_the_publishes_and_fails_the_invocation(
+    sqs: Any,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sqs, name)
+
+        def send_message(self, **kwargs: Any) -> None:
+            raise ClientError({"Error": {"Code": "KMS.AccessDeniedException"}}, "SendMessage")
+
+    sqs.create_queue(QueueName=f"{PREFIX}instance-a")
+    iot = Recorder()
+    with pytest.raises(forwarder.ForwardingFailed, match="queue for instance-a"):
+        forwarder.Forwarder(iot, Refusing(), "notifier", PREFIX).forward(
+            status_event("FAILED", error="E", cause="C")
+        )
+    assert [topic for topic, _ in iot.published] == [
+        "notifier/instance-a/0x01",
+        "notifier/status/notifier-dev-Hello/0x01",
+    ]
+
+
+def test_the_handler_lets_the_failure_out(sqs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What Lambda sees: the handler raises, and the invocation counts as failed."""
+    relay = forwarder.Forwarder(Down(), sqs, "notifier", PREFIX)
+    monkeypatch.setattr(forwarder, "warm_forwarder", lambda: relay)
+    with pytest.raises(forwarder.ForwardingFailed):
+        forwarder.handler(status_event("RUNNING"))
 
 
 def test_a_queue_is_looked_up_once_and_again_after_it_is_gone(sqs: Any) -> None:

@@ -96,6 +96,14 @@ def test_step_a_adds_its_output_and_writes_encrypted(s3: Any) -> None:
     assert s3.head_object(Bucket=BUCKET, Key=KEY)["ServerSideEncryption"] == "AES256"
 
 
+def test_the_object_keeps_its_metadata_through_the_steps(s3: Any) -> None:
+    metadata = {"notifier-route": "p1", "notifier-request-sha256": "ab" * 32}
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"{}", Metadata=metadata)
+    processa.step_a(event())
+    processa.step_b(event())
+    assert s3.head_object(Bucket=BUCKET, Key=KEY)["Metadata"] == metadata
+
+
 @pytest.mark.parametrize("step", ["b", "c", "d", "e", "f"])
 def test_each_later_step_needs_its_predecessors_output(s3: Any, step: str) -> None:
     put(s3, {"foo": "foo val"})

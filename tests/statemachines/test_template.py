@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Iterator
@@ -17,12 +18,15 @@ import pytest
 import yaml
 
 from notifier import package
+from notifier.local.iot_policy import IotPolicy
 from notifier.package import (
     CloudFormationLoader,
+    checkov_findings,
     lint,
     load_template,
     package_template,
     source_dir,
+    unexplained_skips,
 )
 
 BUCKET = "artifacts-bucket"
@@ -110,6 +114,7 @@ def test_template_parameters_and_outputs(template: dict[str, Any]) -> None:
         "ArchiveResultsTableName",
         "QCSummaryTopicArn",
         "ApprovalQueueUrl",
+        "ApprovalTableName",
     ):
         assert output in template["Outputs"], output
 
@@ -340,7 +345,13 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
         "StatusQueue": {"Fn::GetAtt": ["StatusQueue", "Arn"]},
         "StatusForwarder": {"Fn::GetAtt": ["StatusForwarderFunction", "Arn"]},
     }
-    for output in ("StatusTopicArn", "StatusQueueUrl", "StatusForwarderFunctionArn"):
+    for output in (
+        "StatusTopicArn",
+        "StatusQueueUrl",
+        "StatusForwarderFunctionArn",
+        "StatusUndeliveredQueueUrl",
+        "ApprovalDeadLetterQueueUrl",
+    ):
         assert output in template["Outputs"]
 
 
@@ -441,7 +452,9 @@ def test_status_queue_redrives_to_an_encrypted_dead_letter_queue(template: dict[
     resources = template["Resources"]
     dlq = resources["StatusDeadLetterQueue"]
     assert dlq["Type"] == "AWS::SQS::Queue"
-    assert dlq["Properties"]["SqsManagedSseEnabled"] is True
+    assert dlq["Properties"]["KmsMasterKeyId"] == {
+        "Fn::If": ["HasCustomerKey", {"Ref": "KmsKeyArn"}, "alias/aws/sqs"]
+    }
     assert dlq["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert dlq["Properties"]["QueueName"] == {"Fn::Sub": "notifier-${Stage}-execution-status-dlq"}
     assert resources["StatusQueue"]["Properties"]["RedrivePolicy"] == {
@@ -482,11 +495,12 @@ def test_dashboard_body_is_json_covering_every_state_machine(packaged: tuple) ->
             if namespace == "AWS/States" and dimensions == {"StateMachineArn": arn}
         }
         assert shown == STATES_METRICS, machine
-    assert (
-        "AWS/SQS",
-        "ApproximateNumberOfMessagesVisible",
-        {"QueueName": "queue-StatusDeadLetterQueue"},
-    ) in metrics
+    for queue in ("StatusDeadLetterQueue", "StatusUndeliveredQueue", "ApprovalDeadLetterQueue"):
+        assert (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": f"queue-{queue}"},
+        ) in metrics
     for widget in body["widgets"]:
         assert widget["properties"]["region"] == "us-east-1"
         assert widget["x"] + widget["width"] <= 24
@@ -552,8 +566,8 @@ def test_the_dead_letter_queue_alarms_on_any_message(template: dict[str, Any]) -
     assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert properties["Threshold"] == 1
     assert properties["EvaluationPeriods"] == 1
-    # one alarm per state machine, plus this one
-    assert len(resources_of(template, "AWS::CloudWatch::Alarm")) == len(MACHINES) + 1
+    # one alarm per state machine, this one, and those of the undelivered and approval DLQs
+    assert len(resources_of(template, "AWS::CloudWatch::Alarm")) == len(MACHINES) + 3
 
 
 @pytest.mark.parametrize("topic", ["", ALARM_TOPIC])
@@ -606,8 +620,13 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    "states:ListExecutions": [("notifier/executions.py", "self._sfn.list_executions(")],
+    # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
-    "states:SendTaskFailure": [("notifier/dashboard/approvals.py", "self.sfn.send_task_failure(")],
+    "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
+    "dynamodb:UpdateItem": [("notifier/dashboard/approvals.py", "self.dynamodb.update_item(")],
+    "dynamodb:GetItem": [("notifier/dashboard/approvals.py", "self.dynamodb.get_item(")],
+    "dynamodb:Query": [("notifier/dashboard/approvals.py", "self.dynamodb.query(")],
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
@@ -621,9 +640,7 @@ DAEMON_CALLS = {
         ("notifier/sources/sqs.py", "self.sqs.delete_message_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.delete_message("),
     ],
-    # ChangeMessageVisibilityBatch is authorized as sqs:ChangeMessageVisibility.
     "sqs:ChangeMessageVisibility": [
-        ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility("),
     ],
     "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
@@ -751,8 +768,238 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         assert resources(action) == [own_queue, approval_queue]
     # The dashboard's approvals: the Archive workflow's queue, and its task tokens.
     assert resources("sqs:ChangeMessageVisibility") == [approval_queue]
-    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
-        assert resources(action) == [machines["Archive"]]
+    assert resources("states:SendTaskSuccess") == [machines["Archive"]]
+    assert sorted(resources("states:ListExecutions")) == sorted(
+        machines[m] for m in ROUTED_MACHINES
+    )
+    # The approvals every instance shares: the table and its index of pending requests.
+    table = from_template(template["Resources"]["ApprovalsTable"]["Properties"]["TableName"])
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+    (index,) = template["Resources"]["ApprovalsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"):
+        assert resources(action) == [table_arn, f"{table_arn}/index/{index['IndexName']}"]
     dlq = from_template(template["Resources"]["StatusDeadLetterQueue"]["Properties"]["QueueName"])
     for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
         assert resources(action) == [f"arn:aws:sqs:us-east-1:123456789012:{dlq}"]
+
+
+# ---------------------------------------------------------------- hardening
+
+CUSTOMER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+OWN_KEY = {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+# What EventBridge writes to: AWS-managed keys cannot be used there.
+EVENTBRIDGE_WRITES = {"StatusTopic", "StatusQueue", "StatusUndeliveredQueue"}
+CHECKOV = os.environ.get("CHECKOV") or str(
+    Path(__file__).resolve().parents[2] / ".venv-checkov/bin/checkov"
+)
+
+
+def sub_text(template: dict[str, Any], value: Any) -> str:
+    """A ``Fn::Sub`` string (or a GetAtt ..Arn) as CloudFormation would fill it in for the
+    default parameters, in us-east-1 of account 123456789012."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"arn:aws:{value['Fn::GetAtt'][0]}"
+    filled = {
+        "AWS::Partition": "aws",
+        "AWS::Region": "us-east-1",
+        "AWS::AccountId": "123456789012",
+    }
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return filled.get(name) or str(template["Parameters"][name]["Default"])
+
+    return re.sub(r"\$\{([^}]+)\}", one, value["Fn::Sub"])
+
+
+@pytest.mark.parametrize("key", ["", CUSTOMER_KEY])
+def test_every_topic_and_queue_is_encrypted_with_kms(template: dict[str, Any], key: str) -> None:
+    parameters = {"KmsKeyArn": key}
+    assert re.fullmatch(template["Parameters"]["KmsKeyArn"]["AllowedPattern"], key)
+    own_key = template["Resources"]["EncryptionKey"]
+    assert condition_value(template, {"Condition": own_key["Condition"]}, parameters) is (key == "")
+    assert own_key["Properties"]["EnableKeyRotation"] is True
+    encrypted = {
+        **resources_of(template, "AWS::SNS::Topic"),
+        **resources_of(template, "AWS::SQS::Queue"),
+    }
+    assert len(encrypted) == 2 + 5
+    for name, resource in encrypted.items():
+        properties = resolved(template, resource["Properties"], parameters)
+        assert "SqsManagedSseEnabled" not in properties, name  # not a form scanners know
+        if key:
+            expected: Any = key
+        elif name in EVENTBRIDGE_WRITES:
+            expected = OWN_KEY
+        else:
+            expected = "alias/aws/sns" if resource["Type"] == "AWS::SNS::Topic" else "alias/aws/sqs"
+        assert properties["KmsMasterKeyId"] == expected, name
+
+
+def test_the_stack_key_lets_eventbridge_and_the_log_groups_use_it(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["EncryptionKey"]["Properties"]["KeyPolicy"]
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["EventBridgeEncrypts"]["Principal"] == {"Service": "events.amazonaws.com"}
+    assert set(statements["EventBridgeEncrypts"]["Action"]) == {
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    }
+    logs = statements["LogsEncrypt"]
+    assert logs["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}
+    scope = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert sub_text(template, scope).endswith(":log-group:/aws/lambda/notifier-dev-*")
+    for statement in policy["Statement"]:
+        assert statement["Principal"] != "*" and statement["Principal"] != {"AWS": "*"}
+
+
+def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any]) -> None:
+    functions = resources_of(template, "AWS::Lambda::Function")
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    named = {g["Properties"]["LogGroupName"]["Fn::Sub"]: g["Properties"] for g in groups.values()}
+    assert set(named) == {f"/aws/lambda/${{{name}}}" for name in functions}
+    for properties in named.values():
+        assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert properties["KmsKeyId"] == {
+            "Fn::If": ["HasCustomerKey", {"Ref": "KmsKeyArn"}, OWN_KEY]
+        }
+    assert template["Parameters"]["LogRetentionDays"]["Default"] >= 365
+    # The functions may not create their groups themselves (without retention).
+    for role in resources_of(template, "AWS::IAM::Role").values():
+        for policy in role["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = as_list(statement.get("Action", []))  # none in an Fn::If
+                assert "logs:CreateLogGroup" not in actions
+
+
+def test_the_authorizer_has_reserved_concurrency(template: dict[str, Any]) -> None:
+    function = template["Resources"]["TokenAuthorizerFunction"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == {"Ref": "AuthorizerConcurrency"}
+    assert template["Parameters"]["AuthorizerConcurrency"]["MinValue"] >= 1
+
+
+def test_undelivered_status_events_land_in_a_queue_that_alarms(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    undelivered = {"Fn::GetAtt": ["StatusUndeliveredQueue", "Arn"]}
+    # Lambda's asynchronous retries end there (only EventBridge invokes a function
+    # asynchronously: the state machines, API Gateway and IoT wait for their answers).
+    forwarder = resources["StatusForwarderFunction"]["Properties"]
+    assert forwarder["DeadLetterConfig"] == {"TargetArn": undelivered}
+    others = set(resources_of(template, "AWS::Lambda::Function")) - {"StatusForwarderFunction"}
+    for name in others:
+        assert "DeadLetterConfig" not in resources[name]["Properties"], name
+    (policy,) = resources["StatusForwarderFunctionRole"]["Properties"]["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert statements["DeadLetterQueue"]["Action"] == "sqs:SendMessage"
+    assert statements["DeadLetterQueue"]["Resource"] == undelivered
+    assert statements["DeadLetterQueueKey"]["Resource"] == {
+        "Fn::If": ["HasCustomerKey", {"Ref": "KmsKeyArn"}, OWN_KEY]
+    }
+    # So do the events EventBridge could not deliver to any of the rule's targets.
+    for target in resources["StatusRule"]["Properties"]["Targets"]:
+        assert target["DeadLetterConfig"] == {"Arn": undelivered}, target["Id"]
+    queue_policy = resources["StatusUndeliveredQueuePolicy"]["Properties"]
+    (statement,) = queue_policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StatusRule", "Arn"]}}
+    }
+    alarm = resources["StatusUndeliveredAlarm"]["Properties"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["StatusUndeliveredQueue", "QueueName"]}}
+    ]
+    assert (
+        alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    )
+
+
+def test_the_approval_queue_has_a_dead_letter_queue_that_alarms(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    redrive = resources["ApprovalQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["ApprovalDeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] >= 10  # a pending request survives daemon restarts
+    alarm = resources["ApprovalDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ApprovalDeadLetterQueue", "QueueName"]}}
+    ]
+
+
+def publish_policy(template: dict[str, Any], role: str) -> IotPolicy:
+    """The iot:Publish statements of a role, its ARNs filled in, as a policy to evaluate."""
+    statements = [
+        {**s, "Resource": [sub_text(template, s["Resource"])]}
+        for policy in template["Resources"][role]["Properties"]["Policies"]
+        for s in policy["PolicyDocument"]["Statement"]
+        if "iot:Publish" in as_list(s.get("Action", []))
+    ]
+    return IotPolicy.from_documents([json.dumps({"Statement": statements})])
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_workflows_publish_only_completions(template: dict[str, Any], machine: str) -> None:
+    role = template["Resources"][machine]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    policy = publish_policy(template, role)
+    topic = "arn:aws:iot:us-east-1:123456789012:topic/"
+    assert policy.allows("iot:Publish", topic + "notifier/notifier-a/txn-1")  # Notify's topic
+    assert policy.allows("iot:Publish", topic + "notifier/default/txn-1")
+    for refused in (
+        "notifier/status/ProcessA/txn-1",  # the forwarder's status topics, for dashboards
+        "notifier/status/txn-1",
+        "notifier/txn-1",  # not <root>/<subtopic>/<execution>
+        "other/notifier-a/txn-1",
+    ):
+        assert not policy.allows("iot:Publish", topic + refused), (machine, refused)
+
+
+def test_the_forwarder_publishes_status_and_completions(template: dict[str, Any]) -> None:
+    policy = publish_policy(template, "StatusForwarderFunctionRole")
+    topic = "arn:aws:iot:us-east-1:123456789012:topic/"
+    assert policy.allows("iot:Publish", topic + "notifier/status/ProcessA/txn-1")
+    assert policy.allows("iot:Publish", topic + "notifier/notifier-a/txn-1")
+    assert not policy.allows("iot:Publish", topic + "other/notifier-a/txn-1")
+
+
+def test_every_checkov_skip_gives_a_one_line_reason(template: dict[str, Any]) -> None:
+    skipped = [
+        (name, skip)
+        for name, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert len(skipped) >= 60
+    for name, skip in skipped:
+        assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), name
+        assert len(skip["comment"]) <= 160, (name, skip["id"])
+    assert unexplained_skips(template) == []
+    broken = json.loads(json.dumps(template))
+    skips = broken["Resources"]["HelloFunction"]["Metadata"]["checkov"]["skip"]
+    skips[0]["comment"] = " "
+    del skips[1]["comment"]
+    assert unexplained_skips(broken) == [
+        f"[checkov] HelloFunction skips {skips[0]['id']} without a one-line reason",
+        f"[checkov] HelloFunction skips {skips[1]['id']} without a one-line reason",
+    ]
+
+
+@pytest.fixture(scope="module")
+def checkov() -> str:
+    if not Path(CHECKOV).is_file():
+        pytest.skip(f"no checkov at {CHECKOV} (make test and make lint install it)")
+    return CHECKOV
+
+
+def test_checkov_finds_nothing_the_template_does_not_accept(
+    template: dict[str, Any], checkov: str
+) -> None:
+    assert checkov_findings(template, checkov) == []
+
+
+def test_checkov_fails_the_lint_on_a_new_finding(template: dict[str, Any], checkov: str) -> None:
+    weakened = json.loads(json.dumps(template))
+    del weakened["Resources"]["TokenAuthorizerFunction"]["Properties"][
+        "ReservedConcurrentExecutions"
+    ]
+    weakened["Resources"]["StatusTopic"]["Properties"].pop("KmsMasterKeyId")
+    findings = checkov_findings(weakened, checkov)
+    assert len(findings) == 2, findings
+    assert any("CKV_AWS_115 AWS::Lambda::Function.TokenAuthorizerFunction" in f for f in findings)
+    assert any("CKV_AWS_26 AWS::SNS::Topic.StatusTopic" in f for f in findings)

@@ -12,7 +12,10 @@ this function. For each one it publishes, over AWS IoT:
 and sends that completion to the instance's own queue, ``<CompletionQueuePrefix><subtopic>``,
 when the instance created one. A queue is per instance, so no instance ever reads another's
 completions. Each delivery is tried independently: a broker outage does not stop the queue
-message, which is what the daemon reads while it cannot receive MQTT.
+message, which is what the daemon reads while it cannot receive MQTT. If any failed, the
+invocation fails once all were tried: Lambda retries the event (twice; the deliveries that
+worked are made again, and count once), then sends it to the function's dead-letter queue,
+which alarms. Nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +87,14 @@ def status_message(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class DeliveryFailed(Exception):
+    """One delivery (a publish, a queue message) did not get through."""
+
+
+class ForwardingFailed(Exception):
+    """Some deliveries of an event failed; the others were made."""
+
+
 class Forwarder:
     def __init__(self, iot: Any, sqs: Any, topic_root: str, queue_prefix: str) -> None:
         self.iot = iot
@@ -92,31 +104,48 @@ class Forwarder:
         self._queue_urls: dict[str, str] = {}
         """Queue URL by subtopic, once found: a completion costs one SQS call, not two."""
 
-    def forward(self, event: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, event: dict[str, Any]) -> dict[str, bool]:
+        """Make every delivery of ``event``; say which were made (the queue's is False when
+        the instance has none). Raises :class:`ForwardingFailed` after trying them all if
+        any failed, so that Lambda retries the event and, failing still, sends it to the
+        function's dead-letter queue."""
         detail = event["detail"]
         name = detail["name"]
         machine = detail["stateMachineArn"].rsplit(":", 1)[-1]
-        delivered: dict[str, bool] = {}
+        deliveries: list[tuple[str, Callable[[], bool]]] = []
         if detail["status"] in FINAL:
             subtopic = subtopic_of(detail)
             message = completion(detail)
+            instance_topic = f"{self.topic_root}/{subtopic}/{name}"
             # The queue first: it is what the daemon reads when IoT is what fails.
-            delivered["queue"] = self._enqueue(subtopic, message)
-            delivered["mqtt"] = self._publish(f"{self.topic_root}/{subtopic}/{name}", message)
+            deliveries.append(("queue", lambda: self._enqueue(subtopic, message)))
+            deliveries.append(("mqtt", lambda: self._publish(instance_topic, message)))
         status_topic = f"{self.topic_root}/status/{machine}/{name}"
-        delivered["status"] = self._publish(status_topic, status_message(event))
+        deliveries.append(("status", lambda: self._publish(status_topic, status_message(event))))
+        delivered: dict[str, bool] = {}
+        failures: list[str] = []
+        for kind, deliver in deliveries:
+            try:
+                delivered[kind] = deliver()
+            except DeliveryFailed as exc:
+                log.warning("%s", exc)
+                delivered[kind] = False
+                failures.append(str(exc))
+        if failures:
+            raise ForwardingFailed(
+                f"{detail['executionArn']} {detail['status']}: " + "; ".join(failures)
+            )
         return delivered
 
     def _publish(self, topic: str, message: dict[str, Any]) -> bool:
         try:
             self.iot.publish(topic=topic, qos=1, payload=json.dumps(message).encode())
         except (ClientError, BotoCoreError) as exc:
-            log.warning("publish to %s failed: %s", topic, exc)
-            return False
+            raise DeliveryFailed(f"publish to {topic} failed: {exc}") from exc
         return True
 
     def _enqueue(self, subtopic: str, message: dict[str, Any]) -> bool:
-        """True if sent; False when the instance has no queue or the send failed."""
+        """True if sent; False when the instance has no queue. DeliveryFailed otherwise."""
         try:
             url = self._queue_urls.get(subtopic)
             if url is None:
@@ -128,11 +157,10 @@ class Forwarder:
             self._queue_urls.pop(subtopic, None)  # deleted, perhaps: look it up next time
             code = exc.response.get("Error", {}).get("Code", "")
             if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
-                log.warning("queue for %s: %s", subtopic, exc)
+                raise DeliveryFailed(f"queue for {subtopic}: {exc}") from exc
             return False
         except BotoCoreError as exc:
-            log.warning("queue for %s: %s", subtopic, exc)
-            return False
+            raise DeliveryFailed(f"queue for {subtopic}: {exc}") from exc
         return True
 
 

@@ -5,7 +5,8 @@ The process data lives in one S3 object (the "sidecar"): the key arrives as
 that the previous step's output is there (S3 may serve an older copy of an
 object that was just written), adds its own output and writes the object back.
 A missing predecessor raises ``S3DataPreconditionError``, which the state
-machine retries. Step f also starts the Downstream state machine.
+machine retries. Step f also starts the Downstream state machine. The object
+keeps the metadata it was stored with (the route, the request's fingerprint).
 
 Event (built by the state machine):
     {"input": <the state data>, "executionName": ..., "executionArn": ...}
@@ -49,25 +50,29 @@ def output_key(step: str) -> str:
     return f"step-{step}-output"
 
 
-def read_process_data(bucket: str, key: str) -> dict[str, Any]:
+def read_process_data(bucket: str, key: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The process data and the object's metadata."""
     s3 = client("s3")
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        stored = s3.get_object(Bucket=bucket, Key=key)
     except s3.exceptions.NoSuchKey as error:
         raise S3DataPreconditionError(f"process data s3://{bucket}/{key} not found") from error
-    data = json.loads(body)
+    data = json.loads(stored["Body"].read())
     if not isinstance(data, dict):
         raise ValueError(f"process data s3://{bucket}/{key} is not a JSON object")
-    return data
+    return data, stored.get("Metadata", {})
 
 
-def write_process_data(bucket: str, key: str, data: dict[str, Any]) -> None:
+def write_process_data(
+    bucket: str, key: str, data: dict[str, Any], metadata: dict[str, str]
+) -> None:
     client("s3").put_object(
         Bucket=bucket,
         Key=key,
         Body=json.dumps(data).encode(),
         ContentType="application/json",
         ServerSideEncryption="AES256",
+        Metadata=metadata,
     )
 
 
@@ -91,11 +96,11 @@ def run_step(step: str, event: dict[str, Any], produce: Callable[[dict[str, Any]
     state = event["input"]
     key = state["processData"]
     bucket = os.environ["PROCESS_DATA_BUCKET"]
-    data = read_process_data(bucket, key)
+    data, metadata = read_process_data(bucket, key)
     check_read_predicate(step, data)
     check_forced_failure(step, state, data)
     data[output_key(step)] = produce(data)
-    write_process_data(bucket, key, data)
+    write_process_data(bucket, key, data, metadata)
     return {"step": f"step-{step}", "processData": key}
 
 
