@@ -15,7 +15,7 @@ once a minute. Collecting the middle generation with the young one keeps each pa
 what a tenth of a second left alive (a held request's objects are walked twice before they
 reach the oldest generation, where reference counting frees them): collected once a second
 instead, the middle generation held a second's worth of held requests and each of its
-collections stopped the loop for 5 to 25 ms. Cyclic garbage still goes within a tenth of a
+collections stopped the loop for 8 to 25 ms. Cyclic garbage still goes within a tenth of a
 second, or a minute for old objects.
 """
 

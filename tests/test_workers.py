@@ -75,6 +75,10 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
                     "who": index, "subtopic": f"serve-test-{index}",
                     "taskresult": "Hello 102 Class",
                 }  # fmt: skip
+                # Its own figures on its own port: its one answer so far.
+                async with http.get(f"{url}/metrics", headers={"x-api-key": key}) as response:
+                    metrics = await response.text()
+                assert 'notifier_requests_total{route="hello",status="SUCCEEDED"} 1.0' in metrics
             async with aiohttp.ClientSession() as fresh:
                 assert (await post(fresh, f"{shared}/hello", key))["status"] == "SUCCEEDED"
 

@@ -261,7 +261,8 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
     if args.held is not None:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
-        print_notes(["stand-in"], workers=options.workers)
+        # Its clients are opened in step with the stand-in's executions starting.
+        print_notes(["stand-in"], workers=options.workers, clients_apart=False)
         for error in held.errors:
             print(f"  a wrong answer: {error}")
         if args.json:
@@ -371,10 +372,17 @@ def _read_lines(path: str) -> list[str]:
 
 
 def print_notes(
-    backends: list[str], options: BenchOptions | None = None, *, workers: int = 1
+    backends: list[str],
+    options: BenchOptions | None = None,
+    *,
+    workers: int = 1,
+    clients_apart: bool = True,
 ) -> None:
+    broker = "the broker and the stand-in" if "stand-in" in backends else "the broker"
+    clients_in = "a process of their own" if clients_apart else "this one"
     notes = [
-        f"machine: {machine()}; everything (stack, daemon, load) on it",
+        f"machine: {machine()}; everything on it: the daemon in a process of its own, "
+        f"{broker} in this one, the HTTP clients in {clients_in}",
         "added latency: workflow end (its completion reaching the MQTT broker) to the whole "
         "answer read by the client, both on this machine's wall clock",
     ]

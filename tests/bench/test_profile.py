@@ -11,7 +11,7 @@ from notifier.bench import run as bench
 from notifier.local.stack import LocalStack
 
 LOOP = "_run_once (asyncio/base_events.py:1922);_run (asyncio/events.py:80)"
-HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app.py:330)"
+HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app/handlers.py:130)"
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,11 @@ HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app.py:330)"
             "AWS calls: the fast path's requests",
         ),
         (f"{HANDLER};final (notifier/answers.py:80);dumps (json/__init__.py:231)",
+         "requests: body, registry, answer, logs, metrics"),
+        (f"{HANDLER};_answer (notifier/app/handlers.py:290)",
+         "requests: body, registry, answer, logs, metrics"),
+        (f"{LOOP};_handle (aiohttp/web_app.py:569);json_errors (notifier/app/middlewares.py:30);"
+         "parse_object (notifier/bodies.py:30);loads (json/__init__.py:346)",
          "requests: body, registry, answer, logs, metrics"),
         (f"{LOOP};data_received (aiohttp/web_protocol.py:400)", "HTTP server (aiohttp)"),
         (f"{LOOP};handle_message (notifier/sources/mqtt.py:420);loads (json/__init__.py:346)",
