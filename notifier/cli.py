@@ -157,7 +157,8 @@ notifier local stack is up (Ctrl-C stops it)
 Try, in another terminal:
   curl -sS -X POST {daemon.url}/p1 -H 'content-type: application/json' -d '{{"foo":"foo val"}}'
   curl -sS -X POST {daemon.url}/hello -H 'content-type: application/json' -d '{{"waitSeconds":2}}'
-  curl -sS -X POST {daemon.url}/archive -d '{{"approval_needed": true}}'   # then approve it at /
+  curl -sS -X POST {daemon.url}/archive -H 'content-type: application/json' \\
+      -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
   notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
   mosquitto_sub -h {host} -p {stack.broker.tls_port} --cafile {stack.ca_file} \\

@@ -63,7 +63,7 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path
     assert process.stdout is not None
     banner = []
     async with asyncio.timeout(180):
-        while not banner or not banner[-1].startswith("Try"):
+        while not banner or not banner[-1].startswith("export AWS_ACCESS_KEY_ID"):
             line = (await process.stdout.readline()).decode()
             assert line, "notifier local exited before it was up"
             banner.append(line.strip())
@@ -78,6 +78,10 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path
     assert any(line.startswith("MQTT broker       mqtts://127.0.0.1:") for line in banner)
     assert f"broker's CA       {tmp_path / 'stack' / 'ca.pem'}" in banner
     assert any(line.startswith("daemon MQTT       transport 'custom-auth'") for line in banner)
+    # The daemon takes only JSON bodies: every example that posts one says so.
+    posts = [line for line in banner if line.startswith("curl -sS -X POST")]
+    assert len(posts) == 3
+    assert all("-H 'content-type: application/json'" in line for line in posts), posts
 
     async with aiohttp.ClientSession() as http:
         async with http.get(url_on("dashboard")) as response:
