@@ -28,7 +28,13 @@ from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 
 log = logging.getLogger("notifier.local.iot_core")
 
-CONNECT_TIMEOUT_SECONDS = 5.0
+CONNACK_TIMEOUT_MS = 10_000
+"""How long the client waits for CONNACK (and each PINGRESP): its default, 3 s, is less than
+the local broker, on an event loop the stack shares, may take to answer a CONNECT; with it
+the publisher failed to connect, and to reconnect after a restart, for as long as that lasted."""
+CONNECT_TIMEOUT_SECONDS = 20.0
+"""Longer than the client itself takes to give a connect up (its TCP connect, 5 s, then the
+CONNACK), so that no attempt is left running behind a publish that failed."""
 PUBACK_TIMEOUT_SECONDS = 30.0
 """How long a publish may wait for its PUBACK while the connection stays up: the broker is
 there, only slow (a busy machine); the bound is for one that hangs."""
@@ -47,6 +53,7 @@ class BrokerPublisher:
             password=password,
             clean_session=True,
             keep_alive_secs=30,
+            ping_timeout_ms=CONNACK_TIMEOUT_MS,
             reconnect_min_timeout_secs=1,
             reconnect_max_timeout_secs=5,
             on_connection_interrupted=self._interrupted,
