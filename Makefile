@@ -66,8 +66,13 @@ test-tools:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
+# The suite runs in this many worker processes (pytest-xdist), each with a local stack of its
+# own on free ports. Most tests wait on workflows, timers and other processes rather than
+# use a core, so more workers than cores pay. TEST_WORKERS=0: all in this one process.
+TEST_WORKERS ?= 4
+
 test: install checkov test-tools
-	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install checkov
 	$(BIN)/ruff check notifier iotauth statemachines tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,14 +14,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_STACK = {"moto", "amqtt"}
+NOT_SOURCE = (".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*_cache")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools builds in the source tree (build/, *.egg-info): a copy of it of its own, so
+    # that workers running this module at once do not build in each other's way.
+    source = tmp_path_factory.mktemp("source") / "notifier"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(out), str(REPO)],
+        + ["--wheel-dir", str(out), str(source)],
         check=True,
         timeout=120,
     )

@@ -22,6 +22,7 @@ from amqtt.session import Session
 from notifier.lifecycle import Service
 from notifier.local.broker_auth import AccessControl, IotAuthPlugin
 from notifier.local.broker_sessions import SessionKeepingBroker
+from notifier.local.broker_stop import ClosingBroker
 from notifier.local.certificates import KeyPair
 
 ALPN = {ListenerType.TCP: ["mqtt"], ListenerType.WS: ["http/1.1"]}
@@ -35,11 +36,11 @@ class PortInUseError(Exception):
         self.option = option
 
 
-class TlsBroker(SessionKeepingBroker):
-    """amqtt (with its persistent sessions fixed), with two things its TLS listeners lack: ALPN
-    protocols, which its configuration cannot set, and the TLS connection of a resumed
-    persistent session, for which it kept the session's first one (so a client certificate
-    would be judged by the first connection's)."""
+class TlsBroker(SessionKeepingBroker, ClosingBroker):
+    """amqtt (with its persistent sessions and its stop fixed), with two things its TLS
+    listeners lack: ALPN protocols, which its configuration cannot set, and the TLS connection
+    of a resumed persistent session, for which it kept the session's first one (so a client
+    certificate would be judged by the first connection's)."""
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:

@@ -5,7 +5,11 @@ interpreter does not know the service name AWS uses in `aws-sdk:iotdataplane:pub
 (boto3 calls it ``iot-data``), nor that Step Functions spells that API's lower-case members
 ``Topic``, ``Qos`` and ``Payload``. This bridge teaches it both and forwards every publish
 (from the API or from a state machine) to the broker over a real MQTT connection, waiting
-for the broker's PUBACK so that a broker outage fails the publish, as it would in AWS.
+for the broker's PUBACK. While that connection is down (the broker stopped, or not back yet)
+a publish fails at once, as it would in AWS during an outage, rather than wait in the
+client's queue and reach the broker after it was reported failed; one in flight when the
+connection is lost fails then. On a live connection a slow PUBACK (a busy machine) is
+waited for: failing it would report a publish failed that the broker then delivers.
 It is the one client the broker lets publish, with a password the stack gives both.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 import botocore.session
@@ -23,7 +28,16 @@ from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 
 log = logging.getLogger("notifier.local.iot_core")
 
-PUBLISH_TIMEOUT_SECONDS = 5.0
+CONNACK_TIMEOUT_MS = 10_000
+"""How long the client waits for CONNACK (and each PINGRESP): its default, 3 s, is less than
+the local broker, on an event loop the stack shares, may take to answer a CONNECT; with it
+the publisher failed to connect, and to reconnect after a restart, for as long as that lasted."""
+CONNECT_TIMEOUT_SECONDS = 20.0
+"""Longer than the client itself takes to give a connect up (its TCP connect, 5 s, then the
+CONNACK), so that no attempt is left running behind a publish that failed."""
+PUBACK_TIMEOUT_SECONDS = 30.0
+"""How long a publish may wait for its PUBACK while the connection stays up: the broker is
+there, only slow (a busy machine); the bound is for one that hangs."""
 
 
 class BrokerPublisher:
@@ -39,24 +53,53 @@ class BrokerPublisher:
             password=password,
             clean_session=True,
             keep_alive_secs=30,
+            ping_timeout_ms=CONNACK_TIMEOUT_MS,
             reconnect_min_timeout_secs=1,
             reconnect_max_timeout_secs=5,
+            on_connection_interrupted=self._interrupted,
+            on_connection_resumed=self._resumed,
             disable_metrics=True,
         )
-        self._connected = False
+        self._started = False
+        """Connected once: from then on the client reconnects by itself."""
+        self._down: Future[None] = Future()
+        """Done once the current connection is lost; a new one after each reconnect."""
         self._connect_lock = threading.Lock()
+        self._state_lock = threading.Lock()
 
     def publish(self, topic: str, payload: bytes) -> None:
         with self._connect_lock:
-            if not self._connected:
-                self._connection.connect().result(PUBLISH_TIMEOUT_SECONDS)
-                self._connected = True
-        future, _packet_id = self._connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
-        future.result(PUBLISH_TIMEOUT_SECONDS)
+            if not self._started:
+                self._connection.connect().result(CONNECT_TIMEOUT_SECONDS)
+                self._started = True
+        with self._state_lock:
+            down = self._down
+        if down.done():
+            raise ConnectionError("the connection to the MQTT broker is down")
+        acked, _packet_id = self._connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
+        wait([acked, down], PUBACK_TIMEOUT_SECONDS, return_when=FIRST_COMPLETED)
+        if acked.done():
+            acked.result()
+        elif down.done():
+            raise ConnectionError("the connection to the MQTT broker was lost")
+        else:
+            raise TimeoutError(f"no PUBACK in {PUBACK_TIMEOUT_SECONDS:g} s")
 
     def close(self) -> None:
-        if self._connected:
-            self._connection.disconnect().result(PUBLISH_TIMEOUT_SECONDS)
+        if self._started:
+            self._connection.disconnect().result(CONNECT_TIMEOUT_SECONDS)
+
+    def _interrupted(self, connection: Any, error: Exception, **kwargs: Any) -> None:
+        with self._state_lock:
+            if not self._down.done():
+                self._down.set_result(None)
+
+    def _resumed(
+        self, connection: Any, return_code: Any, session_present: bool, **kwargs: Any
+    ) -> None:
+        with self._state_lock:
+            if self._down.done():
+                self._down = Future()
 
 
 @functools.cache

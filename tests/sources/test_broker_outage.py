@@ -15,9 +15,10 @@ from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 from notifier.local.stack import LocalStack
+from tests.busy_loop import busy_event_loop
 from tests.daemons import DaemonFactory, call, until_ended
 from tests.eventually import eventually
-from tests.mqtt_support import connected
+from tests.mqtt_support import MqttRecorder, connected
 
 HELD = 200
 LONG = {"Prefer": "wait=110"}
@@ -145,3 +146,26 @@ async def test_a_broker_unreachable_at_start(
         await eventually(lambda: not publishing or publisher_connected(stack))
         status, _, body = await call(http, "POST", f"{daemon.url}/hello", json={}, headers=LONG)
         assert (status, body["completedVia"]) == (200, "mqtt")
+
+
+async def test_after_a_stop_on_a_busy_event_loop_completions_come_by_mqtt_again(
+    daemon: Daemon, stack: LocalStack, broker: Any, http: aiohttp.ClientSession
+) -> None:
+    """On a busy loop the stop takes seconds, longer than the workflows' publisher waits to
+    reconnect once its connection is closed; it comes back to the broker started after."""
+    status, _, body = await call(http, "POST", f"{daemon.url}/hello", json={}, headers=LONG)
+    assert (status, body["completedVia"]) == (200, "mqtt")  # the publisher is connected
+    later = [MqttRecorder(stack, f"busy-stop-{n}") for n in range(3)]  # stopped after it
+    for recorder in later:
+        await recorder.start()
+    try:
+        async with busy_event_loop():
+            await broker.stop()
+        await broker.start()
+        await eventually(lambda: daemon.app[MQTT].connected)
+        await eventually(lambda: publisher_connected(stack))
+        status, _, body = await call(http, "POST", f"{daemon.url}/hello", json={}, headers=LONG)
+        assert (status, body["completedVia"]) == (200, "mqtt")
+    finally:
+        for recorder in later:
+            await recorder.stop()
