@@ -49,10 +49,28 @@ async def read_request(reader: asyncio.StreamReader, server: Server) -> bool:
     return True
 
 
-async def answering(
+def answering_with(*parts: bytes) -> Conversation:
+    """Answers every request with ``parts``, each sent on its own."""
+
+    async def conversation(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while await read_request(reader, server):
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+
+    return conversation
+
+
+answering = answering_with(OK)
+
+
+async def held_until_released(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
 ) -> None:
     while await read_request(reader, server):
+        await server.release.wait()
         writer.write(OK)
 
 
@@ -145,12 +163,7 @@ async def test_an_answer_broken_off_is_raised_and_not_sent_again() -> None:
 
 
 async def test_connection_close_answers_are_not_kept() -> None:
-    async def closing(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while await read_request(reader, server):
-            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
-
+    closing = answering_with(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
     async with serving(closing) as server, connections() as pool:
         for _ in range(2):
             assert (await pool.request(server.origin, REQUEST)).body == b"ok"
@@ -158,15 +171,10 @@ async def test_connection_close_answers_are_not_kept() -> None:
 
 
 async def test_a_chunked_answer_is_read_whole() -> None:
-    async def chunked(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while await read_request(reader, server):
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            writer.write(b'3\r\n{"a\r\n')
-            await writer.drain()
-            writer.write(b'4\r\n": 1\r\n1\r\n}\r\n0\r\n\r\n')
-
+    chunked = answering_with(
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n',
+        b'4\r\n": 1\r\n1\r\n}\r\n0\r\n\r\n',
+    )
     async with serving(chunked) as server, connections() as pool:
         answers = [await pool.request(server.origin, REQUEST) for _ in range(2)]
     assert [a.body for a in answers] == [b'{"a": 1}'] * 2
@@ -203,14 +211,7 @@ async def test_no_answer_within_the_read_timeout_is_raised() -> None:
 
 
 async def test_at_most_max_connections_are_open_at_once() -> None:
-    async def held(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while await read_request(reader, server):
-            await server.release.wait()
-            writer.write(OK)
-
-    async with serving(held) as server, connections(max_connections=2) as pool:
+    async with serving(held_until_released) as server, connections(max_connections=2) as pool:
         requests = [asyncio.create_task(pool.request(server.origin, REQUEST)) for _ in range(5)]
         await eventually(lambda: server.requests == 2)
         server.release.set()
@@ -231,14 +232,7 @@ async def test_https_trusts_what_the_given_context_trusts(tmp_path: Path) -> Non
 
 
 async def test_an_interim_answer_is_passed_over_for_the_final_one() -> None:
-    async def continuing(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while await read_request(reader, server):
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await writer.drain()
-            writer.write(OK)
-
+    continuing = answering_with(b"HTTP/1.1 100 Continue\r\n\r\n", OK)
     async with serving(continuing) as server, connections() as pool:
         answers = [await pool.request(server.origin, REQUEST) for _ in range(2)]
     assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 2
@@ -264,7 +258,7 @@ async def test_bytes_on_an_idle_connection_are_never_part_of_an_answer() -> None
 
 
 async def test_closed_while_a_request_is_in_flight_it_connects_no_more() -> None:
-    async def held(
+    async def answers_the_first_only(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
     ) -> None:
         while await read_request(reader, server):
@@ -273,7 +267,7 @@ async def test_closed_while_a_request_is_in_flight_it_connects_no_more() -> None
             else:
                 await reader.read()
 
-    async with serving(held) as server:
+    async with serving(answers_the_first_only) as server:
         pool = connections()
         await pool.request(server.origin, REQUEST)
         in_flight = asyncio.create_task(pool.request(server.origin, REQUEST))
@@ -285,14 +279,7 @@ async def test_closed_while_a_request_is_in_flight_it_connects_no_more() -> None
 
 
 async def test_idle_connections_past_their_time_are_closed_oldest_first() -> None:
-    async def held(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while await read_request(reader, server):
-            await server.release.wait()
-            writer.write(OK)
-
-    async with serving(held) as server, connections() as pool:
+    async with serving(held_until_released) as server, connections() as pool:
         burst = [asyncio.create_task(pool.request(server.origin, REQUEST)) for _ in range(4)]
         await eventually(lambda: server.requests == 4)
         server.release.set()
