@@ -200,9 +200,9 @@ class HttpConnections:
         fresh_since = time.monotonic() - IDLE_SECONDS
         while idle and idle[0].idle_since <= fresh_since:  # the oldest first
             self._drop(idle.pop(0))
-        while idle:
+        while idle:  # the rest are fresh: the most recently used first
             connection = idle.pop()
-            if connection.reusable and connection.idle_since > fresh_since:
+            if connection.reusable:
                 return connection
             self._drop(connection)
         return None
