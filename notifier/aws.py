@@ -27,6 +27,12 @@ class AwsSettings:
     secret_access_key: str | None = None
 
 
+UNRETRIED = frozenset({"stepfunctions"})
+"""Services whose calls the AWS SDK makes once: the daemon retries them itself, within the
+wait of the request they serve and its share of the account's quotas
+(:mod:`notifier.sfn_budget`), rather than the SDK's backoff hiding throttling from it."""
+
+
 class AwsClients:
     """Creates aiobotocore clients that share one session and one configuration.
 
@@ -43,6 +49,9 @@ class AwsClients:
             retries={"mode": "adaptive", "max_attempts": 8},
             max_pool_connections=200,
         )
+        self._unretried_config = self._config.merge(
+            AioConfig(retries={"mode": "standard", "total_max_attempts": 1})
+        )
 
     @asynccontextmanager
     async def client(self, service: str) -> AsyncIterator[Any]:
@@ -52,7 +61,7 @@ class AwsClients:
             endpoint_url=self.settings.endpoint_url,
             aws_access_key_id=self.settings.access_key_id,
             aws_secret_access_key=self.settings.secret_access_key,
-            config=self._config,
+            config=self._unretried_config if service in UNRETRIED else self._config,
         ) as client:
             if self._on_call is not None:
                 on_call = self._on_call

@@ -101,6 +101,11 @@ RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_REPLACED = {
+    ("daemon", "reconcile_rate"): "replaced by sfn_read_rate, the share of the account's "
+    "Step Functions reads of the whole instance (all its workers together)",
+}
+"""Settings that no longer exist, and what to write instead."""
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,14 @@ class DaemonSettings:
     poll_interval: float = 1.5
     """Seconds between DescribeExecution calls for each held request in ``poll`` mode, and
     for re-attached executions whose completion is published to another instance."""
-    reconcile_rate: float = 20.0
-    """Most DescribeExecution calls a second, all of them together: the sweeps of held
-    requests (while MQTT is down, right after it is back, and in ``poll`` mode), the safety
-    net's checks while MQTT is up, and re-attached executions of other instances."""
+    sfn_read_rate: float = 5.0
+    """This instance's share of the account's Step Functions read quotas: DescribeExecution
+    calls a second, all of its worker processes together, with GetExecutionHistory and
+    ListExecutions counted at what they cost of their own quotas (see
+    docs/step-functions-budget.md). Every read draws on it: the sweeps of held requests,
+    the safety net, re-attaches, polling and the dashboard. The default is half of the
+    smallest region's DescribeExecution refill (10/s); the shares of all instances in an
+    account and region together should stay below it."""
     sweep_interval: float = 60.0
     """While MQTT is up, seconds between the slow sweeps that describe held requests nothing
     has been heard of for ``sweep_after`` seconds (a completion lost on the way)."""
@@ -295,6 +304,8 @@ def _build(
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in table:
+        if (section, key) in _REPLACED:
+            raise ConfigError(f"{where}: [{section}] {key}: {_REPLACED[section, key]}")
         if key not in names:
             raise ConfigError(f"{where}: [{section}] unknown key {key!r}")
     values: dict[str, Any] = {}
@@ -399,7 +410,7 @@ def _validate(s: Settings, where: str) -> None:
         fail("[dashboard] approval_queue_url and approval_table: set both, or neither")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
-    for key in ("reconcile_rate", "sweep_interval", "sweep_after"):
+    for key in ("sfn_read_rate", "sweep_interval", "sweep_after"):
         if getattr(s.daemon, key) <= 0:
             fail(f"[daemon] {key}: must be positive")
     if s.sqs.queue_prefix is not None:

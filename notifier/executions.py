@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
+import random
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +19,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws import error_code
-from notifier.config import RouteSettings
-from notifier.ratelimit import RateLimiter
+from notifier.config import DaemonSettings, RouteSettings
+from notifier.fast_calls import THROTTLING_CODES as AWS_THROTTLING_CODES
+from notifier.sfn_budget import BACKGROUND, ReadBudget
 from notifier.waiters import Completion, Status, utcnow
 
 log = logging.getLogger(__name__)
@@ -25,10 +31,18 @@ FINGERPRINT_METADATA = "notifier-request-sha256"
 """The SHA-256 of the request a keyed transaction was started with (see
 :mod:`notifier.idempotency`), kept on its process data object."""
 RATE_LIMITED = "RateLimited"
-"""The code of an :class:`AwsError` for a DescribeExecution this daemon did not make because
-its own ``reconcile_rate`` was spent: a 503 like AWS's throttling."""
-DESCRIBE_PATIENCE = 2.0
-"""Seconds a request waits for its turn at the DescribeExecution rate limit."""
+"""The code of an :class:`AwsError` for a read this daemon did not make because its own
+share of the account's reads (``sfn_read_rate``) was spent: a 503 like AWS's throttling."""
+READ_PATIENCE = 2.0
+"""Seconds a request that needs a read to be answered at all (a re-attach to a transaction
+this instance does not know, a listing, the dashboard's details) waits for it, its turns
+in the read budget and its retries after throttling included."""
+MAX_INPUT_BYTES = 262_144
+"""Step Functions' limit on an execution's input (UTF-8)."""
+START_BACKOFF_BASE = 0.1
+"""Seconds: the cap of the first backoff of a throttled StartExecution; it doubles with each
+retry, up to :data:`START_BACKOFF_CAP`."""
+START_BACKOFF_CAP = 2.0
 LIST_LIMIT = 100
 """Executions a listing page has unless asked for fewer or more, up to the next."""
 MAX_LIST_LIMIT = 1000
@@ -40,26 +54,7 @@ _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409
 IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
 # Events read back from an execution's end to find its completion's publish.
 PUBLISH_LOOKBACK = 50
-# What botocore's retry handler treats as throttling; reaching us means its retries ran out.
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-        RATE_LIMITED,
-    }
-)
+THROTTLING_CODES = AWS_THROTTLING_CODES | {RATE_LIMITED}
 
 
 class AwsError(Exception):
@@ -83,6 +78,10 @@ class AwsError(Exception):
 
 class IdempotencyConflictError(Exception):
     """The idempotency key is taken by a request with another body."""
+
+
+class InputTooLargeError(ValueError):
+    """An execution input larger than Step Functions accepts."""
 
 
 class InvalidPageTokenError(ValueError):
@@ -134,7 +133,9 @@ class Executions:
     """Starts, describes and stops executions, and keeps their process data in S3.
 
     ``put_object`` and ``start_execution``, the two calls of every start, default to the
-    clients' own methods (see :mod:`notifier.fast_calls` for cheaper ones).
+    clients' own methods (see :mod:`notifier.fast_calls` for cheaper ones). Every read of
+    Step Functions draws on ``budget`` (:mod:`notifier.sfn_budget`); a StartExecution that
+    is throttled is tried again, with backoff, until the request's deadline.
     """
 
     def __init__(
@@ -145,12 +146,12 @@ class Executions:
         subtopic: str,
         routes: Callable[[], Mapping[str, RouteSettings]],
         *,
-        limiter: RateLimiter | None = None,
+        budget: ReadBudget | None = None,
         put_object: ApiCall | None = None,
         start_execution: ApiCall | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
-        ``limiter`` is the rate limit every DescribeExecution shares (None: none)."""
+        ``budget`` is the share of the account's reads (None: one of the default rate)."""
         self._s3 = s3
         self._sfn = sfn
         self._put_object: ApiCall = put_object or s3.put_object
@@ -158,7 +159,9 @@ class Executions:
         self.bucket = bucket
         self.subtopic = subtopic
         self._routes = routes
-        self.limiter = limiter
+        self.budget = budget or ReadBudget(DaemonSettings().sfn_read_rate)
+        self.throttled: Counter[str] = Counter()
+        """Step Functions calls answered with throttling, by API."""
 
     @property
     def routes(self) -> Mapping[str, RouteSettings]:
@@ -175,18 +178,44 @@ class Executions:
             return str(exc)
         return None
 
-    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+    def execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> str:
+        """The input of the route's execution for ``body``; raises :class:`InputTooLargeError`
+        when Step Functions would refuse it."""
+        if self.routes[route].input == "sidecar":
+            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
+        else:
+            execution_input = {**body, "subtopic": self.subtopic}
+        text = json.dumps(execution_input)
+        size = len(text.encode())  # ASCII: json.dumps escapes the rest
+        if size > MAX_INPUT_BYTES:
+            raise InputTooLargeError(
+                f"the execution input would be {size} bytes; Step Functions accepts at most "
+                f"{MAX_INPUT_BYTES}"
+            )
+        return text
+
+    async def start(
+        self, route: str, txn_id: str, body: dict[str, Any], deadline: float | None = None
+    ) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 
-        Returns when StartExecution returned. Retrying with the same id and body is
+        Returns when StartExecution returned; a throttled one is tried again until
+        ``deadline`` (monotonic seconds; None: once). Retrying with the same id and body is
         idempotent: the same S3 object, and Step Functions accepts the same name and input.
+        Raises :class:`InputTooLargeError` before any call for an input too large.
         """
+        execution_input = self.execution_input(route, txn_id, body)
         await self._put_process_data(route, txn_id, body)
-        await self._start_named(route, txn_id, body)
+        await self._start_named(route, txn_id, execution_input, deadline)
         return utcnow()
 
     async def start_keyed(
-        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str
+        self,
+        route: str,
+        txn_id: str,
+        body: dict[str, Any],
+        fingerprint: str,
+        deadline: float | None = None,
     ) -> KeyedStart:
         """Start a keyed transaction, or find it started: safe to call again and again, from
         any instance, and never overwriting what is stored.
@@ -196,8 +225,10 @@ class Executions:
         another request took the key (:class:`IdempotencyConflictError`). Step Functions
         settles the rest: StartExecution with the same name and input returns the running
         execution; otherwise the execution is there already (``ExecutionAlreadyExists``)
-        and is described, and for a body route its input must be this body.
+        and is described, and for a body route its input must be this body. A throttled
+        StartExecution is tried again until ``deadline``, as by :meth:`start`.
         """
+        execution_input = self.execution_input(route, txn_id, body)
         try:
             await self._put_process_data(route, txn_id, body, fingerprint)
         except AwsError as exc:
@@ -207,13 +238,17 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
         try:
-            await self._start_named(route, txn_id, body)
+            await self._start_named(route, txn_id, execution_input, deadline)
         except AwsError as exc:
             if exc.code != "ExecutionAlreadyExists":
                 raise
         else:
             return KeyedStart(started_at=utcnow())
-        description = await self.describe_shared(self.execution_arn(route, txn_id))
+        description = await self.describe(
+            self.execution_arn(route, txn_id),
+            deadline=deadline if deadline is not None else time.monotonic(),
+            patience=READ_PATIENCE,
+        )
         if self.routes[route].input == "body":
             try:
                 started_with = json.loads(description.get("input") or "{}")
@@ -260,66 +295,127 @@ class Executions:
         stored = head.get("Metadata", {}).get(FINGERPRINT_METADATA)
         return str(stored) if stored is not None else None
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
-        """StartExecution of the route's state machine, named ``txn_id``."""
-        settings = self.routes[route]
-        if settings.input == "sidecar":
-            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
-        else:
-            execution_input = {**body, "subtopic": self.subtopic}
-        try:
-            await self._start_execution(
-                stateMachineArn=settings.state_machine,
-                name=txn_id,
-                input=json.dumps(execution_input),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("StartExecution", exc) from exc
+    async def _start_named(
+        self, route: str, txn_id: str, execution_input: str, deadline: float | None
+    ) -> None:
+        """StartExecution of the route's state machine, named ``txn_id``; while it is
+        throttled, again after a backoff (full jitter) until ``deadline``. The name makes
+        it start at most once: ``ExecutionAlreadyExists`` on a second attempt means an
+        attempt that seemed to fail started it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._start_execution(
+                    stateMachineArn=self.routes[route].state_machine,
+                    name=txn_id,
+                    input=execution_input,
+                )
+                return
+            except (ClientError, BotoCoreError) as exc:
+                error = AwsError.wrap("StartExecution", exc)
+            if error.code == "ExecutionAlreadyExists" and attempt > 1:
+                return
+            if not error.throttled:
+                raise error
+            self.throttled[error.operation] += 1
+            cap = min(START_BACKOFF_CAP, START_BACKOFF_BASE * 2 ** (attempt - 1))
+            pause = random.random() * cap  # nosec B311  # backoff jitter, not a secret
+            if deadline is None or time.monotonic() + pause >= deadline:
+                raise error
+            await asyncio.sleep(pause)
 
-    async def describe_shared(self, arn: str) -> dict[str, Any]:
-        """DescribeExecution within the shared rate limit, for a request that waits on it:
-        raises an :class:`AwsError` ``RateLimited`` when no turn came within
-        :data:`DESCRIBE_PATIENCE` seconds."""
-        if self.limiter is not None and not await self.limiter.try_acquire(DESCRIBE_PATIENCE):
-            raise AwsError(
-                "DescribeExecution", RATE_LIMITED, "this daemon's reconcile_rate is spent"
-            )
-        return await self.describe(arn)
+    async def _read(
+        self,
+        api: str,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        deadline: float = BACKGROUND,
+        patience: float | None = None,
+        unless: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """``call``, a read of ``api``, in its turn in the budget (see
+        :meth:`ReadBudget.spend`). With ``patience``, a throttled call is made again in a
+        later turn while the patience lasts; without, it is reported at once (a sweep
+        asks again anyway).
 
-    async def describe(self, arn: str) -> dict[str, Any]:
-        try:
-            return dict(await self._sfn.describe_execution(executionArn=arn))
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("DescribeExecution", exc) from exc
+        Raises :class:`AwsError`: AWS's error, the last throttling when the patience ran
+        out after one, ``RateLimited`` when no turn came at all (or ``unless()`` was true
+        at its turn).
+        """
+        give_up_at = None if patience is None else time.monotonic() + patience
+        throttling: AwsError | None = None
+        while True:
+            left = None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
+            if not await self.budget.spend(api, deadline=deadline, patience=left, unless=unless):
+                raise throttling or AwsError(
+                    api, RATE_LIMITED, "this instance's share of Step Functions reads is spent"
+                )
+            try:
+                answer = dict(await call())
+            except (ClientError, BotoCoreError) as exc:
+                error = AwsError.wrap(api, exc)
+                if not error.throttled:
+                    raise error from exc
+                self.throttled[api] += 1
+                self.budget.throttled()
+                if give_up_at is None or time.monotonic() >= give_up_at:
+                    raise error from exc
+                throttling = error
+                continue
+            self.budget.answered()
+            return answer
+
+    async def describe(
+        self,
+        arn: str,
+        *,
+        deadline: float = BACKGROUND,
+        patience: float | None = None,
+        unless: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """DescribeExecution, read as :meth:`_read` reads."""
+        return await self._read(
+            "DescribeExecution",
+            lambda: self._sfn.describe_execution(executionArn=arn),
+            deadline=deadline,
+            patience=patience,
+            unless=unless,
+        )
 
     async def history(self, arn: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """The first ``limit`` events of GetExecutionHistory, and whether there are more."""
+        """The first ``limit`` events of GetExecutionHistory, and whether there are more,
+        for someone waiting (each page within :data:`READ_PATIENCE`)."""
         events: list[dict[str, Any]] = []
         token = None
-        try:
-            while len(events) < limit:
-                page = await self._sfn.get_execution_history(
-                    executionArn=arn,
-                    maxResults=min(1000, limit - len(events)),
-                    **({"nextToken": token} if token else {}),
-                )
-                events.extend(page.get("events", []))
-                token = page.get("nextToken")
-                if not token:
-                    return events, False
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        while len(events) < limit:
+            parameters = {
+                "executionArn": arn,
+                "maxResults": min(1000, limit - len(events)),
+                **({"nextToken": token} if token else {}),
+            }
+            page = await self._read(
+                "GetExecutionHistory",
+                functools.partial(self._sfn.get_execution_history, **parameters),
+                deadline=time.monotonic(),
+                patience=READ_PATIENCE,
+            )
+            events.extend(page.get("events", []))
+            token = page.get("nextToken")
+            if not token:
+                return events, False
         return events, True
 
     async def published(self, arn: str, topic: str) -> bool:
         """Whether the execution published to ``topic`` over IoT (a task state's
-        ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history."""
-        try:
-            page = await self._sfn.get_execution_history(
+        ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history; read
+        in the background."""
+        page = await self._read(
+            "GetExecutionHistory",
+            lambda: self._sfn.get_execution_history(
                 executionArn=arn, reverseOrder=True, maxResults=PUBLISH_LOOKBACK
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+            ),
+        )
         events = {event.get("id"): event for event in page.get("events", [])}
         for event in events.values():
             details = event.get("taskSucceededEventDetails") or {}
@@ -341,7 +437,10 @@ class Executions:
                 executionArn=arn, error="Stopped", cause="stopped through the notifier API"
             )
         except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("StopExecution", exc) from exc
+            error = AwsError.wrap("StopExecution", exc)
+            if error.throttled:
+                self.throttled[error.operation] += 1
+            raise error from exc
 
     async def read_process_data(self, txn_id: str) -> Any:
         try:
@@ -374,19 +473,23 @@ class Executions:
         items: list[dict[str, Any]] = []
         while index < len(order) and len(items) < limit:
             route = order[index]
+            parameters = {
+                "stateMachineArn": self.routes[route].state_machine,
+                "maxResults": limit - len(items),
+                **({"statusFilter": status} if status else {}),
+                **({"nextToken": aws_token} if aws_token else {}),
+            }
             try:
-                page = await self._sfn.list_executions(
-                    stateMachineArn=self.routes[route].state_machine,
-                    maxResults=limit - len(items),
-                    **({"statusFilter": status} if status else {}),
-                    **({"nextToken": aws_token} if aws_token else {}),
+                page = await self._read(
+                    "ListExecutions",
+                    functools.partial(self._sfn.list_executions, **parameters),
+                    deadline=time.monotonic(),
+                    patience=READ_PATIENCE,
                 )
-            except ClientError as exc:
-                if error_code(exc) == "InvalidToken":
+            except AwsError as exc:
+                if exc.code == "InvalidToken":
                     raise InvalidPageTokenError("nextToken has expired or is invalid") from exc
-                raise AwsError.wrap("ListExecutions", exc) from exc
-            except BotoCoreError as exc:
-                raise AwsError.wrap("ListExecutions", exc) from exc
+                raise
             items.extend({**item, "route": route} for item in page.get("executions", []))
             aws_token = page.get("nextToken")
             if not aws_token:
@@ -427,7 +530,9 @@ class Executions:
                 continue
             tried.add(arn)
             try:
-                return route, await self.describe_shared(arn)
+                return route, await self.describe(
+                    arn, deadline=time.monotonic(), patience=READ_PATIENCE
+                )
             except AwsError as exc:
                 if exc.code not in ("ExecutionDoesNotExist", "StateMachineDoesNotExist"):
                     raise

@@ -13,8 +13,11 @@ is authenticated:
   made with the client's TLS settings, timeouts and pool size; through a proxy, it goes
   through the client's own HTTP session.
 
-It only ever makes a first attempt that succeeds. A parameter it does not serialize itself,
-an error answer or a failed connection hands the call to the client, which then makes it
+It only ever makes a first attempt that succeeds, or that is throttled: a throttling answer
+is raised as the client would raise it (a ``ClientError``), for the caller to back off
+from, since another attempt at once would only be throttled again and cost one more call
+of the account's quota. A parameter it does not serialize itself, any other error answer
+or a failed connection hands the call to the client, which then makes it
 exactly as it always has: retries with backoff, adaptive rate limiting of throttled calls,
 S3's region redirects, and the same exceptions. After such a failure every call goes through
 the client for :data:`CLIENT_ONLY_SECONDS`, extended while calls keep failing, so that a
@@ -49,7 +52,7 @@ import aiohttp
 import botocore
 from awscrt import auth, http
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 from yarl import URL
 
 from notifier import __version__
@@ -70,6 +73,25 @@ _FIXED_HEADERS = (
     ("Accept-Encoding", "identity"),
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# What botocore's retry handler treats as throttling.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -80,6 +102,14 @@ class Unsupported(Exception):
 class ErrorAnswer(Exception):
     """AWS answered with an error, or with what cannot be read; the client makes the call
     again and reports it."""
+
+
+class Throttled(Exception):
+    """AWS throttled the call: raised to the caller as the client raises it (``error``)."""
+
+    def __init__(self, error: ClientError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # How a call itself fails: what AWS answered, the connection, the client's credentials.
@@ -174,16 +204,22 @@ class FastCall:
         except Unsupported as exc:
             log.debug("%s through the client: %s", self.operation, exc)
             return await self._by_client(params)
+        except Throttled as exc:
+            self._count()
+            raise exc.error from None
         except _CALL_FAILURES as exc:  # the client's to retry, and to report
             log.debug("%s through the client after: %r", self.operation, exc)
             return await self._by_client(params, failing=True)
         except Exception as exc:
             self._turn_off(f"it failed: {exc!r}", traceback=True)
             return await self._by_client(params)
+        self._count()
+        return response
+
+    def _count(self) -> None:
         self.made += 1
         if self._on_call is not None:
             self._on_call(self.operation)
-        return response
 
     def _turn_off(self, why: str, traceback: bool = False) -> None:
         """Every call through the client from now on; said once."""
@@ -206,6 +242,11 @@ class FastCall:
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         """The call's result from a 2xx answer; ``headers`` have lower-case names."""
         raise NotImplementedError
+
+    def throttling(self, status: int, body: bytes) -> ClientError | None:
+        """The error to raise for an error answer that is throttling; None for any other
+        (or one this does not read: the client reads it)."""
+        return None
 
     def signed_body_value(self, target: Target, request: Request) -> str | None:
         """What to sign as the payload: None for its SHA-256."""
@@ -298,6 +339,8 @@ class FastCall:
         else:
             answer = await self._send_through_proxy(target, request, headers)
         if not 200 <= answer.status < 300:
+            if (throttling := self.throttling(answer.status, answer.body)) is not None:
+                raise Throttled(throttling)
             raise ErrorAnswer(f"HTTP {answer.status}")
         try:
             return self.parse(answer.status, answer.headers, answer.body)
@@ -438,6 +481,23 @@ class JsonCall(FastCall):
         for name in self._timestamps & answer.keys():
             answer[name] = datetime.fromtimestamp(float(answer[name]), UTC)
         return answer
+
+    def throttling(self, status: int, body: bytes) -> ClientError | None:
+        """A JSON error answer's ``__type`` (``[namespace#]Code``) if it is throttling."""
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(answer, dict):
+            return None
+        code = str(answer.get("__type", "")).rpartition("#")[2]
+        if code not in THROTTLING_CODES:
+            return None
+        message = str(answer.get("message") or answer.get("Message") or "")
+        error: Any = {"Code": code, "Message": message}
+        return ClientError(
+            {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}, self.operation
+        )
 
 
 class StartExecution(JsonCall):

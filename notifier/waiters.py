@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -102,6 +103,14 @@ class Transaction:
     fingerprint: str | None = None
     """For a keyed transaction: the fingerprint of the request body it was started with,
     once this instance knows it."""
+    deadlines: dict[asyncio.Future[Completion | None], float] = field(default_factory=dict)
+    """When each held request that stated one will be answered anyway (monotonic)."""
+
+    @property
+    def deadline(self) -> float:
+        """The soonest any of its held requests will be answered anyway (monotonic); infinite
+        while none is held."""
+        return min(self.deadlines.values(), default=math.inf)
 
     @property
     def quiet_since(self) -> float:
@@ -203,10 +212,11 @@ class Registry:
 
     @asynccontextmanager
     async def hold(
-        self, txn_id: str, *, reattach: bool = False
+        self, txn_id: str, *, reattach: bool = False, deadline: float | None = None
     ) -> AsyncIterator[asyncio.Future[Completion | None]]:
         """A future for the completion of a tracked transaction, for the ``with`` block;
-        ``reattach`` counts the request against the re-attach budget.
+        ``reattach`` counts the request against the re-attach budget, ``deadline`` is when
+        the request will be answered anyway (monotonic; see :attr:`Transaction.deadline`).
 
         The future gets the completion, or ``None`` when the daemon stops holding requests
         (shutdown) or the transaction is discarded. Leaving the block removes the waiter.
@@ -219,6 +229,8 @@ class Registry:
         elif self._released:
             waiter.set_result(None)
         txn.waiters.add(waiter)
+        if deadline is not None:
+            txn.deadlines[waiter] = deadline
         self._make_busy(txn)
         self._held += 1
         self._held_reattached += reattach
@@ -231,6 +243,7 @@ class Registry:
             if self._held == 0:
                 self._empty.set()
             txn.waiters.discard(waiter)
+            txn.deadlines.pop(waiter, None)
             waiter.cancel()
             if not txn.waiters and self._transactions.get(txn_id) is txn:
                 self._make_idle(txn)

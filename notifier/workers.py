@@ -4,7 +4,9 @@ One daemon process carries about one core's worth of requests; workers use the o
 Each worker is a process running the daemon on the configured address with SO_REUSEPORT
 (the kernel spreads connections over them) and its instance id suffixed with ``-<k>``
 (1..N), so it has its own MQTT subtopic and token and its own completion queue: a held
-request is always answered by the worker that holds it. Each also listens on a port of its
+request is always answered by the worker that holds it. What the configuration states for
+the whole instance, its share of the account's Step Functions reads (``sfn_read_rate``),
+is divided among them. Each also listens on a port of its
 own, the configured port plus k (a free one when the port is 0), where its own ``/metrics``
 and ``/readyz`` can be read.
 
@@ -54,6 +56,8 @@ class WorkerSpec:
     """What a worker process is given (pickled, on its standard input)."""
 
     index: int
+    count: int
+    """Workers in all."""
     settings: Settings
     config: Path | None
     reloadable: bool
@@ -63,8 +67,9 @@ class WorkerSpec:
     watchdog_interval: float | None
 
 
-def worker_settings(settings: Settings, base_instance_id: str, index: int) -> Settings:
-    """``settings`` for worker ``index``: its instance id is the base one, suffixed."""
+def worker_settings(settings: Settings, base_instance_id: str, index: int, count: int) -> Settings:
+    """``settings`` for worker ``index`` of ``count``: its instance id is the base one,
+    suffixed, and its share of Step Functions reads the instance's divided by ``count``."""
     instance_id = f"{base_instance_id}-{index}"
     if len(instance_id) > 64:
         raise ConfigError(f"[daemon] instance_id: {instance_id!r} is longer than 64 characters")
@@ -74,7 +79,11 @@ def worker_settings(settings: Settings, base_instance_id: str, index: int) -> Se
             f"[sqs] queue_prefix: with the worker's instance id {instance_id!r}, longer than "
             "a queue name may be (80)"
         )
-    daemon = dataclasses.replace(settings.daemon, instance_id=instance_id)
+    daemon = dataclasses.replace(
+        settings.daemon,
+        instance_id=instance_id,
+        sfn_read_rate=settings.daemon.sfn_read_rate / count,
+    )
     return dataclasses.replace(settings, daemon=daemon)
 
 
@@ -189,7 +198,8 @@ async def supervise(
         Worker(
             WorkerSpec(
                 index=index,
-                settings=worker_settings(shared, base_instance_id, index),
+                count=count,
+                settings=worker_settings(shared, base_instance_id, index, count),
                 config=config,
                 reloadable=reloadable,
                 base_instance_id=base_instance_id,
@@ -319,7 +329,7 @@ def main() -> None:
 
     def reload_settings() -> Settings:
         settings = load_settings(spec.config, os.environ)
-        return worker_settings(settings, spec.base_instance_id, spec.index)
+        return worker_settings(settings, spec.base_instance_id, spec.index, spec.count)
 
     def ready(daemon: Daemon) -> None:
         notifier.notify(f"{OWN_URL}={daemon.own_url}")

@@ -10,6 +10,7 @@ import json
 import logging
 import secrets
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -388,31 +389,24 @@ def endpoint_settings(url: str) -> AwsSettings:
     )
 
 
-@pytest.mark.parametrize(("service", "answer"), [("stepfunctions", started), ("s3", stored)])
-async def test_throttling_is_retried_by_the_client(
-    service: str, answer: Callable[[web.Request], web.Response]
-) -> None:
+async def test_s3_throttling_is_retried_by_the_client() -> None:
     counted = Counted()
-    async with throttling_endpoint(2, answer) as endpoint:
+    async with throttling_endpoint(2, stored) as endpoint:
         aws = clients(endpoint_settings(endpoint.url), counted)
-        async with aws.client(service) as client:
-            call: FastCall = aws.fast(client, PutObject if service == "s3" else StartExecution)
-            async with call:
-                if service == "s3":
-                    result = await call(Bucket="b", Key="k", Body=b"{}")
-                    assert result["ETag"] == '"e"'
-                else:
-                    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
-                    result = await call(stateMachineArn=machine, name="n", input="{}")
-                    assert result["executionArn"].endswith(":execution:m:n")
+        async with aws.client("s3") as client, aws.fast(client, PutObject) as call:
+            result = await call(Bucket="b", Key="k", Body=b"{}")
+            assert result["ETag"] == '"e"'
     # The fast attempt, then the client's: throttled once, retried, answered.
     assert len(endpoint.requests) == 3
     assert (call.made, call.handed_over) == (0, 1)
     assert counted.calls == [call.operation]
 
 
-async def test_throttling_that_outlasts_the_retries_is_reported_as_throttling() -> None:
-    async with throttling_endpoint(100, started) as endpoint:
+async def test_step_functions_throttling_is_raised_at_once_as_the_client_raises_it() -> None:
+    """One request: neither the fast path nor the client tries again at once (the daemon
+    backs off itself), and the error is the client's."""
+    counted = Counted()
+    async with throttling_endpoint(1, started) as endpoint:
         session = get_session()
         config = AioConfig(retries={"mode": "adaptive", "max_attempts": 2})
         async with session.create_client(
@@ -424,14 +418,75 @@ async def test_throttling_that_outlasts_the_retries_is_reported_as_throttling() 
             config=config,
         ) as sfn:
             machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
-            async with StartExecution(sfn) as start:
+            async with StartExecution(sfn, counted) as start:
                 with pytest.raises(ClientError) as raised:
                     await start(stateMachineArn=machine, name="n", input="{}")
+                assert len(endpoint.requests) == 1
+                # The next call is the fast path's again, not the client's.
+                await start(stateMachineArn=machine, name="n", input="{}")
     error = AwsError.wrap("StartExecution", raised.value)
-    assert (error.code, error.throttled) == ("ThrottlingException", True)
-    # The fast attempt, then the client's first and its two retries (max_attempts counts
-    # retries).
-    assert len(endpoint.requests) == 1 + 1 + 2
+    assert (error.code, error.message, error.throttled) == (
+        "ThrottlingException", "Rate exceeded", True,
+    )  # fmt: skip
+    assert len(endpoint.requests) == 2
+    assert (start.made, start.handed_over) == (2, 0)
+    assert counted.calls == ["StartExecution", "StartExecution"]
+
+
+def described(request: web.Request) -> web.Response:
+    arn = f"arn:aws:states:us-east-1:{ACCOUNT}:execution:m:n"
+    return web.json_response({"executionArn": arn, "status": "RUNNING"}, content_type=JSON_1_0)
+
+
+def throttled_executions(sfn: Any, start: StartExecution | None = None) -> Executions:
+    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+    routes = {"hello": RouteSettings(machine, input="body")}
+    return Executions(
+        None, sfn, "bucket", "unit", lambda: routes,
+        put_object=no_call, start_execution=start,
+    )  # fmt: skip
+
+
+async def no_call(**params: Any) -> dict[str, Any]:
+    return {}
+
+
+async def test_a_throttled_start_is_tried_again_within_the_request_s_wait() -> None:
+    async with throttling_endpoint(2, started) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), Counted())
+        async with aws.client("stepfunctions") as sfn, aws.fast(sfn, StartExecution) as start:
+            executions = throttled_executions(sfn, start)
+            await executions.start("hello", "n", {}, deadline=time.monotonic() + 30)
+    assert len(endpoint.requests) == 3  # throttled twice, then started: no SDK retries
+    assert executions.throttled == {"StartExecution": 2}
+
+
+async def test_a_start_throttled_until_the_deadline_is_reported_as_throttling() -> None:
+    async with throttling_endpoint(1000, started) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), Counted())
+        async with aws.client("stepfunctions") as sfn, aws.fast(sfn, StartExecution) as start:
+            executions = throttled_executions(sfn, start)
+            with pytest.raises(AwsError) as raised:
+                await executions.start("hello", "n", {}, deadline=time.monotonic() + 0.5)
+    assert (raised.value.code, raised.value.throttled) == ("ThrottlingException", True)
+    assert 1 < len(endpoint.requests) == executions.throttled["StartExecution"]
+
+
+async def test_a_throttled_read_is_one_call_and_backs_the_budget_off() -> None:
+    """The Step Functions client makes a read once; the budget pauses after throttling,
+    and a read with patience is made again in a later turn."""
+    async with throttling_endpoint(1, described) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), Counted())
+        async with aws.client("stepfunctions") as sfn:
+            executions = throttled_executions(sfn)
+            arn = f"arn:aws:states:us-east-1:{ACCOUNT}:execution:m:n"
+            with pytest.raises(AwsError) as raised:
+                await executions.describe(arn)  # a sweep's: no patience, reported at once
+            assert raised.value.throttled and len(endpoint.requests) == 1
+            description = await executions.describe(arn, patience=30)
+    assert description["status"] == "RUNNING"
+    assert len(endpoint.requests) == 2
+    assert executions.throttled == {"DescribeExecution": 1}
 
 
 async def test_over_https_it_trusts_what_the_client_trusts(tmp_path: Path) -> None:

@@ -134,9 +134,15 @@ def test_each_worker_has_the_instance_id_suffixed_within_the_limits() -> None:
         "NOTIFIER_SQS_DEAD_LETTER_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:dead",
     }
     settings = load_settings(LOCAL_CONFIG, queue)
-    ids = [worker_settings(settings, "daemon-a", k).daemon.instance_id for k in (1, 2)]
+    ids = [worker_settings(settings, "daemon-a", k, 2).daemon.instance_id for k in (1, 2)]
     assert ids == ["daemon-a-1", "daemon-a-2"]
     with pytest.raises(ConfigError, match="instance_id"):
-        worker_settings(settings, "x" * 63, 10)
+        worker_settings(settings, "x" * 63, 10, 10)
     with pytest.raises(ConfigError, match="queue_prefix"):
-        worker_settings(settings, "x" * 23, 10)  # a queue name of 81 characters
+        worker_settings(settings, "x" * 23, 10, 10)  # a queue name of 81 characters
+
+
+def test_the_instance_share_of_step_functions_reads_is_divided_among_its_workers() -> None:
+    settings = load_settings(LOCAL_CONFIG, {"NOTIFIER_DAEMON_SFN_READ_RATE": "6"})
+    shares = [worker_settings(settings, "daemon-a", k, 3).daemon.sfn_read_rate for k in (1, 2, 3)]
+    assert shares == [2.0, 2.0, 2.0]

@@ -48,6 +48,7 @@ from notifier.executions import (
     MAX_LIST_LIMIT,
     AwsError,
     IdempotencyConflictError,
+    InputTooLargeError,
     InvalidPageTokenError,
     completion_from_description,
 )
@@ -138,6 +139,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 async def start(request: web.Request) -> web.StreamResponse:
     """``POST /<route>``: store the body, start the execution, hold the request."""
     received_at = utcnow()
+    received = time.monotonic()
     app = request.app
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
@@ -159,15 +161,20 @@ async def start(request: web.Request) -> web.StreamResponse:
     )
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
-    if key is not None:
-        return await _start_keyed(request, route, key, body, prefer, received_at)
     txn_id = new_txn_id()
+    try:
+        executions.execution_input(route, txn_id, body)
+    except InputTooLargeError as exc:
+        return answers.error(413, str(exc))
+    deadline = received + prefer.wait
+    if key is not None:
+        return await _start_keyed(request, route, key, body, prefer, received_at, deadline)
     txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
     bind_transaction(txn_id, txn.execution_arn)
     # Held before StartExecution: a fast workflow may complete before it returns.
-    async with registry.hold(txn_id) as waiter:
+    async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
-            txn.started_at = await executions.start(route, txn_id, body)
+            txn.started_at = await executions.start(route, txn_id, body, deadline)
         except AwsError as exc:
             registry.discard(txn_id)
             log.warning("POST /%s: %s", route, exc)
@@ -182,9 +189,11 @@ async def _start_keyed(
     body: dict[str, Any],
     prefer: Preferences,
     received_at: datetime,
+    deadline: float,
 ) -> web.StreamResponse:
     """The same key and body: the same transaction, wherever it was started and whatever
-    became of the instance that started it; the same key with another body: 422."""
+    became of the instance that started it; the same key with another body: 422. The
+    request is answered by ``deadline`` (monotonic)."""
     app = request.app
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
@@ -196,14 +205,14 @@ async def _start_keyed(
     if txn is not None and txn.fingerprint is not None:  # this instance knows its body
         if txn.fingerprint != fingerprint:
             return _key_taken(route, txn_id)
-        async with registry.hold(txn_id) as waiter:
+        async with registry.hold(txn_id, deadline=deadline) as waiter:
             return await _answer(request, txn, waiter, prefer, received_at)
     # Not known to be started yet: each request with the key makes the calls itself (they
     # are idempotent), so that none depends on another one's succeeding.
     txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
-    async with registry.hold(txn_id) as waiter:
+    async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
-            found = await executions.start_keyed(route, txn_id, body, fingerprint)
+            found = await executions.start_keyed(route, txn_id, body, fingerprint, deadline)
         except (IdempotencyConflictError, AwsError) as exc:
             if txn.waiters == {waiter} and _nothing_known(txn):
                 registry.discard(txn_id)
@@ -272,6 +281,7 @@ async def reattach_by_key(request: web.Request) -> web.StreamResponse:
 
 async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web.StreamResponse:
     received_at = utcnow()
+    received = time.monotonic()
     app = request.app
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
@@ -305,7 +315,7 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})
     if (refusal := _refuse_if_busy(app, reattach=True)) is not None:  # again: AWS took a while
         return refusal
-    async with registry.hold(txn_id, reattach=True) as waiter:
+    async with registry.hold(txn_id, reattach=True, deadline=received + wait) as waiter:
         prefer = Preferences(wait, respond_async=False, applied=None)
         return await _answer(request, txn, waiter, prefer, received_at)
 

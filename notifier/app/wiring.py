@@ -45,7 +45,7 @@ from notifier.executions import Executions
 from notifier.fast_calls import PutObject, StartExecution
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.metrics import Metrics
-from notifier.ratelimit import RateLimiter
+from notifier.sfn_budget import ReadBudget
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import MqttSource, TokenSource
@@ -118,7 +118,7 @@ RESTART_ONLY_DAEMON_KEYS = (
     "instance_id",
     "completion",
     "poll_interval",
-    "reconcile_rate",
+    "sfn_read_rate",
     "sweep_interval",
     "sweep_after",
 )
@@ -174,8 +174,8 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             settings.s3.bucket,
             app[INSTANCE_ID],
             lambda: live.current.routes,
-            # The one rate limit of every DescribeExecution, the sources' included.
-            limiter=RateLimiter(settings.daemon.reconcile_rate),
+            # The one budget of every Step Functions read, the sources' included.
+            budget=ReadBudget(settings.daemon.sfn_read_rate),
             put_object=put_object,
             start_execution=start_execution,
         )
@@ -184,13 +184,11 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
     """MQTT (unless polling) and the check that it delivers, this instance's queue (when
-    configured), DescribeExecution sweeps of held requests and the safety net, all sharing
-    one rate limit, and polling of re-attached executions of other instances."""
+    configured), DescribeExecution sweeps of held requests and the safety net, all drawing
+    on the one read budget, and polling of re-attached executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
-    limiter = app[EXECUTIONS].limiter
-    assert limiter is not None  # made with the executions
-    describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
+    describer = Describer(app[REGISTRY], app[EXECUTIONS])
     async with AsyncExitStack() as stack:
         mqtt = None
         if daemon.completion == "mqtt":
@@ -200,7 +198,6 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
                 app[REGISTRY],
                 mqtt,
                 published_to(app[EXECUTIONS], settings.mqtt.topic_root, app[INSTANCE_ID]),
-                limiter,
                 on_missed=app[METRICS].mqtt_missed.inc,
             )
             app[LIVENESS] = await stack.enter_async_context(liveness)

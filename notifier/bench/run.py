@@ -55,7 +55,7 @@ DEFAULTS = {"requests": 200, "concurrency": 10}
 CUT_DEFAULTS = {"requests": 100, "wait": 8}
 # Completions handed to the broker per second when held requests are released.
 RELEASE_RATE = 1000.0
-DEFAULT_RECONCILE_RATE = DaemonSettings().reconcile_rate
+DEFAULT_SFN_READ_RATE = DaemonSettings().sfn_read_rate
 
 
 class BenchError(Exception):
@@ -137,6 +137,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --cut: queue (the daemon has its completion queue), sweeps (it has not)",
     )
     bench.add_argument(
+        "--sfn-read-rate",
+        type=float,
+        metavar="R",
+        default=DEFAULT_SFN_READ_RATE,
+        help="with --cut: the daemon's share of Step Functions reads, DescribeExecution calls "
+        f"a second ({DEFAULT_SFN_READ_RATE:g}, its default)",
+    )
+    bench.add_argument(
         "--throughput",
         action="store_true",
         help="instead: the local stack's own throughput, executions a second per workflow "
@@ -186,6 +194,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--cut must be positive")
     if args.cut is not None and args.held is not None:
         raise BenchError("--cut and --held are separate runs; choose one")
+    if args.sfn_read_rate <= 0:
+        raise BenchError("--sfn-read-rate must be positive")
     if not 0 <= args.wait <= 60:
         raise BenchError("--wait: between 0 and 60 seconds")
     if args.backend == "moto" and args.wait != int(args.wait):
@@ -306,7 +316,7 @@ async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: Local
         daemon = dataclasses.replace(
             settings.daemon,
             instance_id=f"bench-cut-{variant}-{secrets.token_hex(4)}",
-            reconcile_rate=DEFAULT_RECONCILE_RATE,
+            sfn_read_rate=args.sfn_read_rate,
         )
         return dataclasses.replace(settings, daemon=daemon)
 
@@ -317,8 +327,15 @@ async def _run_cut(args: argparse.Namespace, options: BenchOptions, stack: Local
     print(f"  machine: {machine()}; everything (stack, daemon, load) on it")
     print(
         "  stop to answer: the workflow's completion reaching the broker (its end) to the "
-        "answer read by the client; reconcile_rate at its default"
+        f"answer read by the client; sfn_read_rate {args.sfn_read_rate:g}"
     )
+    if "sweeps" in variants:
+        bound = options.requests / args.sfn_read_rate
+        print(
+            f"  sweeps: the budget bound for {options.requests} held at "
+            f"{args.sfn_read_rate:g} DescribeExecution a second is {bound:.0f} s (held / rate) "
+            "from the later of a workflow's end and the cut being noticed"
+        )
     for result in results:
         for error in result.errors:
             print(f"  {result.variant}: a wrong answer: {error}")
@@ -547,7 +564,7 @@ def daemon_settings(
         "NOTIFIER_DAEMON_COMPLETION": mode,
         "NOTIFIER_DAEMON_POLL_INTERVAL": str(options.poll_interval),
         # Every held request polled once per interval, as the polling design did.
-        "NOTIFIER_DAEMON_RECONCILE_RATE": str(max(20.0, 2 * held / options.poll_interval)),
+        "NOTIFIER_DAEMON_SFN_READ_RATE": str(max(20.0, 2 * held / options.poll_interval)),
     }
     settings = local_settings(stack, env={**os.environ, **bench_env})
     # The daemon's own work only: no status feed, no approval queue to poll.

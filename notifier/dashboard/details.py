@@ -8,12 +8,13 @@ for the workflow, and only the approvals API may do that.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from notifier.config import RouteSettings
-from notifier.executions import AwsError, Executions
+from notifier.executions import READ_PATIENCE, AwsError, Executions
 
 HISTORY_LIMIT = 1000
 REDACTED = "(redacted)"
@@ -31,7 +32,9 @@ async def execution_details(
     if route is None:
         raise UnknownExecutionError(f"{execution_arn} is not an execution of this daemon's routes")
     try:
-        description = await executions.describe_shared(execution_arn)
+        description = await executions.describe(
+            execution_arn, deadline=time.monotonic(), patience=READ_PATIENCE
+        )
     except AwsError as exc:
         if exc.code == "ExecutionDoesNotExist":
             raise UnknownExecutionError(f"no execution {execution_arn}") from None

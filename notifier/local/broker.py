@@ -88,9 +88,7 @@ class LocalBroker(Service):
         self._broker: TlsBroker | None = None
 
     def config(self) -> dict[str, Any]:
-        listeners: dict[str, Any] = {
-            "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}
-        }
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}
         if self.tls is not None:
             secured = {
                 "ssl": True,

@@ -1,11 +1,13 @@
-"""Asking Step Functions how an execution is doing: DescribeExecution, rate-limited.
+"""Asking Step Functions how an execution is doing: DescribeExecution, within the budget.
 
 :class:`Describer` is the one place a held transaction's execution is described: every path
 that asks (the sweeps while MQTT is down, the safety net while it is up, re-attaches, the
-poller below) shares its :class:`~notifier.ratelimit.RateLimiter`, so together they never
-exceed ``reconcile_rate`` calls a second. An execution found ended resolves its transaction
-(``via="poll"``); a status this daemon does not know is logged once and treated as still
-running.
+poller below) draws on the instance's share of the account's reads
+(:mod:`notifier.sfn_budget`), in turn by how soon the transaction's held requests are due
+an answer. An execution found ended resolves its transaction (``via="poll"``); a status
+this daemon does not know is logged once and treated as still running. A call that was
+throttled, or found no turn, is no answer: the request waits on for MQTT, the queue or
+the next sweep.
 
 :class:`DescribePoller` is for held requests whose completions MQTT will not bring: a
 request re-attached here (``GET /executions/<txnId>``) for an execution started by another
@@ -22,27 +24,32 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from notifier.executions import AwsError, completion_from_description
+from notifier.executions import RATE_LIMITED, AwsError, completion_from_description
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.ratelimit import RateLimiter
+from notifier.sfn_budget import BACKGROUND
 from notifier.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)
 
 
 class DescribesExecutions(Protocol):
-    """DescribeExecution (:class:`~notifier.executions.Executions`); raises AwsError."""
+    """DescribeExecution within the read budget (:class:`~notifier.executions.Executions`);
+    raises AwsError."""
 
-    async def describe(self, arn: str) -> dict[str, Any]: ...
+    async def describe(
+        self,
+        arn: str,
+        *,
+        deadline: float = ...,
+        patience: float | None = None,
+        unless: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]: ...
 
 
 class Describer:
-    def __init__(
-        self, registry: Registry, executions: DescribesExecutions, limiter: RateLimiter
-    ) -> None:
+    def __init__(self, registry: Registry, executions: DescribesExecutions) -> None:
         self.registry = registry
         self.executions = executions
-        self.limiter = limiter
         self.calls = 0
         self._unknown_statuses: set[str] = set()
 
@@ -52,35 +59,41 @@ class Describer:
         patience: float | None = None,
         *,
         unless: Callable[[], bool] | None = None,
+        background: bool = False,
     ) -> Status | None:
         """DescribeExecution of ``txn``'s execution, resolving it if it ended; its status.
 
-        None when no answer came: the call failed, the execution does not exist (yet), no
-        call could be made within ``patience`` seconds (None: as long as it takes), or,
-        without ``patience``, ``unless()`` was true when its turn came (no call is spent);
-        also when it was resolved meanwhile.
+        Its turn comes by the deadline of the transaction's held requests, or, in the
+        ``background``, after every call that has a deadline. None when no
+        answer came: the call failed or was throttled, the execution does not exist (yet),
+        no call could be made within ``patience`` seconds (None: as long as it takes), or
+        the transaction was resolved or ``unless()`` was true when its turn came (no call
+        is spent).
         """
 
         def needless() -> bool:
             return txn.completion is not None or (unless is not None and unless())
 
-        if patience is not None:
-            if not await self.limiter.try_acquire(patience):
-                return None
-        elif not await self.limiter.acquire(needless):
-            return None
-        if txn.completion is not None:
-            return None
-        self.calls += 1
         about = {"txnId": txn.txn_id, "executionArn": txn.execution_arn}
         try:
-            description = await self.executions.describe(txn.execution_arn)
+            description = await self.executions.describe(
+                txn.execution_arn,
+                deadline=BACKGROUND if background else txn.deadline,
+                patience=patience,
+                unless=needless,
+            )
         except AwsError as exc:
-            if exc.code != "ExecutionDoesNotExist":  # still being started
+            if exc.code == RATE_LIMITED:  # no call made
+                return None
+            self.calls += 1
+            txn.asked_at = time.monotonic()
+            if exc.throttled:
+                log.info("DescribeExecution: %s", exc, extra=about)
+            elif exc.code != "ExecutionDoesNotExist":  # still being started
                 log.warning("DescribeExecution failed: %s", exc, extra=about)
             return None
-        finally:
-            txn.asked_at = time.monotonic()
+        self.calls += 1
+        txn.asked_at = time.monotonic()
         raw = description.get("status")
         status = Status.parse(raw)
         if status is Status.UNKNOWN and str(raw) not in self._unknown_statuses:

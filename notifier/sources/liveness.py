@@ -29,7 +29,6 @@ from typing import Protocol
 
 from notifier.executions import AwsError, Executions
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.ratelimit import RateLimiter
 from notifier.waiters import Completion, Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,6 @@ class MqttLiveness(Service):
         registry: Registry,
         mqtt: Watched,
         published: Published,
-        limiter: RateLimiter,
         *,
         on_missed: Callable[[], None] | None = None,
         grace: float = GRACE,
@@ -78,7 +76,6 @@ class MqttLiveness(Service):
     ) -> None:
         self.mqtt = mqtt
         self.published = published
-        self.limiter = limiter
         self.on_missed = on_missed
         self.grace = grace
         self.forget_after = forget_after
@@ -150,7 +147,6 @@ class MqttLiveness(Service):
             return False
         if completion.via == "sqs":
             return True
-        await self.limiter.acquire()
         try:
             return await self.published(txn)
         except AwsError as exc:

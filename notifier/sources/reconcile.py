@@ -11,8 +11,9 @@ every ``held / rate`` seconds, however slow the calls. While MQTT is up it makes
 call (the safety net's rare checks aside, see :mod:`notifier.sources.safety`).
 Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always.
 
-Every call goes through the shared :class:`~notifier.sources.describe.Describer`, at most
-``reconcile_rate`` calls a second together with every other DescribeExecution.
+Every call goes through the shared :class:`~notifier.sources.describe.Describer`, within the
+instance's share of the account's reads (``sfn_read_rate``) together with every other read,
+each in its turn by its request's deadline.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 MQTT (and the queue) may still lose a completion while everything looks healthy: a Notify
 publish that failed and was caught, a forwarder that swallowed its error, EventBridge's
 best-effort delivery, a broker that stopped delivering. Three rare checks close that gap,
-each one DescribeExecution through the shared rate limit, none made while completions
-arrive as they should:
+each one DescribeExecution within the read budget, none made while completions arrive as
+they should:
 
 - a held request still unresolved at its hold deadline is described once before its 202
   (unless Step Functions was asked about it during the hold already), waiting at most
@@ -12,7 +12,8 @@ arrive as they should:
 - a re-attach to a known, unresolved transaction that nothing has been heard of for
   ``sweep_after`` seconds asks Step Functions before it waits;
 - every ``sweep_interval`` seconds a slow sweep describes the held, unresolved transactions
-  nothing has been heard of for ``sweep_after`` seconds.
+  nothing has been heard of for ``sweep_after`` seconds, in the background: after every
+  read that a request is waiting for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from notifier.waiters import Registry, Transaction
 log = logging.getLogger(__name__)
 
 DEADLINE_PATIENCE = 2.0
-"""Longest a 202 waits for its turn at the rate limit (many requests may time out at once)."""
+"""Longest a 202 waits for its turn in the read budget (many requests may time out at once)."""
 
 
 class SafetyNet(Service):
@@ -76,16 +77,23 @@ class SafetyNet(Service):
         if not stale:
             return
         before = self.found["sweep"]
-        await asyncio.gather(*(self._ask(txn, "sweep") for txn in stale))
+        await asyncio.gather(*(self._ask(txn, "sweep", background=True) for txn in stale))
         if self.found["sweep"] > before:
             log.warning(
                 "safety sweep: %d of %d held requests had ended unheard of",
                 self.found["sweep"] - before, len(stale),
             )  # fmt: skip
 
-    async def _ask(self, txn: Transaction, check: str, patience: float | None = None) -> None:
+    async def _ask(
+        self,
+        txn: Transaction,
+        check: str,
+        patience: float | None = None,
+        *,
+        background: bool = False,
+    ) -> None:
         self.calls += 1
         unresolved = txn.completion is None
-        await self.describer.describe(txn, patience)
+        await self.describer.describe(txn, patience, background=background)
         if unresolved and txn.completion is not None and txn.completion.via == "poll":
             self.found[check] += 1

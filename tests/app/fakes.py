@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from botocore.exceptions import ClientError
 
 from notifier.app.state import EXECUTIONS, REGISTRY, SETTINGS
 from notifier.app.wiring import http_app
@@ -33,7 +34,7 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, Page, execution_arn
+from notifier.executions import READ_PATIENCE, AwsError, Executions, Page, execution_arn
 from notifier.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
@@ -60,15 +61,25 @@ async def no_aws_call(**params: Any) -> dict[str, Any]:
     raise AssertionError(f"the fake made an AWS call: {params}")
 
 
+def client_error(error: AwsError) -> ClientError:
+    """``error`` as the AWS SDK raises it."""
+    answer: Any = {"Error": {"Code": error.code, "Message": error.message}}
+    return ClientError(answer, error.operation)
+
+
 class FakeExecutions(Executions):
-    """Records what it is asked; fails an operation named in ``failures``; finds the
-    executions of other instances in ``elsewhere``."""
+    """Records what it is asked; fails an operation named in ``failures`` (the first
+    ``throttled[operation]`` calls of it with ``ThrottlingException``), as the AWS SDK
+    would; finds the executions of other instances in ``elsewhere``."""
 
     def __init__(self, routes: Callable[[], Mapping[str, RouteSettings]]) -> None:
         super().__init__(
             None, None, "bucket", INSTANCE, routes,
-            put_object=no_aws_call, start_execution=no_aws_call,
+            put_object=no_aws_call, start_execution=self._start_execution,
         )  # fmt: skip
+        self.throttled_next: dict[str, int] = {}
+        self.calls: list[str] = []
+        """Step Functions operations called, throttled or not."""
         self.started: asyncio.Queue[str] = asyncio.Queue()
         """Transaction ids, as StartExecution is called for them."""
         self.bodies: dict[str, dict[str, Any]] = {}
@@ -98,32 +109,53 @@ class FakeExecutions(Executions):
         if fingerprint is not None and txn_id in self.objects:
             raise AwsError("PutObject", "PreconditionFailed", "If-None-Match")
         self.objects[txn_id] = fingerprint
+        self.bodies[txn_id] = body
 
     async def _stored_fingerprint(self, txn_id: str) -> str | None:
         self._call("HeadObject")
         return self.objects.get(txn_id)
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+    def _api(self, operation: str) -> None:
+        """A Step Functions call: raises what the SDK would for a failure or throttling."""
+        self.calls.append(operation)
+        if self.throttled_next.get(operation, 0) > 0:
+            self.throttled_next[operation] -= 1
+            raise client_error(AwsError(operation, "ThrottlingException", "Rate exceeded"))
+        if operation in self.failures:
+            raise client_error(self.failures[operation])
+
+    async def _start_execution(
+        self,
+        *,
+        stateMachineArn: str,
+        name: str,
+        input: str,  # noqa: N803  # the API's names
+    ) -> dict[str, Any]:
         """Step Functions' idempotency: the same name and input of a running execution
         returns it; any other execution of that name is ``ExecutionAlreadyExists``."""
-        self._call("StartExecution")
-        execution_input = {**body, "subtopic": INSTANCE}
-        existing = self.elsewhere.get(txn_id)
+        self._api("StartExecution")
+        route = next(r for r, s in self.routes.items() if s.state_machine == stateMachineArn)
+        existing = self.elsewhere.get(name)
+        arn = execution_arn(stateMachineArn, name)
         if existing is not None:
-            if existing["input"] != json.dumps(execution_input) or existing["status"] != "RUNNING":
-                raise AwsError("StartExecution", "ExecutionAlreadyExists", txn_id)
-            return
-        self.bodies[txn_id] = body
-        self.started.put_nowait(txn_id)
-        self.ran_elsewhere(txn_id, Status.RUNNING, route, input=json.dumps(execution_input))
+            if existing["input"] != input or existing["status"] != "RUNNING":
+                error = AwsError("StartExecution", "ExecutionAlreadyExists", name)
+                raise client_error(error)
+            return {"executionArn": arn}
+        self.started.put_nowait(name)
+        self.ran_elsewhere(name, Status.RUNNING, route, input=input)
+        return {"executionArn": arn}
 
-    async def describe(self, arn: str) -> dict[str, Any]:
-        self._call("DescribeExecution")
-        self.described.append(arn)
-        for description in self.elsewhere.values():
-            if description["executionArn"] == arn:
-                return description
-        raise AwsError("DescribeExecution", "ExecutionDoesNotExist", arn)
+    async def describe(self, arn: str, **turn: Any) -> dict[str, Any]:
+        async def call() -> dict[str, Any]:
+            self._api("DescribeExecution")
+            self.described.append(arn)
+            for description in self.elsewhere.values():
+                if description["executionArn"] == arn:
+                    return description
+            raise client_error(AwsError("DescribeExecution", "ExecutionDoesNotExist", arn))
+
+        return await self._read("DescribeExecution", call, **turn)
 
     async def listing(
         self, routes: list[str], status: str | None, limit: int, token: str | None
@@ -158,7 +190,9 @@ class FakeExecutions(Executions):
         description = self.elsewhere.get(txn_id)
         if description is None or route not in (None, "hello"):
             return None
-        return "hello", await self.describe_shared(description["executionArn"])
+        return "hello", await self.describe(
+            description["executionArn"], deadline=time.monotonic(), patience=READ_PATIENCE
+        )
 
     def ran_elsewhere(
         self, txn_id: str, status: Status, route: str = "hello", **fields: Any

@@ -7,6 +7,7 @@ listening daemon) is in test_end_to_end.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -28,12 +29,13 @@ from notifier.executions import AwsError, Executions, InvalidPageTokenError
 from notifier.idempotency import fingerprint
 from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
-from notifier.ratelimit import RateLimiter
+from notifier.sfn_budget import ReadBudget
 from notifier.waiters import Status
 from tests.app.fakes import (
     INSTANCE,
     ROUTES,
     Served,
+    client_error,
     no_aws_call,
     serving,
     settings,
@@ -228,14 +230,77 @@ async def test_an_aws_error_is_502_with_its_code_and_forgets_the_transaction(
     assert list(served.app[REGISTRY].unresolved()) == []
 
 
-async def test_aws_throttling_is_503_with_retry_after(served: Served) -> None:
-    served.executions.failures["StartExecution"] = AwsError(
-        "StartExecution", "ThrottlingException", "slow down"
+async def test_a_throttled_start_is_tried_again_and_answered(served: Served) -> None:
+    served.executions.throttled_next["StartExecution"] = 3
+    request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    served.complete(txn_id, output={"done": True})
+    status, _, body = await answer(await request)
+    assert (status, body["transactionId"], body["output"]) == (200, txn_id, {"done": True})
+    assert served.executions.calls == ["StartExecution"] * 4
+    assert served.executions.throttled == {"StartExecution": 3}
+
+
+async def test_throttling_that_outlasts_the_wait_is_503_with_retry_after(served: Served) -> None:
+    served.executions.throttled_next["StartExecution"] = 10**6
+    status, headers, body = await answer(
+        await served.client.post("/hello", json={}, headers={"Prefer": "wait=0.5"})
     )
-    status, headers, body = await answer(await served.client.post("/hello", json={}))
     assert status == 503
     assert body["awsErrorCode"] == "ThrottlingException"
     assert headers["Retry-After"] == "5"
+    assert served.executions.calls.count("StartExecution") > 1
+    assert served.executions.elsewhere == {}  # nothing started
+    assert served.app[REGISTRY].held == 0 and list(served.app[REGISTRY].unresolved()) == []
+
+
+async def test_a_start_throttled_after_it_took_effect_is_not_started_twice(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a throttled attempt have started the execution after all (and it ended at
+    once), the next attempt's ExecutionAlreadyExists means started: the request is held
+    for its completion, and there is one execution."""
+    executions = served.executions
+    start_execution = executions._start_execution
+    attempts = 0
+
+    async def took_effect_but_throttled(**params: Any) -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        answer = await start_execution(**params)
+        if attempts == 1:
+            executions.elsewhere[params["name"]]["status"] = "SUCCEEDED"
+            raise client_error(AwsError("StartExecution", "ThrottlingException", "Rate"))
+        return answer
+
+    monkeypatch.setattr(executions, "_start_execution", took_effect_but_throttled)
+    request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await executions.next_started()
+    await eventually(lambda: attempts == 2)
+    served.complete(txn_id, output={"once": True})
+    status, _, body = await answer(await request)
+    assert (status, body["output"]) == (200, {"once": True})
+    assert executions.started.empty() and list(executions.elsewhere) == [txn_id]
+
+
+async def test_an_input_too_large_for_step_functions_is_413_before_any_aws_call(
+    served: Served,
+) -> None:
+    # 100 kB of UTF-8, within the body limit (256 KiB), but each character is six bytes
+    # of the execution's JSON input.
+    body = json.dumps({"text": "\u00e9" * 50_000}, ensure_ascii=False).encode()
+    post = functools.partial(served.client.post, data=body, headers={**JSON_BODY, **LONG})
+    status, headers, answered = await answer(await post("/hello"))
+    assert status == 413
+    assert headers["Content-Type"].startswith("application/json")
+    assert "262144" in answered["message"]
+    assert served.executions.calls == [] and served.executions.objects == {}
+    assert served.app[REGISTRY].held == 0 and len(served.app[REGISTRY]) == 0
+    # A sidecar route's input names the stored body instead: it is started.
+    request = asyncio.ensure_future(post("/p1"))
+    txn_id = await served.executions.next_started()
+    served.complete(txn_id)
+    assert (await answer(await request))[0] == 200
 
 
 async def test_too_many_held_requests_is_503_and_reattaches_have_their_own_budget() -> None:
@@ -369,12 +434,12 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
     start_execution = executions._start_named
     first_call, fail_now = asyncio.Event(), asyncio.Event()
 
-    async def first_fails(route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def first_fails(route: str, txn_id: str, execution_input: str, deadline: float) -> None:
         if not first_call.is_set():
             first_call.set()
             await fail_now.wait()
             raise AwsError("StartExecution", "ServiceUnavailable", "try again")
-        await start_execution(route, txn_id, body)
+        await start_execution(route, txn_id, execution_input, deadline)
 
     monkeypatch.setattr(executions, "_start_named", first_fails)
     first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
@@ -633,11 +698,11 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
         assert status == 404, path
 
 
-async def test_describing_others_executions_shares_the_rate_limit(
+async def test_describing_others_executions_draws_on_the_read_budget(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.executions.DESCRIBE_PATIENCE", 0.05)
-    served.executions.limiter = RateLimiter(rate=0.01, burst=1)
+    monkeypatch.setattr("notifier.executions.READ_PATIENCE", 0.05)
+    served.executions.budget = ReadBudget(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):
         served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output="{}")

@@ -11,7 +11,6 @@ import pytest
 
 from notifier.executions import AwsError
 from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
 from notifier.sources.describe import DescribePoller
 from notifier.waiters import Registry, Status, Transaction
 from tests.eventually import eventually
@@ -49,15 +48,13 @@ async def test_a_failed_call_answers_nothing() -> None:
     assert txn.completion is None and txn.asked_at is not None
 
 
-async def test_patience_gives_up_when_the_rate_limit_is_spent() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+async def test_patience_gives_up_when_the_budget_is_spent() -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions(rate=0.01)
     txn = started(registry, new_txn_id())
-    limiter = RateLimiter(rate=0.01, burst=1)
-    await limiter.acquire()  # the only token for the next 100 s
+    await executions.budget.spend("DescribeExecution")  # the only token for the next 100 s
     describe = describer(registry, executions)
-    describe.limiter = limiter
     assert await describe.describe(txn, patience=0.05) is None
-    assert executions.described == []
+    assert executions.described == [] and describe.calls == 0
 
 
 async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> None:
@@ -76,11 +73,10 @@ async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> Non
     assert len(executions.described) == 4 and txn.completion is completion
 
 
-async def test_the_shared_limit_holds_for_everyone() -> None:
-    limiter = RateLimiter(rate=50, burst=5)
-    registry, executions = Registry(max_held=100), FakeExecutions()
+async def test_the_shared_budget_holds_for_everyone() -> None:
+    registry, executions = Registry(max_held=100), FakeExecutions(rate=5)
+    executions.budget.rate = 50  # a burst of 5, then 50 a second
     describe = describer(registry, executions)
-    describe.limiter = limiter
     txns = [started(registry, new_txn_id()) for _ in range(15)]
     began = time.monotonic()
     await asyncio.gather(*(describe.describe(txn) for txn in txns))

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
 from notifier.sources.liveness import MqttLiveness
 from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
 from tests.eventually import eventually
@@ -32,7 +31,7 @@ def liveness(registry: Registry, mqtt: FakeMqtt, executions: FakeExecutions) -> 
     async def published(txn: Transaction) -> bool:
         return await executions.published(txn.execution_arn, TOPIC + txn.txn_id)
 
-    return MqttLiveness(registry, mqtt, published, RateLimiter(1000), grace=GRACE)
+    return MqttLiveness(registry, mqtt, published, grace=GRACE)
 
 
 def arrived(registry: Registry, txn: Transaction, via: str) -> None:
