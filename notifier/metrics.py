@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -65,6 +65,12 @@ class Metrics:
             "Completions another path brought that MQTT, connected, did not deliver in time",
             registry=r,
         )
+        self.mqtt_undelivered = Counter(
+            "notifier_mqtt_undelivered",
+            "Completions another path brought that MQTT did not deliver while it delivered "
+            "others (discarded over a quota or lost: not counted as missed)",
+            registry=r,
+        )
 
     def observe_completion(
         self, source: str, stopped_at: datetime | None, notified_at: datetime
@@ -81,6 +87,11 @@ class Metrics:
     def watch_fast_calls(self, *calls: FastCallState) -> None:
         """Report how many calls of each fast-path operation the AWS SDK made instead."""
         self.registry.register(_FastCallCollector(calls))
+
+    def watch_step_functions(self, state: StepFunctionsState) -> None:
+        """Report the reads' budget and the calls Step Functions throttled, read at each
+        scrape."""
+        self.registry.register(_StepFunctionsCollector(state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -111,6 +122,69 @@ class _MqttCollector(Collector):
             "notifier_token_refreshes",
             "IoT tokens fetched after the first (a new connection each)",
             value=self._source.refreshes,
+        )
+
+
+class ReadBudgetState(Protocol):
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def tokens(self) -> float: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def spent(self) -> Mapping[str, int]: ...
+
+
+class StepFunctionsState(Protocol):
+    @property
+    def budget(self) -> ReadBudgetState: ...
+
+    @property
+    def throttled(self) -> Mapping[str, int]: ...
+
+
+class _StepFunctionsCollector(Collector):
+    def __init__(self, state: StepFunctionsState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        budget = self._state.budget
+        throttled = CounterMetricFamily(
+            "notifier_sfn_throttled",
+            "Step Functions calls answered with throttling, by API",
+            labels=["api"],
+        )
+        for api, count in sorted(self._state.throttled.items()):
+            throttled.add_metric([api], count)
+        yield throttled
+        reads = CounterMetricFamily(
+            "notifier_sfn_reads",
+            "Step Functions reads made within the read budget, by API",
+            labels=["api"],
+        )
+        for api, count in sorted(budget.spent.items()):
+            reads.add_metric([api], count)
+        yield reads
+        yield GaugeMetricFamily(
+            "notifier_sfn_read_budget_tokens",
+            "Tokens (DescribeExecution calls) in this process's read budget now; negative "
+            "while a dearer call is paid off",
+            value=budget.tokens,
+        )
+        yield GaugeMetricFamily(
+            "notifier_sfn_read_budget_rate",
+            "Tokens a second this process's read budget is refilled with (its share of "
+            "sfn_read_rate)",
+            value=budget.rate,
+        )
+        yield GaugeMetricFamily(
+            "notifier_sfn_read_budget_waiting",
+            "Step Functions reads waiting for their turn in the budget",
+            value=budget.waiting,
         )
 
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
+from notifier.executions import Executions
 from notifier.metrics import Metrics
+from notifier.sfn_budget import ReadBudget
 
 
 def test_each_daemon_has_its_own_registry_with_prefixed_metrics() -> None:
@@ -15,3 +19,32 @@ def test_each_daemon_has_its_own_registry_with_prefixed_metrics() -> None:
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert names and all(name.startswith("notifier_") for name in names)
     assert "notifier_requests_total{" not in second.render().decode()
+
+
+async def no_call(**params: Any) -> dict[str, Any]:
+    raise AssertionError("no call expected")
+
+
+async def test_step_functions_throttling_and_the_read_budget_are_reported() -> None:
+    metrics = Metrics()
+    executions = Executions(
+        None, None, "bucket", "unit", dict, budget=ReadBudget(4, burst=4),
+        put_object=no_call, start_execution=no_call,
+    )  # fmt: skip
+    metrics.watch_step_functions(executions)
+    for _ in range(3):
+        assert await executions.budget.spend("DescribeExecution")
+    assert await executions.budget.spend("GetExecutionHistory")
+    executions.throttled["DescribeExecution"] += 2
+    executions.throttled["StartExecution"] += 1
+    text = metrics.render().decode()
+    assert 'notifier_sfn_throttled_total{api="DescribeExecution"} 2.0' in text
+    assert 'notifier_sfn_throttled_total{api="StartExecution"} 1.0' in text
+    assert 'notifier_sfn_reads_total{api="DescribeExecution"} 3.0' in text
+    assert 'notifier_sfn_reads_total{api="GetExecutionHistory"} 1.0' in text
+    assert "notifier_sfn_read_budget_rate 4.0" in text
+    assert "notifier_sfn_read_budget_waiting 0.0" in text
+    tokens = next(
+        line for line in text.splitlines() if line.startswith("notifier_sfn_read_budget_tokens ")
+    )
+    assert 0.5 <= float(tokens.split()[1]) < 1.5  # 4 - 3.5, and what refilled since

@@ -179,6 +179,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             put_object=put_object,
             start_execution=start_execution,
         )
+        app[METRICS].watch_step_functions(app[EXECUTIONS])
         yield
 
 
@@ -199,6 +200,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
                 mqtt,
                 published_to(app[EXECUTIONS], settings.mqtt.topic_root, app[INSTANCE_ID]),
                 on_missed=app[METRICS].mqtt_missed.inc,
+                on_undelivered=app[METRICS].mqtt_undelivered.inc,
             )
             app[LIVENESS] = await stack.enter_async_context(liveness)
         if settings.sqs.queue_prefix is not None:

@@ -13,6 +13,13 @@ publishes the same message over MQTT), or one found by DescribeExecution whose e
 history shows it published to this instance's topic (a workflow that never publishes is
 no sign of a broken connection). Nothing is asked of AWS while MQTT delivers.
 
+Throttling is no sign of a dead link either. IoT Core discards what goes over a
+connection's quotas, so a completion may be missing while MQTT delivers others: a miss
+counts against the link only if MQTT delivered nothing at all from the workflow's end until
+the check; otherwise it is counted as undelivered, and the link is left alone. A history
+that Step Functions would not let us read (throttled, or no turn in the read budget, where
+the read waits behind every read a request waits for) proves nothing and counts as no miss.
+
 The reason clears once MQTT delivers a completion on a connection made after the miss, or
 ``forget_after`` seconds after the last miss.
 """
@@ -71,17 +78,22 @@ class MqttLiveness(Service):
         published: Published,
         *,
         on_missed: Callable[[], None] | None = None,
+        on_undelivered: Callable[[], None] | None = None,
         grace: float = GRACE,
         forget_after: float = FORGET_AFTER,
     ) -> None:
         self.mqtt = mqtt
         self.published = published
         self.on_missed = on_missed
+        self.on_undelivered = on_undelivered
         self.grace = grace
         self.forget_after = forget_after
         self.checked = 0
         """Completions from the other paths checked against what MQTT delivered."""
         self.missed = 0
+        self.undelivered = 0
+        """Completions MQTT did not deliver although it delivered others meanwhile."""
+        self._mqtt_delivered_at: datetime | None = None
         self.problem: str | None = None
         """Why MQTT is not trusted right now; None while it delivers."""
         self._missed_at: datetime | None = None
@@ -98,6 +110,7 @@ class MqttLiveness(Service):
 
     def _delivered(self, txn: Transaction, completion: Completion, first: bool) -> None:
         if completion.via == "mqtt":
+            self._mqtt_delivered_at = completion.notified_at
             self._mqtt_delivered()
         elif (
             first
@@ -144,6 +157,16 @@ class MqttLiveness(Service):
         ended = completion.stop_date or completion.notified_at
         subscribed_at = self.mqtt.subscribed_at
         if subscribed_at is None or subscribed_at > _aware(ended):
+            return False
+        if self._mqtt_delivered_at is not None and self._mqtt_delivered_at > _aware(ended):
+            self.undelivered += 1
+            if self.on_undelivered is not None:
+                self.on_undelivered()
+            log.info(
+                "MQTT did not deliver the completion of %s but delivers others: discarded "
+                "or lost on the way, the link is left alone", txn.txn_id,
+                extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
+            )  # fmt: skip
             return False
         if completion.via == "sqs":
             return True

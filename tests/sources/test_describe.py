@@ -4,6 +4,7 @@ executions and failing calls never stop anything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -83,3 +84,23 @@ async def test_the_shared_budget_holds_for_everyone() -> None:
     # 5 at once, then 10 more at 50 a second: at least 0.2 s, whatever the machine.
     assert time.monotonic() - began >= 0.19
     await eventually(lambda: len(executions.described) == 15)
+
+
+async def test_a_request_close_to_its_deadline_is_described_first_background_last() -> None:
+    registry, executions = Registry(max_held=10), FakeExecutions(rate=1000)
+    executions.budget.burst = 1
+    describe = describer(registry, executions)
+    far, soon = time.monotonic() + 60, time.monotonic() + 1
+    txns = {name: started(registry, new_txn_id()) for name in ("stale", "a", "b", "closing")}
+    deadlines = {"stale": None, "a": far, "b": far, "closing": soon}
+    async with contextlib.AsyncExitStack() as holds:
+        for name, txn in txns.items():
+            await holds.enter_async_context(registry.hold(txn.txn_id, deadline=deadlines[name]))
+        await executions.budget.spend("DescribeExecution")  # the bucket is empty now
+        calls = []
+        for name, txn in txns.items():
+            calls.append(asyncio.ensure_future(describe.describe(txn, background=name == "stale")))
+            await asyncio.sleep(0)
+        await asyncio.gather(*calls)
+    order = [next(n for n, t in txns.items() if t.execution_arn == a) for a in executions.described]
+    assert order == ["closing", "a", "b", "stale"]

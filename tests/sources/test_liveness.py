@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from notifier.executions import AwsError
 from notifier.ids import new_txn_id
 from notifier.sources.liveness import MqttLiveness
 from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
@@ -109,3 +110,33 @@ async def test_a_failing_history_read_does_not_stop_the_watch() -> None:
             arrived(registry, txn, "poll")
         await eventually(lambda: watch.missed == 1)
         assert "mqtt-liveness" in running_tasks() and executions.history_reads == 2
+
+
+async def test_a_completion_missing_while_mqtt_delivers_others_is_no_dead_link() -> None:
+    """IoT Core discards what goes over a connection's quotas: one completion missing while
+    others arrive is counted as undelivered, and the link is left alone."""
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    async with liveness(registry, mqtt, executions) as watch:
+        discarded = started(registry, new_txn_id())
+        arrived(registry, discarded, "sqs")  # it ended a second ago
+        arrived(registry, started(registry, new_txn_id()), "mqtt")  # but MQTT delivers
+        published = started(registry, new_txn_id())
+        executions.published_to[arn(published.txn_id)] = TOPIC + published.txn_id
+        arrived(registry, published, "poll")
+        await eventually(lambda: watch.checked == 2)
+    assert (watch.missed, watch.undelivered, mqtt.renewals) == (0, 2, 0)
+    assert watch.problem is None and executions.history_reads == 0
+
+
+async def test_a_throttled_history_read_is_no_miss() -> None:
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    executions.history_failures.append(
+        AwsError("GetExecutionHistory", "ThrottlingException", "Rate exceeded")
+    )
+    async with liveness(registry, mqtt, executions) as watch:
+        txn = started(registry, new_txn_id())
+        executions.published_to[arn(txn.txn_id)] = TOPIC + txn.txn_id
+        arrived(registry, txn, "poll")
+        await eventually(lambda: watch.checked == 1)
+    assert (watch.missed, mqtt.renewals, executions.history_reads) == (0, 0, 1)
+    assert watch.problem is None
