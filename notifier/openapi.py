@@ -432,13 +432,16 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             ),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
-            "413": _error("body too large"),
+            "413": _error(
+                "body too large, or the execution input it makes over Step Functions' limit "
+                "(262,144 bytes)"
+            ),
             "422": _error("the Idempotency-Key was used with another body (transactionId)"),
             "415": NOT_JSON,
             "429": _error("over the API key's rate", "Retry-After"),
             "503": _error(
-                "too many held requests, draining, AWS throttling or the DescribeExecution "
-                "rate limit reached",
+                "too many held requests, draining, AWS throttling that outlasted the wait, "
+                "or the Step Functions read budget spent",
                 "Retry-After",
             ),
         },
@@ -458,7 +461,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             "404": _error("unknown route, or no transaction with that key"),
             "503": _error(
                 "too many re-attached requests held, draining, AWS throttling or the "
-                "DescribeExecution rate limit reached",
+                "Step Functions read budget spent",
                 "Retry-After",
             ),
         }
@@ -537,7 +540,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                         "404": _error("no such transaction"),
                         "503": _error(
                             "too many re-attached requests held, draining, AWS throttling or "
-                            "the DescribeExecution rate limit reached",
+                            "the Step Functions read budget spent",
                             "Retry-After",
                         ),
                     }

@@ -90,6 +90,12 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL.split("[routes")[0] + MINIMAL.split('"body"')[1], {}, "no routes"),
         (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
         (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
+        (MINIMAL, {"NOTIFIER_DAEMON_SFN_READ_RATE": "0"}, "sfn_read_rate: must be positive"),
+        (
+            MINIMAL.replace("[routes", "[daemon]\nreconcile_rate = 20\n[routes", 1),
+            {},
+            "[daemon] reconcile_rate: replaced by sfn_read_rate",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_line(

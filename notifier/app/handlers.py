@@ -309,7 +309,7 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         located_txn = registry.track(Transaction(txn_id, found_route, description["executionArn"]))
         _attach(app, located_txn, description)
     elif (safety_net := app.get(SAFETY_NET)) is not None:
-        await safety_net.on_reattach(known)
+        await safety_net.on_reattach(known, received + wait)
     txn = registry.get(txn_id)
     if txn is None:  # evicted while DescribeExecution ran; only with a tiny recent_completions
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})

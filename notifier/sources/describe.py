@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 from notifier.executions import RATE_LIMITED, AwsError, completion_from_description
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.sfn_budget import BACKGROUND
 from notifier.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,12 @@ class Describer:
         patience: float | None = None,
         *,
         unless: Callable[[], bool] | None = None,
-        background: bool = False,
+        deadline: float | None = None,
     ) -> Status | None:
         """DescribeExecution of ``txn``'s execution, resolving it if it ended; its status.
 
-        Its turn comes by the deadline of the transaction's held requests, or, in the
-        ``background``, after every call that has a deadline. None when no
+        Its turn comes by ``deadline`` (None: that of the transaction's held requests; see
+        :mod:`notifier.sfn_budget`). None when no
         answer came: the call failed or was throttled, the execution does not exist (yet),
         no call could be made within ``patience`` seconds (None: as long as it takes), or
         the transaction was resolved or ``unless()`` was true when its turn came (no call
@@ -78,7 +77,7 @@ class Describer:
         try:
             description = await self.executions.describe(
                 txn.execution_arn,
-                deadline=BACKGROUND if background else txn.deadline,
+                deadline=txn.deadline if deadline is None else deadline,
                 patience=patience,
                 unless=needless,
             )

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 
 from notifier.lifecycle import BackgroundTasks, Service
+from notifier.sfn_budget import BACKGROUND
 from notifier.sources.describe import Describer
 from notifier.waiters import Registry, Transaction
 
@@ -66,10 +67,11 @@ class SafetyNet(Service):
         if txn.completion is None and (txn.asked_at is None or txn.asked_at < held_since):
             await self._ask(txn, "deadline", DEADLINE_PATIENCE)
 
-    async def on_reattach(self, txn: Transaction) -> None:
-        """Before holding a re-attach to a known transaction: ask if nothing was heard."""
+    async def on_reattach(self, txn: Transaction, deadline: float) -> None:
+        """Before holding a re-attach to a known transaction, to be answered by
+        ``deadline`` (monotonic): ask if nothing was heard."""
         if txn.completion is None and time.monotonic() - txn.quiet_since >= self.sweep_after:
-            await self._ask(txn, "reattach")
+            await self._ask(txn, "reattach", deadline=deadline)
 
     async def _sweep_once(self) -> None:
         await asyncio.sleep(self.sweep_interval)
@@ -77,7 +79,7 @@ class SafetyNet(Service):
         if not stale:
             return
         before = self.found["sweep"]
-        await asyncio.gather(*(self._ask(txn, "sweep", background=True) for txn in stale))
+        await asyncio.gather(*(self._ask(txn, "sweep", deadline=BACKGROUND) for txn in stale))
         if self.found["sweep"] > before:
             log.warning(
                 "safety sweep: %d of %d held requests had ended unheard of",
@@ -90,10 +92,10 @@ class SafetyNet(Service):
         check: str,
         patience: float | None = None,
         *,
-        background: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self.calls += 1
         unresolved = txn.completion is None
-        await self.describer.describe(txn, patience, background=background)
+        await self.describer.describe(txn, patience, deadline=deadline)
         if unresolved and txn.completion is not None and txn.completion.via == "poll":
             self.found[check] += 1

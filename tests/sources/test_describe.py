@@ -12,6 +12,7 @@ import pytest
 
 from notifier.executions import AwsError
 from notifier.ids import new_txn_id
+from notifier.sfn_budget import BACKGROUND
 from notifier.sources.describe import DescribePoller
 from notifier.waiters import Registry, Status, Transaction
 from tests.eventually import eventually
@@ -99,7 +100,8 @@ async def test_a_request_close_to_its_deadline_is_described_first_background_las
         await executions.budget.spend("DescribeExecution")  # the bucket is empty now
         calls = []
         for name, txn in txns.items():
-            calls.append(asyncio.ensure_future(describe.describe(txn, background=name == "stale")))
+            deadline = BACKGROUND if name == "stale" else None
+            calls.append(asyncio.ensure_future(describe.describe(txn, deadline=deadline)))
             await asyncio.sleep(0)
         await asyncio.gather(*calls)
     order = [next(n for n, t in txns.items() if t.execution_arn == a) for a in executions.described]

@@ -49,8 +49,8 @@ async def test_a_reattach_asks_only_when_nothing_was_heard_for_a_while() -> None
     quiet.tracked_at -= 31
     executions.answer(quiet.txn_id, "TIMED_OUT")
     net = safety_net(registry, executions, after=30)
-    await net.on_reattach(recent)
-    await net.on_reattach(quiet)
+    await net.on_reattach(recent, time.monotonic() + 30)
+    await net.on_reattach(quiet, time.monotonic() + 30)
     assert executions.described == [arn(quiet.txn_id)]
     assert quiet.completion is not None and quiet.completion.status is Status.TIMED_OUT
 
