@@ -406,6 +406,18 @@ class Executions:
                 return events, False
         return events, True
 
+    async def definition_of(self, arn: str) -> dict[str, Any]:
+        """The state machine definition the execution runs (DescribeStateMachineForExecution),
+        for someone waiting (within :data:`READ_PATIENCE`)."""
+        described = await self._read(
+            "DescribeStateMachineForExecution",
+            functools.partial(self._sfn.describe_state_machine_for_execution, executionArn=arn),
+            deadline=time.monotonic(),
+            patience=READ_PATIENCE,
+        )
+        definition: dict[str, Any] = json.loads(described["definition"])
+        return definition
+
     async def published(self, arn: str, topic: str) -> bool:
         """Whether the execution published to ``topic`` over IoT (a task state's
         ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history; read

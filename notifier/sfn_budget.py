@@ -35,10 +35,15 @@ from dataclasses import dataclass, field
 
 BACKGROUND = math.inf
 """The deadline of a call no request waits for: it goes after every call that has one."""
-READ_COSTS = {"DescribeExecution": 1.0, "GetExecutionHistory": 0.5, "ListExecutions": 5.0}
+READ_COSTS = {
+    "DescribeExecution": 1.0,
+    "GetExecutionHistory": 0.5,
+    "ListExecutions": 5.0,
+    "DescribeStateMachineForExecution": 10.0,
+}
 """Tokens a call costs: DescribeExecution's refill rate over the API's own, in the regions
-where they are lowest (10/s, 20/s and 2/s), so that a budget of R a second keeps each API
-within R/10 of its account's refill there."""
+where they are lowest (10/s, 20/s, 2/s and 1/s), so that a budget of R a second keeps each
+API within R/10 of its account's refill there."""
 LEAD = 5.0
 """Seconds before its request's deadline when a call is due, however long the queue."""
 BACKOFF_BASE = 0.2
