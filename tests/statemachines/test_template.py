@@ -333,6 +333,20 @@ def test_failures_are_left_to_the_status_forwarder(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MACHINES.values())
+def test_every_next_names_a_state(name: str) -> None:
+    def check(states: dict[str, Any]) -> None:
+        for state_name, state in states.items():
+            targets = [state.get("Next"), state.get("Default")]
+            targets += [c.get("Next") for c in state.get("Catch", []) + state.get("Choices", [])]
+            for target in filter(None, targets):
+                assert target in states, (state_name, target)
+            for branch in state.get("Branches", []):
+                check(branch["States"])
+
+    check(asl(name)["States"])
+
+
+@pytest.mark.parametrize("name", MACHINES.values())
 def test_every_work_state_catches_into_failed(name: str) -> None:
     top_level = asl(name)["States"]
     if name == "downstream":  # Pass states only: nothing can fail
