@@ -11,13 +11,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app.state import EXECUTIONS, MQTT, POLLER, SQS
+from notifier.app.state import EXECUTIONS, MQTT, OUTPUT_FETCHER, POLLER, SQS
 from notifier.daemon import Daemon
 from notifier.idempotency import fingerprint
 from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from notifier.local.stack import LocalStack
 from tests.daemons import DaemonFactory, call
 from tests.eventually import eventually
+from tests.local.test_workflows import Notifications
+from tests.mqtt_support import MqttRecorder
 
 LONG = {"Prefer": "wait=60"}
 
@@ -51,6 +53,33 @@ async def test_hello_succeeds(daemon: Daemon, http: aiohttp.ClientSession) -> No
     assert "processData" not in body
     assert headers["Preference-Applied"] == "wait=60"
     assert body["timings"]["startedAt"] <= body["timings"]["notifiedAt"]
+
+
+async def test_an_output_too_large_for_mqtt_comes_as_one_pointer_and_is_fetched(
+    daemon: Daemon, http: aiohttp.ClientSession, stack: LocalStack
+) -> None:
+    """Between IoT's 128 KB and Step Functions' 256 KiB: the workflow's full notification is
+    refused, its pointer is published instead, and the daemon answers with the output it
+    fetched. The forwarder, which sees the workflow published, adds nothing."""
+    blob = "x" * 150_000
+    instance = daemon.app[MQTT].instance_id
+    fetcher = daemon.app[OUTPUT_FETCHER]
+    pointers = fetcher.pointers
+    prefix = f"{stack.settings.topic_root}/{instance}"
+    async with MqttRecorder(stack, instance) as mqtt, MqttRecorder(stack, None) as status_feed:
+        status, _, body = await call(
+            http, "POST", f"{daemon.url}/hello", json={"blob": blob}, headers=LONG
+        )
+        assert status == 200, body
+        messages = await Notifications(stack, mqtt, status_feed, prefix).all_of(
+            body["transactionId"], body["executionArn"]
+        )
+    assert_final(body, "SUCCEEDED")
+    assert body["output"]["blob"] == blob
+    (pointer,) = messages
+    assert pointer["fetchOutput"] is True and "output" not in pointer
+    assert pointer.get("publishedBy") is None  # the workflow's own
+    assert fetcher.pointers == pointers + 1
 
 
 async def test_processa_succeeds_with_its_process_data(
