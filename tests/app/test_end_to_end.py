@@ -99,7 +99,7 @@ async def test_processa_fails_with_502(daemon: Daemon, http: aiohttp.ClientSessi
         http, "POST", f"{daemon.url}/p1", json={"fail": "step-c"}, headers=LONG
     )
     assert status == 502, body
-    # A failure comes from the status forwarder: its queue message and its publish race.
+    # A failure comes from the status forwarder: its publish and its queue message race.
     assert_final(body, "FAILED", via=body["completedVia"])
     assert body["completedVia"] in ("mqtt", "sqs")
     assert body["error"] == "ForcedFailure"

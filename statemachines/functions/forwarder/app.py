@@ -210,10 +210,12 @@ class Forwarder:
             return []
         message = completion(detail)
         instance_topic = f"{self.topic_root}/{subtopic}/{detail['name']}"
-        # The queue first: it is what the daemon reads when IoT is what fails.
-        deliveries = [("queue", lambda: self._enqueue(subtopic, message))]
+        # MQTT first, as it is what the daemon hears soonest; the queue's copy follows
+        # whether or not the publish worked (every delivery is tried).
+        deliveries = []
         if not workflow_notified(detail):
             deliveries.append(("mqtt", lambda: self._publish(instance_topic, message)))
+        deliveries.append(("queue", lambda: self._enqueue(subtopic, message)))
         return deliveries
 
     def _publish(self, topic: str, message: dict[str, Any]) -> bool:
