@@ -43,7 +43,11 @@ def error(
 
 def aws_error(exc: AwsError, retry_after: int) -> web.Response:
     if exc.throttled:
-        who = "this daemon's rate limit holds" if exc.code == RATE_LIMITED else "AWS is throttling"
+        who = (
+            "this instance's share of Step Functions reads holds"
+            if exc.code == RATE_LIMITED
+            else "AWS is throttling"
+        )
         return error(
             503,
             f"{who} {exc.operation}; retry later",

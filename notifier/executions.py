@@ -110,6 +110,22 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return f"{prefix}:execution:{machine}:{name}"
 
 
+UNNOTIFIED_KEYS = frozenset({"result", "notifyError"})
+"""The output of a workflow whose Notify states could not publish: ``{"result": <the
+result>, "notifyError": {...}}``, the mark the status forwarder reads."""
+
+
+def workflow_result(output: Any) -> Any:
+    """The workflow's result in its execution's output (unwrapped from the unnotified mark)."""
+    if (
+        isinstance(output, dict)
+        and output.keys() == UNNOTIFIED_KEYS
+        and isinstance(output["notifyError"], dict)
+    ):
+        return output["result"]
+    return output
+
+
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
     """The completion a DescribeExecution answer of a final status tells."""
     output = description.get("output")
@@ -117,7 +133,7 @@ def completion_from_description(description: dict[str, Any], via: str = "poll") 
         status=Status.parse(description.get("status")),
         via=via,
         execution_arn=description.get("executionArn"),
-        output=json.loads(output) if output is not None else None,
+        output=workflow_result(json.loads(output)) if output is not None else None,
         error=description.get("error"),
         cause=description.get("cause"),
         stop_date=description.get("stopDate"),

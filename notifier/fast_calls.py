@@ -18,8 +18,9 @@ is raised as the client would raise it (a ``ClientError``), for the caller to ba
 from, since another attempt at once would only be throttled again and cost one more call
 of the account's quota. A parameter it does not serialize itself, any other error answer
 or a failed connection hands the call to the client, which then makes it
-exactly as it always has: retries with backoff, adaptive rate limiting of throttled calls,
-S3's region redirects, and the same exceptions. After such a failure every call goes through
+exactly as it always has: retries with backoff where the client has them (not for Step
+Functions, whose calls the daemon retries itself), S3's region redirects, and the same
+exceptions. After such a failure every call goes through
 the client for :data:`CLIENT_ONLY_SECONDS`, extended while calls keep failing, so that a
 struggling or throttling service sees the client's retry behaviour alone.
 

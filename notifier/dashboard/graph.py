@@ -12,8 +12,8 @@ and Catch edges) and colours each state by what the execution's history says of 
 - ``failed``: its last attempt failed and the execution failed, or the execution ended
   inside it (a ``Fail`` state, an uncaught error, a timeout, a stop).
 
-Reads go through :class:`~notifier.executions.Executions`, whose DescribeExecution shares
-the daemon's rate limit. A finished execution's graph never changes, so it is kept (a few
+Reads go through :class:`~notifier.executions.Executions`, within the daemon's Step
+Functions read budget. A finished execution's graph never changes, so it is kept (a few
 hundred of them) and asked for again only once evicted.
 """
 

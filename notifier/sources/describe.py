@@ -59,8 +59,10 @@ class Describer:
         *,
         unless: Callable[[], bool] | None = None,
         deadline: float | None = None,
+        via: str = "poll",
     ) -> Status | None:
-        """DescribeExecution of ``txn``'s execution, resolving it if it ended; its status.
+        """DescribeExecution of ``txn``'s execution, resolving it if it ended (as a
+        completion that came ``via`` that path); its status.
 
         Its turn comes by ``deadline`` (None: that of the transaction's held requests; see
         :mod:`notifier.sfn_budget`). None when no
@@ -99,7 +101,7 @@ class Describer:
             self._unknown_statuses.add(str(raw))
             log.warning("execution status %r is unknown here: taken as still running", raw)
         if status.final:
-            self.registry.resolve(txn.txn_id, completion_from_description(description))
+            self.registry.resolve(txn.txn_id, completion_from_description(description, via))
         return status
 
 

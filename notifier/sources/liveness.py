@@ -8,10 +8,11 @@ seconds later, MQTT has not, although it was connected and subscribed from befor
 workflow ended until then, that completion is counted as missed, ``/readyz`` reports
 ``degraded`` with the reason, and the connection is replaced by one on a fresh session.
 
-Only completions MQTT must have carried count: one from the queue (the status forwarder
-publishes the same message over MQTT), or one found by DescribeExecution whose execution's
-history shows it published to this instance's topic (a workflow that never publishes is
-no sign of a broken connection). Nothing is asked of AWS while MQTT delivers.
+Only completions MQTT must have carried count: one from the queue (each one the queue gets
+was also published over MQTT, by the workflow or by the status forwarder), or one found by
+DescribeExecution whose execution's history shows it published to this instance's topic (a
+workflow that never publishes is no sign of a broken connection). Nothing is asked of AWS
+while MQTT delivers.
 
 Throttling is no sign of a dead link either. IoT Core discards what goes over a
 connection's quotas, so a completion may be missing while MQTT delivers others: a miss

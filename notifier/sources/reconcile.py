@@ -6,7 +6,7 @@ during the gap is lost. While it is down, each held, unresolved transaction is d
 again once it is due: ``interval`` seconds after it was last asked about while it is young,
 backing off with its age (a quarter of it) up to ``max_interval`` for long-running ones. The
 sweeps start as soon as the connection is known to be down, and a request is queued for
-its turn at the rate limit as soon as it is due, so with many held each is described about
+its turn in the read budget as soon as it is due, so with many held each is described about
 every ``held / rate`` seconds, however slow the calls. While MQTT is up it makes no
 call (the safety net's rare checks aside, see :mod:`notifier.sources.safety`).
 Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always.
@@ -86,7 +86,7 @@ class Reconciler(Service):
                 if due:
                     self.sweeps += 1
                 for txn in due:
-                    # Each waits for its turn at the rate limit; the next due ones are
+                    # Each waits for its turn in the read budget; the next due ones are
                     # queued behind as soon as they are due, not after a whole pass.
                     in_flight[txn] = asyncio.ensure_future(self._describe(txn, unless))
                 try:
@@ -136,7 +136,7 @@ class Reconciler(Service):
         ]
 
     async def sweep(self) -> int:
-        """Describe every held, unresolved transaction once, each as soon as the rate limit
+        """Describe every held, unresolved transaction once, each as soon as the read budget
         lets it (how many are in flight together is up to the rate and AWS's latency);
         returns how many it resolved."""
         self.sweeps += 1

@@ -8,7 +8,7 @@ they should:
 
 - a held request still unresolved at its hold deadline is described once before its 202
   (unless Step Functions was asked about it during the hold already), waiting at most
-  ``DEADLINE_PATIENCE`` seconds for its turn at the rate limit;
+  ``DEADLINE_PATIENCE`` seconds for its turn in the read budget;
 - a re-attach to a known, unresolved transaction that nothing has been heard of for
   ``sweep_after`` seconds asks Step Functions before it waits;
 - every ``sweep_interval`` seconds a slow sweep describes the held, unresolved transactions

@@ -1,4 +1,4 @@
-"""DescribeExecution through the shared rate limit: statuses it does not know, redriven
+"""DescribeExecution within the read budget: statuses it does not know, redriven
 executions and failing calls never stop anything."""
 
 from __future__ import annotations
