@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -70,9 +71,9 @@ async def test_pointers_by_every_path_cost_one_fetch() -> None:
     gate = asyncio.Event()
     describe = executions.describe
 
-    async def slow_describe(execution_arn: str) -> dict[str, object]:
+    async def slow_describe(execution_arn: str, **turn: Any) -> dict[str, object]:
         await gate.wait()
-        return await describe(execution_arn)
+        return await describe(execution_arn, **turn)
 
     executions.describe = slow_describe  # type: ignore[method-assign]
     async with OutputFetcher(registry, describer(registry, executions)) as fetcher:
