@@ -16,7 +16,6 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from awscrt import mqtt
 from awscrt.exceptions import AwsCrtError
-from awsiot import mqtt_connection_builder
 from botocore.exceptions import ClientError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
@@ -25,7 +24,7 @@ from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
 from tests.eventually import eventually
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import connected, tls_connection, token_for
+from tests.mqtt_support import connected, mtls_connection, tls_connection, token_for
 from tests.sources.test_transports import register_device
 
 CONNECT_RATE = 0.05
@@ -199,14 +198,7 @@ async def test_a_subscribe_past_50_subscriptions_closes_the_connection(
         ],
     }  # fmt: skip
     device = await register_device(quota_stack, name, policy)
-    connection = mqtt_connection_builder.mtls_from_path(
-        cert_filepath=str(device.cert_file),
-        pri_key_filepath=str(device.key_file),
-        ca_filepath=str(quota_stack.ca_file),
-        endpoint=quota_stack.settings.host,
-        port=quota_stack.broker.tls_port,
-        client_id=name,
-    )
+    connection = mtls_connection(quota_stack, device, name)
     await asyncio.wrap_future(connection.connect())
     before = counts(quota_stack)()["iot_subscriptions_refused"]
 
