@@ -3,7 +3,9 @@
 Runs as its own process (``python -m notifier.local.endpoint``) so that state machine
 executions and Lambda workers never compete with the daemon's event loop. Once it listens it
 prints one line, ``READY <host> <port>``, on stdout; SIGTERM stops it. The broker password
-of the IoT data plane comes in the environment variable named by ``PUBLISHER_PASSWORD_ENV``.
+of the IoT data plane comes in the environment variable named by ``PUBLISHER_PASSWORD_ENV``;
+the AWS quotas it enforces (Step Functions' throttling, the data plane's payload limit) in
+``--quotas``, as :class:`~notifier.local.quotas.QuotaSettings` JSON.
 """
 
 from __future__ import annotations
