@@ -343,6 +343,11 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     for operation in ("PutObject", "StartExecution"):
         assert samples[f'notifier_aws_fast_path_handovers_total{{operation="{operation}"}}'] == 0
     assert samples["notifier_mqtt_connected"] == 1
+    # Two completions a while apart: the first connection carries them; none more is opened.
+    assert samples["notifier_mqtt_connections"] == 1
+    assert samples["notifier_mqtt_connections_max"] == 4
+    assert samples['notifier_mqtt_messages_total{connection="0",outcome="received"}'] >= 2
+    assert samples['notifier_mqtt_connection_peak_messages_per_second{connection="0"}'] >= 1
     assert samples["notifier_mqtt_reconnects_total"] == 0
     assert samples["notifier_token_refreshes_total"] == 0
     assert samples["notifier_held_requests"] == 0
@@ -355,3 +360,6 @@ async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientS
     assert status == 200
     assert body["ready"] and body["mqttConnected"] and body["awsReachable"]
     assert body["awsError"] is None and body["accepting"]
+    assert (body["mqttConnections"], body["mqttConnectionsMax"]) == (1, 4)
+    (connection,) = body["mqttConnectionDetails"]
+    assert connection["subtopic"] == daemon.instance_id and connection["connected"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from awscrt import mqtt
@@ -68,6 +69,8 @@ class MqttSubscription(Service):
         self.subscribed_at: datetime | None = None
         """Since when the current subscription is verified (None while not connected)."""
         self._connected_changed = asyncio.Event()
+        self.on_connected_changed: list[Callable[[], None]] = []
+        """Called in the event loop each time ``connected`` changes."""
         self.received = 0
         self.ignored = 0
         self.refreshes = 0
@@ -188,6 +191,8 @@ class MqttSubscription(Service):
         self.subscribed_at = utcnow() if value else None
         changed, self._connected_changed = self._connected_changed, asyncio.Event()
         changed.set()
+        for listener in self.on_connected_changed:
+            listener()
 
     async def _keep_connected_once(self) -> None:
         """One turn of the keeper: connect when there is no connection (the broker may be

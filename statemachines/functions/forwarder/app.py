@@ -9,13 +9,15 @@ this function. For each one it publishes, over AWS IoT:
   the workflows' Notify states publish (plus ``"publishedBy": "status-forwarder"``), to the
   instance that started the execution (the ``subtopic`` of the execution's input);
 
-and sends that completion to the instance's own queue, ``<CompletionQueuePrefix><subtopic>``,
-when the instance created one. A queue is per instance, so no instance ever reads another's
-completions. Each delivery is tried independently: a broker outage does not stop the queue
-message, which is what the daemon reads while it cannot receive MQTT. If any failed, the
-invocation fails once all were tried: Lambda retries the event (twice; the deliveries that
-worked are made again, and count once), then sends it to the function's dead-letter queue,
-which alarms. Nothing is lost silently.
+and sends that completion to the instance's own queue, ``<CompletionQueuePrefix><instance>``,
+when the instance created one (``<instance>`` is the subtopic's first level: a daemon
+spreading its completions over several connections gives them ``<instance>/<n>``). A
+queue is per instance, so no instance ever reads another's completions. Each delivery is
+tried independently: a broker outage does not stop the queue message, which is what the
+daemon reads while it cannot receive MQTT. If any failed, the invocation fails once all were
+tried: Lambda retries the event (twice; the deliveries that worked are made again, and count
+once), then sends it to the function's dead-letter queue, which alarms. Nothing is lost
+silently.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ class Forwarder:
             message = completion(detail)
             instance_topic = f"{self.topic_root}/{subtopic}/{name}"
             # The queue first: it is what the daemon reads when IoT is what fails.
-            deliveries.append(("queue", lambda: self._enqueue(subtopic, message)))
+            instance = subtopic.split("/", 1)[0]
+            deliveries.append(("queue", lambda: self._enqueue(instance, message)))
             deliveries.append(("mqtt", lambda: self._publish(instance_topic, message)))
         status_topic = f"{self.topic_root}/status/{machine}/{name}"
         deliveries.append(("status", lambda: self._publish(status_topic, status_message(event))))
