@@ -178,9 +178,10 @@ class MqttPool(Service):
 
     def adopt(self, txn_id: str, subtopic: str) -> bool:
         """Count ``txn_id``, an execution started earlier with ``subtopic``, as its
-        connection's; False if no open connection has that subtopic."""
+        connection's; False if no open connection has that subtopic (while one is down, the
+        sweeps cover what it may miss)."""
         for connection in self._connections.values():
-            if connection.subtopic == subtopic and connection.source.connected:
+            if connection.subtopic == subtopic:
                 connection.held.add(txn_id)
                 self._assigned[txn_id] = _Assignment(connection, utcnow())
                 return True
