@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+import aiohttp
 import pytest
 
+from notifier.app.state import MQTT_POOL, SQS
 from notifier.config import MqttSettings
 from notifier.ids import new_txn_id
 from notifier.local.broker import LocalBroker
@@ -17,6 +19,7 @@ from notifier.metrics import Metrics
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
 from notifier.sources.reconcile import Reconciler
 from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
+from tests.daemons import DaemonFactory, call
 from tests.eventually import eventually
 from tests.sources.fakes import FakeExecutions, arn, describer
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
@@ -232,3 +235,29 @@ async def test_a_cut_of_one_connection_falls_back_for_its_executions_only(
         assert arn(cut.txn_id) in executions.described
         assert arn(kept.txn_id) not in executions.described  # its connection never dropped
         assert pool.connections[0].source.reconnects == 0
+
+
+async def test_a_workflow_notifies_the_connection_its_execution_was_given(
+    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+) -> None:
+    """Against the local stack: the execution's input names the second connection's
+    subtopic, the workflow and the status forwarder publish there, and the forwarder's
+    queue copy still reaches the instance's own queue."""
+    env = {
+        "NOTIFIER_MQTT_PEAK_COMPLETIONS_PER_SECOND": "2",
+        "NOTIFIER_MQTT_CONNECTION_SHARE": "0.01",
+    }
+    async with daemon_factory(**env) as daemon:
+        pool, sqs = daemon.app[MQTT_POOL], daemon.app[SQS]
+        pool.clock = lambda: 0.0  # every execution within the same second
+        hello, wait = f"{daemon.url}/hello", {"Prefer": "wait=60"}
+        status, _, body = await call(http, "POST", hello, json={}, headers=wait)
+        assert status == 200 and body["status"] == "SUCCEEDED", body
+        await eventually(lambda: len(pool.connections) == 2 and all_subscribed(pool))
+        one = pool.connections[1].source  # subscribed to <instance>/1's topics only
+        await eventually(lambda: sqs.received >= 1)
+        status, _, body = await call(http, "POST", hello, json={}, headers=wait)
+        assert status == 200 and body["status"] == "SUCCEEDED", body
+        assert body["completedVia"] in ("mqtt", "sqs")
+        await eventually(lambda: one.received >= 1 and sqs.received >= 2)
+        assert one.ignored == one.duplicated  # nothing it could not read

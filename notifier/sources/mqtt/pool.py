@@ -96,10 +96,7 @@ class _Assignment:
 
 
 class MqttPool(Service):
-    """The connections of one process; :attr:`primary` (connection 0) is always open.
-
-    ``clock`` (monotonic seconds) counts the rates and idle times.
-    """
+    """The connections of one process; :attr:`primary` (connection 0) is always open."""
 
     def __init__(
         self,
@@ -131,7 +128,8 @@ class MqttPool(Service):
         """The most messages each connection (by index) received in one second, ever."""
         self._endpoint, self._aws, self._tokens = endpoint, aws, tokens
         self._refresh_margin = refresh_margin
-        self._clock = clock
+        self.clock = clock
+        """Monotonic seconds, for the rates and idle times."""
         self._connects = ConnectSpacing()
         self._connections: dict[int, PoolConnection] = {}
         self._assigned: dict[str, _Assignment] = {}
@@ -167,7 +165,7 @@ class MqttPool(Service):
         known = self._assigned.get(txn_id)
         if known is not None and self._is_open(known.connection):
             return known.connection.subtopic
-        now = self._clock()
+        now = self.clock()
         connection = self._choose(now)
         connection.assigned_at.append(now)
         connection.last_assigned = now
@@ -225,7 +223,7 @@ class MqttPool(Service):
             refresh_margin=self._refresh_margin,
             connects=self._connects,
         )
-        connection = PoolConnection(index, source, self._clock())
+        connection = PoolConnection(index, source, self.clock())
         connection.source.on_connected_changed.append(lambda: self._connection_changed(connection))
         self._connections[index] = connection
         self._notify()
@@ -243,7 +241,7 @@ class MqttPool(Service):
     def close_idle(self) -> list[int]:
         """Close the connections that are idle; returns their indexes."""
         self._forget_untracked()
-        now = self._clock()
+        now = self.clock()
         closing = []
         for connection in reversed(self.connections):
             if connection.index == 0 or not self._idle(connection, now):
@@ -350,7 +348,7 @@ class MqttPool(Service):
 
     def describe(self) -> Iterator[dict[str, object]]:
         """Each open connection's state, for ``/readyz``."""
-        now, peaks = self._clock(), self.peak_per_second()
+        now, peaks = self.clock(), self.peak_per_second()
         for c in self.connections:
             yield {
                 "index": c.index,
