@@ -7,7 +7,9 @@
   retirement of the connection a new one replaces;
 - :mod:`~notifier.sources.mqtt.subscription`: one connection kept subscribed to one topic
   filter (the dashboard's status feed is one too);
-- :mod:`~notifier.sources.mqtt.source`: the completions it receives resolve held requests.
+- :mod:`~notifier.sources.mqtt.source`: the completions it receives resolve held requests;
+- :mod:`~notifier.sources.mqtt.pool`: as many such connections as the completion rate
+  needs, each within AWS IoT Core's limit per connection, each on its own subtopic.
 
 With a token source (the ``custom-auth*`` transports and ``tcp``) a connection authenticates
 with an iotauth token, the way AWS IoT's custom authorizers expect it.

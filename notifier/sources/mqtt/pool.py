@@ -135,6 +135,8 @@ class MqttPool(Service):
         self._assigned: dict[str, _Assignment] = {}
         self._gone = _Totals()
         """What closed connections had counted."""
+        self._closing: set[MqttSource] = set()
+        """Closed for being idle, their disconnect under way."""
         self._changed = asyncio.Event()
         self._tasks = BackgroundTasks()
         self.primary = self._add(0).source
@@ -153,9 +155,10 @@ class MqttPool(Service):
         self._tasks.start("MQTT pool upkeep", self._upkeep_once)
 
     async def stop(self) -> None:
-        await self._tasks.stop()
-        connections, self._connections = list(self._connections.values()), {}
-        await asyncio.gather(*(connection.source.stop() for connection in connections))
+        await self._tasks.stop()  # a disconnect it cancels is made again below
+        sources = [c.source for c in self._connections.values()] + list(self._closing)
+        self._connections, self._closing = {}, set()
+        await asyncio.gather(*(source.stop() for source in sources))
 
     # Which connection an execution publishes to
 
@@ -257,10 +260,15 @@ class MqttPool(Service):
             self.closed += 1
             closing.append(connection.index)
             log.info("MQTT: closing idle connection %d (%s)", connection.index, connection.subtopic)
-            self._tasks.once(f"MQTT close {connection.index}", connection.source.stop())
+            self._closing.add(connection.source)
+            self._tasks.once(f"MQTT close {connection.index}", self._close(connection.source))
         if closing:
             self._notify()
         return closing
+
+    async def _close(self, source: MqttSource) -> None:
+        await source.stop()
+        self._closing.discard(source)
 
     def _idle(self, connection: PoolConnection, now: float) -> bool:
         for txn_id in list(connection.held):
