@@ -173,6 +173,9 @@ class Executions:
         self._start_execution: ApiCall = start_execution or sfn.start_execution
         self.bucket = bucket
         self.subtopic = subtopic
+        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        """The subtopic a new execution for a transaction id is to publish its completion to
+        (the connection of the MQTT pool it is given)."""
         self._routes = routes
         self.limiter = limiter
 
@@ -279,10 +282,11 @@ class Executions:
     async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
         """StartExecution of the route's state machine, named ``txn_id``."""
         settings = self.routes[route]
+        subtopic = self.subtopic_for(txn_id)
         if settings.input == "sidecar":
-            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
+            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": subtopic}
         else:
-            execution_input = {**body, "subtopic": self.subtopic}
+            execution_input = {**body, "subtopic": subtopic}
         try:
             await self._start_execution(
                 stateMachineArn=settings.state_machine,

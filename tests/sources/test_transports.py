@@ -67,8 +67,8 @@ def device_policy(instance_id: str) -> dict[str, Any]:
             {"Effect": "Allow", "Action": "iot:Connect",
              "Resource": f"{prefix}client/{instance_id}*"},
             {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [
-                f"{prefix}topicfilter/notifier/{instance_id}/#",
-                f"{prefix}topicfilter/notifier/status/#",
+                f"{prefix}topicfilter/notifier/{instance_id}/*",
+                f"{prefix}topicfilter/notifier/status/*",
             ]},
             {"Effect": "Allow", "Action": "iot:Receive", "Resource": [
                 f"{prefix}topic/notifier/{instance_id}/*", f"{prefix}topic/notifier/status/*",
