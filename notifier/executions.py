@@ -174,6 +174,9 @@ class Executions:
         self._start_execution: ApiCall = start_execution or sfn.start_execution
         self.bucket = bucket
         self.subtopic = subtopic
+        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        """The subtopic a new execution for a transaction id is to publish its completion to
+        (the connection of the MQTT pool it is given)."""
         self._routes = routes
         self.budget = budget or ReadBudget(DaemonSettings().sfn_read_rate)
         self.throttled: Counter[str] = Counter()
@@ -194,13 +197,22 @@ class Executions:
             return str(exc)
         return None
 
+    def check_input_size(self, route: str, body: dict[str, Any]) -> None:
+        """Raise :class:`InputTooLargeError` if the input of the route's execution for
+        ``body`` is too large whatever its subtopic (which is only chosen when it starts)."""
+        self._input(route, "", body, "")
+
     def execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> str:
-        """The input of the route's execution for ``body``; raises :class:`InputTooLargeError`
-        when Step Functions would refuse it."""
+        """The input of the route's execution for ``body``, publishing to the subtopic given
+        to ``txn_id``; raises :class:`InputTooLargeError` when Step Functions would refuse
+        it."""
+        return self._input(route, txn_id, body, self.subtopic_for(txn_id))
+
+    def _input(self, route: str, txn_id: str, body: dict[str, Any], subtopic: str) -> str:
         if self.routes[route].input == "sidecar":
-            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
+            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": subtopic}
         else:
-            execution_input = {**body, "subtopic": self.subtopic}
+            execution_input = {**body, "subtopic": subtopic}
         text = json.dumps(execution_input)
         size = len(text.encode())  # ASCII: json.dumps escapes the rest
         if size > MAX_INPUT_BYTES:

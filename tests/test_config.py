@@ -96,6 +96,8 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
             {},
             "[daemon] reconcile_rate: replaced by sfn_read_rate",
         ),
+        (MINIMAL, {"NOTIFIER_MQTT_PEAK_COMPLETIONS_PER_SECOND": "0"}, "must be positive"),
+        (MINIMAL, {"NOTIFIER_MQTT_CONNECTION_SHARE": "1.5"}, "[mqtt] connection_share"),
     ],
 )
 def test_bad_config_is_one_clear_line(

@@ -35,7 +35,7 @@ from notifier.app.state import (
     INSTANCE_ID,
     LIVENESS,
     METRICS,
-    MQTT,
+    MQTT_POOL,
     REGISTRY,
     SAFETY_NET,
     SETTINGS,
@@ -79,7 +79,7 @@ async def readyz(request: web.Request) -> web.Response:
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
         reachability.error = await app[EXECUTIONS].check_reachable()
         reachability.checked_at = now
-    mqtt, sqs, liveness = app.get(MQTT), app.get(SQS), app.get(LIVENESS)
+    mqtt, sqs, liveness = app.get(MQTT_POOL), app.get(SQS), app.get(LIVENESS)
     mqtt_problem = liveness.problem if liveness is not None else None
     ready = app[ADMISSION].accepting and reachability.error is None
     # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
@@ -101,6 +101,9 @@ async def readyz(request: web.Request) -> web.Response:
         "mqttConnected": mqtt.connected if mqtt is not None else None,
         "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
         "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
+        "mqttConnections": len(mqtt.connections) if mqtt is not None else None,
+        "mqttConnectionsMax": mqtt.max_connections if mqtt is not None else None,
+        "mqttConnectionDetails": list(mqtt.describe()) if mqtt is not None else None,
         "mqttProblem": mqtt_problem,
         "mqttMissed": liveness.missed if liveness is not None else None,
         "sqsQueue": sqs.queue_url if sqs is not None else None,
@@ -161,20 +164,23 @@ async def start(request: web.Request) -> web.StreamResponse:
     )
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
-    txn_id = new_txn_id()
     try:
-        executions.execution_input(route, txn_id, body)
+        executions.check_input_size(route, body)
     except InputTooLargeError as exc:
         return answers.error(413, str(exc))
     deadline = received + prefer.wait
     if key is not None:
         return await _start_keyed(request, route, key, body, prefer, received_at, deadline)
+    txn_id = new_txn_id()
     txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
     bind_transaction(txn_id, txn.execution_arn)
     # Held before StartExecution: a fast workflow may complete before it returns.
     async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
             txn.started_at = await executions.start(route, txn_id, body, deadline)
+        except InputTooLargeError as exc:  # within a subtopic's length of the limit
+            registry.discard(txn_id)
+            return answers.error(413, str(exc))
         except AwsError as exc:
             registry.discard(txn_id)
             log.warning("POST /%s: %s", route, exc)
@@ -213,11 +219,13 @@ async def _start_keyed(
     async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
             found = await executions.start_keyed(route, txn_id, body, fingerprint, deadline)
-        except (IdempotencyConflictError, AwsError) as exc:
+        except (IdempotencyConflictError, InputTooLargeError, AwsError) as exc:
             if txn.waiters == {waiter} and _nothing_known(txn):
                 registry.discard(txn_id)
             if isinstance(exc, IdempotencyConflictError):
                 return _key_taken(route, txn_id)
+            if isinstance(exc, InputTooLargeError):  # within a subtopic's length of the limit
+                return answers.error(413, str(exc))
             log.warning("POST /%s: %s", route, exc)
             return answers.aws_error(exc, settings.http.retry_after)
         txn.fingerprint = fingerprint
@@ -325,7 +333,7 @@ def _attach(app: web.Application, txn: Transaction, description: dict[str, Any])
     (or not with its own input): poll it if its completion is published elsewhere, and
     resolve it if it ended."""
     if txn.started_at is None:
-        txn.poll = _published_elsewhere(description, app[INSTANCE_ID])
+        txn.poll = _published_elsewhere(app, txn, description)
     txn.asked_at = time.monotonic()  # finding it described it
     if Status.parse(description["status"]).final:
         app[REGISTRY].resolve(txn.txn_id, completion_from_description(description))
@@ -459,12 +467,19 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] |
         return answers.error(400, str(exc))
 
 
-def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:
+def _published_elsewhere(
+    app: web.Application, txn: Transaction, description: dict[str, Any]
+) -> bool:
+    """Whether the execution publishes its completion to a subtopic no connection of this
+    instance receives (then it is polled)."""
     try:
         subtopic = json.loads(description.get("input") or "{}").get("subtopic")
     except (json.JSONDecodeError, AttributeError):
         return True
-    return bool(subtopic != instance_id)
+    pool = app.get(MQTT_POOL)
+    if pool is None:
+        return bool(subtopic != app[INSTANCE_ID])
+    return not isinstance(subtopic, str) or not pool.adopt(txn.txn_id, subtopic)
 
 
 async def _answer(
