@@ -8,6 +8,7 @@ Routes are sections ``[routes.<name>]``; their overrides are ``NOTIFIER_ROUTES_<
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 import types
@@ -174,6 +175,21 @@ class RouteSettings:
     input: Literal["sidecar", "body"] = "sidecar"
     """``sidecar``: input ``{"processData": <txnId>, "subtopic"}``, answer carries the S3
     object as ``processData``; ``body``: input is the request body plus ``subtopic``."""
+    workflow: Literal["standard", "express"] = "standard"
+    """The state machine's type. Express ones are started with StartSyncExecution, and are
+    answered by its result or by MQTT: they have no DescribeExecution and no status events."""
+    default_input: Mapping[str, Any] | None = None
+    """What a ``POST`` with an empty body and no ``Content-Type`` starts the route with.
+    Unset: such a request is 400."""
+    default_wait: float | None = None
+    """Seconds a request is held without ``Prefer: wait``; unset: ``[http] default_wait``."""
+    max_wait: float | None = None
+    """Upper bound of ``Prefer: wait`` and ``?wait``; unset: ``[http] max_wait``."""
+    max_body_bytes: int | None = None
+    """Larger bodies get 413; unset: ``[http] max_body_bytes``."""
+    start_roles: tuple[str, ...] | None = None
+    """With API keys required: the roles (``[api_keys.<name>] roles``) of which a key needs
+    one to start the route. Unset: every key may."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,9 @@ class ApiKeySettings:
     """Sustained requests per second allowed with this key."""
     burst: int = 20
     """Requests allowed at once above the sustained rate."""
+    roles: tuple[str, ...] = ()
+    """What the key may do beyond its own work, e.g. start the routes whose ``start_roles``
+    name one of them."""
 
 
 @dataclass(frozen=True)
@@ -319,6 +338,21 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if value not in choices:
             raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
         return value
+    if origin is Mapping:
+        if from_env and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{label}: expected a table (a JSON object in the environment)")
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{label}: expected a list of strings")
     if hint is bool:
         if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -352,10 +386,36 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
     raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not config
 
 
+def route_limits(route: RouteSettings, http: HttpSettings) -> tuple[float, float, int]:
+    """A route's default wait, maximum wait and body limit: its own, else ``[http]``'s."""
+    return (
+        route.default_wait if route.default_wait is not None else http.default_wait,
+        route.max_wait if route.max_wait is not None else http.max_wait,
+        route.max_body_bytes if route.max_body_bytes is not None else http.max_body_bytes,
+    )
+
+
+def _route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list[str]:
+    problems = []
+    default_wait, max_wait, max_body_bytes = route_limits(route, http)
+    if min(default_wait, max_wait) < 0:
+        problems.append(f"[routes.{name}] default_wait and max_wait: must not be negative")
+    if default_wait > max_wait:
+        problems.append(f"[routes.{name}] default_wait: must not exceed max_wait")
+    if max_body_bytes < 1:
+        problems.append(f"[routes.{name}] max_body_bytes: must be at least 1")
+    if route.default_input is not None and len(json.dumps(route.default_input)) > max_body_bytes:
+        problems.append(f"[routes.{name}] default_input: larger than max_body_bytes")
+    if route.start_roles is not None and not route.start_roles:
+        problems.append(f"[routes.{name}] start_roles: name at least one role, or leave it unset")
+    return problems
+
+
 def _validate(s: Settings, where: str) -> None:
     """Every problem found, each on a line of its own."""
     problems: list[str] = []
     fail = problems.append
+    fail_all = problems.extend
     uses_mqtt = s.daemon.completion == "mqtt"
 
     if not 0 <= s.http.port <= 65535:
@@ -424,6 +484,7 @@ def _validate(s: Settings, where: str) -> None:
     for name, route in s.routes.items():
         if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
+        fail_all(_route_problems(name, route, s.http))
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
     for name, api_key in s.api_keys.items():

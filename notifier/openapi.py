@@ -46,6 +46,15 @@ ERROR = {
         "transactionId": TXN_ID,
         "status": STATUS,
         "decision": {"type": "string", "description": "how an approval was already decided"},
+        "start": {
+            "type": "object",
+            "description": "the request that starts a route (a GET of it without a key)",
+            "properties": {
+                "method": {"const": "POST"},
+                "path": {"type": "string"},
+                "defaultInput": {"type": ["object", "null"]},
+            },
+        },
     },
 }
 
@@ -421,16 +430,19 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             ),
         ],
         "requestBody": {
-            "required": True,
+            "required": False,
+            "description": "An empty body sent without a Content-Type starts the route with "
+            "its default_input.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         "responses": _answers()
         | {
             "400": _error(
-                "the body is not a JSON object, or nested deeper than 64 levels; or a "
-                "malformed Idempotency-Key"
+                "the body is not a JSON object, or nested deeper than 64 levels; an empty body "
+                "for a route without default_input; or a malformed Idempotency-Key"
             ),
             "401": _error("missing or unknown API key"),
+            "403": _error("the route's start_roles name none of the API key's roles"),
             "404": _error("unknown route"),
             "413": _error("body too large"),
             "422": _error("the Idempotency-Key was used with another body (transactionId)"),
@@ -449,12 +461,16 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         "security": security,
         "parameters": [
             start["parameters"][0],
-            _idempotency_key(True, "The key the transaction was started with."),
+            _idempotency_key(False, "The key the transaction was started with."),
             WAIT_QUERY,
         ],
         "responses": _answers()
         | {
-            "400": _error("no or a malformed Idempotency-Key, or a bad wait"),
+            "400": _error("a malformed Idempotency-Key, or a bad wait"),
+            "405": _error(
+                "no Idempotency-Key: the message and start say which POST starts the route",
+                "Allow",
+            ),
             "404": _error("unknown route, or no transaction with that key"),
             "503": _error(
                 "too many re-attached requests held, draining, AWS throttling or the "

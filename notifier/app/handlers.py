@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from notifier import answers, bodies, idempotency, openapi
 from notifier.apikeys import HEADER as API_KEY_HEADER
@@ -41,6 +41,7 @@ from notifier.app.state import (
     SETTINGS,
     SQS,
 )
+from notifier.config import RouteSettings, route_limits
 from notifier.dashboard.details import route_of
 from notifier.executions import (
     LIST_LIMIT,
@@ -149,14 +150,16 @@ async def start(request: web.Request) -> web.StreamResponse:
         key = idempotency.idempotency_key(request.headers.getall(idempotency.HEADER, []))
     except idempotency.InvalidKeyError as exc:
         return answers.error(400, str(exc))
+    route_settings = settings.routes[route]
+    if (refusal := _refuse_role(request, route_settings)) is not None:
+        return refusal
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
-    body = await read_json_object(request, settings.http.max_body_bytes)
+    default_wait, max_wait, max_body_bytes = route_limits(route_settings, settings.http)
+    body = await read_start_body(request, route_settings, max_body_bytes)
     if isinstance(body, web.Response):
         return body
-    prefer = preferences(
-        request.headers.getall("Prefer", []), settings.http.default_wait, settings.http.max_wait
-    )
+    prefer = preferences(request.headers.getall("Prefer", []), default_wait, max_wait)
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
     if key is not None:
@@ -266,8 +269,38 @@ async def reattach_by_key(request: web.Request) -> web.StreamResponse:
     except idempotency.InvalidKeyError as exc:
         return answers.error(400, str(exc))
     if key is None:
-        return answers.error(400, f"the {idempotency.HEADER} of the transaction is required")
+        return _how_to_start(request, route)
     return await _reattach(request, keyed_txn_id(route, key, _principal(request)), route)
+
+
+def _how_to_start(request: web.Request, route: str) -> web.Response:
+    """A ``GET /<route>`` without a key: 405, naming the ``POST`` that starts the route."""
+    default_input = request.app[SETTINGS].current.routes[route].default_input
+    url = request.url.with_query(None)
+    command = f"curl -X POST {url}"
+    if default_input is None:
+        example = json.dumps({"example": "value"})
+        command += f" -H 'content-type: application/json' -d '{example}'"
+    return answers.error(
+        405,
+        f"POST starts the route {route!r} (GET with an {idempotency.HEADER} re-attaches to "
+        f"what a POST with it started): {command}",
+        {"Allow": "POST"},
+        start={"method": "POST", "path": f"/{route}", "defaultInput": default_input},
+    )
+
+
+def _refuse_role(request: web.Request, route: RouteSettings) -> web.Response | None:
+    """403 when the route names ``start_roles`` and the request's API key has none of them."""
+    settings = request.app[SETTINGS].current
+    if route.start_roles is None or not settings.http.require_api_key:
+        return None
+    key = settings.api_keys.get(request.get(API_KEY_NAME) or "")
+    roles = set(key.roles) if key is not None else set()
+    if roles.isdisjoint(route.start_roles):
+        needed = ", ".join(route.start_roles)
+        return answers.error(403, f"starting this route needs an API key with a role of: {needed}")
+    return None
 
 
 async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web.StreamResponse:
@@ -276,15 +309,14 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
     bind_transaction(txn_id)
-    wait = settings.http.default_wait
+    asked: float | None = None
     if "wait" in request.query:
         try:
-            wait = float(request.query["wait"])
+            asked = float(request.query["wait"])
         except ValueError:
-            wait = math.nan
-        if not math.isfinite(wait) or wait < 0:
+            asked = math.nan
+        if not math.isfinite(asked) or asked < 0:
             return answers.error(400, "wait must be a non-negative number of seconds")
-        wait = min(wait, settings.http.max_wait)
     if (refusal := _refuse_if_busy(app, reattach=True)) is not None:
         return refusal
     known = registry.get(txn_id)
@@ -305,6 +337,10 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})
     if (refusal := _refuse_if_busy(app, reattach=True)) is not None:  # again: AWS took a while
         return refusal
+    default_wait, max_wait, _ = route_limits(
+        settings.routes.get(txn.route, RouteSettings()), settings.http
+    )
+    wait = min(asked, max_wait) if asked is not None else default_wait
     async with registry.hold(txn_id, reattach=True) as waiter:
         prefer = Preferences(wait, respond_async=False, applied=None)
         return await _answer(request, txn, waiter, prefer, received_at)
@@ -430,6 +466,22 @@ def _refuse_if_busy(app: web.Application, *, reattach: bool = False) -> web.Resp
     except RegistryFullError as exc:
         return answers.error(503, f"too many held requests ({exc}); retry later", retry_after)
     return None
+
+
+async def read_start_body(
+    request: web.Request, route: RouteSettings, limit: int
+) -> dict[str, Any] | web.Response:
+    """A start's body: the JSON object sent, or the route's ``default_input`` for an empty
+    body sent without a ``Content-Type``."""
+    if not request.body_exists and hdrs.CONTENT_TYPE not in request.headers:
+        if route.default_input is not None:
+            return dict(route.default_input)
+        return answers.error(
+            400,
+            "the body is empty and this route has no default_input: send a JSON object, as "
+            "Content-Type: application/json",
+        )
+    return await read_json_object(request, limit)
 
 
 async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] | web.Response:

@@ -7,6 +7,7 @@ listening daemon) is in test_end_to_end.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routes import UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
-from notifier.config import ApiKeySettings
+from notifier.config import ApiKeySettings, Settings
 from notifier.executions import AwsError, Executions, InvalidPageTokenError
 from notifier.idempotency import fingerprint
 from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
@@ -495,8 +496,8 @@ async def test_respond_async_is_answered_at_once_with_the_location(served: Serve
 async def test_a_keyed_transaction_is_found_by_its_key(served: Served) -> None:
     status, _, body = await answer(await served.client.get("/hello", headers=keyed("nothing")))
     assert status == 404
-    status, _, body = await answer(await served.client.get("/hello"))
-    assert (status, "Idempotency-Key" in body["message"]) == (400, True)
+    status, headers, body = await answer(await served.client.get("/hello"))
+    assert (status, headers["Allow"]) == (405, "POST")
     status, _, started = await answer(
         await served.client.post("/hello", json={}, headers={**keyed("found"), "Prefer": "wait=0"})
     )
@@ -1021,3 +1022,86 @@ async def test_the_event_stream_says_hello_first(served: Served) -> None:
         "approvals": False,
         "statusFeed": False,
     }
+
+
+# ---------------------------------------------------------------- empty bodies, bare GETs
+
+
+def with_route(config: Settings, route: str, **changes: Any) -> Settings:
+    routes = {**config.routes, route: dataclasses.replace(config.routes[route], **changes)}
+    return dataclasses.replace(config, routes=routes)
+
+
+DEFAULT_INPUT = {"foo": "foo val", "bar": "bar val"}
+NO_TYPE = ["Content-Type"]
+"""What curl sends with ``-X POST`` and no body: aiohttp's client would add a type."""
+
+
+async def test_an_empty_post_starts_the_route_with_its_default_input() -> None:
+    async with serving(with_route(settings(), "p1", default_input=DEFAULT_INPUT)) as served:
+        # What `curl -X POST .../p1` sends: no body, no Content-Type.
+        request = asyncio.ensure_future(
+            served.client.post("/p1", headers=LONG, skip_auto_headers=NO_TYPE)
+        )
+        txn_id = await served.executions.next_started()
+        assert served.executions.bodies[txn_id] == DEFAULT_INPUT
+        served.complete(txn_id)
+        status, _, body = await answer(await request)
+        assert (status, body["processData"]["foo"]) == (200, "foo val")
+
+
+async def test_an_empty_post_without_a_default_input_or_with_a_type_is_400(
+    served: Served,
+) -> None:
+    status, _, body = await answer(await served.client.post("/hello", skip_auto_headers=NO_TYPE))
+    assert (status, "default_input" in body["message"]) == (400, True)
+    status, _, body = await answer(await served.client.post("/hello", headers=JSON_BODY))
+    assert (status, "not JSON" in body["message"]) == (400, True)
+    assert served.executions.started.empty()
+
+
+async def test_a_bare_get_of_a_route_is_405_showing_the_post_to_make() -> None:
+    async with serving(with_route(settings(), "p1", default_input=DEFAULT_INPUT)) as served:
+        status, headers, body = await answer(await served.client.get("/p1"))
+        assert (status, headers["Allow"]) == (405, "POST")
+        assert "curl -X POST http" in body["message"] and "/p1" in body["message"]
+        assert body["start"] == {"method": "POST", "path": "/p1", "defaultInput": DEFAULT_INPUT}
+        status, _, body = await answer(await served.client.get("/hello"))
+        assert status == 405
+        assert "content-type: application/json" in body["message"]
+        assert served.executions.started.empty()
+
+
+async def test_a_route_s_own_waits_and_body_limit() -> None:
+    config = with_route(settings(), "hello", default_wait=0, max_wait=1, max_body_bytes=20)
+    async with serving(config) as served:
+        status, _, _ = await answer(await served.client.post("/hello", json={}))
+        assert status == 202  # held for the route's default_wait, 0
+        response = await served.client.post("/hello", json={}, headers={"Prefer": "wait=30"})
+        status, headers, _ = await answer(response)
+        assert (status, headers["Preference-Applied"]) == (202, "wait=1")
+        status, _, body = await answer(await served.client.post("/hello", json={"x": "y" * 30}))
+        assert (status, "larger than 20 bytes" in body["message"]) == (413, True)
+
+
+async def test_start_roles_let_only_keys_with_one_of_them_start_the_route() -> None:
+    operator, viewer = new_key(), new_key()
+    keys = {
+        "operator": ApiKeySettings(hash_key(operator), roles=("operator",)),
+        "viewer": ApiKeySettings(hash_key(viewer)),
+    }
+    config = with_route(settings(api_keys=keys), "hello", start_roles=("operator", "admin"))
+    async with serving(config) as served:
+        response = await served.client.post("/hello", json={}, headers={"x-api-key": viewer})
+        status, _, body = await answer(response)
+        assert (status, "operator" in body["message"]) == (403, True)
+        assert served.executions.started.empty()
+        response = await served.client.post(
+            "/hello", json={}, headers={"x-api-key": operator, "Prefer": "wait=0"}
+        )
+        assert (await answer(response))[0] == 202
+        # Routes without start_roles: every key.
+        response = await served.client.post(
+            "/p1", json={}, headers={"x-api-key": viewer, "Prefer": "wait=0"}
+        )
+        assert (await answer(response))[0] == 202
