@@ -14,6 +14,9 @@ from botocore.exceptions import ClientError
 from notifier.fast_calls import FastCall
 
 FastCallType = TypeVar("FastCallType", bound=FastCall)
+SYNC_READ_TIMEOUT = 330.0
+"""Seconds a StartSyncExecution answer may take: an Express workflow runs at most five
+minutes, and then some."""
 
 
 @dataclass(frozen=True)
@@ -42,17 +45,28 @@ class AwsClients:
         self._config = AioConfig(
             retries={"mode": "adaptive", "max_attempts": 8},
             max_pool_connections=200,
+            # An endpoint of its own (the local stack's) has no per-operation host names,
+            # such as StartSyncExecution's sync-states.
+            inject_host_prefix=settings.endpoint_url is None,
+        )
+        self._sync_config = self._config.merge(
+            AioConfig(
+                read_timeout=SYNC_READ_TIMEOUT, retries={"mode": "standard", "max_attempts": 1}
+            )
         )
 
     @asynccontextmanager
-    async def client(self, service: str) -> AsyncIterator[Any]:
+    async def client(self, service: str, *, sync: bool = False) -> AsyncIterator[Any]:
+        """A client of ``service``; with ``sync``, for calls that last as long as what they
+        run (StartSyncExecution): a long read timeout, and no retry, which would run it
+        twice."""
         async with self._session.create_client(
             service,
             region_name=self.settings.region,
             endpoint_url=self.settings.endpoint_url,
             aws_access_key_id=self.settings.access_key_id,
             aws_secret_access_key=self.settings.secret_access_key,
-            config=self._config,
+            config=self._sync_config if sync else self._config,
         ) as client:
             if self._on_call is not None:
                 on_call = self._on_call

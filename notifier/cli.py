@@ -155,8 +155,10 @@ notifier local stack is up (Ctrl-C stops it)
 {outputs}
 
 Try, in another terminal:
-  curl -sS -X POST {daemon.url}/p1 -H 'content-type: application/json' -d '{{"foo":"foo val"}}'
+  curl -i -X POST {daemon.url}/p1      # ProcessA with its default input
   curl -sS -X POST {daemon.url}/hello -H 'content-type: application/json' -d '{{"waitSeconds":2}}'
+  curl -sS -X POST {daemon.url}/hello-express -H 'content-type: application/json' \
+      -d '{{"who":"express"}}'   # an Express workflow, answered by StartSyncExecution
   curl -sS -X POST {daemon.url}/archive -H 'content-type: application/json' \\
       -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1

@@ -182,7 +182,8 @@ class RouteSettings:
     """What a ``POST`` with an empty body and no ``Content-Type`` starts the route with.
     Unset: such a request is 400."""
     default_wait: float | None = None
-    """Seconds a request is held without ``Prefer: wait``; unset: ``[http] default_wait``."""
+    """Seconds a request is held without ``Prefer: wait``; unset: ``[http] default_wait``
+    (at most the route's ``max_wait``)."""
     max_wait: float | None = None
     """Upper bound of ``Prefer: wait`` and ``?wait``; unset: ``[http] max_wait``."""
     max_body_bytes: int | None = None
@@ -190,6 +191,11 @@ class RouteSettings:
     start_roles: tuple[str, ...] | None = None
     """With API keys required: the roles (``[api_keys.<name>] roles``) of which a key needs
     one to start the route. Unset: every key may."""
+
+    @property
+    def describable(self) -> bool:
+        """Whether Step Functions can be asked about its executions (Express: no)."""
+        return self.workflow == "standard"
 
 
 @dataclass(frozen=True)
@@ -387,11 +393,17 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
 
 
 def route_limits(route: RouteSettings, http: HttpSettings) -> tuple[float, float, int]:
-    """A route's default wait, maximum wait and body limit: its own, else ``[http]``'s."""
+    """A route's default wait, maximum wait and body limit: its own, else ``[http]``'s (the
+    default wait no longer than the route's maximum)."""
+    max_wait = route.max_wait if route.max_wait is not None else http.max_wait
+    default_wait = route.default_wait
+    if default_wait is None:
+        default_wait = min(http.default_wait, max_wait)
+    max_body_bytes = route.max_body_bytes
     return (
-        route.default_wait if route.default_wait is not None else http.default_wait,
-        route.max_wait if route.max_wait is not None else http.max_wait,
-        route.max_body_bytes if route.max_body_bytes is not None else http.max_body_bytes,
+        default_wait,
+        max_wait,
+        max_body_bytes if max_body_bytes is not None else http.max_body_bytes,
     )
 
 

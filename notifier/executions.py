@@ -105,10 +105,12 @@ class KeyedStart:
     description: dict[str, Any] | None = None
 
 
-def execution_arn(state_machine_arn: str, name: str) -> str:
-    """arn:...:stateMachine:<machine> -> arn:...:execution:<machine>:<name>."""
+def execution_arn(state_machine_arn: str, name: str, *, express: bool = False) -> str:
+    """arn:...:stateMachine:<machine> -> arn:...:execution:<machine>:<name>; for an Express
+    state machine arn:...:express:<machine>:<name>, which its executions' ARNs begin with."""
     prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
-    return f"{prefix}:execution:{machine}:{name}"
+    kind = "express" if express else "execution"
+    return f"{prefix}:{kind}:{machine}:{name}"
 
 
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
@@ -148,6 +150,7 @@ class Executions:
         limiter: RateLimiter | None = None,
         put_object: ApiCall | None = None,
         start_execution: ApiCall | None = None,
+        start_sync_execution: ApiCall | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
         ``limiter`` is the rate limit every DescribeExecution shares (None: none)."""
@@ -155,6 +158,8 @@ class Executions:
         self._sfn = sfn
         self._put_object: ApiCall = put_object or s3.put_object
         self._start_execution: ApiCall = start_execution or sfn.start_execution
+        # Blocks until an Express workflow ends: a client of its own, never retried.
+        self._start_sync_execution: ApiCall | None = start_sync_execution
         self.bucket = bucket
         self.subtopic = subtopic
         self._routes = routes
@@ -165,7 +170,8 @@ class Executions:
         return self._routes()
 
     def execution_arn(self, route: str, txn_id: str) -> str:
-        return execution_arn(self.routes[route].state_machine, txn_id)
+        settings = self.routes[route]
+        return execution_arn(settings.state_machine, txn_id, express=settings.workflow == "express")
 
     async def check_reachable(self) -> str | None:
         """None if the process data bucket answers (AWS reachable, access granted), else why."""
@@ -225,6 +231,38 @@ class Executions:
                 raise IdempotencyConflictError(txn_id)
         return KeyedStart(description=description)
 
+    async def store_for_sync(
+        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
+    ) -> None:
+        """Store an Express start's body, before :meth:`run_sync`. With a ``fingerprint``
+        (a keyed start) only if there is none, and an object there with another one is an
+        :class:`IdempotencyConflictError`. Express keeps no execution to find by its name:
+        the same key and body run the workflow again."""
+        try:
+            await self._put_process_data(route, txn_id, body, fingerprint)
+        except AwsError as exc:
+            if fingerprint is None or exc.code not in _EXISTS_CODES:
+                raise
+            stored = await self._stored_fingerprint(txn_id)
+            if stored is not None and stored != fingerprint:
+                raise IdempotencyConflictError(txn_id) from None
+
+    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """StartSyncExecution of the route's Express state machine, named ``txn_id``: its
+        answer once the workflow ended (shaped as DescribeExecution's)."""
+        settings = self.routes[route]
+        call = self._start_sync_execution or self._sfn.start_sync_execution
+        try:
+            return dict(
+                await call(
+                    stateMachineArn=settings.state_machine,
+                    name=txn_id,
+                    input=json.dumps(self._execution_input(route, txn_id, body)),
+                )
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("StartSyncExecution", exc) from exc
+
     async def _put_process_data(
         self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
     ) -> None:
@@ -262,19 +300,19 @@ class Executions:
 
     async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
         """StartExecution of the route's state machine, named ``txn_id``."""
-        settings = self.routes[route]
-        if settings.input == "sidecar":
-            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
-        else:
-            execution_input = {**body, "subtopic": self.subtopic}
         try:
             await self._start_execution(
-                stateMachineArn=settings.state_machine,
+                stateMachineArn=self.routes[route].state_machine,
                 name=txn_id,
-                input=json.dumps(execution_input),
+                input=json.dumps(self._execution_input(route, txn_id, body)),
             )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StartExecution", exc) from exc
+
+    def _execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.routes[route].input == "sidecar":
+            return {"processData": txn_id, "subtopic": self.subtopic}
+        return {**body, "subtopic": self.subtopic}
 
     async def describe_shared(self, arn: str) -> dict[str, Any]:
         """DescribeExecution within the shared rate limit, for a request that waits on it:
@@ -404,7 +442,7 @@ class Executions:
         """
         if route is not None:
             return await self._describe_first([route], txn_id)
-        candidates = list(self.routes)
+        candidates = [name for name, settings in self.routes.items() if settings.describable]
         try:
             head = await self._s3.head_object(Bucket=self.bucket, Key=txn_id)
             route = head.get("Metadata", {}).get(ROUTE_METADATA)
@@ -422,6 +460,8 @@ class Executions:
     ) -> tuple[str, dict[str, Any]] | None:
         tried: set[str] = set()
         for route in candidates:
+            if not self.routes[route].describable:
+                continue
             arn = self.execution_arn(route, txn_id)
             if arn in tried:
                 continue

@@ -102,6 +102,22 @@ class Transaction:
     fingerprint: str | None = None
     """For a keyed transaction: the fingerprint of the request body it was started with,
     once this instance knows it."""
+    sync_call: bool = False
+    """A StartSyncExecution for it is in flight: its answer is the one to give, and other
+    sources' completions wait in ``held_back`` until it fails."""
+    held_back: Completion | None = None
+    express: bool = False
+    """Its state machine is EXPRESS: until a completion names the execution,
+    ``execution_arn`` is the ``...:express:<machine>:<txn id>`` its ARN begins with (AWS
+    adds an id of its own), and Step Functions cannot be asked about it."""
+
+    def is_its_execution(self, arn: str | None) -> bool:
+        """Whether ``arn`` is the execution started for this transaction."""
+        if arn is None:
+            return False
+        return arn == self.execution_arn or (
+            self.express and arn.startswith(f"{self.execution_arn}:") and arn.count(":") == 8
+        )
 
     @property
     def quiet_since(self) -> float:
@@ -245,9 +261,15 @@ class Registry:
         txn = self._transactions.get(txn_id)
         if txn is None:
             return False
-        if completion.execution_arn != txn.execution_arn:
+        if not txn.is_its_execution(completion.execution_arn):
             self._reject(txn, completion)
             return False
+        if txn.sync_call and completion.via != "sync" and txn.completion is None:
+            txn.held_back = txn.held_back or completion
+            txn.heard_via.add(completion.via)
+            return False
+        assert completion.execution_arn is not None  # it is the transaction's
+        txn.execution_arn = completion.execution_arn  # an Express one's, now known in full
         first = txn.completion is None
         txn.heard_via.add(completion.via)
         if first:

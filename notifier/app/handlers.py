@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ from notifier.app.state import (
     SAFETY_NET,
     SETTINGS,
     SQS,
+    SYNC_RUNS,
 )
 from notifier.config import RouteSettings, route_limits
 from notifier.dashboard.details import route_of
@@ -162,6 +164,8 @@ async def start(request: web.Request) -> web.StreamResponse:
     prefer = preferences(request.headers.getall("Prefer", []), default_wait, max_wait)
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
+    if route_settings.workflow == "express":
+        return await _start_express(request, route, key, body, prefer, received_at)
     if key is not None:
         return await _start_keyed(request, route, key, body, prefer, received_at)
     txn_id = new_txn_id()
@@ -221,6 +225,61 @@ async def _start_keyed(
             log.info("POST /%s: attached to the execution already started for its key", route)
             _attach(app, txn, found.description)
         return await _answer(request, txn, waiter, prefer, received_at)
+
+
+async def _start_express(
+    request: web.Request,
+    route: str,
+    key: str | None,
+    body: dict[str, Any],
+    prefer: Preferences,
+    received_at: datetime,
+) -> web.StreamResponse:
+    """An Express workflow, run with StartSyncExecution: its answer, or the workflow's own
+    MQTT message, completes the request. Express keeps no execution to find by name, so a
+    key is honoured by the instance that knows its transaction; elsewhere, the same key and
+    body run the workflow again (another body is 422, as for any route)."""
+    app = request.app
+    settings = app[SETTINGS].current
+    registry = app[REGISTRY]
+    executions = app[EXECUTIONS]
+    fingerprint = None
+    if key is None:
+        txn_id = new_txn_id()
+    else:
+        txn_id = keyed_txn_id(route, key, _principal(request))
+        fingerprint = idempotency.fingerprint(body)
+        known = registry.get(txn_id)
+        if known is not None and known.fingerprint is not None:
+            if known.fingerprint != fingerprint:
+                return _key_taken(route, txn_id)
+            async with registry.hold(txn_id) as waiter:
+                return await _answer(request, known, waiter, prefer, received_at)
+    arn = executions.execution_arn(route, txn_id)
+    txn = registry.track(Transaction(txn_id, route, arn, express=True))
+    bind_transaction(txn_id, arn)
+    async with registry.hold(txn_id) as waiter:
+        try:
+            await executions.store_for_sync(route, txn_id, body, fingerprint)
+        except (IdempotencyConflictError, AwsError) as exc:
+            if txn.waiters == {waiter} and _nothing_known(txn):
+                registry.discard(txn_id)
+            if isinstance(exc, IdempotencyConflictError):
+                return _key_taken(route, txn_id)
+            log.warning("POST /%s: %s", route, exc)
+            return answers.aws_error(exc, settings.http.retry_after)
+        txn.fingerprint, txn.started_at = fingerprint, utcnow()
+        run = app[SYNC_RUNS].run(txn, executions.run_sync(route, txn_id, body))
+        # A call that fails does so at once; one that ends in time has resolved the waiter.
+        either: set[asyncio.Future[Any]] = {run, waiter}
+        await asyncio.wait(either, timeout=prefer.wait, return_when=asyncio.FIRST_COMPLETED)
+        if run.done() and (failure := run.result()) is not None and txn.completion is None:
+            if txn.waiters == {waiter}:
+                registry.discard(txn_id)
+            return answers.aws_error(failure, settings.http.retry_after)
+        held = (utcnow() - received_at).total_seconds()
+        remaining = dataclasses.replace(prefer, wait=max(0.0, prefer.wait - held))
+        return await _answer(request, txn, waiter, remaining, received_at)
 
 
 def _nothing_known(txn: Transaction) -> bool:
@@ -384,6 +443,10 @@ async def stop(request: web.Request) -> web.StreamResponse:
         return found
     txn_id, route = found
     txn = registry.get(txn_id)
+    if txn is not None and txn.express:
+        return answers.error(
+            409, "an Express workflow cannot be stopped (StopExecution is Standard's only)"
+        )
     try:
         if txn is not None:
             arn, ended = txn.execution_arn, txn.completion.status if txn.completion else None
@@ -431,7 +494,10 @@ async def list_executions(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= MAX_LIST_LIMIT:
         return answers.error(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
-    routes = [route] if route is not None else sorted(settings.routes)
+    if route is not None and not settings.routes[route].describable:
+        return answers.error(400, f"{route!r} runs an Express workflow, which is not listed")
+    listed = [name for name, r in settings.routes.items() if r.describable]
+    routes = [route] if route is not None else sorted(listed)
     try:
         page = await app[EXECUTIONS].listing(routes, status, limit, query.get("nextToken"))
     except InvalidPageTokenError as exc:

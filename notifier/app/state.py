@@ -18,6 +18,7 @@ from notifier.sources.mqtt import MqttSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
+from notifier.sources.sync import SyncRuns
 from notifier.waiters import Registry
 
 
@@ -59,6 +60,7 @@ SQS = web.AppKey("sqs", SqsSource)
 POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)

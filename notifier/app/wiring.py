@@ -34,6 +34,7 @@ from notifier.app.state import (
     SAFETY_NET,
     SETTINGS,
     SQS,
+    SYNC_RUNS,
     Admission,
     AwsReachability,
     LiveSettings,
@@ -52,6 +53,7 @@ from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
+from notifier.sources.sync import SyncRuns
 from notifier.waiters import Completion, Registry, Transaction
 
 
@@ -87,6 +89,8 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
     )
     metrics.held_requests.set_function(lambda: registry.held)
     app[ADMISSION] = Admission()
+    app[SYNC_RUNS] = SyncRuns(registry)
+    app.cleanup_ctx.append(sync_runs_context)
     app[API_KEYS] = api_keys_from(settings)
     app[AWS_REACHABILITY] = AwsReachability()
     declare_access(app)
@@ -105,6 +109,12 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
         ],
     )
     return app
+
+
+async def sync_runs_context(app: web.Application) -> AsyncIterator[None]:
+    """The Express workflows' calls still running when the application stops are cancelled."""
+    async with app[SYNC_RUNS]:
+        yield
 
 
 # A route's path: any name a route may have, so never one of the daemon's own endpoints,
@@ -167,6 +177,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
         put_object = await stack.enter_async_context(clients.fast(s3, PutObject))
         start_execution = await stack.enter_async_context(clients.fast(sfn, StartExecution))
+        sync_sfn = await stack.enter_async_context(clients.client("stepfunctions", sync=True))
         app[METRICS].watch_fast_calls(put_object, start_execution)
         app[EXECUTIONS] = Executions(
             s3,
@@ -178,6 +189,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(settings.daemon.reconcile_rate),
             put_object=put_object,
             start_execution=start_execution,
+            start_sync_execution=sync_sfn.start_sync_execution,
         )
         yield
 

@@ -6,12 +6,21 @@
   rejected human approval would end FAILED without the reason the approver gave.
 - StopExecution of an execution waiting for a task token: moto's wait ignores the stop and
   the execution stays RUNNING until the token times out; AWS aborts it at once.
+- Express state machines: moto records every state machine as STANDARD (its
+  CloudFormation drops ``StateMachineType``), and has no StartSyncExecution. Here the type
+  is kept, and StartSyncExecution runs an Express workflow to its end with moto's own
+  interpreter (its ``SyncExecution``) and answers as AWS does. The execution is not kept:
+  Express executions have no DescribeExecution or history, and StartExecution of a
+  Standard state machine is ``StateMachineTypeNotSupported``.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 STOP_CHECK_SECONDS = 0.25
@@ -39,6 +48,83 @@ def install() -> None:
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign,assignment]  # moto patched
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]  # moto patched
     _stop_ends_task_token_waits()
+    _express_state_machines()
+
+
+def _express_state_machines() -> None:
+    from moto.core.exceptions import AWSError
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.models import StateMachine
+    from moto.stepfunctions.parser.api import StateMachineType
+    from moto.stepfunctions.parser.backend.execution import SyncExecution
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    class StateMachineTypeNotSupported(AWSError):
+        TYPE = "StateMachineTypeNotSupported"
+        STATUS = 400
+
+    original_init = StateMachine.__init__
+    original_from_template = StateMachine.create_from_cloudformation_json
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.sm_type = StateMachineType(self.type)
+
+    def from_template(
+        cls: Any, /, name: str, template: Any, account_id: str, region: str, **kwargs: Any
+    ) -> Any:
+        machine = original_from_template(name, template, account_id, region, **kwargs)
+        machine.type = template["Properties"].get("StateMachineType", "STANDARD")
+        machine.sm_type = StateMachineType(machine.type)
+        return machine
+
+    def start_sync_execution(
+        self: Any, state_machine_arn: str, name: str | None, execution_input: Any
+    ) -> Any:
+        machine = self.describe_state_machine(state_machine_arn)
+        if machine.type != "EXPRESS":
+            raise StateMachineTypeNotSupported(
+                "This operation is not supported by this type of state machine"
+            )
+        name = name or str(uuid.uuid4())
+        prefix = state_machine_arn.replace(":stateMachine:", ":express:")
+        execution = SyncExecution(
+            name=name,
+            sm_type=machine.sm_type,
+            role_arn=machine.roleArn,
+            exec_arn=f"{prefix}:{name}:{uuid.uuid4()}",
+            account_id=self.account_id,
+            region_name=self.region_name,
+            # A snapshot of the definition, as StartExecution takes, without the executions.
+            state_machine=copy.deepcopy(
+                machine, {id(machine.executions): [], id(machine.backend): machine.backend}
+            ),
+            start_date=datetime.now(UTC),
+            cloud_watch_logging_session=None,
+            # moto's own parameter parsing may have decoded the JSON already
+            input_data=(
+                execution_input if isinstance(execution_input, str) else json.dumps(execution_input)
+            ),
+            trace_header=None,
+            activity_store={},
+        )
+        execution.start()  # runs to the end in this thread: the sync worker
+        return execution.to_start_sync_execution_output()
+
+    def start_sync_execution_response(self: Any) -> Any:
+        return ActionResult(
+            self.stepfunction_backend.start_sync_execution(
+                self._get_param("stateMachineArn"),
+                self._get_param("name"),
+                self._get_param("input", if_none="{}"),
+            )
+        )
+
+    StateMachine.__init__ = init  # type: ignore[method-assign]  # moto patched
+    StateMachine.create_from_cloudformation_json = classmethod(from_template)  # type: ignore[assignment,method-assign]  # moto patched
+    StepFunctionsParserBackend.start_sync_execution = start_sync_execution  # type: ignore[attr-defined]  # beside moto's own
+    StepFunctionResponse.start_sync_execution = start_sync_execution_response  # type: ignore[attr-defined]  # beside moto's own
 
 
 def _stop_ends_task_token_waits() -> None:

@@ -61,6 +61,12 @@ class Describer:
         also when it was resolved meanwhile.
         """
 
+        if txn.express:
+            # Express executions cannot be described: nothing to ask. Taken as a look, so
+            # that the sweeps back off from it as from any other.
+            txn.asked_at = time.monotonic()
+            return None
+
         def needless() -> bool:
             return txn.completion is not None or (unless is not None and unless())
 

@@ -80,6 +80,8 @@ class FakeExecutions(Executions):
         """The process data objects there are, with their request fingerprints."""
         self.described: list[str] = []
         self.unreachable: str | None = None
+        self.sync_answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        """StartSyncExecution calls in flight, by transaction id: the test answers them."""
 
     def _call(self, operation: str) -> None:
         if operation in self.failures:
@@ -116,6 +118,13 @@ class FakeExecutions(Executions):
         self.bodies[txn_id] = body
         self.started.put_nowait(txn_id)
         self.ran_elsewhere(txn_id, Status.RUNNING, route, input=json.dumps(execution_input))
+
+    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._call("StartSyncExecution")
+        self.bodies[txn_id] = body
+        answer = self.sync_answers[txn_id] = asyncio.get_running_loop().create_future()
+        self.started.put_nowait(txn_id)
+        return await answer
 
     async def describe(self, arn: str) -> dict[str, Any]:
         self._call("DescribeExecution")

@@ -355,3 +355,55 @@ async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientS
     assert status == 200
     assert body["ready"] and body["mqttConnected"] and body["awsReachable"]
     assert body["awsError"] is None and body["accepting"]
+
+
+# ---------------------------------------------------------------- the seeds' own commands
+
+
+async def test_an_empty_post_runs_processa_with_its_default_input(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    # `curl -i -X POST .../p1`: no body, no Content-Type.
+    async with http.post(
+        f"{daemon.url}/p1", headers=LONG, skip_auto_headers=["Content-Type"]
+    ) as response:
+        status, body = response.status, await response.json()
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+    data = body["processData"]
+    assert (data["foo"], data["bar"]) == ("foo val", "bar val")
+    assert all(f"step-{s}-output" in data for s in "abcdef")
+    status, headers, body = await call(http, "GET", f"{daemon.url}/p1")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert f"curl -X POST {daemon.url}/p1" in body["message"]
+
+
+async def test_an_express_route_is_answered_by_start_sync_execution(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/hello-express", json={"who": "express"}, headers=LONG
+    )
+    assert status == 200, body
+    assert (body["status"], body["completedVia"]) == ("SUCCEEDED", "sync")
+    assert body["output"]["who"] == "express"
+    assert f":express:notifier-local-HelloExpress:{body['transactionId']}:" in body["executionArn"]
+    assert body["timings"]["stoppedAt"] <= body["timings"]["answeredAt"]
+
+
+async def test_an_express_run_longer_than_the_hold_is_answered_at_its_end(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, headers, started = await call(
+        http,
+        "POST",
+        f"{daemon.url}/hello-express",
+        json={"waitSeconds": 2},
+        headers={"Prefer": "wait=0.5"},
+    )
+    assert status == 202, started
+    status, _, body = await call(http, "GET", f"{daemon.url}{headers['Location']}?wait=60")
+    assert status == 200, body
+    assert body["transactionId"] == started["transactionId"]
+    assert body["completedVia"] in ("sync", "mqtt")
+    assert body["output"]["waitSeconds"] == 2

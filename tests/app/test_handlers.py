@@ -24,13 +24,13 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routes import UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
-from notifier.config import ApiKeySettings, Settings
+from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.executions import AwsError, Executions, InvalidPageTokenError
 from notifier.idempotency import fingerprint
 from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
 from notifier.ratelimit import RateLimiter
-from notifier.waiters import Status
+from notifier.waiters import Completion, Status
 from tests.app.fakes import (
     INSTANCE,
     ROUTES,
@@ -1105,3 +1105,92 @@ async def test_start_roles_let_only_keys_with_one_of_them_start_the_route() -> N
             "/p1", json={}, headers={"x-api-key": viewer, "Prefer": "wait=0"}
         )
         assert (await answer(response))[0] == 202
+
+
+# ---------------------------------------------------------------- Express workflows
+
+
+EXPRESS = RouteSettings(f"{ROUTES['hello'].state_machine}Express", input="body", workflow="express")
+
+
+def with_express(config: Settings) -> Settings:
+    return dataclasses.replace(config, routes={**config.routes, "express": EXPRESS})
+
+
+def sync_answer(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> dict[str, Any]:
+    prefix = EXPRESS.state_machine.replace(":stateMachine:", ":express:")
+    return {
+        "executionArn": f"{prefix}:{txn_id}:0b6c1f6e-6bd8-4a57-9a1c-2b2f6d0c9d41",
+        "status": status,
+        **fields,
+    }
+
+
+async def test_an_express_route_is_answered_by_its_start_sync_execution() -> None:
+    async with serving(with_express(settings())) as served:
+        request = asyncio.ensure_future(
+            served.client.post("/express", json={"who": "x"}, headers=LONG)
+        )
+        txn_id = await served.executions.next_started()
+        assert served.executions.bodies[txn_id] == {"who": "x"}
+        answer = sync_answer(txn_id, output='{"who": "x", "done": true}')
+        served.executions.sync_answers[txn_id].set_result(answer)
+        status, _, body = await answer_of(request)
+        assert status == 200, body
+        assert (body["completedVia"], body["output"]) == ("sync", {"who": "x", "done": True})
+        assert body["executionArn"] == answer["executionArn"]
+        assert served.executions.described == []  # Express has no DescribeExecution
+
+
+async def test_an_express_run_s_mqtt_message_answers_only_when_its_call_fails() -> None:
+    async with serving(with_express(settings())) as served:
+        request = asyncio.ensure_future(served.client.post("/express", json={}, headers=LONG))
+        txn_id = await served.executions.next_started()
+        registry = served.app[REGISTRY]
+        txn = registry.get(txn_id)
+        arn = sync_answer(txn_id)["executionArn"]
+        # Another execution of the same name is not this one's.
+        other = arn.replace(txn_id, f"{txn_id}x")
+        assert not registry.resolve(
+            txn_id, Completion(Status.SUCCEEDED, "mqtt", execution_arn=other)
+        )
+        # The workflow's own message, a moment before its call returns: held back.
+        mqtt = Completion(Status.SUCCEEDED, "mqtt", execution_arn=arn, output={"via": "mqtt"})
+        assert not registry.resolve(txn_id, mqtt)
+        assert txn.completion is None and not request.done()
+        # The call is cut: the message it held back answers.
+        served.executions.sync_answers[txn_id].set_exception(
+            AwsError("StartSyncExecution", "ReadTimeoutError", "no answer")
+        )
+        status, _, body = await answer_of(request)
+        assert (status, body["completedVia"], body["output"]) == (200, "mqtt", {"via": "mqtt"})
+
+
+async def test_an_express_start_that_fails_at_once_is_an_aws_error_and_holds_nothing() -> None:
+    async with serving(with_express(settings())) as served:
+        served.executions.failures["StartSyncExecution"] = AwsError(
+            "StartSyncExecution", "StateMachineDoesNotExist", "gone"
+        )
+        status, _, body = await answer(await served.client.post("/express", json={}, headers=LONG))
+        assert (status, body["awsErrorCode"]) == (502, "StateMachineDoesNotExist")
+        assert served.app[REGISTRY].held == 0
+        assert len(served.app[REGISTRY]) == 0
+
+
+async def test_an_express_execution_cannot_be_stopped_or_listed() -> None:
+    async with serving(with_express(settings())) as served:
+        response = await served.client.post("/express", json={}, headers={"Prefer": "wait=0"})
+        status, _, started = await answer(response)
+        assert status == 202
+        status, _, body = await answer(
+            await served.client.post(f"/executions/{started['transactionId']}/stop")
+        )
+        assert (status, "Express" in body["message"]) == (409, True)
+        status, _, _ = await answer(await served.client.get("/executions?route=express"))
+        assert status == 400
+
+
+async def answer_of(
+    request: asyncio.Future[aiohttp.ClientResponse],
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    return await answer(await request)

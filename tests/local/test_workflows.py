@@ -529,3 +529,40 @@ async def test_stopping_an_archive_that_waits_for_its_approver_aborts_it(
 
     assert described["status"] == "ABORTED", described
     assert refused.value.response["Error"]["Code"] in ("TaskTimedOut", "InvalidToken")
+
+
+# ---------------------------------------------------------------- Express
+
+
+async def test_hello_express_runs_to_its_end_in_start_sync_execution(
+    local_stack: LocalStack,
+) -> None:
+    subtopic = new_id("sub")
+    async with (
+        MqttRecorder(local_stack, subtopic) as recorder,
+        local_stack.aws().client("stepfunctions") as sfn,
+    ):
+        name = new_id("express")
+        answer = await sfn.start_sync_execution(
+            stateMachineArn=local_stack.outputs["HelloExpressStateMachineArn"],
+            name=name,
+            input=json.dumps({"who": "express", "subtopic": subtopic}),
+        )
+        assert answer["status"] == "SUCCEEDED", answer
+        assert json.loads(answer["output"])["taskresult"] == "Hello 102 Class"
+        prefix = local_stack.outputs["HelloExpressStateMachineArn"].replace(
+            ":stateMachine:", ":express:"
+        )
+        assert answer["executionArn"].startswith(f"{prefix}:{name}:")
+        assert answer["stopDate"] >= answer["startDate"]
+        # Its Notify state published as a Standard one's does.
+        message = await recorder.on_topic(f"{local_stack.settings.topic_root}/{subtopic}/{name}")
+        assert message["executionArn"] == answer["executionArn"]
+        # Express keeps no execution to describe, and a Standard machine has no sync start.
+        with pytest.raises(ClientError):
+            await sfn.describe_execution(executionArn=answer["executionArn"])
+        with pytest.raises(ClientError) as refused:
+            await sfn.start_sync_execution(
+                stateMachineArn=local_stack.outputs["HelloStateMachineArn"], input="{}"
+            )
+        assert refused.value.response["Error"]["Code"] == "StateMachineTypeNotSupported"

@@ -34,9 +34,12 @@ MACHINES = {
     "ProcessAStateMachine": "processa",
     "DownstreamStateMachine": "downstream",
     "HelloStateMachine": "hello",
+    "HelloExpressStateMachine": "hello",
     "QCStateMachine": "qc",
     "ArchiveStateMachine": "archive",
 }
+EXPRESS_MACHINES = {"HelloExpressStateMachine"}
+"""They emit no status events, and have neither DescribeExecution nor history."""
 SERVICE_RESOURCES = {
     "arn:aws:states:::aws-sdk:iotdataplane:publish",
     "arn:aws:states:::sns:publish",
@@ -132,13 +135,21 @@ def test_bucket_is_encrypted_private_expiring_and_tls_only(template: dict[str, A
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_each_state_machine_has_its_own_role(template: dict[str, Any]) -> None:
+def test_each_workflow_has_its_own_role(template: dict[str, Any]) -> None:
     machines = resources_of(template, "AWS::StepFunctions::StateMachine")
     assert set(machines) == set(MACHINES)
-    roles = [m["Properties"]["RoleArn"]["Fn::GetAtt"][0] for m in machines.values()]
-    assert len(set(roles)) == len(roles)
-    for machine in machines.values():
-        assert machine["Properties"]["StateMachineType"] == "STANDARD"
+    roles = {
+        name: machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        for name, machine in machines.items()
+    }
+    # The same definition, Standard or Express, needs the same permissions: one role.
+    for name, role in roles.items():
+        assert [MACHINES[other] for other, r in roles.items() if r == role] == [
+            MACHINES[name]
+        ] * sum(MACHINES[other] == MACHINES[name] for other in roles)
+    for name, machine in machines.items():
+        expected = "EXPRESS" if name in EXPRESS_MACHINES else "STANDARD"
+        assert machine["Properties"]["StateMachineType"] == expected
 
 
 # ---------------------------------------------------------------- packaging
@@ -338,7 +349,9 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
-    assert pattern["detail"]["stateMachineArn"] == [{"Ref": name} for name in MACHINES]
+    assert pattern["detail"]["stateMachineArn"] == [
+        {"Ref": name} for name in MACHINES if name not in EXPRESS_MACHINES
+    ]
     targets = {target["Id"]: target["Arn"] for target in rule["Properties"]["Targets"]}
     assert targets == {
         "StatusTopic": {"Ref": "StatusTopic"},
@@ -617,6 +630,10 @@ DAEMON_CALLS = {
         ("notifier/executions.py", "self._start_execution("),
         ("notifier/fast_calls.py", 'operation = "StartExecution"'),
     ],
+    "states:StartSyncExecution": [
+        ("notifier/executions.py", "self._sfn.start_sync_execution"),
+        ("notifier/app/wiring.py", "sync_sfn.start_sync_execution"),
+    ],
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
@@ -651,7 +668,8 @@ DAEMON_CALLS = {
         ("notifier/iot_tokens.py", '"/tokens/dashboard"'),
     ],
 }
-ROUTED_MACHINES = {"ProcessA", "Hello", "QC", "Archive"}  # Downstream is started by ProcessA
+ROUTED_MACHINES = {"ProcessA", "Hello", "HelloExpress", "QC", "Archive"}
+EXPRESS_ROUTES = {"HelloExpress"}  # Downstream is started by ProcessA
 
 
 @pytest.fixture(scope="module")
@@ -736,8 +754,9 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         for name in MACHINES
     }
     assert sorted(resources("states:StartExecution")) == sorted(
-        machines[m] for m in ROUTED_MACHINES
+        machines[m] for m in ROUTED_MACHINES - EXPRESS_ROUTES
     )
+    assert resources("states:StartSyncExecution") == [machines[m] for m in EXPRESS_ROUTES]
     for action in (
         "states:DescribeExecution",
         "states:StopExecution",
@@ -746,7 +765,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         patterns = resources(action)
         for machine, arn in machines.items():
             allowed = any(fnmatch(execution_arn(arn, "txn-1"), p) for p in patterns)
-            assert allowed is (machine in ROUTED_MACHINES), (action, machine)
+            assert allowed is (machine in ROUTED_MACHINES - EXPRESS_ROUTES), (action, machine)
 
     # The token route of the template's API, for this daemon's own subtopic only.
     resource = template["Resources"]["DaemonTokenResource"]["Properties"]
@@ -770,7 +789,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     assert resources("sqs:ChangeMessageVisibility") == [approval_queue]
     assert resources("states:SendTaskSuccess") == [machines["Archive"]]
     assert sorted(resources("states:ListExecutions")) == sorted(
-        machines[m] for m in ROUTED_MACHINES
+        machines[m] for m in ROUTED_MACHINES - EXPRESS_ROUTES
     )
     # The approvals every instance shares: the table and its index of pending requests.
     table = from_template(template["Resources"]["ApprovalsTable"]["Properties"]["TableName"])
