@@ -334,20 +334,29 @@ class Executions:
         """The first ``limit`` events of GetExecutionHistory, and whether there are more."""
         events: list[dict[str, Any]] = []
         token = None
-        try:
-            while len(events) < limit:
-                page = await self._sfn.get_execution_history(
-                    executionArn=arn,
-                    maxResults=min(1000, limit - len(events)),
-                    **({"nextToken": token} if token else {}),
-                )
-                events.extend(page.get("events", []))
-                token = page.get("nextToken")
-                if not token:
-                    return events, False
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        while len(events) < limit:
+            page, token = await self.history_page(arn, min(1000, limit - len(events)), token)
+            events.extend(page)
+            if not token:
+                return events, False
         return events, True
+
+    async def history_page(
+        self, arn: str, limit: int, token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of GetExecutionHistory (up to ``limit`` events, at most 1,000) from
+        ``token``, and the token of the next page (None after the last)."""
+        try:
+            page = await self._sfn.get_execution_history(
+                executionArn=arn, maxResults=limit, **({"nextToken": token} if token else {})
+            )
+        except ClientError as exc:
+            if error_code(exc) == "InvalidToken":
+                raise InvalidPageTokenError("nextToken has expired or is invalid") from exc
+            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        except BotoCoreError as exc:
+            raise AwsError.wrap("GetExecutionHistory", exc) from exc
+        return list(page.get("events", [])), page.get("nextToken")
 
     async def definition_of(self, arn: str) -> dict[str, Any]:
         """The state machine definition the execution runs (DescribeStateMachineForExecution)."""

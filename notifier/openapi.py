@@ -223,6 +223,34 @@ EXECUTION_LIST = {
     },
 }
 
+HISTORY_PAGE = {
+    "type": "object",
+    "required": ["transactionId", "executionArn", "events", "nextToken"],
+    "additionalProperties": False,
+    "properties": {
+        "transactionId": TXN_ID,
+        "executionArn": {"type": "string"},
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "description": "a GetExecutionHistory event; task tokens are redacted",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "previousEventId": {"type": ["integer", "null"]},
+                    "timestamp": {"type": ["string", "null"], "format": "date-time"},
+                    "type": {"type": "string"},
+                    "details": {"description": "the event's ...EventDetails member"},
+                },
+            },
+        },
+        "nextToken": {
+            "type": ["string", "null"],
+            "description": "pass it as nextToken for the next page; null on the last one",
+        },
+    },
+}
+
 
 APPROVAL = {
     "type": "object",
@@ -669,6 +697,39 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     },
                 }
             },
+            "/executions/{txnId}/history": {
+                "get": {
+                    "summary": "The execution's history (GetExecutionHistory), a page at a time",
+                    "operationId": "executionHistory",
+                    "security": security,
+                    "parameters": [
+                        txn_param,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                            "description": "events per page (default 100)",
+                        },
+                        {
+                            "name": "nextToken",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "the nextToken of the previous page",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("HistoryPage", "oldest first"),
+                        "400": _error("a bad limit or nextToken"),
+                        "401": _error("missing or unknown API key"),
+                        "404": _error("no such transaction, or an Express one (no history)"),
+                        "429": _error("over the API key's rate", "Retry-After"),
+                        "502": _error("AWS error"),
+                        "503": _error("AWS is throttling", "Retry-After"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "The process is alive",
@@ -732,6 +793,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "Stats": STATS,
                 "Execution": EXECUTION_ITEM,
                 "ExecutionList": EXECUTION_LIST,
+                "HistoryPage": HISTORY_PAGE,
             },
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}

@@ -44,7 +44,7 @@ from notifier.app.state import (
     SYNC_RUNS,
 )
 from notifier.config import RouteSettings, route_limits
-from notifier.dashboard.details import route_of
+from notifier.dashboard.details import UnknownExecutionError, history_page, route_of
 from notifier.executions import (
     LIST_LIMIT,
     LIST_STATUSES,
@@ -474,6 +474,51 @@ async def stop(request: web.Request) -> web.StreamResponse:
             "message": "execution stopped",
         }
     )
+
+
+HISTORY_PAGE = 100
+"""History events a page has unless asked for fewer or more (up to 1,000)."""
+
+
+async def execution_history(request: web.Request) -> web.Response:
+    """``GET /executions/<txnId or execution ARN>/history?limit=&nextToken=``: the
+    execution's history (GetExecutionHistory), a page at a time, task tokens removed."""
+    app = request.app
+    settings = app[SETTINGS].current
+    found = _transaction_named(request, request.match_info["txn_id"])
+    if isinstance(found, web.Response):
+        return found
+    txn_id, route = found
+    try:
+        limit = int(request.query.get("limit", HISTORY_PAGE))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        return answers.error(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
+    txn = app[REGISTRY].get(txn_id)
+    if (
+        txn is not None
+        and txn.express
+        or route is not None
+        and not settings.routes[route].describable
+    ):
+        return answers.error(404, "an Express workflow keeps no history to read")
+    try:
+        if txn is not None:
+            arn = txn.execution_arn
+        else:
+            located = await app[EXECUTIONS].locate(txn_id, route)
+            if located is None:
+                return answers.error(404, f"no transaction {txn_id!r}")
+            arn = located[1]["executionArn"]
+        page = await history_page(app[EXECUTIONS], arn, limit, request.query.get("nextToken"))
+    except InvalidPageTokenError as exc:
+        return answers.error(400, str(exc))
+    except UnknownExecutionError:
+        return answers.error(404, f"no execution for transaction {txn_id!r}")
+    except AwsError as exc:
+        return answers.aws_error(exc, settings.http.retry_after)
+    return web.json_response({"transactionId": txn_id, **page})
 
 
 async def list_executions(request: web.Request) -> web.Response:

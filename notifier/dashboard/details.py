@@ -52,6 +52,27 @@ async def execution_details(
     return redacted
 
 
+async def history_page(
+    executions: Executions, arn: str, limit: int, token: str | None
+) -> dict[str, Any]:
+    """A page of an execution's history, its task tokens removed: ``{executionArn, events,
+    nextToken}``. Raises :class:`~notifier.executions.InvalidPageTokenError`, or
+    :class:`UnknownExecutionError` when there is no such execution."""
+    try:
+        events, next_token = await executions.history_page(arn, limit, token)
+    except AwsError as exc:
+        if exc.code == "ExecutionDoesNotExist":
+            raise UnknownExecutionError(arn) from exc
+        raise
+    page = {
+        "executionArn": arn,
+        "events": [_event(event) for event in events],
+        "nextToken": next_token,
+    }
+    redacted: dict[str, Any] = redact(page)
+    return redacted
+
+
 async def describe_route_execution(
     executions: Executions, routes: Mapping[str, RouteSettings], execution_arn: str
 ) -> tuple[str, dict[str, Any]]:

@@ -6,6 +6,8 @@
   rejected human approval would end FAILED without the reason the approver gave.
 - StopExecution of an execution waiting for a task token: moto's wait ignores the stop and
   the execution stays RUNNING until the token times out; AWS aborts it at once.
+- GetExecutionHistory: moto answers every event at once, in order, whatever
+  ``maxResults``, ``reverseOrder`` and ``nextToken`` say; AWS answers pages.
 - Express state machines: moto records every state machine as STANDARD (its
   CloudFormation drops ``StateMachineType``), and has no StartSyncExecution. Here the type
   is kept, and StartSyncExecution runs an Express workflow to its end with moto's own
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -49,6 +52,44 @@ def install() -> None:
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]  # moto patched
     _stop_ends_task_token_waits()
     _express_state_machines()
+    _paged_histories()
+
+
+HISTORY_PAGE = 100
+"""Events a GetExecutionHistory page has without ``maxResults`` (AWS's default)."""
+
+
+def _paged_histories() -> None:
+    from moto.core.exceptions import AWSError
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    class InvalidToken(AWSError):
+        TYPE = "InvalidToken"
+        STATUS = 400
+
+    def get_execution_history(self: Any) -> Any:
+        arn = self._get_param("executionArn")
+        events = self.stepfunction_backend.get_execution_history(arn)["events"]
+        if self._get_param("reverseOrder"):
+            events = events[::-1]
+        limit = int(self._get_param("maxResults") or HISTORY_PAGE)
+        token = self._get_param("nextToken")
+        start = 0
+        if token:
+            try:
+                token_arn, _, offset = base64.urlsafe_b64decode(token).decode().rpartition("#")
+                start = int(offset)
+            except (ValueError, UnicodeDecodeError):
+                token_arn = ""
+            if token_arn != arn:
+                raise InvalidToken("Invalid Token")
+        page: dict[str, Any] = {"events": events[start : start + limit]}
+        if start + limit < len(events):
+            page["nextToken"] = base64.urlsafe_b64encode(f"{arn}#{start + limit}".encode()).decode()
+        return ActionResult(page)
+
+    StepFunctionResponse.get_execution_history = get_execution_history  # type: ignore[method-assign]  # moto patched
 
 
 def _express_state_machines() -> None:

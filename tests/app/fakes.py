@@ -33,7 +33,13 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, Page, execution_arn
+from notifier.executions import (
+    AwsError,
+    Executions,
+    InvalidPageTokenError,
+    Page,
+    execution_arn,
+)
 from notifier.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
@@ -155,6 +161,24 @@ class FakeExecutions(Executions):
     async def definition_of(self, arn: str) -> dict[str, Any]:
         self._call("DescribeStateMachineForExecution")
         return {"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": True}}}
+
+    async def history_page(
+        self, arn: str, limit: int, token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Two events, one a page when ``limit`` is 1."""
+        self._call("GetExecutionHistory")
+        if not any(d["executionArn"] == arn for d in self.elsewhere.values()):
+            raise AwsError("GetExecutionHistory", "ExecutionDoesNotExist", arn)
+        if token not in (None, "1"):
+            raise InvalidPageTokenError("nextToken has expired or is invalid")
+        started = datetime(2026, 1, 1, tzinfo=UTC)
+        events = [
+            {"id": 1, "timestamp": started, "type": "ExecutionStarted"},
+            {"id": 2, "timestamp": started, "type": "ExecutionSucceeded"},
+        ]
+        start = int(token or 0)
+        more = start + limit < len(events)
+        return events[start : start + limit], str(start + limit) if more else None
 
     async def stop(self, arn: str) -> None:
         self._call("StopExecution")

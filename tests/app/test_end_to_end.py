@@ -407,3 +407,36 @@ async def test_an_express_run_longer_than_the_hold_is_answered_at_its_end(
     assert body["transactionId"] == started["transactionId"]
     assert body["completedVia"] in ("sync", "mqtt")
     assert body["output"]["waitSeconds"] == 2
+
+
+async def test_an_execution_s_history_is_read_a_page_at_a_time(
+    daemon: Daemon, http: aiohttp.ClientSession, stack: LocalStack
+) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/hello", json={"name": "ada"}, headers=LONG
+    )
+    assert status == 200, body
+    async with stack.aws().client("stepfunctions") as sfn:
+        expected = (await sfn.get_execution_history(executionArn=body["executionArn"]))["events"]
+    assert len(expected) > 3
+    events: list[dict[str, Any]] = []
+    token = None
+    for name in (body["transactionId"], body["executionArn"]):
+        events, token = [], None
+        while True:
+            query = {"limit": "3", **({"nextToken": token} if token else {})}
+            status, _, page = await call(
+                http, "GET", f"{daemon.url}/executions/{name}/history", params=query
+            )
+            assert status == 200, page
+            assert len(page["events"]) <= 3
+            events.extend(page["events"])
+            token = page["nextToken"]
+            if token is None:
+                break
+        assert [event["id"] for event in events] == [event["id"] for event in expected]
+        assert [event["type"] for event in events] == [event["type"] for event in expected]
+    status, _, error = await call(
+        http, "GET", f"{daemon.url}/executions/{body['transactionId']}/history?nextToken=nope"
+    )
+    assert status == 400, error

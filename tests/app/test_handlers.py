@@ -1194,3 +1194,25 @@ async def answer_of(
     request: asyncio.Future[aiohttp.ClientResponse],
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     return await answer(await request)
+
+
+# ---------------------------------------------------------------- history
+
+
+async def test_an_execution_s_history_is_paged(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED)
+    status, _, page = await answer(await served.client.get(f"/executions/{txn_id}/history?limit=1"))
+    assert status == 200, page
+    assert [event["type"] for event in page["events"]] == ["ExecutionStarted"]
+    token = page["nextToken"]
+    status, _, page = await answer(
+        await served.client.get(f"/executions/{txn_id}/history", params={"nextToken": token})
+    )
+    assert [event["type"] for event in page["events"]] == ["ExecutionSucceeded"]
+    assert page["nextToken"] is None
+    for query, code in [("?nextToken=bad", 400), ("?limit=1001", 400)]:
+        status, _, _ = await answer(await served.client.get(f"/executions/{txn_id}/history{query}"))
+        assert status == code
+    status, _, _ = await answer(await served.client.get(f"/executions/{new_txn_id()}/history"))
+    assert status == 404

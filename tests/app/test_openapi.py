@@ -169,6 +169,12 @@ async def every_route(record: Recorder) -> None:
         await record("POST", f"/executions/{other}/stop")
     del fake.failures["StopExecution"]
 
+    await record("GET", f"/executions/{other}/history", params={"limit": "1"})
+    await record("GET", f"/executions/{other}/history", params={"nextToken": "1"})
+    await record("GET", f"/executions/{other}/history", params={"nextToken": "x"})
+    await record("GET", f"/executions/{other}/history", params={"limit": "0"})
+    await record("GET", f"/executions/{new_txn_id()}/history")
+
     arn = fake.ran_elsewhere(new_txn_id(), Status.FAILED, error="E", cause="C")
     await record("GET", "/dashboard/details", params={"arn": arn})
     await record("GET", "/dashboard/details")
