@@ -324,6 +324,14 @@ class Executions:
             )
         return await self.describe(arn)
 
+    async def with_output(self, completion: Completion) -> Completion:
+        """``completion`` with the output its message left out, from DescribeExecution
+        within the shared read budget (raises :class:`AwsError` when that fails)."""
+        if not completion.output_left_out or completion.execution_arn is None:
+            return completion
+        description = await self.describe_shared(completion.execution_arn)
+        return completion_from_description(description, via=completion.via)
+
     async def describe(self, arn: str) -> dict[str, Any]:
         try:
             return dict(await self._sfn.describe_execution(executionArn=arn))

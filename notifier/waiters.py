@@ -80,6 +80,9 @@ class Completion:
     DescribeExecution's ``stopDate``."""
     size: int = 0
     """Bytes of the message it came in (what a kept result is counted as)."""
+    output_left_out: bool = False
+    """The message said the output was left out of it (too large for a status event):
+    DescribeExecution has it."""
 
 
 @dataclass(eq=False)

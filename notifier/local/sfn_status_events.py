@@ -34,9 +34,16 @@ def _millis(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value else None
 
 
+EVENT_DATA_LIMIT = 248 * 1024
+"""Bytes of input and of output an event carries; larger ones are left out
+(``...Details.included`` false), as the event must fit EventBridge's 256 KiB."""
+
+
 def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
     """The event ``detail`` AWS sends when ``execution`` (moto parser) enters ``status``."""
     output = execution.output if status == "SUCCEEDED" else None
+    output_json = json.dumps(output) if output is not None else None
+    left_out = output_json is not None and len(output_json.encode()) > EVENT_DATA_LIMIT
     return {
         "executionArn": execution.exec_arn,
         "stateMachineArn": execution.state_machine.arn,
@@ -45,9 +52,9 @@ def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
         "startDate": _millis(execution.start_date),
         "stopDate": _millis(execution.stop_date) if status != "RUNNING" else None,
         "input": json.dumps(execution.input_data),
-        "output": json.dumps(output) if output is not None else None,
+        "output": None if left_out else output_json,
         "inputDetails": {"included": True},
-        "outputDetails": {"included": True} if output is not None else None,
+        "outputDetails": {"included": not left_out} if output is not None else None,
         "error": execution.error if status != "RUNNING" else None,
         "cause": execution.cause if status != "RUNNING" else None,
     }

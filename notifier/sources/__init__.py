@@ -23,6 +23,8 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
 
     ``{"txnId", "finishedAt", "executionArn", "stateMachine", "status", "output" | "error",
     "cause"}``; ``finishedAt`` (ISO 8601) is when the workflow's Notify state was entered.
+    The status forwarder adds ``"outputIncluded": false`` when the status event left the
+    output out.
     The txn id is checked against ``expected_txn_id`` (the one the topic names) when given;
     whether it is a transaction anyone waits for is the registry's business.
     """
@@ -56,4 +58,5 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         cause=cause if isinstance(cause, str) else None,
         stop_date=stop_date,
         size=len(payload),
+        output_left_out=status is Status.SUCCEEDED and message.get("outputIncluded") is False,
     )

@@ -1216,3 +1216,44 @@ async def test_an_execution_s_history_is_paged(served: Served) -> None:
         assert status == code
     status, _, _ = await answer(await served.client.get(f"/executions/{new_txn_id()}/history"))
     assert status == 404
+
+
+# ---------------------------------------------------------------- outputs left out
+
+
+async def test_an_output_left_out_of_a_completion_is_read_with_describe_execution(
+    served: Served,
+) -> None:
+    request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    registry = served.app[REGISTRY]
+    arn = registry.get(txn_id).execution_arn
+    served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"large": true}')
+    left_out = Completion(Status.SUCCEEDED, "sqs", execution_arn=arn, output_left_out=True)
+    assert registry.resolve(txn_id, left_out)
+    status, _, body = await answer(await request)
+    assert (status, body["output"], body["completedVia"]) == (200, {"large": True}, "sqs")
+    assert served.executions.described == [arn]
+    # Read once: a re-attach is answered from what was read.
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}"))
+    assert (status, body["output"]) == (200, {"large": True})
+    assert served.executions.described == [arn]
+
+
+async def test_an_output_that_cannot_be_read_is_an_error_never_a_200_without_it(
+    served: Served,
+) -> None:
+    request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    txn_id = await served.executions.next_started()
+    registry = served.app[REGISTRY]
+    served.executions.failures["DescribeExecution"] = AwsError(
+        "DescribeExecution", "ThrottlingException", "slow down"
+    )
+    left_out = Completion(
+        Status.SUCCEEDED, "sqs", execution_arn=registry.get(txn_id).execution_arn,
+        output_left_out=True,
+    )  # fmt: skip
+    registry.resolve(txn_id, left_out)
+    status, headers, body = await answer(await request)
+    assert (status, body["awsErrorCode"]) == (503, "ThrottlingException")
+    assert "Retry-After" in headers

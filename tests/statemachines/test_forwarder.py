@@ -91,6 +91,18 @@ def test_a_final_status_reaches_the_instance_topic_and_queue(
     assert completion.stop_date is not None
 
 
+def test_an_output_left_out_of_the_event_is_said_to_be_left_out(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    event = status_event("SUCCEEDED", outputDetails={"included": False})
+    forwarder.Forwarder(Recorder(), sqs, "notifier", PREFIX).forward(event)
+    (message,) = received(sqs, url)
+    assert (message["output"], message["outputIncluded"]) == (None, False)
+    completion = parse_notification(json.dumps(message).encode(), "sqs", "0x01")
+    assert completion.output_left_out
+    included = status_event("SUCCEEDED", output="{}", outputDetails={"included": True})
+    assert "outputIncluded" not in forwarder.completion(included["detail"])
+
+
 def test_running_goes_to_dashboards_only(sqs: Any) -> None:
     url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
     iot = Recorder()

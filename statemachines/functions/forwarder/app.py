@@ -57,6 +57,9 @@ def completion(detail: dict[str, Any]) -> dict[str, Any]:
     if detail["status"] == "SUCCEEDED":
         output = detail.get("output")
         message["output"] = json.loads(output) if isinstance(output, str) else output
+        if (detail.get("outputDetails") or {}).get("included") is False:
+            # Too large for the event: whoever gets this must ask DescribeExecution.
+            message["outputIncluded"] = False
     else:
         message["error"] = detail.get("error") or detail["status"]
         message["cause"] = detail.get("cause") or ""
