@@ -103,6 +103,7 @@ def running(
     received_at: datetime,
     retry_after: int,
     headers: dict[str, str] | None = None,
+    message: str = "still running",
 ) -> web.Response:
     location = f"/executions/{txn.txn_id}"
     body = {
@@ -110,7 +111,7 @@ def running(
         "executionArn": txn.execution_arn,
         "status": str(Status.RUNNING),
         "location": location,
-        "message": "still running; GET the location to wait for the result",
+        "message": f"{message}; GET the location to wait for the result",
         "timings": {
             "receivedAt": timestamp(received_at),
             "startedAt": timestamp(txn.started_at) if txn.started_at else None,

@@ -407,6 +407,14 @@ class Executions:
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StopExecution", exc) from exc
 
+    async def redrive(self, arn: str) -> None:
+        """RedriveExecution: a failed, timed-out or aborted Standard execution runs again
+        under the same ARN, from the state that did not succeed."""
+        try:
+            await self._sfn.redrive_execution(executionArn=arn)
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("RedriveExecution", exc) from exc
+
     async def read_process_data(self, txn_id: str) -> Any:
         try:
             response = await self._s3.get_object(Bucket=self.bucket, Key=txn_id)

@@ -697,6 +697,25 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     },
                 }
             },
+            "/executions/{txnId}/redrive": {
+                "post": {
+                    "summary": "Redrive a failed, timed-out or aborted execution "
+                    "(RedriveExecution); re-attaches wait for its new end",
+                    "operationId": "redrive",
+                    "security": security,
+                    "parameters": [txn_param],
+                    "responses": {
+                        "202": _json("Answer", "redriven", ["Location", "Retry-After"]),
+                        "401": _error("missing or unknown API key"),
+                        "404": _error("no such transaction"),
+                        "409": _error("not redrivable: running, succeeded, or Express"),
+                        "415": NOT_JSON,
+                        "429": _error("over the API key's rate", "Retry-After"),
+                        "502": _error("AWS error"),
+                        "503": _error("AWS is throttling", "Retry-After"),
+                    },
+                }
+            },
             "/executions/{txnId}/history": {
                 "get": {
                     "summary": "The execution's history (GetExecutionHistory), a page at a time",

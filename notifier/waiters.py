@@ -109,6 +109,9 @@ class Transaction:
     """A StartSyncExecution for it is in flight: its answer is the one to give, and other
     sources' completions wait in ``held_back`` until it fails."""
     held_back: Completion | None = None
+    ended_before: datetime | None = None
+    """Redriven after it ended at this time: a completion that stopped by then is the
+    earlier run's, not the end of this one."""
     express: bool = False
     """Its state machine is EXPRESS: until a completion names the execution,
     ``execution_arn`` is the ``...:express:<machine>:<txn id>`` its ARN begins with (AWS
@@ -267,6 +270,13 @@ class Registry:
         if not txn.is_its_execution(completion.execution_arn):
             self._reject(txn, completion)
             return False
+        if _of_an_earlier_run(txn, completion):
+            log.info(
+                "ignoring a %s completion via %s: it ended before the execution was redriven",
+                completion.status, completion.via,
+                extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
+            )  # fmt: skip
+            return False
         if txn.sync_call and completion.via != "sync" and txn.completion is None:
             txn.held_back = txn.held_back or completion
             txn.heard_via.add(completion.via)
@@ -289,6 +299,18 @@ class Registry:
         if first:
             self._evict()
         return first
+
+    def reopen(self, txn_id: str) -> None:
+        """The transaction's execution was redriven: forget how it ended, so that whoever
+        holds or re-attaches to it waits for its new end."""
+        txn = self._transactions[txn_id]
+        if txn.completion is None:
+            return
+        if txn.txn_id in self._idle:
+            self._idle_bytes -= txn.completion.size
+        txn.ended_before = txn.completion.stop_date or txn.completion.notified_at
+        txn.completion = None
+        txn.heard_via.clear()
 
     def _reject(self, txn: Transaction, completion: Completion) -> None:
         reason = Rejection.NO_EXECUTION_ARN
@@ -362,6 +384,11 @@ class Registry:
         ):
             txn_id, _ = self._idle.popitem(last=False)
             self._idle_bytes -= _kept_bytes(self._transactions.pop(txn_id))
+
+
+def _of_an_earlier_run(txn: Transaction, completion: Completion) -> bool:
+    ended = completion.stop_date
+    return txn.ended_before is not None and ended is not None and ended <= txn.ended_before
 
 
 def _kept_bytes(txn: Transaction) -> int:

@@ -1,4 +1,6 @@
 import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -167,3 +169,23 @@ async def test_stale_transactions_are_held_ones_not_asked_about_for_a_while() ->
         assert [t.txn_id for t in registry.stale(30)] == ["t1"]
         assert sorted(t.txn_id for t in registry.stale(0)) == ["t1", "t2"]
     assert list(registry.stale(0)) == []  # nobody waits any more
+
+
+async def test_a_redriven_transaction_waits_for_its_new_end() -> None:
+    registry = Registry(max_held=10)
+    arn = "arn:aws:states:us-east-1:1:execution:m:t1"
+    registry.track(Transaction("t1", "r", arn))
+    first_end = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    failed = Completion(Status.FAILED, "mqtt", execution_arn=arn, stop_date=first_end)
+    assert registry.resolve("t1", failed)
+    registry.reopen("t1")
+    async with registry.hold("t1") as waiter:
+        assert not waiter.done()
+        # The first run's end, arriving late by another path, is not the new one.
+        assert not registry.resolve("t1", dataclasses.replace(failed, via="sqs"))
+        assert not waiter.done()
+        new_end = dataclasses.replace(
+            failed, status=Status.SUCCEEDED, stop_date=first_end + timedelta(seconds=5)
+        )
+        assert registry.resolve("t1", new_end)
+        assert (await waiter) is new_end

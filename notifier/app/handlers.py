@@ -389,8 +389,10 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         found_route, description = located
         located_txn = registry.track(Transaction(txn_id, found_route, description["executionArn"]))
         _attach(app, located_txn, description)
-    elif (safety_net := app.get(SAFETY_NET)) is not None:
-        await safety_net.on_reattach(known)
+    else:
+        await _follow_a_redrive(app, known)
+        if (safety_net := app.get(SAFETY_NET)) is not None:
+            await safety_net.on_reattach(known)
     txn = registry.get(txn_id)
     if txn is None:  # evicted while DescribeExecution ran; only with a tiny recent_completions
         return answers.error(503, "too busy; retry", {"Retry-After": "1"})
@@ -519,6 +521,70 @@ async def execution_history(request: web.Request) -> web.Response:
     except AwsError as exc:
         return answers.aws_error(exc, settings.http.retry_after)
     return web.json_response({"transactionId": txn_id, **page})
+
+
+async def redrive(request: web.Request) -> web.StreamResponse:
+    """``POST /executions/<txnId or execution ARN>/redrive``: RedriveExecution of a failed,
+    timed-out or aborted execution; 202, and whoever re-attaches waits for its new end."""
+    app = request.app
+    settings = app[SETTINGS].current
+    registry = app[REGISTRY]
+    found = _transaction_named(request, request.match_info["txn_id"])
+    if isinstance(found, web.Response):
+        return found
+    txn_id, route = found
+    txn = registry.get(txn_id)
+    if txn is not None and txn.express:
+        return answers.error(409, "an Express workflow cannot be redriven")
+    try:
+        description = None
+        if txn is not None:
+            arn = txn.execution_arn
+        else:
+            located = await app[EXECUTIONS].locate(txn_id, route)
+            if located is None:
+                return answers.error(404, f"no transaction {txn_id!r}")
+            route, description = located
+            arn = description["executionArn"]
+        await app[EXECUTIONS].redrive(arn)
+    except AwsError as exc:
+        if exc.code == "ExecutionNotRedrivable":
+            return answers.error(409, f"the execution cannot be redriven: {exc.message}")
+        if exc.code == "ExecutionDoesNotExist":
+            return answers.error(404, f"no execution for transaction {txn_id!r}")
+        return answers.aws_error(exc, settings.http.retry_after)
+    log.info("redriven", extra={"txnId": txn_id, "executionArn": arn})
+    if txn is None:
+        assert route is not None and description is not None  # located above
+        txn = registry.track(Transaction(txn_id, route, arn))
+        txn.poll = _published_elsewhere(description, app[INSTANCE_ID])
+        txn.completion = completion_from_description(description)
+    registry.reopen(txn_id)
+    return answers.running(
+        txn, received_at=utcnow(), retry_after=settings.http.retry_after, message="redriven"
+    )
+
+
+async def _follow_a_redrive(app: web.Application, txn: Transaction) -> None:
+    """A re-attach to a transaction remembered as failed, timed out or aborted: if Step
+    Functions says it runs again (redriven, maybe by another instance), wait for its new
+    end rather than answer the old one. One DescribeExecution, within the shared budget;
+    without an answer, the remembered end is given."""
+    ended = txn.completion
+    if ended is None or ended.status is Status.SUCCEEDED or txn.express:
+        return
+    try:
+        description = await app[EXECUTIONS].describe_shared(txn.execution_arn)
+    except AwsError:
+        return
+    status = Status.parse(description.get("status"))
+    stopped = description.get("stopDate")
+    if not status.final or (
+        ended.stop_date is not None and stopped is not None and stopped > ended.stop_date
+    ):
+        app[REGISTRY].reopen(txn.txn_id)
+        if status.final:
+            app[REGISTRY].resolve(txn.txn_id, completion_from_description(description))
 
 
 async def list_executions(request: web.Request) -> web.Response:

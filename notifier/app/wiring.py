@@ -104,6 +104,7 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
             Route("GET", "/executions", handlers.list_executions, Access.API_KEY),
             Route("GET", "/executions/{txn_id}", handlers.reattach, Access.API_KEY),
             Route("POST", "/executions/{txn_id}/stop", handlers.stop, Access.API_KEY),
+            Route("POST", "/executions/{txn_id}/redrive", handlers.redrive, Access.API_KEY),
             Route(
                 "GET", "/executions/{txn_id}/history", handlers.execution_history, Access.API_KEY
             ),

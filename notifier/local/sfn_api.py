@@ -8,6 +8,10 @@
   the execution stays RUNNING until the token times out; AWS aborts it at once.
 - GetExecutionHistory: moto answers every event at once, in order, whatever
   ``maxResults``, ``reverseOrder`` and ``nextToken`` say; AWS answers pages.
+- RedriveExecution, which moto lacks: here a redriven execution runs again from its
+  start, under the same ARN and with the same input, and its earlier history is replaced.
+  AWS resumes it from the state that failed, keeping what the states before it did, and
+  adds to its history; to the daemon both look alike (RUNNING again, then a new end).
 - Express state machines: moto records every state machine as STANDARD (its
   CloudFormation drops ``StateMachineType``), and has no StartSyncExecution. Here the type
   is kept, and StartSyncExecution runs an Express workflow to its end with moto's own
@@ -53,6 +57,41 @@ def install() -> None:
     _stop_ends_task_token_waits()
     _express_state_machines()
     _paged_histories()
+    _redrives()
+
+
+def _redrives() -> None:
+    from moto.core.exceptions import AWSError
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    class ExecutionNotRedrivable(AWSError):
+        TYPE = "ExecutionNotRedrivable"
+        STATUS = 400
+
+    unsuccessful = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.ABORTED)
+
+    def redrive_execution(self: Any, execution_arn: str) -> datetime:
+        execution = self.describe_execution(execution_arn)
+        if execution.sm_type == "EXPRESS" or execution.exec_status not in unsuccessful:
+            raise ExecutionNotRedrivable(
+                f"Execution is {execution.exec_status} and cannot be redriven: {execution_arn}"
+            )
+        execution.exec_worker = None
+        execution.stop_date = execution.output = execution.error = execution.cause = None
+        execution.redrive_count = getattr(execution, "redrive_count", 0) + 1
+        execution.redrive_date = datetime.now(UTC)
+        execution.start()
+        return execution.redrive_date  # type: ignore[no-any-return]  # moto's execution
+
+    def redrive_execution_response(self: Any) -> Any:
+        redriven = self.stepfunction_backend.redrive_execution(self._get_param("executionArn"))
+        return ActionResult({"redriveDate": redriven})
+
+    StepFunctionsParserBackend.redrive_execution = redrive_execution  # type: ignore[attr-defined]  # beside moto's own
+    StepFunctionResponse.redrive_execution = redrive_execution_response  # type: ignore[attr-defined]  # beside moto's own
 
 
 HISTORY_PAGE = 100

@@ -180,6 +180,16 @@ class FakeExecutions(Executions):
         more = start + limit < len(events)
         return events[start : start + limit], str(start + limit) if more else None
 
+    async def redrive(self, arn: str) -> None:
+        self._call("RedriveExecution")
+        for description in self.elsewhere.values():
+            if description["executionArn"] == arn:
+                if description["status"] not in ("FAILED", "TIMED_OUT", "ABORTED"):
+                    raise AwsError("RedriveExecution", "ExecutionNotRedrivable", arn)
+                description["status"] = "RUNNING"
+                return
+        raise AwsError("RedriveExecution", "ExecutionDoesNotExist", arn)
+
     async def stop(self, arn: str) -> None:
         self._call("StopExecution")
         self.stopped.append(arn)

@@ -440,3 +440,33 @@ async def test_an_execution_s_history_is_read_a_page_at_a_time(
         http, "GET", f"{daemon.url}/executions/{body['transactionId']}/history?nextToken=nope"
     )
     assert status == 400, error
+
+
+# ---------------------------------------------------------------- redrive
+
+
+async def test_a_redriven_execution_is_followed_to_its_new_end_at_every_instance(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession, stack: LocalStack
+) -> None:
+    status, _, failed = await call(
+        http, "POST", f"{daemon.url}/p1", json={"fail": "step-c"}, headers=LONG
+    )
+    assert (status, failed["status"]) == (502, "FAILED"), failed
+    txn_id = failed["transactionId"]
+    # Another instance re-attaches and remembers the failure.
+    status, _, body = await call(http, "GET", f"{other_daemon.url}/executions/{txn_id}?wait=0")
+    assert (status, body["status"]) == (502, "FAILED")
+    # What made it fail is put right, and the execution redriven.
+    bucket = daemon.settings.s3.bucket
+    async with stack.aws().client("s3") as s3:
+        await s3.put_object(Bucket=bucket, Key=txn_id, Body=b'{"foo": "fixed"}')
+    status, headers, body = await call(http, "POST", f"{daemon.url}/executions/{txn_id}/redrive")
+    assert (status, headers["Location"]) == (202, f"/executions/{txn_id}"), body
+    # Both instances answer its new end, not the failure they remembered.
+    for instance in (daemon, other_daemon):
+        status, _, body = await call(http, "GET", f"{instance.url}/executions/{txn_id}?wait=60")
+        assert (status, body["status"]) == (200, "SUCCEEDED"), body
+        assert body["processData"]["foo"] == "fixed"
+    # A succeeded execution is not redriven again.
+    status, _, body = await call(http, "POST", f"{daemon.url}/executions/{txn_id}/redrive")
+    assert status == 409, body

@@ -169,6 +169,11 @@ async def every_route(record: Recorder) -> None:
         await record("POST", f"/executions/{other}/stop")
     del fake.failures["StopExecution"]
 
+    await record("POST", f"/executions/{other}/redrive")
+    failed = new_txn_id()
+    fake.ran_elsewhere(failed, Status.FAILED, error="E", cause="C")
+    await record("POST", f"/executions/{failed}/redrive")
+    await record("POST", f"/executions/{new_txn_id()}/redrive")
     await record("GET", f"/executions/{other}/history", params={"limit": "1"})
     await record("GET", f"/executions/{other}/history", params={"nextToken": "1"})
     await record("GET", f"/executions/{other}/history", params={"nextToken": "x"})

@@ -636,6 +636,7 @@ DAEMON_CALLS = {
     ],
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
+    "states:RedriveExecution": [("notifier/executions.py", "self._sfn.redrive_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
     # The definition an execution runs, for the dashboard's graph of it.
     "states:DescribeStateMachineForExecution": [
@@ -764,6 +765,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     for action in (
         "states:DescribeExecution",
         "states:StopExecution",
+        "states:RedriveExecution",
         "states:GetExecutionHistory",
         "states:DescribeStateMachineForExecution",
     ):
