@@ -11,7 +11,11 @@ table and the daemon; the API shows the request under its SQS message id.
 
 Deciding takes the request with a conditional update (``pending`` to ``deciding``, with a
 claim that lapses after :data:`CLAIM_SECONDS` should its instance die meanwhile), so one
-decision wins wherever it is made and a second one is a 409. The workflow gets
+decision wins wherever it is made and a second one is a 409. The claim records the decision
+about to be sent (its ``Intent``) before SendTaskSuccess: should the instance die after the
+workflow got it but before the outcome was written, whoever next finds the request's token
+stale, or its execution ended, reads the execution's history, and if the intended answer
+is there, records that decision (with who made it), not "expired". The workflow gets
 SendTaskSuccess with ``{"approved": true|false, "comment"}``: a rejection is an answer the
 workflow handles (Archive's ``Rejected`` branch records it), not a failure. The item then
 says who decided (the API key's name), when, how and why; it expires after
@@ -189,16 +193,21 @@ class ApprovalInbox(Service):
         before, being decided, or the execution no longer waits) or :class:`AwsError` (the
         request stays pending).
         """
-        approval = await self._claim(approval_id)
         decision = Decision.APPROVED if approved else Decision.REJECTED
+        intent = Intent(decision, comment, decided_by)
+        approval, earlier = await self._claim(approval_id, intent)
         who = decided_by or "anyone (no API key required)"
-        output = json.dumps({"approved": approved, "comment": comment})
         try:
-            await self.sfn.send_task_success(taskToken=approval.task_token, output=output)
+            await self.sfn.send_task_success(
+                taskToken=approval.task_token, output=json.dumps(intent.output)
+            )
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) not in _STALE_TOKEN_CODES:
                 await self._settle(approval_id, PENDING, keep_pending=True)
                 raise AwsError.wrap("SendTaskSuccess", exc) from exc
+            if earlier is not None and await self._took_effect(approval, earlier):
+                await self._record(approval, earlier)
+                raise ApprovalDecidedError(str(earlier.decision)) from None
             await self._settle(approval_id, EXPIRED)
             log.info(
                 "approval %s for %s: expired, the execution no longer waits (asked by %s)",
@@ -231,21 +240,30 @@ class ApprovalInbox(Service):
 
     # the table
 
-    async def _claim(self, approval_id: str) -> Approval:
+    async def _claim(
+        self, approval_id: str, intent: Intent | None = None
+    ) -> tuple[Approval, Intent | None]:
+        """Take the request to decide it, recording ``intent``; the request, and the intent
+        of an instance whose claim lapsed before it recorded an outcome (None: none)."""
         now = int(time.time())
+        sets = "SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until"
+        values = {
+            ":pending": {"S": PENDING},
+            ":deciding": {"S": DECIDING},
+            ":me": {"S": self.instance_id},
+            ":now": {"N": str(now)},
+            ":until": {"N": str(now + CLAIM_SECONDS)},
+        }
+        if intent is not None:
+            sets += ", Intent = :intent"
+            values[":intent"] = {"S": intent.to_json()}
         try:
             answer = await self._update(
                 approval_id,
-                "SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until",
+                sets,
                 "#s = :pending OR (#s = :deciding AND ClaimedUntil < :now)",
-                {
-                    ":pending": {"S": PENDING},
-                    ":deciding": {"S": DECIDING},
-                    ":me": {"S": self.instance_id},
-                    ":now": {"N": str(now)},
-                    ":until": {"N": str(now + CLAIM_SECONDS)},
-                },
-                ReturnValues="ALL_NEW",
+                values,
+                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:
@@ -253,7 +271,40 @@ class ApprovalInbox(Service):
             raise await self._why_not(approval_id) from None
         except BotoCoreError as exc:
             raise AwsError.wrap("UpdateItem", exc) from exc
-        return _from_item(answer["Attributes"])
+        before = answer["Attributes"]
+        return _from_item(before), Intent.from_item(before)
+
+    async def _took_effect(self, approval: Approval, intent: Intent) -> bool:
+        """Whether the execution got ``intent``'s answer (a task that succeeded with it, in
+        its history); False when the history cannot be read."""
+        try:
+            page = await self.sfn.get_execution_history(
+                executionArn=approval.execution_arn, reverseOrder=True, maxResults=100
+            )
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("approvals: cannot read the history of %s: %s", approval.id, exc)
+            return False
+        for event in page.get("events", []):
+            output = (event.get("taskSucceededEventDetails") or {}).get("output")
+            try:
+                if output is not None and json.loads(output) == intent.output:
+                    return True
+            except json.JSONDecodeError:
+                continue
+        return False
+
+    async def _record(self, approval: Approval, intent: Intent) -> None:
+        """Write the outcome of a decision that took effect though the instance that sent
+        it did not record it."""
+        await self._settle(
+            approval.id, intent.decision, decided_by=intent.decided_by, comment=intent.comment
+        )
+        log.info(
+            "approval %s for %s: %s by %s, recorded after its instance stopped",
+            approval.id, approval.execution_name, intent.decision,
+            intent.decided_by or "anyone (no API key required)",
+            extra={"executionArn": approval.execution_arn},
+        )  # fmt: skip
 
     async def _update(
         self,
@@ -343,10 +394,25 @@ class ApprovalInbox(Service):
                 },
             )
         except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:  # else: another instance was first
+            if error_code(exc) != _CONDITION_FAILED:
                 log.warning("approvals: could not expire %s: %s", approval.id, exc)
+                return
+            # Another instance was first, or one is deciding it, or died doing so.
+            await self._reconcile(approval)
         except BotoCoreError as exc:
             log.warning("approvals: could not expire %s: %s", approval.id, exc)
+
+    async def _reconcile(self, approval: Approval) -> None:
+        """An ended execution's request left ``deciding`` by an instance whose claim lapsed:
+        its decision if the execution got it, else expired."""
+        try:
+            claimed, earlier = await self._claim(approval.id)
+        except (ApprovalDecidedError, ApprovalNotFoundError, AwsError):
+            return  # decided, or being decided by a live instance
+        if earlier is not None and await self._took_effect(claimed, earlier):
+            await self._record(claimed, earlier)
+        else:
+            await self._settle(approval.id, EXPIRED)
 
     # the queue
 
@@ -424,6 +490,33 @@ class ApprovalInbox(Service):
         if message != self.error:
             log.error("approvals: %s; retrying", message)
         self.error = message
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A decision about to be sent, recorded with the claim."""
+
+    decision: Decision
+    comment: str
+    decided_by: str | None
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """What SendTaskSuccess gives the workflow."""
+        return {"approved": self.decision is Decision.APPROVED, "comment": self.comment}
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"decision": str(self.decision), "comment": self.comment, "by": self.decided_by}
+        )
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Intent | None:
+        """The intent an item recorded while ``deciding``; None otherwise."""
+        if item.get("State", {}).get("S") != DECIDING or "Intent" not in item:
+            return None
+        raw = json.loads(item["Intent"]["S"])
+        return cls(Decision(raw["decision"]), raw["comment"], raw["by"])
 
 
 def _approval(message: dict[str, Any]) -> Approval:

@@ -20,6 +20,7 @@ from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, De
 from notifier.executions import AwsError
 from notifier.local.stack import LocalStack
 from tests.eventually import eventually
+from tests.local.test_workflows import take_message
 from tests.sources.fakes import running_tasks
 
 
@@ -189,3 +190,62 @@ async def table_item(inbox: ApprovalInbox, approval_id: str) -> dict[str, Any]:
     )
     item: dict[str, Any] = answer["Item"]
     return item
+
+
+class Died(Exception):
+    """The instance stopped here."""
+
+
+@pytest.mark.parametrize("found_by", ["a second decision", "the execution's end"])
+async def test_a_decision_that_took_effect_is_recorded_though_its_instance_died_first(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, found_by: str
+) -> None:
+    payload = {"approval_needed": True, "archive": True, "quality": 75, "subtopic": "nobody"}
+    async with AsyncExitStack() as exits:
+        sfn = await exits.enter_async_context(stack.aws().client("stepfunctions"))
+        sqs = await exits.enter_async_context(stack.aws().client("sqs"))
+        dead, alive = await exits.enter_async_context(inboxes(stack, 2, sfn=sfn))
+        name = f"archive-{uuid.uuid4()}"
+        arn = (
+            await sfn.start_execution(
+                stateMachineArn=stack.outputs["ArchiveStateMachineArn"],
+                name=name,
+                input=json.dumps(payload),
+            )
+        )["executionArn"]
+        body = await take_message(
+            sqs, stack.outputs["ApprovalQueueUrl"], lambda b: b.get("ExecutionArn") == arn
+        )
+        approval_id = str(uuid.uuid4())
+        await dead._move({"MessageId": approval_id, "ReceiptHandle": "r", "Body": json.dumps(body)})
+        # The claim lapses at once, as if its time had passed when the others look.
+        monkeypatch.setattr(approvals, "CLAIM_SECONDS", -1)
+
+        async def die(*args: Any, **kwargs: Any) -> None:
+            raise Died
+
+        # SendTaskSuccess goes through, and the instance stops before recording it.
+        monkeypatch.setattr(dead, "_settle", die)
+        with pytest.raises(Died):
+            await dead.decide(approval_id, True, "ship it", "alice")
+        async with asyncio.timeout(60):
+            while (await sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        if found_by == "a second decision":
+            with pytest.raises(ApprovalDecidedError) as refused:
+                await alive.decide(approval_id, False, "too late", "bob")
+            assert refused.value.decision == "approved"
+        else:
+            assert approval_id in [a.id for a in await alive.refresh()]
+            alive.status_changed({"executionArn": arn, "status": "SUCCEEDED"})
+            await eventually_recorded(alive, approval_id)
+        item = await table_item(alive, approval_id)
+        assert (item["Outcome"]["S"], item["DecidedBy"]["S"]) == ("approved", "alice")
+        assert item["DecisionComment"]["S"] == "ship it"
+        assert approval_id not in [a.id for a in await alive.refresh()]
+
+
+async def eventually_recorded(inbox: ApprovalInbox, approval_id: str) -> None:
+    async with asyncio.timeout(30):
+        while "Outcome" not in await table_item(inbox, approval_id):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)

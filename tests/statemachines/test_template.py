@@ -637,7 +637,10 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:RedriveExecution": [("notifier/executions.py", "self._sfn.redrive_execution(")],
-    "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    "states:GetExecutionHistory": [
+        ("notifier/executions.py", "self._sfn.get_execution_history("),
+        ("notifier/dashboard/approvals.py", "self.sfn.get_execution_history("),
+    ],
     # The definition an execution runs, for the dashboard's graph of it.
     "states:DescribeStateMachineForExecution": [
         ("notifier/executions.py", "self._sfn.describe_state_machine_for_execution(")
