@@ -149,6 +149,26 @@ def _json(schema_ref: str, description: str, headers: Iterable[str] = ()) -> dic
     return response
 
 
+def _page_parameters(items: str) -> list[dict[str, Any]]:
+    """``limit`` and ``nextToken``: a listing a page at a time."""
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+            "description": f"{items} per page (default 100)",
+        },
+        {
+            "name": "nextToken",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the nextToken of the previous page",
+        },
+    ]
+
+
 def _error(description: str, *headers: str) -> dict[str, Any]:
     return _json("Error", description, headers)
 
@@ -624,20 +644,7 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "required": False,
                 "schema": {"type": "string", "enum": list(LIST_STATUSES)},
             },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
-                "description": "executions per page (default 100)",
-            },
-            {
-                "name": "nextToken",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "the nextToken of the previous page",
-            },
+            *_page_parameters("executions"),
         ],
         "responses": {
             "200": _json("ExecutionList", "newest first within each route"),
@@ -721,28 +728,13 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                     "summary": "The execution's history (GetExecutionHistory), a page at a time",
                     "operationId": "executionHistory",
                     "security": security,
-                    "parameters": [
-                        txn_param,
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
-                            "description": "events per page (default 100)",
-                        },
-                        {
-                            "name": "nextToken",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string"},
-                            "description": "the nextToken of the previous page",
-                        },
-                    ],
+                    "parameters": [txn_param, *_page_parameters("events")],
                     "responses": {
                         "200": _json("HistoryPage", "oldest first"),
                         "400": _error("a bad limit or nextToken"),
                         "401": _error("missing or unknown API key"),
-                        "404": _error("no such transaction, or an Express one (no history)"),
+                        "404": _error("no such transaction"),
+                        "409": _error("an Express workflow: it keeps no history"),
                         "429": _error("over the API key's rate", "Retry-After"),
                         "502": _error("AWS error"),
                         "503": _error("AWS is throttling", "Retry-After"),

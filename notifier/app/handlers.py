@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -193,7 +194,6 @@ async def _start_keyed(
     """The same key and body: the same transaction, wherever it was started and whatever
     became of the instance that started it; the same key with another body: 422."""
     app = request.app
-    settings = app[SETTINGS].current
     registry = app[REGISTRY]
     executions = app[EXECUTIONS]
     txn_id = keyed_txn_id(route, key, _principal(request))
@@ -212,12 +212,7 @@ async def _start_keyed(
         try:
             found = await executions.start_keyed(route, txn_id, body, fingerprint)
         except (IdempotencyConflictError, AwsError) as exc:
-            if txn.waiters == {waiter} and _nothing_known(txn):
-                registry.discard(txn_id)
-            if isinstance(exc, IdempotencyConflictError):
-                return _key_taken(route, txn_id)
-            log.warning("POST /%s: %s", route, exc)
-            return answers.aws_error(exc, settings.http.retry_after)
+            return _start_failed(request, txn, waiter, exc)
         txn.fingerprint = fingerprint
         if found.started_at is not None:  # running with this instance's input
             txn.started_at, txn.poll = found.started_at, False
@@ -262,12 +257,7 @@ async def _start_express(
         try:
             await executions.store_for_sync(route, txn_id, body, fingerprint)
         except (IdempotencyConflictError, AwsError) as exc:
-            if txn.waiters == {waiter} and _nothing_known(txn):
-                registry.discard(txn_id)
-            if isinstance(exc, IdempotencyConflictError):
-                return _key_taken(route, txn_id)
-            log.warning("POST /%s: %s", route, exc)
-            return answers.aws_error(exc, settings.http.retry_after)
+            return _start_failed(request, txn, waiter, exc)
         txn.fingerprint, txn.started_at = fingerprint, utcnow()
         run = app[SYNC_RUNS].run(txn, executions.run_sync(route, txn_id, body))
         # A call that fails does so at once; one that ends in time has resolved the waiter.
@@ -280,6 +270,23 @@ async def _start_express(
         held = (utcnow() - received_at).total_seconds()
         remaining = dataclasses.replace(prefer, wait=max(0.0, prefer.wait - held))
         return await _answer(request, txn, waiter, remaining, received_at)
+
+
+def _start_failed(
+    request: web.Request,
+    txn: Transaction,
+    waiter: asyncio.Future[Completion | None],
+    exc: IdempotencyConflictError | AwsError,
+) -> web.Response:
+    """A keyed start that found the key taken (422) or failed (the AWS error); the
+    transaction is forgotten unless something says it has an execution or another request
+    waits for it."""
+    if txn.waiters == {waiter} and _nothing_known(txn):
+        request.app[REGISTRY].discard(txn.txn_id)
+    if isinstance(exc, IdempotencyConflictError):
+        return _key_taken(txn.route, txn.txn_id)
+    log.warning("POST /%s: %s", txn.route, exc)
+    return answers.aws_error(exc, request.app[SETTINGS].current.http.retry_after)
 
 
 def _nothing_known(txn: Transaction) -> bool:
@@ -434,40 +441,70 @@ def _transaction_named(request: web.Request, name: str) -> tuple[str, str | None
     return answers.error(404, f"no transaction {name!r}")
 
 
+@dataclass(frozen=True)
+class _Named:
+    """The execution a path names, for an operation Standard executions alone have."""
+
+    txn_id: str
+    route: str
+    arn: str
+    txn: Transaction | None
+    """This instance's record of it; None when it had none."""
+    description: dict[str, Any] | None
+    """DescribeExecution, when this instance had no record to go by."""
+
+
+async def _standard_execution(request: web.Request, refusal: str) -> _Named | web.Response:
+    """The execution a path names (this instance's record, else found with
+    DescribeExecution); or the 404, the AWS error, or the 409 ``refusal`` for an Express one
+    (Step Functions offers Express executions no stop, redrive or history)."""
+    app = request.app
+    found = _transaction_named(request, request.match_info["txn_id"])
+    if isinstance(found, web.Response):
+        return found
+    txn_id, route = found
+    txn = app[REGISTRY].get(txn_id)
+    if txn is not None:
+        if txn.express:
+            return answers.error(409, refusal)
+        return _Named(txn_id, txn.route, txn.execution_arn, txn, None)
+    try:
+        located = await app[EXECUTIONS].locate(txn_id, route)
+    except AwsError as exc:
+        return answers.aws_error(exc, app[SETTINGS].current.http.retry_after)
+    if located is None:
+        return answers.error(404, f"no transaction {txn_id!r}")
+    route, description = located
+    return _Named(txn_id, route, description["executionArn"], None, description)
+
+
 async def stop(request: web.Request) -> web.StreamResponse:
     """``POST /executions/<txnId or execution ARN>/stop``: StopExecution; requests holding
     it get 409."""
     app = request.app
     settings = app[SETTINGS].current
-    registry = app[REGISTRY]
-    found = _transaction_named(request, request.match_info["txn_id"])
-    if isinstance(found, web.Response):
-        return found
-    txn_id, route = found
-    txn = registry.get(txn_id)
-    if txn is not None and txn.express:
+    named = await _standard_execution(request, "an Express workflow cannot be stopped")
+    if isinstance(named, web.Response):
+        return named
+    txn_id, arn = named.txn_id, named.arn
+    if named.txn is not None:
+        completion = named.txn.completion
+        ended = completion.status if completion is not None else None
+    else:
+        assert named.description is not None
+        status = Status.parse(named.description["status"])
+        ended = status if status.final else None
+    if ended is not None:
         return answers.error(
-            409, "an Express workflow cannot be stopped (StopExecution is Standard's only)"
+            409, f"execution already ended: {ended}", transactionId=txn_id, status=str(ended)
         )
     try:
-        if txn is not None:
-            arn, ended = txn.execution_arn, txn.completion.status if txn.completion else None
-        else:
-            located = await app[EXECUTIONS].locate(txn_id, route)
-            if located is None:
-                return answers.error(404, f"no transaction {txn_id!r}")
-            arn, status = located[1]["executionArn"], Status.parse(located[1]["status"])
-            ended = status if status.final else None
-        if ended is not None:
-            return answers.error(
-                409, f"execution already ended: {ended}", transactionId=txn_id, status=str(ended)
-            )
         await app[EXECUTIONS].stop(arn)
     except AwsError as exc:
         if exc.code == "ExecutionDoesNotExist":
             return answers.error(404, f"no execution for transaction {txn_id!r}")
         return answers.aws_error(exc, settings.http.retry_after)
-    registry.resolve(txn_id, Completion(Status.ABORTED, via="stop", execution_arn=arn))
+    app[REGISTRY].resolve(txn_id, Completion(Status.ABORTED, via="stop", execution_arn=arn))
     return web.json_response(
         {
             "transactionId": txn_id,
@@ -487,40 +524,25 @@ async def execution_history(request: web.Request) -> web.Response:
     execution's history (GetExecutionHistory), a page at a time, task tokens removed."""
     app = request.app
     settings = app[SETTINGS].current
-    found = _transaction_named(request, request.match_info["txn_id"])
-    if isinstance(found, web.Response):
-        return found
-    txn_id, route = found
     try:
         limit = int(request.query.get("limit", HISTORY_PAGE))
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_LIST_LIMIT:
         return answers.error(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
-    txn = app[REGISTRY].get(txn_id)
-    if (
-        txn is not None
-        and txn.express
-        or route is not None
-        and not settings.routes[route].describable
-    ):
-        return answers.error(404, "an Express workflow keeps no history to read")
+    named = await _standard_execution(request, "an Express workflow keeps no history to read")
+    if isinstance(named, web.Response):
+        return named
+    token = request.query.get("nextToken")
     try:
-        if txn is not None:
-            arn = txn.execution_arn
-        else:
-            located = await app[EXECUTIONS].locate(txn_id, route)
-            if located is None:
-                return answers.error(404, f"no transaction {txn_id!r}")
-            arn = located[1]["executionArn"]
-        page = await history_page(app[EXECUTIONS], arn, limit, request.query.get("nextToken"))
+        page = await history_page(app[EXECUTIONS], named.arn, limit, token)
     except InvalidPageTokenError as exc:
         return answers.error(400, str(exc))
     except UnknownExecutionError:
-        return answers.error(404, f"no execution for transaction {txn_id!r}")
+        return answers.error(404, f"no execution for transaction {named.txn_id!r}")
     except AwsError as exc:
         return answers.aws_error(exc, settings.http.retry_after)
-    return web.json_response({"transactionId": txn_id, **page})
+    return web.json_response({"transactionId": named.txn_id, **page})
 
 
 async def redrive(request: web.Request) -> web.StreamResponse:
@@ -529,23 +551,11 @@ async def redrive(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
-    found = _transaction_named(request, request.match_info["txn_id"])
-    if isinstance(found, web.Response):
-        return found
-    txn_id, route = found
-    txn = registry.get(txn_id)
-    if txn is not None and txn.express:
-        return answers.error(409, "an Express workflow cannot be redriven")
+    named = await _standard_execution(request, "an Express workflow cannot be redriven")
+    if isinstance(named, web.Response):
+        return named
+    txn_id, arn = named.txn_id, named.arn
     try:
-        description = None
-        if txn is not None:
-            arn = txn.execution_arn
-        else:
-            located = await app[EXECUTIONS].locate(txn_id, route)
-            if located is None:
-                return answers.error(404, f"no transaction {txn_id!r}")
-            route, description = located
-            arn = description["executionArn"]
         await app[EXECUTIONS].redrive(arn)
     except AwsError as exc:
         if exc.code == "ExecutionNotRedrivable":
@@ -554,11 +564,12 @@ async def redrive(request: web.Request) -> web.StreamResponse:
             return answers.error(404, f"no execution for transaction {txn_id!r}")
         return answers.aws_error(exc, settings.http.retry_after)
     log.info("redriven", extra={"txnId": txn_id, "executionArn": arn})
+    txn = named.txn
     if txn is None:
-        assert route is not None and description is not None  # located above
-        txn = registry.track(Transaction(txn_id, route, arn))
-        txn.poll = _published_elsewhere(description, app[INSTANCE_ID])
-        txn.completion = completion_from_description(description)
+        assert named.description is not None  # found by describing it
+        txn = registry.track(Transaction(txn_id, named.route, arn))
+        txn.poll = _published_elsewhere(named.description, app[INSTANCE_ID])
+        txn.completion = completion_from_description(named.description)
     registry.reopen(txn_id)
     return answers.running(
         txn, received_at=utcnow(), retry_after=settings.http.retry_after, message="redriven"

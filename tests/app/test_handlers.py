@@ -1221,9 +1221,9 @@ async def test_an_execution_s_history_is_paged(served: Served) -> None:
 # ---------------------------------------------------------------- outputs left out
 
 
-async def test_an_output_left_out_of_a_completion_is_read_with_describe_execution(
-    served: Served,
-) -> None:
+async def held_with_output_left_out(served: Served) -> tuple[asyncio.Future[Any], str, str]:
+    """A request held for a transaction whose completion then arrives without its output
+    (as the status forwarder sends one): the request, the transaction and its ARN."""
     request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
     txn_id = await served.executions.next_started()
     registry = served.app[REGISTRY]
@@ -1231,6 +1231,13 @@ async def test_an_output_left_out_of_a_completion_is_read_with_describe_executio
     served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"large": true}')
     left_out = Completion(Status.SUCCEEDED, "sqs", execution_arn=arn, output_left_out=True)
     assert registry.resolve(txn_id, left_out)
+    return request, txn_id, arn
+
+
+async def test_an_output_left_out_of_a_completion_is_read_with_describe_execution(
+    served: Served,
+) -> None:
+    request, txn_id, arn = await held_with_output_left_out(served)
     status, _, body = await answer(await request)
     assert (status, body["output"], body["completedVia"]) == (200, {"large": True}, "sqs")
     assert served.executions.described == [arn]
@@ -1243,17 +1250,10 @@ async def test_an_output_left_out_of_a_completion_is_read_with_describe_executio
 async def test_an_output_that_cannot_be_read_is_an_error_never_a_200_without_it(
     served: Served,
 ) -> None:
-    request = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
-    txn_id = await served.executions.next_started()
-    registry = served.app[REGISTRY]
     served.executions.failures["DescribeExecution"] = AwsError(
         "DescribeExecution", "ThrottlingException", "slow down"
     )
-    left_out = Completion(
-        Status.SUCCEEDED, "sqs", execution_arn=registry.get(txn_id).execution_arn,
-        output_left_out=True,
-    )  # fmt: skip
-    registry.resolve(txn_id, left_out)
+    request, _, _ = await held_with_output_left_out(served)
     status, headers, body = await answer(await request)
     assert (status, body["awsErrorCode"]) == (503, "ThrottlingException")
     assert "Retry-After" in headers
