@@ -109,7 +109,7 @@ def running(
     body = {
         "transactionId": txn.txn_id,
         "executionArn": txn.execution_arn,
-        "status": str(Status.RUNNING),
+        "status": str(Status.PENDING_REDRIVE if txn.pending_redrive else Status.RUNNING),
         "location": location,
         "message": f"{message}; GET the location to wait for the result",
         "timings": {

@@ -109,6 +109,8 @@ class Transaction:
     """A StartSyncExecution for it is in flight: its answer is the one to give, and other
     sources' completions wait in ``held_back`` until it fails."""
     held_back: Completion | None = None
+    pending_redrive: bool = False
+    """Step Functions last said ``PENDING_REDRIVE``: redriven, not running yet."""
     ended_before: datetime | None = None
     """Redriven after it ended at this time: a completion that stopped by then is the
     earlier run's, not the end of this one."""
@@ -287,6 +289,7 @@ class Registry:
         txn.heard_via.add(completion.via)
         if first:
             txn.completion = completion
+            txn.pending_redrive = False
             if txn.txn_id in self._idle:
                 self._idle_bytes += completion.size
             for waiter in txn.waiters:

@@ -421,6 +421,7 @@ def _attach(app: web.Application, txn: Transaction, description: dict[str, Any])
     if txn.started_at is None:
         txn.poll = _published_elsewhere(description, app[INSTANCE_ID])
     txn.asked_at = time.monotonic()  # finding it described it
+    txn.pending_redrive = description["status"] == Status.PENDING_REDRIVE
     if Status.parse(description["status"]).final:
         app[REGISTRY].resolve(txn.txn_id, completion_from_description(description))
 
@@ -589,6 +590,7 @@ async def _follow_a_redrive(app: web.Application, txn: Transaction) -> None:
     except AwsError:
         return
     status = Status.parse(description.get("status"))
+    txn.pending_redrive = status is Status.PENDING_REDRIVE
     stopped = description.get("stopDate")
     if not status.final or (
         ended.stop_date is not None and stopped is not None and stopped > ended.stop_date

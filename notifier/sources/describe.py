@@ -89,6 +89,7 @@ class Describer:
             txn.asked_at = time.monotonic()
         raw = description.get("status")
         status = Status.parse(raw)
+        txn.pending_redrive = status is Status.PENDING_REDRIVE
         if status is Status.UNKNOWN and str(raw) not in self._unknown_statuses:
             self._unknown_statuses.add(str(raw))
             log.warning("execution status %r is unknown here: taken as still running", raw)

@@ -1196,6 +1196,33 @@ async def answer_of(
     return await answer(await request)
 
 
+# ---------------------------------------------------------------- redrive
+
+
+async def test_a_redrive_pending_is_said_so_not_running(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.PENDING_REDRIVE)
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (202, "PENDING_REDRIVE")
+
+
+async def test_a_redrive_of_another_instance_s_failure_is_followed(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.FAILED, error="E", cause="C")
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (502, "FAILED")  # and remembered
+    status, headers, body = await answer(await served.client.post(f"/executions/{txn_id}/redrive"))
+    assert (status, headers["Location"], body["status"]) == (
+        202,
+        f"/executions/{txn_id}",
+        "RUNNING",
+    )
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (202, "RUNNING")  # not the failure it remembered
+    status, _, body = await answer(await served.client.post(f"/executions/{txn_id}/redrive"))
+    assert status == 409, body
+
+
 # ---------------------------------------------------------------- history
 
 
