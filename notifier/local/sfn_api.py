@@ -117,11 +117,11 @@ def _paged_histories() -> None:
         start = 0
         if token:
             try:
-                token_arn, _, offset = base64.urlsafe_b64decode(token).decode().rpartition("#")
+                paged_arn, _, offset = base64.urlsafe_b64decode(token).decode().rpartition("#")
                 start = int(offset)
             except (ValueError, UnicodeDecodeError):
-                token_arn = ""
-            if token_arn != arn:
+                paged_arn = ""
+            if paged_arn != arn:
                 raise InvalidToken("Invalid Token")
         page: dict[str, Any] = {"events": events[start : start + limit]}
         if start + limit < len(events):
