@@ -113,6 +113,22 @@ def execution_arn(state_machine_arn: str, name: str, *, express: bool = False) -
     return f"{prefix}:{kind}:{machine}:{name}"
 
 
+UNNOTIFIED_KEYS = frozenset({"result", "notifyError"})
+"""The output of a workflow whose Notify states could not publish: ``{"result": <the
+result>, "notifyError": {...}}``, the mark the status forwarder reads."""
+
+
+def workflow_result(output: Any) -> Any:
+    """The workflow's result in its execution's output (unwrapped from the unnotified mark)."""
+    if (
+        isinstance(output, dict)
+        and output.keys() == UNNOTIFIED_KEYS
+        and isinstance(output["notifyError"], dict)
+    ):
+        return output["result"]
+    return output
+
+
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
     """The completion a DescribeExecution answer of a final status tells."""
     output = description.get("output")
@@ -120,7 +136,7 @@ def completion_from_description(description: dict[str, Any], via: str = "poll") 
         status=Status.parse(description.get("status")),
         via=via,
         execution_arn=description.get("executionArn"),
-        output=json.loads(output) if output is not None else None,
+        output=workflow_result(json.loads(output)) if output is not None else None,
         error=description.get("error"),
         cause=description.get("cause"),
         stop_date=description.get("stopDate"),
@@ -323,14 +339,6 @@ class Executions:
                 "DescribeExecution", RATE_LIMITED, "this daemon's reconcile_rate is spent"
             )
         return await self.describe(arn)
-
-    async def with_output(self, completion: Completion) -> Completion:
-        """``completion`` with the output its message left out, from DescribeExecution
-        within the shared read budget (raises :class:`AwsError` when that fails)."""
-        if not completion.output_left_out or completion.execution_arn is None:
-            return completion
-        description = await self.describe_shared(completion.execution_arn)
-        return completion_from_description(description, via=completion.via)
 
     async def describe(self, arn: str) -> dict[str, Any]:
         try:

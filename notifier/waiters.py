@@ -80,9 +80,9 @@ class Completion:
     DescribeExecution's ``stopDate``."""
     size: int = 0
     """Bytes of the message it came in (what a kept result is counted as)."""
-    output_left_out: bool = False
-    """The message said the output was left out of it (too large for a status event):
-    DescribeExecution has it."""
+    fetch_output: bool = False
+    """A pointer: the execution succeeded with an output too large for the message, which
+    must be fetched (DescribeExecution) before this completes anything."""
 
 
 @dataclass(eq=False)
@@ -172,6 +172,9 @@ class Registry:
         the first (a resolution) or a duplicate."""
         self.on_rejected: list[Callable[[Transaction, Completion, Rejection], None]] = []
         """Called with every completion refused for not being the transaction's execution's."""
+        self.on_pointer: list[Callable[[Transaction, Completion], None]] = []
+        """Called with every authentic pointer (``fetch_output``) to an unresolved
+        transaction: what fetches the output and resolves it."""
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._idle_bytes = 0
@@ -261,7 +264,9 @@ class Registry:
                 self._evict()
 
     def resolve(self, txn_id: str, completion: Completion) -> bool:
-        """Record the completion and wake its waiters.
+        """Record the completion and wake its waiters; a pointer (``fetch_output``) is
+        handed to ``on_pointer`` instead, which resolves the transaction once it has the
+        output.
 
         False if the transaction is unknown, already resolved, or ``completion`` is not
         about the execution started for it (then it is rejected: logged and reported).
@@ -279,12 +284,19 @@ class Registry:
                 extra={"txnId": txn.txn_id, "executionArn": txn.execution_arn},
             )  # fmt: skip
             return False
+        assert completion.execution_arn is not None  # it is the transaction's
+        txn.execution_arn = completion.execution_arn  # an Express one's, now known in full
         if txn.sync_call and completion.via != "sync" and txn.completion is None:
             txn.held_back = txn.held_back or completion
             txn.heard_via.add(completion.via)
             return False
-        assert completion.execution_arn is not None  # it is the transaction's
-        txn.execution_arn = completion.execution_arn  # an Express one's, now known in full
+        if completion.fetch_output:
+            txn.heard_via.add(completion.via)
+            if txn.completion is not None:
+                return False
+            for pointed in self.on_pointer:
+                pointed(txn, completion)
+            return True
         first = txn.completion is None
         txn.heard_via.add(completion.via)
         if first:

@@ -731,15 +731,6 @@ async def _answer(
         return answers.running(
             txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers
         )
-    if completion.output_left_out:
-        try:
-            completed = await app[EXECUTIONS].with_output(completion)
-        except AwsError as exc:
-            log.warning("the output left out of the completion could not be read: %s", exc)
-            return answers.aws_error(exc, settings.http.retry_after)
-        if txn.completion is completion:  # read once for every request of the transaction
-            txn.completion = completed
-        completion = completed
     sidecar = settings.routes[txn.route].input == "sidecar"
     process_data: Any = None
     process_data_error = None

@@ -15,6 +15,7 @@ from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
 from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
+from notifier.sources.pointers import OutputFetcher
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
@@ -61,6 +62,7 @@ POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 SAFETY_NET = web.AppKey("safety_net", SafetyNet)
 SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
+OUTPUT_FETCHER = web.AppKey("output_fetcher", OutputFetcher)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)

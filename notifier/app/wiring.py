@@ -28,6 +28,7 @@ from notifier.app.state import (
     LIVENESS,
     METRICS,
     MQTT,
+    OUTPUT_FETCHER,
     POLLER,
     RECONCILER,
     REGISTRY,
@@ -50,6 +51,7 @@ from notifier.ratelimit import RateLimiter
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import MqttSource, TokenSource
+from notifier.sources.pointers import OutputFetcher
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
@@ -200,14 +202,17 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
     """MQTT (unless polling) and the check that it delivers, this instance's queue (when
-    configured), DescribeExecution sweeps of held requests and the safety net, all sharing
-    one rate limit, and polling of re-attached executions of other instances."""
+    configured), the fetch of outputs too large for them, DescribeExecution sweeps of held
+    requests and the safety net, all sharing one rate limit, and polling of re-attached
+    executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
     limiter = app[EXECUTIONS].limiter
     assert limiter is not None  # made with the executions
     describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
     async with AsyncExitStack() as stack:
+        fetcher = OutputFetcher(app[REGISTRY], describer)
+        app[OUTPUT_FETCHER] = await stack.enter_async_context(fetcher)
         mqtt = None
         if daemon.completion == "mqtt":
             mqtt = app[MQTT] = await stack.enter_async_context(await mqtt_source(app))

@@ -11,6 +11,7 @@ client's queue and reach the broker after it was reported failed; one in flight 
 connection is lost fails then. On a live connection a slow PUBACK (a busy machine) is
 waited for: failing it would report a publish failed that the broker then delivers.
 It is the one client the broker lets publish, with a password the stack gives both.
+A payload over IoT Core's limit is refused with its ``RequestEntityTooLargeException``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ the publisher failed to connect, and to reconnect after a restart, for as long a
 CONNECT_TIMEOUT_SECONDS = 20.0
 """Longer than the client itself takes to give a connect up (its TCP connect, 5 s, then the
 CONNACK), so that no attempt is left running behind a publish that failed."""
+MAX_PAYLOAD_BYTES = 128_000
+"""IoT Core's 128 KB payload limit, in the stricter reading (1,000-byte KB)."""
 PUBACK_TIMEOUT_SECONDS = 30.0
 """How long a publish may wait for its PUBACK while the connection stays up: the broker is
 there, only slow (a busy machine); the bound is for one that hangs."""
@@ -120,6 +123,9 @@ def install(publisher: BrokerPublisher) -> None:
     class ServiceUnavailable(JsonRESTError):
         code = 503
 
+    class RequestEntityTooLarge(JsonRESTError):
+        code = 413
+
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (  # noqa: E501
         StateTaskServiceAwsSdk,
     )
@@ -137,6 +143,11 @@ def install(publisher: BrokerPublisher) -> None:
 
     def publish(self: Any, topic: str, payload: bytes) -> None:
         body = payload if isinstance(payload, bytes) else str(payload).encode()
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise RequestEntityTooLarge(
+                "RequestEntityTooLargeException",
+                f"the payload of {len(body)} bytes exceeds the {MAX_PAYLOAD_BYTES} bytes allowed",
+            )
         try:
             publisher.publish(topic, body)
         except Exception as exc:

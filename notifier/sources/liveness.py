@@ -8,10 +8,11 @@ seconds later, MQTT has not, although it was connected and subscribed from befor
 workflow ended until then, that completion is counted as missed, ``/readyz`` reports
 ``degraded`` with the reason, and the connection is replaced by one on a fresh session.
 
-Only completions MQTT must have carried count: one from the queue (the status forwarder
-publishes the same message over MQTT), or one found by DescribeExecution whose execution's
-history shows it published to this instance's topic (a workflow that never publishes is
-no sign of a broken connection). Nothing is asked of AWS while MQTT delivers.
+Only completions MQTT must have carried count: one from the queue (each one the queue gets
+was also published over MQTT, by the workflow or by the status forwarder), or one found by
+DescribeExecution whose execution's history shows it published to this instance's topic (a
+workflow that never publishes is no sign of a broken connection). Nothing is asked of AWS
+while MQTT delivers.
 
 The reason clears once MQTT delivers a completion on a connection made after the miss, or
 ``forget_after`` seconds after the last miss.
