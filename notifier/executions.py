@@ -178,6 +178,9 @@ class Executions:
         self._start_sync_execution: ApiCall | None = start_sync_execution
         self.bucket = bucket
         self.subtopic = subtopic
+        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        """The subtopic a new execution for a transaction id is to publish its completion to
+        (the connection of the MQTT pool it is given)."""
         self._routes = routes
         self.limiter = limiter
 
@@ -326,9 +329,10 @@ class Executions:
             raise AwsError.wrap("StartExecution", exc) from exc
 
     def _execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        subtopic = self.subtopic_for(txn_id)
         if self.routes[route].input == "sidecar":
-            return {"processData": txn_id, "subtopic": self.subtopic}
-        return {**body, "subtopic": self.subtopic}
+            return {"processData": txn_id, "subtopic": subtopic}
+        return {**body, "subtopic": subtopic}
 
     async def describe_shared(self, arn: str) -> dict[str, Any]:
         """DescribeExecution within the shared rate limit, for a request that waits on it:

@@ -26,6 +26,7 @@ import botocore.session
 from awscrt import io, mqtt
 
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
+from notifier.local.throttling import QuotaEvents
 
 log = logging.getLogger("notifier.local.iot_core")
 
@@ -36,8 +37,6 @@ the publisher failed to connect, and to reconnect after a restart, for as long a
 CONNECT_TIMEOUT_SECONDS = 20.0
 """Longer than the client itself takes to give a connect up (its TCP connect, 5 s, then the
 CONNACK), so that no attempt is left running behind a publish that failed."""
-MAX_PAYLOAD_BYTES = 128_000
-"""IoT Core's 128 KB payload limit, in the stricter reading (1,000-byte KB)."""
 PUBACK_TIMEOUT_SECONDS = 30.0
 """How long a publish may wait for its PUBACK while the connection stays up: the broker is
 there, only slow (a busy machine); the bound is for one that hangs."""
@@ -113,7 +112,12 @@ def _iot_data_input_shape(action: str) -> Any:
     return service.operation_model(name).input_shape
 
 
-def install(publisher: BrokerPublisher) -> None:
+def install(
+    publisher: BrokerPublisher, payload_limit: int | None, events: QuotaEvents | None = None
+) -> None:
+    """Publishes (the API's and the state machines') go to the broker through ``publisher``;
+    one with a payload over ``payload_limit`` bytes gets IoT Core's error instead, HTTP 413
+    ``RequestEntityTooLargeException``, recorded in ``events``."""
     from moto.core.exceptions import JsonRESTError
     from moto.iotdata.models import IoTDataPlaneBackend
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
@@ -143,10 +147,16 @@ def install(publisher: BrokerPublisher) -> None:
 
     def publish(self: Any, topic: str, payload: bytes) -> None:
         body = payload if isinstance(payload, bytes) else str(payload).encode()
-        if len(body) > MAX_PAYLOAD_BYTES:
+        if payload_limit is not None and len(body) > payload_limit:
+            if events is not None:
+                events.record(
+                    "iot_payload_refused",
+                    f"IoT data plane publish of {len(body)} bytes to {topic} refused (the "
+                    f"payload limit is {payload_limit} bytes)",
+                )
             raise RequestEntityTooLarge(
                 "RequestEntityTooLargeException",
-                f"the payload of {len(body)} bytes exceeds the {MAX_PAYLOAD_BYTES} bytes allowed",
+                f"The payload exceeds the maximum size of {payload_limit} bytes",
             )
         try:
             publisher.publish(topic, body)

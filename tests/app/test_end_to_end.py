@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.app.state import EXECUTIONS, MQTT, OUTPUT_FETCHER, POLLER, SQS
+from notifier.app.state import EXECUTIONS, MQTT, MQTT_POOL, OUTPUT_FETCHER, POLLER, SQS
 from notifier.daemon import Daemon
 from notifier.idempotency import fingerprint
 from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
@@ -99,7 +99,7 @@ async def test_processa_fails_with_502(daemon: Daemon, http: aiohttp.ClientSessi
         http, "POST", f"{daemon.url}/p1", json={"fail": "step-c"}, headers=LONG
     )
     assert status == 502, body
-    # A failure comes from the status forwarder: its queue message and its publish race.
+    # A failure comes from the status forwarder: its publish and its queue message race.
     assert_final(body, "FAILED", via=body["completedVia"])
     assert body["completedVia"] in ("mqtt", "sqs")
     assert body["error"] == "ForcedFailure"
@@ -262,8 +262,12 @@ async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
         )
         return status, body
 
-    mqtt = daemon.app[MQTT]
-    received = mqtt.received
+    pool = daemon.app[MQTT_POOL]
+
+    def received() -> int:  # over every connection: the rate may need more than one
+        return sum(connection.source.received for connection in pool.connections)
+
+    before = received()
     results = await asyncio.gather(*(one(n) for n in range(200)))
     assert [status for status, _ in results] == [200] * 200
     assert [body["output"]["n"] for _, body in results] == list(range(200))
@@ -271,7 +275,7 @@ async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
     # Completed by MQTT, or now and then by the queue when it was first on a busy machine;
     # MQTT delivered every one.
     assert {body["completedVia"] for _, body in results} <= {"mqtt", "sqs"}
-    await eventually(lambda: mqtt.received >= received + 200)
+    await eventually(lambda: received() >= before + 200)
 
 
 async def test_instances_receive_only_their_own_completions(
@@ -378,6 +382,11 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     for operation in ("PutObject", "StartExecution"):
         assert samples[f'notifier_aws_fast_path_handovers_total{{operation="{operation}"}}'] == 0
     assert samples["notifier_mqtt_connected"] == 1
+    # Two completions a while apart: the first connection carries them; none more is opened.
+    assert samples["notifier_mqtt_connections"] == 1
+    assert samples["notifier_mqtt_connections_max"] == 4
+    assert samples['notifier_mqtt_messages_total{connection="0",outcome="received"}'] >= 2
+    assert samples['notifier_mqtt_connection_peak_messages_per_second{connection="0"}'] >= 1
     assert samples["notifier_mqtt_reconnects_total"] == 0
     assert samples["notifier_token_refreshes_total"] == 0
     assert samples["notifier_held_requests"] == 0
@@ -390,6 +399,10 @@ async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientS
     assert status == 200
     assert body["ready"] and body["mqttConnected"] and body["awsReachable"]
     assert body["awsError"] is None and body["accepting"]
+    # The daemon is shared: a test before may have needed more than the first connection.
+    details = body["mqttConnectionDetails"]
+    assert 1 <= body["mqttConnections"] == len(details) <= body["mqttConnectionsMax"] == 4
+    assert details[0]["subtopic"] == daemon.instance_id and details[0]["connected"]
 
 
 # ---------------------------------------------------------------- the seeds' own commands

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import ClientError
 
-from notifier.local.iot_core import MAX_PAYLOAD_BYTES
+from notifier.local.quotas import QuotaSettings
 from notifier.local.sfn_status_events import MAX_EVENT_DATA, status_change_detail
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
@@ -124,7 +124,9 @@ async def test_an_iot_payload_over_the_limit_is_refused_and_never_delivered(
     async with MqttRecorder(local_stack, subtopic) as mqtt:
         async with local_stack.aws().client("iot-data") as iot:
             with pytest.raises(ClientError) as refused:
-                await iot.publish(topic=topic, qos=1, payload=b"x" * (MAX_PAYLOAD_BYTES + 1))
+                await iot.publish(
+                    topic=topic, qos=1, payload=b"x" * (QuotaSettings().iot_payload + 1)
+                )
             await iot.publish(topic=topic, qos=1, payload=b'{"after": 1}')
         received = await mqtt.next(timeout=10)
     assert refused.value.response["Error"]["Code"] == "RequestEntityTooLargeException"

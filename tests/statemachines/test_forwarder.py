@@ -165,6 +165,17 @@ def test_the_status_feed_carries_one_execution_in_n_with_all_its_statuses(sqs: A
     assert 800 / one_in / 2 < fed < 800 / one_in * 2
 
 
+def test_a_connection_of_an_instance_has_its_topic_and_the_instance_s_queue(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    event = status_event("FAILED", input=json.dumps({"subtopic": "instance-a/2"}), error="E")
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "mqtt": True, "queue": True}
+    (topic, message), _ = iot.published
+    assert topic == "notifier/instance-a/2/0x01"
+    assert received(sqs, url) == [message]
+
+
 def test_running_goes_to_dashboards_only(sqs: Any) -> None:
     url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
     iot = Recorder()

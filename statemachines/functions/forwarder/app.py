@@ -4,9 +4,11 @@ EventBridge hands every "Step Functions Execution Status Change" of the stack's 
 this function. For a final status it makes a completion in the shape the workflows' Notify
 states publish (plus ``"publishedBy": "status-forwarder"``), and
 
-- sends it to the instance's own queue, ``<CompletionQueuePrefix><subtopic>``, when the
-  instance created one (the ``subtopic`` of the execution's input). A queue is per instance,
-  so no instance ever reads another's completions;
+- sends it to the instance's own queue, ``<CompletionQueuePrefix><instance>``, when the
+  instance created one (``<instance>`` is the first level of the ``subtopic`` of the
+  execution's input: a daemon spreading its completions over several connections gives
+  them ``<instance>/<n>``). A queue is per instance, so no instance ever reads another's
+  completions;
 - publishes it to ``<TopicRoot>/<subtopic>/<execution name>`` unless the workflow did: a
   workflow publishes its own success, so only failures, time-outs, aborts and successes
   whose notification failed (the output carries ``notifyError``, see :func:`unnotified`)
@@ -166,7 +168,7 @@ class Forwarder:
         self.queue_prefix = queue_prefix
         self.status_one_in = status_one_in
         self._queue_urls: dict[str, str] = {}
-        """Queue URL by subtopic, once found: a completion costs one SQS call, not two."""
+        """Queue URL by instance, once found: a completion costs one SQS call, not two."""
 
     def forward(self, event: dict[str, Any]) -> dict[str, bool]:
         """Make every delivery of ``event``; say which were made (the queue's is False when
@@ -210,10 +212,13 @@ class Forwarder:
             return []
         message = completion(detail)
         instance_topic = f"{self.topic_root}/{subtopic}/{detail['name']}"
-        # The queue first: it is what the daemon reads when IoT is what fails.
-        deliveries = [("queue", lambda: self._enqueue(subtopic, message))]
+        # MQTT first, as it is what the daemon hears soonest; the queue's copy follows
+        # whether or not the publish worked (every delivery is tried).
+        deliveries = []
         if not workflow_notified(detail):
             deliveries.append(("mqtt", lambda: self._publish(instance_topic, message)))
+        instance = subtopic.split("/", 1)[0]
+        deliveries.append(("queue", lambda: self._enqueue(instance, message)))
         return deliveries
 
     def _publish(self, topic: str, message: dict[str, Any]) -> bool:
@@ -226,23 +231,23 @@ class Forwarder:
             raise DeliveryFailed(f"publish to {topic} failed: {exc}") from exc
         return True
 
-    def _enqueue(self, subtopic: str, message: dict[str, Any]) -> bool:
+    def _enqueue(self, instance: str, message: dict[str, Any]) -> bool:
         """True if sent; False when the instance has no queue. DeliveryFailed otherwise."""
         try:
-            url = self._queue_urls.get(subtopic)
+            url = self._queue_urls.get(instance)
             if url is None:
-                name = f"{self.queue_prefix}{subtopic}"
+                name = f"{self.queue_prefix}{instance}"
                 url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                self._queue_urls[subtopic] = url
+                self._queue_urls[instance] = url
             self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
         except ClientError as exc:
-            self._queue_urls.pop(subtopic, None)  # deleted, perhaps: look it up next time
+            self._queue_urls.pop(instance, None)  # deleted, perhaps: look it up next time
             code = exc.response.get("Error", {}).get("Code", "")
             if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
-                raise DeliveryFailed(f"queue for {subtopic}: {exc}") from exc
+                raise DeliveryFailed(f"queue for {instance}: {exc}") from exc
             return False
         except BotoCoreError as exc:
-            raise DeliveryFailed(f"queue for {subtopic}: {exc}") from exc
+            raise DeliveryFailed(f"queue for {instance}: {exc}") from exc
         return True
 
 
