@@ -78,7 +78,7 @@ lint: install checkov
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/mypy
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
-	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
+	$(BIN)/python -m notifier.ops.package --lint --checkov $(CHECKOV)
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)

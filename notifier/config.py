@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from notifier.aws import AwsSettings
+from notifier.aws.clients import AwsSettings
 
 ENV_PREFIX = "NOTIFIER_"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

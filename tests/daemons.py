@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 
 from notifier.config import ApiKeySettings, RouteSettings, Settings
-from notifier.daemon import Daemon, local_settings
+from notifier.daemon import Daemon
+from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
 from tests.eventually import EVENTUALLY
 

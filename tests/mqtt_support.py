@@ -14,8 +14,8 @@ from typing import Any
 
 from awscrt import io, mqtt
 
+from notifier.aws.iot_tokens import IotToken, TokenIssuer
 from notifier.config import IotAuthSettings
-from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.lifecycle import Service
 from notifier.local.broker import LocalBroker
 from notifier.local.stack import LocalStack

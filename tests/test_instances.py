@@ -23,8 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifier.bench.daemon_process import DaemonProcess
-from notifier.ids import keyed_txn_id
 from notifier.local.stack import LocalStack
+from notifier.requests.ids import keyed_txn_id
 from tests.balancer import HAProxy
 from tests.daemons import call, settings_for
 from tests.eventually import EVENTUALLY, eventually

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier import answers, bodies, idempotency, openapi
 from notifier.apikeys import HEADER as API_KEY_HEADER
+from notifier.app import openapi
 from notifier.app.preferences import Preferences, preferences
 from notifier.app.state import (
     ADMISSION,
@@ -42,7 +42,10 @@ from notifier.app.state import (
     SQS,
 )
 from notifier.dashboard.details import route_of
-from notifier.executions import (
+from notifier.logs import bind_transaction
+from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from notifier.requests import answers, bodies, idempotency
+from notifier.requests.executions import (
     LIST_LIMIT,
     LIST_STATUSES,
     MAX_LIST_LIMIT,
@@ -51,10 +54,8 @@ from notifier.executions import (
     InvalidPageTokenError,
     completion_from_description,
 )
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
-from notifier.logs import bind_transaction
-from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from notifier.waiters import (
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.waiters import (
     Completion,
     RegistryFullError,
     Status,

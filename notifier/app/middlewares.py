@@ -12,10 +12,10 @@ import logging
 from aiohttp import hdrs, web
 from yarl import URL
 
-from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routes import ACCESS, Access, Handler
 from notifier.app.state import API_KEY_NAME, API_KEYS, SETTINGS
+from notifier.requests import answers
 
 log = logging.getLogger(__name__)
 

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from notifier.apikeys import ApiKey, ApiKeys
-from notifier.aws import AwsSettings
+from notifier.aws.clients import AwsSettings
 from notifier.config import Settings
-from notifier.executions import Executions
 from notifier.metrics import Metrics
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Registry
 from notifier.sources.describe import DescribePoller
 from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
-from notifier.waiters import Registry
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
 
 
 @dataclass

@@ -39,20 +39,20 @@ from notifier.app.state import (
     LiveSettings,
     api_keys_from,
 )
-from notifier.aws import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients, AwsSettings
+from notifier.aws.fast_calls import PutObject, StartExecution
+from notifier.aws.iot_tokens import IotToken, TokenIssuer
+from notifier.aws.ratelimit import RateLimiter
 from notifier.config import RESERVED_PATHS, ROUTE_NAME_PATTERN, TOKEN_TRANSPORTS, Settings
-from notifier.executions import Executions
-from notifier.fast_calls import PutObject, StartExecution
-from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.metrics import Metrics
-from notifier.ratelimit import RateLimiter
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Completion, Registry, Transaction
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import MqttSource, TokenSource
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
-from notifier.waiters import Completion, Registry, Transaction
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
 
 
 def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
@@ -65,7 +65,7 @@ def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Ap
 
 def http_app(settings: Settings, instance_id: str) -> web.Application:
     """The HTTP API with its state, but without AWS clients or completion sources: whoever
-    runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
+    runs it alone puts an :class:`~notifier.requests.executions.Executions` in ``EXECUTIONS``."""
     app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = LiveSettings(settings)

@@ -33,10 +33,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws import error_code
-from notifier.executions import AwsError
+from notifier.aws.clients import error_code
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.waiters import Status, utcnow
+from notifier.requests.executions import AwsError
+from notifier.requests.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
 

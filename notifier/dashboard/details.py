@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from notifier.config import RouteSettings
-from notifier.executions import AwsError, Executions
+from notifier.requests.executions import AwsError, Executions
 
 HISTORY_LIMIT = 1000
 REDACTED = "(redacted)"

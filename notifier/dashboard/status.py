@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from notifier.aws import AwsSettings
+from notifier.aws.clients import AwsSettings
 from notifier.config import MqttSettings
 from notifier.sources.mqtt import MqttSubscription, TokenSource
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier import answers
 from notifier.app.handlers import read_json_object
 from notifier.app.routes import Access, Route, add_routes, add_static
 from notifier.app.state import (
@@ -39,7 +38,8 @@ from notifier.dashboard.approvals import (
 from notifier.dashboard.board import Board
 from notifier.dashboard.details import UnknownExecutionError, execution_details
 from notifier.dashboard.status import StatusFeed, StatusHandler
-from notifier.executions import AwsError
+from notifier.requests import answers
+from notifier.requests.executions import AwsError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Completion sources: each one is an async context manager feeding the waiter registry.
 
-A source turns whatever it receives into a :class:`~notifier.waiters.Completion` and calls
+A source turns whatever it receives into a :class:`~notifier.requests.waiters.Completion` and calls
 ``registry.resolve(txn_id, completion)``; the registry keeps the first and ignores the rest.
 Sources never raise out of their receive loops: a bad message is logged and dropped.
 """
@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from notifier.waiters import Completion, Status
+from notifier.requests.waiters import Completion, Status
 
 
 class InvalidNotificationError(ValueError):

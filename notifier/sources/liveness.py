@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from notifier.executions import AwsError, Executions
+from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Completion, Registry, Transaction, utcnow
+from notifier.requests.executions import AwsError, Executions
+from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 

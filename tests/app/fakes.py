@@ -1,5 +1,6 @@
-"""The HTTP API without AWS: the application's own handlers, middlewares and state, with an
-:class:`~notifier.executions.Executions` and an approval inbox that answer what a test says.
+"""The HTTP API without AWS: the application's own handlers, middlewares and state, with
+an :class:`~notifier.requests.executions.Executions` and an approval inbox that answer what a
+test says.
 
 Completions are handed to the registry by the test, as a source would."""
 
@@ -33,8 +34,8 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, Page, execution_arn
-from notifier.waiters import Completion, Status, utcnow
+from notifier.requests.executions import AwsError, Executions, Page, execution_arn
+from notifier.requests.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
 MACHINES = "arn:aws:states:us-east-1:123456789012:stateMachine:notifier-test"

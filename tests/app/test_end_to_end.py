@@ -13,9 +13,9 @@ import pytest
 
 from notifier.app.state import EXECUTIONS, MQTT, POLLER, SQS
 from notifier.daemon import Daemon
-from notifier.idempotency import fingerprint
-from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from notifier.local.stack import LocalStack
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from tests.daemons import DaemonFactory, call
 from tests.eventually import eventually
 

@@ -23,13 +23,13 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routes import UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
+from notifier.aws.ratelimit import RateLimiter
 from notifier.config import ApiKeySettings
-from notifier.executions import AwsError, Executions, InvalidPageTokenError
-from notifier.idempotency import fingerprint
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Status
+from notifier.requests.executions import AwsError, Executions, InvalidPageTokenError
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.waiters import Status
 from tests.app.fakes import (
     INSTANCE,
     ROUTES,
@@ -636,7 +636,7 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
 async def test_describing_others_executions_shares_the_rate_limit(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.executions.DESCRIBE_PATIENCE", 0.05)
+    monkeypatch.setattr("notifier.requests.executions.DESCRIBE_PATIENCE", 0.05)
     served.executions.limiter = RateLimiter(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):

@@ -13,16 +13,16 @@ from typing import Any
 import jsonschema
 import pytest
 
-from notifier import openapi
 from notifier.apikeys import hash_key, new_key
+from notifier.app import openapi
 from notifier.app.routes import ACCESS, Access
 from notifier.app.state import ADMISSION, AWS_REACHABILITY
 from notifier.app.wiring import http_app
 from notifier.config import ApiKeySettings
 from notifier.dashboard import web as dashboard
-from notifier.executions import AwsError
-from notifier.ids import new_txn_id
-from notifier.waiters import Status
+from notifier.requests.executions import AwsError
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Status
 from tests.app.fakes import INSTANCE, Served, serving, settings
 
 # The page's scripts and styles are files, not API.

@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 
 from notifier.dashboard import approvals
 from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, Decision
-from notifier.executions import AwsError
 from notifier.local.stack import LocalStack
+from notifier.requests.executions import AwsError
 from tests.eventually import eventually
 from tests.sources.fakes import running_tasks
 

@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.executions import AwsError
-from notifier.ratelimit import RateLimiter
+from notifier.aws.ratelimit import RateLimiter
+from notifier.requests.executions import AwsError
+from notifier.requests.waiters import Registry, Transaction, utcnow
 from notifier.sources.describe import Describer
-from notifier.waiters import Registry, Transaction, utcnow
 
 
 def arn(txn_id: str) -> str:

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from notifier.executions import AwsError
-from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
+from notifier.aws.ratelimit import RateLimiter
+from notifier.requests.executions import AwsError
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.describe import DescribePoller
-from notifier.waiters import Registry, Status, Transaction
 from tests.eventually import eventually
 from tests.sources.fakes import FakeExecutions, arn, describer, started
 

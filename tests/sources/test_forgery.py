@@ -11,7 +11,7 @@ import aiohttp
 from notifier.app.state import METRICS
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from notifier.waiters import Transaction
+from notifier.requests.waiters import Transaction
 from tests.daemons import call
 from tests.eventually import eventually
 

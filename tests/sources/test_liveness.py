@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
+from notifier.aws.ratelimit import RateLimiter
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
 from notifier.sources.liveness import MqttLiveness
-from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
 from tests.eventually import eventually
 from tests.sources.fakes import FakeExecutions, arn, running_tasks, started
 

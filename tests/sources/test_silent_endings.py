@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from notifier.app.state import RECONCILER
-from notifier.aws import AwsClients
+from notifier.aws.clients import AwsClients
 from notifier.daemon import Daemon
-from notifier.waiters import Transaction
+from notifier.requests.waiters import Transaction
 from tests.daemons import call
 from tests.eventually import eventually
 

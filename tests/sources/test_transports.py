@@ -17,8 +17,9 @@ from awsiot import mqtt_connection_builder
 
 from notifier.app.state import MQTT
 from notifier.config import ConfigError
-from notifier.daemon import Daemon, local_settings
+from notifier.daemon import Daemon
 from notifier.local.certificates import KeyPair
+from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
 from tests.daemons import DaemonFactory, call, settings_for
 from tests.eventually import eventually

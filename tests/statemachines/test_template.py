@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from notifier import package
 from notifier.local.iot_policy import IotPolicy
-from notifier.package import (
+from notifier.ops import package
+from notifier.ops.package import (
     CloudFormationLoader,
     checkov_findings,
     lint,
@@ -602,25 +602,27 @@ def test_the_alarm_topic_parameter_refuses_what_is_not_a_topic(template: dict[st
 IAM_POLICY = Path(__file__).resolve().parents[2] / "config" / "iam-policy.json"
 POLICY_TOKENS = {"ACCOUNT_ID", "REGION", "STAGE", "API_ID", "INSTANCE_ID"}
 # Every action granted, and where the daemon makes the call that needs it.
+EXECUTIONS = "notifier/requests/executions.py"
+TOKENS = "notifier/aws/iot_tokens.py"
 DAEMON_CALLS = {
     "s3:PutObject": [
-        ("notifier/executions.py", "self._put_object("),
-        ("notifier/fast_calls.py", 'operation = "PutObject"'),
+        (EXECUTIONS, "self._put_object("),
+        ("notifier/aws/fast_calls.py", 'operation = "PutObject"'),
     ],
     "s3:GetObject": [
-        ("notifier/executions.py", "self._s3.get_object("),
-        ("notifier/executions.py", "self._s3.head_object("),  # HeadObject needs s3:GetObject
+        (EXECUTIONS, "self._s3.get_object("),
+        (EXECUTIONS, "self._s3.head_object("),  # HeadObject needs s3:GetObject
     ],
     # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
-    "s3:ListBucket": [("notifier/executions.py", '"404", "NoSuchKey", "NotFound"')],
+    "s3:ListBucket": [(EXECUTIONS, '"404", "NoSuchKey", "NotFound"')],
     "states:StartExecution": [
-        ("notifier/executions.py", "self._start_execution("),
-        ("notifier/fast_calls.py", 'operation = "StartExecution"'),
+        (EXECUTIONS, "self._start_execution("),
+        ("notifier/aws/fast_calls.py", 'operation = "StartExecution"'),
     ],
-    "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
-    "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
-    "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
-    "states:ListExecutions": [("notifier/executions.py", "self._sfn.list_executions(")],
+    "states:DescribeExecution": [(EXECUTIONS, "self._sfn.describe_execution(")],
+    "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
+    "states:GetExecutionHistory": [(EXECUTIONS, "self._sfn.get_execution_history(")],
+    "states:ListExecutions": [(EXECUTIONS, "self._sfn.list_executions(")],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
     "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
@@ -630,25 +632,25 @@ DAEMON_CALLS = {
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
-    "sqs:CreateQueue": [("notifier/sources/sqs.py", "self.sqs.create_queue(")],
+    "sqs:CreateQueue": [("notifier/sources/queue.py", "self.sqs.create_queue(")],
     "sqs:ReceiveMessage": [
-        ("notifier/sources/sqs.py", "self.sqs.receive_message("),
+        ("notifier/sources/queue.py", "self.sqs.receive_message("),
         ("notifier/dashboard/approvals.py", "self.sqs.receive_message("),
     ],
     # DeleteMessageBatch is authorized as sqs:DeleteMessage.
     "sqs:DeleteMessage": [
-        ("notifier/sources/sqs.py", "self.sqs.delete_message_batch("),
+        ("notifier/sources/queue.py", "self.sqs.delete_message_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.delete_message("),
     ],
     "sqs:ChangeMessageVisibility": [
         ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility("),
     ],
-    "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
-    "sqs:SendMessage": [("notifier/sources/sqs.py", "self.sqs.send_message(")],
+    "sqs:GetQueueUrl": [("notifier/sources/queue.py", "self.sqs.get_queue_url(")],
+    "sqs:SendMessage": [("notifier/sources/queue.py", "self.sqs.send_message(")],
     "execute-api:Invoke": [
-        ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
-        ("notifier/iot_tokens.py", '"/tokens/daemon/'),
-        ("notifier/iot_tokens.py", '"/tokens/dashboard"'),
+        (TOKENS, 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
+        (TOKENS, '"/tokens/daemon/'),
+        (TOKENS, '"/tokens/dashboard"'),
     ],
 }
 ROUTED_MACHINES = {"ProcessA", "Hello", "QC", "Archive"}  # Downstream is started by ProcessA
@@ -699,7 +701,7 @@ def test_daemon_iam_policy_grants_only_what_the_daemon_calls(iam_policy: dict[st
 def test_daemon_iam_policy_names_the_stacks_resources(
     template: dict[str, Any], iam_policy: dict[str, Any]
 ) -> None:
-    from notifier.executions import execution_arn
+    from notifier.requests.executions import execution_arn
 
     values = {
         "ACCOUNT_ID": "123456789012",

@@ -1,0 +1,167 @@
+"""Completions from this instance's own SQS queue: the fallback while MQTT cannot deliver.
+
+The stack's forwarder sends every final status of an execution to the queue
+``<queue_prefix><subtopic>``, when it exists. The daemon creates that queue for its own
+instance id at start (idempotently: a restarted instance finds its queue and what is in
+it), encrypted, redriven to the stack's dead-letter queue, and long-polls it. Only
+executions started with this instance's subtopic are sent there, so instances never
+consume each other's completions.
+
+A message is deleted once handled: resolved, a duplicate, or for a transaction this
+instance no longer holds (it has nobody to answer; a re-attach asks Step Functions). A
+message that is not a completion is moved to the dead-letter queue at once, and the loop
+goes on. AWS errors never stop the source: it reports them (``error``) and retries with
+backoff, creating the queue again if it was deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from notifier.aws.clients import error_code
+from notifier.lifecycle import BackgroundTasks, Service
+from notifier.requests.waiters import Registry
+from notifier.sources import InvalidNotificationError, parse_notification
+
+log = logging.getLogger(__name__)
+
+RETENTION_SECONDS = 86_400
+MAX_RECEIVE_COUNT = 5
+VISIBILITY_TIMEOUT = 30
+_MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class SqsSource(Service):
+    def __init__(
+        self,
+        sqs: Any,
+        registry: Registry,
+        queue_name: str,
+        dead_letter_arn: str,
+        *,
+        wait_seconds: int = 20,
+        retry_min: float = 1.0,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.sqs = sqs
+        self.registry = registry
+        self.queue_name = queue_name
+        self.dead_letter_arn = dead_letter_arn
+        self.wait_seconds = wait_seconds
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.queue_url: str | None = None
+        self.error: str | None = None
+        """Why the last call to SQS failed; None while it works."""
+        self.received = 0
+        self.deleted = 0
+        self.resolved = 0
+        self.dead_lettered = 0
+        self._dead_letter_url: str | None = None
+        self._batches = 0
+        self._tasks = BackgroundTasks()
+
+    @property
+    def healthy(self) -> bool:
+        return self.queue_url is not None and self.error is None
+
+    async def start(self) -> None:
+        # Not awaited here: an unreachable SQS must not keep the daemon from serving.
+        self._tasks.start(
+            "sqs-source",
+            self._step,
+            self._failed,
+            expected=(ClientError, BotoCoreError),
+            retry_min=self.retry_min,
+            retry_max=self.retry_max,
+        )
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
+
+    async def _step(self) -> None:
+        if self.queue_url is None:
+            await self._create_queue()
+        await self._receive()
+
+    async def _create_queue(self) -> None:
+        dead_letter = self.dead_letter_arn.rsplit(":", 2)
+        response = await self.sqs.get_queue_url(
+            QueueName=dead_letter[2], QueueOwnerAWSAccountId=dead_letter[1]
+        )
+        self._dead_letter_url = response["QueueUrl"]
+        attributes = {
+            "SqsManagedSseEnabled": "true",
+            "MessageRetentionPeriod": str(RETENTION_SECONDS),
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": self.dead_letter_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+            ),
+        }
+        created = await self.sqs.create_queue(QueueName=self.queue_name, Attributes=attributes)
+        self.queue_url = created["QueueUrl"]
+        log.info("SQS: long-polling %s", self.queue_url)
+
+    async def _receive(self) -> None:
+        response = await self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=self.wait_seconds,
+        )
+        if self.error is not None:
+            log.info("SQS works again")
+            self.error = None
+        handled = [
+            message for message in response.get("Messages", []) if await self._handle(message)
+        ]
+        if handled:
+            # Deleted while the next receive waits: the next completions do not wait for it.
+            self._batches += 1
+            self._tasks.once(f"sqs-delete-{self._batches}", self._delete(handled))
+
+    async def _delete(self, handled: list[dict[str, Any]]) -> None:
+        """Delete handled messages; one left behind comes back later, and is a duplicate."""
+        try:
+            await self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(handled)
+                ],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("SQS: deleting %d handled messages failed: %s", len(handled), exc)
+            return
+        self.deleted += len(handled)
+
+    async def _handle(self, message: dict[str, Any]) -> bool:
+        """Resolve what ``message`` says; True when it may be deleted."""
+        self.received += 1
+        try:
+            completion = parse_notification(message["Body"].encode(), via="sqs")
+        except InvalidNotificationError as exc:
+            log.warning("SQS: moving an invalid message to the dead-letter queue: %s", exc)
+            await self.sqs.send_message(QueueUrl=self._dead_letter_url, MessageBody=message["Body"])
+            self.dead_lettered += 1
+            return True
+        txn_id = json.loads(message["Body"])["txnId"]
+        about = {"txnId": txn_id, "executionArn": completion.execution_arn or ""}
+        if self.registry.resolve(txn_id, completion):
+            self.resolved += 1
+            log.debug("SQS: completion %s", completion.status, extra=about)
+        else:
+            log.debug("SQS: duplicate or not held here", extra=about)
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """Any failure of a step (AWS's or not) is reported in ``/readyz`` until one works."""
+        if error_code(exc) in _MISSING_QUEUE:
+            self.queue_url = None  # created again at the next try
+        message = str(exc)
+        if message != self.error:
+            log.error("SQS %s: %s; retrying", self.queue_name, message)
+        self.error = message
