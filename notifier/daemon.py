@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from notifier import routes
 from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
 from notifier.app.wiring import create_app
 from notifier.app.wiring import reload as reload_app
@@ -55,7 +56,9 @@ class Daemon(Service):
         self._reuse_port = reuse_port
         self._own_port = own_port
         self.instance_id = settings.daemon.instance_id or new_instance_id()
-        self.app = create_app(settings, self.aws, self.instance_id)
+        self.app = create_app(
+            settings, self.aws, self.instance_id, routes.table(settings.dashboard.enabled)
+        )
         if settings.dashboard.enabled:
             dashboard.install(self.app)
         # handler_cancellation: a client that disconnects cancels its handler, which

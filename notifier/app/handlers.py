@@ -7,7 +7,7 @@ keyed, so a retry anywhere attaches to it. ``GET /executions/<txnId or ARN>`` re
 to any transaction (``GET /<route>`` with the ``Idempotency-Key``: to a keyed one);
 ``POST /executions/<txnId or ARN>/stop`` stops it; ``GET /executions`` lists the routes'
 executions. Who may call each is declared where the routes are added
-(:mod:`notifier.app.wiring`) and checked by a middleware.
+(the route table, :mod:`notifier.routes`) and checked by a middleware.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app import openapi
 from notifier.app.preferences import Preferences, preferences
+from notifier.app.routing import ROUTES, url_of
 from notifier.app.state import (
     ADMISSION,
     API_KEY_NAME,
-    API_KEYS,
+    AUTHORIZED,
     AWS_REACHABILITY,
     EXECUTIONS,
     INSTANCE_ID,
@@ -41,7 +41,6 @@ from notifier.app.state import (
     SETTINGS,
     SQS,
 )
-from notifier.dashboard.details import route_of
 from notifier.logs import bind_transaction
 from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.requests import answers, bodies, idempotency
@@ -54,7 +53,7 @@ from notifier.requests.executions import (
     InvalidPageTokenError,
     completion_from_description,
 )
-from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
 from notifier.requests.waiters import (
     Completion,
     RegistryFullError,
@@ -66,6 +65,8 @@ from notifier.requests.waiters import (
 log = logging.getLogger(__name__)
 
 AWS_CHECK_SECONDS = 30.0
+REATTACH = "reattach"
+"""The operation id of ``GET /executions/{txnId}``, where a 202's ``Location`` points."""
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -107,20 +108,13 @@ async def readyz(request: web.Request) -> web.Response:
         "sqsError": sqs.error if sqs is not None else None,
         "held": app[REGISTRY].held,
     }
-    if not _may_see_details(request):
+    if not request.get(AUTHORIZED, False):
         # What a load balancer needs, and no more: no AWS error text, no queue URL.
         body = {name: body[name] for name in PUBLIC_READINESS}
     return web.json_response(body, status=200 if ready else 503)
 
 
 PUBLIC_READINESS = ("ready", "state")
-
-
-def _may_see_details(request: web.Request) -> bool:
-    """With keys required, ``/readyz`` details only for a valid key within its rate."""
-    if not request.app[SETTINGS].current.http.require_api_key:
-        return True
-    return request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER)).status == 200
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -130,9 +124,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 async def openapi_document(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS].current
-    document = openapi.document(
-        settings.routes, settings.http.require_api_key, settings.dashboard.enabled
-    )
+    routes = request.app[ROUTES]
+    document = openapi.document(routes, settings.routes, settings.http.require_api_key)
     return web.json_response(document)
 
 
@@ -251,7 +244,7 @@ def _principal(request: web.Request) -> str | None:
 async def reattach(request: web.Request) -> web.StreamResponse:
     """``GET /executions/<txnId or execution ARN>?wait=N``: the final answer, or 202 after
     N seconds."""
-    found = _transaction_named(request, request.match_info["txn_id"])
+    found = _transaction_named(request, request.match_info["txnId"])
     if isinstance(found, web.Response):
         return found
     return await _reattach(request, *found)
@@ -344,7 +337,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
-    found = _transaction_named(request, request.match_info["txn_id"])
+    found = _transaction_named(request, request.match_info["txnId"])
     if isinstance(found, web.Response):
         return found
     txn_id, route = found
@@ -488,7 +481,11 @@ async def _answer(
     log.info("%s %s: %s via %s", request.method, request.path, status, via)
     if completion is None:
         return answers.running(
-            txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers
+            txn,
+            location=url_of(request, REATTACH, txnId=txn.txn_id),
+            received_at=received_at,
+            retry_after=settings.http.retry_after,
+            headers=headers,
         )
     sidecar = settings.routes[txn.route].input == "sidecar"
     process_data: Any = None

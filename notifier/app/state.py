@@ -67,6 +67,9 @@ AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
 API_KEY_NAME = web.RequestKey("api_key_name", str)
 """The name of the API key a request was let in with; absent when keys are not required."""
+AUTHORIZED = web.RequestKey("authorized", bool)
+"""Whether a request may see what takes an API key: keys are not required, or it carries a
+valid one within its rate. Set for every route but the open ones."""
 
 
 def api_keys_from(settings: Settings) -> ApiKeys:

@@ -14,6 +14,7 @@ from typing import Any
 
 from notifier.config import RouteSettings
 from notifier.requests.executions import AwsError, Executions
+from notifier.requests.ids import route_of
 
 HISTORY_LIMIT = 1000
 REDACTED = "(redacted)"
@@ -58,15 +59,6 @@ async def execution_details(
             details["processDataError"] = str(exc)
     redacted: dict[str, Any] = redact(details)
     return redacted
-
-
-def route_of(routes: Mapping[str, RouteSettings], execution_arn: str) -> str | None:
-    machine_prefix = execution_arn.rpartition(":")[0]
-    for name, route in routes.items():
-        prefix, _, machine = route.state_machine.rpartition(":stateMachine:")
-        if machine_prefix == f"{prefix}:execution:{machine}":
-            return name
-    return None
 
 
 def redact(value: Any) -> Any:

@@ -100,11 +100,11 @@ def final(
 def running(
     txn: Transaction,
     *,
+    location: str,
     received_at: datetime,
     retry_after: int,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    location = f"/executions/{txn.txn_id}"
     body = {
         "transactionId": txn.txn_id,
         "executionArn": txn.execution_arn,

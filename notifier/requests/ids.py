@@ -17,7 +17,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+
+from notifier.config import RouteSettings
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 TXN_ID_PATTERN = "[0-7K][0-9A-HJKMNP-TV-Z]{25}"
@@ -85,3 +88,13 @@ def txn_time(txn_id: str) -> datetime:
     for char in txn_id:
         value = value * 32 + _ALPHABET.index(char)
     return datetime.fromtimestamp((value >> _RANDOM_BITS) / 1000, UTC)
+
+
+def route_of(routes: Mapping[str, RouteSettings], execution_arn: str) -> str | None:
+    """The route whose state machine ran the execution ``execution_arn``, if any."""
+    machine_prefix = execution_arn.rpartition(":")[0]
+    for name, route in routes.items():
+        prefix, _, machine = route.state_machine.rpartition(":stateMachine:")
+        if machine_prefix == f"{prefix}:execution:{machine}":
+            return name
+    return None

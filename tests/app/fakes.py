@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from notifier import routes
 from notifier.app.state import EXECUTIONS, REGISTRY, SETTINGS
 from notifier.app.wiring import http_app
 from notifier.config import (
@@ -34,6 +35,7 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
+from notifier.dashboard.state import INBOX
 from notifier.requests.executions import AwsError, Executions, Page, execution_arn
 from notifier.requests.waiters import Completion, Status, utcnow
 
@@ -249,12 +251,12 @@ class Served:
 async def serving(config: Settings | None = None, *, inbox: bool = False) -> AsyncIterator[Served]:
     """The application (with the dashboard) on a free port, with a fake Executions and,
     with ``inbox``, a fake approval inbox."""
-    app = http_app(config or settings(), INSTANCE)
+    app = http_app(config or settings(), INSTANCE, routes.table(dashboard=True))
     dashboard.install(app)
     executions = app[EXECUTIONS] = FakeExecutions(lambda: app[SETTINGS].current.routes)
     fake_inbox = None
     if inbox:
-        fake_inbox = app[dashboard.INBOX] = FakeInbox()
+        fake_inbox = app[INBOX] = FakeInbox()
     # As the daemon runs it: a client that goes away cancels its handler.
     server = TestServer(app, handler_cancellation=True)
     async with TestClient(server) as client:

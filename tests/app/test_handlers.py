@@ -19,8 +19,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from notifier import routes
 from notifier.apikeys import hash_key, new_key
-from notifier.app.routes import UndeclaredAccessError
+from notifier.app.routing import Access, UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
 from notifier.aws.ratelimit import RateLimiter
@@ -718,19 +719,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         }
     )
     txn_id = new_txn_id()
+    samples = {"route": "hello", "txnId": txn_id, "approvalId": "x"}
     guarded = [
-        ("POST", "/hello"),
-        ("GET", "/hello"),
-        ("GET", "/executions"),
-        ("GET", f"/executions/{txn_id}?wait=0"),
-        ("POST", f"/executions/{txn_id}/stop"),
-        ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
-        ("GET", "/events"),
-        ("GET", "/dashboard/details?arn=x"),
-        ("GET", "/approvals"),
-        ("POST", "/approvals/x"),
+        (route.method, route.path.format(**samples))
+        for route in routes.table(dashboard=True)
+        if route.access is Access.API_KEY
     ]
+    assert ("GET", f"/executions/{txn_id}") in guarded
     async with serving(config) as served:
         for method, path in guarded:
             for headers in ({}, {"x-api-key": key[::-1]}):
@@ -738,7 +733,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
                 status, _, body = await answer(response)
                 assert status == 401, (method, path, headers)
                 assert "x-api-key" in body["message"]
-        for path in ("/healthz", "/readyz", "/", "/dashboard/static/dashboard.js"):
+        served_to_anyone = [
+            route.path
+            for route in routes.table(dashboard=True)
+            if route.access is not Access.API_KEY
+        ]
+        assert "/readyz" in served_to_anyone
+        for path in [*served_to_anyone, "/dashboard/static/dashboard.js"]:
             async with served.client.get(path) as response:
                 assert response.status == 200, path
         status, _, _ = await answer(
@@ -758,7 +759,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
 
 
 async def test_a_route_without_a_declared_access_stops_the_application_starting() -> None:
-    app = http_app(settings(), INSTANCE)
+    app = http_app(settings(), INSTANCE, routes.API)
 
     async def undeclared(request: web.Request) -> web.Response:
         return web.json_response({})
