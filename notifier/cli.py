@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.apikeys import hash_key, new_key
-from notifier.aws.clients import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
 from notifier.bench import run as bench
-from notifier.config import ConfigError, Settings, load_settings
+from notifier.config import AwsSettings, ConfigError, Settings, load_settings
 from notifier.daemon import Daemon, serve
 from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT, LocalStackSettings

@@ -16,8 +16,7 @@ from notifier import routes
 from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
 from notifier.app.wiring import create_app
 from notifier.app.wiring import reload as reload_app
-from notifier.aws.clients import AwsSettings
-from notifier.config import ConfigError, Settings
+from notifier.config import AwsSettings, ConfigError, Settings
 from notifier.dashboard import web as dashboard
 from notifier.lifecycle import Service, stop_or_reload
 from notifier.logs import set_level

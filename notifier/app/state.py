@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from notifier.apikeys import ApiKey, ApiKeys
-from notifier.aws.clients import AwsSettings
-from notifier.config import Settings
+from notifier.config import AwsSettings, Settings
 from notifier.metrics import Metrics
 from notifier.requests.executions import Executions
 from notifier.requests.waiters import Registry

@@ -38,11 +38,11 @@ from notifier.app.state import (
     LiveSettings,
     api_keys_from,
 )
-from notifier.aws.clients import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
 from notifier.aws.fast_calls import PutObject, StartExecution
 from notifier.aws.iot_tokens import IotToken, TokenIssuer
 from notifier.aws.ratelimit import RateLimiter
-from notifier.config import TOKEN_TRANSPORTS, Settings
+from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings
 from notifier.metrics import Metrics
 from notifier.requests.executions import Executions
 from notifier.requests.waiters import Completion, Registry, Transaction

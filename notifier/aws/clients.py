@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiobotocore.config import AioConfig
@@ -12,19 +11,9 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
 
 from notifier.aws.fast_calls import FastCall
+from notifier.config import AwsSettings
 
 FastCallType = TypeVar("FastCallType", bound=FastCall)
-
-
-@dataclass(frozen=True)
-class AwsSettings:
-    """Where the AWS API is. ``endpoint_url`` unset means real AWS."""
-
-    region: str | None = None
-    endpoint_url: str | None = None
-    profile: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
 
 
 class AwsClients:

@@ -15,8 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from notifier.aws.clients import AwsSettings
-from notifier.config import IotAuthSettings
+from notifier.config import AwsSettings, IotAuthSettings
 
 
 class TokenError(Exception):

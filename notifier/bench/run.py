@@ -30,13 +30,12 @@ from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
-from notifier.aws.clients import AwsSettings
 from notifier.bench import load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
 from notifier.bench.report import HeldResult, ModeResult
-from notifier.config import DaemonSettings, Settings, SqsSettings
+from notifier.config import AwsSettings, DaemonSettings, Settings, SqsSettings
 from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LocalStackSettings
 from notifier.ops.gc_schedule import ScheduledCollection

@@ -13,8 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from notifier.aws.clients import AwsSettings
-from notifier.config import MqttSettings
+from notifier.config import AwsSettings, MqttSettings
 from notifier.sources.mqtt import MqttSubscription, TokenSource
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from notifier.aws.clients import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
+from notifier.config import AwsSettings
 from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import (

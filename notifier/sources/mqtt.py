@@ -38,9 +38,8 @@ from awscrt import auth, io, mqtt
 from awscrt.exceptions import AwsCrtError
 from awsiot import mqtt_connection_builder
 
-from notifier.aws.clients import AwsSettings
 from notifier.aws.iot_tokens import IotToken, TokenError
-from notifier.config import MqttSettings
+from notifier.config import AwsSettings, MqttSettings
 from notifier.lifecycle import BackgroundTasks, Service
 from notifier.requests.waiters import Registry, utcnow
 from notifier.sources import InvalidNotificationError, parse_notification

@@ -30,9 +30,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ParamValidationError, SSLError
 
 from notifier.aws import fast_calls
-from notifier.aws.clients import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
 from notifier.aws.fast_calls import FastCall, PutObject, StartExecution
-from notifier.config import RouteSettings
+from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
 from notifier.requests.executions import AwsError, Executions, IdempotencyConflictError
 from notifier.requests.idempotency import fingerprint
