@@ -16,13 +16,13 @@ from notifier import routes
 from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
 from notifier.app.wiring import create_app
 from notifier.app.wiring import reload as reload_app
+from notifier.aws.errors import AwsError
 from notifier.config import AwsSettings, ConfigError, Settings
 from notifier.dashboard import web as dashboard
 from notifier.lifecycle import Service, stop_or_reload
 from notifier.logs import set_level
 from notifier.ops.gc_schedule import ScheduledCollection
 from notifier.ops.systemd import SystemdNotifier, Watchdog
-from notifier.requests.executions import AwsError
 from notifier.requests.waiters import Registry
 from notifier.sources.mqtt import MqttConnectError
 

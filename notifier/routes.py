@@ -10,7 +10,7 @@ The application's router, the access the authentication middleware enforces and
 
 from __future__ import annotations
 
-from notifier.app import handlers
+from notifier.app import handlers, operating
 from notifier.app.openapi import aws_errors, content, error, held_answers, json_answer
 from notifier.app.routing import Access, Operation, Route
 from notifier.app.schemas import (
@@ -40,14 +40,14 @@ API = [
     Route(
         "GET",
         "/healthz",
-        handlers.healthz,
+        operating.healthz,
         Access.OPEN,
         Operation("healthz", "The process is alive", {"200": json_answer("Health", "alive")}),
     ),
     Route(
         "GET",
         "/readyz",
-        handlers.readyz,
+        operating.readyz,
         Access.OPTIONAL_KEY,
         Operation(
             "readyz",
@@ -65,7 +65,7 @@ API = [
     Route(
         "GET",
         "/metrics",
-        handlers.metrics_endpoint,
+        operating.metrics_endpoint,
         Access.API_KEY,
         Operation(
             "metrics",
@@ -76,7 +76,7 @@ API = [
     Route(
         "GET",
         "/openapi.json",
-        handlers.openapi_document,
+        operating.openapi_document,
         Access.API_KEY,
         Operation(
             "openapi",

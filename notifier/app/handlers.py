@@ -1,13 +1,13 @@
-"""The HTTP API's handlers: starting, holding and answering transactions, and the operating
-endpoints.
+"""The HTTP API's transaction handlers: starting, holding, answering, stopping and listing
+(the operating endpoints are in :mod:`notifier.app.operating`).
 
 ``POST /<route>`` starts a transaction and holds the request until its completion arrives
 or the hold time ends (202 + Location); with an ``Idempotency-Key`` the transaction is
 keyed, so a retry anywhere attaches to it. ``GET /executions/<txnId or ARN>`` re-attaches
 to any transaction (``GET /<route>`` with the ``Idempotency-Key``: to a keyed one);
 ``POST /executions/<txnId or ARN>/stop`` stops it; ``GET /executions`` lists the routes'
-executions. Who may call each is declared where the routes are added
-(the route table, :mod:`notifier.routes`) and checked by a middleware.
+executions. Who may call each is declared in the route table (:mod:`notifier.routes`) and
+checked by a middleware.
 """
 
 from __future__ import annotations
@@ -23,37 +23,29 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.app import openapi
 from notifier.app.preferences import Preferences, preferences
-from notifier.app.routing import ROUTES, url_of
+from notifier.app.routing import url_of
 from notifier.app.state import (
     ADMISSION,
     API_KEY_NAME,
-    AUTHORIZED,
-    AWS_REACHABILITY,
     EXECUTIONS,
     INSTANCE_ID,
-    LIVENESS,
     METRICS,
-    MQTT,
     REGISTRY,
     SAFETY_NET,
     SETTINGS,
-    SQS,
 )
+from notifier.aws.errors import AwsError
 from notifier.logs import bind_transaction
-from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.requests import answers, bodies, idempotency
-from notifier.requests.executions import (
+from notifier.requests.executions import IdempotencyConflictError, completion_from_description
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
+from notifier.requests.listing import (
     LIST_LIMIT,
     LIST_STATUSES,
     MAX_LIST_LIMIT,
-    AwsError,
-    IdempotencyConflictError,
     InvalidPageTokenError,
-    completion_from_description,
 )
-from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
 from notifier.requests.waiters import (
     Completion,
     RegistryFullError,
@@ -64,69 +56,8 @@ from notifier.requests.waiters import (
 
 log = logging.getLogger(__name__)
 
-AWS_CHECK_SECONDS = 30.0
 REATTACH = "reattach"
 """The operation id of ``GET /executions/{txnId}``, where a 202's ``Location`` points."""
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    reachability = app[AWS_REACHABILITY]
-    now = time.monotonic()
-    if now - reachability.checked_at > AWS_CHECK_SECONDS:
-        reachability.error = await app[EXECUTIONS].check_reachable()
-        reachability.checked_at = now
-    mqtt, sqs, liveness = app.get(MQTT), app.get(SQS), app.get(LIVENESS)
-    mqtt_problem = liveness.problem if liveness is not None else None
-    ready = app[ADMISSION].accepting and reachability.error is None
-    # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
-    # slower, but every request is answered, so a load balancer should keep sending.
-    degraded = (
-        (mqtt is not None and not mqtt.connected)
-        or mqtt_problem is not None
-        or (sqs is not None and not sqs.healthy)
-    )
-    body = {
-        "ready": ready,
-        "state": "not ready" if not ready else "degraded" if degraded else "ready",
-        "instanceId": app[INSTANCE_ID],
-        "completion": app[SETTINGS].current.daemon.completion,
-        "accepting": app[ADMISSION].accepting,
-        "awsReachable": reachability.error is None,
-        "awsError": reachability.error,
-        "mqttTransport": mqtt.settings.transport if mqtt is not None else None,
-        "mqttConnected": mqtt.connected if mqtt is not None else None,
-        "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
-        "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
-        "mqttProblem": mqtt_problem,
-        "mqttMissed": liveness.missed if liveness is not None else None,
-        "sqsQueue": sqs.queue_url if sqs is not None else None,
-        "sqsError": sqs.error if sqs is not None else None,
-        "held": app[REGISTRY].held,
-    }
-    if not request.get(AUTHORIZED, False):
-        # What a load balancer needs, and no more: no AWS error text, no queue URL.
-        body = {name: body[name] for name in PUBLIC_READINESS}
-    return web.json_response(body, status=200 if ready else 503)
-
-
-PUBLIC_READINESS = ("ready", "state")
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-async def openapi_document(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].current
-    routes = request.app[ROUTES]
-    document = openapi.document(routes, settings.routes, settings.http.require_api_key)
-    return web.json_response(document)
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -145,7 +76,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         return answers.error(400, str(exc))
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
-    body = await read_json_object(request, settings.http.max_body_bytes)
+    body = await bodies.read_json_object(request, settings.http.max_body_bytes)
     if isinstance(body, web.Response):
         return body
     prefer = preferences(
@@ -424,23 +355,6 @@ def _refuse_if_busy(app: web.Application, *, reattach: bool = False) -> web.Resp
     except RegistryFullError as exc:
         return answers.error(503, f"too many held requests ({exc}); retry later", retry_after)
     return None
-
-
-async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
-    """The request's JSON object body, or the 400/413 answer saying what is wrong with it."""
-    if request.content_length is not None and request.content_length > limit:
-        return answers.error(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
-    # Read here rather than by aiohttp, whose own limit is fixed when the app is made.
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return answers.error(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return bodies.parse_object(b"".join(chunks))
-    except bodies.InvalidBodyError as exc:
-        return answers.error(400, str(exc))
 
 
 def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:

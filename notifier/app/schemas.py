@@ -11,10 +11,10 @@ from typing import Any, get_args, get_type_hints
 
 from notifier.app.preferences import PREFER_PATTERN
 from notifier.config import DaemonSettings, MqttSettings
-from notifier.requests.executions import LIST_STATUSES, MAX_LIST_LIMIT
 from notifier.requests.idempotency import HEADER as IDEMPOTENCY_HEADER
 from notifier.requests.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from notifier.requests.ids import TXN_ID_PATTERN
+from notifier.requests.listing import LIST_STATUSES, MAX_LIST_LIMIT
 from notifier.requests.waiters import Status
 
 TXN_ID = {

@@ -34,8 +34,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws.clients import error_code
+from notifier.aws.errors import AwsError
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.requests.executions import AwsError
 from notifier.requests.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from notifier.aws.errors import AwsError
 from notifier.config import RouteSettings
-from notifier.requests.executions import AwsError, Executions
+from notifier.requests.executions import Executions
 from notifier.requests.ids import route_of
 
 HISTORY_LIMIT = 1000

@@ -15,13 +15,13 @@ from pathlib import Path
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.app.handlers import read_json_object
 from notifier.app.state import API_KEY_NAME, EXECUTIONS, INSTANCE_ID, SETTINGS
+from notifier.aws.errors import AwsError
 from notifier.dashboard.approvals import MAX_COMMENT, ApprovalDecidedError, ApprovalNotFoundError
 from notifier.dashboard.details import UnknownExecutionError, execution_details
 from notifier.dashboard.state import BOARD, INBOX, STATUS_FEED
 from notifier.requests import answers
-from notifier.requests.executions import AwsError
+from notifier.requests.bodies import read_json_object
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.requests.executions import RATE_LIMITED, AwsError
+from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.requests.waiters import Completion, Status, Transaction, utcnow
 
 STATUS_CODES = {

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aiohttp import web
+
+from notifier.requests.answers import error as error_answer
+
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted (the object itself is level 1)."""
 
@@ -51,3 +55,20 @@ def depth(value: Any, limit: int) -> int:
             return deepest
         pending.extend((child, level + 1) for child in children)
     return deepest
+
+
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
+    """The request's JSON object body, or the 400/413 answer saying what is wrong with it."""
+    if request.content_length is not None and request.content_length > limit:
+        return error_answer(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    # Read here rather than by aiohttp, whose own limit is fixed when the app is made.
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return error_answer(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return parse_object(b"".join(chunks))
+    except InvalidBodyError as exc:
+        return error_answer(400, str(exc))

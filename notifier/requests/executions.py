@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,8 +12,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws.clients import error_code
+from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.aws.ratelimit import RateLimiter
 from notifier.config import RouteSettings
+from notifier.requests.listing import Page, list_page
 from notifier.requests.waiters import Completion, Status, utcnow
 
 log = logging.getLogger(__name__)
@@ -24,76 +24,18 @@ ROUTE_METADATA = "notifier-route"
 FINGERPRINT_METADATA = "notifier-request-sha256"
 """The SHA-256 of the request a keyed transaction was started with (see
 :mod:`notifier.requests.idempotency`), kept on its process data object."""
-RATE_LIMITED = "RateLimited"
-"""The code of an :class:`AwsError` for a DescribeExecution this daemon did not make because
-its own ``reconcile_rate`` was spent: a 503 like AWS's throttling."""
 DESCRIBE_PATIENCE = 2.0
 """Seconds a request waits for its turn at the DescribeExecution rate limit."""
-LIST_LIMIT = 100
-"""Executions a listing page has unless asked for fewer or more, up to the next."""
-MAX_LIST_LIMIT = 1000
-LIST_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
-"""What ListExecutions filters by."""
 # S3's answers to a conditional write that found the object there (or being written).
 _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 # How Step Functions names a task state's IoT publish in an execution's history.
 IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
 # Events read back from an execution's end to find its completion's publish.
 PUBLISH_LOOKBACK = 50
-# What botocore's retry handler treats as throttling; reaching us means its retries ran out.
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-        RATE_LIMITED,
-    }
-)
-
-
-class AwsError(Exception):
-    def __init__(self, operation: str, code: str, message: str) -> None:
-        super().__init__(f"{operation}: {code}: {message}")
-        self.operation = operation
-        self.code = code
-        self.message = message
-
-    @property
-    def throttled(self) -> bool:
-        return self.code in THROTTLING_CODES
-
-    @classmethod
-    def wrap(cls, operation: str, exc: Exception) -> AwsError:
-        if isinstance(exc, ClientError):
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            return cls(operation, error_code(exc) or "Unknown", message)
-        return cls(operation, type(exc).__name__, str(exc))
 
 
 class IdempotencyConflictError(Exception):
     """The idempotency key is taken by a request with another body."""
-
-
-class InvalidPageTokenError(ValueError):
-    """A ``nextToken`` this daemon did not hand out (or for routes since removed)."""
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[dict[str, Any]]
-    """ListExecutions items, each with the ``route`` it was listed under."""
-    next_token: str | None
 
 
 @dataclass(frozen=True)
@@ -355,44 +297,8 @@ class Executions:
     async def listing(
         self, routes: list[str], status: str | None, limit: int, token: str | None
     ) -> Page:
-        """Up to ``limit`` executions of ``routes``' state machines (each machine once, under
-        the first of its routes), one route after the other, from where ``token`` left off.
-
-        The token handed back names the route and ListExecutions' own token; raises
-        :class:`InvalidPageTokenError` for one that does not fit ``routes``.
-        """
-        machines: dict[str, str] = {}
-        for route in routes:
-            machines.setdefault(self.routes[route].state_machine, route)
-        order = list(machines.values())
-        index, aws_token = 0, None
-        if token is not None:
-            route, aws_token = _read_token(token)
-            if route not in order:
-                raise InvalidPageTokenError("nextToken does not belong to this listing")
-            index = order.index(route)
-        items: list[dict[str, Any]] = []
-        while index < len(order) and len(items) < limit:
-            route = order[index]
-            try:
-                page = await self._sfn.list_executions(
-                    stateMachineArn=self.routes[route].state_machine,
-                    maxResults=limit - len(items),
-                    **({"statusFilter": status} if status else {}),
-                    **({"nextToken": aws_token} if aws_token else {}),
-                )
-            except ClientError as exc:
-                if error_code(exc) == "InvalidToken":
-                    raise InvalidPageTokenError("nextToken has expired or is invalid") from exc
-                raise AwsError.wrap("ListExecutions", exc) from exc
-            except BotoCoreError as exc:
-                raise AwsError.wrap("ListExecutions", exc) from exc
-            items.extend({**item, "route": route} for item in page.get("executions", []))
-            aws_token = page.get("nextToken")
-            if not aws_token:
-                index += 1
-        more = index < len(order)
-        return Page(items, _write_token(order[index], aws_token) if more else None)
+        """A page of ``routes``' executions (:func:`~notifier.requests.listing.list_page`)."""
+        return await list_page(self._sfn, self.routes, routes, status, limit, token)
 
     async def locate(
         self, txn_id: str, route: str | None = None
@@ -436,19 +342,3 @@ class Executions:
 
 def _without_subtopic(execution_input: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in execution_input.items() if key != "subtopic"}
-
-
-def _write_token(route: str, aws_token: str | None) -> str:
-    raw = json.dumps({"route": route, "token": aws_token}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _read_token(token: str) -> tuple[str, str | None]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        route, aws_token = raw["route"], raw["token"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidPageTokenError("nextToken is not one this daemon handed out") from None
-    if not isinstance(route, str) or not isinstance(aws_token, str | None):
-        raise InvalidPageTokenError("nextToken is not one this daemon handed out")
-    return route, aws_token

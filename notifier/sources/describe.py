@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from notifier.aws.errors import AwsError
 from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.requests.executions import AwsError, completion_from_description
+from notifier.requests.executions import completion_from_description
 from notifier.requests.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from notifier.aws.errors import AwsError
 from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.requests.executions import AwsError, Executions
+from notifier.requests.executions import Executions
 from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from notifier import routes
 from notifier.app.state import EXECUTIONS, REGISTRY, SETTINGS
 from notifier.app.wiring import http_app
+from notifier.aws.errors import AwsError
 from notifier.config import (
     ApiKeySettings,
     DaemonSettings,
@@ -36,7 +37,8 @@ from notifier.dashboard.approvals import (
     Decision,
 )
 from notifier.dashboard.state import INBOX
-from notifier.requests.executions import AwsError, Executions, Page, execution_arn
+from notifier.requests.executions import Executions, execution_arn
+from notifier.requests.listing import Page
 from notifier.requests.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"

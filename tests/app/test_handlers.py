@@ -24,12 +24,14 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routing import Access, UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
+from notifier.aws.errors import AwsError
 from notifier.aws.ratelimit import RateLimiter
 from notifier.config import ApiKeySettings
 from notifier.logs import JsonFormatter
-from notifier.requests.executions import AwsError, Executions, InvalidPageTokenError
+from notifier.requests.executions import Executions
 from notifier.requests.idempotency import fingerprint
 from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.listing import InvalidPageTokenError
 from notifier.requests.waiters import Status
 from tests.app.fakes import (
     INSTANCE,

@@ -19,9 +19,9 @@ from notifier.app import openapi
 from notifier.app.routing import ACCESS, ROUTES, Access
 from notifier.app.state import ADMISSION, AWS_REACHABILITY
 from notifier.app.wiring import http_app
+from notifier.aws.errors import AwsError
 from notifier.config import RESERVED_PATHS, ApiKeySettings
 from notifier.dashboard import web as dashboard
-from notifier.requests.executions import AwsError
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Status
 from tests.app.fakes import INSTANCE, Served, serving, settings

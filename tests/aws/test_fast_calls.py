@@ -31,10 +31,11 @@ from botocore.exceptions import ClientError, ParamValidationError, SSLError
 
 from notifier.aws import fast_calls
 from notifier.aws.clients import AwsClients
+from notifier.aws.errors import AwsError
 from notifier.aws.fast_calls import FastCall, PutObject, StartExecution
 from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
-from notifier.requests.executions import AwsError, Executions, IdempotencyConflictError
+from notifier.requests.executions import Executions, IdempotencyConflictError
 from notifier.requests.idempotency import fingerprint
 from tests.tls_support import loopback_tls
 

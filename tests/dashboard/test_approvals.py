@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from notifier.aws.errors import AwsError
 from notifier.dashboard import approvals
 from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, Decision
 from notifier.local.stack import LocalStack
-from notifier.requests.executions import AwsError
 from tests.eventually import eventually
 from tests.sources.fakes import running_tasks
 

@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier.aws.errors import AwsError
 from notifier.aws.ratelimit import RateLimiter
-from notifier.requests.executions import AwsError
 from notifier.requests.waiters import Registry, Transaction, utcnow
 from notifier.sources.describe import Describer
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from notifier.aws.errors import AwsError
 from notifier.aws.ratelimit import RateLimiter
-from notifier.requests.executions import AwsError
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.describe import DescribePoller

@@ -622,7 +622,7 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [(EXECUTIONS, "self._sfn.describe_execution(")],
     "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [(EXECUTIONS, "self._sfn.get_execution_history(")],
-    "states:ListExecutions": [(EXECUTIONS, "self._sfn.list_executions(")],
+    "states:ListExecutions": [("notifier/requests/listing.py", "sfn.list_executions(")],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
     "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
