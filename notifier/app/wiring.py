@@ -39,7 +39,7 @@ from notifier.app.state import (
     api_keys_from,
 )
 from notifier.aws.clients import AwsClients
-from notifier.aws.fast_calls import PutObject, StartExecution
+from notifier.aws.fast_operations import PutObject, StartExecution
 from notifier.aws.iot_tokens import IotToken, TokenIssuer
 from notifier.aws.ratelimit import RateLimiter
 from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings

@@ -32,7 +32,8 @@ from botocore.exceptions import ClientError, ParamValidationError, SSLError
 from notifier.aws import fast_calls
 from notifier.aws.clients import AwsClients
 from notifier.aws.errors import AwsError
-from notifier.aws.fast_calls import FastCall, PutObject, StartExecution
+from notifier.aws.fast_calls import FastCall
+from notifier.aws.fast_operations import PutObject, StartExecution
 from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
 from notifier.requests.executions import Executions, IdempotencyConflictError

@@ -607,7 +607,7 @@ TOKENS = "notifier/aws/iot_tokens.py"
 DAEMON_CALLS = {
     "s3:PutObject": [
         (EXECUTIONS, "self._put_object("),
-        ("notifier/aws/fast_calls.py", 'operation = "PutObject"'),
+        ("notifier/aws/fast_operations.py", 'operation = "PutObject"'),
     ],
     "s3:GetObject": [
         (EXECUTIONS, "self._s3.get_object("),
@@ -617,7 +617,7 @@ DAEMON_CALLS = {
     "s3:ListBucket": [(EXECUTIONS, '"404", "NoSuchKey", "NotFound"')],
     "states:StartExecution": [
         (EXECUTIONS, "self._start_execution("),
-        ("notifier/aws/fast_calls.py", 'operation = "StartExecution"'),
+        ("notifier/aws/fast_operations.py", 'operation = "StartExecution"'),
     ],
     "states:DescribeExecution": [(EXECUTIONS, "self._sfn.describe_execution(")],
     "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
