@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle  # nosec B403  # only dumps, for a child process started here
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,9 +44,10 @@ async def keep_trying(
     name: str | None = None,
 ) -> None:
     """Run ``step`` over and over until cancelled. When it raises, ``failed`` is told and the
-    next try waits, doubling from ``retry_min`` to ``retry_max`` until a step succeeds; an
-    exception not ``expected`` is also logged with its traceback (naming the loop ``name``).
-    The loop never dies."""
+    next try waits a random time up to a bound that doubles from ``retry_min`` to
+    ``retry_max`` until a step succeeds (full jitter: instances that failed together do not
+    retry together); an exception not ``expected`` is also logged with its traceback (naming
+    the loop ``name``). The loop never dies."""
     delay = retry_min
     what = name or getattr(step, "__qualname__", repr(step))
     while True:
@@ -56,13 +58,43 @@ async def keep_trying(
             if failed is not None:
                 failed(exc)
         except Exception as exc:
-            log.exception("%s failed; retrying in %g s", what, delay)
+            log.exception("%s failed; retrying within %g s", what, delay)
             if failed is not None:
                 failed(exc)
         else:
             continue
-        await asyncio.sleep(delay)
+        await asyncio.sleep(full_jitter(delay))
         delay = min(delay * 2, retry_max)
+
+
+def full_jitter(bound: float) -> float:
+    """A wait from 0 to ``bound``, evenly drawn."""
+    return _RANDOM.uniform(0, bound)
+
+
+_RANDOM = secrets.SystemRandom()
+
+
+class Health:
+    """Whether one part's work goes well, for ``/readyz`` and the log: :attr:`error` is why
+    its last try failed, None while it works. A failure is logged once (again only when the
+    reason changes), and so is the recovery."""
+
+    def __init__(self, what: str, logger: logging.Logger = log) -> None:
+        self.what = what
+        self.error: str | None = None
+        self._log = logger
+
+    def works(self) -> None:
+        if self.error is not None:
+            self._log.info("%s works again", self.what)
+            self.error = None
+
+    def failed(self, exc: Exception) -> None:
+        message = str(exc)
+        if message != self.error:
+            self._log.error("%s: %s; retrying", self.what, message)
+        self.error = message
 
 
 READY = "READY"

@@ -17,7 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.app.state import API_KEY_NAME, EXECUTIONS, INSTANCE_ID, SETTINGS
 from notifier.aws.errors import AwsError
-from notifier.dashboard.approvals import MAX_COMMENT, ApprovalDecidedError, ApprovalNotFoundError
+from notifier.dashboard.approval_table import (
+    MAX_COMMENT,
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
+)
 from notifier.dashboard.details import UnknownExecutionError, execution_details
 from notifier.dashboard.state import BOARD, INBOX, STATUS_FEED
 from notifier.requests import answers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from notifier.app.schemas import STATUS
-from notifier.dashboard.approvals import MAX_COMMENT, Decision
+from notifier.dashboard.approval_table import MAX_COMMENT, Decision
 
 APPROVAL = {
     "type": "object",

@@ -22,8 +22,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws.clients import error_code
-from notifier.lifecycle import BackgroundTasks, Service
+from notifier.aws.sqs import Message, QueueConsumer
+from notifier.lifecycle import Health, Service
 from notifier.requests.waiters import Registry
 from notifier.sources import InvalidNotificationError, parse_notification
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 RETENTION_SECONDS = 86_400
 MAX_RECEIVE_COUNT = 5
 VISIBILITY_TIMEOUT = 30
-_MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class SqsSource(Service):
@@ -51,44 +50,43 @@ class SqsSource(Service):
         self.registry = registry
         self.queue_name = queue_name
         self.dead_letter_arn = dead_letter_arn
-        self.wait_seconds = wait_seconds
-        self.retry_min = retry_min
-        self.retry_max = retry_max
-        self.queue_url: str | None = None
-        self.error: str | None = None
-        """Why the last call to SQS failed; None while it works."""
         self.received = 0
         self.deleted = 0
         self.resolved = 0
         self.dead_lettered = 0
         self._dead_letter_url: str | None = None
         self._batches = 0
-        self._tasks = BackgroundTasks()
+        self._consumer = QueueConsumer(
+            sqs,
+            "sqs-source",
+            self._handle_batch,
+            prepare=self._create_queue,
+            wait_seconds=wait_seconds,
+            retry_min=retry_min,
+            retry_max=retry_max,
+            health=Health(f"SQS {queue_name}", log),
+        )
+
+    @property
+    def queue_url(self) -> str | None:
+        return self._consumer.queue_url
+
+    @property
+    def error(self) -> str | None:
+        """Why the last call to SQS failed; None while it works."""
+        return self._consumer.error
 
     @property
     def healthy(self) -> bool:
         return self.queue_url is not None and self.error is None
 
     async def start(self) -> None:
-        # Not awaited here: an unreachable SQS must not keep the daemon from serving.
-        self._tasks.start(
-            "sqs-source",
-            self._step,
-            self._failed,
-            expected=(ClientError, BotoCoreError),
-            retry_min=self.retry_min,
-            retry_max=self.retry_max,
-        )
+        await self._consumer.start()
 
     async def stop(self) -> None:
-        await self._tasks.stop()
+        await self._consumer.stop()
 
-    async def _step(self) -> None:
-        if self.queue_url is None:
-            await self._create_queue()
-        await self._receive()
-
-    async def _create_queue(self) -> None:
+    async def _create_queue(self) -> str:
         dead_letter = self.dead_letter_arn.rsplit(":", 2)
         response = await self.sqs.get_queue_url(
             QueueName=dead_letter[2], QueueOwnerAWSAccountId=dead_letter[1]
@@ -103,25 +101,16 @@ class SqsSource(Service):
             ),
         }
         created = await self.sqs.create_queue(QueueName=self.queue_name, Attributes=attributes)
-        self.queue_url = created["QueueUrl"]
-        log.info("SQS: long-polling %s", self.queue_url)
+        queue_url = str(created["QueueUrl"])
+        log.info("SQS: long-polling %s", queue_url)
+        return queue_url
 
-    async def _receive(self) -> None:
-        response = await self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=self.wait_seconds,
-        )
-        if self.error is not None:
-            log.info("SQS works again")
-            self.error = None
-        handled = [
-            message for message in response.get("Messages", []) if await self._handle(message)
-        ]
+    async def _handle_batch(self, messages: list[Message]) -> None:
+        handled = [message for message in messages if await self._handle(message)]
         if handled:
             # Deleted while the next receive waits: the next completions do not wait for it.
             self._batches += 1
-            self._tasks.once(f"sqs-delete-{self._batches}", self._delete(handled))
+            self._consumer.once(f"delete-{self._batches}", self._delete(handled))
 
     async def _delete(self, handled: list[dict[str, Any]]) -> None:
         """Delete handled messages; one left behind comes back later, and is a duplicate."""
@@ -156,12 +145,3 @@ class SqsSource(Service):
         else:
             log.debug("SQS: duplicate or not held here", extra=about)
         return True
-
-    def _failed(self, exc: Exception) -> None:
-        """Any failure of a step (AWS's or not) is reported in ``/readyz`` until one works."""
-        if error_code(exc) in _MISSING_QUEUE:
-            self.queue_url = None  # created again at the next try
-        message = str(exc)
-        if message != self.error:
-            log.error("SQS %s: %s; retrying", self.queue_name, message)
-        self.error = message

@@ -29,13 +29,13 @@ from notifier.config import (
     Settings,
 )
 from notifier.dashboard import web as dashboard
-from notifier.dashboard.approvals import (
+from notifier.dashboard.approval_table import (
     Approval,
     ApprovalDecidedError,
-    ApprovalInbox,
     ApprovalNotFoundError,
     Decision,
 )
+from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.state import INBOX
 from notifier.requests.executions import Executions, execution_arn
 from notifier.requests.listing import Page

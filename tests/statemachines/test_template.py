@@ -625,18 +625,15 @@ DAEMON_CALLS = {
     "states:ListExecutions": [("notifier/requests/listing.py", "sfn.list_executions(")],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
-    "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
-    "dynamodb:UpdateItem": [("notifier/dashboard/approvals.py", "self.dynamodb.update_item(")],
-    "dynamodb:GetItem": [("notifier/dashboard/approvals.py", "self.dynamodb.get_item(")],
-    "dynamodb:Query": [("notifier/dashboard/approvals.py", "self.dynamodb.query(")],
+    "dynamodb:PutItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.put_item(")],
+    "dynamodb:UpdateItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.update_item(")],
+    "dynamodb:GetItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.get_item(")],
+    "dynamodb:Query": [("notifier/dashboard/approval_table.py", "self.dynamodb.query(")],
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
     "sqs:CreateQueue": [("notifier/sources/queue.py", "self.sqs.create_queue(")],
-    "sqs:ReceiveMessage": [
-        ("notifier/sources/queue.py", "self.sqs.receive_message("),
-        ("notifier/dashboard/approvals.py", "self.sqs.receive_message("),
-    ],
+    "sqs:ReceiveMessage": [("notifier/aws/sqs.py", "self.sqs.receive_message(")],
     # DeleteMessageBatch is authorized as sqs:DeleteMessage.
     "sqs:DeleteMessage": [
         ("notifier/sources/queue.py", "self.sqs.delete_message_batch("),
