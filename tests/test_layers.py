@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "notifier"
 
 # Lowest first: a module imports modules of its own layer or below.
 LAYERS = [
-    {"notifier", "config", "logs", "metrics", "lifecycle", "apikeys"},
+    {"notifier", "config", "logs", "metrics", "lifecycle", "token_bucket", "apikeys", "topics"},
     {"aws"},
     {"requests"},
     {"sources"},

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
+
+from notifier.token_bucket import TokenBucket
 
 
 class RateLimiter:
@@ -20,8 +21,7 @@ class RateLimiter:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.burst = max(1.0, burst if burst is not None else rate)
-        self._tokens = self.burst
-        self._updated = time.monotonic()
+        self._bucket = TokenBucket(rate, self.burst)
         self._turn = asyncio.Lock()
         self.waited = 0.0
         """Seconds callers have spent waiting for a token, in all."""
@@ -32,15 +32,13 @@ class RateLimiter:
         async with self._turn:
             if unless is not None and unless():
                 return False
-            self._refill()
-            if self._tokens < 1:
-                delay = (1 - self._tokens) / self.rate
+            delay = self._bucket.wait()
+            if delay:
                 self.waited += delay
                 await asyncio.sleep(delay)
                 if unless is not None and unless():
                     return False
-                self._refill()
-            self._tokens -= 1
+            self._bucket.spend()
             return True
 
     async def try_acquire(self, patience: float) -> bool:
@@ -50,8 +48,3 @@ class RateLimiter:
                 return await self.acquire()
         except TimeoutError:
             return False
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
