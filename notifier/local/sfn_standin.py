@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from notifier.lifecycle import Service
+from notifier.topics import completion_topic
 
 if TYPE_CHECKING:
     from notifier.local.broker import LocalBroker
@@ -130,7 +131,7 @@ class StepFunctionsStandIn(Service):
             "status": "SUCCEEDED",
             "output": execution.output,
         }
-        topic = f"{self.topic_root}/{subtopic}/{execution.name}"
+        topic = completion_topic(self.topic_root, subtopic, execution.name)
         task = asyncio.get_running_loop().create_task(
             self.broker.publish(topic, json.dumps(payload).encode())
         )

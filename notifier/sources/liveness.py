@@ -32,6 +32,7 @@ from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
 from notifier.requests.executions import Executions
 from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
+from notifier.topics import completion_topic
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def published_to(executions: Executions, topic_root: str, instance_id: str) -> P
     """:data:`Published` for this instance's completion topics."""
 
     async def published(txn: Transaction) -> bool:
-        topic = f"{topic_root}/{instance_id}/{txn.txn_id}"
+        topic = completion_topic(topic_root, instance_id, txn.txn_id)
         return await executions.published(txn.execution_arn, topic)
 
     return published
