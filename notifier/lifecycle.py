@@ -6,6 +6,7 @@ tells it is ready and is stopped."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import pickle  # nosec B403  # only dumps, for a child process started here
 import secrets
@@ -158,6 +159,32 @@ class BackgroundTasks:
         self._tasks[name] = task
         task.add_done_callback(self._ended)
         return task
+
+    def every(
+        self,
+        name: str,
+        interval: float,
+        work: Callable[[], object],
+        failed: Callable[[Exception], None] | None = None,
+        *,
+        at_once: bool = False,
+    ) -> asyncio.Task[None]:
+        """Call ``work`` every ``interval`` seconds (the first time at once with ``at_once``,
+        else after one interval) in a task called ``name``, awaiting what it returns if that
+        is awaitable; a failure is told to ``failed`` and the next call waits as in
+        :func:`keep_trying`."""
+        wait = not at_once
+
+        async def tick() -> None:
+            nonlocal wait
+            if wait:
+                await asyncio.sleep(interval)
+            wait = True
+            result = work()
+            if inspect.isawaitable(result):
+                await result
+
+        return self.start(name, tick, failed, retry_min=interval, retry_max=max(interval, 30.0))
 
     def once(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
         """Run ``work`` once in a task called ``name``; an exception it raises is logged."""

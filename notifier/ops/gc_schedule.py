@@ -21,10 +21,9 @@ second, or a minute for old objects.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 
-from notifier.lifecycle import Service
+from notifier.lifecycle import BackgroundTasks, Service
 
 TICK = 0.1
 """Seconds between collections of the young and middle generations."""
@@ -37,7 +36,8 @@ class ScheduledCollection(Service):
     schedule; on exit, the collector as it was."""
 
     def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
+        self._ticks = 0
         self._was_enabled = True
 
     async def start(self) -> None:
@@ -45,20 +45,14 @@ class ScheduledCollection(Service):
         gc.freeze()
         self._was_enabled = gc.isenabled()
         gc.disable()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-schedule")
+        self._tasks.every("gc-schedule", TICK, self._collect)
 
-    async def _run(self) -> None:
-        ticks = 0
-        while True:
-            await asyncio.sleep(TICK)
-            ticks += 1
-            gc.collect(2 if ticks % FULL_EVERY == 0 else 1)
+    def _collect(self) -> None:
+        self._ticks += 1
+        gc.collect(2 if self._ticks % FULL_EVERY == 0 else 1)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.stop()
         gc.unfreeze()
         if self._was_enabled:
             gc.enable()

@@ -6,7 +6,6 @@ event loop itself, so a loop that stops turning stops the pings and systemd rest
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -68,12 +67,9 @@ class Watchdog(Service):
 
     async def start(self) -> None:
         if self.notifier.enabled and self.notifier.watchdog_interval:
-            self._tasks.start("watchdog", self._ping_once)
-
-    async def _ping_once(self) -> None:
-        assert self.notifier.watchdog_interval is not None
-        self.notifier.watchdog()
-        await asyncio.sleep(self.notifier.watchdog_interval)
+            self._tasks.every(
+                "watchdog", self.notifier.watchdog_interval, self.notifier.watchdog, at_once=True
+            )
 
     async def stop(self) -> None:
         await self._tasks.stop()

@@ -27,14 +27,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import Daemon, new_instance_id, serve
-from notifier.lifecycle import start_python, stop_or_reload, terminate
+from notifier.lifecycle import BackgroundTasks, start_python, stop_or_reload, terminate
 from notifier.ops.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0
 RELOAD_TIMEOUT = 30.0
 RESTART_DELAYS = (1.0, 30.0)
-"""A worker that exited is started again after the first, doubling up to the second."""
+"""A worker that exited is started again after a random wait up to the first, the bound
+doubling up to the second while it keeps exiting (full jitter)."""
 # How systemd reaches the main process alone: workers report to the supervisor instead.
 SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 # A notification state of the workers' own: the address only this worker listens on.
@@ -207,7 +208,7 @@ async def supervise(
         handled.append((signal.SIGHUP, reload_requested.set))
     for signum, handler in handled:
         loop.add_signal_handler(signum, handler)
-    tasks: list[asyncio.Task[None]] = []
+    background = BackgroundTasks()
     try:
         with reserved:
             started = await asyncio.gather(*(worker.start() for worker in workers))
@@ -222,9 +223,23 @@ async def supervise(
         systemd.ready(status)
         if on_ready is not None:
             on_ready(workers)
-        tasks = [loop.create_task(_keep_running(worker, stop)) for worker in workers]
+        for worker in workers:
+            background.start(
+                f"worker-{worker.instance_id}",
+                _kept_running(worker, stop),
+                _restarting,
+                expected=(WorkerExitedError,),
+                retry_min=RESTART_DELAYS[0],
+                retry_max=RESTART_DELAYS[1],
+            )
         if systemd.watchdog_interval:
-            tasks.append(loop.create_task(_watchdog(systemd, workers, systemd.watchdog_interval)))
+            interval = systemd.watchdog_interval
+            background.every(
+                "watchdog",
+                interval,
+                lambda: _feed_watchdog(systemd, workers, interval),
+                at_once=True,
+            )
         while await stop_or_reload(stop, reload_requested) == "reload":
             systemd.reloading()
             await _reload(workers)
@@ -235,9 +250,7 @@ async def supervise(
         for signum, _ in handled:
             loop.remove_signal_handler(signum)
         stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await background.stop()
         grace = settings.http.drain_timeout + 30
         await asyncio.gather(*(worker.stop(grace) for worker in workers))
     return 0
@@ -271,42 +284,46 @@ async def _reload(workers: list[Worker]) -> None:
             log.warning("reload: worker %s did not say it is ready again", worker.instance_id)
 
 
-async def _keep_running(worker: Worker, stop: asyncio.Event) -> None:
-    """Start ``worker`` again whenever it exits before ``stop``."""
-    delay = RESTART_DELAYS[0]
-    while True:
+class WorkerExitedError(Exception):
+    """A worker process ended (or did not start) while the supervisor runs."""
+
+
+def _kept_running(worker: Worker, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """A step for :func:`~notifier.lifecycle.keep_trying` that keeps ``worker`` running: it
+    starts the worker if it exited (a successful start resets the backoff) and otherwise
+    waits for it to exit, which it raises, so that it is started again after a backoff."""
+
+    async def step() -> None:
+        if not worker.running:
+            if not await worker.start():
+                raise WorkerExitedError(f"worker {worker.instance_id} did not start")
+            return
         assert worker.process is not None
         status = await worker.process.wait()
         if stop.is_set():
-            return
-        log.error(
-            "worker %s exited (status %s); starting it again in %.0f s",
-            worker.instance_id,
-            status,
-            delay,
-        )
-        await asyncio.sleep(delay)
-        if await worker.start():
-            delay = RESTART_DELAYS[0]
-        else:
-            delay = min(delay * 2, RESTART_DELAYS[1])
+            await asyncio.get_running_loop().create_future()  # until stopped itself
+        raise WorkerExitedError(f"worker {worker.instance_id} exited (status {status})")
+
+    return step
 
 
-async def _watchdog(systemd: SystemdNotifier, workers: list[Worker], interval: float) -> None:
+def _restarting(exc: Exception) -> None:
+    log.error("%s; starting it again", exc)
+
+
+def _feed_watchdog(systemd: SystemdNotifier, workers: list[Worker], interval: float) -> None:
     """Feed systemd's watchdog while every worker's loop turns (each pings every
     ``interval``); a stuck worker stops the pings, and systemd restarts the service."""
-    while True:
-        now = time.monotonic()
-        stuck = [w for w in workers if w.running and now - w.last_watchdog > 2 * interval]
-        if stuck:
-            log.warning(
-                "watchdog: the event loop of worker %s has not turned for %.0f s",
-                ", ".join(str(w.instance_id) for w in stuck),
-                max(now - w.last_watchdog for w in stuck),
-            )
-        else:
-            systemd.watchdog()
-        await asyncio.sleep(interval)
+    now = time.monotonic()
+    stuck = [w for w in workers if w.running and now - w.last_watchdog > 2 * interval]
+    if stuck:
+        log.warning(
+            "watchdog: the event loop of worker %s has not turned for %.0f s",
+            ", ".join(str(w.instance_id) for w in stuck),
+            max(now - w.last_watchdog for w in stuck),
+        )
+    else:
+        systemd.watchdog()
 
 
 def main() -> None:
