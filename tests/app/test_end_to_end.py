@@ -16,8 +16,8 @@ from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
 from notifier.requests.idempotency import fingerprint
 from notifier.requests.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
 
 LONG = {"Prefer": "wait=60"}
 

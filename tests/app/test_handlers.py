@@ -33,7 +33,8 @@ from notifier.requests.idempotency import fingerprint
 from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.requests.listing import InvalidPageTokenError
 from notifier.requests.waiters import Status
-from tests.app.fakes import (
+from tests.support.eventually import eventually
+from tests.support.http_app import (
     INSTANCE,
     ROUTES,
     Served,
@@ -42,7 +43,6 @@ from tests.app.fakes import (
     settings,
     with_http,
 )
-from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
 JSON_BODY = {"Content-Type": "application/json"}

@@ -24,7 +24,7 @@ from notifier.config import RESERVED_PATHS, ApiKeySettings
 from notifier.dashboard import web as dashboard
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Status
-from tests.app.fakes import INSTANCE, Served, serving, settings
+from tests.support.http_app import INSTANCE, Served, serving, settings
 
 # The page's scripts and styles are files, not API.
 NOT_API = "/dashboard/static"

@@ -38,7 +38,7 @@ from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
 from notifier.requests.executions import Executions, IdempotencyConflictError
 from notifier.requests.idempotency import fingerprint
-from tests.tls_support import loopback_tls
+from tests.support.tls import loopback_tls
 
 ACCOUNT = "123456789012"
 JSON_1_0 = "application/x-amz-json-1.0"

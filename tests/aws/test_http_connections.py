@@ -19,8 +19,8 @@ from notifier.aws.http_connections import (
     NotHttp,
     Origin,
 )
-from tests.eventually import eventually
-from tests.tls_support import loopback_tls
+from tests.support.eventually import eventually
+from tests.support.tls import loopback_tls
 
 REQUEST = b"POST /x HTTP/1.1\r\nHost: example\r\nContent-Length: 2\r\n\r\n{}"
 OK = b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: "e"\r\n\r\nok'

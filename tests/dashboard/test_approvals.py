@@ -20,8 +20,8 @@ from notifier.dashboard import approval_table, approvals
 from notifier.dashboard.approval_table import ApprovalDecidedError, Decision
 from notifier.dashboard.approvals import ApprovalInbox
 from notifier.local.stack import LocalStack
-from tests.eventually import eventually
-from tests.sources.fakes import running_tasks
+from tests.support.eventually import eventually
+from tests.support.sources import running_tasks
 
 
 def request(name: str) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
-from tests.app.fakes import serving
-from tests.daemons import DaemonFactory, call
-from tests.eventually import EVENTUALLY, eventually
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.http_app import serving
 
 ARTIFACTS = Path(os.environ.get("NOTIFIER_TEST_ARTIFACTS", "build/test-artifacts"))
 CHROMIUM = os.environ.get("CHROMIUM", "chromium")

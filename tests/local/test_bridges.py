@@ -9,7 +9,7 @@ import zipfile
 
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import MqttRecorder
+from tests.support.mqtt import MqttRecorder
 
 HANDLER = """
 import os, time

@@ -14,8 +14,8 @@ from awscrt import io, mqtt
 from notifier.bench.link import CuttableLink
 from notifier.local.broker import LocalBroker
 from notifier.requests.ids import new_txn_id
-from tests.eventually import eventually
 from tests.sources.test_mqtt import Publisher, access_control, new_token
+from tests.support.eventually import eventually
 
 
 @pytest.fixture

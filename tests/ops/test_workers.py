@@ -8,6 +8,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,8 +18,8 @@ from notifier.config import ConfigError, load_settings
 from notifier.local.settings import LOCAL_CONFIG
 from notifier.local.stack import LocalStack
 from notifier.ops.workers import worker_settings
-from tests.eventually import EVENTUALLY
-from tests.serve_support import serve_config, serve_under_systemd
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.serve import serve_config, serve_under_systemd
 
 HELD = {"Prefer": "wait=60"}
 
@@ -85,7 +86,12 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
             # SIGHUP reaches every worker: a route added by the reload is served by each,
             # and a request held across it is answered.
             held = asyncio.ensure_future(post(http, f"{own[0]}/hello", key, waitSeconds=2))
-            await asyncio.sleep(0.5)
+
+            async def holding() -> bool:
+                async with http.get(f"{own[0]}/readyz", headers=details) as response:
+                    return bool((await response.json())["held"])
+
+            await eventually(holding, interval=0.05)
             routes = {"hello": "HelloStateMachineArn", "again": "HelloStateMachineArn"}
             config.write_text(serve_config(local_stack, hash_key(key), routes))
             process.send_signal(signal.SIGHUP)
@@ -104,18 +110,19 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
                 break
-            async with asyncio.timeout(90):
-                while not children(process.pid) - workers:  # noqa: ASYNC110 (another process)
-                    await asyncio.sleep(0.2)
-                for index, url in enumerate(own, start=1):
-                    while True:
-                        try:
-                            async with http.get(f"{url}/readyz", headers=details) as response:
-                                body = await response.json()
-                                break
-                        except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.2)
-                    assert body["instanceId"] == f"serve-test-{index}"
+            await eventually(lambda: children(process.pid) - workers, 90, interval=0.2)
+            for index, url in enumerate(own, start=1):
+
+                async def readiness(url: str = url) -> dict[str, Any] | None:
+                    try:
+                        async with http.get(f"{url}/readyz", headers=details) as response:
+                            body: dict[str, Any] = await response.json()
+                            return body
+                    except aiohttp.ClientConnectionError:
+                        return None
+
+                body = await eventually(readiness, 90, interval=0.2)
+                assert body["instanceId"] == f"serve-test-{index}"
         # The watchdog is fed while every worker's loop turns, the restarted one's too.
         async with asyncio.timeout(EVENTUALLY):
             await systemd.pinged()

@@ -26,8 +26,8 @@ from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt import MqttSource, MqttSubscription
-from tests.eventually import EVENTUALLY, eventually
-from tests.mqtt_support import forget_subscriptions
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.mqtt import forget_subscriptions
 
 KEY = b"k" * 64
 ARN_PREFIX = "arn:aws:iot:us-east-1:123456789012:"

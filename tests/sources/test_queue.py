@@ -20,9 +20,9 @@ from notifier.local.stack import LocalStack
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.queue import VISIBILITY_TIMEOUT, SqsSource
-from tests.daemons import call, refused_mqtt, settings_for
-from tests.eventually import EVENTUALLY, eventually
-from tests.sources.fakes import arn, running_tasks, started
+from tests.support.daemons import call, refused_mqtt, settings_for
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.sources import arn, running_tasks, started
 
 
 def completion(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> str:

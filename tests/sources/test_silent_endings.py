@@ -13,8 +13,8 @@ from notifier.app.state import RECONCILER
 from notifier.aws.clients import AwsClients
 from notifier.daemon import Daemon
 from notifier.requests.waiters import Transaction
-from tests.daemons import call
-from tests.eventually import eventually
+from tests.support.daemons import call
+from tests.support.eventually import eventually
 
 LONG = {"Prefer": "wait=60"}
 

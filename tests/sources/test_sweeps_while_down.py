@@ -10,14 +10,23 @@ from datetime import timedelta
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status
 from notifier.sources.sweeps_while_down import Reconciler
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, describer, not_found, running_tasks, started
+from tests.support.eventually import eventually
+from tests.support.sources import (
+    ScriptedDescriptions,
+    arn,
+    describer,
+    not_found,
+    running_tasks,
+    started,
+)
 
 
 class FakeConnection:
     def __init__(self, connected: bool = True) -> None:
         self.connected = connected
         self._changed = asyncio.Event()
+        self.awaited: list[bool] = []
+        """What the reconciler has waited for the connection to become, in order."""
 
     def set(self, connected: bool) -> None:
         self.connected = connected
@@ -25,23 +34,26 @@ class FakeConnection:
         self._changed = asyncio.Event()
 
     async def wait_connected(self, value: bool) -> None:
+        self.awaited.append(value)
         while self.connected is not value:
             await self._changed.wait()
 
 
 async def test_nothing_is_described_while_mqtt_is_up() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn = started(registry, new_txn_id())
+    connection = FakeConnection()
     reconciler = Reconciler(
-        registry, describer(registry, executions), FakeConnection(), interval=0.01, max_interval=1
+        registry, describer(registry, executions), connection, interval=0.01, max_interval=1
     )
     async with registry.hold(txn.txn_id), reconciler:
-        await asyncio.sleep(0.2)
+        # Idle: waiting for MQTT to go down, with nothing asked.
+        await eventually(lambda: connection.awaited == [False])
     assert executions.described == [] and reconciler.sweeps == 0
 
 
 async def test_down_it_sweeps_at_once_and_until_everything_held_is_answered() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     young, old = started(registry, new_txn_id()), started(registry, new_txn_id())
     assert old.started_at is not None
     old.started_at -= timedelta(minutes=10)
@@ -63,7 +75,7 @@ async def test_down_it_sweeps_at_once_and_until_everything_held_is_answered() ->
 
 
 async def test_once_back_one_sweep_closes_the_gap() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txns = [started(registry, new_txn_id()) for _ in range(3)]
     for txn in txns:
         executions.answer(txn.txn_id, "SUCCEEDED")
@@ -75,7 +87,8 @@ async def test_once_back_one_sweep_closes_the_gap() -> None:
     async with registry.hold(txns[0].txn_id), registry.hold(txns[1].txn_id), reconciler:
         async with registry.hold(txns[2].txn_id):
             connection.set(False)
-            await asyncio.sleep(0.1)
+            # Sweeping while down, with nobody due: waiting for MQTT to come back.
+            await eventually(lambda: connection.awaited == [False, True])
             assert executions.described == []
             connection.set(True)
             await eventually(lambda: reconciler.sweeps == 1 and reconciler.calls == 3)
@@ -83,7 +96,7 @@ async def test_once_back_one_sweep_closes_the_gap() -> None:
 
 
 async def test_poll_mode_sweeps_survive_errors_and_statuses_they_do_not_know() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn = started(registry, new_txn_id())
     executions.answer(
         txn.txn_id,

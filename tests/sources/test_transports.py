@@ -21,8 +21,8 @@ from notifier.daemon import Daemon
 from notifier.local.certificates import KeyPair
 from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, settings_for
-from tests.eventually import eventually
+from tests.support.daemons import DaemonFactory, call, settings_for
+from tests.support.eventually import eventually
 
 
 @pytest.mark.parametrize("transport", ["custom-auth", "custom-auth-websockets", "tcp"])

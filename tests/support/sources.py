@@ -22,7 +22,7 @@ def started(registry: Registry, txn_id: str) -> Transaction:
     return registry.track(Transaction(txn_id, "hello", arn(txn_id), started_at=utcnow()))
 
 
-class FakeExecutions:
+class ScriptedDescriptions:
     """DescribeExecution answers each execution with its scripted statuses in turn (the
     last one for ever); an entry that is an exception is raised instead."""
 
@@ -60,7 +60,9 @@ def not_found(txn_id: str) -> AwsError:
     return AwsError("DescribeExecution", "ExecutionDoesNotExist", txn_id)
 
 
-def describer(registry: Registry, executions: FakeExecutions, rate: float = 1000) -> Describer:
+def describer(
+    registry: Registry, executions: ScriptedDescriptions, rate: float = 1000
+) -> Describer:
     return Describer(registry, executions, RateLimiter(rate))
 
 

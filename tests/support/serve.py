@@ -99,7 +99,9 @@ class FakeSystemd:
 
 
 @dataclass
-class Served:
+class ServedProcess:
+    """`notifier serve` in a process of its own, under a stand-in systemd."""
+
     key: str
     """The API key the configuration knows."""
     config: Path
@@ -107,7 +109,7 @@ class Served:
     process: asyncio.subprocess.Process
 
 
-async def serve_under_systemd(stack: LocalStack, directory: Path, *args: str) -> Served:
+async def serve_under_systemd(stack: LocalStack, directory: Path, *args: str) -> ServedProcess:
     """``notifier serve --config <directory>/notifier.toml *args`` against ``stack``, route
     ``hello`` configured, notifying a :class:`FakeSystemd` in ``directory``."""
     key = new_key()
@@ -119,4 +121,4 @@ async def serve_under_systemd(stack: LocalStack, directory: Path, *args: str) ->
         "serve", "--config", str(config), *args, env=systemd.env,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    return Served(key, config, systemd, process)
+    return ServedProcess(key, config, systemd, process)

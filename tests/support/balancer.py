@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from notifier.lifecycle import Service, terminate
+from tests.support.eventually import eventually
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "haproxy.cfg"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "haproxy.cfg"
 START_TIMEOUT = 20.0
 
 
@@ -64,18 +65,19 @@ class HAProxy(Service):
         self._process = await asyncio.create_subprocess_exec(
             haproxy_binary(), "-db", "-f", str(config), stdout=log, stderr=log
         )
-        async with asyncio.timeout(START_TIMEOUT):
-            while True:
-                if self._process.returncode is not None:
-                    raise RuntimeError(f"haproxy exited; see {self.directory / 'haproxy.log'}")
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.05)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                return
+        await eventually(self._listening, START_TIMEOUT, interval=0.05)
+
+    async def _listening(self) -> bool:
+        assert self._process is not None
+        if self._process.returncode is not None:
+            raise RuntimeError(f"haproxy exited; see {self.directory / 'haproxy.log'}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
 
     async def stop(self) -> None:
         await terminate(self._process, 10)

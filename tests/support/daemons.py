@@ -15,7 +15,7 @@ from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.daemon import Daemon
 from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
-from tests.eventually import EVENTUALLY
+from tests.support.eventually import EVENTUALLY
 
 TIMEOUT_MACHINE = {
     "Comment": "Test-only: runs into its own TimeoutSeconds.",
