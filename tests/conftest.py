@@ -16,6 +16,9 @@ from notifier.local.stack import LocalStack
 from tests.support.daemons import TIMEOUT_MACHINE, DaemonFactory, settings_for
 from tests.support.silent_workflows import create_silent_workflows
 
+# The template and its packaged form, for the template's and the packaging's tests.
+pytest_plugins = ["tests.support.template"]
+
 
 @pytest.fixture(scope="session")
 async def local_stack() -> AsyncIterator[LocalStack]:

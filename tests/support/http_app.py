@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from notifier import routes
@@ -267,3 +268,10 @@ async def serving(config: Settings | None = None, *, inbox: bool = False) -> Asy
 
 def with_http(config: Settings, **http: Any) -> Settings:
     return dataclasses.replace(config, http=dataclasses.replace(config.http, **http))
+
+
+async def answer(
+    response: aiohttp.ClientResponse,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    async with response:
+        return response.status, dict(response.headers), await response.json()
