@@ -233,6 +233,47 @@ DASHBOARD = [
     ),
     Route(
         "GET",
+        "/dashboard/executions/{executionId}",
+        dashboard.execution_page,
+        Access.OPEN,
+        Operation(
+            "executionPage",
+            "The page of one execution, with its graph",
+            {"200": content("text/html", "HTML")},
+            parameters=[dashboard_schemas.EXECUTION_ID],
+        ),
+    ),
+    Route(
+        "GET",
+        "/dashboard/executions/{executionId}/graph",
+        dashboard.graph,
+        Access.API_KEY,
+        Operation(
+            "executionGraph",
+            "One execution's definition and what each of its states did",
+            {
+                "200": json_answer("Graph", "the execution"),
+                "404": error("no such execution, or not one of a route"),
+            }
+            | aws_errors(),
+            parameters=[dashboard_schemas.EXECUTION_ID],
+            schemas={"Graph": dashboard_schemas.GRAPH},
+        ),
+    ),
+    Route(
+        "GET",
+        "/dashboard/stats",
+        dashboard.stats,
+        Access.API_KEY,
+        Operation(
+            "stats",
+            "The counters behind the dashboard's charts",
+            {"200": json_answer("Stats", "the daemon's counters")},
+            schemas={"Stats": dashboard_schemas.STATS},
+        ),
+    ),
+    Route(
+        "GET",
         "/approvals",
         dashboard.list_approvals,
         Access.API_KEY,

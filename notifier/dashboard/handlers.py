@@ -2,8 +2,10 @@
 
 ``GET /`` is the page (its scripts and styles are in ``static/``, shipped in the package);
 ``GET /events`` streams the board to it as Server-Sent Events; ``GET /dashboard/details``
-shows one execution in full; ``GET /approvals`` and ``POST /approvals/{approvalId}`` list and
-decide the pending human approvals.
+shows one execution in full; ``GET /dashboard/executions/{executionId}`` draws one execution
+as a graph of its states, from ``.../graph``; ``GET /dashboard/stats`` gives the main page's
+charts their numbers; ``GET /approvals`` and ``POST /approvals/{approvalId}`` list and decide
+the pending human approvals.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.app.state import API_KEY_NAME, EXECUTIONS, INSTANCE_ID, SETTINGS
+from notifier.app.state import API_KEY_NAME, EXECUTIONS, INSTANCE_ID, METRICS, REGISTRY, SETTINGS
 from notifier.aws.errors import AwsError
 from notifier.dashboard.approval_table import (
     MAX_COMMENT,
@@ -23,7 +25,8 @@ from notifier.dashboard.approval_table import (
     ApprovalNotFoundError,
 )
 from notifier.dashboard.details import UnknownExecutionError, execution_details
-from notifier.dashboard.state import BOARD, INBOX, STATUS_FEED
+from notifier.dashboard.state import BOARD, GRAPHS, INBOX, STATUS_FEED
+from notifier.dashboard.stats import snapshot
 from notifier.requests import answers
 from notifier.requests.bodies import read_json_object
 
@@ -35,6 +38,46 @@ HEARTBEAT_SECONDS = 15.0
 
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def execution_page(request: web.Request) -> web.FileResponse:
+    """The page of one execution; its script asks ``.../graph`` for the rest."""
+    return web.FileResponse(STATIC / "execution.html", headers={"Cache-Control": "no-cache"})
+
+
+async def graph(request: web.Request) -> web.Response:
+    """``GET /dashboard/executions/<transaction id or execution ARN>/graph``: the execution's
+    definition and what each state did (:mod:`notifier.dashboard.graph`)."""
+    app = request.app
+    settings = app[SETTINGS].current
+    execution_id = request.match_info["executionId"]
+    try:
+        arn = await _execution_arn(app, execution_id)
+        if arn is None:
+            return answers.error(404, f"no execution {execution_id!r} of this daemon's routes")
+        body = await app[GRAPHS].graph(settings.routes, arn)
+    except UnknownExecutionError as exc:
+        return answers.error(404, str(exc))
+    except AwsError as exc:
+        return answers.aws_error(exc, settings.http.retry_after)
+    return web.json_response(body, dumps=lambda o: json.dumps(o, default=str))
+
+
+async def _execution_arn(app: web.Application, execution_id: str) -> str | None:
+    """An execution ARN as it is; a transaction id through this daemon's own transactions,
+    else Step Functions (any instance's)."""
+    if execution_id.startswith("arn:"):
+        return execution_id
+    if (known := app[REGISTRY].get(execution_id)) is not None:
+        return known.execution_arn
+    located = await app[EXECUTIONS].locate(execution_id)
+    return None if located is None else str(located[1]["executionArn"])
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The counters behind the main page's charts (:mod:`notifier.dashboard.stats`)."""
+    app = request.app
+    return web.json_response(snapshot(app[METRICS], app[SETTINGS].current.http.max_held))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -18,17 +18,21 @@ APPROVAL = {
     },
 }
 
+EXECUTION_HEAD = {
+    "executionArn": {"type": "string"},
+    "name": {"type": "string"},
+    "route": {"type": "string"},
+    "status": STATUS,
+    "startDate": {"type": ["string", "null"], "format": "date-time"},
+    "stopDate": {"type": ["string", "null"], "format": "date-time"},
+}
+"""What the dashboard's views of one execution begin with."""
 DETAILS = {
     "type": "object",
     "required": ["executionArn", "status", "history"],
     "additionalProperties": False,
     "properties": {
-        "executionArn": {"type": "string"},
-        "name": {"type": "string"},
-        "route": {"type": "string"},
-        "status": STATUS,
-        "startDate": {"type": ["string", "null"], "format": "date-time"},
-        "stopDate": {"type": ["string", "null"], "format": "date-time"},
+        **EXECUTION_HEAD,
         "input": {},
         "output": {},
         "processData": {"description": "The S3 process data (sidecar routes)"},
@@ -43,6 +47,62 @@ DETAILS = {
         },
         "historyTruncated": {"type": "boolean"},
     },
+}
+
+GRAPH = {
+    "type": "object",
+    "required": ["executionArn", "status", "definition", "states"],
+    "additionalProperties": False,
+    "properties": {
+        **EXECUTION_HEAD,
+        "error": {"type": ["string", "null"]},
+        "cause": {"type": ["string", "null"]},
+        "definition": {"type": "object", "description": "The state machine definition it runs"},
+        "states": {
+            "type": "object",
+            "description": "Each state the execution reached, by name",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {
+                    "status": {"enum": ["running", "waiting", "succeeded", "caught", "failed"]},
+                    "input": {},
+                    "output": {},
+                    "error": {"type": ["string", "null"]},
+                    "cause": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "historyTruncated": {"type": "boolean"},
+    },
+}
+STATS = {
+    "type": "object",
+    "required": ["held", "maxHeld", "completions", "latencyBuckets", "latency"],
+    "additionalProperties": False,
+    "properties": {
+        "held": {"type": "number"},
+        "maxHeld": {"type": "integer"},
+        "completions": {
+            "type": "object",
+            "description": "Completions so far, by path",
+            "additionalProperties": {"type": "number"},
+        },
+        "latencyBuckets": {"type": "array", "items": {"type": "number"}},
+        "latency": {
+            "type": "object",
+            "description": "By path: cumulative counts of added latency per bucket",
+            "additionalProperties": {"type": "array", "items": {"type": "number"}},
+        },
+    },
+}
+
+EXECUTION_ID = {
+    "name": "executionId",
+    "in": "path",
+    "required": True,
+    "description": "A transaction id or an execution ARN",
+    "schema": {"type": "string"},
 }
 
 APPROVAL_LIST = {

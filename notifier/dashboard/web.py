@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from notifier.app.routing import Access, add_static
-from notifier.app.state import AWS_SETTINGS, INSTANCE_ID, REGISTRY, SETTINGS
+from notifier.app.state import AWS_SETTINGS, EXECUTIONS, INSTANCE_ID, REGISTRY, SETTINGS
 from notifier.app.wiring import aws_clients, mqtt_access
 from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.board import Board
+from notifier.dashboard.graph import ExecutionGraphs
 from notifier.dashboard.handlers import STATIC
-from notifier.dashboard.state import BOARD, INBOX, STATUS_FEED
+from notifier.dashboard.state import BOARD, GRAPHS, INBOX, STATUS_FEED
 from notifier.dashboard.status import StatusFeed, StatusHandler
 
 
@@ -35,9 +36,11 @@ def install(app: web.Application) -> None:
 
 
 async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
-    """The approval inbox (when configured) and the status feed (in ``mqtt`` mode)."""
+    """The execution graphs, the approval inbox (when configured) and the status feed (in
+    ``mqtt`` mode)."""
     settings = app[SETTINGS].current
     board = app[BOARD]
+    app[GRAPHS] = ExecutionGraphs(app[EXECUTIONS])
     handlers: list[StatusHandler] = [board.status_changed]
     async with contextlib.AsyncExitStack() as stack:
         queue_url = settings.dashboard.approval_queue_url

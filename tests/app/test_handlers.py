@@ -715,7 +715,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         }
     )
     txn_id = new_txn_id()
-    samples = {"route": "hello", "txnId": txn_id, "approvalId": "x"}
+    samples = {"route": "hello", "txnId": txn_id, "approvalId": "x", "executionId": txn_id}
     guarded = [
         (route.method, route.path.format(**samples))
         for route in routes.table(dashboard=True)
@@ -730,7 +730,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
                 assert status == 401, (method, path, headers)
                 assert "x-api-key" in body["message"]
         served_to_anyone = [
-            route.path
+            route.path.format(**samples)
             for route in routes.table(dashboard=True)
             if route.access is not Access.API_KEY
         ]

@@ -460,6 +460,10 @@ DAEMON_CALLS = {
     "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [(EXECUTIONS, "self._sfn.get_execution_history(")],
     "states:ListExecutions": [("notifier/requests/listing.py", "sfn.list_executions(")],
+    # The definition an execution runs, for the dashboard's graph of it.
+    "states:DescribeStateMachineForExecution": [
+        (EXECUTIONS, "self._sfn.describe_state_machine_for_execution(")
+    ],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
     "dynamodb:PutItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.put_item(")],
@@ -578,6 +582,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         "states:DescribeExecution",
         "states:StopExecution",
         "states:GetExecutionHistory",
+        "states:DescribeStateMachineForExecution",
     ):
         patterns = resources(action)
         for machine, arn in machines.items():
