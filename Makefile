@@ -80,7 +80,7 @@ lint: install checkov
 	$(BIN)/mypy --strict scripts
 	$(BIN)/python scripts/check_doc_links.py
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
-	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
+	$(BIN)/python -m notifier.ops.package --lint --checkov $(CHECKOV)
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)

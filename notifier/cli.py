@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier import token_cli
 from notifier.apikeys import hash_key, new_key
-from notifier.aws import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
 from notifier.bench import run as bench
-from notifier.config import ConfigError, Settings, load_settings
-from notifier.daemon import Daemon, local_settings, serve
-from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
+from notifier.config import AwsSettings, ConfigError, Settings, load_settings
+from notifier.daemon import Daemon, serve
 from notifier.local import quotas
-from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
+from notifier.local.daemon_config import local_settings
+from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
-from notifier.workers import supervise
+from notifier.ops import token_cli
+from notifier.ops.deploy import DeployError, default_artifacts_bucket, deploy_stack
+from notifier.ops.workers import supervise
 
 if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--log-level", default="INFO")
     quotas.add_arguments(local)
 
-    token_cli.add_parser(commands)
+    token_cli.add_parser(commands, default_config=LOCAL_CONFIG)
     bench.add_parser(commands)
     return parser
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from notifier.aws import AwsSettings
-
 ENV_PREFIX = "NOTIFIER_"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
@@ -109,6 +107,17 @@ RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where the AWS API is. ``endpoint_url`` unset means real AWS."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import aiohttp
 
 from notifier.apikeys import hash_key
 from notifier.local.stack import LocalStack
-from tests.eventually import EVENTUALLY
-from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
+from tests.support.eventually import EVENTUALLY
+from tests.support.serve import BIN, run_notifier, serve_config, serve_under_systemd
 
 
 async def held_requests(http: aiohttp.ClientSession, url: str, key: str) -> int:

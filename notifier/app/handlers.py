@@ -1,13 +1,13 @@
-"""The HTTP API's handlers: starting, holding and answering transactions, and the operating
-endpoints.
+"""The HTTP API's transaction handlers: starting, holding, answering, stopping and listing
+(the operating endpoints are in :mod:`notifier.app.operating`).
 
 ``POST /<route>`` starts a transaction and holds the request until its completion arrives
 or the hold time ends (202 + Location); with an ``Idempotency-Key`` the transaction is
 keyed, so a retry anywhere attaches to it. ``GET /executions/<txnId or ARN>`` re-attaches
 to any transaction (``GET /<route>`` with the ``Idempotency-Key``: to a keyed one);
 ``POST /executions/<txnId or ARN>/stop`` stops it; ``GET /executions`` lists the routes'
-executions. Who may call each is declared where the routes are added
-(:mod:`notifier.app.wiring`) and checked by a middleware.
+executions. Who may call each is declared in the route table (:mod:`notifier.routes`) and
+checked by a middleware.
 """
 
 from __future__ import annotations
@@ -23,42 +23,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
-from notifier import answers, bodies, idempotency, openapi
-from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.preferences import Preferences, preferences
+from notifier.app.routing import url_of
 from notifier.app.state import (
     ADMISSION,
     API_KEY_NAME,
-    API_KEYS,
-    AWS_REACHABILITY,
     EXECUTIONS,
     INSTANCE_ID,
-    LIVENESS,
     METRICS,
     MQTT_POOL,
     REGISTRY,
     SAFETY_NET,
     SETTINGS,
-    SQS,
     SYNC_RUNS,
 )
+from notifier.aws.errors import AwsError
 from notifier.config import RouteSettings, route_limits
-from notifier.dashboard.details import UnknownExecutionError, history_page, route_of
-from notifier.executions import (
+from notifier.logs import bind_transaction
+from notifier.requests import answers, bodies, idempotency
+from notifier.requests.executions import IdempotencyConflictError, completion_from_description
+from notifier.requests.history import UnknownExecutionError, history_page
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
+from notifier.requests.listing import (
     LIST_LIMIT,
     LIST_STATUSES,
     MAX_LIST_LIMIT,
-    AwsError,
-    IdempotencyConflictError,
     InvalidPageTokenError,
-    completion_from_description,
 )
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
-from notifier.logs import bind_transaction
-from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from notifier.waiters import (
+from notifier.requests.waiters import (
     Completion,
     RegistryFullError,
     Status,
@@ -68,78 +62,8 @@ from notifier.waiters import (
 
 log = logging.getLogger(__name__)
 
-AWS_CHECK_SECONDS = 30.0
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    reachability = app[AWS_REACHABILITY]
-    now = time.monotonic()
-    if now - reachability.checked_at > AWS_CHECK_SECONDS:
-        reachability.error = await app[EXECUTIONS].check_reachable()
-        reachability.checked_at = now
-    mqtt, sqs, liveness = app.get(MQTT_POOL), app.get(SQS), app.get(LIVENESS)
-    mqtt_problem = liveness.problem if liveness is not None else None
-    ready = app[ADMISSION].accepting and reachability.error is None
-    # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
-    # slower, but every request is answered, so a load balancer should keep sending.
-    degraded = (
-        (mqtt is not None and not mqtt.connected)
-        or mqtt_problem is not None
-        or (sqs is not None and not sqs.healthy)
-    )
-    body = {
-        "ready": ready,
-        "state": "not ready" if not ready else "degraded" if degraded else "ready",
-        "instanceId": app[INSTANCE_ID],
-        "completion": app[SETTINGS].current.daemon.completion,
-        "accepting": app[ADMISSION].accepting,
-        "awsReachable": reachability.error is None,
-        "awsError": reachability.error,
-        "mqttTransport": mqtt.settings.transport if mqtt is not None else None,
-        "mqttConnected": mqtt.connected if mqtt is not None else None,
-        "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
-        "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
-        "mqttConnections": len(mqtt.connections) if mqtt is not None else None,
-        "mqttConnectionsMax": mqtt.max_connections if mqtt is not None else None,
-        "mqttConnectionDetails": list(mqtt.describe()) if mqtt is not None else None,
-        "mqttProblem": mqtt_problem,
-        "mqttMissed": liveness.missed if liveness is not None else None,
-        "sqsQueue": sqs.queue_url if sqs is not None else None,
-        "sqsError": sqs.error if sqs is not None else None,
-        "held": app[REGISTRY].held,
-    }
-    if not _may_see_details(request):
-        # What a load balancer needs, and no more: no AWS error text, no queue URL.
-        body = {name: body[name] for name in PUBLIC_READINESS}
-    return web.json_response(body, status=200 if ready else 503)
-
-
-PUBLIC_READINESS = ("ready", "state")
-
-
-def _may_see_details(request: web.Request) -> bool:
-    """With keys required, ``/readyz`` details only for a valid key within its rate."""
-    if not request.app[SETTINGS].current.http.require_api_key:
-        return True
-    return request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER)).status == 200
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-async def openapi_document(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].current
-    document = openapi.document(
-        settings.routes, settings.http.require_api_key, settings.dashboard.enabled
-    )
-    return web.json_response(document)
+REATTACH = "reattach"
+"""The operation id of ``GET /executions/{txnId}``, where a 202's ``Location`` points."""
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -162,7 +86,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     if (refusal := _refuse_if_busy(app)) is not None:
         return refusal
     default_wait, max_wait, max_body_bytes = route_limits(route_settings, settings.http)
-    body = await read_start_body(request, route_settings, max_body_bytes)
+    body = await bodies.read_start_body(request, route_settings, max_body_bytes)
     if isinstance(body, web.Response):
         return body
     prefer = preferences(request.headers.getall("Prefer", []), default_wait, max_wait)
@@ -322,7 +246,7 @@ def _principal(request: web.Request) -> str | None:
 async def reattach(request: web.Request) -> web.StreamResponse:
     """``GET /executions/<txnId or execution ARN>?wait=N``: the final answer, or 202 after
     N seconds."""
-    found = _transaction_named(request, request.match_info["txn_id"])
+    found = _transaction_named(request, request.match_info["txnId"])
     if isinstance(found, web.Response):
         return found
     return await _reattach(request, *found)
@@ -463,7 +387,7 @@ async def _standard_execution(request: web.Request, refusal: str) -> _Named | we
     DescribeExecution); or the 404, the AWS error, or the 409 ``refusal`` for an Express one
     (Step Functions offers Express executions no stop, redrive or history)."""
     app = request.app
-    found = _transaction_named(request, request.match_info["txn_id"])
+    found = _transaction_named(request, request.match_info["txnId"])
     if isinstance(found, web.Response):
         return found
     txn_id, route = found
@@ -576,7 +500,11 @@ async def redrive(request: web.Request) -> web.StreamResponse:
         txn.completion = completion_from_description(named.description)
     registry.reopen(txn_id)
     return answers.running(
-        txn, received_at=utcnow(), retry_after=settings.http.retry_after, message="redriven"
+        txn,
+        location=url_of(request, REATTACH, txnId=txn_id),
+        received_at=utcnow(),
+        retry_after=settings.http.retry_after,
+        message="redriven",
     )
 
 
@@ -661,39 +589,6 @@ def _refuse_if_busy(app: web.Application, *, reattach: bool = False) -> web.Resp
     return None
 
 
-async def read_start_body(
-    request: web.Request, route: RouteSettings, limit: int
-) -> dict[str, Any] | web.Response:
-    """A start's body: the JSON object sent, or the route's ``default_input`` for an empty
-    body sent without a ``Content-Type``."""
-    if not request.body_exists and hdrs.CONTENT_TYPE not in request.headers:
-        if route.default_input is not None:
-            return dict(route.default_input)
-        return answers.error(
-            400,
-            "the body is empty and this route has no default_input: send a JSON object, as "
-            "Content-Type: application/json",
-        )
-    return await read_json_object(request, limit)
-
-
-async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] | web.Response:
-    """The request's JSON object body, or the 400/413 answer saying what is wrong with it."""
-    if request.content_length is not None and request.content_length > limit:
-        return answers.error(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
-    # Read here rather than by aiohttp, whose own limit is fixed when the app is made.
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return answers.error(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return bodies.parse_object(b"".join(chunks))
-    except bodies.InvalidBodyError as exc:
-        return answers.error(400, str(exc))
-
-
 def _published_elsewhere(
     app: web.Application, txn: Transaction, description: dict[str, Any]
 ) -> bool:
@@ -739,7 +634,11 @@ async def _answer(
     log.info("%s %s: %s via %s", request.method, request.path, status, via)
     if completion is None:
         return answers.running(
-            txn, received_at=received_at, retry_after=settings.http.retry_after, headers=headers
+            txn,
+            location=url_of(request, REATTACH, txnId=txn.txn_id),
+            received_at=received_at,
+            retry_after=settings.http.retry_after,
+            headers=headers,
         )
     sidecar = settings.routes[txn.route].input == "sidecar"
     process_data: Any = None

@@ -8,20 +8,19 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from notifier.apikeys import ApiKey, ApiKeys
-from notifier.aws import AwsSettings
-from notifier.config import Settings
-from notifier.executions import Executions
+from notifier.config import AwsSettings, Settings
 from notifier.metrics import Metrics
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Registry
 from notifier.sources.describe import DescribePoller
 from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
 from notifier.sources.mqtt.pool import MqttPool
 from notifier.sources.pointers import OutputFetcher
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
 from notifier.sources.sync import SyncRuns
-from notifier.waiters import Registry
 
 
 @dataclass
@@ -74,6 +73,9 @@ AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
 API_KEY_NAME = web.RequestKey("api_key_name", str)
 """The name of the API key a request was let in with; absent when keys are not required."""
+AUTHORIZED = web.RequestKey("authorized", bool)
+"""Whether a request may see what takes an API key: keys are not required, or it carries a
+valid one within its rate. Set for every route but the open ones."""
 
 
 def api_keys_from(settings: Settings) -> ApiKeys:

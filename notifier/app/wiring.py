@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from notifier.app import handlers
 from notifier.app.middlewares import (
     add_security_headers,
     authentication,
@@ -17,7 +16,7 @@ from notifier.app.middlewares import (
     json_errors,
     same_origin,
 )
-from notifier.app.routes import Access, Route, add_routes, declare_access
+from notifier.app.routing import Route, add_routes, declare_access
 from notifier.app.state import (
     ADMISSION,
     API_KEYS,
@@ -42,36 +41,39 @@ from notifier.app.state import (
     LiveSettings,
     api_keys_from,
 )
-from notifier.aws import AwsClients, AwsSettings
-from notifier.config import RESERVED_PATHS, ROUTE_NAME_PATTERN, TOKEN_TRANSPORTS, Settings
-from notifier.executions import Executions
-from notifier.fast_calls import PutObject, StartExecution
-from notifier.iot_tokens import IotToken, TokenIssuer
+from notifier.aws.clients import AwsClients
+from notifier.aws.fast_operations import PutObject, StartExecution
+from notifier.aws.iot_tokens import IotToken, TokenIssuer
+from notifier.aws.ratelimit import RateLimiter
+from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings
 from notifier.metrics import Metrics
-from notifier.ratelimit import RateLimiter
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Completion, Registry, Transaction
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import TokenSource
 from notifier.sources.mqtt.pool import MqttPool
 from notifier.sources.pointers import OutputFetcher
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
 from notifier.sources.sync import SyncRuns
-from notifier.waiters import Completion, Registry, Transaction
 
 
-def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
-    """The daemon's application: the HTTP API, with its AWS clients and sources."""
-    app = http_app(settings, instance_id)
+def create_app(
+    settings: Settings, aws: AwsSettings, instance_id: str, routes: Iterable[Route]
+) -> web.Application:
+    """The daemon's application serving ``routes``, with its AWS clients and sources."""
+    app = http_app(settings, instance_id, routes)
     app[AWS_SETTINGS] = aws
     app.cleanup_ctx.extend([aws_context, sources_context])
     return app
 
 
-def http_app(settings: Settings, instance_id: str) -> web.Application:
-    """The HTTP API with its state, but without AWS clients or completion sources: whoever
-    runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
+def http_app(settings: Settings, instance_id: str, routes: Iterable[Route]) -> web.Application:
+    """The application serving ``routes`` with its state, but without AWS clients or
+    completion sources: whoever runs it alone puts an
+    :class:`~notifier.requests.executions.Executions` in ``EXECUTIONS``."""
     app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = LiveSettings(settings)
@@ -98,24 +100,7 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
     app[API_KEYS] = api_keys_from(settings)
     app[AWS_REACHABILITY] = AwsReachability()
     declare_access(app)
-    add_routes(
-        app,
-        [
-            Route("GET", "/healthz", handlers.healthz, Access.OPEN),
-            Route("GET", "/readyz", handlers.readyz, Access.OPEN),
-            Route("GET", "/metrics", handlers.metrics_endpoint, Access.API_KEY),
-            Route("GET", "/openapi.json", handlers.openapi_document, Access.API_KEY),
-            Route("GET", "/executions", handlers.list_executions, Access.API_KEY),
-            Route("GET", "/executions/{txn_id}", handlers.reattach, Access.API_KEY),
-            Route("POST", "/executions/{txn_id}/stop", handlers.stop, Access.API_KEY),
-            Route("POST", "/executions/{txn_id}/redrive", handlers.redrive, Access.API_KEY),
-            Route(
-                "GET", "/executions/{txn_id}/history", handlers.execution_history, Access.API_KEY
-            ),
-            Route("POST", ROUTE_PATH, handlers.start, Access.API_KEY),
-            Route("GET", ROUTE_PATH, handlers.reattach_by_key, Access.API_KEY),
-        ],
-    )
+    add_routes(app, routes)
     return app
 
 
@@ -123,11 +108,6 @@ async def sync_runs_context(app: web.Application) -> AsyncIterator[None]:
     """The Express workflows' calls still running when the application stops are cancelled."""
     async with app[SYNC_RUNS]:
         yield
-
-
-# A route's path: any name a route may have, so never one of the daemon's own endpoints,
-# whenever these are added.
-ROUTE_PATH = "/{route:(?!(?:" + "|".join(sorted(RESERVED_PATHS)) + f")$){ROUTE_NAME_PATTERN}}}"
 
 
 # What a reload cannot change: connections and identities made at start.

@@ -21,9 +21,10 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from notifier.executions import AwsError, completion_from_description
+from notifier.aws.errors import AwsError
 from notifier.lifecycle import Service
-from notifier.waiters import Registry, Transaction
+from notifier.requests.executions import completion_from_description
+from notifier.requests.waiters import Registry, Transaction
 
 log = logging.getLogger(__name__)
 

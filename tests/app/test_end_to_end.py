@@ -13,13 +13,13 @@ import pytest
 
 from notifier.app.state import EXECUTIONS, MQTT, MQTT_POOL, OUTPUT_FETCHER, POLLER, SQS
 from notifier.daemon import Daemon
-from notifier.idempotency import fingerprint
-from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from tests.local.test_workflows import Notifications
-from tests.mqtt_support import MqttRecorder
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
+from tests.support.mqtt import MqttRecorder
 
 LONG = {"Prefer": "wait=60"}
 

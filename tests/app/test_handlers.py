@@ -20,27 +20,31 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from notifier import routes
 from notifier.apikeys import hash_key, new_key
-from notifier.app.routes import UndeclaredAccessError
+from notifier.app.routing import Access, UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
+from notifier.aws.errors import AwsError
+from notifier.aws.ratelimit import RateLimiter
 from notifier.config import ApiKeySettings, RouteSettings, Settings
-from notifier.executions import AwsError, Executions, InvalidPageTokenError
-from notifier.idempotency import fingerprint
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.logs import JsonFormatter
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Completion, Status
-from tests.app.fakes import (
+from notifier.requests.executions import Executions
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.listing import InvalidPageTokenError
+from notifier.requests.waiters import Completion, Status
+from tests.support.eventually import eventually
+from tests.support.http_app import (
     INSTANCE,
     ROUTES,
     Served,
+    answer,
     no_aws_call,
     serving,
     settings,
     with_http,
 )
-from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
 JSON_BODY = {"Content-Type": "application/json"}
@@ -51,13 +55,6 @@ JSON_NEEDED = "Content-Type: application/json"
 async def served() -> AsyncIterator[Served]:
     async with serving() as running:
         yield running
-
-
-async def answer(
-    response: aiohttp.ClientResponse,
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    async with response:
-        return response.status, dict(response.headers), await response.json()
 
 
 async def post_and_complete(
@@ -637,7 +634,7 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
 async def test_describing_others_executions_shares_the_rate_limit(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.executions.DESCRIBE_PATIENCE", 0.05)
+    monkeypatch.setattr("notifier.requests.executions.DESCRIBE_PATIENCE", 0.05)
     served.executions.limiter = RateLimiter(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):
@@ -719,19 +716,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         }
     )
     txn_id = new_txn_id()
+    samples = {"route": "hello", "txnId": txn_id, "approvalId": "x", "executionId": txn_id}
     guarded = [
-        ("POST", "/hello"),
-        ("GET", "/hello"),
-        ("GET", "/executions"),
-        ("GET", f"/executions/{txn_id}?wait=0"),
-        ("POST", f"/executions/{txn_id}/stop"),
-        ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
-        ("GET", "/events"),
-        ("GET", "/dashboard/details?arn=x"),
-        ("GET", "/approvals"),
-        ("POST", "/approvals/x"),
+        (route.method, route.path.format(**samples))
+        for route in routes.table(dashboard=True)
+        if route.access is Access.API_KEY
     ]
+    assert ("GET", f"/executions/{txn_id}") in guarded
     async with serving(config) as served:
         for method, path in guarded:
             for headers in ({}, {"x-api-key": key[::-1]}):
@@ -739,7 +730,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
                 status, _, body = await answer(response)
                 assert status == 401, (method, path, headers)
                 assert "x-api-key" in body["message"]
-        for path in ("/healthz", "/readyz", "/", "/dashboard/static/dashboard.js"):
+        served_to_anyone = [
+            route.path.format(**samples)
+            for route in routes.table(dashboard=True)
+            if route.access is not Access.API_KEY
+        ]
+        assert "/readyz" in served_to_anyone
+        for path in [*served_to_anyone, "/dashboard/static/dashboard.js"]:
             async with served.client.get(path) as response:
                 assert response.status == 200, path
         status, _, _ = await answer(
@@ -759,7 +756,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
 
 
 async def test_a_route_without_a_declared_access_stops_the_application_starting() -> None:
-    app = http_app(settings(), INSTANCE)
+    app = http_app(settings(), INSTANCE, routes.API)
 
     async def undeclared(request: web.Request) -> web.Response:
         return web.json_response({})
@@ -917,111 +914,6 @@ async def test_healthz_and_metrics(served: Served) -> None:
     assert 'notifier_completions_total{source="mqtt"} 1.0' in text
     assert "notifier_held_requests 0.0" in text
     assert served.app[METRICS].render() == text.encode()
-
-
-# ---------------------------------------------------------------- the dashboard's endpoints
-
-
-async def test_without_an_approval_queue_there_is_nothing_to_decide(served: Served) -> None:
-    status, _, body = await answer(await served.client.get("/approvals"))
-    assert (status, body) == (200, {"approvals": [], "enabled": False})
-    status, _, body = await answer(
-        await served.client.post("/approvals/x", json={"approved": True})
-    )
-    assert status == 404
-    assert "approval_queue_url" in body["message"]
-
-
-async def test_deciding_an_approval() -> None:
-    async with serving(inbox=True) as served:
-        assert served.inbox is not None
-        approval = served.inbox.add("a1")
-        status, _, body = await answer(await served.client.get("/approvals"))
-        assert (status, body["enabled"]) == (200, True)
-        assert body["approvals"] == [approval.to_json()]
-        assert "secret-token" not in json.dumps(body)
-        url = "/approvals/a1"
-        for bad in ([True], {"approved": "yes"}, {"approved": True, "comment": 3}):
-            status, _, _ = await answer(await served.client.post(url, json=bad))
-            assert status == 400, bad
-        long = {"approved": True, "comment": "x" * 1001}
-        assert (await answer(await served.client.post(url, json=long)))[0] == 400
-        assert served.inbox.pending() == [approval]
-        served.inbox.failure = AwsError("SendTaskSuccess", "AccessDenied", "no")
-        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
-        assert (status, body["awsErrorCode"]) == (502, "AccessDenied")
-        served.inbox.failure = None
-        status, _, body = await answer(
-            await served.client.post(url, json={"approved": False, "comment": "no"})
-        )
-        assert (status, body) == (200, {"id": "a1", "decision": "rejected"})
-        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
-        assert (status, body["decision"]) == (409, "rejected")
-        status, _, _ = await answer(
-            await served.client.post("/approvals/nope", json={"approved": True})
-        )
-        assert status == 404
-
-
-async def test_a_decision_names_the_api_key_that_made_it() -> None:
-    key = new_key()
-    config = settings(api_keys={"alice": ApiKeySettings(sha256=hash_key(key))})
-    async with serving(config, inbox=True) as served:
-        assert served.inbox is not None
-        served.inbox.add("a1")
-        status, _, _ = await answer(
-            await served.client.post(
-                "/approvals/a1", json={"approved": False}, headers={"x-api-key": key}
-            )
-        )
-        assert status == 200
-        assert served.inbox.decided_by == {"a1": "alice"}
-
-
-async def test_details_of_an_execution_of_a_route(served: Served) -> None:
-    txn_id = new_txn_id()
-    arn = served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"a": 1}')
-    status, _, body = await answer(
-        await served.client.get("/dashboard/details", params={"arn": arn})
-    )
-    assert status == 200
-    assert (body["route"], body["status"], body["output"]) == ("hello", "SUCCEEDED", {"a": 1})
-    assert body["history"][0]["type"] == "ExecutionStarted"
-    status, _, body = await answer(await served.client.get("/dashboard/details"))
-    assert status == 400
-    assert "arn" in body["message"]
-    for unknown in (f"{arn[: -len(txn_id)]}no-such-execution", arn.replace("Hello", "Other")):
-        status, _, _ = await answer(
-            await served.client.get("/dashboard/details", params={"arn": unknown})
-        )
-        assert status == 404, unknown
-    served.executions.failures["DescribeExecution"] = AwsError(
-        "DescribeExecution", "ThrottlingException", "slow down"
-    )
-    status, headers, body = await answer(
-        await served.client.get("/dashboard/details", params={"arn": arn})
-    )
-    assert (status, body["awsErrorCode"], headers["Retry-After"]) == (
-        503, "ThrottlingException", "5",
-    )  # fmt: skip
-
-
-async def test_the_event_stream_says_hello_first(served: Served) -> None:
-    async with served.client.get("/events") as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"] == "text/event-stream"
-        lines = []
-        async with asyncio.timeout(10):
-            while (line := (await response.content.readline()).decode()) != "\n":
-                lines.append(line.strip())
-    assert lines[:2] == ["retry: 2000", "event: hello"]
-    hello = json.loads(lines[2].removeprefix("data: "))
-    assert hello == {
-        "instanceId": INSTANCE,
-        "routes": ["hello", "p1"],
-        "approvals": False,
-        "statusFeed": False,
-    }
 
 
 # ---------------------------------------------------------------- empty bodies, bare GETs

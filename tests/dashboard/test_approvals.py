@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from notifier.dashboard import approvals
-from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, Decision
-from notifier.executions import AwsError
+from notifier.aws.errors import AwsError
+from notifier.dashboard import approval_table, approvals
+from notifier.dashboard.approval_table import ApprovalDecidedError, Decision
+from notifier.dashboard.approvals import ApprovalInbox
 from notifier.local.stack import LocalStack
-from tests.eventually import eventually
 from tests.local.test_workflows import take_message
-from tests.sources.fakes import running_tasks
+from tests.support.eventually import eventually
+from tests.support.sources import running_tasks
 
 
 def request(name: str) -> dict[str, Any]:
@@ -99,17 +100,20 @@ async def moved(inbox: ApprovalInbox, name: str) -> str:
 
 
 async def test_the_inbox_moves_requests_into_the_table_and_recovers_when_calls_raise(
-    stack: LocalStack,
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=approvals.__name__)
     message_id = str(uuid.uuid4())
     sqs = QueueWithOneRequest(message_id)
     async with inboxes(stack, 2, sqs=sqs) as (inbox, other):
         inbox.refresh_every = 0.05
         async with inbox:
-            await eventually(lambda: inbox.error == "receiving broke")
             await eventually(lambda: message_id in [a.id for a in inbox.pending()])
             assert {"approvals-receive", "approvals-refresh"} <= running_tasks()
             assert inbox.error is None
+        reported = [r.getMessage() for r in caplog.records if r.name == approvals.__name__]
+        failed = reported.index("approvals: the queue and the table: receiving broke; retrying")
+        assert "approvals: the queue and the table works again" in reported[failed:]
         # Off the queue, in the table: every instance lists it.
         assert sqs.deleted == ["r1"]
         assert message_id in [a.id for a in await other.refresh()]
@@ -175,18 +179,18 @@ async def test_the_claim_of_an_instance_that_died_deciding_lapses(
     sfn = StepFunctions()
     async with inboxes(stack, 2, sfn=sfn) as (dead, alive):
         approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
-        await dead._claim(approval_id)  # and then it died
+        await dead.decisions.claim(approval_id)  # and then it died
         with pytest.raises(ApprovalDecidedError, match="being decided"):
             await alive.decide(approval_id, True, "")
-        monkeypatch.setattr(approvals, "CLAIM_SECONDS", -1)  # as if the claim's time passed
+        monkeypatch.setattr(approval_table, "CLAIM_SECONDS", -1)  # as if the claim's time passed
         approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
-        await dead._claim(approval_id)
+        await dead.decisions.claim(approval_id)
         assert await alive.decide(approval_id, True, "") is Decision.APPROVED
 
 
 async def table_item(inbox: ApprovalInbox, approval_id: str) -> dict[str, Any]:
-    answer = await inbox.dynamodb.get_item(
-        TableName=inbox.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+    answer = await inbox.decisions.dynamodb.get_item(
+        TableName=inbox.decisions.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
     )
     item: dict[str, Any] = answer["Item"]
     return item

@@ -13,16 +13,17 @@ import pytest
 
 from notifier.app.state import MQTT_POOL, SQS
 from notifier.config import MqttSettings
-from notifier.ids import new_txn_id
 from notifier.local.broker import LocalBroker
 from notifier.metrics import Metrics
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
-from notifier.sources.reconcile import Reconciler
-from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, describer
+from notifier.sources.sweeps_while_down import Reconciler
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
+from tests.support.http_app import FakeExecutions
+from tests.support.sources import arn, describer
 
 
 class Clock:

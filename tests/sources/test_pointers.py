@@ -8,13 +8,15 @@ import json
 
 import pytest
 
-from notifier.executions import AwsError, completion_from_description
-from notifier.ids import new_txn_id
+from notifier.aws.errors import AwsError
+from notifier.requests.executions import completion_from_description
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Registry, Status
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.pointers import OutputFetcher
-from notifier.waiters import Registry, Status
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, describer, started
+from tests.support.eventually import eventually
+from tests.support.http_app import FakeExecutions
+from tests.support.sources import arn, describer, started
 
 
 def pointer(txn_id: str, execution_arn: str | None = None) -> bytes:
