@@ -223,7 +223,7 @@ async def test_a_decision_that_took_effect_is_recorded_though_its_instance_died_
         approval_id = str(uuid.uuid4())
         await dead._move({"MessageId": approval_id, "ReceiptHandle": "r", "Body": json.dumps(body)})
         # The claim lapses at once, as if its time had passed when the others look.
-        monkeypatch.setattr(approvals, "CLAIM_SECONDS", -1)
+        monkeypatch.setattr(approval_table, "CLAIM_SECONDS", -1)
 
         async def die(*args: Any, **kwargs: Any) -> None:
             raise Died
