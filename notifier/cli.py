@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier import token_cli
+from notifier import __version__, token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
 from notifier.bench import run as bench
-from notifier.config import ConfigError, Settings, load_settings
+from notifier.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    ConfigError,
+    Settings,
+    config_path,
+    load_settings,
+)
 from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
@@ -36,26 +43,35 @@ LOCAL_COMMANDS = ("local", "bench")
 LOCAL_EXTRA_MODULES = ("moto", "amqtt")
 LOCAL_EXTRA = "pip install 'notifier[local]'"
 
+# The exit status (sysexits.h's EX_CONFIG) of a configuration that cannot be used: starting
+# again will not mend it, so the systemd unit does not (RestartPreventExitStatus).
+EX_CONFIG = 78
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier",
         description="Run AWS Step Functions workflows as synchronous HTTP calls.",
     )
+    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = commands.add_parser(
         "serve",
         help="run the daemon against the endpoints its configuration names (AWS by default)",
         description="Run the notifier daemon. Every configuration key can be overridden by an "
-        "environment variable NOTIFIER_<SECTION>_<KEY>.",
+        "environment variable NOTIFIER_<SECTION>_<KEY>. Exits 78 (EX_CONFIG) when the "
+        "configuration cannot be used.",
     )
     serve_cmd.add_argument(
-        "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
+        "--config",
+        type=Path,
+        help=f"TOML configuration file (see config/notifier.toml); default: ${CONFIG_ENV}, "
+        f"else {DEFAULT_CONFIG} if it exists, else the environment alone",
     )
     serve_cmd.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="run N worker processes sharing the port (SO_REUSEPORT), each an instance of its "
@@ -94,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a new random API key, and the [api_keys.NAME] section (holding only "
         "its SHA-256) to add to the daemon's configuration.",
     )
-    apikey.add_argument("name", help="a name for the key's holder, e.g. ci or dashboard")
+    apikey.add_argument(
+        "name", type=key_name, help="a name for the key's holder, e.g. ci or dashboard"
+    )
     apikey.add_argument("--rate", type=float, default=5.0, help="requests per second")
     apikey.add_argument("--burst", type=int, default=20, help="requests at once above the rate")
     apikey.add_argument("--log-level", default="WARNING")
@@ -129,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     token_cli.add_parser(commands)
     bench.add_parser(commands)
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argument that is a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def key_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, '-' and '_'")
+    return text
 
 
 def banner(stack: LocalStack, daemon: Daemon) -> str:
@@ -229,8 +264,6 @@ async def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_apikey(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.name):
-        raise ConfigError(f"apikey name {args.name!r}: use letters, digits, '-' and '_'")
     key = new_key()
     print(f"API key (give it to {args.name}; it is not stored anywhere):\n  {key}\n")
     print("Add to the daemon's configuration:\n")
@@ -242,15 +275,12 @@ def run_apikey(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise ConfigError("--workers: at least 1")
-    settings = load_settings(args.config, os.environ)
+    path = config_path(args.config, os.environ)
+    settings = load_settings(path, os.environ)
     set_level(settings.daemon.log_level)
     if args.workers > 1:
-        return asyncio.run(supervise(settings, args.workers, config=args.config))
-    return asyncio.run(
-        serve(settings, reload_settings=lambda: load_settings(args.config, os.environ))
-    )
+        return asyncio.run(supervise(settings, args.workers, config=path))
+    return asyncio.run(serve(settings, reload_settings=lambda: load_settings(path, os.environ)))
 
 
 def missing_local_extra() -> str | None:
@@ -263,7 +293,7 @@ def missing_local_extra() -> str | None:
 
 def reported_errors(command: str) -> tuple[type[Exception], ...]:
     """The errors ``command`` reports as one line (no traceback)."""
-    errors: tuple[type[Exception], ...] = (DeployError, ConfigError, BotoCoreError, ClientError)
+    errors: tuple[type[Exception], ...] = (DeployError, BotoCoreError, ClientError)
     if command in LOCAL_COMMANDS:
         from notifier.bench.daemon_process import DaemonProcessError
         from notifier.bench.load import LoadError
@@ -301,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_deploy(args)))
         if args.command == "bench":
             sys.exit(asyncio.run(bench.run(args)))
+    except ConfigError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        sys.exit(EX_CONFIG)
     except reported_errors(args.command) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -19,6 +19,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from notifier.aws import AwsSettings
 
 ENV_PREFIX = "NOTIFIER_"
+CONFIG_ENV = "NOTIFIER_CONFIG"
+"""The environment variable naming the configuration file of ``notifier serve``."""
+DEFAULT_CONFIG = Path("/etc/notifier/notifier.toml")
+"""The configuration file ``notifier serve`` reads when none is named, if it exists."""
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
 _ROUTE = re.compile(ROUTE_NAME_PATTERN)
@@ -210,6 +214,18 @@ _SECTIONS: dict[str, type[Any]] = {
     "aws": AwsSettings,
     "dashboard": DashboardSettings,
 }
+
+
+def config_path(
+    given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """The configuration file to read: ``given``, else :data:`CONFIG_ENV`'s, else ``default``
+    when it exists; None means the environment alone."""
+    if given is not None:
+        return given
+    if named := env.get(CONFIG_ENV):
+        return Path(named)
+    return default if default.is_file() else None
 
 
 def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:

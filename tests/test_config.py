@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import ConfigError, load_settings
+from notifier.config import ConfigError, config_path, load_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,3 +158,16 @@ def test_the_completion_queue_needs_its_dead_letter_queue(tmp_path: Path) -> Non
     assert load_settings(path, dlq).sqs.queue_prefix == "notifier-dev-completions-"
     with pytest.raises(ConfigError, match="longer than a queue name"):
         load_settings(path, {**dlq, **long_id})
+
+
+def test_the_configuration_file_is_the_given_one_else_the_environments_else_the_default(
+    tmp_path: Path,
+) -> None:
+    default = tmp_path / "notifier.toml"
+    given, named = tmp_path / "given.toml", tmp_path / "named.toml"
+    env = {"NOTIFIER_CONFIG": str(named)}
+    assert config_path(None, {}, default) is None  # no file: the environment alone
+    default.write_text("")
+    assert config_path(None, {}, default) == default
+    assert config_path(None, env, default) == named
+    assert config_path(given, env, default) == given
