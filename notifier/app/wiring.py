@@ -52,7 +52,7 @@ from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
-from notifier.waiters import Completion, Registry, Transaction
+from notifier.waiters import Completion, Registry, Rejection, Transaction
 
 
 def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
@@ -85,7 +85,14 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
     registry.on_rejected.append(
         lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
     )
+    for reason in Rejection:
+        metrics.completions_rejected.labels(reason)
     metrics.held_requests.set_function(lambda: registry.held)
+    metrics.held_reattached_requests.set_function(lambda: registry.held_reattached)
+    metrics.held_requests_limit.labels(kind="start").set_function(lambda: registry.max_held)
+    metrics.held_requests_limit.labels(kind="reattach").set_function(
+        lambda: registry.max_reattach_held
+    )
     app[ADMISSION] = Admission()
     app[API_KEYS] = api_keys_from(settings)
     app[AWS_REACHABILITY] = AwsReachability()
@@ -212,6 +219,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
                 f"{settings.sqs.queue_prefix}{app[INSTANCE_ID]}",
                 settings.sqs.dead_letter_queue_arn,
                 wait_seconds=settings.sqs.wait_seconds,
+                on_dead_letters=app[METRICS].dead_letter_messages.labels(queue="status").set,
             )
             app[SQS] = await stack.enter_async_context(sqs)
         reconciler = Reconciler(

@@ -130,6 +130,7 @@ class MqttSubscription(Service):
         self._connected_changed = asyncio.Event()
         self.received = 0
         self.ignored = 0
+        self.duplicated = 0
         self.refreshes = 0
         """Connections replaced by one with a fresh token."""
         self.reconnects = 0
@@ -579,5 +580,5 @@ class MqttSource(MqttSubscription):
             # Expected, e.g. for executions other workflows start with our subtopic.
             log.debug("MQTT: ignoring a completion for an unknown transaction", extra=about)
         else:
-            self.ignored += 1
+            self.duplicated += 1
             log.debug("MQTT: duplicate completion", extra=about)

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import notifier
 from notifier.app.state import EXECUTIONS, MQTT, POLLER, SQS
 from notifier.daemon import Daemon
 from notifier.idempotency import fingerprint
@@ -265,7 +266,7 @@ async def test_instances_receive_only_their_own_completions(
             by_mqtt = sum(a["completedVia"] == "mqtt" for a in own)
             assert by_mqtt + sum(a["completedVia"] == "sqs" for a in own) == 10
             await eventually(lambda mqtt=mqtt, sqs=sqs: mqtt.received >= 20 and sqs.received >= 10)
-            assert (mqtt.received, mqtt.ignored) == (20, 20 - by_mqtt)
+            assert (mqtt.received, mqtt.ignored, mqtt.duplicated) == (20, 0, 20 - by_mqtt)
             assert (sqs.received, sqs.resolved) == (10, 10 - by_mqtt)
             assert d.app[POLLER].calls == 0
 
@@ -342,12 +343,20 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     # Both made by the fast path, none handed to the AWS SDK.
     for operation in ("PutObject", "StartExecution"):
         assert samples[f'notifier_aws_fast_path_handovers_total{{operation="{operation}"}}'] == 0
-    assert samples["notifier_mqtt_connected"] == 1
-    assert samples["notifier_mqtt_reconnects_total"] == 0
-    assert samples["notifier_token_refreshes_total"] == 0
+    for family in ("reconnects", "renewals"):
+        assert samples[f'notifier_mqtt_{family}_total{{connection="0"}}'] == 0
+    assert samples['notifier_mqtt_connected{connection="0"}'] == 1
+    # Each completion also comes from the status forwarder: one of the two is a duplicate.
+    assert samples['notifier_mqtt_messages_received_total{connection="0"}'] >= 2
+    assert samples['notifier_token_refreshes_total{connection="0"}'] == 0
+    for operation in ("PutObject", "StartExecution"):
+        assert samples[f'notifier_aws_fast_path_enabled{{operation="{operation}"}}'] == 1
+    assert samples[f'notifier_build_info{{version="{notifier.__version__}"}}'] == 1
+    assert samples["process_open_fds"] > 0
     assert samples["notifier_held_requests"] == 0
     # Completions over MQTT cost no DescribeExecution.
     assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
+    assert samples['notifier_sfn_throttled_total{api="StartExecution"}'] == 0
 
 
 async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientSession) -> None:
