@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier import __version__, token_cli
+from notifier import __version__, cleanup, token_cli
 from notifier.apikeys import hash_key, new_key
 from notifier.aws import AwsClients, AwsSettings
 from notifier.bench import run as bench
@@ -143,6 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
+
+    clean = commands.add_parser(
+        "cleanup",
+        help="delete the completion queues of instances silent for long (retired ones)",
+        description="Each running instance tags its completion queue with when it was last "
+        "seen, every hour. Delete the queues named [sqs] queue_prefix... whose tag is older "
+        "than --silent-for; queues without the tag are kept.",
+    )
+    clean.add_argument(
+        "--config",
+        type=Path,
+        help=f"the daemon's configuration (its [sqs] and [aws]); default: ${CONFIG_ENV}, "
+        f"else {DEFAULT_CONFIG} if it exists",
+    )
+    clean.add_argument(
+        "--silent-for",
+        type=cleanup.silence,
+        default=cleanup.DEFAULT_SILENCE,
+        metavar="DURATION",
+        help="delete queues whose instance was last seen longer ago than this, e.g. 36h or "
+        "7d (default 7d; at least 2h)",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    clean.add_argument("--log-level", default="WARNING")
 
     token_cli.add_parser(commands)
     bench.add_parser(commands)
@@ -274,6 +298,24 @@ def run_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_cleanup(args: argparse.Namespace) -> int:
+    settings = load_settings(config_path(args.config, os.environ), os.environ)
+    prefix = settings.sqs.queue_prefix
+    if prefix is None:
+        raise ConfigError("[sqs] queue_prefix is not set: there are no completion queues")
+    async with AwsClients(settings.aws).client("sqs") as sqs:
+        deleted, kept = await cleanup.delete_silent_queues(
+            sqs, prefix, args.silent_for, dry_run=args.dry_run
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    for queue in deleted:
+        assert queue.last_seen is not None  # only queues last seen long ago are deleted
+        print(f"{verb} {queue.name} (last seen {queue.last_seen:%Y-%m-%d %H:%M} UTC)")
+    untagged = sum(queue.last_seen is None for queue in kept)
+    print(f"{len(deleted)} {verb}, {len(kept)} kept ({untagged} without a last-seen tag)")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     path = config_path(args.config, os.environ)
     settings = load_settings(path, os.environ)
@@ -331,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_deploy(args)))
         if args.command == "bench":
             sys.exit(asyncio.run(bench.run(args)))
+        if args.command == "cleanup":
+            sys.exit(asyncio.run(run_cleanup(args)))
     except ConfigError as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(EX_CONFIG)

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import secrets
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settin
 from notifier.dashboard import web as dashboard
 from notifier.executions import AwsError
 from notifier.gc_schedule import ScheduledCollection
+from notifier.identity import instance_id
 from notifier.lifecycle import Service, stop_or_reload
 from notifier.local.settings import LOCAL_CONFIG
 from notifier.logs import set_level
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
 
 log = logging.getLogger(__name__)
-
-
-def new_instance_id() -> str:
-    return f"notifier-{secrets.token_hex(6)}"
 
 
 class Daemon(Service):
@@ -61,7 +57,9 @@ class Daemon(Service):
         self.aws = aws or settings.aws
         self._reuse_port = reuse_port
         self._own_port = own_port
-        self.instance_id = settings.daemon.instance_id or new_instance_id()
+        self.instance_id, self._instance_id_origin = instance_id(
+            settings.daemon.instance_id, settings.http.port
+        )
         self.app = create_app(settings, self.aws, self.instance_id)
         if settings.dashboard.enabled:
             dashboard.install(self.app)
@@ -95,7 +93,7 @@ class Daemon(Service):
 
     async def start(self) -> None:
         if self.settings.daemon.instance_id is None:
-            log.info("instance id (generated): %s", self.instance_id)
+            log.info("instance id (%s): %s", self._instance_id_origin, self.instance_id)
         await self._runner.setup()
         host = self.settings.http.host
         try:
