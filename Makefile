@@ -1,11 +1,11 @@
 # make install   create .venv and install notifier with the local stack and the development
 #                tools (idempotent)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium, mosquitto-clients and haproxy, for the browser
-#                test, the stock MQTT client's test and the load-balanced instances), then run
-#                the whole suite
+# make test      install (and Debian's chromium, mosquitto-clients, haproxy and prometheus, for
+#                the browser test, the stock MQTT client's test, the load-balanced instances and
+#                promtool's checks of /metrics), then run the whole suite
 # make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
-#                template
+#                template, promtool on the alert rules and their unit tests
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -24,7 +24,7 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot checkov test-tools run test lint bench check-wheel clean
+.PHONY: install install-plot checkov test-tools lint-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
@@ -52,12 +52,16 @@ run: install
 
 # Debian packages the tests drive, installed with apt-get when missing (never a download):
 # chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
-# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE;
+# against the local broker, haproxy in front of several daemons, prometheus for promtool
+# (the lint of the alert rules, and the tests' checks of /metrics). Each is COMMAND:PACKAGE;
 # commands are looked for in sbin too (haproxy is there, outside most users' PATH).
-TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy
+LINT_TOOLS := promtool:prometheus
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy $(LINT_TOOLS)
 
-test-tools:
-	@missing=""; for tool in $(TEST_TOOLS); do \
+test-tools: TOOLS = $(TEST_TOOLS)
+lint-tools: TOOLS = $(LINT_TOOLS)
+test-tools lint-tools:
+	@missing=""; for tool in $(TOOLS); do \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null \
 	    || missing="$$missing $${tool#*:}"; done; \
 	[ -z "$$missing" ] || { \
@@ -74,11 +78,13 @@ TEST_WORKERS ?= 4
 test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-lint: install checkov
+lint: install checkov lint-tools
 	$(BIN)/ruff check notifier iotauth statemachines tests
 	$(BIN)/mypy
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
 	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
+	promtool check rules config/alerts.yml
+	promtool test rules config/alerts.test.yml
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)
