@@ -1,5 +1,8 @@
 # make install   create .venv and install notifier with the local stack and the development
-#                tools (idempotent)
+#                tools, at the versions locked in requirements/dev.txt (idempotent)
+# make lock      update requirements/dev.txt and requirements/daemon.txt from pyproject.toml's
+#                ranges, keeping what still fits (LOCK_ARGS=--upgrade: the newest of everything;
+#                LOCK_ARGS='--upgrade-package aiohttp': of one)
 # make run       install, then start the embedded local stack (notifier local)
 # make test      install (and Debian's chromium, mosquitto-clients, haproxy and prometheus, for
 #                the browser test, the stock MQTT client's test, the load-balanced instances and
@@ -14,6 +17,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# The lock files: every package and its hashes, for any Python notifier supports. dev.txt is
+# the daemon with the local stack and the development tools (make install, CI); daemon.txt
+# the daemon alone, at the same versions (a production install: see
+# docs/operations-observability.md); uv.txt the installer make install uses, which pip
+# installs first: uv installs the rest in seconds where pip takes minutes.
+LOCK_DEV    := requirements/dev.txt
+LOCK_DAEMON := requirements/daemon.txt
+LOCK_UV     := requirements/uv.txt
+LOCK_ARGS   ?=
+UV          := $(BIN)/uv
+
 # checkov pins boto3 and other libraries older than the daemon's, so it has a virtualenv of
 # its own, used only to scan the template.
 CHECKOV_VERSION := 3.3.30
@@ -24,16 +38,25 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot checkov test-tools lint-tools run test lint bench check-wheel clean
+.PHONY: install lock install-plot checkov test-tools lint-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK_DEV) $(LOCK_UV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK_UV)
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK_DEV)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+lock: install
+	$(UV) pip compile --quiet --universal --generate-hashes $(LOCK_ARGS) \
+	  --extra local --extra dev -o $(LOCK_DEV) pyproject.toml
+	$(UV) pip compile --quiet --universal --generate-hashes \
+	  -c $(LOCK_DEV) -o $(LOCK_DAEMON) pyproject.toml
+	echo uv | $(UV) pip compile --quiet --universal --generate-hashes \
+	  -c $(LOCK_DEV) -o $(LOCK_UV) -
 
 checkov: $(CHECKOV_STAMP)
 
@@ -44,8 +67,9 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	@touch $@
 
+# The plot extra is not locked (the benchmark's plots only); what is locked stays as locked.
 install-plot: install
-	$(BIN)/python -m pip install --quiet -e '.[local,dev,plot]'
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK_DEV) -e '.[local,dev,plot]'
 
 run: install
 	$(BIN)/notifier local
