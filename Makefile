@@ -8,7 +8,8 @@
 #                the browser test, the stock MQTT client's test, the load-balanced instances and
 #                promtool's checks of /metrics), then run the whole suite
 # make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
-#                template, promtool on the alert rules and their unit tests
+#                template, promtool on the alert rules and their unit tests, and every link of
+#                README.md and docs/
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -103,8 +104,10 @@ test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install checkov lint-tools
-	$(BIN)/ruff check notifier iotauth statemachines tests
+	$(BIN)/ruff check notifier iotauth statemachines tests scripts
 	$(BIN)/mypy
+	$(BIN)/mypy --strict scripts
+	$(BIN)/python scripts/check_doc_links.py
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
 	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
 	promtool check rules config/alerts.yml
