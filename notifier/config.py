@@ -110,7 +110,8 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 @dataclass(frozen=True)
 class DaemonSettings:
     instance_id: str | None = None
-    """MQTT client id and subtopic; unset means a generated one (logged at start)."""
+    """MQTT client id and subtopic; unset means one derived from the machine id and the HTTP
+    port, the same after a restart (:mod:`notifier.identity`; logged at start)."""
     completion: Literal["mqtt", "poll"] = "mqtt"
     """``mqtt``: completions arrive over MQTT (with the [sqs] queue and DescribeExecution
     sweeps while MQTT is down); ``poll``: no MQTT at all, every held request is polled with
