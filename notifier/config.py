@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from notifier.aws import AwsSettings
+from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 ENV_PREFIX = "NOTIFIER_"
 CONFIG_ENV = "NOTIFIER_CONFIG"
@@ -201,6 +202,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
     api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
@@ -214,6 +216,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "s3": S3Settings,
     "aws": AwsSettings,
     "dashboard": DashboardSettings,
+    "tracing": TracingSettings,
 }
 
 
@@ -448,5 +451,7 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
         if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
+    if s.tracing.enabled and otel_missing():
+        fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

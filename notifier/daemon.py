@@ -28,6 +28,7 @@ from notifier.local.settings import LOCAL_CONFIG
 from notifier.logs import set_level
 from notifier.sources.mqtt import MqttConnectError
 from notifier.systemd import SystemdNotifier, Watchdog
+from notifier.tracing import Tracing
 from notifier.waiters import Registry
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Daemon(Service):
     :attr:`port` once entered. ``reuse_port`` shares the port with other processes that ask
     for it too (SO_REUSEPORT: the kernel spreads connections over them); ``own_port`` is a
     second port that only this daemon listens on (0: a free one; :attr:`own_url`).
+    ``tracing`` defaults to what ``settings.tracing`` says.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Daemon(Service):
         *,
         reuse_port: bool = False,
         own_port: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.aws = aws or settings.aws
@@ -60,7 +63,7 @@ class Daemon(Service):
         self.instance_id, self._instance_id_origin = instance_id(
             settings.daemon.instance_id, settings.http.port
         )
-        self.app = create_app(settings, self.aws, self.instance_id)
+        self.app = create_app(settings, self.aws, self.instance_id, tracing)
         if settings.dashboard.enabled:
             dashboard.install(self.app)
         # handler_cancellation: a client that disconnects cancels its handler, which

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from notifier.aws import error_code
 from notifier.config import RouteSettings
 from notifier.ratelimit import RateLimiter
+from notifier.tracing import TRACE_CONTEXT_KEY, Tracing
 from notifier.waiters import Completion, Status, utcnow
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,12 @@ class Executions:
         limiter: RateLimiter | None = None,
         put_object: ApiCall | None = None,
         start_execution: ApiCall | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
-        ``limiter`` is the rate limit every DescribeExecution shares (None: none)."""
+        ``limiter`` is the rate limit every DescribeExecution shares (None: none);
+        ``tracing`` makes a span of each call that starts an execution, and puts the trace
+        context in the execution's input."""
         self._s3 = s3
         self._sfn = sfn
         self._put_object: ApiCall = put_object or s3.put_object
@@ -159,6 +163,7 @@ class Executions:
         self.subtopic = subtopic
         self._routes = routes
         self.limiter = limiter
+        self.tracing = tracing or Tracing()
 
     @property
     def routes(self) -> Mapping[str, RouteSettings]:
@@ -219,9 +224,7 @@ class Executions:
                 started_with = json.loads(description.get("input") or "{}")
             except json.JSONDecodeError:
                 started_with = None
-            if not isinstance(started_with, dict) or _without_subtopic(
-                started_with
-            ) != _without_subtopic(body):
+            if not isinstance(started_with, dict) or _as_given(started_with) != _as_given(body):
                 raise IdempotencyConflictError(txn_id)
         return KeyedStart(description=description)
 
@@ -234,15 +237,16 @@ class Executions:
             metadata[FINGERPRINT_METADATA] = fingerprint
             conditional["IfNoneMatch"] = "*"
         try:
-            await self._put_object(
-                Bucket=self.bucket,
-                Key=txn_id,
-                Body=json.dumps(body).encode(),
-                ContentType="application/json",
-                ServerSideEncryption="AES256",
-                Metadata=metadata,
-                **conditional,
-            )
+            with self.tracing.span("S3 PutObject", _call_attributes(self._put_object)):
+                await self._put_object(
+                    Bucket=self.bucket,
+                    Key=txn_id,
+                    Body=json.dumps(body).encode(),
+                    ContentType="application/json",
+                    ServerSideEncryption="AES256",
+                    Metadata=metadata,
+                    **conditional,
+                )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("PutObject", exc) from exc
 
@@ -268,11 +272,16 @@ class Executions:
         else:
             execution_input = {**body, "subtopic": self.subtopic}
         try:
-            await self._start_execution(
-                stateMachineArn=settings.state_machine,
-                name=txn_id,
-                input=json.dumps(execution_input),
-            )
+            with self.tracing.span("StepFunctions StartExecution", _call_attributes(
+                self._start_execution
+            )):  # fmt: skip
+                if carrier := self.tracing.carrier():
+                    execution_input[TRACE_CONTEXT_KEY] = carrier
+                await self._start_execution(
+                    stateMachineArn=settings.state_machine,
+                    name=txn_id,
+                    input=json.dumps(execution_input),
+                )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StartExecution", exc) from exc
 
@@ -434,8 +443,19 @@ class Executions:
         return None
 
 
-def _without_subtopic(execution_input: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in execution_input.items() if key != "subtopic"}
+def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
+    """An execution's input without what the daemon adds to a request's body."""
+    return {
+        key: value
+        for key, value in execution_input.items()
+        if key not in ("subtopic", TRACE_CONTEXT_KEY)
+    }
+
+
+def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:
+    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
+    one call to the AWS SDK after an error)."""
+    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}
 
 
 def _write_token(route: str, aws_token: str | None) -> str:

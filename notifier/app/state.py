@@ -18,6 +18,7 @@ from notifier.sources.mqtt import MqttSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
+from notifier.tracing import Tracing
 from notifier.waiters import Registry
 
 
@@ -62,6 +63,7 @@ SAFETY_NET = web.AppKey("safety_net", SafetyNet)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)
+TRACING = web.AppKey("tracing", Tracing)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 

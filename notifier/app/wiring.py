@@ -16,6 +16,7 @@ from notifier.app.middlewares import (
     json_bodies,
     json_errors,
     same_origin,
+    traced,
 )
 from notifier.app.routes import Access, Route, add_routes, declare_access
 from notifier.app.state import (
@@ -34,6 +35,7 @@ from notifier.app.state import (
     SAFETY_NET,
     SETTINGS,
     SQS,
+    TRACING,
     Admission,
     AwsReachability,
     LiveSettings,
@@ -52,22 +54,31 @@ from notifier.sources.mqtt import MqttSource, TokenSource
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
+from notifier.tracing import Tracing
 from notifier.waiters import Completion, Registry, Rejection, Transaction
 
 
-def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
-    """The daemon's application: the HTTP API, with its AWS clients and sources."""
-    app = http_app(settings, instance_id)
+def create_app(
+    settings: Settings, aws: AwsSettings, instance_id: str, tracing: Tracing | None = None
+) -> web.Application:
+    """The daemon's application: the HTTP API, with its AWS clients and sources; ``tracing``
+    defaults to what ``settings.tracing`` says."""
+    app = http_app(settings, instance_id, tracing or Tracing.from_settings(settings.tracing))
     app[AWS_SETTINGS] = aws
-    app.cleanup_ctx.extend([aws_context, sources_context])
+    app.cleanup_ctx.extend([tracing_context, aws_context, sources_context])
     return app
 
 
-def http_app(settings: Settings, instance_id: str) -> web.Application:
+def http_app(
+    settings: Settings, instance_id: str, tracing: Tracing | None = None
+) -> web.Application:
     """The HTTP API with its state, but without AWS clients or completion sources: whoever
     runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
-    app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
+    tracing = tracing or Tracing()
+    middlewares = [json_errors, same_origin, authentication, json_bodies]
+    app = web.Application(middlewares=[traced, *middlewares] if tracing.enabled else middlewares)
     app.on_response_prepare.append(add_security_headers)
+    app[TRACING] = tracing
     app[SETTINGS] = LiveSettings(settings)
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()
@@ -120,7 +131,7 @@ ROUTE_PATH = "/{route:(?!(?:" + "|".join(sorted(RESERVED_PATHS)) + f")$){ROUTE_N
 
 
 # What a reload cannot change: connections and identities made at start.
-RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
+RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard", "tracing")
 RESTART_ONLY_DAEMON_KEYS = (
     "instance_id",
     "completion",
@@ -165,6 +176,12 @@ def aws_clients(app: web.Application) -> AwsClients:
     return AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
 
 
+async def tracing_context(app: web.Application) -> AsyncIterator[None]:
+    """Spans still batched are sent on the way out."""
+    yield
+    app[TRACING].shutdown()
+
+
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].current
     clients = aws_clients(app)
@@ -185,6 +202,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(settings.daemon.reconcile_rate),
             put_object=put_object,
             start_execution=start_execution,
+            tracing=app[TRACING],
         )
         yield
 
