@@ -138,6 +138,7 @@ class SqsSource(Service):
         }
         created = await self.sqs.create_queue(QueueName=self.queue_name, Attributes=attributes)
         self.queue_url = created["QueueUrl"]
+        self._last_seen_at = None  # a queue made again is tagged again at once
         log.info("SQS: long-polling %s", self.queue_url)
 
     async def _upkeep(self) -> None:

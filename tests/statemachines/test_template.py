@@ -649,6 +649,9 @@ DAEMON_CALLS = {
     ],
     "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
     "sqs:SendMessage": [("notifier/sources/sqs.py", "self.sqs.send_message(")],
+    # The last-seen tag of the own queue, and the dead-letter queue's depth for the metrics.
+    "sqs:TagQueue": [("notifier/sources/sqs.py", "self.sqs.tag_queue(")],
+    "sqs:GetQueueAttributes": [("notifier/sources/sqs.py", "self.sqs.get_queue_attributes(")],
     "execute-api:Invoke": [
         ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
         ("notifier/iot_tokens.py", '"/tokens/daemon/'),
