@@ -6,7 +6,7 @@ first scrape: a rate or an alert over it never waits for the first event."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -130,10 +130,9 @@ class Metrics:
             delay = max(0.0, (notified_at - stopped_at).total_seconds())
             self.completion_latency.labels(source=source).observe(delay)
 
-    def watch_mqtt(self, *connections: MqttState) -> None:
-        """Report the state of each MQTT connection (labelled by its place, ``connection``
-        0, 1, ...), read at each scrape."""
-        self.registry.register(_MqttCollector(connections))
+    def watch_mqtt(self, pool: MqttState) -> None:
+        """Report the MQTT connections' state, read at each scrape."""
+        self.registry.register(_MqttCollector(pool))
 
     def watch_fast_calls(self, *calls: FastCallState) -> None:
         """Report whether each fast-path operation is on, and how many of its calls the AWS
@@ -144,62 +143,107 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class MqttConnectionState(Protocol):
+    @property
+    def received(self) -> int: ...
+
+    @property
+    def ignored(self) -> int: ...
+
+    @property
+    def duplicated(self) -> int: ...
+
+    @property
+    def renewals(self) -> int: ...
+
+
+class MqttPoolConnection(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def source(self) -> MqttConnectionState: ...
+
+
 class MqttState(Protocol):
-    connected: bool
-    reconnects: int
-    refreshes: int
-    renewals: int
-    received: int
-    ignored: int
-    duplicated: int
+    @property
+    def connected(self) -> bool: ...
 
+    @property
+    def reconnects(self) -> int: ...
 
-# name, help, and what each connection's value is
-_MQTT_COUNTERS: tuple[tuple[str, str, Callable[[MqttState], int]], ...] = (
-    ("notifier_mqtt_reconnects", "MQTT connections resumed after a loss", lambda c: c.reconnects),
-    (
-        "notifier_token_refreshes",
-        "IoT tokens fetched after the first (a new connection each)",
-        lambda c: c.refreshes,
-    ),
-    (
-        "notifier_mqtt_renewals",
-        "MQTT connections distrusted (not delivering while claiming to be up) and replaced",
-        lambda c: c.renewals,
-    ),
-    ("notifier_mqtt_messages_received", "MQTT messages received", lambda c: c.received),
-    (
-        "notifier_mqtt_messages_ignored",
-        "MQTT messages received that answered nothing: not a completion, on another topic, "
-        "or for a transaction not held here",
-        lambda c: c.ignored,
-    ),
-    (
-        "notifier_mqtt_messages_duplicated",
-        "MQTT completions received for a transaction already answered",
-        lambda c: c.duplicated,
-    ),
-)
+    @property
+    def refreshes(self) -> int: ...
+
+    @property
+    def connections(self) -> Sequence[MqttPoolConnection]: ...
+
+    @property
+    def max_connections(self) -> int: ...
+
+    def peak_per_second(self) -> dict[int, int]: ...
 
 
 class _MqttCollector(Collector):
-    def __init__(self, connections: tuple[MqttState, ...]) -> None:
-        self._connections = connections
+    def __init__(self, source: MqttState) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        connected = GaugeMetricFamily(
+        pool = self._source
+        yield GaugeMetricFamily(
             "notifier_mqtt_connected",
-            "1 while the MQTT connection is up (connected and subscribed)",
+            "1 while every MQTT connection in service is up",
+            value=1 if pool.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "notifier_mqtt_connections",
+            "MQTT connections open for completions (or opening)",
+            value=len(pool.connections),
+        )
+        yield GaugeMetricFamily(
+            "notifier_mqtt_connections_max",
+            "MQTT connections the configured peak completion rate may open",
+            value=pool.max_connections,
+        )
+        messages = CounterMetricFamily(
+            "notifier_mqtt_messages",
+            "Messages received on each open MQTT connection, by outcome: received (all), "
+            "ignored (not a completion of a held transaction), duplicated (of one resolved)",
+            labels=["connection", "outcome"],
+        )
+        for connection in pool.connections:
+            index, source = str(connection.index), connection.source
+            messages.add_metric([index, "received"], source.received)
+            messages.add_metric([index, "ignored"], source.ignored)
+            messages.add_metric([index, "duplicated"], source.duplicated)
+        yield messages
+        peaks = GaugeMetricFamily(
+            "notifier_mqtt_connection_peak_messages_per_second",
+            "The most messages each MQTT connection received within one second",
             labels=["connection"],
         )
-        for index, connection in enumerate(self._connections):
-            connected.add_metric([str(index)], 1 if connection.connected else 0)
-        yield connected
-        for name, description, value in _MQTT_COUNTERS:
-            family = CounterMetricFamily(name, description, labels=["connection"])
-            for index, connection in enumerate(self._connections):
-                family.add_metric([str(index)], value(connection))
-            yield family
+        for number, peak in sorted(pool.peak_per_second().items()):
+            peaks.add_metric([str(number)], peak)
+        yield peaks
+        renewals = CounterMetricFamily(
+            "notifier_mqtt_renewals",
+            "MQTT connections distrusted (connected but not delivering) and replaced, by open "
+            "connection",
+            labels=["connection"],
+        )
+        for connection in pool.connections:
+            renewals.add_metric([str(connection.index)], connection.source.renewals)
+        yield renewals
+        yield CounterMetricFamily(
+            "notifier_mqtt_reconnects",
+            "MQTT connections resumed after a loss",
+            value=self._source.reconnects,
+        )
+        yield CounterMetricFamily(
+            "notifier_token_refreshes",
+            "IoT tokens fetched after the first (a new connection each)",
+            value=self._source.refreshes,
+        )
 
 
 class FastCallState(Protocol):
