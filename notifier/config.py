@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
+
 ENV_PREFIX = "NOTIFIER_"
+CONFIG_ENV = "NOTIFIER_CONFIG"
+"""The environment variable naming the configuration file of ``notifier serve``."""
+DEFAULT_CONFIG = Path("/etc/notifier/notifier.toml")
+"""The configuration file ``notifier serve`` reads when none is named, if it exists."""
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
 _ROUTE = re.compile(ROUTE_NAME_PATTERN)
@@ -123,7 +129,8 @@ class AwsSettings:
 @dataclass(frozen=True)
 class DaemonSettings:
     instance_id: str | None = None
-    """MQTT client id and subtopic; unset means a generated one (logged at start)."""
+    """MQTT client id and subtopic; unset means one derived from the machine id and the HTTP
+    port, the same after a restart (:mod:`notifier.identity`; logged at start)."""
     completion: Literal["mqtt", "poll"] = "mqtt"
     """``mqtt``: completions arrive over MQTT (with the [sqs] queue and DescribeExecution
     sweeps while MQTT is down); ``poll``: no MQTT at all, every held request is polled with
@@ -237,6 +244,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
     api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
@@ -250,7 +258,20 @@ _SECTIONS: dict[str, type[Any]] = {
     "s3": S3Settings,
     "aws": AwsSettings,
     "dashboard": DashboardSettings,
+    "tracing": TracingSettings,
 }
+
+
+def config_path(
+    given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """The configuration file to read: ``given``, else :data:`CONFIG_ENV`'s, else ``default``
+    when it exists; None means the environment alone."""
+    if given is not None:
+        return given
+    if named := env.get(CONFIG_ENV):
+        return Path(named)
+    return default if default.is_file() else None
 
 
 def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
@@ -524,5 +545,7 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
         if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
+    if s.tracing.enabled and otel_missing():
+        fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

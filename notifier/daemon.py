@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 from collections.abc import Callable, Mapping
 
@@ -19,18 +18,16 @@ from notifier.app.wiring import reload as reload_app
 from notifier.aws.errors import AwsError
 from notifier.config import AwsSettings, ConfigError, Settings
 from notifier.dashboard import web as dashboard
+from notifier.identity import instance_id
 from notifier.lifecycle import Service, stop_or_reload
 from notifier.logs import set_level
 from notifier.ops.gc_schedule import ScheduledCollection
 from notifier.ops.systemd import SystemdNotifier, Watchdog
 from notifier.requests.waiters import Registry
 from notifier.sources.mqtt import MqttConnectError
+from notifier.tracing import Tracing
 
 log = logging.getLogger(__name__)
-
-
-def new_instance_id() -> str:
-    return f"notifier-{secrets.token_hex(6)}"
 
 
 class Daemon(Service):
@@ -40,6 +37,7 @@ class Daemon(Service):
     :attr:`port` once entered. ``reuse_port`` shares the port with other processes that ask
     for it too (SO_REUSEPORT: the kernel spreads connections over them); ``own_port`` is a
     second port that only this daemon listens on (0: a free one; :attr:`own_url`).
+    ``tracing`` defaults to what ``settings.tracing`` says.
     """
 
     def __init__(
@@ -49,14 +47,21 @@ class Daemon(Service):
         *,
         reuse_port: bool = False,
         own_port: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.aws = aws or settings.aws
         self._reuse_port = reuse_port
         self._own_port = own_port
-        self.instance_id = settings.daemon.instance_id or new_instance_id()
+        self.instance_id, self._instance_id_origin = instance_id(
+            settings.daemon.instance_id, settings.http.port
+        )
         self.app = create_app(
-            settings, self.aws, self.instance_id, routes.table(settings.dashboard.enabled)
+            settings,
+            self.aws,
+            self.instance_id,
+            routes.table(settings.dashboard.enabled),
+            tracing,
         )
         if settings.dashboard.enabled:
             dashboard.install(self.app)
@@ -90,7 +95,7 @@ class Daemon(Service):
 
     async def start(self) -> None:
         if self.settings.daemon.instance_id is None:
-            log.info("instance id (generated): %s", self.instance_id)
+            log.info("instance id (%s): %s", self._instance_id_origin, self.instance_id)
         await self._runner.setup()
         host = self.settings.http.host
         try:

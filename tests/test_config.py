@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import ConfigError, load_settings
+from notifier.config import ConfigError, config_path, load_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,3 +194,24 @@ def test_route_settings_of_their_own(tmp_path: Path) -> None:
         path.write_text(config(f"max_wait = 10\n{bad}\n"), encoding="utf-8")
         with pytest.raises(ConfigError, match=message):
             load_settings(path, {})
+
+
+def test_the_configuration_file_is_the_given_one_else_the_environments_else_the_default(
+    tmp_path: Path,
+) -> None:
+    default = tmp_path / "notifier.toml"
+    given, named = tmp_path / "given.toml", tmp_path / "named.toml"
+    env = {"NOTIFIER_CONFIG": str(named)}
+    assert config_path(None, {}, default) is None  # no file: the environment alone
+    default.write_text("")
+    assert config_path(None, {}, default) == default
+    assert config_path(None, env, default) == named
+    assert config_path(given, env, default) == given
+
+
+def test_tracing_needs_the_otel_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, MINIMAL + "[tracing]\nenabled = true\n")
+    assert load_settings(path, {}).tracing.enabled
+    monkeypatch.setattr("notifier.config.otel_missing", lambda: True)
+    with pytest.raises(ConfigError, match=r"\[tracing\] enabled: .*notifier\[otel\]"):
+        load_settings(path, {})

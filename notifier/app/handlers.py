@@ -38,6 +38,7 @@ from notifier.app.state import (
     SAFETY_NET,
     SETTINGS,
     SYNC_RUNS,
+    TRACING,
 )
 from notifier.aws.errors import AwsError
 from notifier.config import RouteSettings, route_limits
@@ -616,18 +617,23 @@ async def _answer(
     headers = {"Preference-Applied": prefer.applied} if prefer.applied else None
     # Since the request came: a look at Step Functions on its behalf counts as its last one.
     held_since = time.monotonic() - (utcnow() - received_at).total_seconds()
-    if not waiter.done():
-        # The waiter is awaited itself, not through asyncio.wait: its result wakes this task at
-        # the loop's next turn, not one turn later. At the deadline the timeout cancels it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(prefer.wait):
-                await waiter
-    # A client that asked for an answer at once is not kept waiting for a look.
-    at_once = prefer.respond_async and prefer.wait == 0
-    if waiter.cancelled() and not at_once and (safety_net := app.get(SAFETY_NET)) is not None:
-        await safety_net.at_deadline(txn, held_since)
-    completion = txn.completion if waiter.cancelled() else waiter.result()
-    status = str(completion.status) if completion is not None else "RUNNING"
+    with app[TRACING].span("hold", {"notifier.txn_id": txn.txn_id}) as span:
+        if not waiter.done():
+            # The waiter is awaited itself, not through asyncio.wait: its result wakes this
+            # task at the loop's next turn, not one turn later. At the deadline the timeout
+            # cancels it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(prefer.wait):
+                    await waiter
+        # A client that asked for an answer at once is not kept waiting for a look.
+        at_once = prefer.respond_async and prefer.wait == 0
+        if waiter.cancelled() and not at_once and (safety := app.get(SAFETY_NET)) is not None:
+            await safety.at_deadline(txn, held_since)
+        completion = txn.completion if waiter.cancelled() else waiter.result()
+        status = str(completion.status) if completion is not None else "RUNNING"
+        if span is not None:
+            via = completion.via if completion is not None else "none"
+            span.set_attributes({"notifier.status": status, "notifier.completed_via": via})
     app[METRICS].requests.labels(route=txn.route, status=status).inc()
     bind_transaction(txn.txn_id, txn.execution_arn)
     via = completion.via if completion is not None else "-"

@@ -1,7 +1,7 @@
-"""The application's middlewares: every error answered as JSON, requests from other sites'
-pages refused while API keys are off, API keys checked by each route's declared
-:class:`~notifier.app.routing.Access`, and bodies taken only as JSON; and the headers that
-keep every answer out of other sites' frames and sniffing."""
+"""The application's middlewares: a span for each request while tracing is on, every error
+answered as JSON, requests from other sites' pages refused while API keys are off, API keys
+checked by each route's declared :class:`~notifier.app.routing.Access`, and bodies taken only
+as JSON; and the headers that keep every answer out of other sites' frames and sniffing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from yarl import URL
 
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routing import ACCESS, Access, Handler
-from notifier.app.state import API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS
+from notifier.app.state import API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS, TRACING
 from notifier.requests import answers
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,18 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's span (in its client's trace, when it names one), around all the rest."""
+    resource = request.match_info.route.resource
+    name = f"{request.method} {resource.canonical if resource is not None else request.path}"
+    attributes = {"http.request.method": request.method, "url.path": request.path}
+    with request.app[TRACING].server_span(name, request.headers, attributes) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 @web.middleware

@@ -21,6 +21,7 @@ from notifier.sources.queue import SqsSource
 from notifier.sources.safety_net_while_up import SafetyNet
 from notifier.sources.sweeps_while_down import Reconciler
 from notifier.sources.sync import SyncRuns
+from notifier.tracing import Tracing
 
 
 @dataclass
@@ -68,6 +69,7 @@ OUTPUT_FETCHER = web.AppKey("output_fetcher", OutputFetcher)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)
+TRACING = web.AppKey("tracing", Tracing)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 

@@ -15,6 +15,7 @@ from notifier.app.middlewares import (
     json_bodies,
     json_errors,
     same_origin,
+    traced,
 )
 from notifier.app.routing import Route, add_routes, declare_access
 from notifier.app.state import (
@@ -36,6 +37,7 @@ from notifier.app.state import (
     SETTINGS,
     SQS,
     SYNC_RUNS,
+    TRACING,
     Admission,
     AwsReachability,
     LiveSettings,
@@ -48,7 +50,7 @@ from notifier.aws.ratelimit import RateLimiter
 from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings
 from notifier.metrics import Metrics
 from notifier.requests.executions import Executions
-from notifier.requests.waiters import Completion, Registry, Transaction
+from notifier.requests.waiters import Completion, Registry, Rejection, Transaction
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import TokenSource
@@ -58,24 +60,40 @@ from notifier.sources.queue import SqsSource
 from notifier.sources.safety_net_while_up import SafetyNet
 from notifier.sources.sweeps_while_down import Reconciler
 from notifier.sources.sync import SyncRuns
+from notifier.tracing import Tracing
 
 
 def create_app(
-    settings: Settings, aws: AwsSettings, instance_id: str, routes: Iterable[Route]
+    settings: Settings,
+    aws: AwsSettings,
+    instance_id: str,
+    routes: Iterable[Route],
+    tracing: Tracing | None = None,
 ) -> web.Application:
-    """The daemon's application serving ``routes``, with its AWS clients and sources."""
-    app = http_app(settings, instance_id, routes)
+    """The daemon's application serving ``routes``, with its AWS clients and sources;
+    ``tracing`` defaults to what ``settings.tracing`` says."""
+    app = http_app(
+        settings, instance_id, routes, tracing or Tracing.from_settings(settings.tracing)
+    )
     app[AWS_SETTINGS] = aws
-    app.cleanup_ctx.extend([aws_context, sources_context])
+    app.cleanup_ctx.extend([tracing_context, aws_context, sources_context])
     return app
 
 
-def http_app(settings: Settings, instance_id: str, routes: Iterable[Route]) -> web.Application:
+def http_app(
+    settings: Settings,
+    instance_id: str,
+    routes: Iterable[Route],
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The application serving ``routes`` with its state, but without AWS clients or
     completion sources: whoever runs it alone puts an
     :class:`~notifier.requests.executions.Executions` in ``EXECUTIONS``."""
-    app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
+    tracing = tracing or Tracing()
+    middlewares = [json_errors, same_origin, authentication, json_bodies]
+    app = web.Application(middlewares=[traced, *middlewares] if tracing.enabled else middlewares)
     app.on_response_prepare.append(add_security_headers)
+    app[TRACING] = tracing
     app[SETTINGS] = LiveSettings(settings)
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()
@@ -93,7 +111,14 @@ def http_app(settings: Settings, instance_id: str, routes: Iterable[Route]) -> w
     registry.on_rejected.append(
         lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
     )
+    for reason in Rejection:
+        metrics.completions_rejected.labels(reason)
     metrics.held_requests.set_function(lambda: registry.held)
+    metrics.held_reattached_requests.set_function(lambda: registry.held_reattached)
+    metrics.held_requests_limit.labels(kind="start").set_function(lambda: registry.max_held)
+    metrics.held_requests_limit.labels(kind="reattach").set_function(
+        lambda: registry.max_reattach_held
+    )
     app[ADMISSION] = Admission()
     app[SYNC_RUNS] = SyncRuns(registry)
     app.cleanup_ctx.append(sync_runs_context)
@@ -111,7 +136,7 @@ async def sync_runs_context(app: web.Application) -> AsyncIterator[None]:
 
 
 # What a reload cannot change: connections and identities made at start.
-RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
+RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard", "tracing")
 RESTART_ONLY_DAEMON_KEYS = (
     "instance_id",
     "completion",
@@ -156,6 +181,12 @@ def aws_clients(app: web.Application) -> AwsClients:
     return AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
 
 
+async def tracing_context(app: web.Application) -> AsyncIterator[None]:
+    """Spans still batched are sent on the way out."""
+    yield
+    app[TRACING].shutdown()
+
+
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].current
     clients = aws_clients(app)
@@ -178,6 +209,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             put_object=put_object,
             start_execution=start_execution,
             start_sync_execution=sync_sfn.start_sync_execution,
+            tracing=app[TRACING],
         )
         yield
 
@@ -218,6 +250,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
                 f"{settings.sqs.queue_prefix}{app[INSTANCE_ID]}",
                 settings.sqs.dead_letter_queue_arn,
                 wait_seconds=settings.sqs.wait_seconds,
+                on_dead_letters=app[METRICS].dead_letter_messages.labels(queue="status").set,
             )
             app[SQS] = await stack.enter_async_context(sqs)
         reconciler = Reconciler(

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from notifier import identity
 from notifier.config import ConfigError, Settings, load_settings
-from notifier.daemon import Daemon, new_instance_id, serve
+from notifier.daemon import Daemon, serve
 from notifier.lifecycle import BackgroundTasks, start_python, stop_or_reload, terminate
 from notifier.ops.systemd import SystemdNotifier
 
@@ -175,7 +176,7 @@ async def supervise(
     ``on_ready`` is called once all serve."""
     loop = asyncio.get_running_loop()
     systemd = SystemdNotifier(env)
-    base_instance_id = settings.daemon.instance_id or new_instance_id()
+    base_instance_id, _ = identity.instance_id(settings.daemon.instance_id, settings.http.port)
     http = settings.http
     try:
         reserved = _reserve_port(http.host, http.port)

@@ -17,6 +17,7 @@ from notifier.aws.ratelimit import RateLimiter
 from notifier.config import RouteSettings
 from notifier.requests.listing import InvalidPageTokenError, Page, list_page
 from notifier.requests.waiters import Completion, Status, utcnow
+from notifier.tracing import TRACE_CONTEXT_KEY, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,12 @@ class Executions:
         put_object: ApiCall | None = None,
         start_execution: ApiCall | None = None,
         start_sync_execution: ApiCall | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
-        ``limiter`` is the rate limit every DescribeExecution shares (None: none)."""
+        ``limiter`` is the rate limit every DescribeExecution shares (None: none);
+        ``tracing`` makes a span of each call that starts an execution, and puts the trace
+        context in the execution's input."""
         self._s3 = s3
         self._sfn = sfn
         self._put_object: ApiCall = put_object or s3.put_object
@@ -125,6 +129,7 @@ class Executions:
         (the connection of the MQTT pool it is given)."""
         self._routes = routes
         self.limiter = limiter
+        self.tracing = tracing or Tracing()
 
     @property
     def routes(self) -> Mapping[str, RouteSettings]:
@@ -186,9 +191,7 @@ class Executions:
                 started_with = json.loads(description.get("input") or "{}")
             except json.JSONDecodeError:
                 started_with = None
-            if not isinstance(started_with, dict) or _without_subtopic(
-                started_with
-            ) != _without_subtopic(body):
+            if not isinstance(started_with, dict) or _as_given(started_with) != _as_given(body):
                 raise IdempotencyConflictError(txn_id)
         return KeyedStart(description=description)
 
@@ -233,15 +236,16 @@ class Executions:
             metadata[FINGERPRINT_METADATA] = fingerprint
             conditional["IfNoneMatch"] = "*"
         try:
-            await self._put_object(
-                Bucket=self.bucket,
-                Key=txn_id,
-                Body=json.dumps(body).encode(),
-                ContentType="application/json",
-                ServerSideEncryption="AES256",
-                Metadata=metadata,
-                **conditional,
-            )
+            with self.tracing.span("S3 PutObject", _call_attributes(self._put_object)):
+                await self._put_object(
+                    Bucket=self.bucket,
+                    Key=txn_id,
+                    Body=json.dumps(body).encode(),
+                    ContentType="application/json",
+                    ServerSideEncryption="AES256",
+                    Metadata=metadata,
+                    **conditional,
+                )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("PutObject", exc) from exc
 
@@ -262,11 +266,17 @@ class Executions:
     async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
         """StartExecution of the route's state machine, named ``txn_id``."""
         try:
-            await self._start_execution(
-                stateMachineArn=self.routes[route].state_machine,
-                name=txn_id,
-                input=json.dumps(self._execution_input(route, txn_id, body)),
-            )
+            execution_input = self._execution_input(route, txn_id, body)
+            with self.tracing.span("StepFunctions StartExecution", _call_attributes(
+                self._start_execution
+            )):  # fmt: skip
+                if carrier := self.tracing.carrier():
+                    execution_input[TRACE_CONTEXT_KEY] = carrier
+                await self._start_execution(
+                    stateMachineArn=self.routes[route].state_machine,
+                    name=txn_id,
+                    input=json.dumps(execution_input),
+                )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StartExecution", exc) from exc
 
@@ -426,5 +436,16 @@ class Executions:
         return None
 
 
-def _without_subtopic(execution_input: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in execution_input.items() if key != "subtopic"}
+def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
+    """An execution's input without what the daemon adds to a request's body."""
+    return {
+        key: value
+        for key, value in execution_input.items()
+        if key not in ("subtopic", TRACE_CONTEXT_KEY)
+    }
+
+
+def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:
+    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
+    one call to the AWS SDK after an error)."""
+    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}

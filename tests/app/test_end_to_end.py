@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import notifier
 from notifier.app.state import EXECUTIONS, MQTT, MQTT_POOL, OUTPUT_FETCHER, POLLER, SQS
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
@@ -389,9 +390,15 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     assert samples['notifier_mqtt_connection_peak_messages_per_second{connection="0"}'] >= 1
     assert samples["notifier_mqtt_reconnects_total"] == 0
     assert samples["notifier_token_refreshes_total"] == 0
+    assert samples['notifier_mqtt_renewals_total{connection="0"}'] == 0
+    for operation in ("PutObject", "StartExecution"):
+        assert samples[f'notifier_aws_fast_path_enabled{{operation="{operation}"}}'] == 1
+    assert samples[f'notifier_build_info{{version="{notifier.__version__}"}}'] == 1
+    assert samples["process_open_fds"] > 0
     assert samples["notifier_held_requests"] == 0
     # Completions over MQTT cost no DescribeExecution.
     assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
+    assert samples['notifier_sfn_throttled_total{api="StartExecution"}'] == 0
 
 
 async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientSession) -> None:

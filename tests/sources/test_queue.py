@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,7 @@ from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
-from notifier.sources.queue import VISIBILITY_TIMEOUT, SqsSource
+from notifier.sources.queue import LAST_SEEN_TAG, VISIBILITY_TIMEOUT, SqsSource
 from tests.support.daemons import call, refused_mqtt, settings_for
 from tests.support.eventually import EVENTUALLY, eventually
 from tests.support.sources import arn, running_tasks, started
@@ -86,6 +87,32 @@ async def test_completions_resolve_duplicates_are_no_ops_poison_goes_to_the_dlq(
     assert source.resolved == 2 and source.dead_lettered == 1
     assert set(left["Attributes"].values()) == {"0"}  # everything handled was deleted
     assert poison in [m["Body"] for m in dead.get("Messages", [])]
+
+
+async def test_the_queue_is_tagged_as_seen_and_its_dead_letters_counted(
+    stack: LocalStack,
+) -> None:
+    depths: list[int] = []
+    async with stack.aws().client("sqs") as sqs:
+        dead_letters = (await sqs.create_queue(QueueName=f"unit-dlq-{secrets.token_hex(4)}"))[
+            "QueueUrl"
+        ]
+        arn = (await sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]["QueueArn"]
+        for n in range(3):
+            await sqs.send_message(QueueUrl=dead_letters, MessageBody=f"dead {n}")
+        source = SqsSource(
+            sqs, Registry(max_held=1), queue_name(stack), arn, wait_seconds=1,
+            on_dead_letters=depths.append, upkeep_interval=0.2,
+        )  # fmt: skip
+        before = datetime.now(UTC).replace(microsecond=0)
+        async with source:
+            await eventually(lambda: len(depths) >= 2)
+            assert source.queue_url is not None
+            tags = (await sqs.list_queue_tags(QueueUrl=source.queue_url))["Tags"]
+    assert depths[-1] == 3
+    assert before <= datetime.fromisoformat(tags[LAST_SEEN_TAG]) <= datetime.now(UTC)
 
 
 async def test_an_existing_queue_is_reused(stack: LocalStack) -> None:

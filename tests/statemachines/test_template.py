@@ -555,6 +555,9 @@ DAEMON_CALLS = {
     ],
     "sqs:GetQueueUrl": [("notifier/sources/queue.py", "self.sqs.get_queue_url(")],
     "sqs:SendMessage": [("notifier/sources/queue.py", "self.sqs.send_message(")],
+    # The last-seen tag of the own queue, and the dead-letter queue's depth for the metrics.
+    "sqs:TagQueue": [("notifier/sources/queue.py", "self.sqs.tag_queue(")],
+    "sqs:GetQueueAttributes": [("notifier/sources/queue.py", "self.sqs.get_queue_attributes(")],
     "execute-api:Invoke": [
         (TOKENS, 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
         (TOKENS, '"/tokens/daemon/'),
