@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from notifier.token_bucket import TokenBucket
+
 HEADER = "x-api-key"
 
 
@@ -32,25 +34,6 @@ def hash_key(key: str) -> str:
 
 def new_key() -> str:
     return secrets.token_urlsafe(32)
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-
-    def take(self) -> float:
-        """0 when a request may go now, else the seconds until one may."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
 
 
 @dataclass(frozen=True)

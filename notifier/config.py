@@ -8,6 +8,7 @@ Routes are sections ``[routes.<name>]``; their overrides are ``NOTIFIER_ROUTES_<
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 import types
@@ -16,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from notifier.aws import AwsSettings
+from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 ENV_PREFIX = "NOTIFIER_"
+CONFIG_ENV = "NOTIFIER_CONFIG"
+"""The environment variable naming the configuration file of ``notifier serve``."""
+DEFAULT_CONFIG = Path("/etc/notifier/notifier.toml")
+"""The configuration file ``notifier serve`` reads when none is named, if it exists."""
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
 _ROUTE = re.compile(ROUTE_NAME_PATTERN)
@@ -116,9 +121,21 @@ _REPLACED = {
 
 
 @dataclass(frozen=True)
+class AwsSettings:
+    """Where the AWS API is. ``endpoint_url`` unset means real AWS."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     instance_id: str | None = None
-    """MQTT client id and subtopic; unset means a generated one (logged at start)."""
+    """MQTT client id and subtopic; unset means one derived from the machine id and the HTTP
+    port, the same after a restart (:mod:`notifier.identity`; logged at start)."""
     completion: Literal["mqtt", "poll"] = "mqtt"
     """``mqtt``: completions arrive over MQTT (with the [sqs] queue and DescribeExecution
     sweeps while MQTT is down); ``poll``: no MQTT at all, every held request is polled with
@@ -190,6 +207,27 @@ class RouteSettings:
     input: Literal["sidecar", "body"] = "sidecar"
     """``sidecar``: input ``{"processData": <txnId>, "subtopic"}``, answer carries the S3
     object as ``processData``; ``body``: input is the request body plus ``subtopic``."""
+    workflow: Literal["standard", "express"] = "standard"
+    """The state machine's type. Express ones are started with StartSyncExecution, and are
+    answered by its result or by MQTT: they have no DescribeExecution and no status events."""
+    default_input: Mapping[str, Any] | None = None
+    """What a ``POST`` with an empty body and no ``Content-Type`` starts the route with.
+    Unset: such a request is 400."""
+    default_wait: float | None = None
+    """Seconds a request is held without ``Prefer: wait``; unset: ``[http] default_wait``
+    (at most the route's ``max_wait``)."""
+    max_wait: float | None = None
+    """Upper bound of ``Prefer: wait`` and ``?wait``; unset: ``[http] max_wait``."""
+    max_body_bytes: int | None = None
+    """Larger bodies get 413; unset: ``[http] max_body_bytes``."""
+    start_roles: tuple[str, ...] | None = None
+    """With API keys required: the roles (``[api_keys.<name>] roles``) of which a key needs
+    one to start the route. Unset: every key may."""
+
+    @property
+    def describable(self) -> bool:
+        """Whether Step Functions can be asked about its executions (Express: no)."""
+        return self.workflow == "standard"
 
 
 @dataclass(frozen=True)
@@ -200,6 +238,9 @@ class ApiKeySettings:
     """Sustained requests per second allowed with this key."""
     burst: int = 20
     """Requests allowed at once above the sustained rate."""
+    roles: tuple[str, ...] = ()
+    """What the key may do beyond its own work, e.g. start the routes whose ``start_roles``
+    name one of them."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +253,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
     api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
@@ -225,7 +267,20 @@ _SECTIONS: dict[str, type[Any]] = {
     "s3": S3Settings,
     "aws": AwsSettings,
     "dashboard": DashboardSettings,
+    "tracing": TracingSettings,
 }
+
+
+def config_path(
+    given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """The configuration file to read: ``given``, else :data:`CONFIG_ENV`'s, else ``default``
+    when it exists; None means the environment alone."""
+    if given is not None:
+        return given
+    if named := env.get(CONFIG_ENV):
+        return Path(named)
+    return default if default.is_file() else None
 
 
 def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
@@ -337,6 +392,21 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if value not in choices:
             raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
         return value
+    if origin is Mapping:
+        if from_env and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{label}: expected a table (a JSON object in the environment)")
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{label}: expected a list of strings")
     if hint is bool:
         if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -370,10 +440,42 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
     raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not config
 
 
+def route_limits(route: RouteSettings, http: HttpSettings) -> tuple[float, float, int]:
+    """A route's default wait, maximum wait and body limit: its own, else ``[http]``'s (the
+    default wait no longer than the route's maximum)."""
+    max_wait = route.max_wait if route.max_wait is not None else http.max_wait
+    default_wait = route.default_wait
+    if default_wait is None:
+        default_wait = min(http.default_wait, max_wait)
+    max_body_bytes = route.max_body_bytes
+    return (
+        default_wait,
+        max_wait,
+        max_body_bytes if max_body_bytes is not None else http.max_body_bytes,
+    )
+
+
+def _route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list[str]:
+    problems = []
+    default_wait, max_wait, max_body_bytes = route_limits(route, http)
+    if min(default_wait, max_wait) < 0:
+        problems.append(f"[routes.{name}] default_wait and max_wait: must not be negative")
+    if default_wait > max_wait:
+        problems.append(f"[routes.{name}] default_wait: must not exceed max_wait")
+    if max_body_bytes < 1:
+        problems.append(f"[routes.{name}] max_body_bytes: must be at least 1")
+    if route.default_input is not None and len(json.dumps(route.default_input)) > max_body_bytes:
+        problems.append(f"[routes.{name}] default_input: larger than max_body_bytes")
+    if route.start_roles is not None and not route.start_roles:
+        problems.append(f"[routes.{name}] start_roles: name at least one role, or leave it unset")
+    return problems
+
+
 def _validate(s: Settings, where: str) -> None:
     """Every problem found, each on a line of its own."""
     problems: list[str] = []
     fail = problems.append
+    fail_all = problems.extend
     uses_mqtt = s.daemon.completion == "mqtt"
 
     if not 0 <= s.http.port <= 65535:
@@ -446,6 +548,7 @@ def _validate(s: Settings, where: str) -> None:
     for name, route in s.routes.items():
         if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
+        fail_all(_route_problems(name, route, s.http))
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
     for name, api_key in s.api_keys.items():
@@ -453,5 +556,7 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
         if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
+    if s.tracing.enabled and otel_missing():
+        fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

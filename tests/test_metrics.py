@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier.executions import Executions
+import pytest
+from botocore.exceptions import ClientError
+
+from notifier.aws.errors import AwsError
+from notifier.aws.read_budget import ReadBudget
 from notifier.metrics import Metrics
-from notifier.sfn_budget import ReadBudget
+from notifier.requests.executions import Executions
 
 
 def test_each_daemon_has_its_own_registry_with_prefixed_metrics() -> None:
@@ -17,7 +21,9 @@ def test_each_daemon_has_its_own_registry_with_prefixed_metrics() -> None:
     assert 'notifier_completion_latency_seconds_bucket{le="0.0025",source="mqtt"} 1.0' in text
     assert 'notifier_aws_api_calls_total{operation="StartExecution"} 2.0' in text
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
-    assert names and all(name.startswith("notifier_") for name in names)
+    assert names and all(name.startswith(("notifier_", "process_", "python_")) for name in names)
+    assert "process_open_fds" in names and "process_max_fds" in names
+    assert 'notifier_build_info{version="' in text
     assert "notifier_requests_total{" not in second.render().decode()
 
 
@@ -25,26 +31,42 @@ async def no_call(**params: Any) -> dict[str, Any]:
     raise AssertionError("no call expected")
 
 
+class ThrottlingStepFunctions:
+    async def describe_execution(self, **params: Any) -> dict[str, Any]:
+        error: Any = {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+        raise ClientError({"Error": error}, "DescribeExecution")
+
+    async def stop_execution(self, **params: Any) -> dict[str, Any]:
+        error: Any = {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+        raise ClientError({"Error": error}, "StopExecution")
+
+
 async def test_step_functions_throttling_and_the_read_budget_are_reported() -> None:
     metrics = Metrics()
     executions = Executions(
-        None, None, "bucket", "unit", dict, budget=ReadBudget(4, burst=4),
+        None, ThrottlingStepFunctions(), "bucket", "unit", dict, budget=ReadBudget(4, burst=4),
+        on_throttled=lambda api: metrics.sfn_throttled.labels(api=api).inc(),
         put_object=no_call, start_execution=no_call,
     )  # fmt: skip
     metrics.watch_step_functions(executions)
     for _ in range(3):
         assert await executions.budget.spend("DescribeExecution")
     assert await executions.budget.spend("GetExecutionHistory")
-    executions.throttled["DescribeExecution"] += 2
-    executions.throttled["StartExecution"] += 1
     text = metrics.render().decode()
-    assert 'notifier_sfn_throttled_total{api="DescribeExecution"} 2.0' in text
-    assert 'notifier_sfn_throttled_total{api="StartExecution"} 1.0' in text
-    assert 'notifier_sfn_reads_total{api="DescribeExecution"} 3.0' in text
-    assert 'notifier_sfn_reads_total{api="GetExecutionHistory"} 1.0' in text
     assert "notifier_sfn_read_budget_rate 4.0" in text
     assert "notifier_sfn_read_budget_waiting 0.0" in text
     tokens = next(
         line for line in text.splitlines() if line.startswith("notifier_sfn_read_budget_tokens ")
     )
     assert 0.5 <= float(tokens.split()[1]) < 1.5  # 4 - 3.5, and what refilled since
+    for _ in range(2):
+        with pytest.raises(AwsError):
+            await executions.describe("arn")
+    with pytest.raises(AwsError):
+        await executions.stop("arn")
+    text = metrics.render().decode()
+    assert 'notifier_sfn_throttled_total{api="DescribeExecution"} 2.0' in text
+    assert 'notifier_sfn_throttled_total{api="StopExecution"} 1.0' in text
+    assert 'notifier_sfn_throttled_total{api="StartExecution"} 0.0' in text
+    assert 'notifier_sfn_reads_total{api="DescribeExecution"} 5.0' in text
+    assert 'notifier_sfn_reads_total{api="GetExecutionHistory"} 1.0' in text

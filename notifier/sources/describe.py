@@ -3,7 +3,7 @@
 :class:`Describer` is the one place a held transaction's execution is described: every path
 that asks (the sweeps while MQTT is down, the safety net while it is up, re-attaches, the
 poller below) draws on the instance's share of the account's reads
-(:mod:`notifier.sfn_budget`), in turn by how soon the transaction's held requests are due
+(:mod:`notifier.aws.read_budget`), in turn by how soon the transaction's held requests are due
 an answer. An execution found ended resolves its transaction (``via="poll"``); a status
 this daemon does not know is logged once and treated as still running. A call that was
 throttled, or found no turn, is no answer: the request waits on for MQTT, the queue or
@@ -24,16 +24,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from notifier.executions import RATE_LIMITED, AwsError, completion_from_description
+from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.waiters import Registry, Status, Transaction
+from notifier.requests.executions import completion_from_description
+from notifier.requests.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)
 
 
 class DescribesExecutions(Protocol):
-    """DescribeExecution within the read budget (:class:`~notifier.executions.Executions`);
-    raises AwsError."""
+    """DescribeExecution within the read budget
+    (:class:`~notifier.requests.executions.Executions`); raises AwsError."""
 
     async def describe(
         self,
@@ -65,12 +66,18 @@ class Describer:
         completion that came ``via`` that path); its status.
 
         Its turn comes by ``deadline`` (None: that of the transaction's held requests; see
-        :mod:`notifier.sfn_budget`). None when no
+        :mod:`notifier.aws.read_budget`). None when no
         answer came: the call failed or was throttled, the execution does not exist (yet),
         no call could be made within ``patience`` seconds (None: as long as it takes), or
         the transaction was resolved or ``unless()`` was true when its turn came (no call
         is spent).
         """
+
+        if txn.express:
+            # Express executions cannot be described: nothing to ask. Taken as a look, so
+            # that the sweeps back off from it as from any other.
+            txn.asked_at = time.monotonic()
+            return None
 
         def needless() -> bool:
             return txn.completion is not None or (unless is not None and unless())
@@ -97,6 +104,7 @@ class Describer:
         txn.asked_at = time.monotonic()
         raw = description.get("status")
         status = Status.parse(raw)
+        txn.pending_redrive = status is Status.PENDING_REDRIVE
         if status is Status.UNKNOWN and str(raw) not in self._unknown_statuses:
             self._unknown_statuses.add(str(raw))
             log.warning("execution status %r is unknown here: taken as still running", raw)

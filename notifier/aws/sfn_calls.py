@@ -1,0 +1,96 @@
+"""Step Functions calls made within the account's quotas: a read in its turn in this
+process's :class:`~notifier.aws.read_budget.ReadBudget`, and a throttled write made again
+after a backoff (full jitter) while its caller can wait. Each throttled call is reported
+to ``on_throttled`` with its API's name."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from notifier.aws.errors import RATE_LIMITED, AwsError
+from notifier.aws.read_budget import BACKGROUND, ReadBudget
+
+RETRY_BACKOFF_BASE = 0.1
+"""Seconds: the cap of the first backoff of a throttled write; it doubles with each retry,
+up to :data:`RETRY_BACKOFF_CAP`."""
+RETRY_BACKOFF_CAP = 2.0
+
+
+async def read_within(
+    budget: ReadBudget,
+    on_throttled: Callable[[str], None],
+    api: str,
+    call: Callable[[], Awaitable[Any]],
+    *,
+    deadline: float = BACKGROUND,
+    patience: float | None = None,
+    unless: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """``call``, a read of ``api``, in its turn in ``budget`` (see :meth:`ReadBudget.spend`).
+    With ``patience``, a throttled call is made again in a later turn while the patience
+    lasts; without, it is reported at once (a sweep asks again anyway).
+
+    Raises :class:`AwsError`: AWS's error, the last throttling when the patience ran out
+    after one, ``RateLimited`` when no turn came at all (or ``unless()`` was true at its
+    turn).
+    """
+    give_up_at = None if patience is None else time.monotonic() + patience
+    throttling: AwsError | None = None
+    while True:
+        left = None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
+        if not await budget.spend(api, deadline=deadline, patience=left, unless=unless):
+            raise throttling or AwsError(
+                api, RATE_LIMITED, "this instance's share of Step Functions reads is spent"
+            )
+        try:
+            answer = dict(await call())
+        except (ClientError, BotoCoreError) as exc:
+            error = AwsError.wrap(api, exc)
+            if not error.throttled:
+                raise error from exc
+            on_throttled(api)
+            budget.throttled()
+            if give_up_at is None or time.monotonic() >= give_up_at:
+                raise error from exc
+            throttling = error
+            continue
+        budget.answered()
+        return answer
+
+
+async def retry_throttled(
+    api: str,
+    call: Callable[[], Awaitable[Any]],
+    on_throttled: Callable[[str], None],
+    deadline: float | None,
+    *,
+    done_when_again: str | None = None,
+) -> None:
+    """``call``; while it is throttled, again after a backoff until ``deadline`` (monotonic
+    seconds; None: once). An attempt after the first that fails with ``done_when_again``
+    (such as ``ExecutionAlreadyExists``) means an earlier attempt that seemed to fail got
+    through: done. Raises :class:`AwsError`: AWS's error, or the last throttling."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await call()
+            return
+        except (ClientError, BotoCoreError) as exc:
+            error = AwsError.wrap(api, exc)
+        if attempt > 1 and error.code == done_when_again:
+            return
+        if not error.throttled:
+            raise error
+        on_throttled(api)
+        cap = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * 2 ** (attempt - 1))
+        pause = random.random() * cap  # nosec B311  # backoff jitter, not a secret
+        if deadline is None or time.monotonic() + pause >= deadline:
+            raise error
+        await asyncio.sleep(pause)
