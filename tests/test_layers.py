@@ -10,7 +10,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "notifier"
 
 # Lowest first: a module imports modules of its own layer or below.
 LAYERS = [
-    {"notifier", "config", "logs", "metrics", "lifecycle", "token_bucket", "apikeys", "topics"},
+    {
+        "notifier", "config", "logs", "metrics", "lifecycle", "token_bucket", "apikeys", "topics",
+        "tracing", "identity",
+    },  # fmt: skip
     {"aws"},
     {"requests"},
     {"sources"},
