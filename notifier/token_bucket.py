@@ -28,11 +28,9 @@ class TokenBucket:
         return self._tokens
 
     def wait(self, cost: float = 1.0) -> float:
-        """0 when ``cost`` tokens may be taken now, else the seconds until they may. A cost
-        above ``burst`` may be taken once the bucket is full, and leaves a debt."""
+        """0 when ``cost`` tokens may be taken now, else the seconds until they may."""
         self._refill()
-        missing = min(cost, self.burst) - self._tokens
-        return max(0.0, missing / self.rate)
+        return 0.0 if self._tokens >= cost else (cost - self._tokens) / self.rate
 
     def take(self) -> float:
         """Take a token if one may be taken now (0); else the seconds until one may."""

@@ -170,4 +170,6 @@ class ReadBudget:
 
     def _delay(self, cost: float) -> float:
         """Seconds until a call of ``cost`` may be made (0 or less: now)."""
-        return max(self._paused_until - self._clock(), self._bucket.wait(cost))
+        # A call dearer than the whole bucket goes once it is full, and leaves a debt.
+        ready = self._bucket.wait(min(cost, self.burst))
+        return max(self._paused_until - self._clock(), ready)
