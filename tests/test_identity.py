@@ -7,13 +7,12 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from notifier.ops.cleanup import delete_silent_queues
-
 from notifier.apikeys import hash_key, new_key
 from notifier.app.state import SQS
 from notifier.daemon import Daemon
 from notifier.identity import derived_instance_id, instance_id, machine_id
 from notifier.local.stack import LocalStack
+from notifier.ops.cleanup import delete_silent_queues
 from notifier.sources.queue import LAST_SEEN_TAG, last_seen_value
 from tests.support.balancer import free_port
 from tests.support.daemons import settings_for

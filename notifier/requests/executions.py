@@ -124,9 +124,9 @@ class Executions:
         self._start_sync_execution: ApiCall | None = start_sync_execution
         self.bucket = bucket
         self.subtopic = subtopic
-        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
         """The subtopic a new execution for a transaction id is to publish its completion to
-        (the connection of the MQTT pool it is given)."""
+        (the connection of the MQTT pool it is given, once one has room)."""
         self._routes = routes
         self.limiter = limiter
         self.tracing = tracing or Tracing()
@@ -221,7 +221,7 @@ class Executions:
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(self._execution_input(route, txn_id, body)),
+                    input=json.dumps(await self._execution_input(route, txn_id, body)),
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -266,7 +266,7 @@ class Executions:
     async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
         """StartExecution of the route's state machine, named ``txn_id``."""
         try:
-            execution_input = self._execution_input(route, txn_id, body)
+            execution_input = await self._execution_input(route, txn_id, body)
             with self.tracing.span("StepFunctions StartExecution", _call_attributes(
                 self._start_execution
             )):  # fmt: skip
@@ -280,8 +280,13 @@ class Executions:
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StartExecution", exc) from exc
 
-    def _execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        subtopic = self.subtopic_for(txn_id)
+    async def _own_subtopic(self, txn_id: str) -> str:
+        return self.subtopic
+
+    async def _execution_input(
+        self, route: str, txn_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        subtopic = await self.subtopic_for(txn_id)
         if self.routes[route].input == "sidecar":
             return {"processData": txn_id, "subtopic": subtopic}
         return {**body, "subtopic": subtopic}
