@@ -25,6 +25,7 @@ from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
+from notifier.loopback import is_loopback
 from notifier.workers import supervise
 
 if TYPE_CHECKING:
@@ -35,6 +36,16 @@ if TYPE_CHECKING:
 LOCAL_COMMANDS = ("local", "bench")
 LOCAL_EXTRA_MODULES = ("moto", "amqtt")
 LOCAL_EXTRA = "pip install 'notifier[local]'"
+
+
+def loopback_address(host: str) -> str:
+    """``notifier local --host``: only loopback, since the stack's credentials are public."""
+    if not is_loopback(host):
+        raise argparse.ArgumentTypeError(
+            f"{host!r} is not a loopback address: the local stack's credentials are published, "
+            "so it listens on loopback only"
+        )
+    return host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and deploy the notifier stack into them.",
     )
     defaults = LocalStackSettings()
-    local.add_argument("--host", default=defaults.host, help="address to listen on")
+    local.add_argument(
+        "--host",
+        type=loopback_address,
+        default=defaults.host,
+        help="loopback address to listen on (the stack is as open as its credentials)",
+    )
     ports = {
         "--aws-port": (defaults.aws_port, "AWS API endpoint port"),
         "--mqtt-port": (defaults.mqtt_port, "plain MQTT port (tcp)"),
@@ -145,7 +161,7 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
 notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
   dashboard         {daemon.url}/   (live executions, details, approvals)
-  AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
+  AWS API endpoint  {url}   (moto; SigV4 with local/local, region {stack.aws_settings.region})
   MQTT broker       mqtts://{tls}   (amqtt, standing in for AWS IoT Core; TLS, ALPN mqtt)
                     wss://{wss}/mqtt   mqtt://{mqtt}   (token required on each)
   broker's CA       {stack.ca_file}

@@ -6,16 +6,15 @@ keep every answer out of other sites' frames and sniffing."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 
 from aiohttp import hdrs, web
-from yarl import URL
 
 from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routes import ACCESS, Access, Handler
 from notifier.app.state import API_KEY_NAME, API_KEYS, SETTINGS
+from notifier.loopback import host_name, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     http = request.app[SETTINGS].current.http
     if http.require_api_key:
         return await handler(request)
-    if _is_loopback(http.host) and not _is_loopback(_host_name(request.host)):
+    if is_loopback(http.host) and not is_loopback(host_name(request.host)):
         return answers.error(
             403, f"this daemon answers to its loopback name only, not to {request.host!r}"
         )
@@ -75,23 +74,6 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
         return answers.error(403, f"a request from another origin ({origin}) is refused")
     return await handler(request)
-
-
-def _host_name(host: str) -> str:
-    """The name in a ``Host`` header, without its port; empty if it is not one."""
-    try:
-        return URL(f"//{host}").host or ""
-    except ValueError:
-        return ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @web.middleware
