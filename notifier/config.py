@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
 
 from notifier.aws import AwsSettings
+from notifier.loopback import is_loopback
 
 ENV_PREFIX = "NOTIFIER_"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -101,6 +104,10 @@ RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+SECRETS = {"aws": ("secret_access_key",)}
+"""Settings that are secrets: not in the file, which is installed world-readable, but in the
+environment (the unit's ``EnvironmentFile=``) or a ``LoadCredential=`` file; see
+config/notifier.service."""
 
 
 @dataclass(frozen=True)
@@ -242,8 +249,29 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     api_keys = _named_tables(raw, "api_keys", ApiKeySettings, env, where)
 
     settings = Settings(routes=routes, api_keys=api_keys, **sections)
+    _refuse_secrets_in_file(raw, settings, where)
     _validate(settings, where)
     return settings
+
+
+def _refuse_secrets_in_file(raw: dict[str, Any], settings: Settings, where: str) -> None:
+    """A secret written in the file is refused, but for a loopback AWS endpoint (the local
+    stack), whose credentials are published."""
+    if _url_is_loopback(settings.aws.endpoint_url):
+        return
+    for section, keys in SECRETS.items():
+        for key in keys:
+            if key in _table(raw, section, where):
+                variable = f"AWS_{key.upper()}" if section == "aws" else _env_prefix(section) + key
+                raise ConfigError(
+                    f"{where}: [{section}] {key}: a secret does not belong in the configuration "
+                    f"file; set {variable} in the environment file or use a LoadCredential= "
+                    "file (see config/notifier.service)"
+                )
+
+
+def _url_is_loopback(url: str | None) -> bool:
+    return url is not None and is_loopback(urlsplit(url).hostname or "")
 
 
 def _named_tables(
@@ -384,6 +412,12 @@ def _validate(s: Settings, where: str) -> None:
         fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
     if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
         fail("[iotauth] issuer_url: expected an http(s):// URL")
+    if s.iotauth.issuer_url and s.iotauth.issuer_url.startswith("http://"):
+        if not _url_is_loopback(s.iotauth.issuer_url):
+            fail("[iotauth] issuer_url: plain http:// is for a loopback issuer only; use https://")
+    if uses_mqtt and s.mqtt.transport == "tcp" and s.mqtt.endpoint:
+        if not is_loopback(s.mqtt.endpoint):
+            fail("[mqtt] transport: 'tcp' (plain MQTT) is for a loopback broker only")
     if s.iotauth.refresh_margin <= 0:
         fail("[iotauth] refresh_margin: must be positive")
     if s.mqtt.keep_alive_secs < 5:
@@ -424,6 +458,11 @@ def _validate(s: Settings, where: str) -> None:
     for name, route in s.routes.items():
         if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
+    if not s.http.require_api_key and not is_loopback(s.http.host):
+        fail(
+            f"[http] require_api_key: false is for a loopback host only, not {s.http.host!r}: "
+            "anyone who reaches the port could start and read every workflow"
+        )
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
     for name, api_key in s.api_keys.items():

@@ -58,7 +58,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
     env = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_HTTP_DEFAULT_WAIT": "2.5",
-        "NOTIFIER_MQTT_ENDPOINT": "broker.example",
+        "NOTIFIER_MQTT_ENDPOINT": "localhost",
         "NOTIFIER_MQTT_TRANSPORT": "tcp",
         "NOTIFIER_AWS_REGION": "eu-west-1",
         "NOTIFIER_DAEMON_INSTANCE_ID": "i-1",
@@ -67,7 +67,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, MINIMAL), env)
     assert s.http.port == 0
     assert s.http.default_wait == 2.5
-    assert s.mqtt.endpoint == "broker.example"
+    assert s.mqtt.endpoint == "localhost"
     assert s.aws.region == "eu-west-1"
     assert s.daemon.instance_id == "i-1"
     assert s.routes["hello"].input == "sidecar"
