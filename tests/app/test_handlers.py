@@ -189,6 +189,27 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
         assert served.executions.started.empty()
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"n": ' + b"9" * 4301 + b"}", "integer of more than 4300 digits"),
+        (b'{"s": "\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"n": NaN}', "not a JSON number"),
+        (b'{"n": 1e400}', "too large to be a float"),
+    ],
+    ids=["huge-integer", "lone-surrogate", "nan", "overflowing-float"],
+)
+@pytest.mark.parametrize("idempotency_key", [None, "parser"])
+async def test_a_body_python_parses_but_json_does_not_allow_is_a_400(
+    served: Served, data: bytes, message: str, idempotency_key: str | None
+) -> None:
+    headers = {**JSON_BODY, **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+    status, _, body = await answer(await served.client.post("/hello", data=data, headers=headers))
+    assert status == 400, body
+    assert message in body["message"]
+    assert served.executions.started.empty() and not served.executions.objects
+
+
 @pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
 async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
     data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
