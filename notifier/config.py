@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-
 from notifier.aws import AwsSettings
+from notifier.ids import owner_tag
 from notifier.loopback import is_loopback
 
 ENV_PREFIX = "NOTIFIER_"
@@ -104,6 +104,7 @@ RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+ROLES = ("approver", "admin")
 SECRETS = {"aws": ("secret_access_key",)}
 """Settings that are secrets: not in the file, which is installed world-readable, but in the
 environment (the unit's ``EnvironmentFile=``) or a ``LoadCredential=`` file; see
@@ -191,6 +192,13 @@ class ApiKeySettings:
     """Sustained requests per second allowed with this key."""
     burst: int = 20
     """Requests allowed at once above the sustained rate."""
+    max_held: int = 100
+    """Requests this key may have held at once (starts and re-attaches together), so that
+    no one key holds all of ``[http] max_held``; beyond it, 429."""
+    roles: tuple[str, ...] = ()
+    """None: a client, which starts workflows and sees its own executions. ``approver``:
+    also decides approvals, but never those of an execution it started. ``admin``: sees every
+    execution, the dashboard and the metrics."""
 
 
 @dataclass(frozen=True)
@@ -377,6 +385,12 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{label}: expected a string, got {value!r}")
+    if origin is tuple:  # tuple[str, ...]; from the environment, comma-separated
+        if from_env and isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{label}: expected a list of strings, got {value!r}")
     raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not config
 
 
@@ -470,5 +484,15 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
         if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
+        if api_key.max_held < 1:
+            fail(f"[api_keys.{name}] max_held: must be at least 1")
+        if unknown := set(api_key.roles) - set(ROLES):
+            fail(f"[api_keys.{name}] roles: {', '.join(sorted(unknown))} unknown; roles are "
+                 f"{', '.join(ROLES)}")  # fmt: skip
+    tags: dict[str, str] = {}
+    for name in s.api_keys:
+        if (other := tags.setdefault(owner_tag(name), name)) != name:
+            fail(f"[api_keys.{name}]: its executions could not be told from those of "
+                 f"[api_keys.{other}] (same owner tag); rename one")  # fmt: skip
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

@@ -61,6 +61,9 @@ THROTTLING_CODES = frozenset(
     }
 )
 
+STARTED_BY = "startedBy"
+"""The field of an execution's input naming the API key that started it."""
+
 
 class AwsError(Exception):
     def __init__(self, operation: str, code: str, message: str) -> None:
@@ -175,18 +178,25 @@ class Executions:
             return str(exc)
         return None
 
-    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+    async def start(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 
         Returns when StartExecution returned. Retrying with the same id and body is
         idempotent: the same S3 object, and Step Functions accepts the same name and input.
         """
         await self._put_process_data(route, txn_id, body)
-        await self._start_named(route, txn_id, body)
+        await self._start_named(route, txn_id, body, owner)
         return utcnow()
 
     async def start_keyed(
-        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str
+        self,
+        route: str,
+        txn_id: str,
+        body: dict[str, Any],
+        fingerprint: str,
+        owner: str | None = None,
     ) -> KeyedStart:
         """Start a keyed transaction, or find it started: safe to call again and again, from
         any instance, and never overwriting what is stored.
@@ -207,7 +217,7 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
         try:
-            await self._start_named(route, txn_id, body)
+            await self._start_named(route, txn_id, body, owner)
         except AwsError as exc:
             if exc.code != "ExecutionAlreadyExists":
                 raise
@@ -219,9 +229,7 @@ class Executions:
                 started_with = json.loads(description.get("input") or "{}")
             except json.JSONDecodeError:
                 started_with = None
-            if not isinstance(started_with, dict) or _without_subtopic(
-                started_with
-            ) != _without_subtopic(body):
+            if not isinstance(started_with, dict) or _as_given(started_with) != _as_given(body):
                 raise IdempotencyConflictError(txn_id)
         return KeyedStart(description=description)
 
@@ -260,13 +268,19 @@ class Executions:
         stored = head.get("Metadata", {}).get(FINGERPRINT_METADATA)
         return str(stored) if stored is not None else None
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
-        """StartExecution of the route's state machine, named ``txn_id``."""
+    async def _start_named(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> None:
+        """StartExecution of the route's state machine, named ``txn_id``; its input names
+        the API key that started it (``startedBy``), for every instance to read."""
         settings = self.routes[route]
+        added: dict[str, Any] = {"subtopic": self.subtopic}
+        if owner is not None:
+            added[STARTED_BY] = owner
         if settings.input == "sidecar":
-            execution_input: dict[str, Any] = {"processData": txn_id, "subtopic": self.subtopic}
+            execution_input: dict[str, Any] = {"processData": txn_id, **added}
         else:
-            execution_input = {**body, "subtopic": self.subtopic}
+            execution_input = {**body, **added}
         try:
             await self._start_execution(
                 stateMachineArn=settings.state_machine,
@@ -434,8 +448,20 @@ class Executions:
         return None
 
 
-def _without_subtopic(execution_input: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in execution_input.items() if key != "subtopic"}
+def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
+    """An execution's input without what the daemon adds to a request's body."""
+    return {k: v for k, v in execution_input.items() if k not in ("subtopic", STARTED_BY)}
+
+
+def started_by(description: dict[str, Any]) -> str | None:
+    """The name of the API key that started a described execution (its input's
+    ``startedBy``); None if none did (keys off, or started by something else)."""
+    try:
+        execution_input = json.loads(description.get("input") or "{}")
+    except json.JSONDecodeError:
+        return None
+    owner = execution_input.get(STARTED_BY) if isinstance(execution_input, dict) else None
+    return owner if isinstance(owner, str) else None
 
 
 def _write_token(route: str, aws_token: str | None) -> str:

@@ -102,6 +102,8 @@ class Transaction:
     fingerprint: str | None = None
     """For a keyed transaction: the fingerprint of the request body it was started with,
     once this instance knows it."""
+    owner: str | None = None
+    """The name of the API key that started it; None with keys off or not known."""
 
     @property
     def quiet_since(self) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -25,9 +26,12 @@ from aiohttp import web
 
 from notifier import answers, bodies, idempotency, openapi
 from notifier.apikeys import HEADER as API_KEY_HEADER
+from notifier.apikeys import KeyBudgetError
 from notifier.app.preferences import Preferences, preferences
+from notifier.app.routes import Handler
 from notifier.app.state import (
     ADMISSION,
+    API_KEY,
     API_KEY_NAME,
     API_KEYS,
     AWS_REACHABILITY,
@@ -50,8 +54,9 @@ from notifier.executions import (
     IdempotencyConflictError,
     InvalidPageTokenError,
     completion_from_description,
+    started_by,
 )
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.ids import is_txn_id, keyed_txn_id, made_for, new_txn_id
 from notifier.logs import bind_transaction
 from notifier.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from notifier.waiters import (
@@ -135,6 +140,24 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(document)
 
 
+def within_key_budget(handler: Handler) -> Handler:
+    """``handler`` counting its request as held by its API key while it runs: 429 when the
+    key holds its ``max_held`` already."""
+
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(request.app[API_KEYS].holding(request.get(API_KEY)))
+            except KeyBudgetError as exc:
+                retry_after = str(request.app[SETTINGS].current.http.retry_after)
+                return answers.error(429, f"{exc}; retry later", {"Retry-After": retry_after})
+            return await handler(request)
+
+    return counted
+
+
+@within_key_budget
 async def start(request: web.Request) -> web.StreamResponse:
     """``POST /<route>``: store the body, start the execution, hold the request."""
     received_at = utcnow()
@@ -161,13 +184,16 @@ async def start(request: web.Request) -> web.StreamResponse:
         return refusal
     if key is not None:
         return await _start_keyed(request, route, key, body, prefer, received_at)
-    txn_id = new_txn_id()
-    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    owner = _owner(request)
+    txn_id = new_txn_id(owner)
+    txn = registry.track(
+        Transaction(txn_id, route, executions.execution_arn(route, txn_id), owner=owner)
+    )
     bind_transaction(txn_id, txn.execution_arn)
     # Held before StartExecution: a fast workflow may complete before it returns.
     async with registry.hold(txn_id) as waiter:
         try:
-            txn.started_at = await executions.start(route, txn_id, body)
+            txn.started_at = await executions.start(route, txn_id, body, owner)
         except AwsError as exc:
             registry.discard(txn_id)
             log.warning("POST /%s: %s", route, exc)
@@ -189,7 +215,8 @@ async def _start_keyed(
     settings = app[SETTINGS].current
     registry = app[REGISTRY]
     executions = app[EXECUTIONS]
-    txn_id = keyed_txn_id(route, key, _principal(request))
+    owner = _owner(request)
+    txn_id = keyed_txn_id(route, key, owner)
     fingerprint = idempotency.fingerprint(body)
     bind_transaction(txn_id, executions.execution_arn(route, txn_id))
     txn = registry.get(txn_id)
@@ -200,10 +227,12 @@ async def _start_keyed(
             return await _answer(request, txn, waiter, prefer, received_at)
     # Not known to be started yet: each request with the key makes the calls itself (they
     # are idempotent), so that none depends on another one's succeeding.
-    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    txn = registry.track(
+        Transaction(txn_id, route, executions.execution_arn(route, txn_id), owner=owner)
+    )
     async with registry.hold(txn_id) as waiter:
         try:
-            found = await executions.start_keyed(route, txn_id, body, fingerprint)
+            found = await executions.start_keyed(route, txn_id, body, fingerprint, owner)
         except (IdempotencyConflictError, AwsError) as exc:
             if txn.waiters == {waiter} and _nothing_known(txn):
                 registry.discard(txn_id)
@@ -240,13 +269,33 @@ def _key_taken(route: str, txn_id: str) -> web.Response:
     )
 
 
-def _principal(request: web.Request) -> str | None:
-    """Whose idempotency keys a request's are: its API key's, when keys are required."""
+def _owner(request: web.Request) -> str | None:
+    """The API key a request acts for, when keys are required: it owns the transactions the
+    request starts, and idempotency keys are its own."""
     if not request.app[SETTINGS].current.http.require_api_key:
         return None
     return request.get(API_KEY_NAME)
 
 
+def _sees_every_transaction(request: web.Request) -> bool:
+    """With keys off, or with an ``admin`` key; any other key sees its own only."""
+    key = request.get(API_KEY)
+    return _owner(request) is None or (key is not None and key.admin)
+
+
+def _may_name(request: web.Request, txn_id: str) -> bool:
+    """Whether the request may ask about ``txn_id`` at all: an id made for another key is
+    answered 404 before anything is looked up, as if it did not exist."""
+    owner = _owner(request)
+    return _sees_every_transaction(request) or (owner is not None and made_for(txn_id, owner))
+
+
+def _may_see(request: web.Request, owner: str | None) -> bool:
+    """Whether the request may see a transaction started by the key named ``owner``."""
+    return _sees_every_transaction(request) or (owner is not None and owner == _owner(request))
+
+
+@within_key_budget
 async def reattach(request: web.Request) -> web.StreamResponse:
     """``GET /executions/<txnId or execution ARN>?wait=N``: the final answer, or 202 after
     N seconds."""
@@ -256,6 +305,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
     return await _reattach(request, *found)
 
 
+@within_key_budget
 async def reattach_by_key(request: web.Request) -> web.StreamResponse:
     """``GET /<route>`` with the ``Idempotency-Key`` of a ``POST``: re-attach to it."""
     route = request.match_info["route"]
@@ -267,7 +317,7 @@ async def reattach_by_key(request: web.Request) -> web.StreamResponse:
         return answers.error(400, str(exc))
     if key is None:
         return answers.error(400, f"the {idempotency.HEADER} of the transaction is required")
-    return await _reattach(request, keyed_txn_id(route, key, _principal(request)), route)
+    return await _reattach(request, keyed_txn_id(route, key, _owner(request)), route)
 
 
 async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web.StreamResponse:
@@ -287,6 +337,8 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         wait = min(wait, settings.http.max_wait)
     if (refusal := _refuse_if_busy(app, reattach=True)) is not None:
         return refusal
+    if not _may_name(request, txn_id):
+        return _no_transaction(txn_id)
     known = registry.get(txn_id)
     if known is None:
         try:
@@ -294,10 +346,15 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
         except AwsError as exc:
             return answers.aws_error(exc, settings.http.retry_after)
         if located is None:
-            return answers.error(404, f"no transaction {txn_id!r}")
+            return _no_transaction(txn_id)
         found_route, description = located
-        located_txn = registry.track(Transaction(txn_id, found_route, description["executionArn"]))
-        _attach(app, located_txn, description)
+        owner = started_by(description)
+        found = Transaction(txn_id, found_route, description["executionArn"], owner=owner)
+        if not _may_see(request, owner):
+            return _no_transaction(txn_id)
+        _attach(app, registry.track(found), description)
+    elif not _may_see(request, known.owner):
+        return _no_transaction(txn_id)
     elif (safety_net := app.get(SAFETY_NET)) is not None:
         await safety_net.on_reattach(known)
     txn = registry.get(txn_id)
@@ -347,14 +404,20 @@ async def stop(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     txn_id, route = found
+    if not _may_name(request, txn_id):
+        return _no_transaction(txn_id)
     txn = registry.get(txn_id)
     try:
         if txn is not None:
+            if not _may_see(request, txn.owner):
+                return _no_transaction(txn_id)
             arn, ended = txn.execution_arn, txn.completion.status if txn.completion else None
         else:
             located = await app[EXECUTIONS].locate(txn_id, route)
             if located is None:
-                return answers.error(404, f"no transaction {txn_id!r}")
+                return _no_transaction(txn_id)
+            if not _may_see(request, started_by(located[1])):
+                return _no_transaction(txn_id)
             arn, status = located[1]["executionArn"], Status.parse(located[1]["status"])
             ended = status if status.final else None
         if ended is not None:
@@ -413,8 +476,14 @@ async def list_executions(request: web.Request) -> web.Response:
             "stopDate": _timestamp(item.get("stopDate")),
         }
         for item in page.items
+        if _sees_every_transaction(request) or _may_name(request, item["name"])
     ]
     return web.json_response({"executions": executions, "nextToken": page.next_token})
+
+
+def _no_transaction(txn_id: str) -> web.Response:
+    """What a key is told of a transaction that does not exist, or is another key's."""
+    return answers.error(404, f"no transaction {txn_id!r}")
 
 
 def _timestamp(value: Any) -> str | None:

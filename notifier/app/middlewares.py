@@ -13,7 +13,7 @@ from aiohttp import hdrs, web
 from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routes import ACCESS, Access, Handler
-from notifier.app.state import API_KEY_NAME, API_KEYS, SETTINGS
+from notifier.app.state import API_KEY, API_KEY_NAME, API_KEYS, SETTINGS
 from notifier.loopback import host_name, is_loopback
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,14 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
             f"API key {verdict.key_name!r} is over its rate limit",
             {"Retry-After": str(verdict.retry_after)},
         )
-    if verdict.key_name is not None:
-        request[API_KEY_NAME] = verdict.key_name
+    key = verdict.key
+    if key is not None:
+        if access.roles and not access.roles & key.roles:
+            return answers.error(
+                403, f"API key {key.name!r} needs the {access.value} role for this"
+            )
+        request[API_KEY] = key
+        request[API_KEY_NAME] = key.name
     return await handler(request)
 
 

@@ -20,10 +20,26 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Access(enum.Enum):
+    """Who may call a route when ``[http] require_api_key`` is on (with keys off, anyone)."""
+
     OPEN = "open"
     """Anyone: the health checks and the dashboard page."""
     API_KEY = "api key"
-    """A valid API key within its rate, when ``[http] require_api_key`` is on."""
+    """A valid API key within its rate; what it reaches is its own (the handlers see to it)."""
+    APPROVER = "approver"
+    """A key with the ``approver`` role: deciding approvals."""
+    APPROVER_OR_ADMIN = "approver or admin"
+    """A key with either role: listing the pending approvals."""
+    ADMIN = "admin"
+    """A key with the ``admin`` role: every execution, the dashboard's feed, the metrics."""
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles of which a key needs one; empty: any valid key will do."""
+        return frozenset(self.value.split(" or ")) if self.value in _ROLE_VALUES else frozenset()
+
+
+_ROLE_VALUES = ("approver", "approver or admin", "admin")
 
 
 @dataclass(frozen=True)

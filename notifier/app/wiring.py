@@ -95,7 +95,7 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
         [
             Route("GET", "/healthz", handlers.healthz, Access.OPEN),
             Route("GET", "/readyz", handlers.readyz, Access.OPEN),
-            Route("GET", "/metrics", handlers.metrics_endpoint, Access.API_KEY),
+            Route("GET", "/metrics", handlers.metrics_endpoint, Access.ADMIN),
             Route("GET", "/openapi.json", handlers.openapi_document, Access.API_KEY),
             Route("GET", "/executions", handlers.list_executions, Access.API_KEY),
             Route("GET", "/executions/{txn_id}", handlers.reattach, Access.API_KEY),

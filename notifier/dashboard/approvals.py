@@ -276,6 +276,17 @@ class ApprovalInbox(Service):
         )
         return answer
 
+    async def find(self, approval_id: str) -> Approval | None:
+        """The approval as the table has it now, in whatever state; None if there is none."""
+        try:
+            answer = await self.dynamodb.get_item(
+                TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetItem", exc) from exc
+        item = answer.get("Item")
+        return _from_item(item) if item is not None else None
+
     async def _why_not(self, approval_id: str) -> Exception:
         try:
             item = (

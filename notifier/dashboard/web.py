@@ -22,6 +22,7 @@ from notifier import answers
 from notifier.app.handlers import read_json_object
 from notifier.app.routes import Access, Route, add_routes, add_static
 from notifier.app.state import (
+    API_KEY,
     API_KEY_NAME,
     AWS_SETTINGS,
     EXECUTIONS,
@@ -40,6 +41,7 @@ from notifier.dashboard.board import Board
 from notifier.dashboard.details import UnknownExecutionError, execution_details
 from notifier.dashboard.status import StatusFeed, StatusHandler
 from notifier.executions import AwsError
+from notifier.ids import made_for
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,10 @@ def install(app: web.Application) -> None:
         app,
         [
             Route("GET", "/", page, Access.OPEN),
-            Route("GET", "/events", events, Access.API_KEY),
-            Route("GET", "/dashboard/details", details, Access.API_KEY),
-            Route("GET", "/approvals", list_approvals, Access.API_KEY),
-            Route("POST", "/approvals/{approval_id}", decide, Access.API_KEY),
+            Route("GET", "/events", events, Access.ADMIN),
+            Route("GET", "/dashboard/details", details, Access.ADMIN),
+            Route("GET", "/approvals", list_approvals, Access.APPROVER_OR_ADMIN),
+            Route("POST", "/approvals/{approval_id}", decide, Access.APPROVER),
         ],
     )
     add_static(app, "/dashboard/static", STATIC, Access.OPEN)
@@ -194,6 +196,8 @@ async def decide(request: web.Request) -> web.Response:
         return decision
     approved, comment = decision
     try:
+        if (refusal := await _refuse_own_execution(request, inbox, approval_id)) is not None:
+            return refusal
         outcome = await inbox.decide(approval_id, approved, comment, request.get(API_KEY_NAME))
     except ApprovalNotFoundError:
         return answers.error(404, f"no pending approval {approval_id!r}")
@@ -202,6 +206,24 @@ async def decide(request: web.Request) -> web.Response:
     except AwsError as exc:
         return answers.aws_error(exc, app[SETTINGS].current.http.retry_after)
     return web.json_response({"id": approval_id, "decision": outcome})
+
+
+async def _refuse_own_execution(
+    request: web.Request, inbox: ApprovalInbox, approval_id: str
+) -> web.Response | None:
+    """403 for an approver deciding the approval of an execution its own key started (its
+    name carries the key's owner tag); 404 for no such approval."""
+    key = request.get(API_KEY)
+    if key is None:  # keys off
+        return None
+    approval = await inbox.find(approval_id)
+    if approval is None:
+        raise ApprovalNotFoundError(approval_id)
+    if made_for(approval.execution_name, key.name):
+        return answers.error(
+            403, f"API key {key.name!r} started this execution: another approver decides it"
+        )
+    return None
 
 
 async def _decision(request: web.Request) -> tuple[bool, str] | web.Response:

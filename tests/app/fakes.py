@@ -33,7 +33,7 @@ from notifier.dashboard.approvals import (
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.executions import AwsError, Executions, Page, execution_arn
+from notifier.executions import STARTED_BY, AwsError, Executions, Page, execution_arn
 from notifier.waiters import Completion, Status, utcnow
 
 INSTANCE = "test-instance"
@@ -103,11 +103,15 @@ class FakeExecutions(Executions):
         self._call("HeadObject")
         return self.objects.get(txn_id)
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def _start_named(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> None:
         """Step Functions' idempotency: the same name and input of a running execution
         returns it; any other execution of that name is ``ExecutionAlreadyExists``."""
         self._call("StartExecution")
         execution_input = {**body, "subtopic": INSTANCE}
+        if owner is not None:
+            execution_input[STARTED_BY] = owner
         existing = self.elsewhere.get(txn_id)
         if existing is not None:
             if existing["input"] != json.dumps(execution_input) or existing["status"] != "RUNNING":
@@ -189,11 +193,13 @@ class FakeInbox(ApprovalInbox):
         self.decided_by: dict[str, str | None] = {}
         self.failure: AwsError | None = None
 
-    def add(self, approval_id: str) -> Approval:
+    def add(self, approval_id: str, execution_name: str | None = None) -> Approval:
+        """A pending approval of the execution ``execution_name`` (default: ``approval_id``)."""
+        name = execution_name or approval_id
         approval = Approval(
             id=approval_id,
-            execution_arn=execution_arn(ROUTES["hello"].state_machine, approval_id),
-            execution_name=approval_id,
+            execution_arn=execution_arn(ROUTES["hello"].state_machine, name),
+            execution_name=name,
             file={"name": "f.txt"},
             requested_at=utcnow(),
             task_token="secret-token",
@@ -203,6 +209,9 @@ class FakeInbox(ApprovalInbox):
 
     def pending(self) -> list[Approval]:
         return list(self.approvals.values())
+
+    async def find(self, approval_id: str) -> Approval | None:
+        return self.approvals.get(approval_id)
 
     async def refresh(self) -> list[Approval]:
         return self.pending()

@@ -390,12 +390,14 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
     start_execution = executions._start_named
     first_call, fail_now = asyncio.Event(), asyncio.Event()
 
-    async def first_fails(route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def first_fails(
+        route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> None:
         if not first_call.is_set():
             first_call.set()
             await fail_now.wait()
             raise AwsError("StartExecution", "ServiceUnavailable", "try again")
-        await start_execution(route, txn_id, body)
+        await start_execution(route, txn_id, body, owner)
 
     monkeypatch.setattr(executions, "_start_named", first_fails)
     first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
@@ -734,8 +736,10 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
     key, slow = new_key(), new_key()
     config = settings(
         api_keys={
-            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
-            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=2),
+            "ci": ApiKeySettings(
+                sha256=hash_key(key), rate=1000, burst=1000, roles=("approver", "admin")
+            ),
+            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=2, roles=("admin",)),
         }
     )
     txn_id = new_txn_id()
@@ -864,7 +868,7 @@ async def test_a_loopback_daemon_answers_to_loopback_names_only(served: Served) 
 
 async def test_with_keys_on_the_key_decides_not_the_origin() -> None:
     key = new_key()
-    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})
+    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key), roles=("approver",))})
     async with serving(config) as served:
         foreign = {"Origin": FOREIGN, "Host": "notifier.example"}
         status, _, _ = await answer(await served.client.post("/hello", json={}, headers=foreign))
@@ -985,7 +989,9 @@ async def test_deciding_an_approval() -> None:
 
 async def test_a_decision_names_the_api_key_that_made_it() -> None:
     key = new_key()
-    config = settings(api_keys={"alice": ApiKeySettings(sha256=hash_key(key))})
+    config = settings(
+        api_keys={"alice": ApiKeySettings(sha256=hash_key(key), roles=("approver",))}
+    )
     async with serving(config, inbox=True) as served:
         assert served.inbox is not None
         served.inbox.add("a1")
