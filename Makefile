@@ -5,7 +5,7 @@
 #                test, the stock MQTT client's test and the load-balanced instances), then run
 #                the whole suite
 # make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
-#                template
+#                template, and every link of README.md and docs/
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -75,8 +75,10 @@ test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install checkov
-	$(BIN)/ruff check notifier iotauth statemachines tests
+	$(BIN)/ruff check notifier iotauth statemachines tests scripts
 	$(BIN)/mypy
+	$(BIN)/mypy --strict scripts
+	$(BIN)/python scripts/check_doc_links.py
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
 	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
 

@@ -325,6 +325,15 @@ class Executions:
             raise AwsError.wrap("GetExecutionHistory", exc) from exc
         return events, True
 
+    async def definition_of(self, arn: str) -> dict[str, Any]:
+        """The state machine definition the execution runs (DescribeStateMachineForExecution)."""
+        try:
+            described = await self._sfn.describe_state_machine_for_execution(executionArn=arn)
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("DescribeStateMachineForExecution", exc) from exc
+        definition: dict[str, Any] = json.loads(described["definition"])
+        return definition
+
     async def published(self, arn: str, topic: str) -> bool:
         """Whether the execution published to ``topic`` over IoT (a task state's
         ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history."""

@@ -228,17 +228,21 @@ APPROVAL = {
     },
 }
 
+EXECUTION_HEAD = {
+    "executionArn": {"type": "string"},
+    "name": {"type": "string"},
+    "route": {"type": "string"},
+    "status": STATUS,
+    "startDate": {"type": ["string", "null"], "format": "date-time"},
+    "stopDate": {"type": ["string", "null"], "format": "date-time"},
+}
+"""What the dashboard's views of one execution begin with."""
 DETAILS = {
     "type": "object",
     "required": ["executionArn", "status", "history"],
     "additionalProperties": False,
     "properties": {
-        "executionArn": {"type": "string"},
-        "name": {"type": "string"},
-        "route": {"type": "string"},
-        "status": STATUS,
-        "startDate": {"type": ["string", "null"], "format": "date-time"},
-        "stopDate": {"type": ["string", "null"], "format": "date-time"},
+        **EXECUTION_HEAD,
         "input": {},
         "output": {},
         "processData": {"description": "The S3 process data (sidecar routes)"},
@@ -256,6 +260,62 @@ DETAILS = {
 }
 
 
+GRAPH = {
+    "type": "object",
+    "required": ["executionArn", "status", "definition", "states"],
+    "additionalProperties": False,
+    "properties": {
+        **EXECUTION_HEAD,
+        "error": {"type": ["string", "null"]},
+        "cause": {"type": ["string", "null"]},
+        "definition": {"type": "object", "description": "The state machine definition it runs"},
+        "states": {
+            "type": "object",
+            "description": "Each state the execution reached, by name",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {
+                    "status": {"enum": ["running", "waiting", "succeeded", "caught", "failed"]},
+                    "input": {},
+                    "output": {},
+                    "error": {"type": ["string", "null"]},
+                    "cause": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "historyTruncated": {"type": "boolean"},
+    },
+}
+STATS = {
+    "type": "object",
+    "required": ["held", "maxHeld", "completions", "latencyBuckets", "latency"],
+    "additionalProperties": False,
+    "properties": {
+        "held": {"type": "number"},
+        "maxHeld": {"type": "integer"},
+        "completions": {
+            "type": "object",
+            "description": "Completions so far, by path",
+            "additionalProperties": {"type": "number"},
+        },
+        "latencyBuckets": {"type": "array", "items": {"type": "number"}},
+        "latency": {
+            "type": "object",
+            "description": "By path: cumulative counts of added latency per bucket",
+            "additionalProperties": {"type": "array", "items": {"type": "number"}},
+        },
+    },
+}
+
+
+EXECUTION_ID = {
+    "name": "executionId",
+    "in": "path",
+    "required": True,
+    "description": "A transaction id or an execution ARN",
+    "schema": {"type": "string"},
+}
 NOT_JSON = _error("a body not sent as Content-Type: application/json")
 FOREIGN_ORIGIN = _error(
     "sent from another origin's page, or, to a daemon on loopback, to a name that is not"
@@ -311,6 +371,37 @@ def _dashboard_paths(security: list[dict[str, Any]]) -> dict[str, Any]:
                     "503": _error("AWS is throttling", "Retry-After"),
                 }
                 | keyed,
+            }
+        },
+        "/dashboard/executions/{executionId}": {
+            "get": {
+                "summary": "The page of one execution, with its graph",
+                "operationId": "executionPage",
+                "parameters": [EXECUTION_ID],
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        },
+        "/dashboard/executions/{executionId}/graph": {
+            "get": {
+                "summary": "One execution's definition and what each of its states did",
+                "operationId": "executionGraph",
+                "security": security,
+                "parameters": [EXECUTION_ID],
+                "responses": {
+                    "200": _json("Graph", "the execution"),
+                    "404": _error("no such execution, or not one of a route"),
+                    "502": _error("AWS error"),
+                    "503": _error("AWS is throttling", "Retry-After"),
+                }
+                | keyed,
+            }
+        },
+        "/dashboard/stats": {
+            "get": {
+                "summary": "The counters behind the dashboard's charts",
+                "operationId": "stats",
+                "security": security,
+                "responses": {"200": _json("Stats", "the daemon's counters")} | keyed,
             }
         },
         "/approvals": {
@@ -621,6 +712,8 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
                 "Readiness": READINESS,
                 "Approval": APPROVAL,
                 "Details": DETAILS,
+                "Graph": GRAPH,
+                "Stats": STATS,
                 "Execution": EXECUTION_ITEM,
                 "ExecutionList": EXECUTION_LIST,
             },

@@ -27,25 +27,17 @@ async def execution_details(
     executions: Executions, routes: Mapping[str, RouteSettings], execution_arn: str
 ) -> dict[str, Any]:
     """Raises :class:`UnknownExecutionError` for an execution of no route, or none at all."""
-    route = route_of(routes, execution_arn)
-    if route is None:
-        raise UnknownExecutionError(f"{execution_arn} is not an execution of this daemon's routes")
-    try:
-        description = await executions.describe_shared(execution_arn)
-    except AwsError as exc:
-        if exc.code == "ExecutionDoesNotExist":
-            raise UnknownExecutionError(f"no execution {execution_arn}") from None
-        raise
+    route, description = await describe_route_execution(executions, routes, execution_arn)
     events, truncated = await executions.history(execution_arn, HISTORY_LIMIT)
     details: dict[str, Any] = {
         "executionArn": execution_arn,
         "name": description.get("name"),
         "route": route,
         "status": description.get("status"),
-        "startDate": _iso(description.get("startDate")),
-        "stopDate": _iso(description.get("stopDate")),
-        "input": _parsed(description.get("input")),
-        "output": _parsed(description.get("output")),
+        "startDate": iso(description.get("startDate")),
+        "stopDate": iso(description.get("stopDate")),
+        "input": parsed_json(description.get("input")),
+        "output": parsed_json(description.get("output")),
         "error": description.get("error"),
         "cause": description.get("cause"),
         "history": [_event(event) for event in events],
@@ -58,6 +50,24 @@ async def execution_details(
             details["processDataError"] = str(exc)
     redacted: dict[str, Any] = redact(details)
     return redacted
+
+
+async def describe_route_execution(
+    executions: Executions, routes: Mapping[str, RouteSettings], execution_arn: str
+) -> tuple[str, dict[str, Any]]:
+    """The route and DescribeExecution of an execution of one of the daemon's routes.
+
+    Raises :class:`UnknownExecutionError` for an execution of no route, or none at all.
+    """
+    route = route_of(routes, execution_arn)
+    if route is None:
+        raise UnknownExecutionError(f"{execution_arn} is not an execution of this daemon's routes")
+    try:
+        return route, await executions.describe_shared(execution_arn)
+    except AwsError as exc:
+        if exc.code == "ExecutionDoesNotExist":
+            raise UnknownExecutionError(f"no execution {execution_arn}") from None
+        raise
 
 
 def route_of(routes: Mapping[str, RouteSettings], execution_arn: str) -> str | None:
@@ -92,17 +102,23 @@ def redact(value: Any) -> Any:
 def _event(event: dict[str, Any]) -> dict[str, Any]:
     """``{id, previousEventId, timestamp, type, details}``: the event's one
     ``...EventDetails`` member, whatever its type."""
-    details = next((v for k, v in event.items() if k.endswith("EventDetails")), None)
+    details = event_details(event)
     return {
         "id": event.get("id"),
         "previousEventId": event.get("previousEventId"),
-        "timestamp": _iso(event.get("timestamp")),
+        "timestamp": iso(event.get("timestamp")),
         "type": event.get("type"),
         "details": details,
     }
 
 
-def _parsed(text: Any) -> Any:
+def event_details(event: dict[str, Any]) -> Any:
+    """A history event's one ``...EventDetails`` member, whatever its type (None without)."""
+    return next((v for k, v in event.items() if k.endswith("EventDetails")), None)
+
+
+def parsed_json(text: Any) -> Any:
+    """``text`` parsed as JSON where it is JSON, else as it is."""
     if not isinstance(text, str):
         return text
     try:
@@ -111,5 +127,5 @@ def _parsed(text: Any) -> Any:
         return text
 
 
-def _iso(value: Any) -> str | None:
+def iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None

@@ -2,7 +2,9 @@
 
 ``GET /`` is the page (its scripts and styles are in ``static/``, shipped in the package);
 ``GET /events`` streams the board to it as Server-Sent Events; ``GET /dashboard/details``
-shows one execution in full; ``GET /approvals`` and ``POST /approvals/<id>`` list and decide
+shows one execution in full; ``GET /dashboard/executions/<id>`` draws one execution as a
+graph of its states, from ``.../graph``; ``GET /dashboard/stats`` gives the main page's
+charts their numbers; ``GET /approvals`` and ``POST /approvals/<id>`` list and decide
 the pending human approvals. Everything but the page itself needs an API key when the
 daemon requires one (each route declares its access where it is added).
 """
@@ -27,6 +29,7 @@ from notifier.app.state import (
     AWS_SETTINGS,
     EXECUTIONS,
     INSTANCE_ID,
+    METRICS,
     REGISTRY,
     SETTINGS,
 )
@@ -39,6 +42,8 @@ from notifier.dashboard.approvals import (
 )
 from notifier.dashboard.board import Board
 from notifier.dashboard.details import UnknownExecutionError, execution_details
+from notifier.dashboard.graph import ExecutionGraphs
+from notifier.dashboard.stats import snapshot
 from notifier.dashboard.status import StatusFeed, StatusHandler
 from notifier.executions import AwsError
 from notifier.ids import made_for
@@ -49,6 +54,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 HEARTBEAT_SECONDS = 15.0
 
 BOARD = web.AppKey("board", Board)
+GRAPHS = web.AppKey("execution_graphs", ExecutionGraphs)
 INBOX = web.AppKey("approval_inbox", ApprovalInbox)
 """Absent without ``[dashboard] approval_queue_url`` and ``approval_table``."""
 STATUS_FEED = web.AppKey("status_feed", StatusFeed)
@@ -72,6 +78,9 @@ def install(app: web.Application) -> None:
             Route("GET", "/", page, Access.OPEN),
             Route("GET", "/events", events, Access.ADMIN),
             Route("GET", "/dashboard/details", details, Access.ADMIN),
+            Route("GET", "/dashboard/executions/{executionId}", execution_page, Access.OPEN),
+            Route("GET", "/dashboard/executions/{executionId}/graph", graph, Access.ADMIN),
+            Route("GET", "/dashboard/stats", stats, Access.ADMIN),
             Route("GET", "/approvals", list_approvals, Access.APPROVER_OR_ADMIN),
             Route("POST", "/approvals/{approval_id}", decide, Access.APPROVER),
         ],
@@ -80,9 +89,11 @@ def install(app: web.Application) -> None:
 
 
 async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
-    """The approval inbox (when configured) and the status feed (in ``mqtt`` mode)."""
+    """The execution graphs, the approval inbox (when configured) and the status feed (in
+    ``mqtt`` mode)."""
     settings = app[SETTINGS].current
     board = app[BOARD]
+    app[GRAPHS] = ExecutionGraphs(app[EXECUTIONS])
     handlers: list[StatusHandler] = [board.status_changed]
     async with contextlib.AsyncExitStack() as stack:
         queue_url = settings.dashboard.approval_queue_url
@@ -118,6 +129,46 @@ async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
 
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def execution_page(request: web.Request) -> web.FileResponse:
+    """The page of one execution; its script asks ``.../graph`` for the rest."""
+    return web.FileResponse(STATIC / "execution.html", headers={"Cache-Control": "no-cache"})
+
+
+async def graph(request: web.Request) -> web.Response:
+    """``GET /dashboard/executions/<transaction id or execution ARN>/graph``: the execution's
+    definition and what each state did (:mod:`notifier.dashboard.graph`)."""
+    app = request.app
+    settings = app[SETTINGS].current
+    execution_id = request.match_info["executionId"]
+    try:
+        arn = await _execution_arn(app, execution_id)
+        if arn is None:
+            return answers.error(404, f"no execution {execution_id!r} of this daemon's routes")
+        body = await app[GRAPHS].graph(settings.routes, arn)
+    except UnknownExecutionError as exc:
+        return answers.error(404, str(exc))
+    except AwsError as exc:
+        return answers.aws_error(exc, settings.http.retry_after)
+    return web.json_response(body, dumps=lambda o: json.dumps(o, default=str))
+
+
+async def _execution_arn(app: web.Application, execution_id: str) -> str | None:
+    """An execution ARN as it is; a transaction id through this daemon's own transactions,
+    else Step Functions (any instance's)."""
+    if execution_id.startswith("arn:"):
+        return execution_id
+    if (known := app[REGISTRY].get(execution_id)) is not None:
+        return known.execution_arn
+    located = await app[EXECUTIONS].locate(execution_id)
+    return None if located is None else str(located[1]["executionArn"])
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The counters behind the main page's charts (:mod:`notifier.dashboard.stats`)."""
+    app = request.app
+    return web.json_response(snapshot(app[METRICS], app[SETTINGS].current.http.max_held))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -147,6 +147,10 @@ class FakeExecutions(Executions):
         started = datetime(2026, 1, 1, tzinfo=UTC)
         return [{"id": 1, "timestamp": started, "type": "ExecutionStarted"}], False
 
+    async def definition_of(self, arn: str) -> dict[str, Any]:
+        self._call("DescribeStateMachineForExecution")
+        return {"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": True}}}
+
     async def stop(self, arn: str) -> None:
         self._call("StopExecution")
         self.stopped.append(arn)

@@ -173,8 +173,15 @@ async def every_route(record: Recorder) -> None:
     await record("GET", "/dashboard/details", params={"arn": arn})
     await record("GET", "/dashboard/details")
     await record("GET", "/dashboard/details", params={"arn": arn.replace("Hello", "Other")})
+    await record("GET", f"/dashboard/executions/{arn}")
+    await record("GET", f"/dashboard/executions/{arn}/graph")
+    await record("GET", f"/dashboard/executions/{new_txn_id()}/graph")
+    await record("GET", "/dashboard/stats")
+    running = fake.ran_elsewhere(new_txn_id(), Status.RUNNING)
     fake.failures["DescribeExecution"] = AwsError("DescribeExecution", "AccessDenied", "no")
     await record("GET", "/dashboard/details", params={"arn": arn})
+    failed_graph = await record("GET", f"/dashboard/executions/{running}/graph")
+    assert failed_graph.status == 502
     del fake.failures["DescribeExecution"]
 
     assert served.inbox is not None

@@ -75,6 +75,7 @@ async def alices_execution(served: Served, where: str) -> Alice:
 
 
 STATIC_FILE = "/dashboard/static/dashboard.js"
+STATIC_PAGES = ("/dashboard/static/{filename}", "/dashboard/executions/{executionId}")
 Request = tuple[str, str, dict[str, str]]
 """Method, path and query, extra headers."""
 Case = Callable[[Alice], Request]
@@ -90,6 +91,13 @@ CASES: dict[tuple[str, str], Case | None] = {
         "POST", "/hello", {"Idempotency-Key": a.idempotency_key, "Prefer": "respond-async"}
     ),
     ("GET", "/dashboard/details"): lambda a: ("GET", f"/dashboard/details?arn={a.arn}", {}),
+    ("GET", "/dashboard/executions/{executionId}"): lambda a: (
+        "GET", f"/dashboard/executions/{a.txn_id}", {}
+    ),
+    ("GET", "/dashboard/executions/{executionId}/graph"): lambda a: (
+        "GET", f"/dashboard/executions/{a.txn_id}/graph", {}
+    ),
+    ("GET", "/dashboard/stats"): None,
     ("GET", "/events"): None,
     ("GET", "/metrics"): None,
     ("GET", "/openapi.json"): None,
@@ -168,7 +176,8 @@ async def test_another_keys_execution_is_404_on_every_route(
                 # bob's own key makes his own transaction: never alice's.
                 assert status == 202 and alice.txn_id not in text, text
                 continue
-            if path in ("/dashboard/static/{filename}", "/executions"):
+            # The page of an execution is a static file: its data comes from the graph.
+            if path in (*STATIC_PAGES, "/executions"):
                 assert status == 200 and alice.txn_id not in text, text
                 continue
             if access.roles:

@@ -7,38 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.app.fakes import serving
 from tests.daemons import DaemonFactory, call
+from tests.dashboard.conftest import save_screenshot
 from tests.eventually import EVENTUALLY, eventually
 
-ARTIFACTS = Path(os.environ.get("NOTIFIER_TEST_ARTIFACTS", "build/test-artifacts"))
-CHROMIUM = os.environ.get("CHROMIUM", "chromium")
 TIMEOUT_MS = EVENTUALLY * 1000
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = shutil.which(CHROMIUM)
-    assert executable, f"{CHROMIUM} not found: `make test` installs Debian's chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        await browser.close()
 
 
 def row(page: Page, name: str, status: str | None = None) -> Locator:
@@ -125,12 +105,6 @@ async def test_watch_executions_and_approve_one_in_the_browser(
         await save_screenshot(page, "dashboard.png")
         assert errors == []
         await page.close()
-
-
-async def save_screenshot(page: Page, name: str) -> None:
-    path = ARTIFACTS / name
-    shot = await page.screenshot(path=path, full_page=True)
-    assert len(shot) > 10_000
 
 
 FOREIGN_PAGE = """<!doctype html>

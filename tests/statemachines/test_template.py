@@ -620,6 +620,10 @@ DAEMON_CALLS = {
     "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
     "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
     "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    # The definition an execution runs, for the dashboard's graph of it.
+    "states:DescribeStateMachineForExecution": [
+        ("notifier/executions.py", "self._sfn.describe_state_machine_for_execution(")
+    ],
     "states:ListExecutions": [("notifier/executions.py", "self._sfn.list_executions(")],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
@@ -742,6 +746,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         "states:DescribeExecution",
         "states:StopExecution",
         "states:GetExecutionHistory",
+        "states:DescribeStateMachineForExecution",
     ):
         patterns = resources(action)
         for machine, arn in machines.items():

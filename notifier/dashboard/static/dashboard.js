@@ -1,31 +1,14 @@
 // The notifier dashboard: follows /events (Server-Sent Events, read with fetch so that an
 // API key can be sent), lists executions and pending approvals, and shows one execution's
-// details on click.
+// details on click; each execution's name links to its page with the graph of its states.
 "use strict";
 
-const KEY_STORAGE = "notifier-api-key";
 const RECONNECT_MS = 2000;
 
 const state = {
   executions: new Map(), // executionArn -> execution, most recent first
   selected: null,
 };
-
-const $ = (id) => document.getElementById(id);
-
-class Unauthorized extends Error {}
-
-async function api(path, options = {}) {
-  const headers = new Headers(options.headers || {});
-  const key = sessionStorage.getItem(KEY_STORAGE);
-  if (key) headers.set("x-api-key", key);
-  const response = await fetch(path, { ...options, headers });
-  if (response.status === 401) {
-    $("key-form").hidden = false;
-    throw new Unauthorized("an API key is required");
-  }
-  return response;
-}
 
 // ---------------------------------------------------------------- event stream
 
@@ -115,7 +98,7 @@ function renderExecutions() {
     if (execution.executionArn === state.selected) row.className = "selected";
     row.append(
       cell(statusBadge(execution.status)),
-      cell(execution.name, "name"),
+      cell(graphLink(execution), "name"),
       cell(execution.route ? `${execution.stateMachine} (/${execution.route})` : execution.stateMachine),
       cell(execution.startDate ? new Date(execution.startDate).toLocaleTimeString() : ""),
       cell(duration(execution), "duration"),
@@ -126,6 +109,16 @@ function renderExecutions() {
   }
   body.replaceChildren(...rows);
   $("executions-empty").hidden = rows.length > 0;
+}
+
+// The execution's own page, with its graph.
+function graphLink(execution) {
+  const link = document.createElement("a");
+  link.href = `/dashboard/executions/${encodeURIComponent(execution.name)}`;
+  link.textContent = execution.name;
+  link.title = "the execution's graph";
+  link.addEventListener("click", (event) => event.stopPropagation());
+  return link;
 }
 
 function duration(execution) {
@@ -204,23 +197,6 @@ async function showDetail(arn) {
   body.replaceChildren(...parts);
 }
 
-function block(title, value) {
-  const wrapper = document.createElement("div");
-  const heading = document.createElement("h3");
-  heading.textContent = title;
-  const pre = document.createElement("pre");
-  pre.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
-  wrapper.append(heading, pre);
-  return wrapper;
-}
-
-function paragraph(text, className) {
-  const p = document.createElement("p");
-  p.textContent = text;
-  if (className) p.className = className;
-  return p;
-}
-
 // ---------------------------------------------------------------- approvals
 
 function renderApprovals(approvals) {
@@ -236,44 +212,12 @@ function renderApprovals(approvals) {
     file.className = "muted";
     file.textContent = `requested ${new Date(approval.requestedAt).toLocaleTimeString()} · ${JSON.stringify(approval.file)}`;
     about.append(who, file);
-    const actions = document.createElement("div");
-    actions.className = "actions";
-    const comment = document.createElement("input");
-    comment.placeholder = "comment";
-    comment.className = "comment";
-    const approve = button("Approve", "approve", () => decide(approval.id, true, comment, item));
-    const reject = button("Reject", "reject", () => decide(approval.id, false, comment, item));
-    actions.append(comment, approve, reject);
-    item.append(about, actions);
+    item.append(about, approvalActions(approval.id, item));
     return item;
   });
   $("approvals").replaceChildren(...items);
   $("approval-count").textContent = String(approvals.length);
   $("approvals-empty").hidden = approvals.length > 0 || !$("approvals-off").hidden;
-}
-
-function button(label, className, onClick) {
-  const element = document.createElement("button");
-  element.type = "button";
-  element.textContent = label;
-  element.className = className;
-  element.addEventListener("click", onClick);
-  return element;
-}
-
-async function decide(id, approved, comment, item) {
-  for (const element of item.querySelectorAll("button")) element.disabled = true;
-  try {
-    const response = await api(`/approvals/${encodeURIComponent(id)}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ approved, comment: comment.value }),
-    });
-    if (!response.ok) throw new Error((await response.json()).message);
-  } catch (error) {
-    item.append(paragraph(error.message, "error"));
-    for (const element of item.querySelectorAll("button")) element.disabled = false;
-  }
 }
 
 // ---------------------------------------------------------------- running a workflow
@@ -319,22 +263,6 @@ async function run(event) {
 }
 
 // ---------------------------------------------------------------- start
-
-function keyEntered() {
-  return new Promise((resolve) => {
-    $("key-form").hidden = false;
-    $("key-form").onsubmit = (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("key").value);
-      $("key-form").hidden = true;
-      resolve();
-    };
-  });
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 $("run-form").addEventListener("submit", run);
 $("detail-close").addEventListener("click", () => {
