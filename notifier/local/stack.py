@@ -36,8 +36,8 @@ ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_ACCESS_KEY_ID = LOCAL_SECRET_ACCESS_KEY = LOCAL_CREDENTIAL
-"""The credentials the token API wants requests signed with (local.toml's [aws]);
-the AWS endpoint itself accepts any."""
+"""The credentials the AWS endpoint and the token API want requests signed with
+(local.toml's [aws])."""
 
 
 class LocalStackError(Exception):
