@@ -95,10 +95,15 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
 def test_bad_config_is_one_clear_line(
     tmp_path: Path, text: str, env: dict[str, str], message: str
 ) -> None:
+    assert message in refusal(tmp_path, text, env)
+
+
+def refusal(tmp_path: Path, text: str, env: dict[str, str]) -> str:
+    """The one line the configuration ``text`` with ``env`` is refused with."""
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, text), env)
-    assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+    return str(raised.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:
