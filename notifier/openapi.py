@@ -518,8 +518,9 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
         "responses": _answers()
         | {
             "400": _error(
-                "the body is not a JSON object, or nested deeper than 64 levels; or a "
-                "malformed Idempotency-Key"
+                "the body is not a JSON object (as RFC 8259 has it: no NaN or Infinity, no "
+                "lone surrogate, no integer over 4,300 digits), or nested deeper than 64 "
+                "levels; or a malformed Idempotency-Key"
             ),
             "401": _error("missing or unknown API key"),
             "404": _error("unknown route"),
@@ -722,8 +723,27 @@ def document(routes: Iterable[str], api_keys_required: bool, dashboard: bool) ->
             },
         },
     }
-    if not api_keys_required:  # then another site's page is refused by its Origin
-        for operations in described["paths"].values():
-            for operation in operations.values():
+    for operations in described["paths"].values():
+        for operation in operations.values():
+            if not api_keys_required:  # then another site's page is refused by its Origin
                 operation["responses"]["403"] = FOREIGN_ORIGIN
+            elif operation["operationId"] in NEEDS_ROLE:
+                operation["responses"]["403"] = _error(NEEDS_ROLE[operation["operationId"]])
+            if api_keys_required and operation["operationId"] in HELD:
+                operation["responses"]["429"] = _error(
+                    "over the API key's rate, or it holds its max_held requests", "Retry-After"
+                )
     return described
+
+
+# With keys required: the operations a key needs a role for, and those it holds requests in.
+NEEDS_ROLE = {
+    "events": "the API key is not an admin",
+    "details": "the API key is not an admin",
+    "executionGraph": "the API key is not an admin",
+    "stats": "the API key is not an admin",
+    "metrics": "the API key is not an admin",
+    "approvals": "the API key is neither an approver nor an admin",
+    "decide": "the API key is not an approver, or its own key started the execution",
+}
+HELD = ("start", "reattach", "reattachByKey")

@@ -57,10 +57,12 @@ def test_the_document_describes_every_route_served_with_its_access(keys_required
     served = served_routes(keys_required)
     assert documented.keys() == served.keys()
     for operation, access in served.items():
-        keyed = keys_required and access is Access.API_KEY
+        keyed = keys_required and access is not Access.OPEN
         assert documented[operation] == ([{"apiKey": []}] if keyed else []), operation
         responses = document["paths"][operation[1]][operation[0].lower()]["responses"]
-        assert ("401" in responses) == (access is Access.API_KEY), operation
+        assert ("401" in responses) == (access is not Access.OPEN), operation
+        if keys_required:  # a key without the role the route needs is refused
+            assert ("403" in responses) == bool(access.roles), operation
     route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
     assert route_names == sorted(settings().routes)
 
@@ -270,7 +272,9 @@ async def test_real_answers_of_every_route_are_as_documented() -> None:
     config = settings(
         max_body_bytes=100,
         api_keys={
-            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
+            "ci": ApiKeySettings(
+                sha256=hash_key(key), rate=1000, burst=1000, roles=("approver", "admin")
+            ),
             "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=0),
         },
     )
