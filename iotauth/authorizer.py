@@ -1,5 +1,7 @@
 """AWS IoT custom authorizer: checks the token in the MQTT password, returns a least-privilege
-IoT policy (connect as the token's client id; subscribe and receive only its topic filters).
+IoT policy (connect as the token's client id; subscribe and receive only within its topic
+filters: a daemon spreads its completions over several connections, each subscribed to its
+own filter below ``<topic_root>/<subtopic>/``, each with a token of its own).
 
 Environment: ``TOPIC_ROOT``, ``SIGNING_SECRET_ID``. The authorizer is created with signing
 disabled: the token is the MQTT password, the username carries
@@ -90,12 +92,13 @@ def policy_document(claims: Claims, settings: AuthorizerSettings) -> dict[str, A
             {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
-                "Resource": [f"{prefix}topicfilter/{f}" for f in filters],
+                # A filter's trailing '#' is every topic below it; in a policy that is '*'
+                # (which also matches any narrower filter there, such as '<...>/3/+').
+                "Resource": [f"{prefix}topicfilter/{f.removesuffix('#')}*" for f in filters],
             },
             {
                 "Effect": "Allow",
                 "Action": "iot:Receive",
-                # A filter's trailing '#' is every topic below it; in a policy that is '*'.
                 "Resource": [f"{prefix}topic/{f.removesuffix('#')}*" for f in filters],
             },
         ],

@@ -23,6 +23,7 @@ from notifier.bench import run as bench
 from notifier.config import ConfigError, Settings, load_settings
 from notifier.daemon import Daemon, local_settings, serve
 from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
+from notifier.local import quotas
 from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
 from notifier.loopback import is_loopback
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--topic-root", default=defaults.topic_root)
     local.add_argument("--log-level", default="INFO")
+    quotas.add_arguments(local)
 
     token_cli.add_parser(commands)
     bench.add_parser(commands)
@@ -157,6 +159,8 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
     hello = stack.outputs.get("HelloStateMachineArn", "<HelloStateMachineArn>")
     root = stack.settings.topic_root
     routes = ", ".join(f"/{name}" for name in daemon.settings.routes)
+    enforced = stack.settings.quotas.enabled
+    quota_state = "enforced as AWS does (docs/quotas.md)" if enforced else "off (--quotas off)"
     return f"""\
 notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
@@ -167,6 +171,7 @@ notifier local stack is up (Ctrl-C stops it)
   broker's CA       {stack.ca_file}
   daemon MQTT       transport {daemon.settings.mqtt.transport!r}, port {daemon.settings.mqtt.port}
   token API         {stack.issuer_url}   (SigV4, credentials local/local, as in local.toml)
+  AWS quotas        {quota_state}
   stack {stack.settings.stack_name!r} outputs:
 {outputs}
 
@@ -190,6 +195,10 @@ async def run_local(args: argparse.Namespace) -> int:
     from notifier.local.stack import LocalStack
 
     defaults = LocalStackSettings()
+    try:
+        quota_settings = quotas.from_arguments(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     settings = LocalStackSettings(
         host=args.host,
         aws_port=args.aws_port,
@@ -200,6 +209,7 @@ async def run_local(args: argparse.Namespace) -> int:
         work_dir=args.work_dir or LOCAL_WORK_ROOT / defaults.stack_name,
         topic_root=args.topic_root,
         log_level=args.log_level,
+        quotas=quota_settings,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

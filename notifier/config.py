@@ -83,6 +83,13 @@ class MqttSettings:
     reconnect_max_secs: int = 5
     """Reconnect attempts back off from the first to the second."""
     connect_timeout: float = 30.0
+    peak_completions_per_second: float = 300.0
+    """The most completions per second this process is sized for. They are spread over as
+    many connections as that needs, each given at most ``connection_share`` of AWS IoT
+    Core's 100 messages per second per connection; connections open as the rate needs them
+    and close when idle (see docs/mqtt-connections.md)."""
+    connection_share: float = 0.8
+    """The share of IoT Core's per-connection limit one connection is given (0 to 1)."""
 
 
 @dataclass(frozen=True)
@@ -434,6 +441,10 @@ def _validate(s: Settings, where: str) -> None:
             fail("[mqtt] transport: 'tcp' (plain MQTT) is for a loopback broker only")
     if s.iotauth.refresh_margin <= 0:
         fail("[iotauth] refresh_margin: must be positive")
+    if s.mqtt.peak_completions_per_second <= 0:
+        fail("[mqtt] peak_completions_per_second: must be positive")
+    if not 0 < s.mqtt.connection_share <= 1:
+        fail("[mqtt] connection_share: must be above 0 and at most 1")
     if s.mqtt.keep_alive_secs < 5:
         fail("[mqtt] keep_alive_secs: must be at least 5")
     if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):

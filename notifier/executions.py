@@ -114,6 +114,22 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return f"{prefix}:execution:{machine}:{name}"
 
 
+UNNOTIFIED_KEYS = frozenset({"result", "notifyError"})
+"""The output of a workflow whose Notify states could not publish: ``{"result": <the
+result>, "notifyError": {...}}``, the mark the status forwarder reads."""
+
+
+def workflow_result(output: Any) -> Any:
+    """The workflow's result in its execution's output (unwrapped from the unnotified mark)."""
+    if (
+        isinstance(output, dict)
+        and output.keys() == UNNOTIFIED_KEYS
+        and isinstance(output["notifyError"], dict)
+    ):
+        return output["result"]
+    return output
+
+
 def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
     """The completion a DescribeExecution answer of a final status tells."""
     output = description.get("output")
@@ -121,7 +137,7 @@ def completion_from_description(description: dict[str, Any], via: str = "poll") 
         status=Status.parse(description.get("status")),
         via=via,
         execution_arn=description.get("executionArn"),
-        output=json.loads(output) if output is not None else None,
+        output=workflow_result(json.loads(output)) if output is not None else None,
         error=description.get("error"),
         cause=description.get("cause"),
         stop_date=description.get("stopDate"),
@@ -160,6 +176,9 @@ class Executions:
         self._start_execution: ApiCall = start_execution or sfn.start_execution
         self.bucket = bucket
         self.subtopic = subtopic
+        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        """The subtopic a new execution for a transaction id is to publish its completion to
+        (the connection of the MQTT pool it is given)."""
         self._routes = routes
         self.limiter = limiter
 
@@ -274,7 +293,7 @@ class Executions:
         """StartExecution of the route's state machine, named ``txn_id``; its input names
         the API key that started it (``startedBy``), for every instance to read."""
         settings = self.routes[route]
-        added: dict[str, Any] = {"subtopic": self.subtopic}
+        added: dict[str, Any] = {"subtopic": self.subtopic_for(txn_id)}
         if owner is not None:
             added[STARTED_BY] = owner
         if settings.input == "sidecar":

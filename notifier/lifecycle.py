@@ -10,7 +10,7 @@ import logging
 import pickle  # nosec B403  # only dumps, for a child process started here
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import IO, Self
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class BackgroundTasks:
         task = asyncio.get_running_loop().create_task(logged(), name=name)
         self._tasks[name] = task
         task.add_done_callback(self._ended)
+        if isinstance(work, Coroutine):  # a task cancelled before it ran never awaited it
+            task.add_done_callback(lambda _: work.close())
         return task
 
     def running(self, name: str) -> bool:

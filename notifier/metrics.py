@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -74,9 +74,9 @@ class Metrics:
             delay = max(0.0, (notified_at - stopped_at).total_seconds())
             self.completion_latency.labels(source=source).observe(delay)
 
-    def watch_mqtt(self, source: MqttState) -> None:
-        """Report the MQTT source's state, read at each scrape."""
-        self.registry.register(_MqttCollector(source))
+    def watch_mqtt(self, pool: MqttState) -> None:
+        """Report the MQTT connections' state, read at each scrape."""
+        self.registry.register(_MqttCollector(pool))
 
     def watch_fast_calls(self, *calls: FastCallState) -> None:
         """Report how many calls of each fast-path operation the AWS SDK made instead."""
@@ -86,10 +86,42 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class MqttConnectionState(Protocol):
+    @property
+    def received(self) -> int: ...
+
+    @property
+    def ignored(self) -> int: ...
+
+    @property
+    def duplicated(self) -> int: ...
+
+
+class MqttPoolConnection(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def source(self) -> MqttConnectionState: ...
+
+
 class MqttState(Protocol):
-    connected: bool
-    reconnects: int
-    refreshes: int
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    @property
+    def refreshes(self) -> int: ...
+
+    @property
+    def connections(self) -> Sequence[MqttPoolConnection]: ...
+
+    @property
+    def max_connections(self) -> int: ...
+
+    def peak_per_second(self) -> dict[int, int]: ...
 
 
 class _MqttCollector(Collector):
@@ -97,11 +129,42 @@ class _MqttCollector(Collector):
         self._source = source
 
     def collect(self) -> Iterator[Metric]:
+        pool = self._source
         yield GaugeMetricFamily(
             "notifier_mqtt_connected",
-            "1 while the MQTT connection is up",
-            value=1 if self._source.connected else 0,
+            "1 while every MQTT connection in service is up",
+            value=1 if pool.connected else 0,
         )
+        yield GaugeMetricFamily(
+            "notifier_mqtt_connections",
+            "MQTT connections open for completions (or opening)",
+            value=len(pool.connections),
+        )
+        yield GaugeMetricFamily(
+            "notifier_mqtt_connections_max",
+            "MQTT connections the configured peak completion rate may open",
+            value=pool.max_connections,
+        )
+        messages = CounterMetricFamily(
+            "notifier_mqtt_messages",
+            "Messages received on each open MQTT connection, by outcome: received (all), "
+            "ignored (not a completion of a held transaction), duplicated (of one resolved)",
+            labels=["connection", "outcome"],
+        )
+        for connection in pool.connections:
+            index, source = str(connection.index), connection.source
+            messages.add_metric([index, "received"], source.received)
+            messages.add_metric([index, "ignored"], source.ignored)
+            messages.add_metric([index, "duplicated"], source.duplicated)
+        yield messages
+        peaks = GaugeMetricFamily(
+            "notifier_mqtt_connection_peak_messages_per_second",
+            "The most messages each MQTT connection received within one second",
+            labels=["connection"],
+        )
+        for number, peak in sorted(pool.peak_per_second().items()):
+            peaks.add_metric([str(number)], peak)
+        yield peaks
         yield CounterMetricFamily(
             "notifier_mqtt_reconnects",
             "MQTT connections resumed after a loss",

@@ -92,6 +92,18 @@ HEALTH = {
     "properties": {"status": {"const": "ok"}},
 }
 
+MQTT_CONNECTION_DETAILS: dict[str, Any] = {
+    "index": {"type": "integer"},
+    "subtopic": {"type": "string"},
+    "clientId": {"type": "string"},
+    "connected": {"type": "boolean"},
+    "startedLastSecond": {"type": "integer", "description": "executions given it in 1 s"},
+    "held": {"type": "integer"},
+    "received": {"type": "integer"},
+    "ignored": {"type": "integer"},
+    "duplicated": {"type": "integer"},
+    "peakMessagesPerSecond": {"type": "integer", "description": "its busiest second"},
+}
 READINESS = {
     "type": "object",
     "description": "With API keys required, everything but ready and state only with a valid key",
@@ -112,6 +124,24 @@ READINESS = {
         "mqttConnected": {"type": ["boolean", "null"], "description": "null when polling"},
         "mqttAuthError": {"type": ["string", "null"]},
         "mqttTokenRefreshes": {"type": ["integer", "null"]},
+        "mqttConnections": {
+            "type": ["integer", "null"],
+            "description": "MQTT connections open for completions (or opening); null when polling",
+        },
+        "mqttConnectionsMax": {
+            "type": ["integer", "null"],
+            "description": "the most the configured peak completion rate may open",
+        },
+        "mqttConnectionDetails": {
+            "type": ["array", "null"],
+            "description": "each open MQTT connection (docs/mqtt-connections.md)",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": list(MQTT_CONNECTION_DETAILS),
+                "properties": MQTT_CONNECTION_DETAILS,
+            },
+        },
         "mqttProblem": {
             "type": ["string", "null"],
             "description": "why MQTT is taken not to deliver although connected; null when it does",

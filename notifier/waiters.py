@@ -80,6 +80,9 @@ class Completion:
     DescribeExecution's ``stopDate``."""
     size: int = 0
     """Bytes of the message it came in (what a kept result is counted as)."""
+    fetch_output: bool = False
+    """A pointer: the execution succeeded with an output too large for the message, which
+    must be fetched (DescribeExecution) before this completes anything."""
 
 
 @dataclass(eq=False)
@@ -150,6 +153,9 @@ class Registry:
         the first (a resolution) or a duplicate."""
         self.on_rejected: list[Callable[[Transaction, Completion, Rejection], None]] = []
         """Called with every completion refused for not being the transaction's execution's."""
+        self.on_pointer: list[Callable[[Transaction, Completion], None]] = []
+        """Called with every authentic pointer (``fetch_output``) to an unresolved
+        transaction: what fetches the output and resolves it."""
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._idle_bytes = 0
@@ -239,7 +245,9 @@ class Registry:
                 self._evict()
 
     def resolve(self, txn_id: str, completion: Completion) -> bool:
-        """Record the completion and wake its waiters.
+        """Record the completion and wake its waiters; a pointer (``fetch_output``) is
+        handed to ``on_pointer`` instead, which resolves the transaction once it has the
+        output.
 
         False if the transaction is unknown, already resolved, or ``completion`` is not
         about the execution started for it (then it is rejected: logged and reported).
@@ -250,6 +258,13 @@ class Registry:
         if completion.execution_arn != txn.execution_arn:
             self._reject(txn, completion)
             return False
+        if completion.fetch_output:
+            txn.heard_via.add(completion.via)
+            if txn.completion is not None:
+                return False
+            for pointed in self.on_pointer:
+                pointed(txn, completion)
+            return True
         first = txn.completion is None
         txn.heard_via.add(completion.via)
         if first:

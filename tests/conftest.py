@@ -21,8 +21,15 @@ from tests.silent_workflows import create_silent_workflows
 async def local_stack() -> AsyncIterator[LocalStack]:
     # The default stack name and stage: the local configuration's routes name their
     # state machines.
+    # Every execution's status on the status topics: the tests follow single executions
+    # there, far below the rate the default sampling is for.
     settings = LocalStackSettings(
-        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0
+        aws_port=0,
+        mqtt_port=0,
+        mqtt_tls_port=0,
+        mqtt_wss_port=0,
+        issuer_port=0,
+        parameters={"StatusFeedOneIn": "1"},
     )
     async with LocalStack(settings) as stack:
         yield stack

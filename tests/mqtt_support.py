@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from awscrt import io, mqtt
+from awsiot import mqtt_connection_builder
 
 from notifier.config import IotAuthSettings
 from notifier.iot_tokens import IotToken, TokenIssuer
 from notifier.lifecycle import Service
 from notifier.local.broker import LocalBroker
+from notifier.local.certificates import KeyPair
 from notifier.local.stack import LocalStack
 from notifier.sources.mqtt import RESPONSE_TIMEOUT_MS
 
@@ -56,6 +58,22 @@ async def token_for(stack: LocalStack, subtopic: str | None) -> IotToken:
     """A daemon token for ``subtopic``, or a dashboard token when None."""
     issuer = issuer_of(stack)
     return await (issuer.daemon_token(subtopic) if subtopic else issuer.dashboard_token())
+
+
+def mtls_connection(
+    stack: LocalStack, device: KeyPair, client_id: str, clean_session: bool = True
+) -> Any:
+    """To the stack's MQTT over TLS port as a device, with its certificate (as IoT Core's
+    mtls clients connect, through awsiot's builder)."""
+    return mqtt_connection_builder.mtls_from_path(
+        cert_filepath=str(device.cert_file),
+        pri_key_filepath=str(device.key_file),
+        ca_filepath=str(stack.ca_file),
+        endpoint=stack.settings.host,
+        port=stack.broker.tls_port,
+        client_id=client_id,
+        clean_session=clean_session,
+    )
 
 
 def connection(

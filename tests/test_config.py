@@ -90,6 +90,8 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL.split("[routes")[0] + MINIMAL.split('"body"')[1], {}, "no routes"),
         (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
         (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
+        (MINIMAL, {"NOTIFIER_MQTT_PEAK_COMPLETIONS_PER_SECOND": "0"}, "must be positive"),
+        (MINIMAL, {"NOTIFIER_MQTT_CONNECTION_SHARE": "1.5"}, "[mqtt] connection_share"),
     ],
 )
 def test_bad_config_is_one_clear_line(

@@ -39,7 +39,7 @@ from notifier.app.state import (
     INSTANCE_ID,
     LIVENESS,
     METRICS,
-    MQTT,
+    MQTT_POOL,
     REGISTRY,
     SAFETY_NET,
     SETTINGS,
@@ -83,7 +83,7 @@ async def readyz(request: web.Request) -> web.Response:
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
         reachability.error = await app[EXECUTIONS].check_reachable()
         reachability.checked_at = now
-    mqtt, sqs, liveness = app.get(MQTT), app.get(SQS), app.get(LIVENESS)
+    mqtt, sqs, liveness = app.get(MQTT_POOL), app.get(SQS), app.get(LIVENESS)
     mqtt_problem = liveness.problem if liveness is not None else None
     ready = app[ADMISSION].accepting and reachability.error is None
     # Without MQTT, completions still come from the queue and DescribeExecution sweeps:
@@ -105,6 +105,9 @@ async def readyz(request: web.Request) -> web.Response:
         "mqttConnected": mqtt.connected if mqtt is not None else None,
         "mqttAuthError": mqtt.auth_error if mqtt is not None else None,
         "mqttTokenRefreshes": mqtt.refreshes if mqtt is not None else None,
+        "mqttConnections": len(mqtt.connections) if mqtt is not None else None,
+        "mqttConnectionsMax": mqtt.max_connections if mqtt is not None else None,
+        "mqttConnectionDetails": list(mqtt.describe()) if mqtt is not None else None,
         "mqttProblem": mqtt_problem,
         "mqttMissed": liveness.missed if liveness is not None else None,
         "sqsQueue": sqs.queue_url if sqs is not None else None,
@@ -372,7 +375,7 @@ def _attach(app: web.Application, txn: Transaction, description: dict[str, Any])
     (or not with its own input): poll it if its completion is published elsewhere, and
     resolve it if it ended."""
     if txn.started_at is None:
-        txn.poll = _published_elsewhere(description, app[INSTANCE_ID])
+        txn.poll = _published_elsewhere(app, txn, description)
     txn.asked_at = time.monotonic()  # finding it described it
     if Status.parse(description["status"]).final:
         app[REGISTRY].resolve(txn.txn_id, completion_from_description(description))
@@ -518,12 +521,19 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any] |
         return answers.error(400, str(exc))
 
 
-def _published_elsewhere(description: dict[str, Any], instance_id: str) -> bool:
+def _published_elsewhere(
+    app: web.Application, txn: Transaction, description: dict[str, Any]
+) -> bool:
+    """Whether the execution publishes its completion to a subtopic no connection of this
+    instance receives (then it is polled)."""
     try:
         subtopic = json.loads(description.get("input") or "{}").get("subtopic")
     except (json.JSONDecodeError, AttributeError):
         return True
-    return bool(subtopic != instance_id)
+    pool = app.get(MQTT_POOL)
+    if pool is None:
+        return bool(subtopic != app[INSTANCE_ID])
+    return not isinstance(subtopic, str) or not pool.adopt(txn.txn_id, subtopic)
 
 
 async def _answer(

@@ -15,6 +15,8 @@ from notifier.metrics import Metrics
 from notifier.sources.describe import DescribePoller
 from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
+from notifier.sources.mqtt.pool import MqttPool
+from notifier.sources.pointers import OutputFetcher
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
@@ -53,12 +55,15 @@ REGISTRY = web.AppKey("registry", Registry)
 ADMISSION = web.AppKey("admission", Admission)
 EXECUTIONS = web.AppKey("executions", Executions)
 MQTT = web.AppKey("mqtt", MqttSource)
+"""The first connection of the pool; absent in ``poll`` completion mode."""
+MQTT_POOL = web.AppKey("mqtt_pool", MqttPool)
 """Absent in ``poll`` completion mode."""
 SQS = web.AppKey("sqs", SqsSource)
 """Absent without ``[sqs] queue_prefix``."""
 POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+OUTPUT_FETCHER = web.AppKey("output_fetcher", OutputFetcher)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)

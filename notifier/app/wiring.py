@@ -28,6 +28,8 @@ from notifier.app.state import (
     LIVENESS,
     METRICS,
     MQTT,
+    MQTT_POOL,
+    OUTPUT_FETCHER,
     POLLER,
     RECONCILER,
     REGISTRY,
@@ -48,7 +50,9 @@ from notifier.metrics import Metrics
 from notifier.ratelimit import RateLimiter
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
-from notifier.sources.mqtt import MqttSource, TokenSource
+from notifier.sources.mqtt import TokenSource
+from notifier.sources.mqtt.pool import MqttPool
+from notifier.sources.pointers import OutputFetcher
 from notifier.sources.reconcile import Reconciler
 from notifier.sources.safety import SafetyNet
 from notifier.sources.sqs import SqsSource
@@ -184,23 +188,29 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
 
 async def sources_context(app: web.Application) -> AsyncIterator[None]:
     """MQTT (unless polling) and the check that it delivers, this instance's queue (when
-    configured), DescribeExecution sweeps of held requests and the safety net, all sharing
-    one rate limit, and polling of re-attached executions of other instances."""
+    configured), the fetch of outputs too large for them, DescribeExecution sweeps of held
+    requests and the safety net, all sharing one rate limit, and polling of re-attached
+    executions of other instances."""
     settings = app[SETTINGS].current
     daemon = settings.daemon
     limiter = app[EXECUTIONS].limiter
     assert limiter is not None  # made with the executions
     describer = Describer(app[REGISTRY], app[EXECUTIONS], limiter)
     async with AsyncExitStack() as stack:
+        fetcher = OutputFetcher(app[REGISTRY], describer)
+        app[OUTPUT_FETCHER] = await stack.enter_async_context(fetcher)
         mqtt = None
         if daemon.completion == "mqtt":
-            mqtt = app[MQTT] = await stack.enter_async_context(await mqtt_source(app))
+            mqtt = app[MQTT_POOL] = await stack.enter_async_context(await mqtt_pool(app))
+            app[MQTT] = mqtt.primary
+            app[EXECUTIONS].subtopic_for = mqtt.assign
             app[METRICS].watch_mqtt(mqtt)
             liveness = MqttLiveness(
                 app[REGISTRY],
-                mqtt,
-                published_to(app[EXECUTIONS], settings.mqtt.topic_root, app[INSTANCE_ID]),
+                mqtt.primary,
+                published_to(app[EXECUTIONS], settings.mqtt.topic_root, mqtt.subtopic_of),
                 limiter,
+                connection_of=mqtt.connection_of,
                 on_missed=app[METRICS].mqtt_missed.inc,
             )
             app[LIVENESS] = await stack.enter_async_context(liveness)
@@ -220,6 +230,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
             mqtt,
             interval=daemon.poll_interval if mqtt is None else RECONCILE_MIN_INTERVAL,
             max_interval=RECONCILE_MAX_INTERVAL,
+            exposed=mqtt.exposed if mqtt is not None else None,
         )
         app[RECONCILER] = await stack.enter_async_context(reconciler)
         safety_net = SafetyNet(
@@ -242,11 +253,13 @@ RECONCILE_MIN_INTERVAL = 1.0
 RECONCILE_MAX_INTERVAL = 10.0
 
 
-async def mqtt_source(app: web.Application) -> MqttSource:
+async def mqtt_pool(app: web.Application) -> MqttPool:
+    """The completion connections; every one's token is a daemon token for the instance's
+    subtopic, each naming its own client id."""
     settings = app[SETTINGS].current
     instance_id = app[INSTANCE_ID]
     endpoint, tokens = await mqtt_access(app, lambda issuer: issuer.daemon_token(instance_id))
-    return MqttSource(
+    return MqttPool(
         settings.mqtt,
         instance_id=instance_id,
         registry=app[REGISTRY],

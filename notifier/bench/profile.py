@@ -37,7 +37,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AWS calls: the fast path's requests", ("notifier/fast_calls.py",
                                              "notifier/http_connections.py", "httptools/")),
     ("HTTP server (aiohttp)", ("aiohttp/web",)),
-    ("MQTT completions", ("notifier/sources/mqtt.py", "awscrt/mqtt.py", "awsiot/")),
+    ("MQTT completions", ("notifier/sources/mqtt/", "awscrt/mqtt.py", "awsiot/")),
     ("requests: body, registry, answer, logs, metrics", ("notifier/app/",
                                                           "notifier/bodies.py",
                                                           "notifier/apikeys.py",

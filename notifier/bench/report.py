@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notifier.bench.quotas import QuotaReport
+
 PLOT_EXTRA = "pip install 'notifier[plot]' (or: make install-plot)"
 
 
@@ -56,6 +58,9 @@ class ModeResult(RunResult):
     api_calls: dict[str, int]
     cpu_split: dict[str, int] = field(default_factory=dict)
     """py-spy samples of the daemon by where they were (``--profile``)."""
+    completed_via: dict[str, int]
+    """Answers by the path that completed them (the answers' ``completedVia``)."""
+    quotas: QuotaReport
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,9 @@ class ModeResult(RunResult):
             **self._common_figures(),
             "throughput_rps": _round(self.requests / self.elapsed_s if self.elapsed_s else None),
             "api_calls": dict(sorted(self.api_calls.items())),
+            "completed_via": dict(sorted(self.completed_via.items())),
+            "quota_events": self.quotas.events,
+            "busiest_connection_messages_per_s": self.quotas.busiest_connection_per_s,
             **({"cpu_split_samples": self.cpu_split} if self.cpu_split else {}),
         }
 
@@ -200,6 +208,17 @@ def modes_table(results: Sequence[ModeResult]) -> str:
             )
         )
     return format_table(rows)
+
+
+def quota_line(result: ModeResult) -> str:
+    """Completion paths, AWS quota events and the busiest MQTT connection of one mode."""
+    via = ", ".join(f"{n} {path}" for path, n in sorted(result.completed_via.items()))
+    events = [f"{n} {kind}" for kind, n in result.quotas.events.items() if n]
+    return (
+        f"completed via {via or 'nothing'}; AWS quota events: {', '.join(events) or 'none'}; "
+        f"busiest MQTT connection {result.quotas.busiest_connection_per_s} messages in one "
+        f"second ({result.quotas.busiest_client_id or 'none'})"
+    )
 
 
 def held_table(result: HeldResult) -> str:

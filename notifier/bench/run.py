@@ -35,10 +35,12 @@ from notifier.bench import load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
+from notifier.bench.quotas import QuotaWatch
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import DaemonSettings, Settings, SqsSettings
 from notifier.daemon import local_settings
 from notifier.gc_schedule import ScheduledCollection
+from notifier.local import quotas
 from notifier.local.settings import LocalStackSettings
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ CUT_DEFAULTS = {"requests": 100, "wait": 8}
 # Completions handed to the broker per second when held requests are released.
 RELEASE_RATE = 1000.0
 DEFAULT_RECONCILE_RATE = DaemonSettings().reconcile_rate
+NOT_COMPLETED = "none"
+"""``completed_via`` of an answer no completion brought (a 202, an error, no answer)."""
 
 
 class BenchError(Exception):
@@ -167,6 +171,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
     bench.add_argument("--log-level", default="WARNING")
+    quotas.add_arguments(bench)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
@@ -238,8 +243,18 @@ async def run(args: argparse.Namespace, stack: LocalStack | None = None) -> int:
         return await _run(args, options, stack)
     from notifier.local.stack import LocalStack
 
+    try:
+        quota_settings = quotas.from_arguments(args)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     settings = LocalStackSettings(
-        aws_port=0, mqtt_port=0, mqtt_tls_port=0, mqtt_wss_port=0, issuer_port=0, log_level="ERROR"
+        aws_port=0,
+        mqtt_port=0,
+        mqtt_tls_port=0,
+        mqtt_wss_port=0,
+        issuer_port=0,
+        log_level="ERROR",
+        quotas=quota_settings,
     )
     print("starting the local stack...", flush=True)
     async with LocalStack(settings) as own_stack:
@@ -275,6 +290,8 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
+    for result in results:
+        print(f"  {result.mode}: {report.quota_line(result)}")
     looked_up = [r for r in results if r.mode == "mqtt" and r.api_calls.get("DescribeExecution")]
     if any(r.mode == "mqtt" for r in results):
         # Every completion arrives by MQTT: the safety net must not have had to ask.
@@ -430,15 +447,20 @@ async def run_modes(
             async with contextlib.AsyncExitStack() as exits:
                 stopped_at: Callable[[str], float | None] = clock.stopped_at
                 aws = None
+                watch = QuotaWatch(stack)
                 if options.backend == "standin":
                     standin = StepFunctionsStandIn(
-                        stack.settings.host, stack.broker, stack.settings.topic_root
+                        stack.settings.host,
+                        stack.broker,
+                        stack.settings.topic_root,
+                        quotas=stack.settings.quotas,
                     )
                     await exits.enter_async_context(standin)
                     stopped_at, aws = standin.stopped_at, _standin_aws(stack, standin)
+                    watch = QuotaWatch(stack, standin)
                 log = exits.enter_context(_open_log(logs / f"daemon-{mode}.log"))
                 settings = daemon_settings(stack, mode, options, options.concurrency, aws)
-                results.append(await _measure(mode, settings, options, log, stopped_at))
+                results.append(await _measure(mode, settings, options, log, stopped_at, watch))
     return results
 
 
@@ -448,6 +470,7 @@ async def _measure(
     options: BenchOptions,
     log: IO[bytes],
     stopped_at: Callable[[str], float | None],
+    watch: QuotaWatch,
 ) -> ModeResult:
     daemon_process = DaemonProcess(settings, log, options.workers)
     async with daemon_process as daemon, aiohttp.ClientSession() as http:
@@ -463,11 +486,13 @@ async def _measure(
                 await profiling.enter_async_context(profile.recording(daemon.pid, profile_path))
             # The window includes the load process's start, a fraction of a second in
             # which the daemon only idles.
+            await watch.begin()
             cpu_before = daemon.cpu_seconds()
             measured = await load_process.closed_loop(
                 LoadRun(daemon.url, options.requests, options.concurrency, options.wait, HOLD)
             )
             cpu = daemon.cpu_seconds() - cpu_before
+            quota_report = await watch.end()
         calls_after = await _api_calls(http, daemon)
         peak_rss = daemon.peak_rss_mb()
     samples = measured.samples
@@ -488,6 +513,8 @@ async def _measure(
         peak_rss_mb=peak_rss,
         errors=[s.error for s in samples if s.error][:5],
         cpu_split=dict(profile.read_split(profile_path)) if profile_path else {},
+        completed_via=dict(Counter(s.via or NOT_COMPLETED for s in samples)),
+        quotas=quota_report,
     )
 
 
@@ -504,7 +531,11 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
     from notifier.local.sfn_standin import StepFunctionsStandIn
 
     standin = StepFunctionsStandIn(
-        stack.settings.host, stack.broker, stack.settings.topic_root, gated=True
+        stack.settings.host,
+        stack.broker,
+        stack.settings.topic_root,
+        gated=True,
+        quotas=stack.settings.quotas,
     )
     with _log_dir(options) as logs, _open_log(logs / "daemon-held.log") as log:
         async with standin:

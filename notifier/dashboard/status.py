@@ -1,9 +1,12 @@
 """The stack's status topics, ``<topic_root>/status/<stateMachine>/<execution>``.
 
-The stack's status forwarder publishes every status change of every workflow execution
-there. The daemon reads them with a read-only dashboard token (or its own credentials with
-the transports that use no tokens) and hands each one to its handlers; a message that is
-not a status change is logged and skipped.
+The stack's status forwarder publishes there the status changes (RUNNING and the final
+status) of one workflow execution in the stack's ``StatusFeedOneIn``, whoever started it:
+a sample that keeps this one connection within IoT Core's 100 deliveries a second at the
+account's execution rate (docs/completion-messages.md states the bound). The daemon reads
+them with a read-only dashboard token (or its own credentials with the transports that use
+no tokens) and hands each one to its handlers; a message that is not a status change is
+logged and skipped.
 """
 
 from __future__ import annotations

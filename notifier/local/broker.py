@@ -21,6 +21,7 @@ from amqtt.session import Session
 
 from notifier.lifecycle import Service
 from notifier.local.broker_auth import AccessControl, IotAuthPlugin
+from notifier.local.broker_quotas import ConnectionQuotas, QuotaBroker
 from notifier.local.broker_sessions import SessionKeepingBroker
 from notifier.local.broker_stop import ClosingBroker
 from notifier.local.certificates import KeyPair
@@ -36,11 +37,11 @@ class PortInUseError(Exception):
         self.option = option
 
 
-class TlsBroker(SessionKeepingBroker, ClosingBroker):
-    """amqtt (with its persistent sessions and its stop fixed), with two things its TLS
-    listeners lack: ALPN protocols, which its configuration cannot set, and the TLS connection
-    of a resumed persistent session, for which it kept the session's first one (so a client
-    certificate would be judged by the first connection's)."""
+class TlsBroker(QuotaBroker, SessionKeepingBroker, ClosingBroker):
+    """amqtt (with IoT Core's quotas, its persistent sessions and its stop fixed), with two
+    things its TLS listeners lack: ALPN protocols, which its configuration cannot set, and
+    the TLS connection of a resumed persistent session, for which it kept the session's first
+    one (so a client certificate would be judged by the first connection's)."""
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
@@ -64,7 +65,7 @@ class LocalBroker(Service):
     ``access`` decides who may connect and what each client may do. With ``tls`` (the server
     certificate, signed by ``ca_file``'s CA) it also listens on ``tls_port`` (MQTT over TLS)
     and ``wss_port`` (MQTT over WebSockets over TLS); clients may present a certificate of
-    that CA.
+    that CA. ``quotas`` holds IoT Core's per-connection limits, unset: none.
     """
 
     def __init__(
@@ -77,8 +78,10 @@ class LocalBroker(Service):
         ca_file: str | None = None,
         tls_port: int = 0,
         wss_port: int = 0,
+        quotas: ConnectionQuotas | None = None,
     ) -> None:
         self.host = host
+        self.quotas = quotas
         self.port = port
         self.tls_port = tls_port
         self.wss_port = wss_port
@@ -88,9 +91,7 @@ class LocalBroker(Service):
         self._broker: TlsBroker | None = None
 
     def config(self) -> dict[str, Any]:
-        listeners: dict[str, Any] = {
-            "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}
-        }
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}
         if self.tls is not None:
             secured = {
                 "ssl": True,
@@ -116,6 +117,7 @@ class LocalBroker(Service):
         plugin = broker.plugins_manager.get_plugin(IotAuthPlugin.__name__)
         assert isinstance(plugin, IotAuthPlugin)
         plugin.access = self.access
+        broker.quotas = self.quotas
         try:
             await broker.start()
         except BrokerError as exc:

@@ -3,7 +3,9 @@
 Runs as its own process (``python -m notifier.local.endpoint``) so that state machine
 executions and Lambda workers never compete with the daemon's event loop. Once it listens it
 prints one line, ``READY <host> <port>``, on stdout; SIGTERM stops it. The broker password
-of the IoT data plane comes in the environment variable named by ``PUBLISHER_PASSWORD_ENV``.
+of the IoT data plane comes in the environment variable named by ``PUBLISHER_PASSWORD_ENV``;
+the AWS quotas it enforces (Step Functions' throttling, the data plane's payload limit) in
+``--quotas``, as :class:`~notifier.local.quotas.QuotaSettings` JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import warnings
 from typing import Any
 
+from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LOCAL_CREDENTIAL
 from notifier.local.sigv4 import SigV4Verifier
 from notifier.loopback import is_loopback
@@ -34,7 +37,7 @@ LOCAL_CREDENTIALS = {
 }
 
 
-def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
+def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSettings) -> None:
     # Out of the environment before any process is started from here (Lambda workers).
     publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(LOCAL_CREDENTIALS)
@@ -48,6 +51,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     from notifier.local import (
         cloudformation_resources,
         conditional_writes,
+        endpoint_quotas,
         eventbridge_targets,
         iot_authorizers,
         iot_core,
@@ -56,6 +60,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         moto_performance,
         sfn_api,
         sfn_status_events,
+        throttling,
     )
     from notifier.local.endpoint_guard import ClosedEndpoint
 
@@ -68,11 +73,17 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
         print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
         sys.exit(2)
     listener.listen(512)
+    quota_events = throttling.QuotaEvents()
+    throttle = (
+        throttling.StepFunctionsThrottle(quotas.sfn, quota_events) if quotas.enabled else None
+    )
     server: Any = make_server(
         host,
         port,
         ClosedEndpoint(
-            moto_performance.dispatcher(create_backend_app),
+            endpoint_quotas.QuotaMiddleware(
+                moto_performance.dispatcher(create_backend_app), throttle, quota_events
+            ),
             SigV4Verifier(LOCAL_CREDENTIAL, LOCAL_CREDENTIAL, region=None, service=None),
         ),
         threaded=True,
@@ -97,7 +108,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int) -> None:
     runtime.start()
     sfn_status_events.install(emitter)
     eventbridge_targets.install(invocations)
-    iot_core.install(publisher)
+    iot_core.install(publisher, quotas.iot_payload if quotas.enabled else None, quota_events)
     cloudformation_resources.install()
     iot_authorizers.install()
     sfn_api.install()
@@ -134,6 +145,9 @@ def main() -> None:
     parser.add_argument("--mqtt-host", default="127.0.0.1")
     parser.add_argument("--mqtt-port", type=int, default=1883)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--quotas", default=QuotaSettings().to_json(), help="the quotas to enforce, as JSON"
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -153,7 +167,9 @@ def main() -> None:
         logging.getLogger("moto").addFilter(
             lambda record: not any(t in record.getMessage() for t in SKIPPED_ON_PURPOSE)
         )
-    serve(args.host, args.port, args.mqtt_host, args.mqtt_port)
+    serve(
+        args.host, args.port, args.mqtt_host, args.mqtt_port, QuotaSettings.from_json(args.quotas)
+    )
 
 
 if __name__ == "__main__":

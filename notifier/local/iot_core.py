@@ -11,6 +11,7 @@ client's queue and reach the broker after it was reported failed; one in flight 
 connection is lost fails then. On a live connection a slow PUBACK (a busy machine) is
 waited for: failing it would report a publish failed that the broker then delivers.
 It is the one client the broker lets publish, with a password the stack gives both.
+A payload over IoT Core's limit is refused with its ``RequestEntityTooLargeException``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import botocore.session
 from awscrt import io, mqtt
 
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
+from notifier.local.throttling import QuotaEvents
 
 log = logging.getLogger("notifier.local.iot_core")
 
@@ -110,7 +112,12 @@ def _iot_data_input_shape(action: str) -> Any:
     return service.operation_model(name).input_shape
 
 
-def install(publisher: BrokerPublisher) -> None:
+def install(
+    publisher: BrokerPublisher, payload_limit: int | None, events: QuotaEvents | None = None
+) -> None:
+    """Publishes (the API's and the state machines') go to the broker through ``publisher``;
+    one with a payload over ``payload_limit`` bytes gets IoT Core's error instead, HTTP 413
+    ``RequestEntityTooLargeException``, recorded in ``events``."""
     from moto.core.exceptions import JsonRESTError
     from moto.iotdata.models import IoTDataPlaneBackend
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
@@ -119,6 +126,9 @@ def install(publisher: BrokerPublisher) -> None:
 
     class ServiceUnavailable(JsonRESTError):
         code = 503
+
+    class RequestEntityTooLarge(JsonRESTError):
+        code = 413
 
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (  # noqa: E501
         StateTaskServiceAwsSdk,
@@ -137,6 +147,17 @@ def install(publisher: BrokerPublisher) -> None:
 
     def publish(self: Any, topic: str, payload: bytes) -> None:
         body = payload if isinstance(payload, bytes) else str(payload).encode()
+        if payload_limit is not None and len(body) > payload_limit:
+            if events is not None:
+                events.record(
+                    "iot_payload_refused",
+                    f"IoT data plane publish of {len(body)} bytes to {topic} refused (the "
+                    f"payload limit is {payload_limit} bytes)",
+                )
+            raise RequestEntityTooLarge(
+                "RequestEntityTooLargeException",
+                f"The payload exceeds the maximum size of {payload_limit} bytes",
+            )
         try:
             publisher.publish(topic, body)
         except Exception as exc:

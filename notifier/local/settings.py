@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from notifier.local.quotas import QuotaSettings
+
 LOCAL_CONFIG = Path(__file__).resolve().parent / "local.toml"
 """The daemon's configuration against the local stack, shipped in the package."""
 LOCAL_CREDENTIAL = "local"
@@ -37,3 +39,6 @@ class LocalStackSettings:
     topic_root: str = "notifier"
     log_level: str = "WARNING"
     parameters: dict[str, str] = field(default_factory=dict)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    """AWS's quotas, enforced as AWS does (IoT Core's per connection, Step Functions' API
+    throttling); ``QuotaSettings(enabled=False)``: none."""

@@ -8,7 +8,11 @@ but a record per execution. Each execution behaves like the Hello workflow: it e
 ``waitSeconds`` (from its input) after it started, or, when the stand-in is *gated*, once
 :meth:`StepFunctionsStandIn.release` is called; at that moment its completion, in the Notify
 states' shape, is handed to the local broker on ``<topic_root>/<subtopic>/<name>``, and that
-moment is its stop time (``stopped_at``, this machine's wall clock).
+moment is its stop time (``stopped_at``, this machine's wall clock). It enforces AWS's
+quotas as the local stack does: Step Functions' token buckets (a throttled call gets
+``ThrottlingException``), and IoT Core's payload limit on the completions it publishes (one
+over it is not published, as the Notify state's publish would fail); the broker applies the
+per-connection limits to their deliveries. Its events are counted in :attr:`quota_events`.
 
 Only ``notifier bench`` uses it; it never runs against AWS, and the daemon talks to it with
 the same client code it uses for AWS.
@@ -28,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from notifier.lifecycle import Service
+from notifier.local.quotas import QuotaSettings
+from notifier.local.throttling import THROTTLING_ERROR, QuotaEvents, StepFunctionsThrottle
 
 if TYPE_CHECKING:
     from notifier.local.broker import LocalBroker
@@ -70,12 +76,25 @@ class StepFunctionsStandIn(Service):
     """The endpoint, on ``host`` and a free port (:attr:`url` once started)."""
 
     def __init__(
-        self, host: str, broker: LocalBroker, topic_root: str, *, gated: bool = False
+        self,
+        host: str,
+        broker: LocalBroker,
+        topic_root: str,
+        *,
+        gated: bool = False,
+        quotas: QuotaSettings | None = None,
     ) -> None:
         self.host = host
         self.broker = broker
         self.topic_root = topic_root
         self.gated = gated
+        self.quotas = quotas or QuotaSettings()
+        self.quota_events = QuotaEvents()
+        self._throttle = (
+            StepFunctionsThrottle(self.quotas.sfn, self.quota_events)
+            if self.quotas.enabled
+            else None
+        )
         self.executions: dict[str, StandInExecution] = {}
         self.started = 0
         self._runner: web.AppRunner | None = None
@@ -131,9 +150,15 @@ class StepFunctionsStandIn(Service):
             "output": execution.output,
         }
         topic = f"{self.topic_root}/{subtopic}/{execution.name}"
-        task = asyncio.get_running_loop().create_task(
-            self.broker.publish(topic, json.dumps(payload).encode())
-        )
+        body = json.dumps(payload).encode()
+        if self.quotas.enabled and len(body) > self.quotas.iot_payload:
+            self.quota_events.record(
+                "iot_payload_refused",
+                f"the completion of {execution.name} ({len(body)} bytes) is over IoT Core's "
+                f"payload limit ({self.quotas.iot_payload} bytes): not published",
+            )
+            return
+        task = asyncio.get_running_loop().create_task(self.broker.publish(topic, body))
         self._publishes.add(task)
         task.add_done_callback(self._publishes.discard)
 
@@ -146,6 +171,8 @@ class StepFunctionsStandIn(Service):
         except json.JSONDecodeError:
             return _sfn_error("SerializationException", "the body is not JSON")
         operation = target.rpartition(".")[2]
+        if self._throttle is not None and not self._throttle.admit(operation):
+            return _sfn_error(THROTTLING_ERROR["__type"], THROTTLING_ERROR["message"])
         if operation == "StartExecution":
             return self._start_execution(body)
         if operation == "DescribeExecution":

@@ -26,6 +26,8 @@ log = logging.getLogger("notifier.local.sfn_status_events")
 
 DELIVERY_LATENCY = 0.2
 """Seconds from a status change to its event on the bus."""
+MAX_EVENT_DATA = 248_000
+"""Step Functions' 248 KB for an event's escaped input and output, read as 1,000-byte KB."""
 DETAIL_TYPE = "Step Functions Execution Status Change"
 SOURCE = "aws.states"
 
@@ -34,9 +36,19 @@ def _millis(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value else None
 
 
+def _escaped_size(text: str) -> int:
+    """Bytes of ``text`` escaped as a JSON string, as it sits in the event."""
+    return len(json.dumps(text).encode())
+
+
 def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
     """The event ``detail`` AWS sends when ``execution`` (moto parser) enters ``status``."""
     output = execution.output if status == "SUCCEEDED" else None
+    input_text = json.dumps(execution.input_data)
+    output_text = json.dumps(output) if output is not None else None
+    output_size = _escaped_size(output_text) if output_text is not None else 0
+    output_included = output_size <= MAX_EVENT_DATA
+    input_included = _escaped_size(input_text) + output_size <= MAX_EVENT_DATA
     return {
         "executionArn": execution.exec_arn,
         "stateMachineArn": execution.state_machine.arn,
@@ -44,10 +56,10 @@ def status_change_detail(execution: Any, status: str) -> dict[str, Any]:
         "status": status,
         "startDate": _millis(execution.start_date),
         "stopDate": _millis(execution.stop_date) if status != "RUNNING" else None,
-        "input": json.dumps(execution.input_data),
-        "output": json.dumps(output) if output is not None else None,
-        "inputDetails": {"included": True},
-        "outputDetails": {"included": True} if output is not None else None,
+        "input": input_text if input_included else None,
+        "output": output_text if output_included else None,
+        "inputDetails": {"included": input_included},
+        "outputDetails": {"included": output_included} if output is not None else None,
         "error": execution.error if status != "RUNNING" else None,
         "cause": execution.cause if status != "RUNNING" else None,
     }

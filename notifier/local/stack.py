@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import aiohttp
+
 from notifier.aws import AwsClients, AwsSettings
 from notifier.deploy import deploy_stack
 from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
@@ -26,10 +28,14 @@ from notifier.local.broker_auth import (
     LambdaAuthorizers,
     RegisteredCertificates,
 )
+from notifier.local.broker_quotas import ConnectionQuotas
 from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
+from notifier.local.endpoint_quotas import QUOTAS_PATH
+from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
 from notifier.local.sigv4 import SigV4Verifier
+from notifier.local.throttling import EVENT_KINDS, QuotaEvents
 from notifier.local.token_api import LocalTokenApi
 
 ENDPOINT_START_TIMEOUT = 120.0
@@ -55,6 +61,7 @@ class AwsEndpointProcess:
         mqtt_port: int,
         log_level: str,
         publisher_password: str,
+        quotas: QuotaSettings,
     ) -> None:
         self.host = host
         self.port = port
@@ -62,7 +69,7 @@ class AwsEndpointProcess:
         self._args = [
             "--host", host, "--port", str(port),
             "--mqtt-host", mqtt_host, "--mqtt-port", str(mqtt_port),
-            "--log-level", log_level,
+            "--log-level", log_level, "--quotas", quotas.to_json(),
         ]  # fmt: skip
         self._process: asyncio.subprocess.Process | None = None
 
@@ -102,6 +109,16 @@ class AwsEndpointProcess:
     async def stop(self) -> None:
         await terminate(self._process, 15)
 
+    async def quota_events(self) -> dict[str, int]:
+        """The endpoint's quota event counts (Step Functions' throttling, refused publishes)."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.url}{QUOTAS_PATH}") as response,
+        ):
+            response.raise_for_status()
+            events: dict[str, int] = (await response.json())["events"]
+            return events
+
 
 class LocalStack(Service):
     """Async context manager running broker, AWS endpoint and the deployed stack."""
@@ -113,8 +130,16 @@ class LocalStack(Service):
             f"arn:aws:iot:{LOCAL_REGION}:{LOCAL_ACCOUNT}:", self._publisher_password
         )
         s = self.settings
+        self.broker_quota_events = QuotaEvents()
+        """Quota events of the broker (IoT Core's per-connection limits)."""
+        self.connection_quotas = ConnectionQuotas(s.quotas, self.broker_quota_events)
         self.broker = LocalBroker(
-            s.host, s.mqtt_port, self.access, tls_port=s.mqtt_tls_port, wss_port=s.mqtt_wss_port
+            s.host,
+            s.mqtt_port,
+            self.access,
+            tls_port=s.mqtt_tls_port,
+            wss_port=s.mqtt_wss_port,
+            quotas=self.connection_quotas,
         )
         self.work_dir = s.work_dir
         self._temporary_work_dir: Path | None = None
@@ -149,6 +174,14 @@ class LocalStack(Service):
     def aws(self) -> AwsClients:
         return AwsClients(self.aws_settings)
 
+    async def quota_events(self) -> dict[str, int]:
+        """Every quota event so far, by kind (``throttling.EVENT_KINDS``, 0 when none): the
+        broker's and the AWS endpoint's."""
+        assert self.endpoint is not None, "the stack is not running"
+        endpoint = await self.endpoint.quota_events()
+        broker = self.broker_quota_events.counts()
+        return {kind: broker.get(kind, 0) + endpoint.get(kind, 0) for kind in EVENT_KINDS}
+
     async def start(self) -> None:
         s = self.settings
         self._prepare_tls()
@@ -159,7 +192,13 @@ class LocalStack(Service):
             raise
         try:
             self.endpoint = AwsEndpointProcess(
-                s.host, s.aws_port, s.host, self.broker.port, s.log_level, self._publisher_password
+                s.host,
+                s.aws_port,
+                s.host,
+                self.broker.port,
+                s.log_level,
+                self._publisher_password,
+                s.quotas,
             )
             await self.endpoint.start()
             self._authorizers = LambdaAuthorizers(self.aws())

@@ -23,6 +23,8 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
 
     ``{"txnId", "finishedAt", "executionArn", "stateMachine", "status", "output" | "error",
     "cause"}``; ``finishedAt`` (ISO 8601) is when the workflow's Notify state was entered.
+    A success with ``"fetchOutput": true`` and no output is a pointer: its output was too
+    large for the message (``Completion.fetch_output``).
     The txn id is checked against ``expected_txn_id`` (the one the topic names) when given;
     whether it is a transaction anyone waits for is the registry's business.
     """
@@ -47,6 +49,9 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         stop_date = datetime.fromisoformat(finished_at) if isinstance(finished_at, str) else None
     except ValueError:
         stop_date = None
+    fetch_output = status is Status.SUCCEEDED and message.get("fetchOutput") is True
+    if fetch_output and "output" in message:
+        raise InvalidNotificationError("a pointer (fetchOutput) carries no output")
     return Completion(
         status=status,
         via=via,
@@ -56,4 +61,5 @@ def parse_notification(payload: bytes, via: str, expected_txn_id: str | None = N
         cause=cause if isinstance(cause, str) else None,
         stop_date=stop_date,
         size=len(payload),
+        fetch_output=fetch_output,
     )

@@ -52,8 +52,10 @@ class Describer:
         patience: float | None = None,
         *,
         unless: Callable[[], bool] | None = None,
+        via: str = "poll",
     ) -> Status | None:
-        """DescribeExecution of ``txn``'s execution, resolving it if it ended; its status.
+        """DescribeExecution of ``txn``'s execution, resolving it if it ended (as a
+        completion that came ``via`` that path); its status.
 
         None when no answer came: the call failed, the execution does not exist (yet), no
         call could be made within ``patience`` seconds (None: as long as it takes), or,
@@ -87,7 +89,7 @@ class Describer:
             self._unknown_statuses.add(str(raw))
             log.warning("execution status %r is unknown here: taken as still running", raw)
         if status.final:
-            self.registry.resolve(txn.txn_id, completion_from_description(description))
+            self.registry.resolve(txn.txn_id, completion_from_description(description, via))
         return status
 
 

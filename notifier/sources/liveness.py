@@ -8,13 +8,16 @@ seconds later, MQTT has not, although it was connected and subscribed from befor
 workflow ended until then, that completion is counted as missed, ``/readyz`` reports
 ``degraded`` with the reason, and the connection is replaced by one on a fresh session.
 
-Only completions MQTT must have carried count: one from the queue (the status forwarder
-publishes the same message over MQTT), or one found by DescribeExecution whose execution's
-history shows it published to this instance's topic (a workflow that never publishes is
-no sign of a broken connection). Nothing is asked of AWS while MQTT delivers.
+Only completions MQTT must have carried count: one from the queue (each one the queue gets
+was also published over MQTT, by the workflow or by the status forwarder), or one found by
+DescribeExecution whose execution's history shows it published to this instance's topic (a
+workflow that never publishes is no sign of a broken connection). Nothing is asked of AWS
+while MQTT delivers.
 
 The reason clears once MQTT delivers a completion on a connection made after the miss, or
-``forget_after`` seconds after the last miss.
+``forget_after`` seconds after the last miss. With several connections, each completion is
+checked against the connection its execution was given (``connection_of``), and only that
+one is renewed.
 """
 
 from __future__ import annotations
@@ -72,11 +75,15 @@ class MqttLiveness(Service):
         published: Published,
         limiter: RateLimiter,
         *,
+        connection_of: Callable[[Transaction], Watched | None] | None = None,
         on_missed: Callable[[], None] | None = None,
         grace: float = GRACE,
         forget_after: float = FORGET_AFTER,
     ) -> None:
+        """``connection_of`` gives the connection a transaction's completion is published
+        to (None: none is open any more); by default ``mqtt``."""
         self.mqtt = mqtt
+        self.connection_of = connection_of or (lambda txn: mqtt)
         self.published = published
         self.limiter = limiter
         self.on_missed = on_missed
@@ -88,7 +95,8 @@ class MqttLiveness(Service):
         self.problem: str | None = None
         """Why MQTT is not trusted right now; None while it delivers."""
         self._missed_at: datetime | None = None
-        self._renewed_at = -RENEW_AT_MOST_EVERY
+        self._renewed_at: dict[int, float] = {}
+        """When each connection (by id) was last renewed (monotonic)."""
         self._checks: asyncio.Queue[_Check] = asyncio.Queue()
         self._tasks = BackgroundTasks()
         registry.on_delivered.append(self._delivered)
@@ -100,19 +108,22 @@ class MqttLiveness(Service):
         await self._tasks.stop()
 
     def _delivered(self, txn: Transaction, completion: Completion, first: bool) -> None:
+        connection = self.connection_of(txn)
+        if connection is None:
+            return
         if completion.via == "mqtt":
-            self._mqtt_delivered()
+            self._mqtt_delivered(connection)
         elif (
             first
             and completion.via in ("sqs", "poll")
             and txn.started_at is not None  # started here: published to this instance
             and not txn.poll
-            and self.mqtt.connected
+            and connection.connected
         ):
             self._checks.put_nowait(_Check(txn, completion, time.monotonic() + self.grace))
 
-    def _mqtt_delivered(self) -> None:
-        subscribed_at = self.mqtt.subscribed_at
+    def _mqtt_delivered(self, connection: Watched) -> None:
+        subscribed_at = connection.subscribed_at
         if self.problem is None or self._missed_at is None or subscribed_at is None:
             return
         if subscribed_at > self._missed_at:
@@ -142,10 +153,11 @@ class MqttLiveness(Service):
         """MQTT was connected from before the workflow ended until now and did not deliver
         a completion it must have carried."""
         txn, completion = check.txn, check.completion
-        if "mqtt" in txn.heard_via or not self.mqtt.connected:
+        connection = self.connection_of(txn)
+        if "mqtt" in txn.heard_via or connection is None or not connection.connected:
             return False
         ended = completion.stop_date or completion.notified_at
-        subscribed_at = self.mqtt.subscribed_at
+        subscribed_at = connection.subscribed_at
         if subscribed_at is None or subscribed_at > _aware(ended):
             return False
         if completion.via == "sqs":
@@ -170,19 +182,26 @@ class MqttLiveness(Service):
             f"within {self.grace:g} s of it arriving via {check.completion.via}"
         )
         about = {"txnId": check.txn.txn_id, "executionArn": check.txn.execution_arn}
-        if time.monotonic() - self._renewed_at < RENEW_AT_MOST_EVERY:
+        connection = self.connection_of(check.txn)
+        if connection is None:
+            return
+        renewed_at = self._renewed_at.get(id(connection), -RENEW_AT_MOST_EVERY)
+        if time.monotonic() - renewed_at < RENEW_AT_MOST_EVERY:
             log.debug("%s (reconnecting already)", self.problem, extra=about)
             return
         log.warning("%s: reconnecting on a fresh session", self.problem, extra=about)
-        self._renewed_at = time.monotonic()
-        self.mqtt.renew()
+        self._renewed_at[id(connection)] = time.monotonic()
+        connection.renew()
 
 
-def published_to(executions: Executions, topic_root: str, instance_id: str) -> Published:
-    """:data:`Published` for this instance's completion topics."""
+def published_to(
+    executions: Executions, topic_root: str, subtopic_of: Callable[[Transaction], str]
+) -> Published:
+    """:data:`Published` for this instance's completion topics (``subtopic_of`` names the
+    subtopic a transaction's execution was started with)."""
 
     async def published(txn: Transaction) -> bool:
-        topic = f"{topic_root}/{instance_id}/{txn.txn_id}"
+        topic = f"{topic_root}/{subtopic_of(txn)}/{txn.txn_id}"
         return await executions.published(txn.execution_arn, topic)
 
     return published

@@ -9,7 +9,10 @@ sweeps start as soon as the connection is known to be down, and a request is que
 its turn at the rate limit as soon as it is due, so with many held each is described about
 every ``held / rate`` seconds, however slow the calls. While MQTT is up it makes no
 call (the safety net's rare checks aside, see :mod:`notifier.sources.safety`).
-Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always.
+Without one (``completion = "poll"``) it sweeps every ``interval`` seconds, always. With a
+pool of connections, "down" is any of them, and only the transactions whose completion
+may have been published while their own connection was not subscribed are described
+(``exposed``).
 
 Every call goes through the shared :class:`~notifier.sources.describe.Describer`, at most
 ``reconcile_rate`` calls a second together with every other DescribeExecution.
@@ -49,8 +52,13 @@ class Reconciler(Service):
         *,
         interval: float,
         max_interval: float,
+        exposed: Callable[[Transaction], bool] | None = None,
     ) -> None:
+        """``exposed`` tells, with several connections, whether a transaction's completion
+        may have been published while its own connection was not subscribed (default: every
+        held transaction's may)."""
         self.registry = registry
+        self.exposed = exposed
         self.describer = describer
         self.connection = connection
         self.interval = interval
@@ -130,8 +138,13 @@ class Reconciler(Service):
 
     def _pending(self) -> list[Transaction]:
         # In mqtt mode, re-attached executions of other instances are the DescribePoller's.
+        if self.connection is None:
+            return list(self.registry.unresolved())
+        exposed = self.exposed
         return [
-            txn for txn in self.registry.unresolved() if self.connection is None or not txn.poll
+            txn
+            for txn in self.registry.unresolved()
+            if not txn.poll and (exposed is None or exposed(txn))
         ]
 
     async def sweep(self) -> int:

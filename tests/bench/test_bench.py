@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import sys
 
@@ -10,11 +12,17 @@ import pytest
 from notifier import cli
 from notifier.bench import report
 from notifier.bench import run as bench
+from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
 
 MODE_FIELDS = {
     "backend", "concurrency", "requests", "ok", "latency_samples", "p50_ms", "p95_ms",
     "p99_ms", "max_ms", "throughput_rps", "api_calls", "cpu_ms_per_request", "peak_rss_mb",
+    "completed_via", "quota_events", "busiest_connection_messages_per_s",
+}  # fmt: skip
+QUOTA_EVENTS = {
+    "iot_discarded", "iot_payload_refused", "iot_subscriptions_refused", "iot_connects_refused",
+    "sfn_throttled",
 }  # fmt: skip
 
 
@@ -44,6 +52,10 @@ async def test_mqtt_and_poll_on_moto(
         assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
         assert figures["api_calls"]["StartExecution"] == 4
         assert figures["cpu_ms_per_request"] > 0 and figures["peak_rss_mb"] > 0
+        assert figures["completed_via"] == {name: 4}
+        assert figures["quota_events"] == dict.fromkeys(QUOTA_EVENTS, 0)
+    # The daemon's MQTT connection, at least: each completion is one message on it.
+    assert modes["mqtt"]["busiest_connection_messages_per_s"] >= 1
     assert "DescribeExecution" not in modes["mqtt"]["api_calls"]
     assert modes["poll"]["api_calls"]["DescribeExecution"] >= 4
     table = [line.split() for line in output.splitlines()]
@@ -62,8 +74,29 @@ async def test_standin_backend_answers_both_modes(local_stack: LocalStack) -> No
     ]
     assert "DescribeExecution" not in results[0].api_calls
     assert results[1].api_calls["DescribeExecution"] >= 3
+    assert [r.completed_via for r in results] == [{"mqtt": 3}, {"poll": 3}]
     # Stop and answer on one clock: no answer is read before its execution stopped.
     assert all(latency > 0 for result in results for latency in result.latencies_ms)
+
+
+async def test_the_standin_throttles_and_its_events_are_reported(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Polling 4 requests every 0.1 s against a DescribeExecution bucket of 2, refilled at 1
+    a second: throttled, counted, and still every answer comes (the SDK retries)."""
+    args = bench_args(
+        "--backend", "standin", "--modes", "poll", "--requests", "4", "--concurrency", "4",
+        "--wait", "2", "--warmup", "0", "--poll-interval", "0.1", "--json",
+    )  # fmt: skip
+    quotas = LocalStackSettings().quotas.with_values(["sfn-describe-execution=2/1"])
+    stack = copy.copy(local_stack)
+    stack.settings = dataclasses.replace(local_stack.settings, quotas=quotas)
+    assert await bench.run(args, stack=stack) == 0
+    output = capsys.readouterr().out
+    poll = last_json_line(output)["modes"]["poll"]
+    assert poll["quota_events"]["sfn_throttled"] > 0
+    assert poll["completed_via"] == {"poll": 4}
+    assert f"{poll['quota_events']['sfn_throttled']} sfn_throttled" in output
 
 
 async def test_workers_share_the_load_and_their_figures_are_summed(

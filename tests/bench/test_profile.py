@@ -44,7 +44,7 @@ HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app/handlers
          "parse_object (notifier/bodies.py:30);loads (json/__init__.py:346)",
          "requests: body, registry, answer, logs, metrics"),
         (f"{LOOP};data_received (aiohttp/web_protocol.py:400)", "HTTP server (aiohttp)"),
-        (f"{LOOP};handle_message (notifier/sources/mqtt.py:420);loads (json/__init__.py:346)",
+        (f"{LOOP};handle_message (notifier/sources/mqtt/source.py:45);loads (json/__init__.py:346)",
          "MQTT completions"),
         (f"{LOOP};_read_ready (asyncio/selector_events.py:1000)", profile.OTHER),
         ("run_forever (asyncio/base_events.py:607);select (selectors.py:469)", profile.OTHER),

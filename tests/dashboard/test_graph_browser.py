@@ -96,9 +96,9 @@ async def test_a_failed_processa_step_is_coloured_failed(
     assert (status, answer["status"]) == (502, "FAILED"), answer
     page = await graph_page(browser, graph_daemon, answer["transactionId"])
     await expect(state(page, "StepC", "failed")).to_have_count(1)
-    for passed in ("StepA", "StepB", "NotifyFailure"):
+    for passed in ("StepA", "StepB"):
         await expect(state(page, passed, "succeeded")).to_have_count(1)
-    for skipped in ("StepD", "StepE", "StepF", "NotifySuccess", "Done"):
+    for skipped in ("StepD", "StepE", "StepF", "NotifySuccess", "NotifyPointer", "Done"):
         await expect(state(page, skipped, "not-reached")).to_have_count(1)
     await expect(state(page, "Failed", "failed")).to_have_count(1)
     await state(page, "StepC").click()

@@ -73,8 +73,14 @@ def test_daemon_token_grants_its_own_subtopic_only() -> None:
     assert granted.allows("iot:Connect", f"{PREFIX}client/{cid}")
     assert not granted.allows("iot:Connect", f"{PREFIX}client/someone-else")
     assert granted.allows("iot:Subscribe", f"{PREFIX}topicfilter/notifier/alpha/#")
+    # Each connection of the daemon's pool subscribes to its own part of the subtopic.
+    for narrower in ("notifier/alpha/+", "notifier/alpha/3/+"):
+        assert granted.allows("iot:Subscribe", f"{PREFIX}topicfilter/{narrower}"), narrower
     assert granted.allows("iot:Receive", f"{PREFIX}topic/notifier/alpha/0123")
-    for outside in ("notifier/#", "notifier/beta/#", "notifier/+/x", "notifier/status/#", "#"):
+    assert granted.allows("iot:Receive", f"{PREFIX}topic/notifier/alpha/3/0123")
+    outsides = ("notifier/#", "notifier/beta/#", "notifier/+/x", "notifier/status/#", "#",
+                "notifier/alphabet/#", "notifier/alpha")  # fmt: skip
+    for outside in outsides:
         assert not granted.allows("iot:Subscribe", f"{PREFIX}topicfilter/{outside}"), outside
     assert not granted.allows("iot:Receive", f"{PREFIX}topic/notifier/beta/0123")
     assert not granted.allows("iot:Publish", f"{PREFIX}topic/notifier/alpha/0123")

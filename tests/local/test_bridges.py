@@ -6,7 +6,14 @@ import asyncio
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
+import pytest
+from botocore.exceptions import ClientError
+
+from notifier.local.quotas import QuotaSettings
+from notifier.local.sfn_status_events import MAX_EVENT_DATA, status_change_detail
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
 from tests.mqtt_support import MqttRecorder
@@ -107,6 +114,52 @@ async def test_iot_data_publish_reaches_the_broker(local_stack: LocalStack) -> N
             await iot.publish(topic=topic, qos=1, payload=json.dumps({"hello": 1}).encode())
         received = await mqtt.next(timeout=10)
     assert received == (topic, {"hello": 1})
+
+
+async def test_an_iot_payload_over_the_limit_is_refused_and_never_delivered(
+    local_stack: LocalStack,
+) -> None:
+    subtopic = new_id("iot")
+    topic = f"notifier/{subtopic}/x"
+    async with MqttRecorder(local_stack, subtopic) as mqtt:
+        async with local_stack.aws().client("iot-data") as iot:
+            with pytest.raises(ClientError) as refused:
+                await iot.publish(
+                    topic=topic, qos=1, payload=b"x" * (QuotaSettings().iot_payload + 1)
+                )
+            await iot.publish(topic=topic, qos=1, payload=b'{"after": 1}')
+        received = await mqtt.next(timeout=10)
+    assert refused.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert received == (topic, {"after": 1})
+
+
+@pytest.mark.parametrize(
+    ("input_size", "output_size", "included"),
+    [
+        (10, 10, (True, True)),
+        (10, MAX_EVENT_DATA, (False, False)),  # the output alone is too large
+        (MAX_EVENT_DATA // 2, MAX_EVENT_DATA // 2, (False, True)),  # together they are
+    ],
+)
+def test_a_status_event_leaves_out_what_is_too_large_for_it(
+    input_size: int, output_size: int, included: tuple[bool, bool]
+) -> None:
+    now = datetime.now(UTC)
+    execution = SimpleNamespace(
+        exec_arn="arn:aws:states:us-east-1:123456789012:execution:m:n",
+        state_machine=SimpleNamespace(arn="arn:aws:states:us-east-1:123456789012:stateMachine:m"),
+        name="n",
+        start_date=now,
+        stop_date=now,
+        input_data={"i": "x" * input_size},
+        output={"o": "y" * output_size},
+        error=None,
+        cause=None,
+    )
+    detail = status_change_detail(execution, "SUCCEEDED")
+    assert (detail["inputDetails"]["included"], detail["outputDetails"]["included"]) == included
+    assert (detail["input"] is not None, detail["output"] is not None) == included
 
 
 async def test_cloudformation_creates_types_moto_skips(local_stack: LocalStack) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from notifier.local.stack import LocalStack
 from tests.eventually import EVENTUALLY
-from tests.local.test_workflows import new_id, start, wait_final
+from tests.local.test_workflows import Notifications, new_id, start, wait_final
 from tests.mqtt_support import MqttRecorder
 from tests.silent_workflows import create_silent_workflows
 
@@ -60,18 +60,17 @@ async def test_an_ending_without_publishing_reaches_the_instance_topic_and_queue
                 await sfn.stop_execution(executionArn=arn, error="Operator", cause="outside")
         described = await wait_final(stack, arn)
         assert described["status"] == status
-        message = await completions.on_topic(f"{stack.settings.topic_root}/{subtopic}/{name}")
-        machine_name = arn.split(":")[-2]
-        dashboard = await status_topics.on_topic(
-            f"{stack.settings.topic_root}/status/{machine_name}/{name}"
-        )
+        # Its final status reaches the status topic, and one message the instance topic.
+        prefix = f"{stack.settings.topic_root}/{subtopic}"
+        notifications = Notifications(stack, completions, status_topics, prefix)
+        (message,) = await notifications.all_of(name, arn)
     queued = await next_in(stack, url)
     assert queued == message
     assert message["txnId"] == name and message["executionArn"] == arn
     assert message["status"] == status and message["finishedAt"].endswith("Z")
+    assert message["publishedBy"] == "status-forwarder"
     if error is not None:
         assert message["error"] == error
-    assert dashboard["status"] in ("RUNNING", status)
 
 
 async def test_an_event_the_forwarder_fails_on_is_tried_three_times_then_kept_and_alarmed(
@@ -87,9 +86,9 @@ async def test_an_event_the_forwarder_fails_on_is_tried_three_times_then_kept_an
         "executionArn": f"{machine_arn}:{name}".replace(":stateMachine:", ":execution:"),
         "stateMachineArn": machine_arn,
         "name": name,
-        "status": "SUCCEEDED",
+        "status": "FAILED",
         "input": json.dumps({"subtopic": "no+wildcards"}),
-        "output": "{}",
+        "error": "Failed",
     }
     status_topic = f"{stack.outputs['TopicRoot']}/status/{machine_arn.rsplit(':', 1)[1]}/{name}"
     async with MqttRecorder(stack, None) as status_topics:
@@ -116,7 +115,7 @@ async def test_an_event_the_forwarder_fails_on_is_tried_three_times_then_kept_an
         attempts = []
         while "last" not in (message := await status_topics.on_topic(status_topic)):
             attempts.append(message)
-    assert [attempt["status"] for attempt in attempts] == ["SUCCEEDED"] * 3
+    assert [attempt["status"] for attempt in attempts] == ["FAILED"] * 3
     (message,) = kept
     assert json.loads(message["Body"])["detail"] == detail
     attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}

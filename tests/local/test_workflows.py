@@ -146,22 +146,49 @@ async def take_message(sqs: Any, queue_url: str, wanted: Callable[[Any], bool]) 
                     return body
 
 
-class Notifications:
-    """Completion notifications published under one subtopic, by execution name."""
+SENTINEL = {"sentinel": True}
 
-    def __init__(self, mqtt: MqttRecorder, prefix: str) -> None:
+
+class Notifications:
+    """Completion notifications published under one subtopic, by execution name: the
+    workflow's own and the status forwarder's alike, each one a message on the instance's
+    connection."""
+
+    def __init__(self, stack: LocalStack, mqtt: MqttRecorder, status: MqttRecorder, prefix: str):
+        self._stack = stack
         self._mqtt = mqtt
+        self._status = status
         self._prefix = prefix
         self._received: defaultdict[str, list[Any]] = defaultdict(list)
+        self._sentinels: defaultdict[str, int] = defaultdict(int)
 
     def _drain(self) -> None:
         while not self._mqtt.messages.empty():
             self._record(*self._mqtt.messages.get_nowait())
 
     def _record(self, topic: str, message: Any) -> None:
-        # The status forwarder's copies are the fallback's business, not the workflow's.
-        if message.get("publishedBy") != "status-forwarder":
+        if message == SENTINEL:
+            self._sentinels[topic] += 1
+        else:
             self._received[topic].append(message)
+
+    async def all_of(self, name: str, machine_arn: str) -> list[Any]:
+        """Every message on ``name``'s instance topic, once the status forwarder is done
+        with its end: its status (it publishes that last) has arrived, then a sentinel
+        published after it, by the one publisher every publish goes through (the broker
+        delivers one publisher's messages in order)."""
+        status_topic = (
+            f"{self._stack.settings.topic_root}/status/{machine_arn.split(':')[-2]}/{name}"
+        )
+        while (await self._status.on_topic(status_topic))["status"] not in FINAL:
+            pass
+        topic = f"{self._prefix}/{name}"
+        async with self._stack.aws().client("iot-data") as iot:
+            await iot.publish(topic=topic, qos=1, payload=json.dumps(SENTINEL).encode())
+        async with asyncio.timeout(30):
+            while not self._sentinels[topic]:
+                self._record(*await self._mqtt.next(30))
+        return self.published(name)
 
     def published(self, name: str) -> list[Any]:
         """What has arrived for ``name`` so far."""
@@ -220,10 +247,18 @@ class Execution:
     notifications: Notifications
 
     async def finish(self) -> Finished:
-        """Wait for the end; the notification is published before the execution ends."""
+        """Wait for the end and its one notification: the workflow's own for a success,
+        the status forwarder's for any other end."""
         described = await wait_final(self.stack, self.arn)
         notification = await self.notifications.of(self.name)
         assert_notification_matches(notification, described)
+        everything = await self.notifications.all_of(self.name, self.arn)
+        assert everything == [notification], "one message per completion"
+        published_by = notification.get("publishedBy")
+        if described["status"] == "SUCCEEDED":
+            assert published_by is None, notification
+        else:
+            assert published_by == "status-forwarder", notification
         return Finished(described, notification)
 
 
@@ -235,9 +270,9 @@ async def started(
     name = name or new_id(machine.removesuffix("StateMachineArn").lower())
     subtopic = payload.get("subtopic", "default")
     prefix = f"{stack.settings.topic_root}/{subtopic}"
-    async with MqttRecorder(stack, subtopic) as mqtt:
+    async with MqttRecorder(stack, subtopic) as mqtt, MqttRecorder(stack, None) as status:
         arn = await start(stack, machine, name, payload)
-        yield Execution(stack, name, arn, Notifications(mqtt, prefix))
+        yield Execution(stack, name, arn, Notifications(stack, mqtt, status, prefix))
 
 
 async def run(
@@ -525,7 +560,8 @@ async def test_stopping_an_archive_that_waits_for_its_approver_aborts_it(
         async with local_stack.aws().client("stepfunctions") as sfn:
             with pytest.raises(ClientError) as refused:
                 await sfn.send_task_success(taskToken=request["TaskToken"], output="{}")
-        assert execution.notifications.published(execution.name) == []
+        (aborted,) = await execution.notifications.all_of(execution.name, execution.arn)
 
     assert described["status"] == "ABORTED", described
+    assert aborted["status"] == "ABORTED" and aborted["publishedBy"] == "status-forwarder"
     assert refused.value.response["Error"]["Code"] in ("TaskTimedOut", "InvalidToken")

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from awsiot import mqtt_connection_builder
 
 from notifier.app.state import MQTT
 from notifier.config import ConfigError
@@ -22,6 +21,7 @@ from notifier.local.certificates import KeyPair
 from notifier.local.stack import LocalStack
 from tests.daemons import DaemonFactory, call, settings_for
 from tests.eventually import eventually
+from tests.mqtt_support import mtls_connection
 
 
 @pytest.mark.parametrize("transport", ["custom-auth", "custom-auth-websockets", "tcp"])
@@ -67,8 +67,8 @@ def device_policy(instance_id: str) -> dict[str, Any]:
             {"Effect": "Allow", "Action": "iot:Connect",
              "Resource": f"{prefix}client/{instance_id}*"},
             {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [
-                f"{prefix}topicfilter/notifier/{instance_id}/#",
-                f"{prefix}topicfilter/notifier/status/#",
+                f"{prefix}topicfilter/notifier/{instance_id}/*",
+                f"{prefix}topicfilter/notifier/status/*",
             ]},
             {"Effect": "Allow", "Action": "iot:Receive", "Resource": [
                 f"{prefix}topic/notifier/{instance_id}/*", f"{prefix}topic/notifier/status/*",
@@ -120,15 +120,7 @@ async def test_a_device_certificate_gets_what_iot_would_give_it(stack: LocalStac
     registered = await register_device(stack, name, device_policy(name))
 
     async def connects(device: KeyPair, client_id: str, clean_session: bool = True) -> bool:
-        connection = mqtt_connection_builder.mtls_from_path(
-            cert_filepath=str(device.cert_file),
-            pri_key_filepath=str(device.key_file),
-            ca_filepath=str(stack.ca_file),
-            endpoint=stack.settings.host,
-            port=stack.broker.tls_port,
-            client_id=client_id,
-            clean_session=clean_session,
-        )
+        connection = mtls_connection(stack, device, client_id, clean_session)
         try:
             await asyncio.wait_for(asyncio.wrap_future(connection.connect()), 30)
         except Exception:

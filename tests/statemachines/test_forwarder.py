@@ -60,16 +60,19 @@ def received(sqs: Any, url: str) -> list[Any]:
     return [json.loads(m["Body"]) for m in messages]
 
 
+UNNOTIFIED = {"result": {"r": 1}, "notifyError": {"Error": "E", "Cause": "C"}}
+
+
 @pytest.mark.parametrize(
     ("status", "detail", "fields"),
     [
-        ("SUCCEEDED", {"output": json.dumps({"r": 1})}, {"output": {"r": 1}}),
+        ("SUCCEEDED", {"output": json.dumps(UNNOTIFIED)}, {"output": {"r": 1}}),
         ("FAILED", {"error": "Lambda.Unknown", "cause": "crash"}, {"error": "Lambda.Unknown"}),
         ("TIMED_OUT", {}, {"error": "TIMED_OUT", "cause": ""}),
         ("ABORTED", {"error": "Operator", "cause": "stop"}, {"error": "Operator"}),
     ],
 )
-def test_a_final_status_reaches_the_instance_topic_and_queue(
+def test_a_completion_the_workflow_did_not_publish_reaches_the_instance_topic_and_queue(
     sqs: Any, status: str, detail: dict[str, Any], fields: dict[str, Any]
 ) -> None:
     url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
@@ -89,6 +92,88 @@ def test_a_final_status_reaches_the_instance_topic_and_queue(
     completion = parse_notification(json.dumps(message).encode(), "sqs", "0x01")
     assert completion.status == status
     assert completion.stop_date is not None
+
+
+def test_a_success_the_workflow_published_goes_to_the_queue_only(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    event = status_event("SUCCEEDED", output=json.dumps({"r": 1}))
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "queue": True}
+    assert [topic for topic, _ in iot.published] == ["notifier/status/notifier-dev-Hello/0x01"]
+    (queued,) = received(sqs, url)
+    assert queued["output"] == {"r": 1} and "fetchOutput" not in queued
+
+
+def test_an_output_too_large_for_iot_goes_as_a_pointer_never_published_whole(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    result = {"blob": "x" * forwarder.MAX_PAYLOAD_BYTES}
+    output = {"result": result, "notifyError": {"Error": "E", "Cause": "refused"}}
+    event = status_event("SUCCEEDED", output=json.dumps(output))
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "mqtt": True, "queue": True}
+    (topic, pointer), _status = iot.published
+    assert topic == "notifier/instance-a/0x01"
+    assert pointer["fetchOutput"] is True and "output" not in pointer
+    assert pointer["executionArn"] == ARN and pointer["status"] == "SUCCEEDED"
+    assert received(sqs, url) == [pointer]
+    completion = parse_notification(json.dumps(pointer).encode(), "mqtt", "0x01")
+    assert completion.fetch_output and completion.output is None
+
+
+def test_an_output_left_out_of_the_event_is_pointed_to_never_answered_null(sqs: Any) -> None:
+    """Whether the workflow published cannot be read from an output that is not there: the
+    pointer is published too, and the daemon fetches the output once."""
+    iot = Recorder()
+    event = status_event("SUCCEEDED", output=None, outputDetails={"included": False})
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "mqtt": True, "queue": False}
+    (_topic, pointer), _status = iot.published
+    assert pointer["fetchOutput"] is True and "output" not in pointer
+
+
+def test_an_event_without_its_input_tells_no_instance(sqs: Any) -> None:
+    """The subtopic is in the input: without it, the completion would go to another instance."""
+    iot = Recorder()
+    event = status_event("FAILED", input=None, inputDetails={"included": False}, error="E")
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True}
+
+
+def test_an_oversize_message_is_never_published(sqs: Any) -> None:
+    iot = Recorder()
+    relay = forwarder.Forwarder(iot, sqs, "notifier", PREFIX)
+    with pytest.raises(forwarder.DeliveryFailed, match="over IoT's limit"):
+        relay._publish("notifier/x/y", {"blob": "x" * forwarder.MAX_PAYLOAD_BYTES})
+    assert iot.published == []
+
+
+def test_the_status_feed_carries_one_execution_in_n_with_all_its_statuses(sqs: Any) -> None:
+    one_in = 8
+    relay = forwarder.Forwarder(Recorder(), sqs, "notifier", PREFIX, status_one_in=one_in)
+    fed = 0
+    for n in range(800):
+        arn = f"{ARN[: -len('0x01')]}txn-{n}"
+        events = [
+            status_event("RUNNING", executionArn=arn, name=f"txn-{n}"),
+            status_event("FAILED", executionArn=arn, name=f"txn-{n}", error="E"),
+        ]
+        carried = ["status" in relay.forward(event) for event in events]
+        assert carried[0] == carried[1]  # an execution's RUNNING and final go together
+        fed += carried[0]
+    assert 800 / one_in / 2 < fed < 800 / one_in * 2
+
+
+def test_a_connection_of_an_instance_has_its_topic_and_the_instance_s_queue(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
+    iot = Recorder()
+    event = status_event("FAILED", input=json.dumps({"subtopic": "instance-a/2"}), error="E")
+    delivered = forwarder.Forwarder(iot, sqs, "notifier", PREFIX).forward(event)
+    assert delivered == {"status": True, "mqtt": True, "queue": True}
+    (topic, message), _ = iot.published
+    assert topic == "notifier/instance-a/2/0x01"
+    assert received(sqs, url) == [message]
 
 
 def test_running_goes_to_dashboards_only(sqs: Any) -> None:
@@ -121,7 +206,7 @@ def test_a_failed_publish_does_not_stop_the_queue_message_and_fails_the_invocati
     url = sqs.create_queue(QueueName=f"{PREFIX}instance-a")["QueueUrl"]
     relay = forwarder.Forwarder(Down(), sqs, "notifier", PREFIX)
     with pytest.raises(forwarder.ForwardingFailed) as failed:
-        relay.forward(status_event("SUCCEEDED", output="{}"))
+        relay.forward(status_event("TIMED_OUT"))
     # Raised once every delivery was tried: so Lambda retries the event, then sends it to
     # the dead-letter queue.
     assert len(received(sqs, url)) == 1
