@@ -1,11 +1,15 @@
 # make install   create .venv and install notifier with the local stack and the development
-#                tools (idempotent)
+#                tools, at the versions locked in requirements/dev.txt (idempotent)
+# make lock      update requirements/dev.txt and requirements/daemon.txt from pyproject.toml's
+#                ranges, keeping what still fits (LOCK_ARGS=--upgrade: the newest of everything;
+#                LOCK_ARGS='--upgrade-package aiohttp': of one)
 # make run       install, then start the embedded local stack (notifier local)
-# make test      install (and Debian's chromium, mosquitto-clients and haproxy, for the browser
-#                test, the stock MQTT client's test and the load-balanced instances), then run
-#                the whole suite
+# make test      install (and Debian's chromium, mosquitto-clients, haproxy and prometheus, for
+#                the browser test, the stock MQTT client's test, the load-balanced instances and
+#                promtool's checks of /metrics), then run the whole suite
 # make lint      ruff, mypy and bandit on the code, cfn-lint and checkov on the CloudFormation
-#                template, and every link of README.md and docs/
+#                template, promtool on the alert rules and their unit tests, and every link of
+#                README.md and docs/
 # make bench     install with the plot extra, then run the benchmark (BENCH_ARGS=... to change it)
 # make check-wheel  build a plain wheel, install it into a fresh virtualenv and check it
 
@@ -13,6 +17,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+
+# The lock files: every package and its hashes, for any Python notifier supports. dev.txt is
+# the daemon with the local stack and the development tools (make install, CI); daemon.txt
+# the daemon alone, at the same versions (a production install: see
+# docs/operations-observability.md); uv.txt the installer make install uses, which pip
+# installs first: uv installs the rest in seconds where pip takes minutes.
+LOCK_DEV    := requirements/dev.txt
+LOCK_DAEMON := requirements/daemon.txt
+LOCK_UV     := requirements/uv.txt
+LOCK_ARGS   ?=
+UV          := $(BIN)/uv
 
 # checkov pins boto3 and other libraries older than the daemon's, so it has a virtualenv of
 # its own, used only to scan the template.
@@ -24,16 +39,25 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-plot checkov test-tools run test lint bench check-wheel clean
+.PHONY: install lock install-plot checkov test-tools lint-tools run test lint bench check-wheel clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK_DEV) $(LOCK_UV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK_UV)
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK_DEV)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+lock: install
+	$(UV) pip compile --quiet --universal --generate-hashes $(LOCK_ARGS) \
+	  --extra local --extra dev -o $(LOCK_DEV) pyproject.toml
+	$(UV) pip compile --quiet --universal --generate-hashes \
+	  -c $(LOCK_DEV) -o $(LOCK_DAEMON) pyproject.toml
+	echo uv | $(UV) pip compile --quiet --universal --generate-hashes \
+	  -c $(LOCK_DEV) -o $(LOCK_UV) -
 
 checkov: $(CHECKOV_STAMP)
 
@@ -44,20 +68,25 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	@touch $@
 
+# The plot extra is not locked (the benchmark's plots only); what is locked stays as locked.
 install-plot: install
-	$(BIN)/python -m pip install --quiet -e '.[local,dev,plot]'
+	$(UV) pip install --quiet --python $(BIN)/python -c $(LOCK_DEV) -e '.[local,dev,plot]'
 
 run: install
 	$(BIN)/notifier local
 
 # Debian packages the tests drive, installed with apt-get when missing (never a download):
 # chromium for the dashboard's browser test, mosquitto-clients for a stock MQTT client
-# against the local broker, haproxy in front of several daemons. Each is COMMAND:PACKAGE;
+# against the local broker, haproxy in front of several daemons, prometheus for promtool
+# (the lint of the alert rules, and the tests' checks of /metrics). Each is COMMAND:PACKAGE;
 # commands are looked for in sbin too (haproxy is there, outside most users' PATH).
-TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy
+LINT_TOOLS := promtool:prometheus
+TEST_TOOLS := $(CHROMIUM):chromium mosquitto_sub:mosquitto-clients haproxy:haproxy $(LINT_TOOLS)
 
-test-tools:
-	@missing=""; for tool in $(TEST_TOOLS); do \
+test-tools: TOOLS = $(TEST_TOOLS)
+lint-tools: TOOLS = $(LINT_TOOLS)
+test-tools lint-tools:
+	@missing=""; for tool in $(TOOLS); do \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null \
 	    || missing="$$missing $${tool#*:}"; done; \
 	[ -z "$$missing" ] || { \
@@ -74,13 +103,15 @@ TEST_WORKERS ?= 4
 test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-lint: install checkov
+lint: install checkov lint-tools
 	$(BIN)/ruff check notifier iotauth statemachines tests scripts
 	$(BIN)/mypy
 	$(BIN)/mypy --strict scripts
 	$(BIN)/python scripts/check_doc_links.py
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
-	$(BIN)/python -m notifier.package --lint --checkov $(CHECKOV)
+	$(BIN)/python -m notifier.ops.package --lint --checkov $(CHECKOV)
+	promtool check rules config/alerts.yml
+	promtool test rules config/alerts.test.yml
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)

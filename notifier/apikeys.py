@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from notifier.token_bucket import TokenBucket
+
 HEADER = "x-api-key"
+ROLES = ("approver", "admin")
+"""The roles the daemon itself gives a meaning; a route's ``start_roles`` may name others."""
+OWNER_TAG_CHARS = 4
+_CROCKFORD_BASE32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 @dataclass(frozen=True)
@@ -43,31 +49,21 @@ class KeyBudgetError(Exception):
     """The key holds as many requests as it may."""
 
 
+def owner_tag(api_key_name: str) -> str:
+    """The four characters (20 bits of a SHA-256 of the name, in the transaction ids'
+    alphabet) that the ids of transactions started with ``api_key_name`` carry."""
+    digest = hashlib.sha256(b"owner\0" + api_key_name.encode()).digest()
+    value = int.from_bytes(digest[:4], "big") >> 12
+    shifts = range(5 * (OWNER_TAG_CHARS - 1), -1, -5)
+    return "".join(_CROCKFORD_BASE32[(value >> shift) & 31] for shift in shifts)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 def new_key() -> str:
     return secrets.token_urlsafe(32)
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-
-    def take(self) -> float:
-        """0 when a request may go now, else the seconds until one may."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,28 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier import token_cli
+from notifier import __version__
 from notifier.apikeys import hash_key, new_key
-from notifier.aws import AwsClients, AwsSettings
+from notifier.aws.clients import AwsClients
 from notifier.bench import run as bench
-from notifier.config import ConfigError, Settings, load_settings
-from notifier.daemon import Daemon, local_settings, serve
-from notifier.deploy import DeployError, default_artifacts_bucket, deploy_stack
+from notifier.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    AwsSettings,
+    ConfigError,
+    Settings,
+    config_path,
+    load_settings,
+)
+from notifier.daemon import Daemon, serve
 from notifier.local import quotas
-from notifier.local.settings import LOCAL_WORK_ROOT, LocalStackSettings
+from notifier.local.daemon_config import local_settings
+from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
 from notifier.loopback import is_loopback
-from notifier.workers import supervise
+from notifier.ops import cleanup, token_cli
+from notifier.ops.deploy import DeployError, default_artifacts_bucket, deploy_stack
+from notifier.ops.workers import supervise
 
 if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
@@ -37,6 +47,10 @@ if TYPE_CHECKING:
 LOCAL_COMMANDS = ("local", "bench")
 LOCAL_EXTRA_MODULES = ("moto", "amqtt")
 LOCAL_EXTRA = "pip install 'notifier[local]'"
+
+# The exit status (sysexits.h's EX_CONFIG) of a configuration that cannot be used: starting
+# again will not mend it, so the systemd unit does not (RestartPreventExitStatus).
+EX_CONFIG = 78
 
 
 def loopback_address(host: str) -> str:
@@ -54,20 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="notifier",
         description="Run AWS Step Functions workflows as synchronous HTTP calls.",
     )
+    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = commands.add_parser(
         "serve",
         help="run the daemon against the endpoints its configuration names (AWS by default)",
         description="Run the notifier daemon. Every configuration key can be overridden by an "
-        "environment variable NOTIFIER_<SECTION>_<KEY>.",
+        "environment variable NOTIFIER_<SECTION>_<KEY>. Exits 78 (EX_CONFIG) when the "
+        "configuration cannot be used.",
     )
     serve_cmd.add_argument(
-        "--config", type=Path, help="TOML configuration file (see config/notifier.toml)"
+        "--config",
+        type=Path,
+        help=f"TOML configuration file (see config/notifier.toml); default: ${CONFIG_ENV}, "
+        f"else {DEFAULT_CONFIG} if it exists, else the environment alone",
     )
     serve_cmd.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="run N worker processes sharing the port (SO_REUSEPORT), each an instance of its "
@@ -106,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a new random API key, and the [api_keys.NAME] section (holding only "
         "its SHA-256) to add to the daemon's configuration.",
     )
-    apikey.add_argument("name", help="a name for the key's holder, e.g. ci or dashboard")
+    apikey.add_argument(
+        "name", type=key_name, help="a name for the key's holder, e.g. ci or dashboard"
+    )
     apikey.add_argument("--rate", type=float, default=5.0, help="requests per second")
     apikey.add_argument("--burst", type=int, default=20, help="requests at once above the rate")
     apikey.add_argument("--log-level", default="WARNING")
@@ -144,9 +165,50 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--log-level", default="INFO")
     quotas.add_arguments(local)
 
-    token_cli.add_parser(commands)
+    clean = commands.add_parser(
+        "cleanup",
+        help="delete the completion queues of instances silent for long (retired ones)",
+        description="Each running instance tags its completion queue with when it was last "
+        "seen, every hour. Delete the queues named [sqs] queue_prefix... whose tag is older "
+        "than --silent-for; queues without the tag are kept.",
+    )
+    clean.add_argument(
+        "--config",
+        type=Path,
+        help=f"the daemon's configuration (its [sqs] and [aws]); default: ${CONFIG_ENV}, "
+        f"else {DEFAULT_CONFIG} if it exists",
+    )
+    clean.add_argument(
+        "--silent-for",
+        type=cleanup.silence,
+        default=cleanup.DEFAULT_SILENCE,
+        metavar="DURATION",
+        help="delete queues whose instance was last seen longer ago than this, e.g. 36h or "
+        "7d (default 7d; at least 2h)",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    clean.add_argument("--log-level", default="WARNING")
+
+    token_cli.add_parser(commands, default_config=LOCAL_CONFIG)
     bench.add_parser(commands)
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argument that is a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def key_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, '-' and '_'")
+    return text
 
 
 def banner(stack: LocalStack, daemon: Daemon) -> str:
@@ -176,8 +238,10 @@ notifier local stack is up (Ctrl-C stops it)
 {outputs}
 
 Try, in another terminal:
-  curl -sS -X POST {daemon.url}/p1 -H 'content-type: application/json' -d '{{"foo":"foo val"}}'
+  curl -i -X POST {daemon.url}/p1      # ProcessA with its default input
   curl -sS -X POST {daemon.url}/hello -H 'content-type: application/json' -d '{{"waitSeconds":2}}'
+  curl -sS -X POST {daemon.url}/hello-express -H 'content-type: application/json' \
+      -d '{{"who":"express"}}'   # an Express workflow, answered by StartSyncExecution
   curl -sS -X POST {daemon.url}/archive -H 'content-type: application/json' \\
       -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
@@ -255,8 +319,6 @@ async def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_apikey(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.name):
-        raise ConfigError(f"apikey name {args.name!r}: use letters, digits, '-' and '_'")
     key = new_key()
     print(f"API key (give it to {args.name}; it is not stored anywhere):\n  {key}\n")
     print("Add to the daemon's configuration:\n")
@@ -267,16 +329,31 @@ def run_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_cleanup(args: argparse.Namespace) -> int:
+    settings = load_settings(config_path(args.config, os.environ), os.environ)
+    prefix = settings.sqs.queue_prefix
+    if prefix is None:
+        raise ConfigError("[sqs] queue_prefix is not set: there are no completion queues")
+    async with AwsClients(settings.aws).client("sqs") as sqs:
+        deleted, kept = await cleanup.delete_silent_queues(
+            sqs, prefix, args.silent_for, dry_run=args.dry_run
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    for queue in deleted:
+        assert queue.last_seen is not None  # only queues last seen long ago are deleted
+        print(f"{verb} {queue.name} (last seen {queue.last_seen:%Y-%m-%d %H:%M} UTC)")
+    untagged = sum(queue.last_seen is None for queue in kept)
+    print(f"{len(deleted)} {verb}, {len(kept)} kept ({untagged} without a last-seen tag)")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise ConfigError("--workers: at least 1")
-    settings = load_settings(args.config, os.environ)
+    path = config_path(args.config, os.environ)
+    settings = load_settings(path, os.environ)
     set_level(settings.daemon.log_level)
     if args.workers > 1:
-        return asyncio.run(supervise(settings, args.workers, config=args.config))
-    return asyncio.run(
-        serve(settings, reload_settings=lambda: load_settings(args.config, os.environ))
-    )
+        return asyncio.run(supervise(settings, args.workers, config=path))
+    return asyncio.run(serve(settings, reload_settings=lambda: load_settings(path, os.environ)))
 
 
 def missing_local_extra() -> str | None:
@@ -289,7 +366,7 @@ def missing_local_extra() -> str | None:
 
 def reported_errors(command: str) -> tuple[type[Exception], ...]:
     """The errors ``command`` reports as one line (no traceback)."""
-    errors: tuple[type[Exception], ...] = (DeployError, ConfigError, BotoCoreError, ClientError)
+    errors: tuple[type[Exception], ...] = (DeployError, BotoCoreError, ClientError)
     if command in LOCAL_COMMANDS:
         from notifier.bench.daemon_process import DaemonProcessError
         from notifier.bench.load import LoadError
@@ -327,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(asyncio.run(run_deploy(args)))
         if args.command == "bench":
             sys.exit(asyncio.run(bench.run(args)))
+        if args.command == "cleanup":
+            sys.exit(asyncio.run(run_cleanup(args)))
+    except ConfigError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        sys.exit(EX_CONFIG)
     except reported_errors(args.command) as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@ Routes are sections ``[routes.<name>]``; their overrides are ``NOTIFIER_ROUTES_<
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 import types
@@ -15,13 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit
 
-from notifier.aws import AwsSettings
-from notifier.ids import owner_tag
-from notifier.loopback import is_loopback
+from notifier.config_checks import api_key_problems, exposed, secrets_in_file
+from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 ENV_PREFIX = "NOTIFIER_"
+CONFIG_ENV = "NOTIFIER_CONFIG"
+"""The environment variable naming the configuration file of ``notifier serve``."""
+DEFAULT_CONFIG = Path("/etc/notifier/notifier.toml")
+"""The configuration file ``notifier serve`` reads when none is named, if it exists."""
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
 _ROUTE = re.compile(ROUTE_NAME_PATTERN)
@@ -111,17 +114,24 @@ RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-ROLES = ("approver", "admin")
-SECRETS = {"aws": ("secret_access_key",)}
-"""Settings that are secrets: not in the file, which is installed world-readable, but in the
-environment (the unit's ``EnvironmentFile=``) or a ``LoadCredential=`` file; see
-config/notifier.service."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where the AWS API is. ``endpoint_url`` unset means real AWS."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
 
 
 @dataclass(frozen=True)
 class DaemonSettings:
     instance_id: str | None = None
-    """MQTT client id and subtopic; unset means a generated one (logged at start)."""
+    """MQTT client id and subtopic; unset means one derived from the machine id and the HTTP
+    port, the same after a restart (:mod:`notifier.identity`; logged at start)."""
     completion: Literal["mqtt", "poll"] = "mqtt"
     """``mqtt``: completions arrive over MQTT (with the [sqs] queue and DescribeExecution
     sweeps while MQTT is down); ``poll``: no MQTT at all, every held request is polled with
@@ -189,6 +199,27 @@ class RouteSettings:
     input: Literal["sidecar", "body"] = "sidecar"
     """``sidecar``: input ``{"processData": <txnId>, "subtopic"}``, answer carries the S3
     object as ``processData``; ``body``: input is the request body plus ``subtopic``."""
+    workflow: Literal["standard", "express"] = "standard"
+    """The state machine's type. Express ones are started with StartSyncExecution, and are
+    answered by its result or by MQTT: they have no DescribeExecution and no status events."""
+    default_input: Mapping[str, Any] | None = None
+    """What a ``POST`` with an empty body and no ``Content-Type`` starts the route with.
+    Unset: such a request is 400."""
+    default_wait: float | None = None
+    """Seconds a request is held without ``Prefer: wait``; unset: ``[http] default_wait``
+    (at most the route's ``max_wait``)."""
+    max_wait: float | None = None
+    """Upper bound of ``Prefer: wait`` and ``?wait``; unset: ``[http] max_wait``."""
+    max_body_bytes: int | None = None
+    """Larger bodies get 413; unset: ``[http] max_body_bytes``."""
+    start_roles: tuple[str, ...] | None = None
+    """With API keys required: the roles (``[api_keys.<name>] roles``) of which a key needs
+    one to start the route. Unset: every key may."""
+
+    @property
+    def describable(self) -> bool:
+        """Whether Step Functions can be asked about its executions (Express: no)."""
+        return self.workflow == "standard"
 
 
 @dataclass(frozen=True)
@@ -204,8 +235,9 @@ class ApiKeySettings:
     no one key holds all of ``[http] max_held``; beyond it, 429."""
     roles: tuple[str, ...] = ()
     """None: a client, which starts workflows and sees its own executions. ``approver``:
-    also decides approvals, but never those of an execution it started. ``admin``: sees every
-    execution, the dashboard and the metrics."""
+    also decides approvals, but never those of an execution its own key started. ``admin``:
+    sees every execution, the dashboard and the metrics. Any other role names what a route's
+    ``start_roles`` asks for."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +250,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
     api_keys: Mapping[str, ApiKeySettings] = field(default_factory=dict)
 
@@ -231,7 +264,20 @@ _SECTIONS: dict[str, type[Any]] = {
     "s3": S3Settings,
     "aws": AwsSettings,
     "dashboard": DashboardSettings,
+    "tracing": TracingSettings,
 }
+
+
+def config_path(
+    given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """The configuration file to read: ``given``, else :data:`CONFIG_ENV`'s, else ``default``
+    when it exists; None means the environment alone."""
+    if given is not None:
+        return given
+    if named := env.get(CONFIG_ENV):
+        return Path(named)
+    return default if default.is_file() else None
 
 
 def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
@@ -264,29 +310,8 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     api_keys = _named_tables(raw, "api_keys", ApiKeySettings, env, where)
 
     settings = Settings(routes=routes, api_keys=api_keys, **sections)
-    _refuse_secrets_in_file(raw, settings, where)
-    _validate(settings, where)
+    _validate(settings, where, secrets_in_file(raw, settings))
     return settings
-
-
-def _refuse_secrets_in_file(raw: dict[str, Any], settings: Settings, where: str) -> None:
-    """A secret written in the file is refused, but for a loopback AWS endpoint (the local
-    stack), whose credentials are published."""
-    if _url_is_loopback(settings.aws.endpoint_url):
-        return
-    for section, keys in SECRETS.items():
-        for key in keys:
-            if key in _table(raw, section, where):
-                variable = f"AWS_{key.upper()}" if section == "aws" else _env_prefix(section) + key
-                raise ConfigError(
-                    f"{where}: [{section}] {key}: a secret does not belong in the configuration "
-                    f"file; set {variable} in the environment file or use a LoadCredential= "
-                    "file (see config/notifier.service)"
-                )
-
-
-def _url_is_loopback(url: str | None) -> bool:
-    return url is not None and is_loopback(urlsplit(url).hostname or "")
 
 
 def _named_tables(
@@ -362,6 +387,21 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if value not in choices:
             raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
         return value
+    if origin is Mapping:
+        if from_env and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{label}: expected a table (a JSON object in the environment)")
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{label}: expected a list of strings")
     if hint is bool:
         if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -392,19 +432,45 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{label}: expected a string, got {value!r}")
-    if origin is tuple:  # tuple[str, ...]; from the environment, comma-separated
-        if from_env and isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
-        if isinstance(value, list) and all(isinstance(item, str) for item in value):
-            return tuple(value)
-        raise ConfigError(f"{label}: expected a list of strings, got {value!r}")
     raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not config
 
 
-def _validate(s: Settings, where: str) -> None:
-    """Every problem found, each on a line of its own."""
-    problems: list[str] = []
+def route_limits(route: RouteSettings, http: HttpSettings) -> tuple[float, float, int]:
+    """A route's default wait, maximum wait and body limit: its own, else ``[http]``'s (the
+    default wait no longer than the route's maximum)."""
+    max_wait = route.max_wait if route.max_wait is not None else http.max_wait
+    default_wait = route.default_wait
+    if default_wait is None:
+        default_wait = min(http.default_wait, max_wait)
+    max_body_bytes = route.max_body_bytes
+    return (
+        default_wait,
+        max_wait,
+        max_body_bytes if max_body_bytes is not None else http.max_body_bytes,
+    )
+
+
+def _route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list[str]:
+    problems = []
+    default_wait, max_wait, max_body_bytes = route_limits(route, http)
+    if min(default_wait, max_wait) < 0:
+        problems.append(f"[routes.{name}] default_wait and max_wait: must not be negative")
+    if default_wait > max_wait:
+        problems.append(f"[routes.{name}] default_wait: must not exceed max_wait")
+    if max_body_bytes < 1:
+        problems.append(f"[routes.{name}] max_body_bytes: must be at least 1")
+    if route.default_input is not None and len(json.dumps(route.default_input)) > max_body_bytes:
+        problems.append(f"[routes.{name}] default_input: larger than max_body_bytes")
+    if route.start_roles is not None and not route.start_roles:
+        problems.append(f"[routes.{name}] start_roles: name at least one role, or leave it unset")
+    return problems
+
+
+def _validate(s: Settings, where: str, found: list[str]) -> None:
+    """Every problem found (beyond those already ``found``), each on a line of its own."""
+    problems = list(found)
     fail = problems.append
+    fail_all = problems.extend
     uses_mqtt = s.daemon.completion == "mqtt"
 
     if not 0 <= s.http.port <= 65535:
@@ -433,12 +499,6 @@ def _validate(s: Settings, where: str) -> None:
         fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
     if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
         fail("[iotauth] issuer_url: expected an http(s):// URL")
-    if s.iotauth.issuer_url and s.iotauth.issuer_url.startswith("http://"):
-        if not _url_is_loopback(s.iotauth.issuer_url):
-            fail("[iotauth] issuer_url: plain http:// is for a loopback issuer only; use https://")
-    if uses_mqtt and s.mqtt.transport == "tcp" and s.mqtt.endpoint:
-        if not is_loopback(s.mqtt.endpoint):
-            fail("[mqtt] transport: 'tcp' (plain MQTT) is for a loopback broker only")
     if s.iotauth.refresh_margin <= 0:
         fail("[iotauth] refresh_margin: must be positive")
     if s.mqtt.peak_completions_per_second <= 0:
@@ -483,11 +543,7 @@ def _validate(s: Settings, where: str) -> None:
     for name, route in s.routes.items():
         if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
             fail(f"[routes.{name}] state_machine: expected a state machine ARN")
-    if not s.http.require_api_key and not is_loopback(s.http.host):
-        fail(
-            f"[http] require_api_key: false is for a loopback host only, not {s.http.host!r}: "
-            "anyone who reaches the port could start and read every workflow"
-        )
+        fail_all(_route_problems(name, route, s.http))
     if s.http.require_api_key and not s.api_keys:
         fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
     for name, api_key in s.api_keys.items():
@@ -495,15 +551,9 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
         if api_key.rate <= 0 or api_key.burst < 1:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
-        if api_key.max_held < 1:
-            fail(f"[api_keys.{name}] max_held: must be at least 1")
-        if unknown := set(api_key.roles) - set(ROLES):
-            fail(f"[api_keys.{name}] roles: {', '.join(sorted(unknown))} unknown; roles are "
-                 f"{', '.join(ROLES)}")  # fmt: skip
-    tags: dict[str, str] = {}
-    for name in s.api_keys:
-        if (other := tags.setdefault(owner_tag(name), name)) != name:
-            fail(f"[api_keys.{name}]: its executions could not be told from those of "
-                 f"[api_keys.{other}] (same owner tag); rename one")  # fmt: skip
+    if s.tracing.enabled and otel_missing():
+        fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
+    fail_all(exposed(s, uses_mqtt))
+    fail_all(api_key_problems(s))
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

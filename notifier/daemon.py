@@ -4,40 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
-import secrets
 import signal
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from notifier import routes
 from notifier.app.state import ADMISSION, REGISTRY, SETTINGS
 from notifier.app.wiring import create_app
 from notifier.app.wiring import reload as reload_app
-from notifier.aws import AwsSettings
-from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settings
+from notifier.aws.errors import AwsError
+from notifier.config import AwsSettings, ConfigError, Settings
 from notifier.dashboard import web as dashboard
-from notifier.executions import AwsError
-from notifier.gc_schedule import ScheduledCollection
+from notifier.identity import instance_id
 from notifier.lifecycle import Service, stop_or_reload
-from notifier.local.settings import LOCAL_CONFIG
 from notifier.logs import set_level
+from notifier.ops.gc_schedule import ScheduledCollection
+from notifier.ops.systemd import SystemdNotifier, Watchdog
+from notifier.requests.waiters import Registry
 from notifier.sources.mqtt import MqttConnectError
-from notifier.systemd import SystemdNotifier, Watchdog
-from notifier.waiters import Registry
-
-if TYPE_CHECKING:
-    from notifier.local.stack import LocalStack
+from notifier.tracing import Tracing
 
 log = logging.getLogger(__name__)
-
-
-def new_instance_id() -> str:
-    return f"notifier-{secrets.token_hex(6)}"
 
 
 class Daemon(Service):
@@ -47,6 +37,7 @@ class Daemon(Service):
     :attr:`port` once entered. ``reuse_port`` shares the port with other processes that ask
     for it too (SO_REUSEPORT: the kernel spreads connections over them); ``own_port`` is a
     second port that only this daemon listens on (0: a free one; :attr:`own_url`).
+    ``tracing`` defaults to what ``settings.tracing`` says.
     """
 
     def __init__(
@@ -56,13 +47,22 @@ class Daemon(Service):
         *,
         reuse_port: bool = False,
         own_port: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.aws = aws or settings.aws
         self._reuse_port = reuse_port
         self._own_port = own_port
-        self.instance_id = settings.daemon.instance_id or new_instance_id()
-        self.app = create_app(settings, self.aws, self.instance_id)
+        self.instance_id, self._instance_id_origin = instance_id(
+            settings.daemon.instance_id, settings.http.port
+        )
+        self.app = create_app(
+            settings,
+            self.aws,
+            self.instance_id,
+            routes.table(settings.dashboard.enabled),
+            tracing,
+        )
         if settings.dashboard.enabled:
             dashboard.install(self.app)
         # handler_cancellation: a client that disconnects cancels its handler, which
@@ -95,7 +95,7 @@ class Daemon(Service):
 
     async def start(self) -> None:
         if self.settings.daemon.instance_id is None:
-            log.info("instance id (generated): %s", self.instance_id)
+            log.info("instance id (%s): %s", self._instance_id_origin, self.instance_id)
         await self._runner.setup()
         host = self.settings.http.host
         try:
@@ -223,53 +223,3 @@ def _reload(daemon: Daemon, reload_settings: Callable[[], Settings]) -> None:
     log.info("configuration reloaded: %d routes", len(new.routes))
     if ignored:
         log.warning("reload: %s changed but take effect only after a restart", ", ".join(ignored))
-
-
-def local_settings(
-    stack: LocalStack, path: Path | None = None, env: Mapping[str, str] = os.environ
-) -> Settings:
-    """Settings for the daemon against a running local stack.
-
-    Read from ``path`` (default ``notifier/local/local.toml``) with environment overrides;
-    where the stack's MQTT broker (the port of the configured transport), its CA, AWS
-    endpoint, token issuer (for the transports that use tokens), bucket, completion and
-    approval queues are, are taken from the stack itself.
-    """
-    settings = load_settings(path or LOCAL_CONFIG, env)
-    served = {
-        "custom-auth": stack.broker.tls_port,
-        "custom-auth-websockets": stack.broker.wss_port,
-        "tcp": stack.broker.port,
-        "mtls": stack.broker.tls_port,
-    }
-    transport = settings.mqtt.transport
-    if settings.daemon.completion == "mqtt" and transport not in served:
-        raise ConfigError(
-            f"[mqtt] transport: the local stack serves {', '.join(served)}, not {transport!r}"
-        )
-    return dataclasses.replace(
-        settings,
-        aws=stack.aws_settings,
-        mqtt=dataclasses.replace(
-            settings.mqtt,
-            endpoint=stack.settings.host,
-            port=served.get(transport, stack.broker.port),
-            topic_root=stack.settings.topic_root,
-            ca_file=str(stack.ca_file),
-        ),
-        iotauth=dataclasses.replace(
-            settings.iotauth,
-            issuer_url=stack.issuer_url if transport in TOKEN_TRANSPORTS else None,
-        ),
-        sqs=dataclasses.replace(
-            settings.sqs,
-            queue_prefix=stack.outputs["CompletionQueuePrefix"],
-            dead_letter_queue_arn=stack.outputs["StatusDeadLetterQueueArn"],
-        ),
-        s3=dataclasses.replace(settings.s3, bucket=stack.outputs["ProcessDataBucketName"]),
-        dashboard=dataclasses.replace(
-            settings.dashboard,
-            approval_queue_url=stack.outputs["ApprovalQueueUrl"],
-            approval_table=stack.outputs["ApprovalTableName"],
-        ),
-    )

@@ -6,8 +6,10 @@ tells it is ready and is stopped."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import pickle  # nosec B403  # only dumps, for a child process started here
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -43,9 +45,10 @@ async def keep_trying(
     name: str | None = None,
 ) -> None:
     """Run ``step`` over and over until cancelled. When it raises, ``failed`` is told and the
-    next try waits, doubling from ``retry_min`` to ``retry_max`` until a step succeeds; an
-    exception not ``expected`` is also logged with its traceback (naming the loop ``name``).
-    The loop never dies."""
+    next try waits a random time up to a bound that doubles from ``retry_min`` to
+    ``retry_max`` until a step succeeds (full jitter: instances that failed together do not
+    retry together); an exception not ``expected`` is also logged with its traceback (naming
+    the loop ``name``). The loop never dies."""
     delay = retry_min
     what = name or getattr(step, "__qualname__", repr(step))
     while True:
@@ -56,13 +59,43 @@ async def keep_trying(
             if failed is not None:
                 failed(exc)
         except Exception as exc:
-            log.exception("%s failed; retrying in %g s", what, delay)
+            log.exception("%s failed; retrying within %g s", what, delay)
             if failed is not None:
                 failed(exc)
         else:
             continue
-        await asyncio.sleep(delay)
+        await asyncio.sleep(full_jitter(delay))
         delay = min(delay * 2, retry_max)
+
+
+def full_jitter(bound: float) -> float:
+    """A wait from 0 to ``bound``, evenly drawn."""
+    return _RANDOM.uniform(0, bound)
+
+
+_RANDOM = secrets.SystemRandom()
+
+
+class Health:
+    """Whether one part's work goes well, for ``/readyz`` and the log: :attr:`error` is why
+    its last try failed, None while it works. A failure is logged once (again only when the
+    reason changes), and so is the recovery."""
+
+    def __init__(self, what: str, logger: logging.Logger = log) -> None:
+        self.what = what
+        self.error: str | None = None
+        self._log = logger
+
+    def works(self) -> None:
+        if self.error is not None:
+            self._log.info("%s works again", self.what)
+            self.error = None
+
+    def failed(self, exc: Exception) -> None:
+        message = str(exc)
+        if message != self.error:
+            self._log.error("%s: %s; retrying", self.what, message)
+        self.error = message
 
 
 READY = "READY"
@@ -126,6 +159,32 @@ class BackgroundTasks:
         self._tasks[name] = task
         task.add_done_callback(self._ended)
         return task
+
+    def every(
+        self,
+        name: str,
+        interval: float,
+        work: Callable[[], object],
+        failed: Callable[[Exception], None] | None = None,
+        *,
+        at_once: bool = False,
+    ) -> asyncio.Task[None]:
+        """Call ``work`` every ``interval`` seconds (the first time at once with ``at_once``,
+        else after one interval) in a task called ``name``, awaiting what it returns if that
+        is awaitable; a failure is told to ``failed`` and the next call waits as in
+        :func:`keep_trying`."""
+        wait = not at_once
+
+        async def tick() -> None:
+            nonlocal wait
+            if wait:
+                await asyncio.sleep(interval)
+            wait = True
+            result = work()
+            if inspect.isawaitable(result):
+                await result
+
+        return self.start(name, tick, failed, retry_min=interval, retry_max=max(interval, 30.0))
 
     def once(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
         """Run ``work`` once in a task called ``name``; an exception it raises is logged."""

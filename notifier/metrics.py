@@ -1,4 +1,8 @@
-"""The daemon's Prometheus metrics, all ``notifier_``-prefixed, in a registry of its own."""
+"""The daemon's Prometheus metrics, in a registry of its own: the ``notifier_`` ones, and the
+process's (``process_*``: CPU, memory, open file descriptors and their limit) and Python's.
+
+Label values known in advance are set at start, so that every series exists, at 0, from the
+first scrape: a rate or an alert over it never waits for the first event."""
 
 from __future__ import annotations
 
@@ -11,11 +15,17 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from notifier import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -23,13 +33,39 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # polling and queues are seconds.
 NOTIFICATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
+COMPLETION_SOURCES = ("mqtt", "sqs", "poll", "stop")
+"""What can tell the daemon of a completion (``Completion.via``)."""
+FAST_PATH_OPERATIONS = ("PutObject", "StartExecution")
+STEP_FUNCTIONS_APIS = ("StartExecution", "DescribeExecution", "StopExecution")
+"""The Step Functions calls the daemon makes, each with a quota of its own."""
+
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # What prometheus_client's default registry has: read from /proc and the interpreter
+        # at each scrape.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("notifier_build", "The running notifier's version", registry=r).info(
+            {"version": __version__}
+        )
         self.held_requests = Gauge(
             "notifier_held_requests", "HTTP requests held open right now", registry=r
+        )
+        self.held_reattached_requests = Gauge(
+            "notifier_held_reattached_requests",
+            "Of the requests held, those re-attached to a transaction",
+            registry=r,
+        )
+        self.held_requests_limit = Gauge(
+            "notifier_held_requests_limit",
+            "Most requests held at once, by kind: that started a transaction (start, "
+            "[http] max_held) or re-attached to one (reattach, max_reattach_held); beyond, 503",
+            ["kind"],
+            registry=r,
         )
         self.requests = Counter(
             "notifier_requests",
@@ -65,6 +101,26 @@ class Metrics:
             "Completions another path brought that MQTT, connected, did not deliver in time",
             registry=r,
         )
+        self.dead_letter_messages = Gauge(
+            "notifier_dead_letter_messages",
+            "Messages in a dead-letter queue of the stack, by queue (approximate, as SQS "
+            "counts them, read every minute)",
+            ["queue"],
+            registry=r,
+        )
+        self.sfn_throttled = Counter(
+            "notifier_sfn_throttled",
+            "Step Functions calls refused for the account's rate (ThrottlingException), by API",
+            ["api"],
+            registry=r,
+        )
+        for source in COMPLETION_SOURCES:
+            self.completions.labels(source=source)
+            self.completion_latency.labels(source=source)
+        for operation in FAST_PATH_OPERATIONS:
+            self.aws_calls.labels(operation=operation)
+        for api in STEP_FUNCTIONS_APIS:
+            self.sfn_throttled.labels(api=api)
 
     def observe_completion(
         self, source: str, stopped_at: datetime | None, notified_at: datetime
@@ -79,7 +135,8 @@ class Metrics:
         self.registry.register(_MqttCollector(pool))
 
     def watch_fast_calls(self, *calls: FastCallState) -> None:
-        """Report how many calls of each fast-path operation the AWS SDK made instead."""
+        """Report whether each fast-path operation is on, and how many of its calls the AWS
+        SDK made instead."""
         self.registry.register(_FastCallCollector(calls))
 
     def render(self) -> bytes:
@@ -95,6 +152,9 @@ class MqttConnectionState(Protocol):
 
     @property
     def duplicated(self) -> int: ...
+
+    @property
+    def renewals(self) -> int: ...
 
 
 class MqttPoolConnection(Protocol):
@@ -165,6 +225,15 @@ class _MqttCollector(Collector):
         for number, peak in sorted(pool.peak_per_second().items()):
             peaks.add_metric([str(number)], peak)
         yield peaks
+        renewals = CounterMetricFamily(
+            "notifier_mqtt_renewals",
+            "MQTT connections distrusted (connected but not delivering) and replaced, by open "
+            "connection",
+            labels=["connection"],
+        )
+        for connection in pool.connections:
+            renewals.add_metric([str(connection.index)], connection.source.renewals)
+        yield renewals
         yield CounterMetricFamily(
             "notifier_mqtt_reconnects",
             "MQTT connections resumed after a loss",
@@ -182,6 +251,9 @@ class FastCallState(Protocol):
     def operation(self) -> str: ...
 
     @property
+    def enabled(self) -> bool: ...
+
+    @property
     def handed_over(self) -> int: ...
 
 
@@ -197,6 +269,15 @@ class _FastCallCollector(Collector):
             "the fast path does not serialize",
             labels=["operation"],
         )
+        enabled = GaugeMetricFamily(
+            "notifier_aws_fast_path_enabled",
+            "1 while the fast path makes the operation's calls; 0 once it has turned itself "
+            "off (the AWS SDK makes every call)",
+            labels=["operation"],
+        )
         for call in self._calls:
             family.add_metric([call.operation], call.handed_over)
+            enabled.add_metric([call.operation], 1 if call.enabled else 0)
         yield family
+        yield enabled
+

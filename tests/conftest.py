@@ -13,8 +13,11 @@ import pytest
 from notifier.daemon import Daemon
 from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
-from tests.daemons import TIMEOUT_MACHINE, DaemonFactory, settings_for
-from tests.silent_workflows import create_silent_workflows
+from tests.support.daemons import TIMEOUT_MACHINE, DaemonFactory, settings_for
+from tests.support.silent_workflows import create_silent_workflows
+
+# The template and its packaged form, for the template's and the packaging's tests.
+pytest_plugins = ["tests.support.template"]
 
 
 @pytest.fixture(scope="session")

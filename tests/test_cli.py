@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import signal
@@ -14,8 +15,8 @@ import aiohttp
 
 from notifier.apikeys import hash_key
 from notifier.local.stack import LocalStack
-from tests.eventually import EVENTUALLY
-from tests.serve_support import BIN, run_notifier, serve_config, serve_under_systemd
+from tests.support.eventually import EVENTUALLY
+from tests.support.serve import BIN, run_notifier, serve_config, serve_under_systemd
 
 
 async def held_requests(http: aiohttp.ClientSession, url: str, key: str) -> int:
@@ -115,14 +116,37 @@ async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path
     assert "Traceback" not in stderr.decode()
 
 
-async def test_serve_with_a_bad_config_is_one_line(tmp_path: Path) -> None:
+async def test_serve_with_a_bad_config_is_one_line_and_exits_ex_config(tmp_path: Path) -> None:
     config = tmp_path / "notifier.toml"
     config.write_text("[http]\nport = 'eighty'\n")
     process = await run_notifier("serve", "--config", str(config))
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    assert process.returncode == 78
     lines = (stdout + stderr).decode().strip().splitlines()
     assert len(lines) == 1 and str(config) in lines[0] and "port" in lines[0]
+
+
+async def test_serve_reads_the_file_notifier_config_names(tmp_path: Path) -> None:
+    config = tmp_path / "from-env.toml"
+    config.write_text("[http]\nport = -1\n")
+    process = await run_notifier("serve", env={"NOTIFIER_CONFIG": str(config)})
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 78
+    assert str(config) in (stdout + stderr).decode()
+
+
+async def test_a_usage_error_is_not_a_configuration_error() -> None:
+    process = await run_notifier("serve", "--workers", "0")
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, stderr.decode()
+    assert "--workers" in stderr.decode()
+
+
+async def test_version_is_the_package_version() -> None:
+    process = await run_notifier("--version")
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert stdout.decode().split() == ["notifier", importlib.metadata.version("notifier")]
 
 
 async def test_serve_under_systemd_reloads_on_sighup_and_stops_on_sigterm(

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import ConfigError, load_settings
+from notifier.config import ConfigError, config_path, load_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +30,10 @@ MINIMAL = WITHOUT_API_KEYS + f'[api_keys.minimal]\nsha256 = "{"0" * 64}"\n'
 
 def test_shipped_configs_load() -> None:
     local = load_settings(LOCAL_CONFIG, {})
-    assert set(local.routes) == {"p1", "hello", "qc", "archive"}
+    assert set(local.routes) == {"p1", "hello", "hello-express", "qc", "archive"}
     assert local.routes["p1"].input == "sidecar"
+    assert local.routes["p1"].default_input == {"foo": "foo val", "bar": "bar val"}
+    assert local.routes["hello-express"].workflow == "express"
     # The local stack is reached as IoT Core is: TLS, custom authentication, SigV4.
     assert local.mqtt.transport == "custom-auth" and local.iotauth.issuer_url
     # Relative to the file: where `notifier local` keeps the default stack's CA.
@@ -165,3 +167,56 @@ def test_the_completion_queue_needs_its_dead_letter_queue(tmp_path: Path) -> Non
     assert load_settings(path, dlq).sqs.queue_prefix == "notifier-dev-completions-"
     with pytest.raises(ConfigError, match="longer than a queue name"):
         load_settings(path, {**dlq, **long_id})
+
+
+def test_route_settings_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "notifier.toml"
+
+    def config(route_keys: str) -> str:
+        """MINIMAL with ``route_keys`` in its [routes.hello]."""
+        return WITHOUT_API_KEYS + route_keys + MINIMAL[len(WITHOUT_API_KEYS) :]
+
+    path.write_text(
+        config(
+            'workflow = "express"\ndefault_input = { a = 1 }\nmax_wait = 10\n'
+            'start_roles = ["operator"]\n'
+        ),
+        encoding="utf-8",
+    )
+    route = load_settings(path, {}).routes["hello"]
+    assert (route.workflow, route.default_input, route.max_wait) == ("express", {"a": 1}, 10.0)
+    assert route.start_roles == ("operator",)
+    env = {
+        "NOTIFIER_ROUTES_HELLO_DEFAULT_INPUT": '{"b": 2}',
+        "NOTIFIER_ROUTES_HELLO_START_ROLES": "admin, operator",
+    }
+    route = load_settings(path, env).routes["hello"]
+    assert (route.default_input, route.start_roles) == ({"b": 2}, ("admin", "operator"))
+    for bad, message in [
+        ("default_wait = 20", "default_wait: must not exceed max_wait"),
+        ("start_roles = []", "start_roles: name at least one role"),
+    ]:
+        path.write_text(config(f"max_wait = 10\n{bad}\n"), encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_settings(path, {})
+
+
+def test_the_configuration_file_is_the_given_one_else_the_environments_else_the_default(
+    tmp_path: Path,
+) -> None:
+    default = tmp_path / "notifier.toml"
+    given, named = tmp_path / "given.toml", tmp_path / "named.toml"
+    env = {"NOTIFIER_CONFIG": str(named)}
+    assert config_path(None, {}, default) is None  # no file: the environment alone
+    default.write_text("")
+    assert config_path(None, {}, default) == default
+    assert config_path(None, env, default) == named
+    assert config_path(given, env, default) == given
+
+
+def test_tracing_needs_the_otel_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, MINIMAL + "[tracing]\nenabled = true\n")
+    assert load_settings(path, {}).tracing.enabled
+    monkeypatch.setattr("notifier.config.otel_missing", lambda: True)
+    with pytest.raises(ConfigError, match=r"\[tracing\] enabled: .*notifier\[otel\]"):
+        load_settings(path, {})

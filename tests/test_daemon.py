@@ -7,8 +7,8 @@ import asyncio
 
 import aiohttp
 
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
 
 
 async def test_requests_held_by_a_stopped_daemon_are_answered_by_another(

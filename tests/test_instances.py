@@ -23,11 +23,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifier.bench.daemon_process import DaemonProcess
-from notifier.ids import keyed_txn_id
 from notifier.local.stack import LocalStack
-from tests.balancer import HAProxy
-from tests.daemons import call, settings_for
-from tests.eventually import EVENTUALLY, eventually
+from notifier.requests.ids import keyed_txn_id
+from tests.support.balancer import HAProxy
+from tests.support.daemons import call, settings_for
+from tests.support.eventually import EVENTUALLY, eventually
 
 CLIENTS = 100
 HELLO_WAIT = 2
@@ -231,9 +231,7 @@ async def test_an_approval_through_the_balancer_takes_effect_once(
         approval.update(found[0] if found else {})
         return bool(found)
 
-    async with asyncio.timeout(EVENTUALLY):
-        while not await listed():  # noqa: ASYNC110 (the daemons' state, through HTTP)
-            await asyncio.sleep(0.1)
+    await eventually(listed, interval=0.1)
     # Every instance lists it, whichever holds the request.
     for daemon in instances.daemons:
         _, _, listing = await call(http, "GET", f"{daemon.url}/approvals")

@@ -9,7 +9,15 @@ import sys
 
 import pytest
 
-from notifier.lifecycle import BackgroundTasks, NotReadyError, keep_trying, terminate, wait_ready
+from notifier.lifecycle import (
+    BackgroundTasks,
+    Health,
+    NotReadyError,
+    full_jitter,
+    keep_trying,
+    terminate,
+    wait_ready,
+)
 
 
 async def test_failures_are_reported_backed_off_and_the_loop_goes_on(
@@ -108,3 +116,49 @@ async def test_background_tasks_are_named_restarted_and_stopped_together(
     logged = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("a-loop failed; retrying") for m in logged)
     assert "a-one-off failed" in logged
+
+
+async def test_every_calls_its_work_again_and_again_and_goes_on_after_a_failure() -> None:
+    calls: list[float] = []
+    failures: list[Exception] = []
+    enough = asyncio.Event()
+
+    async def work() -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 2:
+            raise OSError("once")
+        if len(calls) == 4:
+            enough.set()
+
+    tasks = BackgroundTasks()
+    tasks.every("ticking", 0.001, work, failures.append, at_once=True)
+    await asyncio.wait_for(enough.wait(), 10)
+    await tasks.stop()
+    assert [str(f) for f in failures] == ["once"]
+    assert tasks.names == []
+
+
+def test_health_logs_a_failure_once_and_its_recovery_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = Health("the queue")
+    with caplog.at_level(logging.INFO, logger="notifier.lifecycle"):
+        health.works()
+        for _ in range(3):
+            health.failed(OSError("down"))
+        assert health.error == "down"
+        health.failed(OSError("still down, otherwise"))
+        health.works()
+        health.works()
+    assert health.error is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "the queue: down; retrying",
+        "the queue: still down, otherwise; retrying",
+        "the queue works again",
+    ]
+
+
+def test_full_jitter_draws_anywhere_below_its_bound() -> None:
+    waits = [full_jitter(2.0) for _ in range(1000)]
+    assert all(0 <= wait <= 2.0 for wait in waits)
+    assert min(waits) < 0.5 and max(waits) > 1.5

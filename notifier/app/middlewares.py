@@ -1,7 +1,7 @@
-"""The application's middlewares: every error answered as JSON, requests from other sites'
-pages refused while API keys are off, API keys checked by each route's declared
-:class:`~notifier.app.routes.Access`, and bodies taken only as JSON; and the headers that
-keep every answer out of other sites' frames and sniffing."""
+"""The application's middlewares: a span for each request while tracing is on, every error
+answered as JSON, requests from other sites' pages refused while API keys are off, API keys
+checked by each route's declared :class:`~notifier.app.routing.Access`, and bodies taken only
+as JSON; and the headers that keep every answer out of other sites' frames and sniffing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import logging
 
 from aiohttp import hdrs, web
 
-from notifier import answers
 from notifier.apikeys import HEADER as API_KEY_HEADER
-from notifier.app.routes import ACCESS, Access, Handler
-from notifier.app.state import API_KEY, API_KEY_NAME, API_KEYS, SETTINGS
+from notifier.app.routing import ACCESS, Access, Handler
+from notifier.app.state import API_KEY, API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS, TRACING
 from notifier.loopback import host_name, is_loopback
+from notifier.requests import answers
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,18 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's span (in its client's trace, when it names one), around all the rest."""
+    resource = request.match_info.route.resource
+    name = f"{request.method} {resource.canonical if resource is not None else request.path}"
+    attributes = {"http.request.method": request.method, "url.path": request.path}
+    with request.app[TRACING].server_span(name, request.headers, attributes) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 @web.middleware
@@ -79,32 +91,36 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 or 429 unless the route is open, keys are not required, or the request carries
-    a valid API key within its rate."""
+    a valid API key within its rate; a route with an optional key is served either way,
+    :data:`~notifier.app.state.AUTHORIZED` saying which."""
     if request.match_info.http_exception is not None:
         return await handler(request)  # no such route or method: 404 / 405
     # A route without a declaration cannot be served (the application refuses to start);
     # were one to appear, it would be closed.
     access = request.app[ACCESS].get(request.match_info.route, Access.API_KEY)
-    if access is Access.OPEN or not request.app[SETTINGS].current.http.require_api_key:
+    if access is Access.OPEN:
+        return await handler(request)
+    if not request.app[SETTINGS].current.http.require_api_key:
+        request[AUTHORIZED] = True
         return await handler(request)
     verdict = request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER))
-    if verdict.status == 401:
-        return answers.error(401, f"a valid API key is required in the {API_KEY_HEADER} header")
-    if verdict.status == 429:
-        return answers.error(
-            429,
-            f"API key {verdict.key_name!r} is over its rate limit",
-            {"Retry-After": str(verdict.retry_after)},
-        )
-    key = verdict.key
+    key = verdict.key if verdict.status == 200 else None
+    request[AUTHORIZED] = key is not None
     if key is not None:
-        if access.roles and not access.roles & key.roles:
-            return answers.error(
-                403, f"API key {key.name!r} needs the {access.value} role for this"
-            )
+        if access.roles and access.roles.isdisjoint(key.roles):
+            needs = f"API key {key.name!r} needs the {access.value} role for this"
+            return answers.error(403, needs)
         request[API_KEY] = key
         request[API_KEY_NAME] = key.name
-    return await handler(request)
+    if access is Access.OPTIONAL_KEY or key is not None:
+        return await handler(request)
+    if verdict.status == 401:
+        return answers.error(401, f"a valid API key is required in the {API_KEY_HEADER} header")
+    return answers.error(
+        429,
+        f"API key {verdict.key_name!r} is over its rate limit",
+        {"Retry-After": str(verdict.retry_after)},
+    )
 
 
 @web.middleware

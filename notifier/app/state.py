@@ -8,19 +8,20 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from notifier.apikeys import ApiKey, ApiKeys
-from notifier.aws import AwsSettings
-from notifier.config import Settings
-from notifier.executions import Executions
+from notifier.config import AwsSettings, Settings
 from notifier.metrics import Metrics
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Registry
 from notifier.sources.describe import DescribePoller
 from notifier.sources.liveness import MqttLiveness
 from notifier.sources.mqtt import MqttSource
 from notifier.sources.mqtt.pool import MqttPool
 from notifier.sources.pointers import OutputFetcher
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
-from notifier.waiters import Registry
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
+from notifier.sources.sync import SyncRuns
+from notifier.tracing import Tracing
 
 
 @dataclass
@@ -63,10 +64,12 @@ SQS = web.AppKey("sqs", SqsSource)
 POLLER = web.AppKey("poller", DescribePoller)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 SAFETY_NET = web.AppKey("safety_net", SafetyNet)
+SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
 OUTPUT_FETCHER = web.AppKey("output_fetcher", OutputFetcher)
 LIVENESS = web.AppKey("mqtt_liveness", MqttLiveness)
 """Absent in ``poll`` completion mode."""
 METRICS = web.AppKey("metrics", Metrics)
+TRACING = web.AppKey("tracing", Tracing)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
@@ -74,6 +77,9 @@ API_KEY_NAME = web.RequestKey("api_key_name", str)
 """The name of the API key a request was let in with; absent when keys are not required."""
 API_KEY = web.RequestKey("api_key", ApiKey)
 """The API key a request was let in with; absent when keys are not required."""
+AUTHORIZED = web.RequestKey("authorized", bool)
+"""Whether a request may see what takes an API key: keys are not required, or it carries a
+valid one within its rate. Set for every route but the open ones."""
 
 
 def api_keys_from(settings: Settings) -> ApiKeys:

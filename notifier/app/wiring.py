@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from notifier.app import handlers
 from notifier.app.middlewares import (
     add_security_headers,
     authentication,
     json_bodies,
     json_errors,
     same_origin,
+    traced,
 )
-from notifier.app.routes import Access, Route, add_routes, declare_access
+from notifier.app.routing import Route, add_routes, declare_access
 from notifier.app.state import (
     ADMISSION,
     API_KEYS,
@@ -36,42 +36,64 @@ from notifier.app.state import (
     SAFETY_NET,
     SETTINGS,
     SQS,
+    SYNC_RUNS,
+    TRACING,
     Admission,
     AwsReachability,
     LiveSettings,
     api_keys_from,
 )
-from notifier.aws import AwsClients, AwsSettings
-from notifier.config import RESERVED_PATHS, ROUTE_NAME_PATTERN, TOKEN_TRANSPORTS, Settings
-from notifier.executions import Executions
-from notifier.fast_calls import PutObject, StartExecution
-from notifier.iot_tokens import IotToken, TokenIssuer
+from notifier.aws.clients import AwsClients
+from notifier.aws.fast_operations import PutObject, StartExecution
+from notifier.aws.iot_tokens import IotToken, TokenIssuer
+from notifier.aws.ratelimit import RateLimiter
+from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings
 from notifier.metrics import Metrics
-from notifier.ratelimit import RateLimiter
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Completion, Registry, Rejection, Transaction
 from notifier.sources.describe import DescribePoller, Describer
 from notifier.sources.liveness import MqttLiveness, published_to
 from notifier.sources.mqtt import TokenSource
 from notifier.sources.mqtt.pool import MqttPool
 from notifier.sources.pointers import OutputFetcher
-from notifier.sources.reconcile import Reconciler
-from notifier.sources.safety import SafetyNet
-from notifier.sources.sqs import SqsSource
-from notifier.waiters import Completion, Registry, Transaction
+from notifier.sources.queue import SqsSource
+from notifier.sources.safety_net_while_up import SafetyNet
+from notifier.sources.sweeps_while_down import Reconciler
+from notifier.sources.sync import SyncRuns
+from notifier.tracing import Tracing
 
 
-def create_app(settings: Settings, aws: AwsSettings, instance_id: str) -> web.Application:
-    """The daemon's application: the HTTP API, with its AWS clients and sources."""
-    app = http_app(settings, instance_id)
+def create_app(
+    settings: Settings,
+    aws: AwsSettings,
+    instance_id: str,
+    routes: Iterable[Route],
+    tracing: Tracing | None = None,
+) -> web.Application:
+    """The daemon's application serving ``routes``, with its AWS clients and sources;
+    ``tracing`` defaults to what ``settings.tracing`` says."""
+    app = http_app(
+        settings, instance_id, routes, tracing or Tracing.from_settings(settings.tracing)
+    )
     app[AWS_SETTINGS] = aws
-    app.cleanup_ctx.extend([aws_context, sources_context])
+    app.cleanup_ctx.extend([tracing_context, aws_context, sources_context])
     return app
 
 
-def http_app(settings: Settings, instance_id: str) -> web.Application:
-    """The HTTP API with its state, but without AWS clients or completion sources: whoever
-    runs it alone puts an :class:`~notifier.executions.Executions` in ``EXECUTIONS``."""
-    app = web.Application(middlewares=[json_errors, same_origin, authentication, json_bodies])
+def http_app(
+    settings: Settings,
+    instance_id: str,
+    routes: Iterable[Route],
+    tracing: Tracing | None = None,
+) -> web.Application:
+    """The application serving ``routes`` with its state, but without AWS clients or
+    completion sources: whoever runs it alone puts an
+    :class:`~notifier.requests.executions.Executions` in ``EXECUTIONS``."""
+    tracing = tracing or Tracing()
+    middlewares = [json_errors, same_origin, authentication, json_bodies]
+    app = web.Application(middlewares=[traced, *middlewares] if tracing.enabled else middlewares)
     app.on_response_prepare.append(add_security_headers)
+    app[TRACING] = tracing
     app[SETTINGS] = LiveSettings(settings)
     app[INSTANCE_ID] = instance_id
     metrics = app[METRICS] = Metrics()
@@ -89,35 +111,32 @@ def http_app(settings: Settings, instance_id: str) -> web.Application:
     registry.on_rejected.append(
         lambda txn, completion, reason: metrics.completions_rejected.labels(reason).inc()
     )
+    for reason in Rejection:
+        metrics.completions_rejected.labels(reason)
     metrics.held_requests.set_function(lambda: registry.held)
+    metrics.held_reattached_requests.set_function(lambda: registry.held_reattached)
+    metrics.held_requests_limit.labels(kind="start").set_function(lambda: registry.max_held)
+    metrics.held_requests_limit.labels(kind="reattach").set_function(
+        lambda: registry.max_reattach_held
+    )
     app[ADMISSION] = Admission()
+    app[SYNC_RUNS] = SyncRuns(registry)
+    app.cleanup_ctx.append(sync_runs_context)
     app[API_KEYS] = api_keys_from(settings)
     app[AWS_REACHABILITY] = AwsReachability()
     declare_access(app)
-    add_routes(
-        app,
-        [
-            Route("GET", "/healthz", handlers.healthz, Access.OPEN),
-            Route("GET", "/readyz", handlers.readyz, Access.OPEN),
-            Route("GET", "/metrics", handlers.metrics_endpoint, Access.ADMIN),
-            Route("GET", "/openapi.json", handlers.openapi_document, Access.API_KEY),
-            Route("GET", "/executions", handlers.list_executions, Access.API_KEY),
-            Route("GET", "/executions/{txn_id}", handlers.reattach, Access.API_KEY),
-            Route("POST", "/executions/{txn_id}/stop", handlers.stop, Access.API_KEY),
-            Route("POST", ROUTE_PATH, handlers.start, Access.API_KEY),
-            Route("GET", ROUTE_PATH, handlers.reattach_by_key, Access.API_KEY),
-        ],
-    )
+    add_routes(app, routes)
     return app
 
 
-# A route's path: any name a route may have, so never one of the daemon's own endpoints,
-# whenever these are added.
-ROUTE_PATH = "/{route:(?!(?:" + "|".join(sorted(RESERVED_PATHS)) + f")$){ROUTE_NAME_PATTERN}}}"
+async def sync_runs_context(app: web.Application) -> AsyncIterator[None]:
+    """The Express workflows' calls still running when the application stops are cancelled."""
+    async with app[SYNC_RUNS]:
+        yield
 
 
 # What a reload cannot change: connections and identities made at start.
-RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard")
+RESTART_ONLY = ("mqtt", "iotauth", "sqs", "aws", "s3", "dashboard", "tracing")
 RESTART_ONLY_DAEMON_KEYS = (
     "instance_id",
     "completion",
@@ -162,6 +181,12 @@ def aws_clients(app: web.Application) -> AwsClients:
     return AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
 
 
+async def tracing_context(app: web.Application) -> AsyncIterator[None]:
+    """Spans still batched are sent on the way out."""
+    yield
+    app[TRACING].shutdown()
+
+
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].current
     clients = aws_clients(app)
@@ -171,6 +196,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
         sfn = await stack.enter_async_context(clients.client("stepfunctions"))
         put_object = await stack.enter_async_context(clients.fast(s3, PutObject))
         start_execution = await stack.enter_async_context(clients.fast(sfn, StartExecution))
+        sync_sfn = await stack.enter_async_context(clients.client("stepfunctions", sync=True))
         app[METRICS].watch_fast_calls(put_object, start_execution)
         app[EXECUTIONS] = Executions(
             s3,
@@ -182,6 +208,8 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(settings.daemon.reconcile_rate),
             put_object=put_object,
             start_execution=start_execution,
+            start_sync_execution=sync_sfn.start_sync_execution,
+            tracing=app[TRACING],
         )
         yield
 
@@ -222,6 +250,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
                 f"{settings.sqs.queue_prefix}{app[INSTANCE_ID]}",
                 settings.sqs.dead_letter_queue_arn,
                 wait_seconds=settings.sqs.wait_seconds,
+                on_dead_letters=app[METRICS].dead_letter_messages.labels(queue="status").set,
             )
             app[SQS] = await stack.enter_async_context(sqs)
         reconciler = Reconciler(

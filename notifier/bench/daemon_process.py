@@ -2,7 +2,7 @@
 
 The parent hands the child its :class:`~notifier.config.Settings` and how many workers to
 run (pickled, on stdin); the child runs :func:`notifier.daemon.serve`, or with several
-workers :func:`notifier.workers.supervise`, and prints ``READY <port>`` (then each worker's
+workers :func:`notifier.ops.workers.supervise`, and prints ``READY <port>`` (then each worker's
 own address) once it serves. SIGTERM drains and stops it, as for ``notifier serve``. CPU
 time and peak RSS come from ``/proc/<pid>`` (Linux), counting all of the daemon's threads
 and, with workers, all of their processes.
@@ -140,7 +140,7 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 def main() -> None:
     from notifier.daemon import serve
     from notifier.logs import setup_logging
-    from notifier.workers import Worker, supervise
+    from notifier.ops.workers import Worker, supervise
 
     settings: Settings
     settings, workers = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's own pipe

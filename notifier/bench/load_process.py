@@ -18,8 +18,8 @@ import time
 
 from notifier.bench import load
 from notifier.bench.load import LoadResult, LoadRun
-from notifier.gc_schedule import ScheduledCollection
 from notifier.lifecycle import start_python, terminate
+from notifier.ops.gc_schedule import ScheduledCollection
 
 
 class LoadProcessError(Exception):

@@ -30,18 +30,17 @@ from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
-from notifier.aws import AwsSettings
 from notifier.bench import load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
 from notifier.bench.quotas import QuotaWatch
 from notifier.bench.report import HeldResult, ModeResult
-from notifier.config import DaemonSettings, Settings, SqsSettings
-from notifier.daemon import local_settings
-from notifier.gc_schedule import ScheduledCollection
+from notifier.config import AwsSettings, DaemonSettings, Settings, SqsSettings
 from notifier.local import quotas
+from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LocalStackSettings
+from notifier.ops.gc_schedule import ScheduledCollection
 
 if TYPE_CHECKING:
     from notifier.local.broker_auth import AccessControl

@@ -11,7 +11,11 @@ table and the daemon; the API shows the request under its SQS message id.
 
 Deciding takes the request with a conditional update (``pending`` to ``deciding``, with a
 claim that lapses after :data:`CLAIM_SECONDS` should its instance die meanwhile), so one
-decision wins wherever it is made and a second one is a 409. The workflow gets
+decision wins wherever it is made and a second one is a 409. The claim records the decision
+about to be sent before SendTaskSuccess: should the instance die after the workflow got it
+but before the outcome was written, whoever next finds the request's token stale, or its
+execution ended, reads the execution's history, and if the intended answer is there,
+records that decision (with who made it), not "expired". The workflow gets
 SendTaskSuccess with ``{"approved": true|false, "comment"}``: a rejection is an answer the
 workflow handles (Archive's ``Rejected`` branch records it), not a failure. The item then
 says who decided (the API key's name), when, how and why; it expires after
@@ -22,21 +26,29 @@ Functions no longer knows its token) is marked expired.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws import error_code
-from notifier.executions import AwsError
-from notifier.lifecycle import BackgroundTasks, Service
-from notifier.waiters import Status, utcnow
+from notifier.aws.clients import error_code
+from notifier.aws.errors import AwsError
+from notifier.aws.sqs import Message, QueueConsumer
+from notifier.dashboard.approval_table import (
+    EXPIRED,
+    PENDING,
+    Approval,
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
+    ApprovalTable,
+    Decision,
+    Intent,
+)
+from notifier.lifecycle import BackgroundTasks, Health, Service
+from notifier.requests.waiters import Status, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,60 +61,15 @@ SKIPPED_VISIBILITY_TIMEOUT = 42_000
 ours to destroy, and not worth receiving again and again."""
 REFRESH_SECONDS = 2.0
 """How often the pending requests are read from the table, for the dashboard's stream."""
-CLAIM_SECONDS = 60
-"""How long a decision being made holds its request; an instance that dies while deciding
-lets go of it after that."""
-KEPT_SECONDS = 14 * 24 * 3600
-"""How long a request stays in the table (its ``ExpiresAt``, DynamoDB's time to live), as long
-as the queue keeps a message."""
-MAX_COMMENT = 1000
-"""Characters a decision's comment may have."""
-PENDING_INDEX = "Pending"
-"""The table's sparse index of the requests that wait: only they have a ``Pending``."""
-PENDING = "pending"
-DECIDING = "deciding"
-EXPIRED = "expired"
 # What Step Functions answers for a token nobody waits for any more.
 _STALE_TOKEN_CODES = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
-_CONDITION_FAILED = "ConditionalCheckFailedException"
-
-
-class Decision(enum.StrEnum):
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
-
-class ApprovalNotFoundError(Exception):
-    pass
-
-
-class ApprovalDecidedError(Exception):
-    def __init__(self, decision: str) -> None:
-        super().__init__(f"already decided: {decision}")
-        self.decision = decision
-
-
-@dataclass
-class Approval:
-    id: str
-    execution_arn: str
-    execution_name: str
-    file: Any
-    requested_at: datetime
-    task_token: str = field(repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """What the API shows: never the task token."""
-        return {
-            "id": self.id,
-            "executionArn": self.execution_arn,
-            "executionName": self.execution_name,
-            "file": self.file,
-            "requestedAt": self.requested_at.isoformat(),
-        }
 
 
 class ApprovalInbox(Service):
+    """The approval queue's intake (one :class:`~notifier.aws.sqs.QueueConsumer`) into the
+    shared table (:class:`~notifier.dashboard.approval_table.ApprovalTable`), the requests
+    waiting as last read from it, and the decisions sent to the workflows."""
+
     def __init__(
         self,
         sqs: Any,
@@ -119,65 +86,66 @@ class ApprovalInbox(Service):
     ) -> None:
         self.sqs = sqs
         self.sfn = sfn
-        self.dynamodb = dynamodb
         self.queue_url = queue_url
-        self.table = table
-        self.instance_id = instance_id
-        self.wait_seconds = wait_seconds
+        self.decisions = ApprovalTable(dynamodb, table, instance_id)
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.refresh_every = REFRESH_SECONDS
-        self.error: str | None = None
-        """Why the last call to SQS or the table failed; None while they work."""
+        self.health = Health("approvals: the queue and the table", log)
+        self._intake = QueueConsumer(
+            sqs,
+            "approvals-receive",
+            self._move_all,
+            queue_url=queue_url,
+            wait_seconds=wait_seconds,
+            retry_min=retry_min,
+            retry_max=retry_max,
+            health=self.health,
+            VisibilityTimeout=RECEIVE_VISIBILITY_TIMEOUT,
+            AttributeNames=["SentTimestamp"],
+        )
         self._on_change = on_change
         self._pending: dict[str, Approval] = {}
         self.skipped = 0
         """Messages that were not approval requests."""
         self._tasks = BackgroundTasks()
 
+    @property
+    def error(self) -> str | None:
+        """Why the last call to SQS or the table failed; None while they work."""
+        return self.health.error
+
     def pending(self) -> list[Approval]:
         """The requests waiting, oldest first, as last read from the table."""
         return sorted(self._pending.values(), key=lambda a: a.requested_at)
 
     async def start(self) -> None:
-        loops = (("approvals-receive", self._receive), ("approvals-refresh", self._refresh_once))
-        for name, step in loops:
-            self._tasks.start(
-                name,
-                step,
-                self._failed,
-                expected=(ClientError, BotoCoreError),
-                retry_min=self.retry_min,
-                retry_max=self.retry_max,
-            )
+        await self._intake.start()
+        self._tasks.start(
+            "approvals-refresh",
+            self._refresh_once,
+            self.health.failed,
+            expected=(ClientError, BotoCoreError),
+            retry_min=self.retry_min,
+            retry_max=self.retry_max,
+        )
 
     async def stop(self) -> None:
+        await self._intake.stop()
         await self._tasks.stop()
 
     async def refresh(self) -> list[Approval]:
         """Read the requests waiting from the table (every instance's); oldest first."""
-        found: dict[str, Approval] = {}
-        start: dict[str, Any] = {}
-        while True:
-            page = await self.dynamodb.query(
-                TableName=self.table,
-                IndexName=PENDING_INDEX,
-                KeyConditionExpression="#p = :pending",
-                ExpressionAttributeNames={"#p": "Pending"},
-                ExpressionAttributeValues={":pending": {"S": PENDING}},
-                **start,
-            )
-            for item in page.get("Items", []):
-                approval = _from_item(item)
-                found[approval.id] = approval
-            if "LastEvaluatedKey" not in page:
-                break
-            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        found = await self.decisions.pending()
         changed = found.keys() != self._pending.keys()
         self._pending = found
         if changed:
             self._changed()
         return self.pending()
+
+    async def find(self, approval_id: str) -> Approval | None:
+        """The approval as the table has it now, in whatever state; None if there is none."""
+        return await self.decisions.find(approval_id)
 
     async def decide(
         self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
@@ -189,16 +157,21 @@ class ApprovalInbox(Service):
         before, being decided, or the execution no longer waits) or :class:`AwsError` (the
         request stays pending).
         """
-        approval = await self._claim(approval_id)
         decision = Decision.APPROVED if approved else Decision.REJECTED
+        intent = Intent(decision, comment, decided_by)
+        approval, earlier = await self.decisions.claim(approval_id, intent)
         who = decided_by or "anyone (no API key required)"
-        output = json.dumps({"approved": approved, "comment": comment})
         try:
-            await self.sfn.send_task_success(taskToken=approval.task_token, output=output)
+            await self.sfn.send_task_success(
+                taskToken=approval.task_token, output=json.dumps(intent.output)
+            )
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) not in _STALE_TOKEN_CODES:
                 await self._settle(approval_id, PENDING, keep_pending=True)
                 raise AwsError.wrap("SendTaskSuccess", exc) from exc
+            if earlier is not None and await self._took_effect(approval, earlier):
+                await self._record(approval, earlier)
+                raise ApprovalDecidedError(str(earlier.decision)) from None
             await self._settle(approval_id, EXPIRED)
             log.info(
                 "approval %s for %s: expired, the execution no longer waits (asked by %s)",
@@ -224,154 +197,71 @@ class ApprovalInbox(Service):
         for approval in ended:
             del self._pending[approval.id]
             self._tasks.once(
-                f"approvals-expire-{approval.id}", self._expire(approval, str(message["status"]))
+                f"approvals-expire-{approval.id}",
+                self._expire(approval, str(message["status"])),
             )
         if ended:
             self._changed()
 
-    # the table
-
-    async def _claim(self, approval_id: str) -> Approval:
-        now = int(time.time())
+    async def _expire(self, approval: Approval, status: str) -> None:
+        """An ended execution's request: expired, unless an instance decided it, or claimed
+        it to decide and died (then its decision, if the execution got it)."""
+        if await self.decisions.expire(approval, status):
+            return
         try:
-            answer = await self._update(
-                approval_id,
-                "SET #s = :deciding, ClaimedBy = :me, ClaimedUntil = :until",
-                "#s = :pending OR (#s = :deciding AND ClaimedUntil < :now)",
-                {
-                    ":pending": {"S": PENDING},
-                    ":deciding": {"S": DECIDING},
-                    ":me": {"S": self.instance_id},
-                    ":now": {"N": str(now)},
-                    ":until": {"N": str(now + CLAIM_SECONDS)},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:
-                raise AwsError.wrap("UpdateItem", exc) from exc
-            raise await self._why_not(approval_id) from None
-        except BotoCoreError as exc:
-            raise AwsError.wrap("UpdateItem", exc) from exc
-        return _from_item(answer["Attributes"])
+            claimed, earlier = await self.decisions.claim(approval.id)
+        except (ApprovalDecidedError, ApprovalNotFoundError, AwsError):
+            return  # decided, or being decided by a live instance
+        if earlier is not None and await self._took_effect(claimed, earlier):
+            await self._record(claimed, earlier)
+        else:
+            await self._settle(approval.id, EXPIRED)
 
-    async def _update(
-        self,
-        approval_id: str,
-        update: str,
-        condition: str,
-        values: dict[str, Any],
-        **options: Any,
-    ) -> dict[str, Any]:
-        """UpdateItem of the request ``approval_id`` if ``condition`` holds (``#s`` is its
-        state)."""
-        answer: dict[str, Any] = await self.dynamodb.update_item(
-            TableName=self.table,
-            Key={"Id": {"S": approval_id}},
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#s": "State"},
-            ExpressionAttributeValues=values,
-            **options,
+    async def _took_effect(self, approval: Approval, intent: Intent) -> bool:
+        """Whether the execution got ``intent``'s answer (a task that succeeded with it, in
+        its history); False when the history cannot be read."""
+        try:
+            page = await self.sfn.get_execution_history(
+                executionArn=approval.execution_arn, reverseOrder=True, maxResults=100
+            )
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("approvals: cannot read the history of %s: %s", approval.id, exc)
+            return False
+        for event in page.get("events", []):
+            output = (event.get("taskSucceededEventDetails") or {}).get("output")
+            try:
+                if output is not None and json.loads(output) == intent.output:
+                    return True
+            except json.JSONDecodeError:
+                continue
+        return False
+
+    async def _record(self, approval: Approval, intent: Intent) -> None:
+        """Write the outcome of a decision that took effect though the instance that sent
+        it did not record it."""
+        await self._settle(
+            approval.id, intent.decision, decided_by=intent.decided_by, comment=intent.comment
         )
-        return answer
+        log.info(
+            "approval %s for %s: %s by %s, recorded after its instance stopped",
+            approval.id, approval.execution_name, intent.decision,
+            intent.decided_by or "anyone (no API key required)",
+            extra={"executionArn": approval.execution_arn},
+        )  # fmt: skip
 
-    async def find(self, approval_id: str) -> Approval | None:
-        """The approval as the table has it now, in whatever state; None if there is none."""
-        try:
-            answer = await self.dynamodb.get_item(
-                TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("GetItem", exc) from exc
-        item = answer.get("Item")
-        return _from_item(item) if item is not None else None
-
-    async def _why_not(self, approval_id: str) -> Exception:
-        try:
-            item = (
-                await self.dynamodb.get_item(
-                    TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
-                )
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            return AwsError.wrap("GetItem", exc)
-        if item is None:
-            return ApprovalNotFoundError(approval_id)
-        state = item.get("State", {}).get("S", "")
-        if state == DECIDING:
-            return ApprovalDecidedError("being decided")
-        return ApprovalDecidedError(item.get("Outcome", {}).get("S", state))
-
-    async def _settle(
-        self,
-        approval_id: str,
-        state: str,
-        *,
-        keep_pending: bool = False,
-        decided_by: str | None = None,
-        comment: str | None = None,
-    ) -> None:
-        """Leave ``deciding`` for ``state``; the request goes off the index unless it stays
-        pending (the decision could not be sent)."""
-        values: dict[str, Any] = {
-            ":state": {"S": state},
-            ":deciding": {"S": DECIDING},
-            ":me": {"S": self.instance_id},
-        }
-        sets = ["#s = :state"]
-        if not keep_pending:
-            sets += ["Outcome = :state", "DecidedAt = :at"]
-            values[":at"] = {"S": utcnow().isoformat()}
-            if decided_by is not None:
-                sets.append("DecidedBy = :by")
-                values[":by"] = {"S": decided_by}
-            if comment is not None:
-                sets.append("DecisionComment = :comment")
-                values[":comment"] = {"S": comment}
-        update = "SET " + ", ".join(sets) + ("" if keep_pending else " REMOVE Pending")
-        try:
-            await self._update(approval_id, update, "#s = :deciding AND ClaimedBy = :me", values)
-        except (ClientError, BotoCoreError) as exc:
-            # The workflow has its answer (or keeps waiting); the claim lapses by itself.
-            log.warning("approvals: could not record %s for %s: %s", state, approval_id, exc)
+    async def _settle(self, approval_id: str, state: str, **details: Any) -> None:
+        await self.decisions.settle(approval_id, state, **details)
         self._pending.pop(approval_id, None)
-        if keep_pending:
+        if details.get("keep_pending"):
             await self.refresh()
         else:
             self._changed()
 
-    async def _expire(self, approval: Approval, status: str) -> None:
-        try:
-            await self._update(
-                approval.id,
-                "SET #s = :expired, Outcome = :outcome REMOVE Pending",
-                "#s = :pending",
-                {
-                    ":pending": {"S": PENDING},
-                    ":expired": {"S": EXPIRED},
-                    ":outcome": {"S": f"expired: the execution ended {status}"},
-                },
-            )
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:  # else: another instance was first
-                log.warning("approvals: could not expire %s: %s", approval.id, exc)
-        except BotoCoreError as exc:
-            log.warning("approvals: could not expire %s: %s", approval.id, exc)
-
     # the queue
 
-    async def _receive(self) -> None:
-        response = await self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=self.wait_seconds,
-            VisibilityTimeout=RECEIVE_VISIBILITY_TIMEOUT,
-            AttributeNames=["SentTimestamp"],
-        )
-        self._works()
+    async def _move_all(self, messages: list[Message]) -> None:
         moved = 0
-        for message in response.get("Messages", []):
+        for message in messages:
             moved += await self._move(message)
         if moved:
             await self.refresh()
@@ -390,26 +280,18 @@ class ApprovalInbox(Service):
             )  # fmt: skip
             await self._hide(receipt)
             return False
-        try:
-            await self.dynamodb.put_item(
-                TableName=self.table,
-                Item=_item(approval),
-                ConditionExpression="attribute_not_exists(Id)",
-            )
+        if await self.decisions.add(approval):  # else: moved before, not deleted then
             log.info(
                 "approval requested by %s (id %s)", approval.execution_name, approval.id,
                 extra={"executionArn": approval.execution_arn},
             )  # fmt: skip
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:  # else: moved before, not deleted then
-                raise
         await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
         return True
 
     async def _refresh_once(self) -> None:
         await asyncio.sleep(self.refresh_every)
         await self.refresh()
-        self._works()
+        self.health.works()
 
     async def _hide(self, receipt: str) -> None:
         try:
@@ -424,17 +306,6 @@ class ApprovalInbox(Service):
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change([a.to_json() for a in self.pending()])
-
-    def _works(self) -> None:
-        if self.error is not None:
-            log.info("approvals: the queue and the table work again")
-            self.error = None
-
-    def _failed(self, exc: Exception) -> None:
-        message = str(exc)
-        if message != self.error:
-            log.error("approvals: %s; retrying", message)
-        self.error = message
 
 
 def _approval(message: dict[str, Any]) -> Approval:
@@ -459,29 +330,4 @@ def _approval(message: dict[str, Any]) -> Approval:
         file=body.get("File"),
         requested_at=requested_at,
         task_token=fields["TaskToken"],
-    )
-
-
-def _item(approval: Approval) -> dict[str, Any]:
-    return {
-        "Id": {"S": approval.id},
-        "State": {"S": PENDING},
-        "Pending": {"S": PENDING},
-        "ExecutionArn": {"S": approval.execution_arn},
-        "ExecutionName": {"S": approval.execution_name},
-        "File": {"S": json.dumps(approval.file)},
-        "RequestedAt": {"S": approval.requested_at.isoformat()},
-        "TaskToken": {"S": approval.task_token},
-        "ExpiresAt": {"N": str(int(time.time()) + KEPT_SECONDS)},
-    }
-
-
-def _from_item(item: dict[str, Any]) -> Approval:
-    return Approval(
-        id=item["Id"]["S"],
-        execution_arn=item["ExecutionArn"]["S"],
-        execution_name=item["ExecutionName"]["S"],
-        file=json.loads(item["File"]["S"]),
-        requested_at=datetime.fromisoformat(item["RequestedAt"]["S"]),
-        task_token=item["TaskToken"]["S"],
     )

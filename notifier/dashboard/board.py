@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from notifier.waiters import Completion, Status, Transaction
+from notifier.requests.waiters import Completion, Status, Transaction
 
 log = logging.getLogger(__name__)
 

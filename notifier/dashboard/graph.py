@@ -12,7 +12,7 @@ and Catch edges) and colours each state by what the execution's history says of 
 - ``failed``: its last attempt failed and the execution failed, or the execution ended
   inside it (a ``Fail`` state, an uncaught error, a timeout, a stop).
 
-Reads go through :class:`~notifier.executions.Executions`, whose DescribeExecution shares
+Reads go through :class:`~notifier.requests.executions.Executions`, whose DescribeExecution shares
 the daemon's rate limit. A finished execution's graph never changes, so it is kept (a few
 hundred of them) and asked for again only once evicted.
 """
@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from notifier.config import RouteSettings
-from notifier.dashboard.details import (
+from notifier.requests.executions import Executions
+from notifier.requests.history import (
     describe_route_execution,
     event_details,
     iso,
     parsed_json,
     redact,
 )
-from notifier.executions import Executions
 
 HISTORY_LIMIT = 5000
 """Events read for one graph; a longer history is drawn from its first events only."""

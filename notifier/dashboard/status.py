@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from notifier.aws import AwsSettings
-from notifier.config import MqttSettings
+from notifier.config import AwsSettings, MqttSettings
 from notifier.sources.mqtt import MqttSubscription, TokenSource
+from notifier.topics import status_filter
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class StatusFeed(MqttSubscription):
         super().__init__(
             settings,
             client_id=f"{instance_id}-status",
-            topic_filter=f"{settings.topic_root}/status/#",
+            topic_filter=status_filter(settings.topic_root),
             endpoint=endpoint,
             label="MQTT status feed",
             aws=aws,

@@ -31,7 +31,7 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from notifier.aws import AwsClients
+from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.iot_policy import IotPolicy, Statement
 

@@ -34,6 +34,7 @@ from aiohttp import web
 from notifier.lifecycle import Service
 from notifier.local.quotas import QuotaSettings
 from notifier.local.throttling import THROTTLING_ERROR, QuotaEvents, StepFunctionsThrottle
+from notifier.topics import completion_topic
 
 if TYPE_CHECKING:
     from notifier.local.broker import LocalBroker
@@ -149,7 +150,7 @@ class StepFunctionsStandIn(Service):
             "status": "SUCCEEDED",
             "output": execution.output,
         }
-        topic = f"{self.topic_root}/{subtopic}/{execution.name}"
+        topic = completion_topic(self.topic_root, subtopic, execution.name)
         body = json.dumps(payload).encode()
         if self.quotas.enabled and len(body) > self.quotas.iot_payload:
             self.quota_events.record(

@@ -1,8 +1,8 @@
 """Stands in for Step Functions' own EventBridge integration, which moto lacks.
 
 AWS puts a "Step Functions Execution Status Change" event on the default bus whenever an
-execution of a STANDARD state machine changes status. This bridge observes moto's
-executions starting and ending and puts the same events, in AWS's shape, into moto's
+execution of a STANDARD state machine changes status (an EXPRESS one has none). This bridge
+observes moto's executions starting and ending and puts the same events, in AWS's shape, into moto's
 EventBridge, from one background thread so that delivery never slows an execution down and
 an execution's RUNNING event always precedes its final one.
 
@@ -110,15 +110,19 @@ def install(emitter: StatusChangeEmitter) -> None:
     original_start = Execution.start
     original_terminated = BaseExecutionWorkerCommunication.terminated
 
+    def emits_events(execution: Any) -> bool:
+        """Only Standard workflows have status events; Express ones (sync or not) none."""
+        return not isinstance(execution, SyncExecution) and execution.sm_type != "EXPRESS"
+
     def start(self: Any) -> None:
         # Queued before the worker starts, so that RUNNING is always sent before the end.
-        if not isinstance(self, SyncExecution):
+        if emits_events(self):
             emitter.emit(self, "RUNNING")
         original_start(self)
 
     def terminated(self: Any) -> None:
         original_terminated(self)
-        if not isinstance(self.execution, SyncExecution):
+        if emits_events(self.execution):
             emitter.emit(self.execution, self.execution.exec_status.value)
 
     Execution.start = start  # type: ignore[method-assign]  # moto patched

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
-from notifier.aws import AwsClients, AwsSettings
-from notifier.deploy import deploy_stack
+from notifier.aws.clients import AwsClients
+from notifier.config import AwsSettings
 from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
 from notifier.local.broker import LocalBroker, PortInUseError
 from notifier.local.broker_auth import (
@@ -37,6 +37,7 @@ from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
 from notifier.local.sigv4 import SigV4Verifier
 from notifier.local.throttling import EVENT_KINDS, QuotaEvents
 from notifier.local.token_api import LocalTokenApi
+from notifier.ops.deploy import deploy_stack
 
 ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.aws import AwsClients
+from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.broker import PortInUseError
 from notifier.local.sigv4 import SignatureRefused, SigV4Verifier

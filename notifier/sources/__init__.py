@@ -1,8 +1,14 @@
 """Completion sources: each one is an async context manager feeding the waiter registry.
 
-A source turns whatever it receives into a :class:`~notifier.waiters.Completion` and calls
-``registry.resolve(txn_id, completion)``; the registry keeps the first and ignores the rest.
-Sources never raise out of their receive loops: a bad message is logged and dropped.
+A source turns whatever it receives into a :class:`~notifier.requests.waiters.Completion` and
+calls ``registry.resolve(txn_id, completion)``; the registry keeps the first and ignores the
+rest. Sources never raise out of their receive loops: a bad message is logged and dropped.
+
+Each module is named for when it works: :mod:`.mqtt` always (in ``mqtt`` mode), :mod:`.queue`
+always (with a queue configured), :mod:`.sweeps_while_down` while MQTT is down (always in
+``poll`` mode), :mod:`.safety_net_while_up` while it is up, :mod:`.liveness` after another
+path brought what MQTT should have, and :mod:`.describe` whenever one of them asks Step
+Functions.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from notifier.waiters import Completion, Status
+from notifier.requests.waiters import Completion, Status
 
 
 class InvalidNotificationError(ValueError):

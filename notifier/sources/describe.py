@@ -2,7 +2,7 @@
 
 :class:`Describer` is the one place a held transaction's execution is described: every path
 that asks (the sweeps while MQTT is down, the safety net while it is up, re-attaches, the
-poller below) shares its :class:`~notifier.ratelimit.RateLimiter`, so together they never
+poller below) shares its :class:`~notifier.aws.ratelimit.RateLimiter`, so together they never
 exceed ``reconcile_rate`` calls a second. An execution found ended resolves its transaction
 (``via="poll"``); a status this daemon does not know is logged once and treated as still
 running.
@@ -22,16 +22,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from notifier.executions import AwsError, completion_from_description
+from notifier.aws.errors import AwsError
+from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Registry, Status, Transaction
+from notifier.requests.executions import completion_from_description
+from notifier.requests.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)
 
 
 class DescribesExecutions(Protocol):
-    """DescribeExecution (:class:`~notifier.executions.Executions`); raises AwsError."""
+    """DescribeExecution (:class:`~notifier.requests.executions.Executions`); raises AwsError."""
 
     async def describe(self, arn: str) -> dict[str, Any]: ...
 
@@ -63,6 +64,12 @@ class Describer:
         also when it was resolved meanwhile.
         """
 
+        if txn.express:
+            # Express executions cannot be described: nothing to ask. Taken as a look, so
+            # that the sweeps back off from it as from any other.
+            txn.asked_at = time.monotonic()
+            return None
+
         def needless() -> bool:
             return txn.completion is not None or (unless is not None and unless())
 
@@ -85,6 +92,7 @@ class Describer:
             txn.asked_at = time.monotonic()
         raw = description.get("status")
         status = Status.parse(raw)
+        txn.pending_redrive = status is Status.PENDING_REDRIVE
         if status is Status.UNKNOWN and str(raw) not in self._unknown_statuses:
             self._unknown_statuses.add(str(raw))
             log.warning("execution status %r is unknown here: taken as still running", raw)

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from notifier.executions import AwsError, Executions
+from notifier.aws.errors import AwsError
+from notifier.aws.ratelimit import RateLimiter
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Completion, Registry, Transaction, utcnow
+from notifier.requests.executions import Executions
+from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
+from notifier.topics import completion_topic
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +203,7 @@ def published_to(
     subtopic a transaction's execution was started with)."""
 
     async def published(txn: Transaction) -> bool:
-        topic = f"{topic_root}/{subtopic_of(txn)}/{txn.txn_id}"
+        topic = completion_topic(topic_root, subtopic_of(txn), txn.txn_id)
         return await executions.published(txn.execution_arn, topic)
 
     return published

@@ -20,8 +20,8 @@ import asyncio
 import logging
 
 from notifier.lifecycle import BackgroundTasks, Service
+from notifier.requests.waiters import Completion, Registry, Transaction
 from notifier.sources.describe import Describer
-from notifier.waiters import Completion, Registry, Transaction
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+import notifier
 from notifier.app.state import EXECUTIONS, MQTT, MQTT_POOL, OUTPUT_FETCHER, POLLER, SQS
 from notifier.daemon import Daemon
-from notifier.idempotency import fingerprint
-from notifier.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import KEYED_PREFIX, is_txn_id, keyed_txn_id
 from tests.local.test_workflows import Notifications
-from tests.mqtt_support import MqttRecorder
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
+from tests.support.mqtt import MqttRecorder
 
 LONG = {"Prefer": "wait=60"}
 
@@ -389,9 +390,15 @@ async def test_metrics_count_requests_completions_and_aws_calls(
     assert samples['notifier_mqtt_connection_peak_messages_per_second{connection="0"}'] >= 1
     assert samples["notifier_mqtt_reconnects_total"] == 0
     assert samples["notifier_token_refreshes_total"] == 0
+    assert samples['notifier_mqtt_renewals_total{connection="0"}'] == 0
+    for operation in ("PutObject", "StartExecution"):
+        assert samples[f'notifier_aws_fast_path_enabled{{operation="{operation}"}}'] == 1
+    assert samples[f'notifier_build_info{{version="{notifier.__version__}"}}'] == 1
+    assert samples["process_open_fds"] > 0
     assert samples["notifier_held_requests"] == 0
     # Completions over MQTT cost no DescribeExecution.
     assert 'notifier_aws_api_calls_total{operation="DescribeExecution"}' not in samples
+    assert samples['notifier_sfn_throttled_total{api="StartExecution"}'] == 0
 
 
 async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientSession) -> None:
@@ -403,3 +410,118 @@ async def test_readyz_reports_mqtt_and_aws(daemon: Daemon, http: aiohttp.ClientS
     details = body["mqttConnectionDetails"]
     assert 1 <= body["mqttConnections"] == len(details) <= body["mqttConnectionsMax"] == 4
     assert details[0]["subtopic"] == daemon.instance_id and details[0]["connected"]
+
+
+# ---------------------------------------------------------------- the seeds' own commands
+
+
+async def test_an_empty_post_runs_processa_with_its_default_input(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    # `curl -i -X POST .../p1`: no body, no Content-Type.
+    async with http.post(
+        f"{daemon.url}/p1", headers=LONG, skip_auto_headers=["Content-Type"]
+    ) as response:
+        status, body = response.status, await response.json()
+    assert status == 200, body
+    assert_final(body, "SUCCEEDED")
+    data = body["processData"]
+    assert (data["foo"], data["bar"]) == ("foo val", "bar val")
+    assert all(f"step-{s}-output" in data for s in "abcdef")
+    status, headers, body = await call(http, "GET", f"{daemon.url}/p1")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert f"curl -X POST {daemon.url}/p1" in body["message"]
+
+
+async def test_an_express_route_is_answered_by_start_sync_execution(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/hello-express", json={"who": "express"}, headers=LONG
+    )
+    assert status == 200, body
+    assert (body["status"], body["completedVia"]) == ("SUCCEEDED", "sync")
+    assert body["output"]["who"] == "express"
+    assert f":express:notifier-local-HelloExpress:{body['transactionId']}:" in body["executionArn"]
+    assert body["timings"]["stoppedAt"] <= body["timings"]["answeredAt"]
+
+
+async def test_an_express_run_longer_than_the_hold_is_answered_at_its_end(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    status, headers, started = await call(
+        http,
+        "POST",
+        f"{daemon.url}/hello-express",
+        json={"waitSeconds": 2},
+        headers={"Prefer": "wait=0.5"},
+    )
+    assert status == 202, started
+    status, _, body = await call(http, "GET", f"{daemon.url}{headers['Location']}?wait=60")
+    assert status == 200, body
+    assert body["transactionId"] == started["transactionId"]
+    assert body["completedVia"] in ("sync", "mqtt")
+    assert body["output"]["waitSeconds"] == 2
+
+
+async def test_an_execution_s_history_is_read_a_page_at_a_time(
+    daemon: Daemon, http: aiohttp.ClientSession, stack: LocalStack
+) -> None:
+    status, _, body = await call(
+        http, "POST", f"{daemon.url}/hello", json={"name": "ada"}, headers=LONG
+    )
+    assert status == 200, body
+    async with stack.aws().client("stepfunctions") as sfn:
+        expected = (await sfn.get_execution_history(executionArn=body["executionArn"]))["events"]
+    assert len(expected) > 3
+    events: list[dict[str, Any]] = []
+    token = None
+    for name in (body["transactionId"], body["executionArn"]):
+        events, token = [], None
+        while True:
+            query = {"limit": "3", **({"nextToken": token} if token else {})}
+            status, _, page = await call(
+                http, "GET", f"{daemon.url}/executions/{name}/history", params=query
+            )
+            assert status == 200, page
+            assert len(page["events"]) <= 3
+            events.extend(page["events"])
+            token = page["nextToken"]
+            if token is None:
+                break
+        assert [event["id"] for event in events] == [event["id"] for event in expected]
+        assert [event["type"] for event in events] == [event["type"] for event in expected]
+    status, _, error = await call(
+        http, "GET", f"{daemon.url}/executions/{body['transactionId']}/history?nextToken=nope"
+    )
+    assert status == 400, error
+
+
+# ---------------------------------------------------------------- redrive
+
+
+async def test_a_redriven_execution_is_followed_to_its_new_end_at_every_instance(
+    daemon: Daemon, other_daemon: Daemon, http: aiohttp.ClientSession, stack: LocalStack
+) -> None:
+    status, _, failed = await call(
+        http, "POST", f"{daemon.url}/p1", json={"fail": "step-c"}, headers=LONG
+    )
+    assert (status, failed["status"]) == (502, "FAILED"), failed
+    txn_id = failed["transactionId"]
+    # Another instance re-attaches and remembers the failure.
+    status, _, body = await call(http, "GET", f"{other_daemon.url}/executions/{txn_id}?wait=0")
+    assert (status, body["status"]) == (502, "FAILED")
+    # What made it fail is put right, and the execution redriven.
+    bucket = daemon.settings.s3.bucket
+    async with stack.aws().client("s3") as s3:
+        await s3.put_object(Bucket=bucket, Key=txn_id, Body=b'{"foo": "fixed"}')
+    status, headers, body = await call(http, "POST", f"{daemon.url}/executions/{txn_id}/redrive")
+    assert (status, headers["Location"]) == (202, f"/executions/{txn_id}"), body
+    # Both instances answer its new end, not the failure they remembered.
+    for instance in (daemon, other_daemon):
+        status, _, body = await call(http, "GET", f"{instance.url}/executions/{txn_id}?wait=60")
+        assert (status, body["status"]) == (200, "SUCCEEDED"), body
+        assert body["processData"]["foo"] == "fixed"
+    # A succeeded execution is not redriven again.
+    status, _, body = await call(http, "POST", f"{daemon.url}/executions/{txn_id}/redrive")
+    assert status == 409, body

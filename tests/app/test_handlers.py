@@ -7,6 +7,7 @@ listening daemon) is in test_end_to_end.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -19,27 +20,31 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from notifier import routes
 from notifier.apikeys import hash_key, new_key
-from notifier.app.routes import UndeclaredAccessError
+from notifier.app.routing import Access, UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
-from notifier.config import ApiKeySettings
-from notifier.executions import AwsError, Executions, InvalidPageTokenError
-from notifier.idempotency import fingerprint
-from notifier.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.aws.errors import AwsError
+from notifier.aws.ratelimit import RateLimiter
+from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.logs import JsonFormatter
-from notifier.ratelimit import RateLimiter
-from notifier.waiters import Status
-from tests.app.fakes import (
+from notifier.requests.executions import Executions
+from notifier.requests.idempotency import fingerprint
+from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
+from notifier.requests.listing import InvalidPageTokenError
+from notifier.requests.waiters import Completion, Status
+from tests.support.eventually import eventually
+from tests.support.http_app import (
     INSTANCE,
     ROUTES,
     Served,
+    answer,
     no_aws_call,
     serving,
     settings,
     with_http,
 )
-from tests.eventually import eventually
 
 LONG = {"Prefer": "wait=30"}
 JSON_BODY = {"Content-Type": "application/json"}
@@ -50,13 +55,6 @@ JSON_NEEDED = "Content-Type: application/json"
 async def served() -> AsyncIterator[Served]:
     async with serving() as running:
         yield running
-
-
-async def answer(
-    response: aiohttp.ClientResponse,
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    async with response:
-        return response.status, dict(response.headers), await response.json()
 
 
 async def post_and_complete(
@@ -518,8 +516,8 @@ async def test_respond_async_is_answered_at_once_with_the_location(served: Serve
 async def test_a_keyed_transaction_is_found_by_its_key(served: Served) -> None:
     status, _, body = await answer(await served.client.get("/hello", headers=keyed("nothing")))
     assert status == 404
-    status, _, body = await answer(await served.client.get("/hello"))
-    assert (status, "Idempotency-Key" in body["message"]) == (400, True)
+    status, headers, body = await answer(await served.client.get("/hello"))
+    assert (status, headers["Allow"]) == (405, "POST")
     status, _, started = await answer(
         await served.client.post("/hello", json={}, headers={**keyed("found"), "Prefer": "wait=0"})
     )
@@ -659,7 +657,7 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
 async def test_describing_others_executions_shares_the_rate_limit(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.executions.DESCRIBE_PATIENCE", 0.05)
+    monkeypatch.setattr("notifier.requests.executions.DESCRIBE_PATIENCE", 0.05)
     served.executions.limiter = RateLimiter(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):
@@ -743,19 +741,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         }
     )
     txn_id = new_txn_id()
+    samples = {"route": "hello", "txnId": txn_id, "approvalId": "x", "executionId": txn_id}
     guarded = [
-        ("POST", "/hello"),
-        ("GET", "/hello"),
-        ("GET", "/executions"),
-        ("GET", f"/executions/{txn_id}?wait=0"),
-        ("POST", f"/executions/{txn_id}/stop"),
-        ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
-        ("GET", "/events"),
-        ("GET", "/dashboard/details?arn=x"),
-        ("GET", "/approvals"),
-        ("POST", "/approvals/x"),
+        (route.method, route.path.format(**samples))
+        for route in routes.table(dashboard=True)
+        if route.access not in (Access.OPEN, Access.OPTIONAL_KEY)
     ]
+    assert ("GET", f"/executions/{txn_id}") in guarded
     async with serving(config) as served:
         for method, path in guarded:
             for headers in ({}, {"x-api-key": key[::-1]}):
@@ -763,7 +755,13 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
                 status, _, body = await answer(response)
                 assert status == 401, (method, path, headers)
                 assert "x-api-key" in body["message"]
-        for path in ("/healthz", "/readyz", "/", "/dashboard/static/dashboard.js"):
+        served_to_anyone = [
+            route.path.format(**samples)
+            for route in routes.table(dashboard=True)
+            if route.access in (Access.OPEN, Access.OPTIONAL_KEY)
+        ]
+        assert "/readyz" in served_to_anyone
+        for path in [*served_to_anyone, "/dashboard/static/dashboard.js"]:
             async with served.client.get(path) as response:
                 assert response.status == 200, path
         status, _, _ = await answer(
@@ -783,7 +781,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
 
 
 async def test_a_route_without_a_declared_access_stops_the_application_starting() -> None:
-    app = http_app(settings(), INSTANCE)
+    app = http_app(settings(), INSTANCE, routes.API)
 
     async def undeclared(request: web.Request) -> web.Response:
         return web.json_response({})
@@ -940,111 +938,229 @@ async def test_healthz_and_metrics(served: Served) -> None:
     assert 'notifier_requests_total{route="hello",status="SUCCEEDED"} 1.0' in text
     assert 'notifier_completions_total{source="mqtt"} 1.0' in text
     assert "notifier_held_requests 0.0" in text
-    assert served.app[METRICS].render() == text.encode()
+    # The same registry (the process's figures aside, which move between two readings).
+    def own(rendered: str) -> list[str]:
+        return [line for line in rendered.splitlines() if "notifier_" in line]
+
+    assert own(served.app[METRICS].render().decode()) == own(text)
 
 
-# ---------------------------------------------------------------- the dashboard's endpoints
+# ---------------------------------------------------------------- empty bodies, bare GETs
 
 
-async def test_without_an_approval_queue_there_is_nothing_to_decide(served: Served) -> None:
-    status, _, body = await answer(await served.client.get("/approvals"))
-    assert (status, body) == (200, {"approvals": [], "enabled": False})
-    status, _, body = await answer(
-        await served.client.post("/approvals/x", json={"approved": True})
-    )
-    assert status == 404
-    assert "approval_queue_url" in body["message"]
+def with_route(config: Settings, route: str, **changes: Any) -> Settings:
+    routes = {**config.routes, route: dataclasses.replace(config.routes[route], **changes)}
+    return dataclasses.replace(config, routes=routes)
 
 
-async def test_deciding_an_approval() -> None:
-    async with serving(inbox=True) as served:
-        assert served.inbox is not None
-        approval = served.inbox.add("a1")
-        status, _, body = await answer(await served.client.get("/approvals"))
-        assert (status, body["enabled"]) == (200, True)
-        assert body["approvals"] == [approval.to_json()]
-        assert "secret-token" not in json.dumps(body)
-        url = "/approvals/a1"
-        for bad in ([True], {"approved": "yes"}, {"approved": True, "comment": 3}):
-            status, _, _ = await answer(await served.client.post(url, json=bad))
-            assert status == 400, bad
-        long = {"approved": True, "comment": "x" * 1001}
-        assert (await answer(await served.client.post(url, json=long)))[0] == 400
-        assert served.inbox.pending() == [approval]
-        served.inbox.failure = AwsError("SendTaskSuccess", "AccessDenied", "no")
-        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
-        assert (status, body["awsErrorCode"]) == (502, "AccessDenied")
-        served.inbox.failure = None
-        status, _, body = await answer(
-            await served.client.post(url, json={"approved": False, "comment": "no"})
+DEFAULT_INPUT = {"foo": "foo val", "bar": "bar val"}
+NO_TYPE = ["Content-Type"]
+"""What curl sends with ``-X POST`` and no body: aiohttp's client would add a type."""
+
+
+async def test_an_empty_post_starts_the_route_with_its_default_input() -> None:
+    async with serving(with_route(settings(), "p1", default_input=DEFAULT_INPUT)) as served:
+        # What `curl -X POST .../p1` sends: no body, no Content-Type.
+        request = asyncio.ensure_future(
+            served.client.post("/p1", headers=LONG, skip_auto_headers=NO_TYPE)
         )
-        assert (status, body) == (200, {"id": "a1", "decision": "rejected"})
-        status, _, body = await answer(await served.client.post(url, json={"approved": True}))
-        assert (status, body["decision"]) == (409, "rejected")
-        status, _, _ = await answer(
-            await served.client.post("/approvals/nope", json={"approved": True})
-        )
-        assert status == 404
+        txn_id = await served.executions.next_started()
+        assert served.executions.bodies[txn_id] == DEFAULT_INPUT
+        served.complete(txn_id)
+        status, _, body = await answer(await request)
+        assert (status, body["processData"]["foo"]) == (200, "foo val")
 
 
-async def test_a_decision_names_the_api_key_that_made_it() -> None:
-    key = new_key()
-    config = settings(
-        api_keys={"alice": ApiKeySettings(sha256=hash_key(key), roles=("approver",))}
-    )
-    async with serving(config, inbox=True) as served:
-        assert served.inbox is not None
-        served.inbox.add("a1")
-        status, _, _ = await answer(
-            await served.client.post(
-                "/approvals/a1", json={"approved": False}, headers={"x-api-key": key}
-            )
-        )
-        assert status == 200
-        assert served.inbox.decided_by == {"a1": "alice"}
+async def test_an_empty_post_without_a_default_input_or_with_a_type_is_400(
+    served: Served,
+) -> None:
+    status, _, body = await answer(await served.client.post("/hello", skip_auto_headers=NO_TYPE))
+    assert (status, "default_input" in body["message"]) == (400, True)
+    status, _, body = await answer(await served.client.post("/hello", headers=JSON_BODY))
+    assert (status, "not JSON" in body["message"]) == (400, True)
+    assert served.executions.started.empty()
 
 
-async def test_details_of_an_execution_of_a_route(served: Served) -> None:
-    txn_id = new_txn_id()
-    arn = served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED, output='{"a": 1}')
-    status, _, body = await answer(
-        await served.client.get("/dashboard/details", params={"arn": arn})
-    )
-    assert status == 200
-    assert (body["route"], body["status"], body["output"]) == ("hello", "SUCCEEDED", {"a": 1})
-    assert body["history"][0]["type"] == "ExecutionStarted"
-    status, _, body = await answer(await served.client.get("/dashboard/details"))
-    assert status == 400
-    assert "arn" in body["message"]
-    for unknown in (f"{arn[: -len(txn_id)]}no-such-execution", arn.replace("Hello", "Other")):
-        status, _, _ = await answer(
-            await served.client.get("/dashboard/details", params={"arn": unknown})
-        )
-        assert status == 404, unknown
-    served.executions.failures["DescribeExecution"] = AwsError(
-        "DescribeExecution", "ThrottlingException", "slow down"
-    )
-    status, headers, body = await answer(
-        await served.client.get("/dashboard/details", params={"arn": arn})
-    )
-    assert (status, body["awsErrorCode"], headers["Retry-After"]) == (
-        503, "ThrottlingException", "5",
-    )  # fmt: skip
+async def test_a_bare_get_of_a_route_is_405_showing_the_post_to_make() -> None:
+    async with serving(with_route(settings(), "p1", default_input=DEFAULT_INPUT)) as served:
+        status, headers, body = await answer(await served.client.get("/p1"))
+        assert (status, headers["Allow"]) == (405, "POST")
+        assert "curl -X POST http" in body["message"] and "/p1" in body["message"]
+        assert body["start"] == {"method": "POST", "path": "/p1", "defaultInput": DEFAULT_INPUT}
+        status, _, body = await answer(await served.client.get("/hello"))
+        assert status == 405
+        assert "content-type: application/json" in body["message"]
+        assert served.executions.started.empty()
 
 
-async def test_the_event_stream_says_hello_first(served: Served) -> None:
-    async with served.client.get("/events") as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"] == "text/event-stream"
-        lines = []
-        async with asyncio.timeout(10):
-            while (line := (await response.content.readline()).decode()) != "\n":
-                lines.append(line.strip())
-    assert lines[:2] == ["retry: 2000", "event: hello"]
-    hello = json.loads(lines[2].removeprefix("data: "))
-    assert hello == {
-        "instanceId": INSTANCE,
-        "routes": ["hello", "p1"],
-        "approvals": False,
-        "statusFeed": False,
+async def test_a_route_s_own_waits_and_body_limit() -> None:
+    config = with_route(settings(), "hello", default_wait=0, max_wait=1, max_body_bytes=20)
+    async with serving(config) as served:
+        status, _, _ = await answer(await served.client.post("/hello", json={}))
+        assert status == 202  # held for the route's default_wait, 0
+        response = await served.client.post("/hello", json={}, headers={"Prefer": "wait=30"})
+        status, headers, _ = await answer(response)
+        assert (status, headers["Preference-Applied"]) == (202, "wait=1")
+        status, _, body = await answer(await served.client.post("/hello", json={"x": "y" * 30}))
+        assert (status, "larger than 20 bytes" in body["message"]) == (413, True)
+
+
+async def test_start_roles_let_only_keys_with_one_of_them_start_the_route() -> None:
+    operator, viewer = new_key(), new_key()
+    keys = {
+        "operator": ApiKeySettings(hash_key(operator), roles=("operator",)),
+        "viewer": ApiKeySettings(hash_key(viewer)),
     }
+    config = with_route(settings(api_keys=keys), "hello", start_roles=("operator", "admin"))
+    async with serving(config) as served:
+        response = await served.client.post("/hello", json={}, headers={"x-api-key": viewer})
+        status, _, body = await answer(response)
+        assert (status, "operator" in body["message"]) == (403, True)
+        assert served.executions.started.empty()
+        response = await served.client.post(
+            "/hello", json={}, headers={"x-api-key": operator, "Prefer": "wait=0"}
+        )
+        assert (await answer(response))[0] == 202
+        # Routes without start_roles: every key.
+        response = await served.client.post(
+            "/p1", json={}, headers={"x-api-key": viewer, "Prefer": "wait=0"}
+        )
+        assert (await answer(response))[0] == 202
+
+
+# ---------------------------------------------------------------- Express workflows
+
+
+EXPRESS = RouteSettings(f"{ROUTES['hello'].state_machine}Express", input="body", workflow="express")
+
+
+def with_express(config: Settings) -> Settings:
+    return dataclasses.replace(config, routes={**config.routes, "express": EXPRESS})
+
+
+def sync_answer(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> dict[str, Any]:
+    prefix = EXPRESS.state_machine.replace(":stateMachine:", ":express:")
+    return {
+        "executionArn": f"{prefix}:{txn_id}:0b6c1f6e-6bd8-4a57-9a1c-2b2f6d0c9d41",
+        "status": status,
+        **fields,
+    }
+
+
+async def test_an_express_route_is_answered_by_its_start_sync_execution() -> None:
+    async with serving(with_express(settings())) as served:
+        request = asyncio.ensure_future(
+            served.client.post("/express", json={"who": "x"}, headers=LONG)
+        )
+        txn_id = await served.executions.next_started()
+        assert served.executions.bodies[txn_id] == {"who": "x"}
+        answer = sync_answer(txn_id, output='{"who": "x", "done": true}')
+        served.executions.sync_answers[txn_id].set_result(answer)
+        status, _, body = await answer_of(request)
+        assert status == 200, body
+        assert (body["completedVia"], body["output"]) == ("sync", {"who": "x", "done": True})
+        assert body["executionArn"] == answer["executionArn"]
+        assert served.executions.described == []  # Express has no DescribeExecution
+
+
+async def test_an_express_run_s_mqtt_message_answers_only_when_its_call_fails() -> None:
+    async with serving(with_express(settings())) as served:
+        request = asyncio.ensure_future(served.client.post("/express", json={}, headers=LONG))
+        txn_id = await served.executions.next_started()
+        registry = served.app[REGISTRY]
+        txn = registry.get(txn_id)
+        arn = sync_answer(txn_id)["executionArn"]
+        # Another execution of the same name is not this one's.
+        other = arn.replace(txn_id, f"{txn_id}x")
+        assert not registry.resolve(
+            txn_id, Completion(Status.SUCCEEDED, "mqtt", execution_arn=other)
+        )
+        # The workflow's own message, a moment before its call returns: held back.
+        mqtt = Completion(Status.SUCCEEDED, "mqtt", execution_arn=arn, output={"via": "mqtt"})
+        assert not registry.resolve(txn_id, mqtt)
+        assert txn.completion is None and not request.done()
+        # The call is cut: the message it held back answers.
+        served.executions.sync_answers[txn_id].set_exception(
+            AwsError("StartSyncExecution", "ReadTimeoutError", "no answer")
+        )
+        status, _, body = await answer_of(request)
+        assert (status, body["completedVia"], body["output"]) == (200, "mqtt", {"via": "mqtt"})
+
+
+async def test_an_express_start_that_fails_at_once_is_an_aws_error_and_holds_nothing() -> None:
+    async with serving(with_express(settings())) as served:
+        served.executions.failures["StartSyncExecution"] = AwsError(
+            "StartSyncExecution", "StateMachineDoesNotExist", "gone"
+        )
+        status, _, body = await answer(await served.client.post("/express", json={}, headers=LONG))
+        assert (status, body["awsErrorCode"]) == (502, "StateMachineDoesNotExist")
+        assert served.app[REGISTRY].held == 0
+        assert len(served.app[REGISTRY]) == 0
+
+
+async def test_an_express_execution_cannot_be_stopped_or_listed() -> None:
+    async with serving(with_express(settings())) as served:
+        response = await served.client.post("/express", json={}, headers={"Prefer": "wait=0"})
+        status, _, started = await answer(response)
+        assert status == 202
+        status, _, body = await answer(
+            await served.client.post(f"/executions/{started['transactionId']}/stop")
+        )
+        assert (status, "Express" in body["message"]) == (409, True)
+        status, _, _ = await answer(await served.client.get("/executions?route=express"))
+        assert status == 400
+
+
+async def answer_of(
+    request: asyncio.Future[aiohttp.ClientResponse],
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    return await answer(await request)
+
+
+# ---------------------------------------------------------------- redrive
+
+
+async def test_a_redrive_pending_is_said_so_not_running(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.PENDING_REDRIVE)
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (202, "PENDING_REDRIVE")
+
+
+async def test_a_redrive_of_another_instance_s_failure_is_followed(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.FAILED, error="E", cause="C")
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (502, "FAILED")  # and remembered
+    status, headers, body = await answer(await served.client.post(f"/executions/{txn_id}/redrive"))
+    assert (status, headers["Location"], body["status"]) == (
+        202,
+        f"/executions/{txn_id}",
+        "RUNNING",
+    )
+    status, _, body = await answer(await served.client.get(f"/executions/{txn_id}?wait=0"))
+    assert (status, body["status"]) == (202, "RUNNING")  # not the failure it remembered
+    status, _, body = await answer(await served.client.post(f"/executions/{txn_id}/redrive"))
+    assert status == 409, body
+
+
+# ---------------------------------------------------------------- history
+
+
+async def test_an_execution_s_history_is_paged(served: Served) -> None:
+    txn_id = new_txn_id()
+    served.executions.ran_elsewhere(txn_id, Status.SUCCEEDED)
+    status, _, page = await answer(await served.client.get(f"/executions/{txn_id}/history?limit=1"))
+    assert status == 200, page
+    assert [event["type"] for event in page["events"]] == ["ExecutionStarted"]
+    token = page["nextToken"]
+    status, _, page = await answer(
+        await served.client.get(f"/executions/{txn_id}/history", params={"nextToken": token})
+    )
+    assert [event["type"] for event in page["events"]] == ["ExecutionSucceeded"]
+    assert page["nextToken"] is None
+    for query, code in [("?nextToken=bad", 400), ("?limit=1001", 400)]:
+        status, _, _ = await answer(await served.client.get(f"/executions/{txn_id}/history{query}"))
+        assert status == code
+    status, _, _ = await answer(await served.client.get(f"/executions/{new_txn_id()}/history"))
+    assert status == 404

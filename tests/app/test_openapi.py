@@ -13,63 +13,83 @@ from typing import Any
 import jsonschema
 import pytest
 
-from notifier import openapi
+from notifier import routes
 from notifier.apikeys import hash_key, new_key
-from notifier.app.routes import ACCESS, Access
+from notifier.app import openapi
+from notifier.app.routing import ACCESS, ROUTES, Access
 from notifier.app.state import ADMISSION, AWS_REACHABILITY
 from notifier.app.wiring import http_app
-from notifier.config import ApiKeySettings
+from notifier.aws.errors import AwsError
+from notifier.config import RESERVED_PATHS, ApiKeySettings
 from notifier.dashboard import web as dashboard
-from notifier.executions import AwsError
-from notifier.ids import new_txn_id
-from notifier.waiters import Status
-from tests.app.fakes import INSTANCE, Served, serving, settings
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Status
+from tests.support.http_app import INSTANCE, Served, serving, settings
 
 # The page's scripts and styles are files, not API.
 NOT_API = "/dashboard/static"
+SECURITY = {
+    Access.OPEN: [],
+    Access.OPTIONAL_KEY: [{"apiKey": []}, {}],
+    Access.API_KEY: [{"apiKey": []}],
+    Access.APPROVER: [{"apiKey": []}],
+    Access.APPROVER_OR_ADMIN: [{"apiKey": []}],
+    Access.ADMIN: [{"apiKey": []}],
+}
 
 
-def doc_path(canonical: str) -> str:
-    """aiohttp's ``{txn_id}`` is the document's ``{txnId}``."""
-    return re.sub(r"_(\w)", lambda m: m[1].upper(), canonical)
+def documented_path(canonical: str) -> str:
+    """aiohttp's ``/{route:<pattern>}`` is the document's ``/{route}``."""
+    return re.sub(r"\{(\w+):.*\}$", r"{\1}", canonical)
 
 
-def served_routes(keys_required: bool) -> dict[tuple[str, str], Access]:
-    app = http_app(settings(api_keys={} if keys_required else None), INSTANCE)
+def served_routes(keys_required: bool) -> tuple[dict[tuple[str, str], Access], dict[str, Any]]:
+    """What the application serves, by method and documented path with its access (read from
+    its router, not from the table), and the document it would serve."""
+    config = settings(api_keys={} if keys_required else None)
+    app = http_app(config, INSTANCE, routes.table(dashboard=True))
     dashboard.install(app)
-    return {
-        (route.method, doc_path(route.resource.canonical)): access
+    served = {
+        (route.method, documented_path(route.resource.canonical)): access
         for route, access in app[ACCESS].items()
         if route.method != "HEAD"
         and route.resource is not None
         and not route.resource.canonical.startswith(NOT_API)
     }
+    return served, openapi.document(app[ROUTES], config.routes, keys_required)
 
 
 @pytest.mark.parametrize("keys_required", [True, False])
 def test_the_document_describes_every_route_served_with_its_access(keys_required: bool) -> None:
-    document = openapi.document(settings().routes, keys_required, dashboard=True)
+    served, document = served_routes(keys_required)
     documented = {
         (method.upper(), path): operation.get("security", [])
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
     }
-    served = served_routes(keys_required)
     assert documented.keys() == served.keys()
     for operation, access in served.items():
         keyed = keys_required and access is not Access.OPEN
-        assert documented[operation] == ([{"apiKey": []}] if keyed else []), operation
+        assert documented[operation] == (SECURITY[access] if keyed else []), operation
         responses = document["paths"][operation[1]][operation[0].lower()]["responses"]
-        assert ("401" in responses) == (access is not Access.OPEN), operation
-        if keys_required:  # a key without the role the route needs is refused
-            assert ("403" in responses) == bool(access.roles), operation
-    route_names = document["paths"]["/{route}"]["post"]["parameters"][0]["schema"]["enum"]
+        taking_a_key = access not in (Access.OPEN, Access.OPTIONAL_KEY)
+        assert ("401" in responses) == taking_a_key, operation
+        if keys_required and access.roles:  # a key without the role the route needs
+            assert "403" in responses, operation
+    route_names = document["components"]["schemas"]["RouteName"]["enum"]
     assert route_names == sorted(settings().routes)
 
 
 def test_without_the_dashboard_the_document_leaves_it_out() -> None:
-    document = openapi.document(["hello"], True, dashboard=False)
+    document = openapi.document(routes.table(dashboard=False), ["hello"], True)
     assert not {"/", "/events", "/approvals"} & document["paths"].keys()
+
+
+def test_no_route_name_shadows_a_path_of_the_table() -> None:
+    first_segments = {
+        route.path.split("/")[1] for route in routes.table(dashboard=True) if route.path != "/"
+    }
+    assert first_segments - {"{route}", "openapi.json"} <= RESERVED_PATHS
 
 
 @dataclass
@@ -170,6 +190,17 @@ async def every_route(record: Recorder) -> None:
         fake.failures["StopExecution"] = AwsError("StopExecution", code, "no")
         await record("POST", f"/executions/{other}/stop")
     del fake.failures["StopExecution"]
+
+    await record("POST", f"/executions/{other}/redrive")
+    failed = new_txn_id()
+    fake.ran_elsewhere(failed, Status.FAILED, error="E", cause="C")
+    await record("POST", f"/executions/{failed}/redrive")
+    await record("POST", f"/executions/{new_txn_id()}/redrive")
+    await record("GET", f"/executions/{other}/history", params={"limit": "1"})
+    await record("GET", f"/executions/{other}/history", params={"nextToken": "1"})
+    await record("GET", f"/executions/{other}/history", params={"nextToken": "x"})
+    await record("GET", f"/executions/{other}/history", params={"limit": "0"})
+    await record("GET", f"/executions/{new_txn_id()}/history")
 
     arn = fake.ran_elsewhere(new_txn_id(), Status.FAILED, error="E", cause="C")
     await record("GET", "/dashboard/details", params={"arn": arn})

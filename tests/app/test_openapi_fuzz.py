@@ -13,9 +13,10 @@ from pathlib import Path
 
 from notifier.apikeys import hash_key, new_key
 from notifier.config import ApiKeySettings
-from notifier.daemon import Daemon, local_settings
+from notifier.daemon import Daemon
+from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
-from tests.daemons import requiring_api_key
+from tests.support.daemons import requiring_api_key
 
 CHECKS = "status_code_conformance,content_type_conformance,response_schema_conformance"
 

@@ -1,8 +1,9 @@
 """Each API key sees and acts on its own: two keys, ``alice`` and ``bob``, against every route
 the application has.
 
-The routes are read from the application's router, so a route added later without a case
-here fails :func:`test_every_route_has_a_two_key_case`; each case aims the route at one of
+The routes are read from the route table (:func:`notifier.routes.table`), from which the
+application is built, so a route added later without a case here fails
+:func:`test_every_route_has_a_two_key_case`; each case aims the route at one of
 alice's executions (started here, or by another instance) and shows what alice gets and
 that bob gets a 404 (or, for routes that need a role he lacks, a 403), so that he never
 learns it exists. The roles (``approver``, ``admin``) are tested below the cases.
@@ -19,13 +20,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from notifier import routes
 from notifier.apikeys import hash_key, new_key
-from notifier.app.routes import ACCESS, Access
+from notifier.app.routing import ACCESS, Access
 from notifier.config import ApiKeySettings
-from notifier.executions import STARTED_BY
-from notifier.ids import keyed_txn_id, made_for, new_txn_id
-from notifier.waiters import Status
-from tests.app.fakes import Served, serving, settings
+from notifier.requests.executions import STARTED_BY
+from notifier.requests.ids import keyed_txn_id, made_for, new_txn_id
+from notifier.requests.waiters import Status
+from tests.support.http_app import Served, serving, settings
 
 KEYS = {name: new_key() for name in ("alice", "bob", "carol", "root")}
 ROLES = {"carol": ("approver",), "root": ("admin",)}
@@ -75,16 +77,23 @@ async def alices_execution(served: Served, where: str) -> Alice:
 
 
 STATIC_FILE = "/dashboard/static/dashboard.js"
-STATIC_PAGES = ("/dashboard/static/{filename}", "/dashboard/executions/{executionId}")
+STATIC_FILES = "/dashboard/static/{filename}"
+STATIC_PAGES = (STATIC_FILES, "/dashboard/executions/{executionId}")
 Request = tuple[str, str, dict[str, str]]
 """Method, path and query, extra headers."""
 Case = Callable[[Alice], Request]
 
-# Each route of the application, aimed at alice's execution. ``None``: a route that names no
+# Each route of the route table, aimed at alice's execution. ``None``: a route that names no
 # execution (what it answers must then not mention alice's).
 CASES: dict[tuple[str, str], Case | None] = {
-    ("GET", "/executions/{txn_id}"): lambda a: ("GET", f"/executions/{a.txn_id}?wait=0", {}),
-    ("POST", "/executions/{txn_id}/stop"): lambda a: ("POST", f"/executions/{a.txn_id}/stop", {}),
+    ("GET", "/executions/{txnId}"): lambda a: ("GET", f"/executions/{a.txn_id}?wait=0", {}),
+    ("POST", "/executions/{txnId}/stop"): lambda a: ("POST", f"/executions/{a.txn_id}/stop", {}),
+    ("POST", "/executions/{txnId}/redrive"): lambda a: (
+        "POST", f"/executions/{a.txn_id}/redrive", {}
+    ),
+    ("GET", "/executions/{txnId}/history"): lambda a: (
+        "GET", f"/executions/{a.txn_id}/history", {}
+    ),
     ("GET", "/executions"): lambda a: ("GET", "/executions", {}),
     ("GET", "/{route}"): lambda a: ("GET", "/hello?wait=0", {"Idempotency-Key": a.idempotency_key}),
     ("POST", "/{route}"): lambda a: (
@@ -102,38 +111,26 @@ CASES: dict[tuple[str, str], Case | None] = {
     ("GET", "/metrics"): None,
     ("GET", "/openapi.json"): None,
     ("GET", "/approvals"): None,
-    ("POST", "/approvals/{approval_id}"): lambda a: ("POST", f"/approvals/{a.txn_id}", {}),
+    ("POST", "/approvals/{approvalId}"): lambda a: ("POST", f"/approvals/{a.txn_id}", {}),
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/"): None,
-    ("GET", "/dashboard/static/{filename}"): lambda a: ("GET", STATIC_FILE, {}),
+    ("GET", STATIC_FILES): lambda a: ("GET", STATIC_FILE, {}),
 }  # fmt: skip
-# The route of an ARN also names it: re-attach and stop by ARN are the same routes.
-BY_ARN: list[Case] = [
-    lambda a: ("GET", f"/executions/{a.arn}?wait=0", {}),
-    lambda a: ("POST", f"/executions/{a.arn}/stop", {}),
-]
+# An execution's ARN names it as well as its id does, on every route under /executions/.
+BY_ARN: dict[str, Case] = {
+    "/executions/{txnId}": lambda a: ("GET", f"/executions/{a.arn}?wait=0", {}),
+    "/executions/{txnId}/stop": lambda a: ("POST", f"/executions/{a.arn}/stop", {}),
+    "/executions/{txnId}/redrive": lambda a: ("POST", f"/executions/{a.arn}/redrive", {}),
+    "/executions/{txnId}/history": lambda a: ("GET", f"/executions/{a.arn}/history", {}),
+}
 
 
 def route_table() -> list[tuple[str, str, Access]]:
-    """Every (method, path, access) the application serves (HEAD aside: it is its GET)."""
-    from notifier.app.wiring import http_app
-    from notifier.dashboard import web as dashboard
-
-    app = http_app(CONFIG, "tenants")
-    dashboard.install(app)
-    table = []
-    for route in app.router.routes():
-        if route.method == "HEAD":
-            continue
-        info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("formatter") or info.get("path") or ""
-        if "prefix" in info:  # static files
-            path = f"{info['prefix']}/{{filename}}"
-        if path.startswith("/{route:") or path.startswith("/{route}"):
-            path = "/{route}"
-        table.append((route.method, path, app[ACCESS][route]))
-    return table
+    """Every (method, path, access) of the route table, and the dashboard's static files
+    (served beside it, open)."""
+    table = [(route.method, route.path, route.access) for route in routes.table(dashboard=True)]
+    return [*table, ("GET", STATIC_FILES, Access.OPEN)]
 
 
 def test_every_route_has_a_two_key_case() -> None:
@@ -141,11 +138,27 @@ def test_every_route_has_a_two_key_case() -> None:
     assert served == set(CASES), f"routes without a case: {served - set(CASES)}"
 
 
-def requests_for(case: Case, alice: Alice) -> list[Request]:
-    requests = [case(alice)]
-    if requests[0][1].startswith("/executions/"):
-        requests += [by_arn(alice) for by_arn in BY_ARN if by_arn(alice)[0] == requests[0][0]]
-    return requests
+async def test_the_application_serves_the_route_table_and_nothing_else() -> None:
+    """The table is what is served: no route reaches the application another way."""
+    async with serving(CONFIG, inbox=True) as served:
+        access = served.app[ACCESS]
+        table = {(method, path): level for method, path, level in route_table()}
+        for route in served.app.router.routes():
+            if route.method == "HEAD":
+                continue
+            info = route.resource.get_info() if route.resource is not None else {}
+            if "prefix" in info:
+                path = STATIC_FILES
+            else:
+                path = next(
+                    r.path for r in routes.table(dashboard=True) if r.name == route.resource.name
+                )
+            assert table[(route.method, path)] is access[route], (route.method, path)
+
+
+def requests_for(path: str, case: Case, alice: Alice) -> list[Request]:
+    by_arn = BY_ARN.get(path)
+    return [case(alice)] + ([by_arn(alice)] if by_arn is not None else [])
 
 
 ROUTES_UNDER_TEST = route_table()
@@ -168,7 +181,7 @@ async def test_another_keys_execution_is_404_on_every_route(
         if case is None:
             await names_no_execution(served, method, path, access, alice)
             return
-        for verb, target, headers in requests_for(case, alice):
+        for verb, target, headers in requests_for(path, case, alice):
             status, text = await answer(
                 await served.client.request(verb, target, json={}, headers=as_key("bob", **headers))
             )

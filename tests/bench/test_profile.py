@@ -19,12 +19,13 @@ HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app/handlers
     [
         # aiohttp's stream writer and asyncio say nothing; the client request above does.
         (
-            f"{HANDLER};_send (notifier/fast_calls.py:250);_request (aiohttp/client.py:700);"
+            f"{HANDLER};_send (notifier/aws/fast_calls.py:250);_request (aiohttp/client.py:700);"
             "write (aiohttp/http_writer.py:70);write (asyncio/selector_events.py:1040)",
             "AWS calls: HTTP client (aiohttp)",
         ),
         (
-            f"{HANDLER};sign (notifier/fast_calls.py:230);aws_sign_request (awscrt/auth.py:835)",
+            f"{HANDLER};sign (notifier/aws/fast_calls.py:230);"
+            "aws_sign_request (awscrt/auth.py:835)",
             "AWS calls: SigV4 signing",
         ),
         (
@@ -33,15 +34,15 @@ HANDLER = f"{LOOP};_handle (aiohttp/web_app.py:569);start (notifier/app/handlers
             "AWS calls: SDK per-call machinery",
         ),
         (
-            f"{HANDLER};serialize (notifier/fast_calls.py:300);dumps (json/__init__.py:231)",
+            f"{HANDLER};serialize (notifier/aws/fast_calls.py:300);dumps (json/__init__.py:231)",
             "AWS calls: the fast path's requests",
         ),
-        (f"{HANDLER};final (notifier/answers.py:80);dumps (json/__init__.py:231)",
+        (f"{HANDLER};final (notifier/requests/answers.py:80);dumps (json/__init__.py:231)",
          "requests: body, registry, answer, logs, metrics"),
         (f"{HANDLER};_answer (notifier/app/handlers.py:290)",
          "requests: body, registry, answer, logs, metrics"),
         (f"{LOOP};_handle (aiohttp/web_app.py:569);json_errors (notifier/app/middlewares.py:30);"
-         "parse_object (notifier/bodies.py:30);loads (json/__init__.py:346)",
+         "parse_object (notifier/requests/bodies.py:30);loads (json/__init__.py:346)",
          "requests: body, registry, answer, logs, metrics"),
         (f"{LOOP};data_received (aiohttp/web_protocol.py:400)", "HTTP server (aiohttp)"),
         (f"{LOOP};handle_message (notifier/sources/mqtt/source.py:45);loads (json/__init__.py:346)",

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from notifier.dashboard import approvals
-from notifier.dashboard.approvals import ApprovalDecidedError, ApprovalInbox, Decision
-from notifier.executions import AwsError
+from notifier.aws.errors import AwsError
+from notifier.dashboard import approval_table, approvals
+from notifier.dashboard.approval_table import ApprovalDecidedError, Decision
+from notifier.dashboard.approvals import ApprovalInbox
 from notifier.local.stack import LocalStack
-from tests.eventually import eventually
-from tests.sources.fakes import running_tasks
+from tests.local.test_workflows import take_message
+from tests.support.eventually import eventually
+from tests.support.sources import running_tasks
 
 
 def request(name: str) -> dict[str, Any]:
@@ -98,17 +100,20 @@ async def moved(inbox: ApprovalInbox, name: str) -> str:
 
 
 async def test_the_inbox_moves_requests_into_the_table_and_recovers_when_calls_raise(
-    stack: LocalStack,
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=approvals.__name__)
     message_id = str(uuid.uuid4())
     sqs = QueueWithOneRequest(message_id)
     async with inboxes(stack, 2, sqs=sqs) as (inbox, other):
         inbox.refresh_every = 0.05
         async with inbox:
-            await eventually(lambda: inbox.error == "receiving broke")
             await eventually(lambda: message_id in [a.id for a in inbox.pending()])
             assert {"approvals-receive", "approvals-refresh"} <= running_tasks()
             assert inbox.error is None
+        reported = [r.getMessage() for r in caplog.records if r.name == approvals.__name__]
+        failed = reported.index("approvals: the queue and the table: receiving broke; retrying")
+        assert "approvals: the queue and the table works again" in reported[failed:]
         # Off the queue, in the table: every instance lists it.
         assert sqs.deleted == ["r1"]
         assert message_id in [a.id for a in await other.refresh()]
@@ -174,18 +179,77 @@ async def test_the_claim_of_an_instance_that_died_deciding_lapses(
     sfn = StepFunctions()
     async with inboxes(stack, 2, sfn=sfn) as (dead, alive):
         approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
-        await dead._claim(approval_id)  # and then it died
+        await dead.decisions.claim(approval_id)  # and then it died
         with pytest.raises(ApprovalDecidedError, match="being decided"):
             await alive.decide(approval_id, True, "")
-        monkeypatch.setattr(approvals, "CLAIM_SECONDS", -1)  # as if the claim's time passed
+        monkeypatch.setattr(approval_table, "CLAIM_SECONDS", -1)  # as if the claim's time passed
         approval_id = await moved(dead, f"exec-{uuid.uuid4()}")
-        await dead._claim(approval_id)
+        await dead.decisions.claim(approval_id)
         assert await alive.decide(approval_id, True, "") is Decision.APPROVED
 
 
 async def table_item(inbox: ApprovalInbox, approval_id: str) -> dict[str, Any]:
-    answer = await inbox.dynamodb.get_item(
-        TableName=inbox.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+    answer = await inbox.decisions.dynamodb.get_item(
+        TableName=inbox.decisions.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
     )
     item: dict[str, Any] = answer["Item"]
     return item
+
+
+class Died(Exception):
+    """The instance stopped here."""
+
+
+@pytest.mark.parametrize("found_by", ["a second decision", "the execution's end"])
+async def test_a_decision_that_took_effect_is_recorded_though_its_instance_died_first(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, found_by: str
+) -> None:
+    payload = {"approval_needed": True, "archive": True, "quality": 75, "subtopic": "nobody"}
+    async with AsyncExitStack() as exits:
+        sfn = await exits.enter_async_context(stack.aws().client("stepfunctions"))
+        sqs = await exits.enter_async_context(stack.aws().client("sqs"))
+        dead, alive = await exits.enter_async_context(inboxes(stack, 2, sfn=sfn))
+        name = f"archive-{uuid.uuid4()}"
+        arn = (
+            await sfn.start_execution(
+                stateMachineArn=stack.outputs["ArchiveStateMachineArn"],
+                name=name,
+                input=json.dumps(payload),
+            )
+        )["executionArn"]
+        body = await take_message(
+            sqs, stack.outputs["ApprovalQueueUrl"], lambda b: b.get("ExecutionArn") == arn
+        )
+        approval_id = str(uuid.uuid4())
+        await dead._move({"MessageId": approval_id, "ReceiptHandle": "r", "Body": json.dumps(body)})
+        # The claim lapses at once, as if its time had passed when the others look.
+        monkeypatch.setattr(approval_table, "CLAIM_SECONDS", -1)
+
+        async def die(*args: Any, **kwargs: Any) -> None:
+            raise Died
+
+        # SendTaskSuccess goes through, and the instance stops before recording it.
+        monkeypatch.setattr(dead, "_settle", die)
+        with pytest.raises(Died):
+            await dead.decide(approval_id, True, "ship it", "alice")
+        async with asyncio.timeout(60):
+            while (await sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        if found_by == "a second decision":
+            with pytest.raises(ApprovalDecidedError) as refused:
+                await alive.decide(approval_id, False, "too late", "bob")
+            assert refused.value.decision == "approved"
+        else:
+            assert approval_id in [a.id for a in await alive.refresh()]
+            alive.status_changed({"executionArn": arn, "status": "SUCCEEDED"})
+            await eventually_recorded(alive, approval_id)
+        item = await table_item(alive, approval_id)
+        assert (item["Outcome"]["S"], item["DecidedBy"]["S"]) == ("approved", "alice")
+        assert item["DecisionComment"]["S"] == "ship it"
+        assert approval_id not in [a.id for a in await alive.refresh()]
+
+
+async def eventually_recorded(inbox: ApprovalInbox, approval_id: str) -> None:
+    async with asyncio.timeout(30):
+        while "Outcome" not in await table_item(inbox, approval_id):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from notifier.dashboard.board import STREAM_BACKLOG, Board, Event
-from notifier.waiters import Completion, Status, Transaction
+from notifier.requests.waiters import Completion, Status, Transaction
 
 MACHINE = "arn:aws:states:us-east-1:123456789012:execution:notifier-test-Hello"
 

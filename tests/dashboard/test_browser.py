@@ -13,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Locator, Page, expect
 
-from tests.app.fakes import serving
-from tests.daemons import DaemonFactory, call
 from tests.dashboard.conftest import save_screenshot
-from tests.eventually import EVENTUALLY, eventually
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.http_app import serving
 
 TIMEOUT_MS = EVENTUALLY * 1000
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from notifier.config import RouteSettings
-from notifier.dashboard.details import REDACTED, redact, route_of
+from notifier.requests.history import REDACTED, redact
+from notifier.requests.ids import route_of
 
 PREFIX = "arn:aws:states:us-east-1:123456789012"
 

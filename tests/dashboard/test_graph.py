@@ -18,7 +18,7 @@ from notifier.dashboard.graph import (
     WAITING,
     state_progress,
 )
-from tests.daemons import DaemonFactory, call
+from tests.support.daemons import DaemonFactory, call
 
 
 class History:

@@ -16,10 +16,10 @@ from playwright.async_api import Browser, Page, expect
 from notifier.config import RouteSettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import call, settings_for
 from tests.dashboard.conftest import save_screenshot
 from tests.dashboard.test_graph import deployed_states
-from tests.eventually import EVENTUALLY, eventually
+from tests.support.daemons import call, settings_for
+from tests.support.eventually import EVENTUALLY, eventually
 
 TIMEOUT_MS = EVENTUALLY * 1000
 

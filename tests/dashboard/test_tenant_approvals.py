@@ -14,8 +14,8 @@ from notifier.apikeys import hash_key, new_key
 from notifier.config import ApiKeySettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import call, settings_for
-from tests.eventually import eventually
+from tests.support.daemons import call, settings_for
+from tests.support.eventually import eventually
 
 KEYS = {name: new_key() for name in ("alice", "bob", "carol", "root")}
 ROLES = {"carol": ("approver",), "root": ("admin",)}

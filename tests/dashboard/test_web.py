@@ -15,8 +15,8 @@ import aiohttp
 from notifier.daemon import Daemon
 from notifier.dashboard.web import INBOX, STATUS_FEED
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call
-from tests.eventually import EVENTUALLY, eventually
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import EVENTUALLY, eventually
 
 
 class EventStream:
@@ -178,13 +178,11 @@ async def test_details_of_a_failed_execution_carry_error_and_cause(
 async def pending_approval(
     http: aiohttp.ClientSession, daemon: Daemon, execution_name: str
 ) -> dict[str, Any]:
-    async with asyncio.timeout(EVENTUALLY):
-        while True:
-            _, _, body = await call(http, "GET", f"{daemon.url}/approvals")
-            found = [a for a in body["approvals"] if a["executionName"] == execution_name]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.1)
+    async def found() -> list[dict[str, Any]]:
+        _, _, body = await call(http, "GET", f"{daemon.url}/approvals")
+        return [a for a in body["approvals"] if a["executionName"] == execution_name]
+
+    return (await eventually(found, interval=0.1))[0]
 
 
 Held = asyncio.Future[tuple[int, dict[str, Any], Any]]

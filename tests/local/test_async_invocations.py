@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from notifier.local.eventbridge_targets import AsyncInvocations
-from tests.eventually import EVENTUALLY
+from tests.support.eventually import EVENTUALLY
 
 DEAD_LETTER_QUEUE = "arn:aws:sqs:us-east-1:123456789012:dlq"
 QUICK_RETRIES = (0.01, 0.02)

@@ -16,7 +16,7 @@ from notifier.local.quotas import QuotaSettings
 from notifier.local.sfn_status_events import MAX_EVENT_DATA, status_change_detail
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import MqttRecorder
+from tests.support.mqtt import MqttRecorder
 
 HANDLER = """
 import os, time

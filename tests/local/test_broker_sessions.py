@@ -12,10 +12,10 @@ import pytest
 from awscrt import io, mqtt
 
 from notifier.bench.link import CuttableLink
-from notifier.ids import new_txn_id
 from notifier.local.broker import LocalBroker
-from tests.eventually import eventually
+from notifier.requests.ids import new_txn_id
 from tests.sources.test_mqtt import Publisher, access_control, new_token
+from tests.support.eventually import eventually
 
 
 @pytest.fixture

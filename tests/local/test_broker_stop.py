@@ -13,10 +13,10 @@ from awscrt import mqtt
 from notifier.local.broker import LocalBroker
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 from notifier.local.iot_core import BrokerPublisher
-from tests.busy_loop import busy_event_loop
-from tests.eventually import eventually
-from tests.mqtt_support import connected, connection
 from tests.sources.test_mqtt import PUBLISHER_PASSWORD, access_control, new_token
+from tests.support.busy_loop import busy_event_loop
+from tests.support.eventually import eventually
+from tests.support.mqtt import connected, connection
 
 
 @pytest.fixture

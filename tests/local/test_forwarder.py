@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from notifier.local.stack import LocalStack
-from tests.eventually import EVENTUALLY
 from tests.local.test_workflows import Notifications, new_id, start, wait_final
-from tests.mqtt_support import MqttRecorder
-from tests.silent_workflows import create_silent_workflows
+from tests.support.eventually import EVENTUALLY
+from tests.support.mqtt import MqttRecorder
+from tests.support.silent_workflows import create_silent_workflows
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from awscrt import io, mqtt
 from awscrt.exceptions import AwsCrtError
 
 from iotauth import tokens
+from notifier.aws.iot_tokens import IotToken, TokenError, TokenIssuer
 from notifier.config import IotAuthSettings
-from notifier.iot_tokens import IotToken, TokenError, TokenIssuer
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import connection as mqtt_connection
-from tests.mqtt_support import issuer_of, notifier_token, tls_connection, token_for
+from tests.support.mqtt import connection as mqtt_connection
+from tests.support.mqtt import issuer_of, notifier_token, tls_connection, token_for
 
 
 async def invoke(stack: LocalStack, function: str, event: dict[str, Any]) -> Any:

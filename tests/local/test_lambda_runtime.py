@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from notifier.local.lambda_runtime import WORKERS_PER_FUNCTION, LocalLambdaRuntime
-from tests.eventually import EVENTUALLY, eventually
+from tests.support.eventually import EVENTUALLY, eventually
 
 HANDLER = """
 import time

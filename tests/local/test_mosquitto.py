@@ -9,7 +9,7 @@ import shutil
 
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import notifier_token
+from tests.support.mqtt import notifier_token
 
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 STDBUF = shutil.which("stdbuf")  # coreutils: its debug lines come through a pipe line by line

@@ -22,10 +22,10 @@ from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
-from tests.eventually import eventually
 from tests.local.test_workflows import new_id
-from tests.mqtt_support import connected, mtls_connection, tls_connection, token_for
 from tests.sources.test_transports import register_device
+from tests.support.eventually import eventually
+from tests.support.mqtt import connected, mtls_connection, tls_connection, token_for
 
 CONNECT_RATE = 0.05
 """One CONNECT per client id every 20 s (AWS: 1 a second), so that a second one made at

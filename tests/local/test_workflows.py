@@ -16,7 +16,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from notifier.local.stack import LocalStack
-from tests.mqtt_support import MqttRecorder
+from tests.support.eventually import eventually
+from tests.support.mqtt import MqttRecorder
 
 FINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 LAMBDA_OUTCOMES = {"LambdaFunctionSucceeded", "LambdaFunctionFailed", "LambdaFunctionTimedOut"}
@@ -42,12 +43,11 @@ async def describe(stack: LocalStack, execution_arn: str) -> dict[str, Any]:
 
 
 async def wait_final(stack: LocalStack, execution_arn: str, timeout: float = 90) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            described = await describe(stack, execution_arn)
-            if described["status"] in FINAL:
-                return described
-            await asyncio.sleep(0.2)
+    async def ended() -> dict[str, Any] | None:
+        described = await describe(stack, execution_arn)
+        return described if described["status"] in FINAL else None
+
+    return await eventually(ended, timeout, interval=0.2)
 
 
 async def history(stack: LocalStack, execution_arn: str) -> list[dict[str, Any]]:
@@ -91,12 +91,11 @@ def states_entered(events: list[dict[str, Any]]) -> list[str]:
 
 async def first_attempt(stack: LocalStack, execution_arn: str, function: str) -> str | None:
     """The outcome of the first invocation of ``function``, once there is one."""
-    async with asyncio.timeout(30):
-        while True:
-            attempts = lambda_attempts(await history(stack, execution_arn), function)
-            if attempts:
-                return attempts[0]
-            await asyncio.sleep(0.1)
+
+    async def attempts() -> list[str | None]:
+        return lambda_attempts(await history(stack, execution_arn), function)
+
+    return (await eventually(attempts, 30, interval=0.1))[0]
 
 
 async def put_object(stack: LocalStack, key: str, data: dict[str, Any]) -> None:
@@ -565,3 +564,40 @@ async def test_stopping_an_archive_that_waits_for_its_approver_aborts_it(
     assert described["status"] == "ABORTED", described
     assert aborted["status"] == "ABORTED" and aborted["publishedBy"] == "status-forwarder"
     assert refused.value.response["Error"]["Code"] in ("TaskTimedOut", "InvalidToken")
+
+
+# ---------------------------------------------------------------- Express
+
+
+async def test_hello_express_runs_to_its_end_in_start_sync_execution(
+    local_stack: LocalStack,
+) -> None:
+    subtopic = new_id("sub")
+    async with (
+        MqttRecorder(local_stack, subtopic) as recorder,
+        local_stack.aws().client("stepfunctions") as sfn,
+    ):
+        name = new_id("express")
+        answer = await sfn.start_sync_execution(
+            stateMachineArn=local_stack.outputs["HelloExpressStateMachineArn"],
+            name=name,
+            input=json.dumps({"who": "express", "subtopic": subtopic}),
+        )
+        assert answer["status"] == "SUCCEEDED", answer
+        assert json.loads(answer["output"])["taskresult"] == "Hello 102 Class"
+        prefix = local_stack.outputs["HelloExpressStateMachineArn"].replace(
+            ":stateMachine:", ":express:"
+        )
+        assert answer["executionArn"].startswith(f"{prefix}:{name}:")
+        assert answer["stopDate"] >= answer["startDate"]
+        # Its Notify state published as a Standard one's does.
+        message = await recorder.on_topic(f"{local_stack.settings.topic_root}/{subtopic}/{name}")
+        assert message["executionArn"] == answer["executionArn"]
+        # Express keeps no execution to describe, and a Standard machine has no sync start.
+        with pytest.raises(ClientError):
+            await sfn.describe_execution(executionArn=answer["executionArn"])
+        with pytest.raises(ClientError) as refused:
+            await sfn.start_sync_execution(
+                stateMachineArn=local_stack.outputs["HelloStateMachineArn"], input="{}"
+            )
+        assert refused.value.response["Error"]["Code"] == "StateMachineTypeNotSupported"

@@ -15,10 +15,10 @@ from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 from notifier.local.stack import LocalStack
-from tests.busy_loop import busy_event_loop
-from tests.daemons import DaemonFactory, call, until_ended
-from tests.eventually import eventually
-from tests.mqtt_support import MqttRecorder, connected
+from tests.support.busy_loop import busy_event_loop
+from tests.support.daemons import DaemonFactory, call, until_ended
+from tests.support.eventually import eventually
+from tests.support.mqtt import MqttRecorder, connected
 
 HELD = 200
 LONG = {"Prefer": "wait=110"}

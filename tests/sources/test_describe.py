@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from notifier.executions import AwsError
-from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
+from notifier.aws.errors import AwsError
+from notifier.aws.ratelimit import RateLimiter
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.describe import DescribePoller
-from notifier.waiters import Registry, Status, Transaction
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, describer, started
+from tests.support.eventually import eventually
+from tests.support.sources import ScriptedDescriptions, arn, describer, started
 
 
 def running_tasks() -> set[str]:
@@ -26,7 +26,7 @@ def running_tasks() -> set[str]:
 async def test_unknown_and_redriven_statuses_are_not_final(
     status: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, status, status, "SUCCEEDED")
     describe = describer(registry, executions)
@@ -42,7 +42,7 @@ async def test_unknown_and_redriven_statuses_are_not_final(
 
 
 async def test_a_failed_call_answers_nothing() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, AwsError("DescribeExecution", "Throttling", "slow down"))
     assert await describer(registry, executions).describe(txn) is None
@@ -50,7 +50,7 @@ async def test_a_failed_call_answers_nothing() -> None:
 
 
 async def test_patience_gives_up_when_the_rate_limit_is_spent() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn = started(registry, new_txn_id())
     limiter = RateLimiter(rate=0.01, burst=1)
     await limiter.acquire()  # the only token for the next 100 s
@@ -61,7 +61,7 @@ async def test_patience_gives_up_when_the_rate_limit_is_spent() -> None:
 
 
 async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> None:
-    registry, executions = Registry(max_held=10), FakeExecutions()
+    registry, executions = Registry(max_held=10), ScriptedDescriptions()
     txn_id = new_txn_id()
     # A re-attached execution of another instance: only the poller asks about it.
     txn = registry.track(Transaction(txn_id, "hello", arn(txn_id), poll=True))
@@ -78,7 +78,7 @@ async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> Non
 
 async def test_the_shared_limit_holds_for_everyone() -> None:
     limiter = RateLimiter(rate=50, burst=5)
-    registry, executions = Registry(max_held=100), FakeExecutions()
+    registry, executions = Registry(max_held=100), ScriptedDescriptions()
     describe = describer(registry, executions)
     describe.limiter = limiter
     txns = [started(registry, new_txn_id()) for _ in range(15)]

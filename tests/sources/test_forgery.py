@@ -11,9 +11,9 @@ import aiohttp
 from notifier.app.state import METRICS
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from notifier.waiters import Transaction
-from tests.daemons import call
-from tests.eventually import eventually
+from notifier.requests.waiters import Transaction
+from tests.support.daemons import call
+from tests.support.eventually import eventually
 
 LONG = {"Prefer": "wait=110"}
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from notifier.ids import new_txn_id
-from notifier.ratelimit import RateLimiter
+from notifier.aws.ratelimit import RateLimiter
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
 from notifier.sources.liveness import MqttLiveness
-from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, running_tasks, started
+from tests.support.eventually import eventually
+from tests.support.sources import ScriptedDescriptions, arn, running_tasks, started
 
 GRACE = 0.05
 TOPIC = "notifier/unit/"
@@ -28,7 +28,7 @@ class FakeMqtt:
         self.connected = False
 
 
-def liveness(registry: Registry, mqtt: FakeMqtt, executions: FakeExecutions) -> MqttLiveness:
+def liveness(registry: Registry, mqtt: FakeMqtt, executions: ScriptedDescriptions) -> MqttLiveness:
     async def published(txn: Transaction) -> bool:
         return await executions.published(txn.execution_arn, TOPIC + txn.txn_id)
 
@@ -44,7 +44,7 @@ def arrived(registry: Registry, txn: Transaction, via: str) -> None:
 
 
 async def test_a_completion_from_the_queue_that_mqtt_never_brings_is_a_miss() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
     async with liveness(registry, mqtt, executions) as watch:
         arrived(registry, started(registry, new_txn_id()), "sqs")
         await eventually(lambda: watch.missed == 1)
@@ -57,7 +57,7 @@ async def test_a_completion_from_the_queue_that_mqtt_never_brings_is_a_miss() ->
 
 
 async def test_no_miss_when_mqtt_brings_it_within_the_grace() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
     async with liveness(registry, mqtt, executions) as watch:
         txn = started(registry, new_txn_id())
         arrived(registry, txn, "sqs")
@@ -71,7 +71,7 @@ async def test_no_miss_when_mqtt_brings_it_within_the_grace() -> None:
 
 
 async def test_a_sweep_counts_only_for_workflows_that_published_to_this_instance() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
     async with liveness(registry, mqtt, executions) as watch:
         never_publishes = started(registry, new_txn_id())
         arrived(registry, never_publishes, "poll")
@@ -85,7 +85,7 @@ async def test_a_sweep_counts_only_for_workflows_that_published_to_this_instance
 
 
 async def test_no_miss_unless_connected_from_before_the_end_until_now() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
     async with liveness(registry, mqtt, executions) as watch:
         mqtt.subscribed_at = utcnow()  # subscribed after the workflow ended
         arrived(registry, started(registry, new_txn_id()), "sqs")
@@ -101,7 +101,7 @@ async def test_no_miss_unless_connected_from_before_the_end_until_now() -> None:
 
 
 async def test_a_failing_history_read_does_not_stop_the_watch() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
     executions.history_failures.append(RuntimeError("the inner call broke"))
     async with liveness(registry, mqtt, executions) as watch:
         first, second = started(registry, new_txn_id()), started(registry, new_txn_id())

@@ -16,18 +16,18 @@ from awscrt.exceptions import AwsCrtError
 from iotauth import issuer, tokens
 from iotauth.authorizer import AuthorizerSettings, authorize
 from iotauth.keys import KeyRing
+from notifier.aws.iot_tokens import IotToken, TokenError
 from notifier.bench.link import CuttableLink
 from notifier.config import MqttSettings
 from notifier.dashboard.status import StatusFeed
-from notifier.ids import new_txn_id
-from notifier.iot_tokens import IotToken, TokenError
 from notifier.local.broker import LocalBroker
 from notifier.local.broker_auth import PUBLISHER_CLIENT_ID, AccessControl
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt import MqttSource, MqttSubscription
-from notifier.waiters import Registry, Status, Transaction
-from tests.eventually import EVENTUALLY, eventually
-from tests.mqtt_support import forget_subscriptions
+from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.mqtt import forget_subscriptions
 
 KEY = b"k" * 64
 ARN_PREFIX = "arn:aws:iot:us-east-1:123456789012:"

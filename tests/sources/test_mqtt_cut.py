@@ -15,9 +15,9 @@ from notifier.bench.link import CuttableLink
 from notifier.config import Settings, SqsSettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import call, settings_for
-from tests.eventually import eventually
-from tests.mqtt_support import forget_subscriptions
+from tests.support.daemons import call, settings_for
+from tests.support.eventually import eventually
+from tests.support.mqtt import forget_subscriptions
 
 LONG = {"Prefer": "wait=60"}
 

@@ -13,16 +13,16 @@ import pytest
 
 from notifier.app.state import MQTT_POOL, SQS
 from notifier.config import MqttSettings
-from notifier.ids import new_txn_id
 from notifier.local.broker import LocalBroker
 from notifier.metrics import Metrics
+from notifier.requests.ids import new_txn_id
+from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
-from notifier.sources.reconcile import Reconciler
-from notifier.waiters import Completion, Registry, Status, Transaction, utcnow
-from tests.daemons import DaemonFactory, call
-from tests.eventually import eventually
-from tests.sources.fakes import FakeExecutions, arn, describer
+from notifier.sources.sweeps_while_down import Reconciler
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
+from tests.support.daemons import DaemonFactory, call
+from tests.support.eventually import eventually
+from tests.support.sources import ScriptedDescriptions, arn, describer
 
 
 class Clock:
@@ -208,7 +208,7 @@ async def drop_link(broker: LocalBroker, client_id: str) -> None:
 async def test_a_cut_of_one_connection_falls_back_for_its_executions_only(
     broker: LocalBroker,
 ) -> None:
-    registry, clock, executions = Registry(max_held=10), Clock(), FakeExecutions()
+    registry, clock, executions = Registry(max_held=10), Clock(), ScriptedDescriptions()
     async with small_pool(broker, registry, clock) as pool:
         kept, cut = await one_on_each(pool, registry)
         executions.answer(kept.txn_id, "RUNNING")

@@ -13,8 +13,8 @@ import pytest
 from notifier.app.state import MQTT
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, refused_mqtt, settings_for
-from tests.eventually import eventually
+from tests.support.daemons import DaemonFactory, call, refused_mqtt, settings_for
+from tests.support.eventually import eventually
 
 HELD = 100
 

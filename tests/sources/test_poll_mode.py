@@ -10,7 +10,7 @@ from notifier.app.state import MQTT, RECONCILER
 from notifier.config import SqsSettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import call, settings_for
+from tests.support.daemons import call, settings_for
 
 
 async def test_poll_mode_answers_without_mqtt(

@@ -11,8 +11,8 @@ import aiohttp
 from notifier.app.state import LIVENESS, METRICS, MQTT, SAFETY_NET
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, until_ended
-from tests.eventually import eventually
+from tests.support.daemons import DaemonFactory, call, until_ended
+from tests.support.eventually import eventually
 
 
 def aws_calls(daemon: Daemon, operation: str) -> float:

@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 
 from notifier.app.state import RECONCILER
-from notifier.aws import AwsClients
+from notifier.aws.clients import AwsClients
 from notifier.daemon import Daemon
-from notifier.waiters import Transaction
-from tests.daemons import call
-from tests.eventually import eventually
+from notifier.requests.waiters import Transaction
+from tests.support.daemons import call
+from tests.support.eventually import eventually
 
 LONG = {"Prefer": "wait=60"}
 

@@ -16,12 +16,13 @@ import pytest
 
 from notifier.app.state import MQTT
 from notifier.config import ConfigError
-from notifier.daemon import Daemon, local_settings
+from notifier.daemon import Daemon
 from notifier.local.certificates import KeyPair
+from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
-from tests.daemons import DaemonFactory, call, settings_for
-from tests.eventually import eventually
-from tests.mqtt_support import mtls_connection
+from tests.support.daemons import DaemonFactory, call, settings_for
+from tests.support.eventually import eventually
+from tests.support.mqtt import mtls_connection
 
 
 @pytest.mark.parametrize("transport", ["custom-auth", "custom-auth-websockets", "tcp"])

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from notifier.package import source_dir
+from notifier.ops.package import source_dir
 
 REGION = "us-east-1"
 

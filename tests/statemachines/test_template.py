@@ -2,41 +2,34 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from notifier import package
 from notifier.local.iot_policy import IotPolicy
-from notifier.package import (
-    CloudFormationLoader,
+from notifier.ops.package import (
     checkov_findings,
-    lint,
-    load_template,
-    package_template,
     source_dir,
     unexplained_skips,
 )
+from tests.support.template import resources_of
 
-BUCKET = "artifacts-bucket"
 MACHINES = {
     "ProcessAStateMachine": "processa",
     "DownstreamStateMachine": "downstream",
     "HelloStateMachine": "hello",
+    "HelloExpressStateMachine": "hello",
     "QCStateMachine": "qc",
     "ArchiveStateMachine": "archive",
 }
+EXPRESS_MACHINES = {"HelloExpressStateMachine"}
+"""They emit no status events, and have neither DescribeExecution nor history."""
 SERVICE_RESOURCES = {
     "arn:aws:states:::aws-sdk:iotdataplane:publish",
     "arn:aws:states:::sns:publish",
@@ -45,20 +38,6 @@ SERVICE_RESOURCES = {
 }
 LAMBDA_SUBSTITUTION = re.compile(r"^\$\{[A-Za-z0-9]+FunctionArn\}$")
 NOTIFY_TOPIC = "States.Format('${TopicRoot}/{}/{}', $.subtopic, $$.Execution.Name)"
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template()
-
-
-@pytest.fixture(scope="module")
-def packaged(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    return package_template(template, source_dir(), BUCKET)
-
-
-def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
-    return {n: r for n, r in template["Resources"].items() if r["Type"] == type_}
 
 
 def asl(name: str) -> dict[str, Any]:
@@ -72,30 +51,7 @@ def all_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from all_states(branch["States"])
 
 
-# ---------------------------------------------------------------- loading
-
-
-def test_loader_reads_short_tags_as_long_form() -> None:
-    text = """
-    A: !Ref Stage
-    B: !GetAtt Bucket.Arn
-    C: !Sub "x-${Stage}"
-    D: !Sub ["${A}", {A: !Ref Stage}]
-    E: !If [IsProd, !Join ["", [a, b]], !Ref AWS::NoValue]
-    F: !Condition IsProd
-    G: !GetAtt [Bucket, Arn]
-    H: 2010-09-09
-    """
-    assert yaml.load(text, Loader=CloudFormationLoader) == {
-        "A": {"Ref": "Stage"},
-        "B": {"Fn::GetAtt": ["Bucket", "Arn"]},
-        "C": {"Fn::Sub": "x-${Stage}"},
-        "D": {"Fn::Sub": ["${A}", {"A": {"Ref": "Stage"}}]},
-        "E": {"Fn::If": ["IsProd", {"Fn::Join": ["", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]},
-        "F": {"Condition": "IsProd"},
-        "G": {"Fn::GetAtt": ["Bucket", "Arn"]},
-        "H": "2010-09-09",
-    }
+# ---------------------------------------------------------------- the template
 
 
 def test_template_parameters_and_outputs(template: dict[str, Any]) -> None:
@@ -132,129 +88,21 @@ def test_bucket_is_encrypted_private_expiring_and_tls_only(template: dict[str, A
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_each_state_machine_has_its_own_role(template: dict[str, Any]) -> None:
+def test_each_workflow_has_its_own_role(template: dict[str, Any]) -> None:
     machines = resources_of(template, "AWS::StepFunctions::StateMachine")
     assert set(machines) == set(MACHINES)
-    roles = [m["Properties"]["RoleArn"]["Fn::GetAtt"][0] for m in machines.values()]
-    assert len(set(roles)) == len(roles)
-    for machine in machines.values():
-        assert machine["Properties"]["StateMachineType"] == "STANDARD"
-
-
-# ---------------------------------------------------------------- packaging
-
-
-def test_every_state_machine_gets_a_definition_string(packaged: tuple) -> None:
-    template, _ = packaged
-    for name, machine in resources_of(template, "AWS::StepFunctions::StateMachine").items():
-        properties = machine["Properties"]
-        for source_only in ("DefinitionS3Location", "DefinitionSubstitutions", "Definition"):
-            assert source_only not in properties, (name, source_only)
-        text = properties["DefinitionString"]["Fn::Sub"]
-        assert isinstance(text, str)
-        assert "$$.Execution.Name" in text  # the context object survives Fn::Sub
-        references = set(re.findall(r"\$\{([^}]+)\}", text))
-        known = set(template["Resources"]) | set(template["Parameters"])
-        assert {reference.split(".")[0] for reference in references} <= known, references
-        assert json.loads(text)["States"]
-
-
-def test_every_function_gets_s3_code(packaged: tuple) -> None:
-    template, artifacts = packaged
-    functions = resources_of(template, "AWS::Lambda::Function")
-    # 6 ProcessA steps, Hello, 5 QC, Archive metadata, token issuer and authorizer, forwarder
-    assert len(functions) == 16
-    for function in functions.values():
-        properties = function["Properties"]
-        assert properties["Runtime"] == "python3.12"
-        module_name, _, handler = properties["Handler"].rpartition(".")
-        code = properties["Code"]
-        assert code["S3Bucket"] == BUCKET
-        data = artifacts[code["S3Key"]]
-        assert hashlib.sha256(data).hexdigest() in code["S3Key"]
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            module = archive.read(module_name.replace(".", "/") + ".py").decode()
-        assert f"def {handler}(" in module
-
-
-def test_a_package_is_zipped_under_its_name(packaged: tuple) -> None:
-    template, artifacts = packaged
-    issuer = template["Resources"]["TokenIssuerFunction"]["Properties"]
-    assert issuer["Handler"] == "iotauth.issuer.handler"
-    with zipfile.ZipFile(io.BytesIO(artifacts[issuer["Code"]["S3Key"]])) as archive:
-        names = archive.namelist()
-    assert "iotauth/__init__.py" in names and "iotauth/tokens.py" in names
-    assert "iotauth/requirements.txt" not in names
-    # PyJWT, vendored from the installed distribution: AWS's runtime does not have it.
-    jwt_version = importlib.metadata.version("PyJWT")
-    assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
-    assert f"pyjwt-{jwt_version}.dist-info/licenses/LICENSE" in names
-    vendored = {name.split("/")[0] for name in names} - {"iotauth"}
-    assert vendored == {"jwt", f"pyjwt-{jwt_version}.dist-info"}
-    assert not [name for name in names if name.endswith((".pyc", ".so", "RECORD"))]
-
-
-def test_vendoring_refuses_what_it_cannot_carry(tmp_path: Path) -> None:
-    code = tmp_path / "fn"
-    code.mkdir()
-    (code / "app.py").write_text("import jwt\n")
-    (code / "requirements.txt").write_text("not-installed-anywhere\n")
-    with pytest.raises(ValueError, match="not installed"):
-        package.zip_code(code)
-    (code / "requirements.txt").write_text("PyJWT>=2\n")
-    with pytest.raises(ValueError, match="distribution name only"):
-        package.zip_code(code)
-    (code / "requirements.txt").write_text("# compiled: no\ncryptography\n")
-    with pytest.raises(ValueError, match="not pure Python"):
-        package.zip_code(code)
-
-
-def test_zips_are_deterministic_and_clean(tmp_path: Path) -> None:
-    code = tmp_path / "fn"
-    (code / "pkg" / "__pycache__").mkdir(parents=True)
-    (code / "app.py").write_text("def handler(event, context):\n    return event\n")
-    (code / "pkg" / "util.py").write_text("X = 1\n")
-    (code / "pkg" / "__pycache__" / "util.cpython-311.pyc").write_bytes(b"junk")
-    key, data = package.zip_code(code)
-    (code / "app.py").touch()  # a new mtime changes nothing
-    assert package.zip_code(code) == (key, data)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert archive.namelist() == ["app.py", "pkg/util.py"]
-        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-
-
-def test_packaging_leaves_the_source_alone(template: dict[str, Any]) -> None:
-    before = json.dumps(template, sort_keys=True)
-    once, _ = package_template(template, source_dir(), BUCKET)
-    assert json.dumps(template, sort_keys=True) == before
-    assert package_template(once, source_dir(), BUCKET) == (once, {})
-
-
-def test_the_template_lints_clean(template: dict[str, Any]) -> None:
-    assert lint(template) == []
-
-
-def test_lint_reports_problems(template: dict[str, Any]) -> None:
-    broken = json.loads(json.dumps(template))
-    del broken["Resources"]["HelloStateMachine"]["Properties"]["DefinitionSubstitutions"][
-        "HelloFunctionArn"
-    ]
-    problems = lint(broken)
-    assert any("HelloFunctionArn" in problem for problem in problems), problems
-
-
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert package.main(["--lint"]) == 0
-    out = tmp_path / "build" / "template.json"
-    assert package.main(["--out", str(out), "--bucket", BUCKET]) == 0
-    written = json.loads(out.read_text())
-    keys = {
-        f["Properties"]["Code"]["S3Key"]
-        for f in resources_of(written, "AWS::Lambda::Function").values()
+    roles = {
+        name: machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        for name, machine in machines.items()
     }
-    assert all((out.parent / key).is_file() for key in keys)
-    with pytest.raises(SystemExit):
-        package.main(["--out", str(out)])
+    # The same definition, Standard or Express, needs the same permissions: one role.
+    for name, role in roles.items():
+        assert [MACHINES[other] for other, r in roles.items() if r == role] == [
+            MACHINES[name]
+        ] * sum(MACHINES[other] == MACHINES[name] for other in roles)
+    for name, machine in machines.items():
+        expected = "EXPRESS" if name in EXPRESS_MACHINES else "STANDARD"
+        assert machine["Properties"]["StateMachineType"] == expected
 
 
 # ---------------------------------------------------------------- ASL
@@ -377,7 +225,9 @@ def test_status_changes_of_every_workflow_reach_topic_and_queue(template: dict[s
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
-    assert pattern["detail"]["stateMachineArn"] == [{"Ref": name} for name in MACHINES]
+    assert pattern["detail"]["stateMachineArn"] == [
+        {"Ref": name} for name in MACHINES if name not in EXPRESS_MACHINES
+    ]
     targets = {target["Id"]: target["Arn"] for target in rule["Properties"]["Targets"]}
     assert targets == {
         "StatusTopic": {"Ref": "StatusTopic"},
@@ -651,60 +501,71 @@ def test_the_alarm_topic_parameter_refuses_what_is_not_a_topic(template: dict[st
 IAM_POLICY = Path(__file__).resolve().parents[2] / "config" / "iam-policy.json"
 POLICY_TOKENS = {"ACCOUNT_ID", "REGION", "STAGE", "API_ID", "INSTANCE_ID"}
 # Every action granted, and where the daemon makes the call that needs it.
+EXECUTIONS = "notifier/requests/executions.py"
+TOKENS = "notifier/aws/iot_tokens.py"
 DAEMON_CALLS = {
     "s3:PutObject": [
-        ("notifier/executions.py", "self._put_object("),
-        ("notifier/fast_calls.py", 'operation = "PutObject"'),
+        (EXECUTIONS, "self._put_object("),
+        ("notifier/aws/fast_operations.py", 'operation = "PutObject"'),
     ],
     "s3:GetObject": [
-        ("notifier/executions.py", "self._s3.get_object("),
-        ("notifier/executions.py", "self._s3.head_object("),  # HeadObject needs s3:GetObject
+        (EXECUTIONS, "self._s3.get_object("),
+        (EXECUTIONS, "self._s3.head_object("),  # HeadObject needs s3:GetObject
     ],
     # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
-    "s3:ListBucket": [("notifier/executions.py", '"404", "NoSuchKey", "NotFound"')],
+    "s3:ListBucket": [(EXECUTIONS, '"404", "NoSuchKey", "NotFound"')],
     "states:StartExecution": [
-        ("notifier/executions.py", "self._start_execution("),
-        ("notifier/fast_calls.py", 'operation = "StartExecution"'),
+        (EXECUTIONS, "self._start_execution("),
+        ("notifier/aws/fast_operations.py", 'operation = "StartExecution"'),
     ],
-    "states:DescribeExecution": [("notifier/executions.py", "self._sfn.describe_execution(")],
-    "states:StopExecution": [("notifier/executions.py", "self._sfn.stop_execution(")],
-    "states:GetExecutionHistory": [("notifier/executions.py", "self._sfn.get_execution_history(")],
+    "states:StartSyncExecution": [
+        (EXECUTIONS, "self._sfn.start_sync_execution"),
+        ("notifier/app/wiring.py", "sync_sfn.start_sync_execution"),
+    ],
+    "states:DescribeExecution": [(EXECUTIONS, "self._sfn.describe_execution(")],
+    "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
+    "states:RedriveExecution": [(EXECUTIONS, "self._sfn.redrive_execution(")],
+    "states:GetExecutionHistory": [
+        (EXECUTIONS, "self._sfn.get_execution_history("),
+        ("notifier/dashboard/approvals.py", "self.sfn.get_execution_history("),
+    ],
+    "states:ListExecutions": [("notifier/requests/listing.py", "sfn.list_executions(")],
     # The definition an execution runs, for the dashboard's graph of it.
     "states:DescribeStateMachineForExecution": [
-        ("notifier/executions.py", "self._sfn.describe_state_machine_for_execution(")
+        (EXECUTIONS, "self._sfn.describe_state_machine_for_execution(")
     ],
-    "states:ListExecutions": [("notifier/executions.py", "self._sfn.list_executions(")],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
-    "dynamodb:PutItem": [("notifier/dashboard/approvals.py", "self.dynamodb.put_item(")],
-    "dynamodb:UpdateItem": [("notifier/dashboard/approvals.py", "self.dynamodb.update_item(")],
-    "dynamodb:GetItem": [("notifier/dashboard/approvals.py", "self.dynamodb.get_item(")],
-    "dynamodb:Query": [("notifier/dashboard/approvals.py", "self.dynamodb.query(")],
+    "dynamodb:PutItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.put_item(")],
+    "dynamodb:UpdateItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.update_item(")],
+    "dynamodb:GetItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.get_item(")],
+    "dynamodb:Query": [("notifier/dashboard/approval_table.py", "self.dynamodb.query(")],
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
-    "sqs:CreateQueue": [("notifier/sources/sqs.py", "self.sqs.create_queue(")],
-    "sqs:ReceiveMessage": [
-        ("notifier/sources/sqs.py", "self.sqs.receive_message("),
-        ("notifier/dashboard/approvals.py", "self.sqs.receive_message("),
-    ],
+    "sqs:CreateQueue": [("notifier/sources/queue.py", "self.sqs.create_queue(")],
+    "sqs:ReceiveMessage": [("notifier/aws/sqs.py", "self.sqs.receive_message(")],
     # DeleteMessageBatch is authorized as sqs:DeleteMessage.
     "sqs:DeleteMessage": [
-        ("notifier/sources/sqs.py", "self.sqs.delete_message_batch("),
+        ("notifier/sources/queue.py", "self.sqs.delete_message_batch("),
         ("notifier/dashboard/approvals.py", "self.sqs.delete_message("),
     ],
     "sqs:ChangeMessageVisibility": [
         ("notifier/dashboard/approvals.py", "self.sqs.change_message_visibility("),
     ],
-    "sqs:GetQueueUrl": [("notifier/sources/sqs.py", "self.sqs.get_queue_url(")],
-    "sqs:SendMessage": [("notifier/sources/sqs.py", "self.sqs.send_message(")],
+    "sqs:GetQueueUrl": [("notifier/sources/queue.py", "self.sqs.get_queue_url(")],
+    "sqs:SendMessage": [("notifier/sources/queue.py", "self.sqs.send_message(")],
+    # The last-seen tag of the own queue, and the dead-letter queue's depth for the metrics.
+    "sqs:TagQueue": [("notifier/sources/queue.py", "self.sqs.tag_queue(")],
+    "sqs:GetQueueAttributes": [("notifier/sources/queue.py", "self.sqs.get_queue_attributes(")],
     "execute-api:Invoke": [
-        ("notifier/iot_tokens.py", 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
-        ("notifier/iot_tokens.py", '"/tokens/daemon/'),
-        ("notifier/iot_tokens.py", '"/tokens/dashboard"'),
+        (TOKENS, 'SigV4Auth(credentials.get_frozen_credentials(), "execute-api"'),
+        (TOKENS, '"/tokens/daemon/'),
+        (TOKENS, '"/tokens/dashboard"'),
     ],
 }
-ROUTED_MACHINES = {"ProcessA", "Hello", "QC", "Archive"}  # Downstream is started by ProcessA
+ROUTED_MACHINES = {"ProcessA", "Hello", "HelloExpress", "QC", "Archive"}
+EXPRESS_ROUTES = {"HelloExpress"}  # Downstream is started by ProcessA
 
 
 @pytest.fixture(scope="module")
@@ -752,7 +613,7 @@ def test_daemon_iam_policy_grants_only_what_the_daemon_calls(iam_policy: dict[st
 def test_daemon_iam_policy_names_the_stacks_resources(
     template: dict[str, Any], iam_policy: dict[str, Any]
 ) -> None:
-    from notifier.executions import execution_arn
+    from notifier.requests.executions import execution_arn
 
     values = {
         "ACCOUNT_ID": "123456789012",
@@ -789,18 +650,20 @@ def test_daemon_iam_policy_names_the_stacks_resources(
         for name in MACHINES
     }
     assert sorted(resources("states:StartExecution")) == sorted(
-        machines[m] for m in ROUTED_MACHINES
+        machines[m] for m in ROUTED_MACHINES - EXPRESS_ROUTES
     )
+    assert resources("states:StartSyncExecution") == [machines[m] for m in EXPRESS_ROUTES]
     for action in (
         "states:DescribeExecution",
         "states:StopExecution",
+        "states:RedriveExecution",
         "states:GetExecutionHistory",
         "states:DescribeStateMachineForExecution",
     ):
         patterns = resources(action)
         for machine, arn in machines.items():
             allowed = any(fnmatch(execution_arn(arn, "txn-1"), p) for p in patterns)
-            assert allowed is (machine in ROUTED_MACHINES), (action, machine)
+            assert allowed is (machine in ROUTED_MACHINES - EXPRESS_ROUTES), (action, machine)
 
     # The token route of the template's API, for this daemon's own subtopic only.
     resource = template["Resources"]["DaemonTokenResource"]["Properties"]
@@ -824,7 +687,7 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     assert resources("sqs:ChangeMessageVisibility") == [approval_queue]
     assert resources("states:SendTaskSuccess") == [machines["Archive"]]
     assert sorted(resources("states:ListExecutions")) == sorted(
-        machines[m] for m in ROUTED_MACHINES
+        machines[m] for m in ROUTED_MACHINES - EXPRESS_ROUTES
     )
     # The approvals every instance shares: the table and its index of pending requests.
     table = from_template(template["Resources"]["ApprovalsTable"]["Properties"]["TableName"])

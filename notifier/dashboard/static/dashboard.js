@@ -181,10 +181,27 @@ async function showDetail(arn) {
     parts.push(block("Error", { error: details.error, cause: details.cause }));
   }
   const heading = document.createElement("h3");
-  heading.textContent = `Steps (${details.history.length} events${details.historyTruncated ? ", first ones only" : ""})`;
+  heading.textContent = "Steps";
   const list = document.createElement("ol");
   list.id = "history";
-  for (const event of details.history) {
+  const more = document.createElement("button");
+  more.type = "button";
+  more.id = "history-more";
+  more.textContent = "More steps";
+  more.hidden = true;
+  parts.push(heading, list, more);
+  body.replaceChildren(...parts);
+  await showHistory(arn, list, more, null);
+}
+
+// The steps, from GET /executions/<arn>/history, a page at a time.
+async function showHistory(arn, list, more, token) {
+  const query = new URLSearchParams({ limit: "1000" });
+  if (token) query.set("nextToken", token);
+  const response = await api(`/executions/${encodeURIComponent(arn)}/history?${query}`);
+  if (!response.ok || state.selected !== arn) return;
+  const page = await response.json();
+  for (const event of page.events) {
     const item = document.createElement("li");
     const when = document.createElement("span");
     when.className = "when";
@@ -193,8 +210,8 @@ async function showDetail(arn) {
     item.append(when, `${event.type}${name}`);
     list.append(item);
   }
-  parts.push(heading, list);
-  body.replaceChildren(...parts);
+  more.hidden = !page.nextToken;
+  more.onclick = () => showHistory(arn, list, more, page.nextToken);
 }
 
 // ---------------------------------------------------------------- approvals

@@ -20,9 +20,8 @@ from awscrt import auth, io, mqtt
 from awscrt.exceptions import AwsCrtError
 from awsiot import mqtt_connection_builder
 
-from notifier.aws import AwsSettings
-from notifier.config import MqttSettings
-from notifier.iot_tokens import IotToken
+from notifier.aws.iot_tokens import IotToken
+from notifier.config import AwsSettings, MqttSettings
 
 log = logging.getLogger(__name__)
 

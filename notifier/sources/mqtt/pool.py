@@ -39,13 +39,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from notifier.aws import AwsSettings
-from notifier.config import MqttSettings
+from notifier.config import AwsSettings, MqttSettings
 from notifier.lifecycle import BackgroundTasks, Service
+from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
 from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.source import MqttSource
-from notifier.waiters import Completion, Registry, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 

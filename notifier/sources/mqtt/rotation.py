@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from awscrt import mqtt
 
-from notifier.iot_tokens import IotToken, TokenError
+from notifier.aws.iot_tokens import IotToken, TokenError
 from notifier.sources.mqtt.bridge import ConnectionActivity
 from notifier.sources.mqtt.connections import ConnectionFactory, MqttAuthError
 

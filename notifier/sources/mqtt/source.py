@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import time
 
-from notifier.aws import AwsSettings
-from notifier.config import MqttSettings
+from notifier.config import AwsSettings, MqttSettings
+from notifier.requests.waiters import Registry
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.subscription import MqttSubscription
-from notifier.waiters import Registry
 
 log = logging.getLogger(__name__)
 

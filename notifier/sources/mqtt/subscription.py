@@ -21,10 +21,10 @@ from datetime import datetime
 
 from awscrt import mqtt
 
-from notifier.aws import AwsSettings
-from notifier.config import MqttSettings
-from notifier.iot_tokens import IotToken
+from notifier.aws.iot_tokens import IotToken
+from notifier.config import AwsSettings, MqttSettings
 from notifier.lifecycle import BackgroundTasks, Service
+from notifier.requests.waiters import utcnow
 from notifier.sources.mqtt.bridge import ConnectionActivity, ThreadBridge
 from notifier.sources.mqtt.connections import (
     ConnectionFactory,
@@ -33,7 +33,6 @@ from notifier.sources.mqtt.connections import (
     MqttConnectError,
 )
 from notifier.sources.mqtt.rotation import TokenRotation, TokenSource, retire
-from notifier.waiters import utcnow
 
 log = logging.getLogger(__name__)
 

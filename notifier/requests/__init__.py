@@ -1,0 +1,7 @@
+"""The request path: held transactions and what answers them.
+
+The registry of waiters (:mod:`.waiters`), starting and finding executions
+(:mod:`.executions`), the answers' bodies (:mod:`.answers`), request bodies (:mod:`.bodies`),
+idempotency keys (:mod:`.idempotency`) and transaction ids (:mod:`.ids`). Uses the AWS
+transport (:mod:`notifier.aws`) and the shared ground; nothing above it.
+"""

@@ -1,0 +1,565 @@
+"""The fast path of PutObject and StartExecution: the same requests as botocore's, and every
+failure made and reported by the client itself, against the local endpoint (moto) and small
+servers that answer what AWS answers when it throttles."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import secrets
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiobotocore
+import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from aiohttp import web
+from botocore import UNSIGNED, xform_name
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError, ParamValidationError, SSLError
+
+from notifier.aws import fast_calls
+from notifier.aws.clients import AwsClients
+from notifier.aws.errors import AwsError
+from notifier.aws.fast_calls import FastCall
+from notifier.aws.fast_operations import PutObject, StartExecution
+from notifier.config import AwsSettings, RouteSettings
+from notifier.local.stack import LocalStack
+from notifier.requests.executions import Executions, IdempotencyConflictError
+from notifier.requests.idempotency import fingerprint
+from tests.support.tls import loopback_tls
+
+ACCOUNT = "123456789012"
+JSON_1_0 = "application/x-amz-json-1.0"
+HELLO_INPUT = '{"subtopic": "fast-calls-test"}'
+
+
+class Counted:
+    """The operations counted, as the daemon's metrics count them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, operation: str) -> None:
+        self.calls.append(operation)
+
+
+def clients(aws: AwsSettings, counted: Counted) -> AwsClients:
+    return AwsClients(aws, on_call=counted)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def fast_path_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What the fast path logged (not the session's daemons, which log as they please)."""
+    return [record for record in caplog.records if record.name == fast_calls.log.name]
+
+
+# ------------------------------------------------------------------ against the local endpoint
+
+
+async def test_put_object_stores_what_the_client_would(local_stack: LocalStack) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    body = json.dumps({"foo": "foo val", "n": 1}).encode()
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
+        key = f"process data/{unique('fast')} \u00fc+~.json"  # percent-encoded in the path
+        answer = await put(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            ServerSideEncryption="AES256",
+            Metadata={"notifier-route": "p1"},
+        )
+        stored = await s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        async with stored["Body"] as stream:
+            assert await stream.read() == body
+    assert (put.made, put.handed_over) == (1, 0)
+    assert answer["ETag"] == stored["ETag"]
+    assert stored["ContentType"] == "application/json"
+    assert stored["ServerSideEncryption"] == "AES256"
+    assert stored["Metadata"] == {"notifier-route": "p1"}
+    crc = zlib.crc32(body).to_bytes(4, "big")
+    assert stored["ChecksumCRC32"] == base64.b64encode(crc).decode()
+    assert counted.calls == ["PutObject", "GetObject"]
+
+
+async def test_start_execution_starts_it(local_stack: LocalStack) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    machine = local_stack.outputs["HelloStateMachineArn"]
+    async with aws.client("stepfunctions") as sfn, aws.fast(sfn, StartExecution) as start:
+        name = unique("fast")
+        answer = await start(stateMachineArn=machine, name=name, input=HELLO_INPUT)
+        described = await sfn.describe_execution(executionArn=answer["executionArn"])
+    assert (start.made, start.handed_over) == (1, 0)
+    assert answer["executionArn"].endswith(f":execution:notifier-local-Hello:{name}")
+    assert isinstance(answer["startDate"], datetime) and answer["startDate"].tzinfo is not None
+    assert (described["name"], described["input"]) == (name, HELLO_INPUT)
+    assert counted.calls == ["StartExecution", "DescribeExecution"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "code"),
+    [
+        ("put-missing-bucket", "NoSuchBucket"),
+        ("start-missing-machine", "StateMachineDoesNotExist"),
+        ("start-same-name-other-input", "ExecutionAlreadyExists"),
+    ],
+)
+async def test_errors_are_raised_by_the_client(
+    local_stack: LocalStack, operation: str, code: str
+) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    machine = local_stack.outputs["HelloStateMachineArn"]
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
+        name = unique("fast")
+        if operation == "put-missing-bucket":
+            call: FastCall = put
+            params: dict[str, Any] = {"Bucket": unique("missing"), "Key": name, "Body": b"{}"}
+        elif operation == "start-missing-machine":
+            call = start
+            missing = machine.replace("notifier-local-Hello", "notifier-local-Missing")
+            params = {"stateMachineArn": missing, "name": name, "input": "{}"}
+        else:
+            await start(stateMachineArn=machine, name=name, input=HELLO_INPUT)
+            call, params = start, {"stateMachineArn": machine, "name": name, "input": "{}"}
+        counted.calls.clear()
+        with pytest.raises(ClientError) as raised:
+            await call(**params)
+    assert raised.value.response["Error"]["Code"] == code
+    assert AwsError.wrap(call.operation, raised.value).code == code
+    assert call.handed_over == 1
+    assert counted.calls == [call.operation]  # counted once, by the client's own hook
+
+
+async def test_after_a_failure_the_client_makes_the_calls_for_a_while(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws = local_stack.aws()
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
+        with pytest.raises(ClientError):
+            await put(Bucket=unique("missing"), Key="k", Body=b"{}")
+        await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
+        assert (put.made, put.handed_over) == (0, 2)
+        monkeypatch.setattr(fast_calls, "CLIENT_ONLY_SECONDS", 0.0)
+        with pytest.raises(ClientError):
+            await put(Bucket=unique("missing"), Key="k", Body=b"{}")
+        await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
+        assert (put.made, put.handed_over) == (1, 3)
+
+
+async def test_without_the_internals_it_uses_it_is_off_and_says_so(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3:
+        for cls in type(s3).__mro__:  # as if a version of aiobotocore had it no more
+            if "_resolve_endpoint_ruleset" in vars(cls):
+                monkeypatch.delattr(cls, "_resolve_endpoint_ruleset")
+        with caplog.at_level("WARNING", logger="notifier.aws.fast_calls"):
+            put = aws.fast(s3, PutObject)
+        assert not put.enabled
+        assert [r.getMessage() for r in fast_path_records(caplog)] == [
+            "PutObject: the fast path is off, the AWS SDK makes every call: aiobotocore "
+            f"{aiobotocore.__version__}'s client has no _resolve_endpoint_ruleset"
+        ]
+        monkeypatch.undo()  # the client itself needs it
+        await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
+    assert (put.made, put.handed_over) == (0, 1)
+    assert counted.calls == ["PutObject"]
+
+
+async def test_an_internal_failing_turns_it_off_once_and_the_client_makes_the_calls(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = Counted()
+    aws = clients(local_stack.aws_settings, counted)
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
+
+        async def changed(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError("a changed signature")
+
+        # The fast path resolves endpoints through the client's internals; the client's own
+        # calls do too, so only the fast path's way to them is broken here.
+        monkeypatch.setattr(put, "_resolve_target", changed)
+        keys = [unique("fast") for _ in range(3)]
+        with caplog.at_level("WARNING", logger="notifier.aws.fast_calls"):
+            for key in keys:
+                await put(Bucket=bucket, Key=key, Body=b"{}")
+        for key in keys:
+            assert (await s3.head_object(Bucket=bucket, Key=key))["ContentLength"] == 2
+    assert not put.enabled
+    assert (put.made, put.handed_over) == (0, 3)
+    assert counted.calls == ["PutObject"] * 3 + ["HeadObject"] * 3
+    [warning] = fast_path_records(caplog)
+    assert warning.getMessage() == (
+        "PutObject: the fast path is off, the AWS SDK makes every call: "
+        "it failed: TypeError('a changed signature')"
+    )
+    assert warning.exc_info is not None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"Body": io.BytesIO(b"{}")},  # a stream
+        {"Body": b"{}", "ChecksumAlgorithm": "SHA256"},  # a checksum of the caller's choice
+        {"Body": b"{}", "Metadata": {"note": "caf\u00e9"}},  # refused by botocore
+        {"Body": b"{}", "Metadata": {"a: b": "v"}},  # a name that is not an HTTP token
+    ],
+)
+async def test_what_it_does_not_serialize_goes_to_the_client(
+    local_stack: LocalStack, params: dict[str, Any]
+) -> None:
+    aws = local_stack.aws()
+    bucket = local_stack.outputs["ProcessDataBucketName"]
+    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
+        key = unique("fast")
+        try:
+            await put(Bucket=bucket, Key=key, **params)
+        except ParamValidationError:
+            assert "Metadata" in params
+        except ClientError as exc:  # sent by the client, whose signature AWS refuses as well
+            assert params.get("Metadata") == {"a: b": "v"}, exc
+        else:
+            head = await s3.head_object(Bucket=bucket, Key=key)
+            assert head["ContentLength"] == 2
+        # Nothing failed on the way: the next call is made fast again.
+        await put(Bucket=bucket, Key=key, Body=b"{}")
+    assert (put.made, put.handed_over) == (1, 1)
+
+
+@dataclass
+class FastExecutions:
+    executions: Executions
+    put: PutObject
+    start: StartExecution
+
+
+@asynccontextmanager
+async def fast_executions(
+    local_stack: LocalStack, counted: Counted
+) -> AsyncIterator[FastExecutions]:
+    """Executions with route ``hello`` making its PutObject and StartExecution fast, as the
+    daemon makes them."""
+    aws = clients(local_stack.aws_settings, counted)
+    routes = {"hello": RouteSettings(local_stack.outputs["HelloStateMachineArn"], input="body")}
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
+        executions = Executions(
+            s3,
+            sfn,
+            local_stack.outputs["ProcessDataBucketName"],
+            "fast-calls-test",
+            lambda: routes,
+            put_object=put,
+            start_execution=start,
+        )
+        yield FastExecutions(executions, put, start)
+
+
+async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
+    counted = Counted()
+    async with fast_executions(local_stack, counted) as fast:
+        executions, put, start = fast.executions, fast.put, fast.start
+        txn_id = unique("fast")
+        await executions.start("hello", txn_id, {"foo": "bar"})
+        stored = await executions.read_process_data(txn_id)
+        described = await executions.describe(executions.execution_arn("hello", txn_id))
+        machine = executions.routes["hello"].state_machine
+        executions.routes["gone"] = RouteSettings(machine.replace("Hello", "Gone"), input="body")
+        with pytest.raises(AwsError) as raised:
+            await executions.start("gone", unique("fast"), {})
+    assert stored == {"foo": "bar"}
+    assert json.loads(described["input"]) == {"foo": "bar", "subtopic": "fast-calls-test"}
+    assert raised.value.code == "StateMachineDoesNotExist"
+    assert (put.made, start.made, start.handed_over) == (2, 1, 1)
+    assert counted.calls.count("PutObject") == 2 and counted.calls.count("StartExecution") == 2
+
+
+async def test_executions_start_keyed_uses_it_and_step_functions_idempotency(
+    local_stack: LocalStack,
+) -> None:
+    """A keyed start made twice while its execution runs: the conditional PutObject goes
+    fast, the second one's 412 through the client; both StartExecutions go fast, the second
+    returning the running execution (the same name and input)."""
+    async with fast_executions(local_stack, Counted()) as fast:
+        executions, put, start = fast.executions, fast.put, fast.start
+        txn_id, body = unique("K"), {"waitSeconds": 30}
+        starts = [
+            await executions.start_keyed("hello", txn_id, body, fingerprint(body)) for _ in range(2)
+        ]
+        with pytest.raises(IdempotencyConflictError):
+            await executions.start_keyed("hello", txn_id, {"other": 1}, fingerprint({"other": 1}))
+        await executions.stop(executions.execution_arn("hello", txn_id))
+    assert [s.started_at is not None and s.description is None for s in starts] == [True, True]
+    assert (put.made, put.handed_over) == (1, 2)
+    assert (start.made, start.handed_over) == (2, 0)
+
+
+# ------------------------------------------------------------------ throttling
+
+
+@dataclass
+class Endpoint:
+    url: str
+    requests: list[str] = field(default_factory=list)
+    """What it was asked for: each request's X-Amz-Target, or method and path."""
+
+
+@asynccontextmanager
+async def throttling_endpoint(
+    throttled: int,
+    answer: Callable[[web.Request], web.Response],
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Endpoint]:
+    """An endpoint that answers the first ``throttled`` requests as AWS does when it
+    throttles (Step Functions' ThrottlingException, S3's SlowDown), then with ``answer``;
+    over HTTPS with ``ssl_context``."""
+    requests: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        requests.append(request.headers.get("X-Amz-Target", f"{request.method} {request.path}"))
+        if len(requests) > throttled:
+            return answer(request)
+        if "X-Amz-Target" in request.headers:
+            body = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+            return web.json_response(body, status=400, content_type=JSON_1_0)
+        return web.Response(
+            status=503,
+            content_type="application/xml",
+            text="<Error><Code>SlowDown</Code><Message>Please reduce your request rate."
+            "</Message></Error>",
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "http" if ssl_context is None else "https"
+    try:
+        yield Endpoint(f"{scheme}://127.0.0.1:{port}", requests)
+    finally:
+        await runner.cleanup()
+
+
+def started(request: web.Request) -> web.Response:
+    body = {"executionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:m:n", "startDate": 1}
+    return web.json_response(body, content_type=JSON_1_0)
+
+
+def stored(request: web.Request) -> web.Response:
+    return web.Response(status=200, headers={"ETag": '"e"'})
+
+
+def endpoint_settings(url: str) -> AwsSettings:
+    return AwsSettings(
+        region="us-east-1", endpoint_url=url, access_key_id="k", secret_access_key="s"
+    )
+
+
+@pytest.mark.parametrize(("service", "answer"), [("stepfunctions", started), ("s3", stored)])
+async def test_throttling_is_retried_by_the_client(
+    service: str, answer: Callable[[web.Request], web.Response]
+) -> None:
+    counted = Counted()
+    async with throttling_endpoint(2, answer) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), counted)
+        async with aws.client(service) as client:
+            call: FastCall = aws.fast(client, PutObject if service == "s3" else StartExecution)
+            async with call:
+                if service == "s3":
+                    result = await call(Bucket="b", Key="k", Body=b"{}")
+                    assert result["ETag"] == '"e"'
+                else:
+                    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+                    result = await call(stateMachineArn=machine, name="n", input="{}")
+                    assert result["executionArn"].endswith(":execution:m:n")
+    # The fast attempt, then the client's: throttled once, retried, answered.
+    assert len(endpoint.requests) == 3
+    assert (call.made, call.handed_over) == (0, 1)
+    assert counted.calls == [call.operation]
+
+
+async def test_throttling_that_outlasts_the_retries_is_reported_as_throttling() -> None:
+    async with throttling_endpoint(100, started) as endpoint:
+        session = get_session()
+        config = AioConfig(retries={"mode": "adaptive", "max_attempts": 2})
+        async with session.create_client(
+            "stepfunctions",
+            region_name="us-east-1",
+            endpoint_url=endpoint.url,
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+            config=config,
+        ) as sfn:
+            machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+            async with StartExecution(sfn) as start:
+                with pytest.raises(ClientError) as raised:
+                    await start(stateMachineArn=machine, name="n", input="{}")
+    error = AwsError.wrap("StartExecution", raised.value)
+    assert (error.code, error.throttled) == ("ThrottlingException", True)
+    # The fast attempt, then the client's first and its two retries (max_attempts counts
+    # retries).
+    assert len(endpoint.requests) == 1 + 1 + 2
+
+
+async def test_over_https_it_trusts_what_the_client_trusts(tmp_path: Path) -> None:
+    tls = loopback_tls(tmp_path)
+    machine = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:m"
+    async with throttling_endpoint(0, started, tls.served) as endpoint:
+        trusting = client_for(
+            "stepfunctions", "us-east-1", endpoint_url=endpoint.url, verify=str(tls.ca_file)
+        )
+        async with trusting as sfn, StartExecution(sfn) as start:
+            for name in ("n1", "n2"):
+                await start(stateMachineArn=machine, name=name, input="{}")
+        assert (start.made, start.handed_over, start.connections.made) == (2, 0, 1)
+        # The system's CAs never signed it: neither the fast path nor the client trusts it.
+        once = AioConfig(retries={"total_max_attempts": 1})
+        system = client_for("stepfunctions", "us-east-1", endpoint_url=endpoint.url, config=once)
+        async with system as sfn, StartExecution(sfn) as start:
+            with pytest.raises(SSLError):
+                await start(stateMachineArn=machine, name="n3", input="{}")
+        assert (start.made, start.handed_over) == (0, 1)
+    assert len(endpoint.requests) == 2
+
+
+# ------------------------------------------------------------------ the same requests as botocore
+
+
+@asynccontextmanager
+async def client_for(service: str, region: str, **kwargs: Any) -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        service, region_name=region, aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret", **kwargs,
+    ) as client:  # fmt: skip
+        yield client
+
+
+async def botocores_request(client: Any, operation: str, params: dict[str, Any]) -> AWSRequest:
+    """The request botocore would send for ``params``, caught before it is sent."""
+    caught: list[Any] = []
+
+    class Caught(Exception):
+        pass
+
+    def catch(request: Any, **kwargs: Any) -> None:
+        caught.append(request)
+        raise Caught
+
+    client.meta.events.register("before-send", catch)
+    with pytest.raises(Caught):
+        await getattr(client, operation)(**params)
+    return caught[0]
+
+
+def header(headers: list[tuple[str, str]], name: str) -> str:
+    return next(value for key, value in headers if key.lower() == name.lower())
+
+
+CLIENTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("s3", "eu-west-1", {}),
+    ("s3", "us-east-1", {}),
+    ("s3", "eu-central-1", {"config": AioConfig(s3={"addressing_style": "path"})}),
+    ("s3", "us-east-2", {"config": AioConfig(use_fips_endpoint=True)}),
+    ("s3", "us-east-1", {"endpoint_url": "http://127.0.0.1:4566"}),
+    ("stepfunctions", "eu-west-1", {}),
+    ("stepfunctions", "us-gov-west-1", {}),
+    ("stepfunctions", "us-east-1", {"config": AioConfig(use_dualstack_endpoint=True)}),
+    ("stepfunctions", "us-east-1", {"endpoint_url": "http://127.0.0.1:4566"}),
+]
+
+
+@pytest.mark.parametrize(("service", "region", "kwargs"), CLIENTS)
+async def test_same_endpoint_and_a_signature_botocore_agrees_with(
+    service: str, region: str, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if service == "s3":
+        params: dict[str, Any] = {
+            "Bucket": "notifier-data-example",
+            "Key": "data/01JDQ8Z6V3 \u00fc+=~.json",  # encoded in the path as botocore does
+            "Body": b'{"foo": "foo val"}',
+            "ContentType": "application/json",
+            "ServerSideEncryption": "AES256",
+            "Metadata": {"notifier-route": "p1"},
+        }
+        call_type: type[FastCall] = PutObject
+    else:
+        machine = f"arn:aws:states:{region}:{ACCOUNT}:stateMachine:notifier-prod-Hello"
+        params = {"stateMachineArn": machine, "name": "01JDQ8Z6V3", "input": '{"a": "b"}'}
+        call_type = StartExecution
+    async with client_for(service, region, **kwargs) as client:
+        call = call_type(client)
+        theirs = await botocores_request(client, xform_name(call_type.operation), params)
+        target = await call.target(params)
+        request = call.serialize(params)
+        when = datetime.strptime(theirs.headers["X-Amz-Date"].decode(), "%Y%m%dT%H%M%SZ")
+        ours = await call.sign(target, request, when.replace(tzinfo=UTC))
+    assert target.url + request.path == theirs.url
+    assert header(ours, "host") == theirs.headers["host"].decode()
+    scope = theirs.headers["Authorization"].decode().split("Credential=")[1].split(",")[0]
+    assert header(ours, "Authorization").split("Credential=")[1].split(",")[0] == scope
+    # botocore's own (pure Python) signer computes the same signature for our request.
+    check = AWSRequest(
+        request.method,
+        theirs.url,
+        headers={k: v for k, v in ours if k.lower() not in ("authorization", "x-amz-date")},
+        data=request.body,
+    )
+    if service == "s3":
+        del check.headers["x-amz-content-sha256"]
+        check.context.update(
+            has_streaming_input=True,
+            checksum={"request_algorithm": {"in": "header", "name": "x-amz-checksum-crc32"}},
+        )
+        signer: SigV4Auth = S3SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "s3", target.region)
+    else:
+        signer = SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), target.service, target.region)
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
+    signer.add_auth(check)
+    assert check.headers["Authorization"] == header(ours, "Authorization")
+    if service == "stepfunctions":  # the very same request as botocore's, signature included
+        assert request.body == theirs.body
+        assert header(ours, "Authorization") == theirs.headers["Authorization"].decode()
+
+
+async def test_a_client_that_does_not_sign_with_sigv4_makes_every_call() -> None:
+    async with client_for("s3", "us-east-1", config=AioConfig(signature_version=UNSIGNED)) as s3:
+        assert not PutObject(s3).enabled
+    async with client_for("s3", "us-east-1") as s3:
+        assert PutObject(s3).enabled

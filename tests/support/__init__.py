@@ -1,0 +1,1 @@
+"""What the tests share: fakes, servers, processes and waiting with a deadline."""
