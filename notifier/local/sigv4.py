@@ -29,6 +29,16 @@ _AUTHORIZATION = re.compile(
 _DIGEST = re.compile("[0-9a-f]{64}")
 
 
+def signed_headers(
+    method: str, url: str, credentials: Credentials, region: str, service: str
+) -> dict[str, str]:
+    """The headers that sign a request without a body, as any AWS client signs it: for the
+    stack's own calls of its endpoint that no AWS SDK makes (its quota counters)."""
+    request = AWSRequest(method=method, url=url, data=b"")
+    SigV4Auth(credentials, service, region).add_auth(request)
+    return dict(request.headers.items())
+
+
 class SignatureRefused(Exception):
     """Why a request is refused (403), in API Gateway's words where it has them."""
 
