@@ -220,3 +220,22 @@ def test_tracing_needs_the_otel_extra(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr("notifier.config.otel_missing", lambda: True)
     with pytest.raises(ConfigError, match=r"\[tracing\] enabled: .*notifier\[otel\]"):
         load_settings(path, {})
+
+
+def test_a_key_s_roles_are_the_daemon_s_own_or_those_a_route_asks_for(tmp_path: Path) -> None:
+    def with_key_roles(roles: str, start_roles: str = "") -> str:
+        route = f"start_roles = [{start_roles}]\n" if start_roles else ""
+        return (
+            WITHOUT_API_KEYS.replace("[routes.hello]\n", f"[routes.hello]\n{route}")
+            + f'[api_keys.ops]\nsha256 = "{"1" * 64}"\nroles = [{roles}]\nmax_held = 5\n'
+        )
+
+    settings = load_settings(write(tmp_path, with_key_roles('"approver", "admin"')), {})
+    assert settings.api_keys["ops"].roles == ("approver", "admin")
+    assert settings.api_keys["ops"].max_held == 5
+    named = with_key_roles('"operator"', '"operator"')
+    assert load_settings(write(tmp_path, named), {}).api_keys["ops"].roles == ("operator",)
+    message = refusal(tmp_path, with_key_roles('"admn"'), {})
+    assert "[api_keys.ops] roles: admn unknown" in message
+    refused = with_key_roles('"admin"').replace("max_held = 5", "max_held = 0")
+    assert "[api_keys.ops] max_held: must be at least 1" in refusal(tmp_path, refused, {})
