@@ -33,6 +33,8 @@ _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409
 IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
 # Events read back from an execution's end to find its completion's publish.
 PUBLISH_LOOKBACK = 50
+STARTED_BY = "startedBy"
+"""The field of an execution's input naming the API key that started it."""
 
 
 class IdempotencyConflictError(Exception):
@@ -147,18 +149,25 @@ class Executions:
             return str(exc)
         return None
 
-    async def start(self, route: str, txn_id: str, body: dict[str, Any]) -> datetime:
+    async def start(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 
         Returns when StartExecution returned. Retrying with the same id and body is
         idempotent: the same S3 object, and Step Functions accepts the same name and input.
         """
         await self._put_process_data(route, txn_id, body)
-        await self._start_named(route, txn_id, body)
+        await self._start_named(route, txn_id, body, owner)
         return utcnow()
 
     async def start_keyed(
-        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str
+        self,
+        route: str,
+        txn_id: str,
+        body: dict[str, Any],
+        fingerprint: str,
+        owner: str | None = None,
     ) -> KeyedStart:
         """Start a keyed transaction, or find it started: safe to call again and again, from
         any instance, and never overwriting what is stored.
@@ -179,7 +188,7 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
         try:
-            await self._start_named(route, txn_id, body)
+            await self._start_named(route, txn_id, body, owner)
         except AwsError as exc:
             if exc.code != "ExecutionAlreadyExists":
                 raise
@@ -211,7 +220,9 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
 
-    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_sync(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> dict[str, Any]:
         """StartSyncExecution of the route's Express state machine, named ``txn_id``: its
         answer once the workflow ended (shaped as DescribeExecution's)."""
         settings = self.routes[route]
@@ -221,7 +232,7 @@ class Executions:
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(await self._execution_input(route, txn_id, body)),
+                    input=json.dumps(await self._execution_input(route, txn_id, body, owner)),
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -263,10 +274,12 @@ class Executions:
         stored = head.get("Metadata", {}).get(FINGERPRINT_METADATA)
         return str(stored) if stored is not None else None
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def _start_named(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> None:
         """StartExecution of the route's state machine, named ``txn_id``."""
         try:
-            execution_input = await self._execution_input(route, txn_id, body)
+            execution_input = await self._execution_input(route, txn_id, body, owner)
             with self.tracing.span("StepFunctions StartExecution", _call_attributes(
                 self._start_execution
             )):  # fmt: skip
@@ -284,12 +297,17 @@ class Executions:
         return self.subtopic
 
     async def _execution_input(
-        self, route: str, txn_id: str, body: dict[str, Any]
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
     ) -> dict[str, Any]:
-        subtopic = await self.subtopic_for(txn_id)
+        """The body (or, for a sidecar route, where it is stored) with the subtopic to
+        publish the completion to and the API key that started it (``startedBy``), for
+        every instance to read."""
+        added: dict[str, Any] = {"subtopic": await self.subtopic_for(txn_id)}
+        if owner is not None:
+            added[STARTED_BY] = owner
         if self.routes[route].input == "sidecar":
-            return {"processData": txn_id, "subtopic": subtopic}
-        return {**body, "subtopic": subtopic}
+            return {"processData": txn_id, **added}
+        return {**body, **added}
 
     async def describe_shared(self, arn: str) -> dict[str, Any]:
         """DescribeExecution within the shared rate limit, for a request that waits on it:
@@ -446,8 +464,19 @@ def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
     return {
         key: value
         for key, value in execution_input.items()
-        if key not in ("subtopic", TRACE_CONTEXT_KEY)
+        if key not in ("subtopic", STARTED_BY, TRACE_CONTEXT_KEY)
     }
+
+
+def started_by(description: dict[str, Any]) -> str | None:
+    """The name of the API key that started a described execution (its input's
+    ``startedBy``); None if none did (keys off, or started by something else)."""
+    try:
+        execution_input = json.loads(description.get("input") or "{}")
+    except json.JSONDecodeError:
+        return None
+    owner = execution_input.get(STARTED_BY) if isinstance(execution_input, dict) else None
+    return owner if isinstance(owner, str) else None
 
 
 def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:

@@ -38,7 +38,7 @@ from notifier.dashboard.approval_table import (
 )
 from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.state import INBOX
-from notifier.requests.executions import Executions, execution_arn
+from notifier.requests.executions import STARTED_BY, Executions, execution_arn
 from notifier.requests.listing import InvalidPageTokenError, Page
 from notifier.requests.waiters import Completion, Status, utcnow
 
@@ -111,11 +111,15 @@ class FakeExecutions(Executions):
         self._call("HeadObject")
         return self.objects.get(txn_id)
 
-    async def _start_named(self, route: str, txn_id: str, body: dict[str, Any]) -> None:
+    async def _start_named(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> None:
         """Step Functions' idempotency: the same name and input of a running execution
         returns it; any other execution of that name is ``ExecutionAlreadyExists``."""
         self._call("StartExecution")
         execution_input = {**body, "subtopic": INSTANCE}
+        if owner is not None:
+            execution_input[STARTED_BY] = owner
         existing = self.elsewhere.get(txn_id)
         if existing is not None:
             if existing["input"] != json.dumps(execution_input) or existing["status"] != "RUNNING":
@@ -125,7 +129,9 @@ class FakeExecutions(Executions):
         self.started.put_nowait(txn_id)
         self.ran_elsewhere(txn_id, Status.RUNNING, route, input=json.dumps(execution_input))
 
-    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_sync(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> dict[str, Any]:
         self._call("StartSyncExecution")
         self.bodies[txn_id] = body
         answer = self.sync_answers[txn_id] = asyncio.get_running_loop().create_future()
@@ -236,11 +242,13 @@ class FakeInbox(ApprovalInbox):
         self.decided_by: dict[str, str | None] = {}
         self.failure: AwsError | None = None
 
-    def add(self, approval_id: str) -> Approval:
+    def add(self, approval_id: str, execution_name: str | None = None) -> Approval:
+        """A pending approval of the execution ``execution_name`` (default: ``approval_id``)."""
+        name = execution_name or approval_id
         approval = Approval(
             id=approval_id,
-            execution_arn=execution_arn(ROUTES["hello"].state_machine, approval_id),
-            execution_name=approval_id,
+            execution_arn=execution_arn(ROUTES["hello"].state_machine, name),
+            execution_name=name,
             file={"name": "f.txt"},
             requested_at=utcnow(),
             task_token="secret-token",
@@ -250,6 +258,9 @@ class FakeInbox(ApprovalInbox):
 
     def pending(self) -> list[Approval]:
         return list(self.approvals.values())
+
+    async def find(self, approval_id: str) -> Approval | None:
+        return self.approvals.get(approval_id)
 
     async def refresh(self) -> list[Approval]:
         return self.pending()
