@@ -34,6 +34,7 @@ from notifier.local import quotas
 from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
+from notifier.loopback import is_loopback
 from notifier.ops import cleanup, token_cli
 from notifier.ops.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.ops.workers import supervise
@@ -50,6 +51,16 @@ LOCAL_EXTRA = "pip install 'notifier[local]'"
 # The exit status (sysexits.h's EX_CONFIG) of a configuration that cannot be used: starting
 # again will not mend it, so the systemd unit does not (RestartPreventExitStatus).
 EX_CONFIG = 78
+
+
+def loopback_address(host: str) -> str:
+    """``notifier local --host``: only loopback, since the stack's credentials are public."""
+    if not is_loopback(host):
+        raise argparse.ArgumentTypeError(
+            f"{host!r} is not a loopback address: the local stack's credentials are published, "
+            "so it listens on loopback only"
+        )
+    return host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and deploy the notifier stack into them.",
     )
     defaults = LocalStackSettings()
-    local.add_argument("--host", default=defaults.host, help="address to listen on")
+    local.add_argument(
+        "--host",
+        type=loopback_address,
+        default=defaults.host,
+        help="loopback address to listen on (the stack is as open as its credentials)",
+    )
     ports = {
         "--aws-port": (defaults.aws_port, "AWS API endpoint port"),
         "--mqtt-port": (defaults.mqtt_port, "plain MQTT port (tcp)"),
@@ -211,7 +227,7 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
 notifier local stack is up (Ctrl-C stops it)
   notifier daemon   {daemon.url}   (instance {daemon.instance_id}; routes {routes})
   dashboard         {daemon.url}/   (live executions, details, approvals)
-  AWS API endpoint  {url}   (moto; any credentials, region {stack.aws_settings.region})
+  AWS API endpoint  {url}   (moto; SigV4 with local/local, region {stack.aws_settings.region})
   MQTT broker       mqtts://{tls}   (amqtt, standing in for AWS IoT Core; TLS, ALPN mqtt)
                     wss://{wss}/mqtt   mqtt://{mqtt}   (token required on each)
   broker's CA       {stack.ca_file}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from notifier.config_checks import api_key_problems, exposed, secrets_in_file
 from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 ENV_PREFIX = "NOTIFIER_"
@@ -238,9 +239,14 @@ class ApiKeySettings:
     """Sustained requests per second allowed with this key."""
     burst: int = 20
     """Requests allowed at once above the sustained rate."""
+    max_held: int = 100
+    """Requests this key may have held at once (starts and re-attaches together), so that
+    no one key holds all of ``[http] max_held``; beyond it, 429."""
     roles: tuple[str, ...] = ()
-    """What the key may do beyond its own work, e.g. start the routes whose ``start_roles``
-    name one of them."""
+    """None: a client, which starts workflows and sees its own executions. ``approver``:
+    also decides approvals, but never those of an execution its own key started. ``admin``:
+    sees every execution, the dashboard and the metrics. Any other role names what a route's
+    ``start_roles`` asks for."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,7 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     api_keys = _named_tables(raw, "api_keys", ApiKeySettings, env, where)
 
     settings = Settings(routes=routes, api_keys=api_keys, **sections)
-    _validate(settings, where)
+    _validate(settings, where, secrets_in_file(raw, settings))
     return settings
 
 
@@ -471,9 +477,9 @@ def _route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list
     return problems
 
 
-def _validate(s: Settings, where: str) -> None:
-    """Every problem found, each on a line of its own."""
-    problems: list[str] = []
+def _validate(s: Settings, where: str, found: list[str]) -> None:
+    """Every problem found (beyond those already ``found``), each on a line of its own."""
+    problems = list(found)
     fail = problems.append
     fail_all = problems.extend
     uses_mqtt = s.daemon.completion == "mqtt"
@@ -558,5 +564,7 @@ def _validate(s: Settings, where: str) -> None:
             fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
     if s.tracing.enabled and otel_missing():
         fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
+    fail_all(exposed(s, uses_mqtt))
+    fail_all(api_key_problems(s))
     if problems:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

@@ -70,7 +70,7 @@ API = [
         "GET",
         "/metrics",
         operating.metrics_endpoint,
-        Access.API_KEY,
+        Access.ADMIN,
         Operation(
             "metrics",
             "Prometheus metrics",
@@ -121,6 +121,7 @@ API = [
             },
             parameters=[TRANSACTION_PATH, WAIT_QUERY],
         ),
+        held=True,
     ),
     Route(
         "POST",
@@ -187,9 +188,10 @@ API = [
             held_answers()
             | {
                 "400": error(
-                    f"the body is not a JSON object, or nested deeper than {MAX_DEPTH} levels; "
-                    "an empty body for a route without default_input; or a malformed "
-                    "Idempotency-Key"
+                    "the body is not a JSON object (as RFC 8259 has it: no NaN or Infinity, no "
+                    "lone surrogate, no integer longer than Python parses, 4,300 digits by "
+                    f"default), or nested deeper than {MAX_DEPTH} levels; an empty body for a "
+                    "route without default_input; or a malformed Idempotency-Key"
                 ),
                 "403": error("the route's start_roles name none of the API key's roles"),
                 "404": error("unknown route"),
@@ -216,6 +218,7 @@ API = [
             "with its default_input.",
         ),
         patterns={"route": ROUTE_NAME},
+        held=True,
     ),
     Route(
         "GET",
@@ -242,6 +245,7 @@ API = [
             ],
         ),
         patterns={"route": ROUTE_NAME},
+        held=True,
     ),
 ]
 
@@ -257,7 +261,7 @@ DASHBOARD = [
         "GET",
         "/events",
         dashboard.events,
-        Access.API_KEY,
+        Access.ADMIN,
         Operation(
             "events",
             "The dashboard's Server-Sent Events: hello, snapshot, execution, approvals",
@@ -268,7 +272,7 @@ DASHBOARD = [
         "GET",
         "/dashboard/details",
         dashboard.details,
-        Access.API_KEY,
+        Access.ADMIN,
         Operation(
             "details",
             "One execution of a route: input, process data, result and steps",
@@ -300,7 +304,7 @@ DASHBOARD = [
         "GET",
         "/dashboard/executions/{executionId}/graph",
         dashboard.graph,
-        Access.API_KEY,
+        Access.ADMIN,
         Operation(
             "executionGraph",
             "One execution's definition and what each of its states did",
@@ -317,7 +321,7 @@ DASHBOARD = [
         "GET",
         "/dashboard/stats",
         dashboard.stats,
-        Access.API_KEY,
+        Access.ADMIN,
         Operation(
             "stats",
             "The counters behind the dashboard's charts",
@@ -329,7 +333,7 @@ DASHBOARD = [
         "GET",
         "/approvals",
         dashboard.list_approvals,
-        Access.API_KEY,
+        Access.APPROVER_OR_ADMIN,
         Operation(
             "approvals",
             "Pending human approvals, oldest first",
@@ -348,13 +352,14 @@ DASHBOARD = [
         "POST",
         "/approvals/{approvalId}",
         dashboard.decide,
-        Access.API_KEY,
+        Access.APPROVER,
         Operation(
             "decide",
             "Decide: SendTaskSuccess (approved) or SendTaskFailure (rejected)",
             {
                 "200": content("application/json", "decided", dashboard_schemas.DECIDED),
                 "400": error("the body is not a decision"),
+                "403": error("the execution was started by the approver's own API key"),
                 "404": error("no such pending approval, or no approval queue"),
                 "409": error("already decided, or the execution no longer waits"),
                 "413": error("body too large"),

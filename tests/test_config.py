@@ -60,7 +60,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
     env = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_HTTP_DEFAULT_WAIT": "2.5",
-        "NOTIFIER_MQTT_ENDPOINT": "broker.example",
+        "NOTIFIER_MQTT_ENDPOINT": "localhost",
         "NOTIFIER_MQTT_TRANSPORT": "tcp",
         "NOTIFIER_AWS_REGION": "eu-west-1",
         "NOTIFIER_DAEMON_INSTANCE_ID": "i-1",
@@ -69,7 +69,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, MINIMAL), env)
     assert s.http.port == 0
     assert s.http.default_wait == 2.5
-    assert s.mqtt.endpoint == "broker.example"
+    assert s.mqtt.endpoint == "localhost"
     assert s.aws.region == "eu-west-1"
     assert s.daemon.instance_id == "i-1"
     assert s.routes["hello"].input == "sidecar"
@@ -105,10 +105,15 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
 def test_bad_config_is_one_clear_line(
     tmp_path: Path, text: str, env: dict[str, str], message: str
 ) -> None:
+    assert message in refusal(tmp_path, text, env)
+
+
+def refusal(tmp_path: Path, text: str, env: dict[str, str]) -> str:
+    """The one line the configuration ``text`` with ``env`` is refused with."""
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, text), env)
-    assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+    return str(raised.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -221,3 +226,22 @@ def test_tracing_needs_the_otel_extra(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr("notifier.config.otel_missing", lambda: True)
     with pytest.raises(ConfigError, match=r"\[tracing\] enabled: .*notifier\[otel\]"):
         load_settings(path, {})
+
+
+def test_a_key_s_roles_are_the_daemon_s_own_or_those_a_route_asks_for(tmp_path: Path) -> None:
+    def with_key_roles(roles: str, start_roles: str = "") -> str:
+        route = f"start_roles = [{start_roles}]\n" if start_roles else ""
+        return (
+            WITHOUT_API_KEYS.replace("[routes.hello]\n", f"[routes.hello]\n{route}")
+            + f'[api_keys.ops]\nsha256 = "{"1" * 64}"\nroles = [{roles}]\nmax_held = 5\n'
+        )
+
+    settings = load_settings(write(tmp_path, with_key_roles('"approver", "admin"')), {})
+    assert settings.api_keys["ops"].roles == ("approver", "admin")
+    assert settings.api_keys["ops"].max_held == 5
+    named = with_key_roles('"operator"', '"operator"')
+    assert load_settings(write(tmp_path, named), {}).api_keys["ops"].roles == ("operator",)
+    message = refusal(tmp_path, with_key_roles('"admn"'), {})
+    assert "[api_keys.ops] roles: admn unknown" in message
+    refused = with_key_roles('"admin"').replace("max_held = 5", "max_held = 0")
+    assert "[api_keys.ops] max_held: must be at least 1" in refusal(tmp_path, refused, {})

@@ -11,9 +11,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "notifier"
 # Lowest first: a module imports modules of its own layer or below.
 LAYERS = [
     {
-        "notifier", "config", "logs", "metrics", "lifecycle", "token_bucket", "apikeys", "topics",
-        "tracing", "identity",
-    },  # fmt: skip
+        "notifier",
+        "config",
+        "config_checks",
+        "loopback",
+        "logs",
+        "metrics",
+        "lifecycle",
+        "token_bucket",
+        "apikeys",
+        "topics",
+        "tracing",
+        "identity",
+    },
     {"aws"},
     {"requests"},
     {"sources"},

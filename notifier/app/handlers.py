@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from notifier.app import owners
 from notifier.app.preferences import Preferences, preferences
 from notifier.app.routing import url_of
 from notifier.app.state import (
@@ -48,6 +49,7 @@ from notifier.requests.executions import (
     IdempotencyConflictError,
     InputTooLargeError,
     completion_from_description,
+    started_by,
 )
 from notifier.requests.history import UnknownExecutionError, history_page
 from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
@@ -99,7 +101,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     if (refusal := _refuse_if_busy(app)) is not None:  # again: the body took a while
         return refusal
     try:
-        executions.check_input_size(route, body)
+        executions.check_input_size(route, body, owners.owner(request))
     except InputTooLargeError as exc:
         return answers.error(413, str(exc))
     if route_settings.workflow == "express":
@@ -107,13 +109,15 @@ async def start(request: web.Request) -> web.StreamResponse:
     deadline = received + prefer.wait
     if key is not None:
         return await _start_keyed(request, route, key, body, prefer, received_at, deadline)
-    txn_id = new_txn_id()
-    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    owner = owners.owner(request)
+    txn_id = new_txn_id(owner)
+    arn = executions.execution_arn(route, txn_id)
+    txn = registry.track(Transaction(txn_id, route, arn, owner=owner))
     bind_transaction(txn_id, txn.execution_arn)
     # Held before StartExecution: a fast workflow may complete before it returns.
     async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
-            txn.started_at = await executions.start(route, txn_id, body, deadline)
+            txn.started_at = await executions.start(route, txn_id, body, owner, deadline)
         except InputTooLargeError as exc:  # within a subtopic's length of the limit
             registry.discard(txn_id)
             return answers.error(413, str(exc))
@@ -139,7 +143,8 @@ async def _start_keyed(
     app = request.app
     registry = app[REGISTRY]
     executions = app[EXECUTIONS]
-    txn_id = keyed_txn_id(route, key, _principal(request))
+    owner = owners.owner(request)
+    txn_id = keyed_txn_id(route, key, owner)
     fingerprint = idempotency.fingerprint(body)
     bind_transaction(txn_id, executions.execution_arn(route, txn_id))
     txn = registry.get(txn_id)
@@ -150,10 +155,11 @@ async def _start_keyed(
             return await _answer(request, txn, waiter, prefer, received_at)
     # Not known to be started yet: each request with the key makes the calls itself (they
     # are idempotent), so that none depends on another one's succeeding.
-    txn = registry.track(Transaction(txn_id, route, executions.execution_arn(route, txn_id)))
+    arn = executions.execution_arn(route, txn_id)
+    txn = registry.track(Transaction(txn_id, route, arn, owner=owner))
     async with registry.hold(txn_id, deadline=deadline) as waiter:
         try:
-            found = await executions.start_keyed(route, txn_id, body, fingerprint, deadline)
+            found = await executions.start_keyed(route, txn_id, body, fingerprint, owner, deadline)
         except (IdempotencyConflictError, InputTooLargeError, AwsError) as exc:
             return _start_failed(request, txn, waiter, exc)
         txn.fingerprint = fingerprint
@@ -182,10 +188,11 @@ async def _start_express(
     registry = app[REGISTRY]
     executions = app[EXECUTIONS]
     fingerprint = None
+    owner = owners.owner(request)
     if key is None:
-        txn_id = new_txn_id()
+        txn_id = new_txn_id(owner)
     else:
-        txn_id = keyed_txn_id(route, key, _principal(request))
+        txn_id = keyed_txn_id(route, key, owner)
         fingerprint = idempotency.fingerprint(body)
         known = registry.get(txn_id)
         if known is not None and known.fingerprint is not None:
@@ -194,7 +201,7 @@ async def _start_express(
             async with registry.hold(txn_id) as waiter:
                 return await _answer(request, known, waiter, prefer, received_at)
     arn = executions.execution_arn(route, txn_id)
-    txn = registry.track(Transaction(txn_id, route, arn, express=True))
+    txn = registry.track(Transaction(txn_id, route, arn, express=True, owner=owner))
     bind_transaction(txn_id, arn)
     async with registry.hold(txn_id) as waiter:
         try:
@@ -202,7 +209,7 @@ async def _start_express(
         except (IdempotencyConflictError, AwsError) as exc:
             return _start_failed(request, txn, waiter, exc)
         txn.fingerprint, txn.started_at = fingerprint, utcnow()
-        run = app[SYNC_RUNS].run(txn, executions.run_sync(route, txn_id, body))
+        run = app[SYNC_RUNS].run(txn, executions.run_sync(route, txn_id, body, owner))
         # A call that fails does so at once; one that ends in time has resolved the waiter.
         either: set[asyncio.Future[Any]] = {run, waiter}
         await asyncio.wait(either, timeout=prefer.wait, return_when=asyncio.FIRST_COMPLETED)
@@ -254,13 +261,6 @@ def _key_taken(route: str, txn_id: str) -> web.Response:
     )
 
 
-def _principal(request: web.Request) -> str | None:
-    """Whose idempotency keys a request's are: its API key's, when keys are required."""
-    if not request.app[SETTINGS].current.http.require_api_key:
-        return None
-    return request.get(API_KEY_NAME)
-
-
 async def reattach(request: web.Request) -> web.StreamResponse:
     """``GET /executions/<txnId or execution ARN>?wait=N``: the final answer, or 202 after
     N seconds."""
@@ -281,7 +281,7 @@ async def reattach_by_key(request: web.Request) -> web.StreamResponse:
         return answers.error(400, str(exc))
     if key is None:
         return _how_to_start(request, route)
-    return await _reattach(request, keyed_txn_id(route, key, _principal(request)), route)
+    return await _reattach(request, keyed_txn_id(route, key, owners.owner(request)), route)
 
 
 def _how_to_start(request: web.Request, route: str) -> web.Response:
@@ -331,17 +331,22 @@ async def _reattach(request: web.Request, txn_id: str, route: str | None) -> web
             return answers.error(400, "wait must be a non-negative number of seconds")
     if (refusal := _refuse_if_busy(app, reattach=True)) is not None:
         return refusal
+    if not owners.may_name(request, txn_id):
+        return owners.no_transaction(txn_id)
     known = registry.get(txn_id)
     if known is None:
         try:
             located = await app[EXECUTIONS].locate(txn_id, route)
         except AwsError as exc:
             return answers.aws_error(exc, settings.http.retry_after)
-        if located is None:
-            return answers.error(404, f"no transaction {txn_id!r}")
+        if located is None or not owners.may_see_described(request, located[1]):
+            return owners.no_transaction(txn_id)
         found_route, description = located
-        located_txn = registry.track(Transaction(txn_id, found_route, description["executionArn"]))
-        _attach(app, located_txn, description)
+        owner = started_by(description)
+        found = Transaction(txn_id, found_route, description["executionArn"], owner=owner)
+        _attach(app, registry.track(found), description)
+    elif not owners.may_see(request, known.owner):
+        return owners.no_transaction(txn_id)
     else:
         await _follow_a_redrive(app, known)
         if (safety_net := app.get(SAFETY_NET)) is not None:
@@ -416,7 +421,11 @@ async def _standard_execution(request: web.Request, refusal: str) -> _Named | we
     if isinstance(found, web.Response):
         return found
     txn_id, route = found
+    if not owners.may_name(request, txn_id):
+        return owners.no_transaction(txn_id)
     txn = app[REGISTRY].get(txn_id)
+    if txn is not None and not owners.may_see(request, txn.owner):
+        return owners.no_transaction(txn_id)
     if txn is not None:
         if txn.express:
             return answers.error(409, refusal)
@@ -425,8 +434,8 @@ async def _standard_execution(request: web.Request, refusal: str) -> _Named | we
         located = await app[EXECUTIONS].locate(txn_id, route)
     except AwsError as exc:
         return answers.aws_error(exc, app[SETTINGS].current.http.retry_after)
-    if located is None:
-        return answers.error(404, f"no transaction {txn_id!r}")
+    if located is None or not owners.may_see_described(request, located[1]):
+        return owners.no_transaction(txn_id)
     route, description = located
     return _Named(txn_id, route, description["executionArn"], None, description)
 
@@ -520,7 +529,8 @@ async def redrive(request: web.Request) -> web.StreamResponse:
     txn = named.txn
     if txn is None:
         assert named.description is not None  # found by describing it
-        txn = registry.track(Transaction(txn_id, named.route, arn))
+        owner = started_by(named.description)
+        txn = registry.track(Transaction(txn_id, named.route, arn, owner=owner))
         txn.poll = _published_elsewhere(app, txn, named.description)
         txn.completion = completion_from_description(named.description)
     registry.reopen(txn_id)
@@ -595,6 +605,7 @@ async def list_executions(request: web.Request) -> web.Response:
             "stopDate": _timestamp(item.get("stopDate")),
         }
         for item in page.items
+        if owners.may_name(request, item["name"])
     ]
     return web.json_response({"executions": executions, "nextToken": page.next_token})
 

@@ -6,15 +6,14 @@ as JSON; and the headers that keep every answer out of other sites' frames and s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 
 from aiohttp import hdrs, web
-from yarl import URL
 
 from notifier.apikeys import HEADER as API_KEY_HEADER
 from notifier.app.routing import ACCESS, Access, Handler
-from notifier.app.state import API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS, TRACING
+from notifier.app.state import API_KEY, API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS, TRACING
+from notifier.loopback import host_name, is_loopback
 from notifier.requests import answers
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     http = request.app[SETTINGS].current.http
     if http.require_api_key:
         return await handler(request)
-    if _is_loopback(http.host) and not _is_loopback(_host_name(request.host)):
+    if is_loopback(http.host) and not is_loopback(host_name(request.host)):
         return answers.error(
             403, f"this daemon answers to its loopback name only, not to {request.host!r}"
         )
@@ -87,23 +86,6 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
     if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
         return answers.error(403, f"a request from another origin ({origin}) is refused")
     return await handler(request)
-
-
-def _host_name(host: str) -> str:
-    """The name in a ``Host`` header, without its port; empty if it is not one."""
-    try:
-        return URL(f"//{host}").host or ""
-    except ValueError:
-        return ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @web.middleware
@@ -122,10 +104,15 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         request[AUTHORIZED] = True
         return await handler(request)
     verdict = request.app[API_KEYS].check(request.headers.get(API_KEY_HEADER))
-    request[AUTHORIZED] = verdict.status == 200
-    if verdict.status == 200 and verdict.key_name is not None:
-        request[API_KEY_NAME] = verdict.key_name
-    if access is Access.OPTIONAL_KEY or verdict.status == 200:
+    key = verdict.key if verdict.status == 200 else None
+    request[AUTHORIZED] = key is not None
+    if key is not None:
+        if access.roles and access.roles.isdisjoint(key.roles):
+            needs = f"API key {key.name!r} needs the {access.value} role for this"
+            return answers.error(403, needs)
+        request[API_KEY] = key
+        request[API_KEY_NAME] = key.name
+    if access is Access.OPTIONAL_KEY or key is not None:
         return await handler(request)
     if verdict.status == 401:
         return answers.error(401, f"a valid API key is required in the {API_KEY_HEADER} header")

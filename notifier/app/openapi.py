@@ -3,7 +3,8 @@
 Made from the routes the application serves (:data:`~notifier.app.routing.ROUTES`, from the
 route table) and the running configuration, so the paths and route names it lists are the
 ones served. What a route's access and method imply is added here, the same for every route:
-its security and 401/429 with a key, 403 for another site's page while keys are off, 415
+its security and 401/429 with a key (429 also beyond a key's ``max_held`` on a held route),
+403 for a key without the route's role, 403 for another site's page while keys are off, 415
 for a body that is not JSON. Tests check real answers of every route against it, and a fuzz
 run checks the API against it.
 """
@@ -61,6 +62,7 @@ KEYED = {
     "401": error("missing or unknown API key"),
     "429": error("over the API key's rate", "Retry-After"),
 }
+HELD_KEYED = error("over the API key's rate, or it holds its max_held requests", "Retry-After")
 NOT_JSON = error("a body not sent as Content-Type: application/json")
 FOREIGN_ORIGIN = error(
     "sent from another origin's page, or, to a daemon on loopback, to a name that is not"
@@ -69,6 +71,9 @@ SECURITY: dict[Access, list[dict[str, list[str]]]] = {
     Access.OPEN: [],
     Access.OPTIONAL_KEY: [{"apiKey": []}, {}],
     Access.API_KEY: [{"apiKey": []}],
+    Access.APPROVER: [{"apiKey": []}],
+    Access.APPROVER_OR_ADMIN: [{"apiKey": []}],
+    Access.ADMIN: [{"apiKey": []}],
 }
 
 
@@ -103,12 +108,16 @@ def document(
 def _operation(route: Route, keys_required: bool) -> dict[str, Any]:
     operation = route.operation
     responses = dict(operation.responses)
-    if route.access is Access.API_KEY:
+    if route.access not in (Access.OPEN, Access.OPTIONAL_KEY):
         responses |= KEYED
+        if route.held:
+            responses["429"] = HELD_KEYED
     if route.method in BODY_METHODS:
         responses["415"] = NOT_JSON
     if not keys_required:  # then another site's page is refused by its Origin
         responses["403"] = FOREIGN_ORIGIN
+    elif route.access.roles:
+        responses["403"] = _needs_role(route.access, responses.get("403"))
     described: dict[str, Any] = {"summary": operation.summary, "operationId": operation.id}
     if keys_required and route.access is not Access.OPEN:
         described["security"] = SECURITY[route.access]
@@ -123,3 +132,11 @@ def _operation(route: Route, keys_required: bool) -> dict[str, Any]:
             described["requestBody"]["description"] = operation.body_description
     described["responses"] = responses
     return described
+
+
+def _needs_role(access: Access, otherwise: Any) -> dict[str, Any]:
+    """The 403 of a route that takes a role, with the route's own reason if it has one."""
+    reason = f"the API key has not the {access.value} role"
+    if otherwise is not None:
+        reason += f"; or {otherwise['description']}"
+    return error(reason)

@@ -12,7 +12,9 @@ any other way has no declaration, and the application refuses to start
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +23,42 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
+from notifier.apikeys import KeyBudgetError
+from notifier.app.state import API_KEY, API_KEYS, SETTINGS
+from notifier.requests import answers
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JsonObject = Mapping[str, Any]
 
 
 class Access(enum.Enum):
+    """Who may call a route when ``[http] require_api_key`` is on (with keys off, anyone)."""
+
     OPEN = "open"
     """Anyone: the health check and the dashboard page."""
     OPTIONAL_KEY = "optional key"
     """Anyone; with API keys required, only a valid key within its rate is
     :data:`~notifier.app.state.AUTHORIZED` (the handler shows it more)."""
     API_KEY = "api key"
-    """A valid API key within its rate, when ``[http] require_api_key`` is on."""
+    """A valid API key within its rate; what it reaches is its own (the handlers see to it)."""
+    APPROVER = "approver"
+    """A key with the ``approver`` role: deciding approvals."""
+    APPROVER_OR_ADMIN = "approver or admin"
+    """A key with either role: listing the pending approvals."""
+    ADMIN = "admin"
+    """A key with the ``admin`` role: every execution, the dashboard's feed, the metrics."""
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles of which a key needs one; empty: any valid key will do."""
+        return _ROLES.get(self, frozenset())
+
+
+_ROLES = {
+    Access.APPROVER: frozenset({"approver"}),
+    Access.APPROVER_OR_ADMIN: frozenset({"approver", "admin"}),
+    Access.ADMIN: frozenset({"admin"}),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,9 @@ class Route:
     operation: Operation
     patterns: Mapping[str, str] = field(default_factory=dict)
     """A regular expression a path parameter must match, by name (any segment without)."""
+    held: bool = False
+    """The request is held for a transaction's end: with API keys required, it counts
+    against its key's ``max_held`` (429 beyond it)."""
 
     @property
     def name(self) -> str:
@@ -99,8 +128,9 @@ def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
     for route in routes:
         resource = app.router.add_resource(route.router_path(), name=route.name)
         methods = [route.method, "HEAD"] if route.method == "GET" else [route.method]
+        handler = within_key_budget(route.handler) if route.held else route.handler
         for method in methods:
-            access[resource.add_route(method, route.handler)] = route.access
+            access[resource.add_route(method, handler)] = route.access
         app[ROUTES].append(route)
 
 
@@ -110,6 +140,23 @@ def add_static(app: web.Application, prefix: str, directory: Path, access: Acces
     table = app[ACCESS]
     for route in app.router.add_static(prefix, directory):
         table[route] = access
+
+
+def within_key_budget(handler: Handler) -> Handler:
+    """``handler`` counting its request as held by its API key while it runs: 429 when the
+    key holds its ``max_held`` already."""
+
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(request.app[API_KEYS].holding(request.get(API_KEY)))
+            except KeyBudgetError as exc:
+                retry_after = str(request.app[SETTINGS].current.http.retry_after)
+                return answers.error(429, f"{exc}; retry later", {"Retry-After": retry_after})
+            return await handler(request)
+
+    return counted
 
 
 def url_of(request: web.Request, name: str, **parameters: str) -> str:

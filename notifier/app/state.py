@@ -75,6 +75,8 @@ AWS_REACHABILITY = web.AppKey("aws_reachability", AwsReachability)
 
 API_KEY_NAME = web.RequestKey("api_key_name", str)
 """The name of the API key a request was let in with; absent when keys are not required."""
+API_KEY = web.RequestKey("api_key", ApiKey)
+"""The API key a request was let in with; absent when keys are not required."""
 AUTHORIZED = web.RequestKey("authorized", bool)
 """Whether a request may see what takes an API key: keys are not required, or it carries a
 valid one within its rate. Set for every route but the open ones."""
@@ -83,7 +85,7 @@ valid one within its rate. Set for every route but the open ones."""
 def api_keys_from(settings: Settings) -> ApiKeys:
     return ApiKeys(
         {
-            name: ApiKey(name, key.sha256, key.rate, key.burst)
+            name: ApiKey(name, key.sha256, key.rate, key.burst, key.max_held, frozenset(key.roles))
             for name, key in settings.api_keys.items()
         }
     )

@@ -231,7 +231,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
         if daemon.completion == "mqtt":
             mqtt = app[MQTT_POOL] = await stack.enter_async_context(await mqtt_pool(app))
             app[MQTT] = mqtt.primary
-            app[EXECUTIONS].subtopic_for = mqtt.assign
+            app[EXECUTIONS].subtopic_for = mqtt.reserve
             app[METRICS].watch_mqtt(mqtt)
             liveness = MqttLiveness(
                 app[REGISTRY],

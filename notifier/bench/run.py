@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import secrets
@@ -596,7 +597,11 @@ def daemon_settings(
         # Every held request polled once per interval, as the polling design did.
         "NOTIFIER_DAEMON_SFN_READ_RATE": str(max(20.0, 2 * held / options.poll_interval)),
     }
-    settings = local_settings(stack, env={**os.environ, **bench_env})
+    # Sized for the rate offered, concurrency / wait completions a second over the workers,
+    # as an operator sizes [mqtt] peak_completions_per_second (the environment may say).
+    offered = options.concurrency / max(options.wait, 0.1) / options.workers
+    sized = {"NOTIFIER_MQTT_PEAK_COMPLETIONS_PER_SECOND": str(math.ceil(offered))}
+    settings = local_settings(stack, env={**sized, **os.environ, **bench_env})
     # The daemon's own work only: no status feed, no approval queue to poll.
     settings = dataclasses.replace(
         settings, dashboard=dataclasses.replace(settings.dashboard, enabled=False)

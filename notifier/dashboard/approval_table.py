@@ -202,15 +202,26 @@ class ApprovalTable:
         )
         return answer
 
+    async def find(self, approval_id: str) -> Approval | None:
+        """The approval as the table has it now, in whatever state; None if there is none."""
+        item = await self._item(approval_id)
+        return _from_item(item) if item is not None else None
+
+    async def _item(self, approval_id: str) -> dict[str, Any] | None:
+        try:
+            answer = await self.dynamodb.get_item(
+                TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError.wrap("GetItem", exc) from exc
+        item: dict[str, Any] | None = answer.get("Item")
+        return item
+
     async def _why_not(self, approval_id: str) -> Exception:
         try:
-            item = (
-                await self.dynamodb.get_item(
-                    TableName=self.table, Key={"Id": {"S": approval_id}}, ConsistentRead=True
-                )
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            return AwsError.wrap("GetItem", exc)
+            item = await self._item(approval_id)
+        except AwsError as exc:
+            return exc
         if item is None:
             return ApprovalNotFoundError(approval_id)
         state = item.get("State", {}).get("S", "")

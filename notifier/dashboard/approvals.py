@@ -148,6 +148,10 @@ class ApprovalInbox(Service):
             self._changed()
         return self.pending()
 
+    async def find(self, approval_id: str) -> Approval | None:
+        """The approval as the table has it now, in whatever state; None if there is none."""
+        return await self.decisions.find(approval_id)
+
     async def decide(
         self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
     ) -> Decision:

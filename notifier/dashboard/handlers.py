@@ -17,19 +17,29 @@ from pathlib import Path
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.app.state import API_KEY_NAME, EXECUTIONS, INSTANCE_ID, METRICS, REGISTRY, SETTINGS
+from notifier.app.state import (
+    API_KEY,
+    API_KEY_NAME,
+    EXECUTIONS,
+    INSTANCE_ID,
+    METRICS,
+    REGISTRY,
+    SETTINGS,
+)
 from notifier.aws.errors import AwsError
 from notifier.dashboard.approval_table import (
     MAX_COMMENT,
     ApprovalDecidedError,
     ApprovalNotFoundError,
 )
+from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.details import execution_details
 from notifier.dashboard.state import BOARD, GRAPHS, INBOX, STATUS_FEED
 from notifier.dashboard.stats import snapshot
 from notifier.requests import answers
 from notifier.requests.bodies import read_json_object
 from notifier.requests.history import UnknownExecutionError
+from notifier.requests.ids import made_for
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +167,8 @@ async def decide(request: web.Request) -> web.Response:
         return decision
     approved, comment = decision
     try:
+        if (refusal := await _refuse_own_execution(request, inbox, approval_id)) is not None:
+            return refusal
         outcome = await inbox.decide(approval_id, approved, comment, request.get(API_KEY_NAME))
     except ApprovalNotFoundError:
         return answers.error(404, f"no pending approval {approval_id!r}")
@@ -165,6 +177,24 @@ async def decide(request: web.Request) -> web.Response:
     except AwsError as exc:
         return answers.aws_error(exc, app[SETTINGS].current.http.retry_after)
     return web.json_response({"id": approval_id, "decision": outcome})
+
+
+async def _refuse_own_execution(
+    request: web.Request, inbox: ApprovalInbox, approval_id: str
+) -> web.Response | None:
+    """403 for an approver deciding the approval of an execution its own key started (its
+    name carries the key's owner tag); :class:`ApprovalNotFoundError` for no such approval."""
+    key = request.get(API_KEY)
+    if key is None:  # keys off
+        return None
+    approval = await inbox.find(approval_id)
+    if approval is None:
+        raise ApprovalNotFoundError(approval_id)
+    if made_for(approval.execution_name, key.name):
+        return answers.error(
+            403, f"API key {key.name!r} started this execution: another approver decides it"
+        )
+    return None
 
 
 async def _decision(request: web.Request) -> tuple[bool, str] | web.Response:

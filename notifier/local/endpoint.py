@@ -23,6 +23,8 @@ from typing import Any
 
 from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LOCAL_CREDENTIAL
+from notifier.local.sigv4 import SigV4Verifier
+from notifier.loopback import is_loopback
 
 PUBLISHER_PASSWORD_ENV = "NOTIFIER_LOCAL_PUBLISHER_PASSWORD"  # nosec B105  # a variable name
 # Template resources the local stack leaves out; cloudformation_resources says why.
@@ -39,6 +41,8 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     # Out of the environment before any process is started from here (Lambda workers).
     publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(LOCAL_CREDENTIALS)
+    # The endpoint answers no browser (endpoint_guard); moto's own CORS would answer them all.
+    os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
     from moto.core.config import default_user_config
     from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -58,6 +62,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
         sfn_status_events,
         throttling,
     )
+    from notifier.local.endpoint_guard import ClosedEndpoint
 
     # Bound here rather than by werkzeug, which answers a taken port with its own exit.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -75,8 +80,11 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     server: Any = make_server(
         host,
         port,
-        endpoint_quotas.QuotaMiddleware(
-            moto_performance.dispatcher(create_backend_app), throttle, quota_events
+        ClosedEndpoint(
+            endpoint_quotas.QuotaMiddleware(
+                moto_performance.dispatcher(create_backend_app), throttle, quota_events
+            ),
+            SigV4Verifier(LOCAL_CREDENTIAL, LOCAL_CREDENTIAL, region=None, service=None),
         ),
         threaded=True,
         request_handler=MotoRequestHandler,
@@ -124,9 +132,15 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
         publisher.close()
 
 
+def loopback_address(host: str) -> str:
+    if not is_loopback(host):
+        raise argparse.ArgumentTypeError(f"{host!r} is not a loopback address")
+    return host
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", type=loopback_address, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--mqtt-host", default="127.0.0.1")
     parser.add_argument("--mqtt-port", type=int, default=1883)

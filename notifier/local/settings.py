@@ -13,8 +13,8 @@ from notifier.local.quotas import QuotaSettings
 LOCAL_CONFIG = Path(__file__).resolve().parent / "local.toml"
 """The daemon's configuration against the local stack, shipped in the package."""
 LOCAL_CREDENTIAL = "local"
-"""The access key id and secret of every local client. The endpoint accepts any credentials;
-the local token API checks SigV4 signatures made with these."""
+"""The access key id and secret of every local client: the AWS endpoint and the token API
+answer only requests signed with these (SigV4)."""
 LOCAL_WORK_ROOT = Path(__file__).resolve().parents[2] / "build" / "local"
 """Where ``notifier local`` keeps each stack's files (``<root>/<stack name>``): its CA and
 the broker's certificate, which local.toml's [mqtt] ca_file names."""

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+from botocore.credentials import Credentials
 
 from notifier.aws.clients import AwsClients
 from notifier.config import AwsSettings
@@ -34,7 +35,7 @@ from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
 from notifier.local.endpoint_quotas import QUOTAS_PATH
 from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
-from notifier.local.sigv4 import SigV4Verifier
+from notifier.local.sigv4 import SigV4Verifier, signed_headers
 from notifier.local.throttling import EVENT_KINDS, QuotaEvents
 from notifier.local.token_api import LocalTokenApi
 from notifier.ops.deploy import deploy_stack
@@ -43,8 +44,8 @@ ENDPOINT_START_TIMEOUT = 120.0
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_ACCESS_KEY_ID = LOCAL_SECRET_ACCESS_KEY = LOCAL_CREDENTIAL
-"""The credentials the token API wants requests signed with (local.toml's [aws]);
-the AWS endpoint itself accepts any."""
+"""The credentials the AWS endpoint and the token API want requests signed with
+(local.toml's [aws])."""
 
 
 class LocalStackError(Exception):
@@ -112,9 +113,12 @@ class AwsEndpointProcess:
 
     async def quota_events(self) -> dict[str, int]:
         """The endpoint's quota event counts (Step Functions' throttling, refused publishes)."""
+        url = f"{self.url}{QUOTAS_PATH}"
+        credentials = Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY)
+        headers = signed_headers("GET", url, credentials, LOCAL_REGION, "notifier")
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"{self.url}{QUOTAS_PATH}") as response,
+            http.get(url, headers=headers) as response,
         ):
             response.raise_for_status()
             events: dict[str, int] = (await response.json())["events"]

@@ -54,6 +54,7 @@ class LocalTokenApi(Service):
         app = web.Application()
         for resource in ROUTES:
             app.router.add_route("*", resource, self._handle)
+        app.router.add_route("*", "/{anything:.*}", self._no_such_resource)
         self._lambda = await self._exit.enter_async_context(self._aws.client("lambda"))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -72,6 +73,10 @@ class LocalTokenApi(Service):
             await self._runner.cleanup()
             self._runner = None
         await self._exit.aclose()
+
+    async def _no_such_resource(self, request: web.Request) -> web.Response:
+        """API Gateway's answer to a path it has no resource for, signed or not."""
+        return web.json_response({"message": "Missing Authentication Token"}, status=403)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()

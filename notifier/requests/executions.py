@@ -41,6 +41,8 @@ _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409
 IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
 # Events read back from an execution's end to find its completion's publish.
 PUBLISH_LOOKBACK = 50
+STARTED_BY = "startedBy"
+"""The field of an execution's input naming the API key that started it."""
 
 
 class IdempotencyConflictError(Exception):
@@ -140,9 +142,9 @@ class Executions:
         self._start_sync_execution: ApiCall | None = start_sync_execution
         self.bucket = bucket
         self.subtopic = subtopic
-        self.subtopic_for: Callable[[str], str] = lambda txn_id: subtopic
+        self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
         """The subtopic a new execution for a transaction id is to publish its completion to
-        (the connection of the MQTT pool it is given)."""
+        (the connection of the MQTT pool it is given, once one has room)."""
         self._routes = routes
         self.budget = budget or ReadBudget(DaemonSettings().sfn_read_rate)
         self.throttled: Counter[str] = Counter()
@@ -166,13 +168,18 @@ class Executions:
             return str(exc)
         return None
 
-    def check_input_size(self, route: str, body: dict[str, Any]) -> None:
+    def check_input_size(self, route: str, body: dict[str, Any], owner: str | None = None) -> None:
         """Raise :class:`InputTooLargeError` if the input of the route's execution for
         ``body`` is too large whatever its subtopic (which is only chosen when it starts)."""
-        _checked_size(self._input(route, "", body, ""))
+        _checked_size(self._input(route, "", body, "", owner))
 
     async def start(
-        self, route: str, txn_id: str, body: dict[str, Any], deadline: float | None = None
+        self,
+        route: str,
+        txn_id: str,
+        body: dict[str, Any],
+        owner: str | None = None,
+        deadline: float | None = None,
     ) -> datetime:
         """Store ``body`` under ``txn_id`` and start the route's execution named ``txn_id``.
 
@@ -181,7 +188,7 @@ class Executions:
         idempotent: the same S3 object, and Step Functions accepts the same name and input.
         Raises :class:`InputTooLargeError` before any call for an input too large.
         """
-        execution_input = _checked_size(self._execution_input(route, txn_id, body))
+        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         await self._put_process_data(route, txn_id, body)
         await self._start_named(route, txn_id, execution_input, deadline)
         return utcnow()
@@ -192,6 +199,7 @@ class Executions:
         txn_id: str,
         body: dict[str, Any],
         fingerprint: str,
+        owner: str | None = None,
         deadline: float | None = None,
     ) -> KeyedStart:
         """Start a keyed transaction, or find it started: safe to call again and again, from
@@ -205,7 +213,7 @@ class Executions:
         and is described, and for a body route its input must be this body. A throttled
         StartExecution is tried again until ``deadline``, as by :meth:`start`.
         """
-        execution_input = _checked_size(self._execution_input(route, txn_id, body))
+        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         try:
             await self._put_process_data(route, txn_id, body, fingerprint)
         except AwsError as exc:
@@ -247,7 +255,9 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
 
-    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_sync(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> dict[str, Any]:
         """StartSyncExecution of the route's Express state machine, named ``txn_id``: its
         answer once the workflow ended (shaped as DescribeExecution's)."""
         settings = self.routes[route]
@@ -257,7 +267,9 @@ class Executions:
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(_checked_size(self._execution_input(route, txn_id, body))),
+                    input=json.dumps(
+                        _checked_size(await self._execution_input(route, txn_id, body, owner))
+                    ),
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -325,15 +337,26 @@ class Executions:
                 done_when_again="ExecutionAlreadyExists",
             )
 
-    def _execution_input(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._input(route, txn_id, body, self.subtopic_for(txn_id))
+    async def _own_subtopic(self, txn_id: str) -> str:
+        return self.subtopic
+
+    async def _execution_input(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
+    ) -> dict[str, Any]:
+        return self._input(route, txn_id, body, await self.subtopic_for(txn_id), owner)
 
     def _input(
-        self, route: str, txn_id: str, body: dict[str, Any], subtopic: str
+        self, route: str, txn_id: str, body: dict[str, Any], subtopic: str, owner: str | None
     ) -> dict[str, Any]:
+        """The body (or, for a sidecar route, where it is stored) with the subtopic to
+        publish the completion to and the API key that started it (``startedBy``), for
+        every instance to read."""
+        added: dict[str, Any] = {"subtopic": subtopic}
+        if owner is not None:
+            added[STARTED_BY] = owner
         if self.routes[route].input == "sidecar":
-            return {"processData": txn_id, "subtopic": subtopic}
-        return {**body, "subtopic": subtopic}
+            return {"processData": txn_id, **added}
+        return {**body, **added}
 
     async def _read(
         self,
@@ -567,8 +590,19 @@ def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
     return {
         key: value
         for key, value in execution_input.items()
-        if key not in ("subtopic", TRACE_CONTEXT_KEY)
+        if key not in ("subtopic", STARTED_BY, TRACE_CONTEXT_KEY)
     }
+
+
+def started_by(description: dict[str, Any]) -> str | None:
+    """The name of the API key that started a described execution (its input's
+    ``startedBy``); None if none did (keys off, or started by something else)."""
+    try:
+        execution_input = json.loads(description.get("input") or "{}")
+    except json.JSONDecodeError:
+        return None
+    owner = execution_input.get(STARTED_BY) if isinstance(execution_input, dict) else None
+    return owner if isinstance(owner, str) else None
 
 
 def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:

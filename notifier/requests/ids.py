@@ -8,6 +8,13 @@ process sort in the order they were made. A ULID starts with 0-7 (its first char
 A transaction started with an ``Idempotency-Key`` gets a *keyed* id instead: ``K`` and 125
 bits of the SHA-256 of the route, the API key's name and the idempotency key, so every
 instance derives the same id for the same request, and it never equals a ULID.
+
+An id made for an API key carries the key's *owner tag*: 20 bits of the SHA-256 of its name,
+the first four characters after the time of a ULID (the rest of its random part still counts
+up within a millisecond) or after the ``K`` of a keyed id. The execution is named by the id,
+so its name tells every instance, for as long as Step Functions keeps it, which key started
+it; ListExecutions can be filtered by owner without describing each execution. The
+configuration refuses two keys with the same tag.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from notifier.apikeys import OWNER_TAG_CHARS, owner_tag
 from notifier.config import RouteSettings
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -28,6 +36,8 @@ TXN_ID_PATTERN = "[0-7K][0-9A-HJKMNP-TV-Z]{25}"
 _PATTERN = re.compile(TXN_ID_PATTERN)
 KEYED_PREFIX = "K"
 _RANDOM_BITS = 80
+_ULID_TAG_AT = 10
+"""Where a ULID's random part begins (its first ten characters are the time)."""
 
 
 def _encode(value: int) -> str:
@@ -58,8 +68,15 @@ class _Generator:
         return _encode((ms << _RANDOM_BITS) | rand)
 
 
-new_txn_id = _Generator()
-"""Return a new transaction id."""
+_new_ulid = _Generator()
+
+
+def new_txn_id(owner: str | None = None) -> str:
+    """A new transaction id; with the owner tag of the API key named ``owner``, if given."""
+    ulid = _new_ulid()
+    if owner is None:
+        return ulid
+    return ulid[:_ULID_TAG_AT] + owner_tag(owner) + ulid[_ULID_TAG_AT + OWNER_TAG_CHARS :]
 
 
 def keyed_txn_id(route: str, idempotency_key: str, api_key_name: str | None) -> str:
@@ -69,7 +86,21 @@ def keyed_txn_id(route: str, idempotency_key: str, api_key_name: str | None) -> 
         "\0".join((route, api_key_name or "", idempotency_key)).encode()
     ).digest()
     value = int.from_bytes(digest, "big") >> (256 - 125)
-    return KEYED_PREFIX + _encode(value)[1:]
+    hashed = _encode(value)[1:]
+    if api_key_name is None:
+        return KEYED_PREFIX + hashed
+    return KEYED_PREFIX + owner_tag(api_key_name) + hashed[OWNER_TAG_CHARS:]
+
+
+def tag_of(txn_id: str) -> str:
+    """The owner tag in ``txn_id`` (meaningful only for an id made for an API key)."""
+    at = 1 if is_keyed(txn_id) else _ULID_TAG_AT
+    return txn_id[at : at + OWNER_TAG_CHARS]
+
+
+def made_for(txn_id: str, api_key_name: str) -> bool:
+    """Whether ``txn_id`` carries the owner tag of ``api_key_name``."""
+    return is_txn_id(txn_id) and tag_of(txn_id) == owner_tag(api_key_name)
 
 
 def is_txn_id(value: str) -> bool:

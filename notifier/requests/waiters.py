@@ -106,6 +106,8 @@ class Transaction:
     fingerprint: str | None = None
     """For a keyed transaction: the fingerprint of the request body it was started with,
     once this instance knows it."""
+    owner: str | None = None
+    """The name of the API key that started it; None with keys off or not known."""
     sync_call: bool = False
     """A StartSyncExecution for it is in flight: its answer is the one to give, and other
     sources' completions wait in ``held_back`` until it fails."""

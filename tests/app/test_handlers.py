@@ -189,6 +189,27 @@ async def test_a_body_over_the_limit_is_refused_while_it_streams_in() -> None:
         assert served.executions.started.empty()
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"n": ' + b"9" * 4301 + b"}", "integer of more than 4300 digits"),
+        (b'{"s": "\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"n": NaN}', "not a JSON number"),
+        (b'{"n": 1e400}', "too large to be a float"),
+    ],
+    ids=["huge-integer", "lone-surrogate", "nan", "overflowing-float"],
+)
+@pytest.mark.parametrize("idempotency_key", [None, "parser"])
+async def test_a_body_python_parses_but_json_does_not_allow_is_a_400(
+    served: Served, data: bytes, message: str, idempotency_key: str | None
+) -> None:
+    headers = {**JSON_BODY, **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+    status, _, body = await answer(await served.client.post("/hello", data=data, headers=headers))
+    assert status == 400, body
+    assert message in body["message"]
+    assert served.executions.started.empty() and not served.executions.objects
+
+
 @pytest.mark.parametrize("levels", [65, 100_000])  # past the limit; past Python's own
 async def test_a_deeply_nested_body_is_a_400(served: Served, levels: int) -> None:
     data = b'{"a": ' + b"[" * levels + b"]" * levels + b"}"
@@ -432,7 +453,9 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
     start_execution = executions._start_named
     first_call, fail_now = asyncio.Event(), asyncio.Event()
 
-    async def first_fails(route: str, txn_id: str, execution_input: str, deadline: float) -> None:
+    async def first_fails(
+        route: str, txn_id: str, execution_input: dict[str, Any], deadline: float
+    ) -> None:
         if not first_call.is_set():
             first_call.set()
             await fail_now.wait()
@@ -776,8 +799,10 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
     key, slow = new_key(), new_key()
     config = settings(
         api_keys={
-            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
-            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=2),
+            "ci": ApiKeySettings(
+                sha256=hash_key(key), rate=1000, burst=1000, roles=("approver", "admin")
+            ),
+            "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=2, roles=("admin",)),
         }
     )
     txn_id = new_txn_id()
@@ -785,7 +810,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
     guarded = [
         (route.method, route.path.format(**samples))
         for route in routes.table(dashboard=True)
-        if route.access is Access.API_KEY
+        if route.access not in (Access.OPEN, Access.OPTIONAL_KEY)
     ]
     assert ("GET", f"/executions/{txn_id}") in guarded
     async with serving(config) as served:
@@ -798,7 +823,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         served_to_anyone = [
             route.path.format(**samples)
             for route in routes.table(dashboard=True)
-            if route.access is not Access.API_KEY
+            if route.access in (Access.OPEN, Access.OPTIONAL_KEY)
         ]
         assert "/readyz" in served_to_anyone
         for path in [*served_to_anyone, "/dashboard/static/dashboard.js"]:
@@ -906,7 +931,7 @@ async def test_a_loopback_daemon_answers_to_loopback_names_only(served: Served) 
 
 async def test_with_keys_on_the_key_decides_not_the_origin() -> None:
     key = new_key()
-    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key))})
+    config = settings(api_keys={"ci": ApiKeySettings(sha256=hash_key(key), roles=("approver",))})
     async with serving(config) as served:
         foreign = {"Origin": FOREIGN, "Host": "notifier.example"}
         status, _, _ = await answer(await served.client.post("/hello", json={}, headers=foreign))

@@ -32,6 +32,9 @@ SECURITY = {
     Access.OPEN: [],
     Access.OPTIONAL_KEY: [{"apiKey": []}, {}],
     Access.API_KEY: [{"apiKey": []}],
+    Access.APPROVER: [{"apiKey": []}],
+    Access.APPROVER_OR_ADMIN: [{"apiKey": []}],
+    Access.ADMIN: [{"apiKey": []}],
 }
 
 
@@ -69,7 +72,10 @@ def test_the_document_describes_every_route_served_with_its_access(keys_required
         keyed = keys_required and access is not Access.OPEN
         assert documented[operation] == (SECURITY[access] if keyed else []), operation
         responses = document["paths"][operation[1]][operation[0].lower()]["responses"]
-        assert ("401" in responses) == (access is Access.API_KEY), operation
+        taking_a_key = access not in (Access.OPEN, Access.OPTIONAL_KEY)
+        assert ("401" in responses) == taking_a_key, operation
+        if keys_required and access.roles:  # a key without the role the route needs
+            assert "403" in responses, operation
     route_names = document["components"]["schemas"]["RouteName"]["enum"]
     assert route_names == sorted(settings().routes)
 
@@ -297,7 +303,9 @@ async def test_real_answers_of_every_route_are_as_documented() -> None:
     config = settings(
         max_body_bytes=100,
         api_keys={
-            "ci": ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000),
+            "ci": ApiKeySettings(
+                sha256=hash_key(key), rate=1000, burst=1000, roles=("approver", "admin")
+            ),
             "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=0),
         },
     )

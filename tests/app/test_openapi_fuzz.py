@@ -34,7 +34,11 @@ async def test_generated_requests_get_documented_answers(stack: LocalStack, tmp_
         },
     )
     settings = requiring_api_key(
-        base, "fuzz", ApiKeySettings(sha256=hash_key(key), rate=1000, burst=1000)
+        base,
+        "fuzz",
+        ApiKeySettings(
+            sha256=hash_key(key), rate=1000, burst=1000, max_held=1000, roles=("approver", "admin")
+        ),
     )
     async with Daemon(settings) as daemon:
         process = await asyncio.create_subprocess_exec(

@@ -67,7 +67,9 @@ async def test_deciding_an_approval() -> None:
 
 async def test_a_decision_names_the_api_key_that_made_it() -> None:
     key = new_key()
-    config = settings(api_keys={"alice": ApiKeySettings(sha256=hash_key(key))})
+    config = settings(
+        api_keys={"alice": ApiKeySettings(sha256=hash_key(key), roles=("approver",))}
+    )
     async with serving(config, inbox=True) as served:
         assert served.inbox is not None
         served.inbox.add("a1")

@@ -73,7 +73,7 @@ async def test_workers_serve_as_instances_of_their_own_under_systemd(
                 # Completed through this worker's own MQTT subtopic.
                 assert answer["completedVia"] == "mqtt"
                 assert answer["output"] == {
-                    "who": index, "subtopic": f"serve-test-{index}",
+                    "who": index, "subtopic": f"serve-test-{index}", "startedBy": "test",
                     "taskresult": "Hello 102 Class",
                 }  # fmt: skip
                 # Its own figures on its own port: its one answer so far.

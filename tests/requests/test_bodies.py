@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifier.requests.bodies import MAX_DEPTH, InvalidBodyError, depth, parse_object
 
@@ -21,6 +23,11 @@ def nested(levels: int) -> bytes:
         (b"[1]", "must be a JSON object"),
         (nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
         (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", f"deeper than {MAX_DEPTH}"),
+        (b'{"n": ' + b"1" * 4301 + b"}", "integer of more than 4300 digits"),
+        (b'{"s": "\\udc00x"}', "lone UTF-16 surrogate"),
+        (b'{"s": ["\\ud83d"]}', "lone UTF-16 surrogate"),
+        (b'{"n": Infinity}', "not a JSON number"),
+        (b'{"n": -1e999}', "too large to be a float"),
     ],
 )
 def test_what_is_refused_and_why(raw: bytes, message: str) -> None:
@@ -42,3 +49,27 @@ def test_depth_is_counted_without_recursion() -> None:
         deep = [deep]
     assert depth(deep, 10) == 10  # stops counting at the limit
     assert depth("scalar", 10) == 0 and depth({}, 10) == 1
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert parse_object(b'{"s": "\\ud83d\\ude00"}') == {"s": "\U0001f600"}
+
+
+TEXT = st.text(st.characters(exclude_categories=()))  # lone surrogates too
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: st.lists(inner) | st.dictionaries(TEXT, inner),
+)
+
+
+@settings(max_examples=60, deadline=None)  # a loaded machine is no failure
+@given(st.binary() | st.dictionaries(TEXT, JSON_VALUES).map(
+    lambda body: json.dumps(body).encode()
+))  # fmt: skip
+def test_any_body_is_an_object_that_can_be_sent_on_or_a_reason(raw: bytes) -> None:
+    """Whatever arrives: a dict that JSON-encodes to UTF-8 again, or InvalidBodyError."""
+    try:
+        body = parse_object(raw)
+    except InvalidBodyError:
+        return
+    json.dumps(body, ensure_ascii=False, allow_nan=False).encode()

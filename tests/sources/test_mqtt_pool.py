@@ -5,6 +5,7 @@ to the sweeps for that one's executions only. Rates are counted on a clock the t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -40,8 +41,15 @@ async def broker() -> AsyncIterator[LocalBroker]:
 
 
 def pool_for(
-    broker: LocalBroker, registry: Registry, clock: Clock, peak: float, share: float = 0.8
+    broker: LocalBroker,
+    registry: Registry,
+    clock: Clock,
+    peak: float,
+    share: float = 0.8,
+    pace_burst_secs: float = 1.0,
 ) -> MqttPool:
+    """A pool on ``clock``; by default each connection may take its whole second's share at
+    once, so the tests count by the window alone (the pace has a test of its own)."""
     settings = MqttSettings(
         transport="tcp",
         endpoint="127.0.0.1",
@@ -58,6 +66,7 @@ def pool_for(
         endpoint="127.0.0.1",
         tokens=issue_token,
         clock=clock,
+        pace_burst_secs=pace_burst_secs,
     )
 
 
@@ -261,3 +270,49 @@ async def test_a_workflow_notifies_the_connection_its_execution_was_given(
         assert body["completedVia"] in ("mqtt", "sqs")
         await eventually(lambda: one.received >= 1 and sqs.received >= 2)
         assert one.ignored == one.duplicated  # nothing it could not read
+
+
+async def test_a_start_waits_for_a_connection_with_room_rather_than_overload_one(
+    broker: LocalBroker,
+) -> None:
+    """While every subscribed connection has had its share this second, a start waits: for
+    the connection opening, then for the window to move on; nothing goes over a share."""
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert await pool.reserve(new_txn_id()) == "unit"
+        # Connection 0 is full; connection 1, opening, takes the next once subscribed.
+        assert await pool.reserve(new_txn_id()) == "unit/1"
+        assert all_subscribed(pool)
+        # Both full, and no third may open: the next start waits for the next second.
+        third = asyncio.ensure_future(pool.reserve(new_txn_id()))
+        await asyncio.sleep(0)
+        assert not third.done()
+        clock.now += 1.0
+        assert await third == "unit"
+        assert pool.overloaded == 0
+
+
+async def test_with_no_connection_subscribed_a_start_does_not_wait(broker: LocalBroker) -> None:
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        await broker.stop()
+        await eventually(lambda: not pool.connected)
+        given = [await pool.reserve(new_txn_id()) for _ in range(3)]
+        assert given == ["unit"] * 3  # the queue and the sweeps answer these
+
+
+async def test_a_connection_s_executions_are_paced_over_its_second(broker: LocalBroker) -> None:
+    """Given at most a tenth of its share at once: a burst of starts would come back as a
+    burst of completions, which IoT Core counts over any one second."""
+    registry, clock = Registry(max_held=100), Clock()
+    async with pool_for(broker, registry, clock, peak=80, pace_burst_secs=0.1) as pool:
+        await eventually(lambda: pool.connected)
+        [connection] = pool.connections
+        given = [pool.assign(new_txn_id()) for _ in range(8)]
+        assert given == ["unit"] * 8 and pool.overloaded == 0
+        assert connection.room_in(clock(), pool.per_connection) > 0
+        clock.now += 1 / pool.per_connection
+        assert connection.room_in(clock(), pool.per_connection) == 0
+        assert await pool.reserve(new_txn_id()) == "unit"

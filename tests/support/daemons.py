@@ -32,10 +32,13 @@ def requiring_api_key(settings: Settings, name: str, key: ApiKeySettings) -> Set
 
 
 def refused_mqtt(settings: Settings) -> Settings:
-    """``settings`` with credentials the token API refuses (the AWS endpoint takes any):
-    MQTT never connects."""
-    aws = dataclasses.replace(settings.aws, secret_access_key="not-the-secret")
-    return dataclasses.replace(settings, aws=aws)
+    """``settings`` with an issuer URL the token API refuses (403, as API Gateway answers a
+    path it has no resource for): MQTT never connects."""
+    assert settings.iotauth.issuer_url is not None
+    iotauth = dataclasses.replace(
+        settings.iotauth, issuer_url=f"{settings.iotauth.issuer_url}/refused"
+    )
+    return dataclasses.replace(settings, iotauth=iotauth)
 
 
 def settings_for(stack: LocalStack, *, approvals: bool = False, **env: str) -> Settings:

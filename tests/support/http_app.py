@@ -153,7 +153,9 @@ class FakeExecutions(Executions):
         self.ran_elsewhere(name, Status.RUNNING, route, input=input)
         return {"executionArn": arn}
 
-    async def run_sync(self, route: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_sync(
+        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
+    ) -> dict[str, Any]:
         self._call("StartSyncExecution")
         self.bodies[txn_id] = body
         answer = self.sync_answers[txn_id] = asyncio.get_running_loop().create_future()
@@ -267,11 +269,13 @@ class FakeInbox(ApprovalInbox):
         self.decided_by: dict[str, str | None] = {}
         self.failure: AwsError | None = None
 
-    def add(self, approval_id: str) -> Approval:
+    def add(self, approval_id: str, execution_name: str | None = None) -> Approval:
+        """A pending approval of the execution ``execution_name`` (default: ``approval_id``)."""
+        name = execution_name or approval_id
         approval = Approval(
             id=approval_id,
-            execution_arn=execution_arn(ROUTES["hello"].state_machine, approval_id),
-            execution_name=approval_id,
+            execution_arn=execution_arn(ROUTES["hello"].state_machine, name),
+            execution_name=name,
             file={"name": "f.txt"},
             requested_at=utcnow(),
             task_token="secret-token",
@@ -281,6 +285,9 @@ class FakeInbox(ApprovalInbox):
 
     def pending(self) -> list[Approval]:
         return list(self.approvals.values())
+
+    async def find(self, approval_id: str) -> Approval | None:
+        return self.approvals.get(approval_id)
 
     async def refresh(self) -> list[Approval]:
         return self.pending()

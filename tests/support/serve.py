@@ -56,6 +56,7 @@ bucket = "{stack.outputs["ProcessDataBucketName"]}"
 sha256 = "{key_sha256}"
 rate = 1000
 burst = 1000
+roles = ["admin"]
 {sections}"""
 
 

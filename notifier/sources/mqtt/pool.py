@@ -31,6 +31,7 @@ executions of a connection that is down, or that was down since they started
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -45,6 +46,7 @@ from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
 from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.source import MqttSource
+from notifier.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ WINDOW_SECS = 1.0
 """The window a connection's rate is counted over."""
 OPEN_AHEAD = 0.5
 """A further connection is opened once those in service carry this share of their capacity."""
+PACE_BURST_SECS = 0.1
+"""A connection is given at most this many seconds' worth of its share at once."""
+ASSIGN_PATIENCE_SECS = 2.0
+"""How long a start waits for a connection with room (one opening, or the rate window moving
+on) before its execution goes over a connection's share."""
 IDLE_SECS = 30.0
 """A connection given nothing for this long, with nothing of it held, is closed."""
 UPKEEP_SECS = 1.0
@@ -74,6 +81,9 @@ class PoolConnection:
     """Its transactions someone still waits for."""
     in_service: bool = False
     """Subscribed at least once: from then on, a loss of it is a loss of completions."""
+    pace: TokenBucket | None = None
+    """Its executions spread over the second: a burst would come back as a burst of
+    completions, which IoT Core counts over any one second."""
 
     @property
     def subtopic(self) -> str:
@@ -85,6 +95,13 @@ class PoolConnection:
         while self.assigned_at and self.assigned_at[0] <= cutoff:
             self.assigned_at.popleft()
         return len(self.assigned_at)
+
+    def room_in(self, now: float, share: int) -> float:
+        """Seconds until it may be given another execution: 0 while it has room, within
+        ``share`` a window and its pace."""
+        window = self.assigned_at[0] + WINDOW_SECS - now if self.load(now) >= share else 0.0
+        paced = self.pace.wait() if self.pace is not None else 0.0
+        return max(window, paced, 0.0)
 
 
 @dataclass(frozen=True)
@@ -108,8 +125,10 @@ class MqttPool(Service):
         tokens: TokenSource | None = None,
         refresh_margin: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        pace_burst_secs: float = PACE_BURST_SECS,
     ) -> None:
         self.settings = settings
+        self.pace_burst_secs = pace_burst_secs
         self.instance_id = instance_id
         self.registry = registry
         self.per_connection = max(1, int(IOT_MESSAGES_PER_SECOND * settings.connection_share))
@@ -170,11 +189,35 @@ class MqttPool(Service):
         now = self.clock()
         connection = self._choose(now)
         connection.assigned_at.append(now)
+        if connection.pace is not None:
+            connection.pace.spend()
         connection.last_assigned = now
         connection.held.add(txn_id)
         self._assigned[txn_id] = _Assignment(connection, utcnow())
         self._open_ahead(now)
         return connection.subtopic
+
+    async def reserve(self, txn_id: str) -> str:
+        """:meth:`assign`, once a subscribed connection has room for one more execution:
+        while every one is full, the start waits (for one to open, or for the rate window to
+        move on), up to :data:`ASSIGN_PATIENCE_SECS`. So bursts are started no faster than
+        the connections' share, rather than have IoT Core discard their completions. With
+        no connection subscribed there is nothing to wait for: the queue and the sweeps
+        answer."""
+        deadline = self.clock() + ASSIGN_PATIENCE_SECS
+        while txn_id not in self._assigned:
+            now = self.clock()
+            subscribed = [c for c in self.connections if c.source.connected]
+            if not subscribed or now >= deadline:
+                break
+            room_in = min(c.room_in(now, self.per_connection) for c in subscribed)
+            if room_in == 0:
+                break
+            self._open_ahead(now, needed=room_in >= WINDOW_SECS / 2)
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(0.001, min(room_in, deadline - now)))
+        return self.assign(txn_id)
 
     def adopt(self, txn_id: str, subtopic: str) -> bool:
         """Count ``txn_id``, an execution started earlier with ``subtopic``, as its
@@ -190,21 +233,23 @@ class MqttPool(Service):
     def _choose(self, now: float) -> PoolConnection:
         subscribed = [c for c in self.connections if c.source.connected]
         for connection in subscribed:
-            if connection.load(now) < self.per_connection:
+            if connection.room_in(now, self.per_connection) == 0:
                 return connection
         if subscribed:
             self.overloaded += 1
             return min(subscribed, key=lambda c: c.load(now))
         return self._connections[0]  # none is subscribed: the queue and the sweeps answer
 
-    def _open_ahead(self, now: float) -> None:
+    def _open_ahead(self, now: float, needed: bool = False) -> None:
+        """Open the next connection once those subscribed carry :data:`OPEN_AHEAD` of their
+        share (or at once when ``needed``: all are full), one at a time."""
         if len(self._connections) >= self.max_connections:
             return
         if any(not c.in_service for c in self._connections.values()):
             return  # one is opening already
         subscribed = [c for c in self._connections.values() if c.source.connected]
         load = sum(c.load(now) for c in subscribed)
-        if load < OPEN_AHEAD * self.per_connection * len(subscribed):
+        if not needed and load < OPEN_AHEAD * self.per_connection * len(subscribed):
             return
         index = min(set(range(self.max_connections)) - set(self._connections))
         connection = self._add(index)
@@ -225,7 +270,10 @@ class MqttPool(Service):
             refresh_margin=self._refresh_margin,
             connects=self._connects,
         )
-        connection = PoolConnection(index, source, self.clock())
+        pace = TokenBucket(
+            self.per_connection, max(1.0, self.per_connection * self.pace_burst_secs), self.clock
+        )
+        connection = PoolConnection(index, source, self.clock(), pace=pace)
         connection.source.on_connected_changed.append(lambda: self._connection_changed(connection))
         self._connections[index] = connection
         self._notify()
