@@ -186,11 +186,11 @@ class Executions:
         Returns when StartExecution returned; a throttled one is tried again until
         ``deadline`` (monotonic seconds; None: once). Retrying with the same id and body is
         idempotent: the same S3 object, and Step Functions accepts the same name and input.
-        Raises :class:`InputTooLargeError` before any call for an input too large.
+        Raises :class:`InputTooLargeError` before StartExecution for an input too large
+        (:meth:`check_input_size` tells before any call, but for the subtopic's length).
         """
-        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         await self._put_process_data(route, txn_id, body)
-        await self._start_named(route, txn_id, execution_input, deadline)
+        await self._start_named(route, txn_id, body, owner, deadline)
         return utcnow()
 
     async def start_keyed(
@@ -213,7 +213,6 @@ class Executions:
         and is described, and for a body route its input must be this body. A throttled
         StartExecution is tried again until ``deadline``, as by :meth:`start`.
         """
-        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         try:
             await self._put_process_data(route, txn_id, body, fingerprint)
         except AwsError as exc:
@@ -223,7 +222,7 @@ class Executions:
             if stored is not None and stored != fingerprint:
                 raise IdempotencyConflictError(txn_id) from None
         try:
-            await self._start_named(route, txn_id, execution_input, deadline)
+            await self._start_named(route, txn_id, body, owner, deadline)
         except AwsError as exc:
             if exc.code != "ExecutionAlreadyExists":
                 raise
@@ -312,12 +311,19 @@ class Executions:
         return str(stored) if stored is not None else None
 
     async def _start_named(
-        self, route: str, txn_id: str, execution_input: dict[str, Any], deadline: float | None
+        self,
+        route: str,
+        txn_id: str,
+        body: dict[str, Any],
+        owner: str | None,
+        deadline: float | None,
     ) -> None:
-        """StartExecution of the route's state machine, named ``txn_id``; while it is
-        throttled, again after a backoff until ``deadline``. The name makes it start at most
-        once: ``ExecutionAlreadyExists`` on a later attempt means an attempt that seemed to
-        fail started it."""
+        """StartExecution of the route's state machine, named ``txn_id``, with the input
+        for ``body`` (:class:`InputTooLargeError` if too large); while it is throttled,
+        again after a backoff until ``deadline``. The name makes it start at most once:
+        ``ExecutionAlreadyExists`` on a later attempt means an attempt that seemed to fail
+        started it."""
+        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         with self.tracing.span("StepFunctions StartExecution", _call_attributes(
             self._start_execution
         )):  # fmt: skip

@@ -454,13 +454,13 @@ async def test_a_retry_gets_its_answer_when_the_first_request_s_start_fails(
     first_call, fail_now = asyncio.Event(), asyncio.Event()
 
     async def first_fails(
-        route: str, txn_id: str, execution_input: dict[str, Any], deadline: float
+        route: str, txn_id: str, body: dict[str, Any], owner: str | None, deadline: float
     ) -> None:
         if not first_call.is_set():
             first_call.set()
             await fail_now.wait()
             raise AwsError("StartExecution", "ServiceUnavailable", "try again")
-        await start_execution(route, txn_id, execution_input, deadline)
+        await start_execution(route, txn_id, body, owner, deadline)
 
     monkeypatch.setattr(executions, "_start_named", first_fails)
     first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=keyed("k2")))
