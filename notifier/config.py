@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from notifier.config_checks import api_key_problems, exposed, secrets_in_file
-from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
+from notifier.tracing import TracingSettings
 
 ENV_PREFIX = "NOTIFIER_"
 CONFIG_ENV = "NOTIFIER_CONFIG"
 """The environment variable naming the configuration file of ``notifier serve``."""
 DEFAULT_CONFIG = Path("/etc/notifier/notifier.toml")
 """The configuration file ``notifier serve`` reads when none is named, if it exists."""
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROUTE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
-_ROUTE = re.compile(ROUTE_NAME_PATTERN)
-_STATE_MACHINE_ARN = re.compile(
+ROUTE_NAME = re.compile(ROUTE_NAME_PATTERN)
+STATE_MACHINE_ARN = re.compile(
     r"arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}"
 )
 
@@ -113,7 +112,7 @@ FILE_KEYS = {"mqtt": ("cert_file", "key_file", "ca_file")}
 RESERVED_PATHS = frozenset(
     {"executions", "healthz", "readyz", "metrics", "events", "approvals", "dashboard"}
 )
-_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _REPLACED = {
     ("daemon", "reconcile_rate"): "replaced by sfn_read_rate, the share of the account's "
     "Step Functions reads of the whole instance (all its workers together)",
@@ -310,16 +309,13 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
         for name, cls in _SECTIONS.items()
     }  # fmt: skip
     routes = _named_tables(raw, "routes", RouteSettings, env, where)
-    for name in routes:
-        if not _ROUTE.fullmatch(name) or name in RESERVED_PATHS:
-            raise ConfigError(
-                f"{where}: [routes.{name}]: route names are lower-case letters, digits, '-' and"
-                f" '_', and not one of {', '.join(sorted(RESERVED_PATHS))}"
-            )
     api_keys = _named_tables(raw, "api_keys", ApiKeySettings, env, where)
 
     settings = Settings(routes=routes, api_keys=api_keys, **sections)
-    _validate(settings, where, secrets_in_file(raw, settings))
+    # Imported here: the checks read the settings' types and constants from this module.
+    from notifier.config_checks import secrets_in_file, validate
+
+    validate(settings, where, secrets_in_file(raw, settings))
     return settings
 
 
@@ -459,112 +455,3 @@ def route_limits(route: RouteSettings, http: HttpSettings) -> tuple[float, float
         max_wait,
         max_body_bytes if max_body_bytes is not None else http.max_body_bytes,
     )
-
-
-def _route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list[str]:
-    problems = []
-    default_wait, max_wait, max_body_bytes = route_limits(route, http)
-    if min(default_wait, max_wait) < 0:
-        problems.append(f"[routes.{name}] default_wait and max_wait: must not be negative")
-    if default_wait > max_wait:
-        problems.append(f"[routes.{name}] default_wait: must not exceed max_wait")
-    if max_body_bytes < 1:
-        problems.append(f"[routes.{name}] max_body_bytes: must be at least 1")
-    if route.default_input is not None and len(json.dumps(route.default_input)) > max_body_bytes:
-        problems.append(f"[routes.{name}] default_input: larger than max_body_bytes")
-    if route.start_roles is not None and not route.start_roles:
-        problems.append(f"[routes.{name}] start_roles: name at least one role, or leave it unset")
-    return problems
-
-
-def _validate(s: Settings, where: str, found: list[str]) -> None:
-    """Every problem found (beyond those already ``found``), each on a line of its own."""
-    problems = list(found)
-    fail = problems.append
-    fail_all = problems.extend
-    uses_mqtt = s.daemon.completion == "mqtt"
-
-    if not 0 <= s.http.port <= 65535:
-        fail(f"[http] port: {s.http.port} is not a TCP port")
-    for key in ("default_wait", "max_wait", "drain_timeout"):
-        if getattr(s.http, key) < 0:
-            fail(f"[http] {key}: must not be negative")
-    if s.http.default_wait > s.http.max_wait:
-        fail("[http] default_wait: must not exceed max_wait")
-    for key in ("max_body_bytes", "max_held", "max_reattach_held", "retry_after"):
-        if getattr(s.http, key) < 1:
-            fail(f"[http] {key}: must be at least 1")
-    if s.mqtt.port is not None and not 1 <= s.mqtt.port <= 65535:
-        fail(f"[mqtt] port: {s.mqtt.port} is not a TCP port")
-    if not _NAME.fullmatch(s.mqtt.topic_root):
-        fail("[mqtt] topic_root: use letters, digits, '-' and '_' only")
-    if uses_mqtt and s.mqtt.transport == "tcp" and not s.mqtt.endpoint:
-        fail("[mqtt] endpoint: required with transport = 'tcp'")
-    if uses_mqtt and s.mqtt.transport == "mtls" and not (s.mqtt.cert_file and s.mqtt.key_file):
-        fail("[mqtt] cert_file and key_file: required with transport = 'mtls'")
-    if not 1 <= s.mqtt.reconnect_min_secs <= s.mqtt.reconnect_max_secs:
-        fail("[mqtt] reconnect_min_secs: must be between 1 and reconnect_max_secs")
-    if uses_mqtt and s.mqtt.transport in TOKEN_TRANSPORTS and not s.iotauth.issuer_url:
-        fail(f"[iotauth] issuer_url: required with transport = '{s.mqtt.transport}'")
-    if s.mqtt.transport not in TOKEN_TRANSPORTS and s.iotauth.issuer_url:
-        fail(f"[iotauth]: tokens are not used with transport = '{s.mqtt.transport}'; remove it")
-    if s.iotauth.issuer_url and not s.iotauth.issuer_url.startswith(("https://", "http://")):
-        fail("[iotauth] issuer_url: expected an http(s):// URL")
-    if s.iotauth.refresh_margin <= 0:
-        fail("[iotauth] refresh_margin: must be positive")
-    if s.mqtt.peak_completions_per_second <= 0:
-        fail("[mqtt] peak_completions_per_second: must be positive")
-    if not 0 < s.mqtt.connection_share <= 1:
-        fail("[mqtt] connection_share: must be above 0 and at most 1")
-    if s.mqtt.keep_alive_secs < 5:
-        fail("[mqtt] keep_alive_secs: must be at least 5")
-    if s.daemon.instance_id is not None and not _NAME.fullmatch(s.daemon.instance_id):
-        fail("[daemon] instance_id: 1-64 letters, digits, '-' or '_'")
-    if s.dashboard.recent_executions < 1:
-        fail("[dashboard] recent_executions: must be at least 1")
-    queue = s.dashboard.approval_queue_url
-    if queue is not None and not queue.startswith(("https://", "http://")):
-        fail("[dashboard] approval_queue_url: expected the queue's http(s):// URL")
-    if (queue is None) != (s.dashboard.approval_table is None):
-        fail("[dashboard] approval_queue_url and approval_table: set both, or neither")
-    if s.daemon.poll_interval <= 0:
-        fail("[daemon] poll_interval: must be positive")
-    for key in ("sfn_read_rate", "sweep_interval", "sweep_after"):
-        if getattr(s.daemon, key) <= 0:
-            fail(f"[daemon] {key}: must be positive")
-    if s.sqs.queue_prefix is not None:
-        if not _NAME.fullmatch(s.sqs.queue_prefix):
-            fail("[sqs] queue_prefix: use letters, digits, '-' and '_' only")
-        # A generated instance id (notifier-<12 hex digits>) is 21 characters.
-        elif len(s.sqs.queue_prefix) + len(s.daemon.instance_id or "x" * 21) > 80:
-            fail("[sqs] queue_prefix: with the instance id, longer than a queue name may be (80)")
-        if not (s.sqs.dead_letter_queue_arn or "").startswith("arn:aws"):
-            fail("[sqs] dead_letter_queue_arn: required with queue_prefix (an SQS queue ARN)")
-    elif s.sqs.dead_letter_queue_arn is not None:
-        fail("[sqs] dead_letter_queue_arn: only used with queue_prefix; remove it")
-    if not 0 <= s.sqs.wait_seconds <= 20:
-        fail("[sqs] wait_seconds: between 0 and 20")
-    for key in ("recent_completions", "recent_completions_bytes"):
-        if getattr(s.daemon, key) < 0:
-            fail(f"[daemon] {key}: must not be negative")
-    if not s.s3.bucket:
-        fail("[s3] bucket: required (the process data bucket)")
-    if not s.routes:
-        fail("no routes: add at least one [routes.<name>] with a state_machine")
-    for name, route in s.routes.items():
-        if not _STATE_MACHINE_ARN.fullmatch(route.state_machine):
-            fail(f"[routes.{name}] state_machine: expected a state machine ARN")
-        fail_all(_route_problems(name, route, s.http))
-    if s.http.require_api_key and not s.api_keys:
-        fail("[http] require_api_key: true, but no [api_keys.<name>] is configured")
-    for name, api_key in s.api_keys.items():
-        if not _SHA256_HEX.fullmatch(api_key.sha256):
-            fail(f"[api_keys.{name}] sha256: expected 64 hex digits (the key's SHA-256)")
-        if api_key.rate <= 0 or api_key.burst < 1:
-            fail(f"[api_keys.{name}]: rate must be positive and burst at least 1")
-    if s.tracing.enabled and otel_missing():
-        fail(f"[tracing] enabled: needs OpenTelemetry, not installed: {OTEL_EXTRA}")
-    fail_all(exposed(s, uses_mqtt))
-    fail_all(api_key_problems(s))
-    if problems:
-        raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))

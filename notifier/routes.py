@@ -10,7 +10,7 @@ The application's router, the access the authentication middleware enforces and
 
 from __future__ import annotations
 
-from notifier.app import handlers, operating
+from notifier.app import execution_handlers, handlers, holding, operating
 from notifier.app.openapi import aws_errors, content, error, held_answers, json_answer
 from notifier.app.routing import Access, Operation, Route
 from notifier.app.schemas import (
@@ -91,7 +91,7 @@ API = [
     Route(
         "GET",
         "/executions",
-        handlers.list_executions,
+        execution_handlers.list_executions,
         Access.API_KEY,
         Operation(
             "listExecutions",
@@ -111,7 +111,7 @@ API = [
         handlers.reattach,
         Access.API_KEY,
         Operation(
-            handlers.REATTACH,
+            holding.REATTACH,
             "Re-attach to a transaction from any instance: its final answer, or 202 after wait",
             held_answers()
             | {
@@ -126,7 +126,7 @@ API = [
     Route(
         "POST",
         "/executions/{txnId}/stop",
-        handlers.stop,
+        execution_handlers.stop,
         Access.API_KEY,
         Operation(
             "stop",
@@ -143,7 +143,7 @@ API = [
     Route(
         "POST",
         "/executions/{txnId}/redrive",
-        handlers.redrive,
+        execution_handlers.redrive,
         Access.API_KEY,
         Operation(
             "redrive",
@@ -161,7 +161,7 @@ API = [
     Route(
         "GET",
         "/executions/{txnId}/history",
-        handlers.execution_history,
+        execution_handlers.execution_history,
         Access.API_KEY,
         Operation(
             "executionHistory",

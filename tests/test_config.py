@@ -223,7 +223,7 @@ def test_the_configuration_file_is_the_given_one_else_the_environments_else_the_
 def test_tracing_needs_the_otel_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, MINIMAL + "[tracing]\nenabled = true\n")
     assert load_settings(path, {}).tracing.enabled
-    monkeypatch.setattr("notifier.config.otel_missing", lambda: True)
+    monkeypatch.setattr("notifier.config_checks.otel_missing", lambda: True)
     with pytest.raises(ConfigError, match=r"\[tracing\] enabled: .*notifier\[otel\]"):
         load_settings(path, {})
 
