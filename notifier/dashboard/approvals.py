@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,7 @@ class ApprovalInbox(Service):
         *,
         instance_id: str = "",
         on_change: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_new: Callable[[Approval], Awaitable[None]] | None = None,
         wait_seconds: int = 20,
         retry_min: float = 1.0,
         retry_max: float = 30.0,
@@ -105,6 +106,9 @@ class ApprovalInbox(Service):
             AttributeNames=["SentTimestamp"],
         )
         self._on_change = on_change
+        self._on_new = on_new
+        """Called once per request, by the instance that first put it in the table (to send
+        its links)."""
         self._pending: dict[str, Approval] = {}
         self.skipped = 0
         """Messages that were not approval requests."""
@@ -146,6 +150,11 @@ class ApprovalInbox(Service):
     async def find(self, approval_id: str) -> Approval | None:
         """The approval as the table has it now, in whatever state; None if there is none."""
         return await self.decisions.find(approval_id)
+
+    async def state(self, approval_id: str) -> str | None:
+        """The request's state as the table has it now: ``pending``, ``deciding`` or its
+        outcome; None if there is none."""
+        return await self.decisions.state(approval_id)
 
     async def decide(
         self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
@@ -285,6 +294,8 @@ class ApprovalInbox(Service):
                 "approval requested by %s (id %s)", approval.execution_name, approval.id,
                 extra={"executionArn": approval.execution_arn},
             )  # fmt: skip
+            if self._on_new is not None:
+                await self._on_new(approval)
         await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
         return True
 
