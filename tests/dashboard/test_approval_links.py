@@ -171,9 +171,7 @@ async def test_a_link_from_the_approval_topic_approves_the_held_request(
 ) -> None:
     topic = stack.outputs["ApprovalTopicArn"]
     async with stack.aws().client("sqs") as sqs, stack.aws().client("sns") as sns:
-        queue_url = (await sqs.create_queue(QueueName=f"links-{secrets.token_hex(4)}"))[
-            "QueueUrl"
-        ]
+        queue_url = (await sqs.create_queue(QueueName=f"links-{secrets.token_hex(4)}"))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         await sns.subscribe(
             TopicArn=topic,

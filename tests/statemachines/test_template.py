@@ -744,7 +744,7 @@ def test_every_topic_and_queue_is_encrypted_with_kms(template: dict[str, Any], k
         **resources_of(template, "AWS::SNS::Topic"),
         **resources_of(template, "AWS::SQS::Queue"),
     }
-    assert len(encrypted) == 2 + 5
+    assert len(encrypted) == 3 + 5
     for name, resource in encrypted.items():
         properties = resolved(template, resource["Properties"], parameters)
         assert "SqsManagedSseEnabled" not in properties, name  # not a form scanners know

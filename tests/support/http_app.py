@@ -30,13 +30,13 @@ from notifier.config import (
     Settings,
 )
 from notifier.dashboard import web as dashboard
+from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.dashboard.approval_table import (
     Approval,
     ApprovalDecidedError,
     ApprovalNotFoundError,
     Decision,
 )
-from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.state import INBOX, LINKS
 from notifier.requests.executions import STARTED_BY, Executions, execution_arn
