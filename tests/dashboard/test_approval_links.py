@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, expect
 
 from notifier.config import load_settings
 from notifier.dashboard.approval_links import ApprovalLinks, LinkError
@@ -166,24 +169,32 @@ async def test_without_links_configured_a_link_finds_nothing() -> None:
         assert served.inbox.decided == {}
 
 
-async def test_a_link_from_the_approval_topic_approves_the_held_request(
-    daemon_factory: DaemonFactory, stack: LocalStack, http: aiohttp.ClientSession
-) -> None:
-    topic = stack.outputs["ApprovalTopicArn"]
+LINK_SETTINGS = {
+    "NOTIFIER_DASHBOARD_PUBLIC_URL": PUBLIC,
+    "NOTIFIER_DASHBOARD_APPROVAL_LINK_SECRET": SECRET,
+}
+
+
+@asynccontextmanager
+async def subscribed(stack: LocalStack) -> AsyncIterator[tuple[Any, str]]:
+    """An SQS client and a new queue subscribed to the approval topic (raw delivery)."""
     async with stack.aws().client("sqs") as sqs, stack.aws().client("sns") as sns:
         queue_url = (await sqs.create_queue(QueueName=f"links-{secrets.token_hex(4)}"))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         await sns.subscribe(
-            TopicArn=topic,
+            TopicArn=stack.outputs["ApprovalTopicArn"],
             Protocol="sqs",
             Endpoint=attributes["Attributes"]["QueueArn"],
             Attributes={"RawMessageDelivery": "true"},
         )
-        env = {
-            "NOTIFIER_DASHBOARD_PUBLIC_URL": PUBLIC,
-            "NOTIFIER_DASHBOARD_APPROVAL_LINK_SECRET": SECRET,
-        }
-        async with daemon_factory(approvals=True, **env) as daemon:
+        yield sqs, queue_url
+
+
+async def test_a_link_from_the_approval_topic_approves_the_held_request(
+    daemon_factory: DaemonFactory, stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    async with subscribed(stack) as (sqs, queue_url):
+        async with daemon_factory(approvals=True, **LINK_SETTINGS) as daemon:
             held, name, approval = await archive_awaiting_approval(http, daemon)
             message = await take_message(sqs, queue_url, lambda b: b.get("executionName") == name)
             assert message["id"] == approval["id"]
@@ -229,3 +240,30 @@ async def test_a_link_from_the_approval_topic_approves_the_held_request(
 async def pending_ids(http: aiohttp.ClientSession, daemon: Any) -> list[str]:
     async with http.get(f"{daemon.url}/approvals") as response:
         return [a["id"] for a in json.loads(await response.text())["approvals"]]
+
+
+async def test_a_person_follows_a_rejection_link_in_a_browser(
+    daemon_factory: DaemonFactory,
+    stack: LocalStack,
+    http: aiohttp.ClientSession,
+    browser: Browser,
+) -> None:
+    """Chromium opens the link and submits the page's form: the daemon takes it as its own
+    page's (keys off, its Origin checked)."""
+    async with (
+        subscribed(stack) as (sqs, queue_url),
+        daemon_factory(approvals=True, **LINK_SETTINGS) as daemon,
+    ):
+        assert not daemon.settings.http.require_api_key
+        held, name, _ = await archive_awaiting_approval(http, daemon)
+        message = await take_message(sqs, queue_url, lambda b: b.get("executionName") == name)
+        page = await browser.new_page()
+        await page.goto(daemon.url + message["reject"].removeprefix(PUBLIC))
+        await expect(page.locator("h1")).to_contain_text(f"Reject {name}?")
+        await page.locator("textarea").fill("not this file")
+        await page.locator("button").click()
+        await expect(page.locator("h1")).to_contain_text("Thank you: rejected")
+        status, _, answer = await held
+        assert status == 200
+        assert answer["output"]["approval"] == {"approved": False, "comment": "not this file"}
+        await page.close()
