@@ -368,22 +368,12 @@ DASHBOARD = [
     ),
 ]
 
+LINK_DECISION = {"enum": ["approve", "reject"], "description": "the decision the link makes"}
+LINK_TOKEN = {"type": "string", "description": "the link's signed token: its credential"}
 LINK_PARAMETERS = [
     {"name": "approvalId", "in": "path", "required": True, "schema": {"type": "string"}},
-    {
-        "name": "d",
-        "in": "query",
-        "required": True,
-        "description": "the decision the link makes",
-        "schema": {"enum": ["approve", "reject"]},
-    },
-    {
-        "name": "t",
-        "in": "query",
-        "required": True,
-        "description": "the link's signed token: its credential",
-        "schema": {"type": "string"},
-    },
+    {"name": "d", "in": "query", "required": True, "schema": LINK_DECISION},
+    {"name": "t", "in": "query", "required": True, "schema": LINK_TOKEN},
 ]
 LINK_REFUSALS = {
     "400": content("text/html", "a malformed link"),

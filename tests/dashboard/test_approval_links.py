@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +19,7 @@ from notifier.dashboard.approval_table import Decision
 from notifier.dashboard.web import approval_links
 from notifier.local.stack import LocalStack
 from tests.dashboard.test_web import archive_awaiting_approval
-from tests.local.test_workflows import take_message
+from tests.local.test_workflows import subscribed_queue, take_message
 from tests.support.daemons import DaemonFactory
 from tests.support.http_app import serving
 from tests.test_config import MINIMAL, refusal, write
@@ -175,25 +172,10 @@ LINK_SETTINGS = {
 }
 
 
-@asynccontextmanager
-async def subscribed(stack: LocalStack) -> AsyncIterator[tuple[Any, str]]:
-    """An SQS client and a new queue subscribed to the approval topic (raw delivery)."""
-    async with stack.aws().client("sqs") as sqs, stack.aws().client("sns") as sns:
-        queue_url = (await sqs.create_queue(QueueName=f"links-{secrets.token_hex(4)}"))["QueueUrl"]
-        attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-        await sns.subscribe(
-            TopicArn=stack.outputs["ApprovalTopicArn"],
-            Protocol="sqs",
-            Endpoint=attributes["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": "true"},
-        )
-        yield sqs, queue_url
-
-
 async def test_a_link_from_the_approval_topic_approves_the_held_request(
     daemon_factory: DaemonFactory, stack: LocalStack, http: aiohttp.ClientSession
 ) -> None:
-    async with subscribed(stack) as (sqs, queue_url):
+    async with subscribed_queue(stack, "ApprovalTopicArn") as (sqs, queue_url):
         async with daemon_factory(approvals=True, **LINK_SETTINGS) as daemon:
             held, name, approval = await archive_awaiting_approval(http, daemon)
             message = await take_message(sqs, queue_url, lambda b: b.get("executionName") == name)
@@ -251,7 +233,7 @@ async def test_a_person_follows_a_rejection_link_in_a_browser(
     """Chromium opens the link and submits the page's form: the daemon takes it as its own
     page's (keys off, its Origin checked)."""
     async with (
-        subscribed(stack) as (sqs, queue_url),
+        subscribed_queue(stack, "ApprovalTopicArn") as (sqs, queue_url),
         daemon_factory(approvals=True, **LINK_SETTINGS) as daemon,
     ):
         assert not daemon.settings.http.require_api_key
