@@ -111,7 +111,7 @@ lint: install checkov lint-tools
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
 	$(BIN)/python -m notifier.ops.package --lint --checkov $(CHECKOV)
 	promtool check rules config/alerts.yml
-	promtool test rules config/alerts.test.yml
+	promtool test rules config/prometheus-tests.yml
 
 bench: install-plot
 	$(BIN)/notifier bench $(BENCH_ARGS)

@@ -22,7 +22,7 @@ from tests.support.eventually import eventually
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 ALERTS = CONFIG / "alerts.yml"
-ALERT_TESTS = CONFIG / "alerts.test.yml"
+ALERT_TESTS = CONFIG / "prometheus-tests.yml"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
 METRIC = re.compile(r"\b((?:notifier|process)_[a-zA-Z0-9_]+)")
 # Grafana's variables, as a query would have them filled in

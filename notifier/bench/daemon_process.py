@@ -15,6 +15,7 @@ import os
 import pickle  # nosec B403  # settings from the parent bench process, over a pipe
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -39,8 +40,16 @@ class DaemonProcessError(Exception):
 class DaemonProcess(Service):
     """``python -m notifier.bench.daemon_process``, its log lines going to ``log``."""
 
-    def __init__(self, settings: Settings, log: IO[bytes], workers: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: IO[bytes],
+        workers: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.env = dict(env or {})
+        """Added to the process's environment."""
         self.workers = workers
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
@@ -66,7 +75,7 @@ class DaemonProcess(Service):
         self._process = await start_python(
             "notifier.bench.daemon_process",
             (self.settings, self.workers),
-            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stderr=self._log,
         )
         try:

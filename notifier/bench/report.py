@@ -61,6 +61,8 @@ class ModeResult(RunResult):
     completed_via: dict[str, int]
     """Answers by the path that completed them (the answers' ``completedVia``)."""
     quotas: QuotaReport
+    tracing_exports: int | None = None
+    """With ``--tracing``: the span exports the daemon sent (None: not tracing)."""
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class ModeResult(RunResult):
             "quota_events": self.quotas.events,
             "busiest_connection_messages_per_s": self.quotas.busiest_connection_per_s,
             **({"cpu_split_samples": self.cpu_split} if self.cpu_split else {}),
+            **({} if self.tracing_exports is None else {"tracing_exports": self.tracing_exports}),
         }
 
 

@@ -35,6 +35,7 @@ from notifier.bench import load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
+from notifier.bench.otlp_sink import OtlpSink
 from notifier.bench.quotas import QuotaWatch
 from notifier.bench.report import HeldResult, ModeResult
 from notifier.config import AwsSettings, DaemonSettings, Settings, SqsSettings
@@ -42,6 +43,7 @@ from notifier.local import quotas
 from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LocalStackSettings
 from notifier.ops.gc_schedule import ScheduledCollection
+from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 if TYPE_CHECKING:
     from notifier.local.broker_auth import AccessControl
@@ -84,6 +86,8 @@ class BenchOptions:
     """Where the daemons' logs go (a temporary directory when unset)."""
     workloads: tuple[throughput.Workload, ...] = tuple(throughput.WORKLOADS.values())
     """With ``--throughput``: the routes to load."""
+    tracing: bool = False
+    """The daemon makes OpenTelemetry spans and exports them (to a local sink)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,6 +171,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="sample the daemon with py-spy while measuring (raw stacks to FILE, one per "
         "mode: FILE-<mode> with several) and print where its CPU goes",
     )
+    bench.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the daemon under test traces (the otel extra), exporting its spans to a sink on "
+        "loopback: compare its CPU per request with a run without",
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -206,6 +216,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
             raise BenchError(str(exc)) from None
     if args.poll_interval <= 0:
         raise BenchError("--poll-interval must be positive")
+    if args.tracing and otel_missing():
+        raise BenchError(f"--tracing needs OpenTelemetry: {OTEL_EXTRA}")
     if args.throughput and (
         args.held is not None or args.cut is not None or args.backend != "moto" or args.plot
     ):
@@ -228,6 +240,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         profile=args.profile,
         log_dir=args.log_dir,
         workloads=workloads,
+        tracing=args.tracing,
     )
 
 
@@ -472,7 +485,25 @@ async def _measure(
     stopped_at: Callable[[str], float | None],
     watch: QuotaWatch,
 ) -> ModeResult:
-    daemon_process = DaemonProcess(settings, log, options.workers)
+    async with contextlib.AsyncExitStack() as tracing:
+        sink = await tracing.enter_async_context(OtlpSink()) if options.tracing else None
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url} if sink is not None else {}
+        result = await _measure_mode(mode, settings, options, log, stopped_at, watch, env)
+        if sink is not None:
+            result.tracing_exports = sink.exports
+        return result
+
+
+async def _measure_mode(
+    mode: str,
+    settings: Settings,
+    options: BenchOptions,
+    log: IO[bytes],
+    stopped_at: Callable[[str], float | None],
+    watch: QuotaWatch,
+    env: dict[str, str],
+) -> ModeResult:
+    daemon_process = DaemonProcess(settings, log, options.workers, env)
     async with daemon_process as daemon, aiohttp.ClientSession() as http:
         if options.warmup:
             await load_process.closed_loop(
@@ -594,6 +625,10 @@ def daemon_settings(
         settings = dataclasses.replace(settings, sqs=SqsSettings())
     if aws is not None:
         settings = dataclasses.replace(settings, aws=aws)
+    if options.tracing:
+        settings = dataclasses.replace(
+            settings, tracing=TracingSettings(enabled=True, service_name="notifier-bench")
+        )
     return settings
 
 

@@ -214,3 +214,16 @@ async def test_cut_link_with_and_without_the_queue(
     assert "sqs" not in cut["sweeps"]["stop_to_answer_by_path"]
     table = [line.split() for line in output.splitlines()]
     assert ["run", "path", "answers", "p50", "s"] in [row[:5] for row in table]
+
+
+async def test_a_tracing_daemon_exports_its_spans_to_the_bench_s_sink(
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = bench_args(
+        "--backend", "standin", "--modes", "mqtt", "--requests", "20", "--concurrency", "4",
+        "--wait", "0.2", "--warmup", "0", "--tracing", "--json",
+    )  # fmt: skip
+    assert await bench.run(args, stack=local_stack) == 0
+    mqtt = last_json_line(capsys.readouterr().out)["modes"]["mqtt"]
+    assert mqtt["ok"] == 20
+    assert mqtt["tracing_exports"] >= 1  # batched: a few exports carry every span

@@ -242,10 +242,12 @@ class MqttPool(Service):
 
     def _open_ahead(self, now: float, needed: bool = False) -> None:
         """Open the next connection once those subscribed carry :data:`OPEN_AHEAD` of their
-        share (or at once when ``needed``: all are full), one at a time."""
+        share, one at a time; or at once when ``needed`` (every one is full and a start
+        waits), another for each start that finds them all full, up to the most."""
         if len(self._connections) >= self.max_connections:
             return
-        if any(not c.in_service for c in self._connections.values()):
+        opening = sum(not c.in_service for c in self._connections.values())
+        if opening and not needed:
             return  # one is opening already
         subscribed = [c for c in self._connections.values() if c.source.connected]
         load = sum(c.load(now) for c in subscribed)
