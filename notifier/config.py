@@ -198,6 +198,17 @@ class DashboardSettings:
     approval_table: str | None = None
     """The stack's ``ApprovalTableName`` output: the pending approvals every instance shares
     and decides. Required with ``approval_queue_url``."""
+    approval_topic_arn: str | None = None
+    """The stack's ``ApprovalTopicArn`` output: where each new request goes out as a pair of
+    approve and reject links (e-mail, chat). Links are sent only with ``public_url`` and
+    ``approval_link_secret`` set too."""
+    public_url: str | None = None
+    """This daemon's base URL as the links' readers reach it (``https://notifier.example``)."""
+    approval_link_secret: str | None = None
+    """The key that signs the links (HMAC-SHA256): the same at every instance, from the
+    environment only (``NOTIFIER_DASHBOARD_APPROVAL_LINK_SECRET``), at least 32 characters."""
+    approval_link_ttl: float = 86_400.0
+    """Seconds a link is valid after it is sent."""
 
 
 @dataclass(frozen=True)

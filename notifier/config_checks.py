@@ -19,6 +19,7 @@ from notifier.config import (
     STATE_MACHINE_ARN,
     TOKEN_TRANSPORTS,
     ConfigError,
+    DashboardSettings,
     HttpSettings,
     RouteSettings,
     Settings,
@@ -27,23 +28,27 @@ from notifier.config import (
 from notifier.loopback import is_loopback
 from notifier.tracing import OTEL_EXTRA, otel_missing
 
-SECRETS = {("aws", "secret_access_key"): "AWS_SECRET_ACCESS_KEY"}
+SECRETS = {
+    ("aws", "secret_access_key"): "AWS_SECRET_ACCESS_KEY",
+    ("dashboard", "approval_link_secret"): "NOTIFIER_DASHBOARD_APPROVAL_LINK_SECRET",
+}
 """Settings that are secrets, with the environment variable to set instead: not in the file,
 which is installed world-readable, but in the unit's ``EnvironmentFile=`` or a
 ``LoadCredential=`` file (see config/notifier.service)."""
+PUBLISHED_LOCALLY = {("aws", "secret_access_key")}
+"""Secrets the local stack publishes: allowed in the file with a loopback AWS endpoint."""
 
 
 def secrets_in_file(raw: Mapping[str, Any], settings: Settings) -> list[str]:
-    """A secret written in the file, but for a loopback AWS endpoint (the local stack),
-    whose credentials are published."""
-    if url_is_loopback(settings.aws.endpoint_url):
-        return []
+    """A secret written in the file, but for the local stack's published credentials with
+    a loopback AWS endpoint."""
+    local = url_is_loopback(settings.aws.endpoint_url)
     return [
         f"[{section}] {key}: a secret does not belong in the configuration file; set "
         f"{variable} in the environment file or use a LoadCredential= file (see "
         "config/notifier.service)"
         for (section, key), variable in SECRETS.items()
-        if key in raw.get(section, {})
+        if key in raw.get(section, {}) and not (local and (section, key) in PUBLISHED_LOCALLY)
     ]
 
 
@@ -110,6 +115,23 @@ def route_problems(name: str, route: RouteSettings, http: HttpSettings) -> list[
     return problems
 
 
+def approval_link_problems(dashboard: DashboardSettings) -> list[str]:
+    """Links take a public URL and a secret together (the approval topic and the approvals
+    come from the stack: without them the daemon says at start that links are off)."""
+    problems = []
+    if bool(dashboard.public_url) != bool(dashboard.approval_link_secret):
+        problems.append(
+            "[dashboard] public_url and approval_link_secret: approval links need both"
+        )
+    if dashboard.public_url and not dashboard.public_url.startswith(("https://", "http://")):
+        problems.append("[dashboard] public_url: expected an http(s):// URL")
+    if dashboard.approval_link_secret and len(dashboard.approval_link_secret) < 32:
+        problems.append("[dashboard] approval_link_secret: at least 32 characters")
+    if dashboard.approval_link_ttl <= 0:
+        problems.append("[dashboard] approval_link_ttl: must be positive")
+    return problems
+
+
 def validate(s: Settings, where: str, found: list[str]) -> None:
     """Every problem found (beyond those already ``found``), each on a line of its own."""
     problems = list(found)
@@ -149,6 +171,7 @@ def validate(s: Settings, where: str, found: list[str]) -> None:
         fail("[mqtt] peak_completions_per_second: must be positive")
     if not 0 < s.mqtt.connection_share <= 1:
         fail("[mqtt] connection_share: must be above 0 and at most 1")
+    fail_all(approval_link_problems(s.dashboard))
     if s.mqtt.keep_alive_secs < 5:
         fail("[mqtt] keep_alive_secs: must be at least 5")
     if s.daemon.instance_id is not None and not NAME.fullmatch(s.daemon.instance_id):

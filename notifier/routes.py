@@ -373,6 +373,54 @@ DASHBOARD = [
     ),
 ]
 
+LINK_DECISION = {"enum": ["approve", "reject"], "description": "the decision the link makes"}
+LINK_TOKEN = {"type": "string", "description": "the link's signed token: its credential"}
+LINK_PARAMETERS = [
+    {"name": "approvalId", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "d", "in": "query", "required": True, "schema": LINK_DECISION},
+    {"name": "t", "in": "query", "required": True, "schema": LINK_TOKEN},
+]
+LINK_REFUSALS = {
+    "400": content("text/html", "a malformed link"),
+    "403": content("text/html", "a link not signed for this request and decision"),
+    "404": content("text/html", "no such approval, or no approval links"),
+    "409": content("text/html", "already decided, or the execution no longer waits"),
+    "410": content("text/html", "the link has expired"),
+}
+DASHBOARD += [
+    Route(
+        "GET",
+        "/approvals/{approvalId}/link",
+        dashboard.approval_link,
+        Access.OPEN,
+        Operation(
+            "approvalLinkPage",
+            "An approval link: a page asking to confirm its decision (deciding nothing)",
+            {"200": content("text/html", "the confirmation page")} | LINK_REFUSALS,
+            parameters=LINK_PARAMETERS,
+        ),
+    ),
+    Route(
+        "POST",
+        "/approvals/{approvalId}/link",
+        dashboard.approval_link,
+        Access.OPEN,
+        Operation(
+            "approvalLinkDecide",
+            "An approval link confirmed: the decision it makes, recorded as made by a link",
+            {"200": content("text/html", "decided")}
+            | LINK_REFUSALS
+            | {"503": content("text/html", "AWS failed or throttled: try again")},
+            parameters=LINK_PARAMETERS,
+            body=dashboard_schemas.LINK_FORM,
+            body_required=False,
+            body_description="The confirmation page's form (a comment, optional); the "
+            "link's token is in its URL.",
+        ),
+        form=True,
+    ),
+]
+
 
 def table(dashboard: bool) -> list[Route]:
     """The routes served: the API's, and the dashboard's when it is on."""

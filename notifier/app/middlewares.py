@@ -11,7 +11,7 @@ import logging
 from aiohttp import hdrs, web
 
 from notifier.apikeys import HEADER as API_KEY_HEADER
-from notifier.app.routing import ACCESS, Access, Handler
+from notifier.app.routing import ACCESS, FORMS, Access, Handler
 from notifier.app.state import API_KEY, API_KEY_NAME, API_KEYS, AUTHORIZED, SETTINGS, TRACING
 from notifier.loopback import host_name, is_loopback
 from notifier.requests import answers
@@ -19,6 +19,7 @@ from notifier.requests import answers
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -126,12 +127,15 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
 @web.middleware
 async def json_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request with a body is taken only as ``application/json`` (415 otherwise): no form or
-    ``text/plain`` post, which a browser sends cross-site without asking, reaches a handler."""
+    ``text/plain`` post, which a browser sends cross-site without asking, reaches a handler;
+    but for the routes declared to take a form (whose credential is in their URL), which
+    take a form's body too."""
     if (
         request.method in BODY_METHODS
         and request.body_exists
         and request.content_type != JSON
         and request.match_info.http_exception is None
+        and not (request.content_type == FORM and request.match_info.route in request.app[FORMS])
     ):
         return answers.error(415, f"the body must be JSON, sent as Content-Type: {JSON}")
     return await handler(request)

@@ -16,7 +16,7 @@ from typing import Any
 
 from notifier import __version__
 from notifier.apikeys import HEADER as API_KEY_HEADER
-from notifier.app.middlewares import BODY_METHODS
+from notifier.app.middlewares import BODY_METHODS, FORM, JSON
 from notifier.app.routing import Access, Route
 from notifier.app.schemas import SCHEMAS
 
@@ -115,7 +115,7 @@ def _operation(route: Route, keys_required: bool) -> dict[str, Any]:
     if route.method in BODY_METHODS:
         responses["415"] = NOT_JSON
     if not keys_required:  # then another site's page is refused by its Origin
-        responses["403"] = FOREIGN_ORIGIN
+        responses["403"] = _also_foreign(responses.get("403"))
     elif route.access.roles:
         responses["403"] = _needs_role(route.access, responses.get("403"))
     described: dict[str, Any] = {"summary": operation.summary, "operationId": operation.id}
@@ -124,14 +124,26 @@ def _operation(route: Route, keys_required: bool) -> dict[str, Any]:
     if operation.parameters:
         described["parameters"] = list(operation.parameters)
     if operation.body is not None:
+        media_types = [JSON, FORM] if route.form else [JSON]
         described["requestBody"] = {
             "required": operation.body_required,
-            "content": {"application/json": {"schema": operation.body}},
+            "content": {media: {"schema": operation.body} for media in media_types},
         }
         if operation.body_description is not None:
             described["requestBody"]["description"] = operation.body_description
     described["responses"] = responses
     return described
+
+
+def _also_foreign(otherwise: Any) -> dict[str, Any]:
+    """The 403 of a route while keys are off: another site's page, or the route's own
+    reason (in its own media type) if it has one."""
+    if otherwise is None:
+        return FOREIGN_ORIGIN
+    return {
+        "description": f"{otherwise['description']}; or {FOREIGN_ORIGIN['description']}",
+        "content": {**otherwise.get("content", {}), **FOREIGN_ORIGIN["content"]},
+    }
 
 
 def _needs_role(access: Access, otherwise: Any) -> dict[str, Any]:

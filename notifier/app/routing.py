@@ -93,6 +93,9 @@ class Route:
     held: bool = False
     """The request is held for a transaction's end: with API keys required, it counts
     against its key's ``max_held`` (429 beyond it)."""
+    form: bool = False
+    """Its body may be an HTML form's (``application/x-www-form-urlencoded``) as well as
+    JSON: a route whose credential is in its URL, posted by a page of the daemon's own."""
 
     @property
     def name(self) -> str:
@@ -107,6 +110,8 @@ class Route:
 
 
 ACCESS = web.AppKey("access", dict[AbstractRoute, Access])
+FORMS = web.AppKey("form_routes", set[AbstractRoute])
+"""The routes that take a form's body (:attr:`Route.form`)."""
 ROUTES = web.AppKey("routes", list[Route])
 """The routes the application serves, in the order added."""
 
@@ -118,6 +123,7 @@ class UndeclaredAccessError(RuntimeError):
 def declare_access(app: web.Application) -> None:
     """Keep ``app``'s route and access tables, and refuse to start with a route not in them."""
     app[ACCESS] = {}
+    app[FORMS] = set()
     app[ROUTES] = []
     app.on_startup.append(_refuse_undeclared)
 
@@ -130,7 +136,10 @@ def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
         methods = [route.method, "HEAD"] if route.method == "GET" else [route.method]
         handler = within_key_budget(route.handler) if route.held else route.handler
         for method in methods:
-            access[resource.add_route(method, handler)] = route.access
+            added = resource.add_route(method, handler)
+            access[added] = route.access
+            if route.form:
+                app[FORMS].add(added)
         app[ROUTES].append(route)
 
 

@@ -207,6 +207,15 @@ class ApprovalTable:
         item = await self._item(approval_id)
         return _from_item(item) if item is not None else None
 
+    async def state(self, approval_id: str) -> str | None:
+        """The request's state (``pending``, ``deciding``, or its outcome); None if there
+        is none."""
+        item = await self._item(approval_id)
+        if item is None:
+            return None
+        state: str = item.get("Outcome", item.get("State", {})).get("S", "")
+        return state
+
     async def _item(self, approval_id: str) -> dict[str, Any] | None:
         try:
             answer = await self.dynamodb.get_item(

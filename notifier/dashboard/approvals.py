@@ -81,6 +81,7 @@ class ApprovalInbox(Service):
         instance_id: str = "",
         on_change: Callable[[list[dict[str, Any]]], None] | None = None,
         last_events: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
+        on_new: Callable[[Approval], Awaitable[None]] | None = None,
         wait_seconds: int = 20,
         retry_min: float = 1.0,
         retry_max: float = 30.0,
@@ -110,6 +111,9 @@ class ApprovalInbox(Service):
             AttributeNames=["SentTimestamp"],
         )
         self._on_change = on_change
+        self._on_new = on_new
+        """Called once per request, by the instance that first put it in the table (to send
+        its links)."""
         self._pending: dict[str, Approval] = {}
         self.skipped = 0
         """Messages that were not approval requests."""
@@ -151,6 +155,11 @@ class ApprovalInbox(Service):
     async def find(self, approval_id: str) -> Approval | None:
         """The approval as the table has it now, in whatever state; None if there is none."""
         return await self.decisions.find(approval_id)
+
+    async def state(self, approval_id: str) -> str | None:
+        """The request's state as the table has it now: ``pending``, ``deciding`` or its
+        outcome; None if there is none."""
+        return await self.decisions.state(approval_id)
 
     async def decide(
         self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
@@ -297,6 +306,8 @@ class ApprovalInbox(Service):
                 "approval requested by %s (id %s)", approval.execution_name, approval.id,
                 extra={"executionArn": approval.execution_arn},
             )  # fmt: skip
+            if self._on_new is not None:
+                await self._on_new(approval)
         await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
         return True
 

@@ -5,11 +5,12 @@
 shows one execution in full; ``GET /dashboard/executions/{executionId}`` draws one execution
 as a graph of its states, from ``.../graph``; ``GET /dashboard/stats`` gives the main page's
 charts their numbers; ``GET /approvals`` and ``POST /approvals/{approvalId}`` list and decide
-the pending human approvals.
+the pending human approvals; ``/approvals/{approvalId}/link`` is an approval link's page.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from pathlib import Path
@@ -27,14 +28,18 @@ from notifier.app.state import (
     SETTINGS,
 )
 from notifier.aws.errors import AwsError
+from notifier.dashboard.approval_links import DECIDED_BY, LinkError
 from notifier.dashboard.approval_table import (
+    DECIDING,
     MAX_COMMENT,
+    PENDING,
     ApprovalDecidedError,
     ApprovalNotFoundError,
+    Decision,
 )
 from notifier.dashboard.approvals import ApprovalInbox
 from notifier.dashboard.details import execution_details
-from notifier.dashboard.state import BOARD, GRAPHS, INBOX, STATUS_FEED
+from notifier.dashboard.state import BOARD, GRAPHS, INBOX, LINKS, STATUS_FEED
 from notifier.dashboard.stats import snapshot
 from notifier.requests import answers
 from notifier.requests.bodies import read_json_object
@@ -207,3 +212,89 @@ async def _decision(request: web.Request) -> tuple[bool, str] | web.Response:
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         return answers.error(400, f"comment must be a string of at most {MAX_COMMENT} characters")
     return body["approved"], comment
+
+
+async def approval_link(request: web.Request) -> web.Response:
+    """``GET`` or ``POST /approvals/{approvalId}/link?d=approve|reject&t=<token>``: the link
+    is its own credential (:mod:`notifier.dashboard.approval_links`). GET shows what the
+    link decides and a form to confirm; only that form's POST decides."""
+    app = request.app
+    approval_id = request.match_info["approvalId"]
+    inbox, links = app.get(INBOX), app.get(LINKS)
+    if inbox is None or links is None:
+        return _link_page(404, "No approval links here", "This daemon sends no approval links.")
+    try:
+        decision = links.check(approval_id, request.query.get("d", ""), request.query.get("t", ""))
+        if request.method == "GET":
+            return await _confirmation(inbox, approval_id, decision)
+        form = await request.post()
+        comment = str(form.get("comment", ""))[:MAX_COMMENT]
+        approved = decision is Decision.APPROVED
+        outcome = await inbox.decide(approval_id, approved, comment, DECIDED_BY)
+    except LinkError as exc:
+        return _link_page(exc.status, "This link decides nothing", str(exc))
+    except ApprovalNotFoundError:
+        return _no_such_approval()
+    except ApprovalDecidedError as exc:
+        return _already_decided(exc.decision)
+    except AwsError as exc:
+        retry = app[SETTINGS].current.http.retry_after
+        return _link_page(503, "Try again", f"The decision was not sent ({exc}); try again.",
+                          {"Retry-After": str(retry)})  # fmt: skip
+    return _link_page(200, f"Thank you: {outcome}", f"The request is {outcome}.")
+
+
+async def _confirmation(inbox: ApprovalInbox, approval_id: str, decision: Decision) -> web.Response:
+    """The page that asks to confirm, for a request that waits."""
+    state = await inbox.state(approval_id)
+    approval = await inbox.find(approval_id) if state == PENDING else None
+    if state is None:
+        return _no_such_approval()
+    if approval is None:
+        return _already_decided(str(state))
+    verb = "Approve" if decision is Decision.APPROVED else "Reject"
+    form = (
+        '<form method="post">'
+        f'<p><label>Comment (optional)<br><textarea name="comment" maxlength="{MAX_COMMENT}"'
+        ' rows="4" cols="60"></textarea></label></p>'
+        f'<p><button type="submit">{verb}</button></p></form>'
+    )
+    name = approval.execution_name
+    file = json.dumps(approval.file)
+    return _link_page(200, f"{verb} {name}?", f"{name} waits for a decision on {file}.", form=form)
+
+
+def _no_such_approval() -> web.Response:
+    return _link_page(404, "No such approval", "This link names no approval request.")
+
+
+def _already_decided(state: str) -> web.Response:
+    if state in (DECIDING, "being decided"):
+        return _link_page(409, "Being decided", "Someone is deciding this request right now.")
+    return _link_page(409, "Already decided", f"This request was decided: {state}.")
+
+
+def _link_page(
+    status: int,
+    title: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    form: str = "",
+) -> web.Response:
+    """A page of its own for a link's reader: no script, nothing loaded from elsewhere."""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="robots" content="noindex">'
+        f"<title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>{form}</body></html>"
+    )
+    # The URL carries the token: never in a Referer elsewhere. "same-origin" rather than the
+    # daemon's "no-referrer", with which a browser sends the form's POST as `Origin: null`
+    # and the daemon (keys off) would take it for another site's.
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "same-origin", **(headers or {})},
+    )

@@ -128,3 +128,8 @@ DECIDED = {
         "decision": {"enum": [str(d) for d in Decision]},
     },
 }
+
+LINK_FORM = {
+    "type": "object",
+    "properties": {"comment": {"type": "string", "maxLength": MAX_COMMENT}},
+}

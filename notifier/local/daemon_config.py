@@ -67,6 +67,7 @@ def stack_overrides(stack: LocalStack, configured: Settings) -> dict[str, str]:
         "S3_BUCKET": outputs["ProcessDataBucketName"],
         "DASHBOARD_APPROVAL_QUEUE_URL": outputs["ApprovalQueueUrl"],
         "DASHBOARD_APPROVAL_TABLE": outputs["ApprovalTableName"],
+        "DASHBOARD_APPROVAL_TOPIC_ARN": outputs["ApprovalTopicArn"],
     }
     # An empty override is an unset value.
     return {f"NOTIFIER_{key}": "" if value is None else str(value) for key, value in values.items()}

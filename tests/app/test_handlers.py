@@ -29,6 +29,7 @@ from notifier.app.wiring import http_app, reload
 from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import ReadBudget
 from notifier.config import ApiKeySettings, RouteSettings, Settings
+from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.logs import JsonFormatter
 from notifier.requests.executions import Executions
 from notifier.requests.idempotency import fingerprint
@@ -813,7 +814,11 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
         if route.access not in (Access.OPEN, Access.OPTIONAL_KEY)
     ]
     assert ("GET", f"/executions/{txn_id}") in guarded
-    async with serving(config) as served:
+    links = ApprovalLinks(b"k" * 40, "https://notifier.example", 3600.0)
+    async with serving(config, inbox=True, links=links) as served:
+        assert served.inbox is not None
+        served.inbox.add("x")  # an approval link is open to whoever holds a signed one
+        samples["link"] = links.link("x", "approve").removeprefix(links.public_url)
         for method, path in guarded:
             for headers in ({}, {"x-api-key": key[::-1]}):
                 response = await served.client.request(method, path, json={}, headers=headers)
@@ -821,7 +826,7 @@ async def test_api_keys_guard_every_route_but_the_health_checks_and_the_page() -
                 assert status == 401, (method, path, headers)
                 assert "x-api-key" in body["message"]
         served_to_anyone = [
-            route.path.format(**samples)
+            samples["link"] if route.path.endswith("/link") else route.path.format(**samples)
             for route in routes.table(dashboard=True)
             if route.access in (Access.OPEN, Access.OPTIONAL_KEY)
         ]

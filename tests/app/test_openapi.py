@@ -22,6 +22,7 @@ from notifier.app.wiring import http_app
 from notifier.aws.errors import AwsError
 from notifier.config import RESERVED_PATHS, ApiKeySettings
 from notifier.dashboard import web as dashboard
+from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Status
 from tests.support.http_app import INSTANCE, Served, serving, settings
@@ -231,8 +232,34 @@ async def every_route(record: Recorder) -> None:
     await record("POST", "/hello", data=b"{}", headers={"Origin": "https://evil.example"})
     served.inbox.failure = AwsError("SendTaskFailure", "ThrottlingException", "slow")
     await record("POST", "/approvals/a2", json={"approved": False})
+    await approval_links(record)
 
     await keyed_and_listed(record)
+
+
+LINKS = ApprovalLinks(b"k" * 40, "https://notifier.example", 3600.0)
+
+
+async def approval_links(record: Recorder) -> None:
+    """An approval link's page and its form, the link refused, and AWS failing."""
+    inbox = record.served.inbox
+    assert inbox is not None
+    inbox.add("a3")
+
+    def link(approval_id: str, links: ApprovalLinks = LINKS) -> str:
+        return links.link(approval_id, "approve").removeprefix(links.public_url)
+
+    await record("POST", link("a3"), key=None, data={"comment": "fine"})  # AWS fails: 503
+    inbox.failure = None
+    await record("GET", link("a3"), key=None)
+    await record("POST", link("a3"), key=None, data={"comment": "fine"})
+    await record("POST", link("a3"), key=None)
+    await record("GET", link("a3"), key=None)
+    await record("GET", link("nope"), key=None)
+    await record("GET", "/approvals/a3/link?d=maybe&t=1.x", key=None)
+    await record("POST", "/approvals/a3/link?d=approve&t=1.x", key=None)
+    expired = ApprovalLinks(LINKS.secret, LINKS.public_url, -1.0)
+    await record("GET", link("a3", expired), key=None)
 
 
 async def keyed_and_listed(record: Recorder) -> None:
@@ -309,7 +336,7 @@ async def test_real_answers_of_every_route_are_as_documented() -> None:
             "slow": ApiKeySettings(sha256=hash_key(slow), rate=0.001, burst=0),
         },
     )
-    async with serving(config, inbox=True) as served:
+    async with serving(config, inbox=True, links=LINKS) as served:
         record = Recorder(served, {"ci": key, "slow": slow})
         await every_route(record)
         async with served.client.get("/openapi.json", headers={"x-api-key": key}) as response:

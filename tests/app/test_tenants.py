@@ -24,6 +24,7 @@ from notifier import routes
 from notifier.apikeys import hash_key, new_key
 from notifier.app.routing import ACCESS, Access
 from notifier.config import ApiKeySettings
+from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.requests.executions import STARTED_BY
 from notifier.requests.ids import keyed_txn_id, made_for, new_txn_id
 from notifier.requests.waiters import Status
@@ -79,6 +80,10 @@ async def alices_execution(served: Served, where: str) -> Alice:
 STATIC_FILE = "/dashboard/static/dashboard.js"
 STATIC_FILES = "/dashboard/static/{filename}"
 STATIC_PAGES = (STATIC_FILES, "/dashboard/executions/{executionId}")
+# An approval link is its own credential, whoever's key comes with it: a forged one is
+# refused, the one the approval topic carried decides (``owner_reaches_it``).
+APPROVAL_LINK = "/approvals/{approvalId}/link"
+LINKS = ApprovalLinks(b"k" * 40, "http://notifier.example", 3600.0)
 Request = tuple[str, str, dict[str, str]]
 """Method, path and query, extra headers."""
 Case = Callable[[Alice], Request]
@@ -112,6 +117,8 @@ CASES: dict[tuple[str, str], Case | None] = {
     ("GET", "/openapi.json"): None,
     ("GET", "/approvals"): None,
     ("POST", "/approvals/{approvalId}"): lambda a: ("POST", f"/approvals/{a.txn_id}", {}),
+    ("GET", APPROVAL_LINK): lambda a: ("GET", f"/approvals/{a.txn_id}/link?d=approve&t=1.x", {}),
+    ("POST", APPROVAL_LINK): lambda a: ("POST", f"/approvals/{a.txn_id}/link?d=approve&t=1.x", {}),
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/"): None,
@@ -173,7 +180,7 @@ ROUTES_UNDER_TEST = route_table()
 async def test_another_keys_execution_is_404_on_every_route(
     method: str, path: str, access: Access, where: str
 ) -> None:
-    async with serving(CONFIG, inbox=True) as served:
+    async with serving(CONFIG, inbox=True, links=LINKS) as served:
         alice = await alices_execution(served, where)
         assert served.inbox is not None
         served.inbox.add(alice.txn_id)  # her execution waits for an approval too
@@ -193,8 +200,9 @@ async def test_another_keys_execution_is_404_on_every_route(
             if path in (*STATIC_PAGES, "/executions"):
                 assert status == 200 and alice.txn_id not in text, text
                 continue
-            if access.roles:
+            if access.roles or path == APPROVAL_LINK:
                 assert status == 403 and alice.txn_id not in text, (verb, target, status, text)
+                assert served.inbox.decided == {}
                 continue
             # The very answer for an id that names nothing at all (by idempotency key, bob
             # names his own transaction, of which there is none).
@@ -225,6 +233,8 @@ async def owner_reaches_it(
     served: Served, method: str, path: str, access: Access, alice: Alice, case: Case
 ) -> None:
     verb, target, headers = case(alice)
+    if path == APPROVAL_LINK:
+        target = LINKS.link(alice.txn_id, "approve").removeprefix(LINKS.public_url)
     who = "alice" if not access.roles else ("carol" if "approver" in access.roles else "root")
     body: dict[str, Any] = {"approved": True} if "approvals" in path else {}
     status, text = await answer(

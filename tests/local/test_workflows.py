@@ -126,6 +126,23 @@ async def get_item(stack: LocalStack, table: str, key: dict[str, str]) -> dict[s
     return {name: deserializer.deserialize(value) for name, value in response["Item"].items()}
 
 
+@asynccontextmanager
+async def subscribed_queue(stack: LocalStack, topic_output: str) -> AsyncIterator[tuple[Any, str]]:
+    """An SQS client and a new queue subscribed (raw delivery) to the stack's topic named by
+    its output ``topic_output``: what the topic publishes, readable by a test."""
+    async with stack.aws().client("sqs") as sqs, stack.aws().client("sns") as sns:
+        name = new_id(topic_output.removesuffix("TopicArn").lower())
+        queue_url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        await sns.subscribe(
+            TopicArn=stack.outputs[topic_output],
+            Protocol="sqs",
+            Endpoint=attributes["Attributes"]["QueueArn"],
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        yield sqs, queue_url
+
+
 async def take_message(sqs: Any, queue_url: str, wanted: Callable[[Any], bool]) -> Any:
     """The first message body (JSON) that ``wanted`` accepts, deleted from the queue.
 
@@ -416,15 +433,7 @@ async def test_qc_runs_the_checks_records_and_publishes_the_summary(
     local_stack: LocalStack,
 ) -> None:
     group = new_id("group")
-    async with local_stack.aws().client("sqs") as sqs, local_stack.aws().client("sns") as sns:
-        queue_url = (await sqs.create_queue(QueueName=new_id("qc-summary")))["QueueUrl"]
-        attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-        await sns.subscribe(
-            TopicArn=local_stack.outputs["QCSummaryTopicArn"],
-            Protocol="sqs",
-            Endpoint=attributes["Attributes"]["QueueArn"],
-            Attributes={"RawMessageDelivery": "true"},
-        )
+    async with subscribed_queue(local_stack, "QCSummaryTopicArn") as (sqs, queue_url):
         payload = {"GroupID": group, "StreamID": "streamA", "subtopic": new_id("sub")}
         finished = await run(local_stack, "QCStateMachineArn", payload)
         published = await take_message(sqs, queue_url, lambda body: body["GroupID"] == group)

@@ -540,6 +540,7 @@ DAEMON_CALLS = {
     "dynamodb:UpdateItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.update_item(")],
     "dynamodb:GetItem": [("notifier/dashboard/approval_table.py", "self.dynamodb.get_item(")],
     "dynamodb:Query": [("notifier/dashboard/approval_table.py", "self.dynamodb.query(")],
+    "sns:Publish": [("notifier/dashboard/approval_links.py", "self.sns.publish(")],
     "iot:DescribeEndpoint": [
         ("notifier/app/wiring.py", 'describe_endpoint(endpointType="iot:Data-ATS")')
     ],
@@ -695,6 +696,9 @@ def test_daemon_iam_policy_names_the_stacks_resources(
     (index,) = template["Resources"]["ApprovalsTable"]["Properties"]["GlobalSecondaryIndexes"]
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"):
         assert resources(action) == [table_arn, f"{table_arn}/index/{index['IndexName']}"]
+    # The approval links go out on the approval topic, and nowhere else.
+    topic = from_template(template["Resources"]["ApprovalTopic"]["Properties"]["TopicName"])
+    assert resources("sns:Publish") == [f"arn:aws:sns:us-east-1:123456789012:{topic}"]
     dlq = from_template(template["Resources"]["StatusDeadLetterQueue"]["Properties"]["QueueName"])
     for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
         assert resources(action) == [f"arn:aws:sqs:us-east-1:123456789012:{dlq}"]
@@ -740,7 +744,7 @@ def test_every_topic_and_queue_is_encrypted_with_kms(template: dict[str, Any], k
         **resources_of(template, "AWS::SNS::Topic"),
         **resources_of(template, "AWS::SQS::Queue"),
     }
-    assert len(encrypted) == 2 + 5
+    assert len(encrypted) == 3 + 5
     for name, resource in encrypted.items():
         properties = resolved(template, resource["Properties"], parameters)
         assert "SqsManagedSseEnabled" not in properties, name  # not a form scanners know

@@ -30,6 +30,7 @@ from notifier.config import (
     Settings,
 )
 from notifier.dashboard import web as dashboard
+from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.dashboard.approval_table import (
     Approval,
     ApprovalDecidedError,
@@ -37,7 +38,7 @@ from notifier.dashboard.approval_table import (
     Decision,
 )
 from notifier.dashboard.approvals import ApprovalInbox
-from notifier.dashboard.state import INBOX
+from notifier.dashboard.state import INBOX, LINKS
 from notifier.requests.executions import Executions, execution_arn
 from notifier.requests.listing import InvalidPageTokenError, Page
 from notifier.requests.waiters import Completion, Status, utcnow
@@ -292,6 +293,11 @@ class FakeInbox(ApprovalInbox):
     async def refresh(self) -> list[Approval]:
         return self.pending()
 
+    async def state(self, approval_id: str) -> str | None:
+        if approval_id in self.decided:
+            return self.decided[approval_id]
+        return "pending" if approval_id in self.approvals else None
+
     async def decide(
         self, approval_id: str, approved: bool, comment: str, decided_by: str | None = None
     ) -> Decision:
@@ -330,15 +336,19 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(config: Settings | None = None, *, inbox: bool = False) -> AsyncIterator[Served]:
+async def serving(
+    config: Settings | None = None, *, inbox: bool = False, links: ApprovalLinks | None = None
+) -> AsyncIterator[Served]:
     """The application (with the dashboard) on a free port, with a fake Executions and,
-    with ``inbox``, a fake approval inbox."""
+    with ``inbox``, a fake approval inbox (with ``links``, sending approval links)."""
     app = http_app(config or settings(), INSTANCE, routes.table(dashboard=True))
     dashboard.install(app)
     executions = app[EXECUTIONS] = FakeExecutions(lambda: app[SETTINGS].current.routes)
     fake_inbox = None
     if inbox:
         fake_inbox = app[INBOX] = FakeInbox()
+    if links is not None:
+        app[LINKS] = links
     # As the daemon runs it: a client that goes away cancels its handler.
     server = TestServer(app, handler_cancellation=True)
     async with TestClient(server) as client:
