@@ -37,7 +37,11 @@ async def test_a_token_refresh_during_held_requests_loses_none(
             return status, body
 
         requests = asyncio.gather(*(one(n) for n in range(HELD)))
-        await eventually(lambda: daemon.registry.held == HELD)
+        # Every one started (the pool paces starts over its connections' second) and held.
+        await eventually(
+            lambda: daemon.registry.held == HELD
+            and all(txn.started_at is not None for txn in daemon.registry.unresolved())
+        )
         await mqtt.refresh()  # while every one of them is held
         results = await requests
 
