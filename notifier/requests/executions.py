@@ -228,7 +228,15 @@ class Executions:
                 raise
         else:
             return KeyedStart(started_at=utcnow())
-        description = await self.describe_shared(self.execution_arn(route, txn_id), deadline)
+        # The request is held for its answer anyway, so its look at the execution may wait
+        # its turn until the request's deadline: a burst of keyed retries (an instance died
+        # holding them) is answered, not refused for the budget.
+        now = time.monotonic()
+        description = await self.describe(
+            self.execution_arn(route, txn_id),
+            deadline=now if deadline is None else deadline,
+            patience=READ_PATIENCE if deadline is None else max(READ_PATIENCE, deadline - now),
+        )
         if self.routes[route].input == "body":
             try:
                 started_with = json.loads(description.get("input") or "{}")

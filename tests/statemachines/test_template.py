@@ -515,7 +515,7 @@ DAEMON_CALLS = {
     # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
     "s3:ListBucket": [(EXECUTIONS, '"404", "NoSuchKey", "NotFound"')],
     "states:StartExecution": [
-        (EXECUTIONS, "self._start_execution("),
+        (EXECUTIONS, "self._start_execution,"),
         ("notifier/aws/fast_operations.py", 'operation = "StartExecution"'),
     ],
     "states:StartSyncExecution": [
@@ -529,10 +529,10 @@ DAEMON_CALLS = {
         (EXECUTIONS, "self._sfn.get_execution_history("),
         ("notifier/dashboard/approvals.py", "self.sfn.get_execution_history("),
     ],
-    "states:ListExecutions": [("notifier/requests/listing.py", "sfn.list_executions(")],
+    "states:ListExecutions": [(EXECUTIONS, "self._sfn.list_executions")],
     # The definition an execution runs, for the dashboard's graph of it.
     "states:DescribeStateMachineForExecution": [
-        (EXECUTIONS, "self._sfn.describe_state_machine_for_execution(")
+        (EXECUTIONS, "self._sfn.describe_state_machine_for_execution")
     ],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
