@@ -29,9 +29,21 @@ async def test_calls_cost_what_they_cost_of_their_own_quota() -> None:
     assert budget.tokens == pytest.approx(0, abs=0.01)
 
 
-async def turns_taken(budget: ReadBudget, calls: list[tuple[str, float]]) -> list[str]:
+class HeldClock:
+    """``time.monotonic``, held still until released: no token comes while calls queue."""
+
+    def __init__(self) -> None:
+        self.held_at: float | None = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.held_at if self.held_at is not None else time.monotonic()
+
+
+async def turns_taken(calls: list[tuple[str, float]]) -> list[str]:
     """The order in which ``calls`` (name, deadline), all queued behind a first call that
     empties the bucket, get their turns."""
+    clock = HeldClock()
+    budget = ReadBudget(rate=1000, burst=1, clock=clock)
     served: list[str] = []
     assert await budget.spend("DescribeExecution")  # the bucket is empty now
 
@@ -43,12 +55,12 @@ async def turns_taken(budget: ReadBudget, calls: list[tuple[str, float]]) -> lis
     for name, deadline in calls:
         tasks.append(asyncio.ensure_future(call(name, deadline)))
         await asyncio.sleep(0)  # queued in this order
+    clock.held_at = None
     await asyncio.gather(*tasks)
     return served
 
 
 async def test_a_request_close_to_its_deadline_first_sweeps_in_order_background_last() -> None:
-    budget = ReadBudget(rate=1000, burst=1)
     far = time.monotonic() + 60
     calls = [
         ("background 1", BACKGROUND),
@@ -59,7 +71,7 @@ async def test_a_request_close_to_its_deadline_first_sweeps_in_order_background_
         ("closing", time.monotonic() + LEAD / 2),
         ("closer", time.monotonic()),
     ]
-    served = await turns_taken(budget, calls)
+    served = await turns_taken(calls)
     assert served == [
         "closer",
         "closing",
