@@ -8,6 +8,7 @@ import time
 import pytest
 
 from notifier.aws.read_budget import BACKGROUND, LEAD, READ_COSTS, ReadBudget
+from tests.support.clocks import HeldClock
 
 
 async def test_a_burst_then_the_rate() -> None:
@@ -27,16 +28,6 @@ async def test_calls_cost_what_they_cost_of_their_own_quota() -> None:
     assert not await budget.spend("GetExecutionHistory", patience=0.05)
     assert READ_COSTS["GetExecutionHistory"] < READ_COSTS["DescribeExecution"]
     assert budget.tokens == pytest.approx(0, abs=0.01)
-
-
-class HeldClock:
-    """``time.monotonic``, held still until released: no token comes while calls queue."""
-
-    def __init__(self) -> None:
-        self.held_at: float | None = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.held_at if self.held_at is not None else time.monotonic()
 
 
 async def turns_taken(calls: list[tuple[str, float]]) -> list[str]:

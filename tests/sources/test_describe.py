@@ -11,10 +11,11 @@ import time
 import pytest
 
 from notifier.aws.errors import AwsError
-from notifier.aws.read_budget import BACKGROUND
+from notifier.aws.read_budget import BACKGROUND, ReadBudget
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.describe import DescribePoller
+from tests.support.clocks import HeldClock
 from tests.support.eventually import eventually
 from tests.support.sources import ScriptedDescriptions, arn, describer, started
 
@@ -89,7 +90,8 @@ async def test_the_shared_budget_holds_for_everyone() -> None:
 
 async def test_a_request_close_to_its_deadline_is_described_first_background_last() -> None:
     registry, executions = Registry(max_held=10), ScriptedDescriptions(rate=1000)
-    executions.budget.burst = 1
+    clock = HeldClock()  # no token comes while the calls line up
+    executions.budget = ReadBudget(rate=1000, burst=1, clock=clock)
     describe = describer(registry, executions)
     far, soon = time.monotonic() + 60, time.monotonic() + 1
     txns = {name: started(registry, new_txn_id()) for name in ("stale", "a", "b", "closing")}
@@ -103,6 +105,7 @@ async def test_a_request_close_to_its_deadline_is_described_first_background_las
             deadline = BACKGROUND if name == "stale" else None
             calls.append(asyncio.ensure_future(describe.describe(txn, deadline=deadline)))
             await asyncio.sleep(0)
+        clock.held_at = None
         await asyncio.gather(*calls)
     order = [next(n for n, t in txns.items() if t.execution_arn == a) for a in executions.described]
     assert order == ["closing", "a", "b", "stale"]
