@@ -10,11 +10,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws.clients import error_code
+from notifier.aws.clients import (
+    PutObjectCall,
+    StartExecutionCall,
+    StartSyncExecutionCall,
+    error_code,
+)
 from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import BACKGROUND, ReadBudget
 from notifier.aws.sfn_calls import read_within, retry_throttled
@@ -22,6 +27,15 @@ from notifier.config import DaemonSettings, RouteSettings
 from notifier.requests.listing import InvalidPageTokenError, Page, list_page
 from notifier.requests.waiters import Completion, Status, utcnow
 from notifier.tracing import TRACE_CONTEXT_KEY, Tracing
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_stepfunctions import SFNClient
+    from types_aiobotocore_stepfunctions.literals import ExecutionStatusType
+    from types_aiobotocore_stepfunctions.type_defs import (
+        GetExecutionHistoryInputTypeDef,
+        ListExecutionsInputTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +115,10 @@ def completion_from_description(description: dict[str, Any], via: str = "poll") 
     )
 
 
-ApiCall = Callable[..., Awaitable[dict[str, Any]]]
-"""An API operation awaited like the aiobotocore client's method for it."""
+class _WriteCondition(TypedDict, total=False):
+    """What makes a PutObject conditional (nothing: it overwrites)."""
+
+    IfNoneMatch: str
 
 
 class Executions:
@@ -116,17 +132,17 @@ class Executions:
 
     def __init__(
         self,
-        s3: Any,
-        sfn: Any,
+        s3: S3Client,
+        sfn: SFNClient,
         bucket: str,
         subtopic: str,
         routes: Callable[[], Mapping[str, RouteSettings]],
         *,
         budget: ReadBudget | None = None,
         on_throttled: Callable[[str], None] | None = None,
-        put_object: ApiCall | None = None,
-        start_execution: ApiCall | None = None,
-        start_sync_execution: ApiCall | None = None,
+        put_object: PutObjectCall | None = None,
+        start_execution: StartExecutionCall | None = None,
+        start_sync_execution: StartSyncExecutionCall | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
@@ -136,10 +152,10 @@ class Executions:
         context in the execution's input."""
         self._s3 = s3
         self._sfn = sfn
-        self._put_object: ApiCall = put_object or s3.put_object
-        self._start_execution: ApiCall = start_execution or sfn.start_execution
+        self._put_object: PutObjectCall = put_object or s3.put_object
+        self._start_execution: StartExecutionCall = start_execution or sfn.start_execution
         # Blocks until an Express workflow ends: a client of its own, never retried.
-        self._start_sync_execution: ApiCall | None = start_sync_execution
+        self._start_sync_execution: StartSyncExecutionCall | None = start_sync_execution
         self.bucket = bucket
         self.subtopic = subtopic
         self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
@@ -286,7 +302,7 @@ class Executions:
         self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
     ) -> None:
         metadata = {ROUTE_METADATA: route}
-        conditional: dict[str, str] = {}
+        conditional: _WriteCondition = {}
         if fingerprint is not None:
             metadata[FINGERPRINT_METADATA] = fingerprint
             conditional["IfNoneMatch"] = "*"
@@ -375,7 +391,7 @@ class Executions:
     async def _read(
         self,
         api: str,
-        call: Callable[[], Awaitable[Any]],
+        call: Callable[[], Awaitable[Mapping[str, Any]]],
         *,
         deadline: float = BACKGROUND,
         patience: float | None = None,
@@ -443,11 +459,9 @@ class Executions:
         """One page of GetExecutionHistory (up to ``limit`` events, at most 1,000) from
         ``token``, and the token of the next page (None after the last); for someone
         waiting (within :data:`READ_PATIENCE`)."""
-        parameters = {
-            "executionArn": arn,
-            "maxResults": limit,
-            **({"nextToken": token} if token else {}),
-        }
+        parameters: GetExecutionHistoryInputTypeDef = {"executionArn": arn, "maxResults": limit}
+        if token:
+            parameters["nextToken"] = token
         try:
             page = await self._read(
                 "GetExecutionHistory",
@@ -531,12 +545,18 @@ class Executions:
         return json.loads(data)
 
     async def listing(
-        self, routes: list[str], status: str | None, limit: int, token: str | None
+        self,
+        routes: list[str],
+        status: ExecutionStatusType | None,
+        limit: int,
+        token: str | None,
     ) -> Page:
         """A page of ``routes``' executions (:func:`~notifier.requests.listing.list_page`)."""
         return await list_page(self._list_executions, self.routes, routes, status, limit, token)
 
-    async def _list_executions(self, **parameters: Any) -> dict[str, Any]:
+    async def _list_executions(
+        self, **parameters: Unpack[ListExecutionsInputTypeDef]
+    ) -> dict[str, Any]:
         """ListExecutions for someone waiting (within :data:`READ_PATIENCE`)."""
         return await self._read(
             "ListExecutions",
@@ -559,7 +579,7 @@ class Executions:
         try:
             head = await self._s3.head_object(Bucket=self.bucket, Key=txn_id)
             route = head.get("Metadata", {}).get(ROUTE_METADATA)
-            if route in self.routes:
+            if route is not None and route in self.routes:
                 candidates = [route]
         except ClientError as exc:
             if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
@@ -619,7 +639,7 @@ def started_by(description: dict[str, Any]) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:
+def _call_attributes(call: PutObjectCall | StartExecutionCall) -> dict[str, str | int | bool]:
     """A span's attributes for ``call``: whether the fast path makes it (it may still hand
     one call to the AWS SDK after an error)."""
     return {"notifier.fast_path": bool(getattr(call, "enabled", False))}
