@@ -48,7 +48,7 @@ SYNC_READ_TIMEOUT = 330.0
 minutes, and then some."""
 
 
-UNRETRIED = frozenset({"stepfunctions"})
+UNRETRIED: frozenset[Service] = frozenset({"stepfunctions"})
 """Services whose calls the AWS SDK makes once: the daemon retries them itself, within the
 wait of the request they serve and its share of the account's quotas
 (:mod:`notifier.aws.read_budget`), rather than the SDK's backoff hiding throttling from it."""
@@ -149,8 +149,9 @@ class PutObjectCall(Protocol):
     """S3 PutObject: the client's method, or the fast path's
     (:class:`~notifier.aws.fast_operations.PutObject`)."""
 
-    async def __call__(self, **params: Unpack[PutObjectRequestTypeDef]) -> Mapping[str, object]:
-        ...
+    async def __call__(
+        self, **params: Unpack[PutObjectRequestTypeDef]
+    ) -> Mapping[str, object]: ...
 
 
 class StartExecutionCall(Protocol):
