@@ -113,11 +113,14 @@ async def retry_throttled(
     deadline: float | None,
     *,
     done_when_again: str | None = None,
+    turn: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """``call``; while it is throttled, again after a backoff until ``deadline`` (monotonic
-    seconds; None: once). An attempt after the first that fails with ``done_when_again``
+    seconds; None: once), each attempt again after awaiting ``turn`` (such as the
+    :class:`StartPacer`'s). An attempt after the first that fails with ``done_when_again``
     (such as ``ExecutionAlreadyExists``) means an earlier attempt that seemed to fail got
-    through: done. Raises :class:`AwsError`: AWS's error, or the last throttling."""
+    through: done. Raises :class:`AwsError`: AWS's error, the last throttling, or what
+    ``turn`` raises."""
     attempt = 0
     while True:
         attempt += 1
@@ -136,3 +139,5 @@ async def retry_throttled(
         if deadline is None or time.monotonic() + pause >= deadline:
             raise error
         await asyncio.sleep(pause)
+        if turn is not None:
+            await turn()

@@ -335,29 +335,28 @@ class Executions:
         at the start pacer; while it is throttled, again after a backoff until
         ``deadline``. The name makes it start at most once: ``ExecutionAlreadyExists`` on a
         later attempt means an attempt that seemed to fail started it."""
+        # The first turn comes before the subtopic is chosen: the MQTT pool gives each
+        # connection its share of completions by when their executions start.
+        await self.starts.turn(deadline)
         execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         with self.tracing.span("StepFunctions StartExecution", _call_attributes(
             self._start_execution
         )):  # fmt: skip
             if carrier := self.tracing.carrier():
                 execution_input = {**execution_input, TRACE_CONTEXT_KEY: carrier}
-            start = functools.partial(
+            call = functools.partial(
                 self._start_execution,
                 stateMachineArn=self.routes[route].state_machine,
                 name=txn_id,
                 input=json.dumps(execution_input),
             )
-
-            async def call() -> dict[str, Any]:
-                await self.starts.turn(deadline)
-                return await start()
-
             await retry_throttled(
                 "StartExecution",
                 call,
                 self._count_throttled,
                 deadline,
                 done_when_again="ExecutionAlreadyExists",
+                turn=functools.partial(self.starts.turn, deadline),
             )
 
     async def _own_subtopic(self, txn_id: str) -> str:
