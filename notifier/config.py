@@ -151,6 +151,13 @@ class DaemonSettings:
     the safety net, re-attaches, polling and the dashboard. The default is half of the
     smallest region's DescribeExecution refill (10/s); the shares of all instances in an
     account and region together should stay below it."""
+    sfn_start_rate: float = 150.0
+    """This instance's share of the account's StartExecution refill: starts a second, all of
+    its worker processes together. A start beyond it waits its turn (within the request's
+    wait) rather than being throttled by Step Functions. The default is the refill of the
+    smaller regions; us-east-1, us-west-2 and eu-west-1 refill 300 a second (see
+    docs/quotas.md). The shares of all instances in an account and region together should
+    stay below the refill."""
     sweep_interval: float = 60.0
     """While MQTT is up, seconds between the slow sweeps that describe held requests nothing
     has been heard of for ``sweep_after`` seconds (a completion lost on the way)."""

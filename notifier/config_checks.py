@@ -185,7 +185,7 @@ def validate(s: Settings, where: str, found: list[str]) -> None:
         fail("[dashboard] approval_queue_url and approval_table: set both, or neither")
     if s.daemon.poll_interval <= 0:
         fail("[daemon] poll_interval: must be positive")
-    for key in ("sfn_read_rate", "sweep_interval", "sweep_after"):
+    for key in ("sfn_read_rate", "sfn_start_rate", "sweep_interval", "sweep_after"):
         if getattr(s.daemon, key) <= 0:
             fail(f"[daemon] {key}: must be positive")
     if s.sqs.queue_prefix is not None:

@@ -153,7 +153,7 @@ class Metrics:
         self.registry.register(_FastCallCollector(calls))
 
     def watch_step_functions(self, state: StepFunctionsState) -> None:
-        """Report the reads' budget, read at each scrape."""
+        """Report the reads' budget and the start pacer, read at each scrape."""
         self.registry.register(_StepFunctionsCollector(state))
 
     def render(self) -> bytes:
@@ -277,9 +277,20 @@ class ReadBudgetState(Protocol):
     def spent(self) -> Mapping[str, int]: ...
 
 
+class StartPacerState(Protocol):
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def booked(self) -> float: ...
+
+
 class StepFunctionsState(Protocol):
     @property
     def budget(self) -> ReadBudgetState: ...
+
+    @property
+    def starts(self) -> StartPacerState: ...
 
 
 class _StepFunctionsCollector(Collector):
@@ -312,6 +323,18 @@ class _StepFunctionsCollector(Collector):
             "notifier_sfn_read_budget_waiting",
             "Step Functions reads waiting for their turn in the budget",
             value=budget.waiting,
+        )
+        yield GaugeMetricFamily(
+            "notifier_sfn_start_rate",
+            "StartExecution calls a second this process makes at most (its share of "
+            "sfn_start_rate)",
+            value=self._state.starts.rate,
+        )
+        yield GaugeMetricFamily(
+            "notifier_sfn_starts_booked",
+            "StartExecution calls booked beyond this process's start rate, waiting for their "
+            "turn",
+            value=self._state.starts.booked,
         )
 
 

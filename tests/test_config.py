@@ -93,6 +93,7 @@ def test_env_overrides_every_kind_of_key(tmp_path: Path) -> None:
         (MINIMAL.replace(ARN, "nope"), {}, "expected a state machine ARN"),
         (MINIMAL, {"NOTIFIER_DAEMON_INSTANCE_ID": "a/b"}, "[daemon] instance_id"),
         (MINIMAL, {"NOTIFIER_DAEMON_SFN_READ_RATE": "0"}, "sfn_read_rate: must be positive"),
+        (MINIMAL, {"NOTIFIER_DAEMON_SFN_START_RATE": "-1"}, "sfn_start_rate: must be positive"),
         (
             MINIMAL.replace("[routes", "[daemon]\nreconcile_rate = 20\n[routes", 1),
             {},

@@ -47,6 +47,7 @@ from notifier.aws.clients import AwsClients
 from notifier.aws.fast_operations import PutObject, StartExecution
 from notifier.aws.iot_tokens import IotToken, TokenIssuer
 from notifier.aws.read_budget import ReadBudget
+from notifier.aws.sfn_calls import StartPacer
 from notifier.config import TOKEN_TRANSPORTS, AwsSettings, Settings
 from notifier.metrics import Metrics
 from notifier.requests.executions import Executions
@@ -142,6 +143,7 @@ RESTART_ONLY_DAEMON_KEYS = (
     "completion",
     "poll_interval",
     "sfn_read_rate",
+    "sfn_start_rate",
     "sweep_interval",
     "sweep_after",
 )
@@ -206,6 +208,7 @@ async def aws_context(app: web.Application) -> AsyncIterator[None]:
             lambda: live.current.routes,
             # The one budget of every Step Functions read, the sources' included.
             budget=ReadBudget(settings.daemon.sfn_read_rate),
+            starts=StartPacer(settings.daemon.sfn_start_rate),
             on_throttled=lambda api: app[METRICS].sfn_throttled.labels(api=api).inc(),
             put_object=put_object,
             start_execution=start_execution,

@@ -8,8 +8,9 @@ from botocore.exceptions import ClientError
 from notifier.aws.clients import error_code
 
 RATE_LIMITED = "RateLimited"
-"""The code of an :class:`AwsError` for a Step Functions read this daemon did not make because
-its share of the account's reads (``sfn_read_rate``) was spent: a 503 like AWS's throttling."""
+"""The code of an :class:`AwsError` for a Step Functions call this daemon did not make because
+its share of the account's reads (``sfn_read_rate``) or starts (``sfn_start_rate``) was
+spent: a 503 like AWS's throttling."""
 # What botocore's retry handler treats as throttling; reaching us means its retries ran out.
 THROTTLING_CODES = frozenset(
     {

@@ -1,7 +1,8 @@
 """Step Functions calls made within the account's quotas: a read in its turn in this
-process's :class:`~notifier.aws.read_budget.ReadBudget`, and a throttled write made again
-after a backoff (full jitter) while its caller can wait. Each throttled call is reported
-to ``on_throttled`` with its API's name."""
+process's :class:`~notifier.aws.read_budget.ReadBudget`, a StartExecution in its turn at
+this process's :class:`StartPacer`, and a throttled write made again after a backoff (full
+jitter) while its caller can wait. Each throttled call is reported to ``on_throttled`` with
+its API's name."""
 
 from __future__ import annotations
 
@@ -15,11 +16,52 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.aws.read_budget import BACKGROUND, ReadBudget
+from notifier.token_bucket import TokenBucket
 
 RETRY_BACKOFF_BASE = 0.1
 """Seconds: the cap of the first backoff of a throttled write; it doubles with each retry,
 up to :data:`RETRY_BACKOFF_CAP`."""
 RETRY_BACKOFF_CAP = 2.0
+START_BURST_SECONDS = 4.0
+"""The :class:`StartPacer`'s burst, in seconds of its rate: less than Step Functions'
+StartExecution buckets hold (1,300 at 300/s and 800 at 150/s, 4.3 and 5.3 seconds)."""
+
+
+class StartPacer:
+    """This process's StartExecution calls, at most ``rate`` a second (``[daemon]
+    sfn_start_rate`` over the instance's workers) with bursts of :data:`START_BURST_SECONDS`
+    of it, in the order they come.
+
+    Step Functions refills StartExecution at 300 a second in us-east-1, us-west-2 and
+    eu-west-1 and 150 elsewhere, for the whole account: a start beyond this process's share
+    waits its turn here instead of being throttled there and backing off.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._bucket = TokenBucket(rate, rate * START_BURST_SECONDS, clock)
+
+    async def turn(self, deadline: float | None) -> None:
+        """Wait for a start's turn. Turns are booked in order, so a wait is never longer
+        than the starts booked before it take. Raises :class:`AwsError` (``RateLimited``,
+        answered 503) when the turn would come after ``deadline`` (monotonic seconds; None:
+        now), booking nothing."""
+        wait = self._bucket.wait()
+        if wait and (deadline is None or self._clock() + wait > deadline):
+            raise AwsError(
+                "StartExecution",
+                RATE_LIMITED,
+                "this instance's share of Step Functions starts (sfn_start_rate) is spent",
+            )
+        self._bucket.spend()
+        if wait:
+            await asyncio.sleep(wait)
+
+    @property
+    def booked(self) -> float:
+        """Starts booked beyond the tokens there are: how far behind the pacer is."""
+        return max(0.0, -self._bucket.tokens)
 
 
 async def read_within(
@@ -71,11 +113,14 @@ async def retry_throttled(
     deadline: float | None,
     *,
     done_when_again: str | None = None,
+    turn: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """``call``; while it is throttled, again after a backoff until ``deadline`` (monotonic
-    seconds; None: once). An attempt after the first that fails with ``done_when_again``
+    seconds; None: once), each attempt again after awaiting ``turn`` (such as the
+    :class:`StartPacer`'s). An attempt after the first that fails with ``done_when_again``
     (such as ``ExecutionAlreadyExists``) means an earlier attempt that seemed to fail got
-    through: done. Raises :class:`AwsError`: AWS's error, or the last throttling."""
+    through: done. Raises :class:`AwsError`: AWS's error, the last throttling, or what
+    ``turn`` raises."""
     attempt = 0
     while True:
         attempt += 1
@@ -94,3 +139,5 @@ async def retry_throttled(
         if deadline is None or time.monotonic() + pause >= deadline:
             raise error
         await asyncio.sleep(pause)
+        if turn is not None:
+            await turn()

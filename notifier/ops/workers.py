@@ -85,6 +85,7 @@ def worker_settings(settings: Settings, base_instance_id: str, index: int, count
         settings.daemon,
         instance_id=instance_id,
         sfn_read_rate=settings.daemon.sfn_read_rate / count,
+        sfn_start_rate=settings.daemon.sfn_start_rate / count,
     )
     return dataclasses.replace(settings, daemon=daemon)
 

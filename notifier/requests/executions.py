@@ -22,7 +22,7 @@ from notifier.aws.clients import (
 )
 from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import BACKGROUND, ReadBudget
-from notifier.aws.sfn_calls import read_within, retry_throttled
+from notifier.aws.sfn_calls import StartPacer, read_within, retry_throttled
 from notifier.config import DaemonSettings, RouteSettings
 from notifier.requests.listing import InvalidPageTokenError, Page, list_page
 from notifier.requests.waiters import Completion, Status, utcnow
@@ -126,8 +126,9 @@ class Executions:
 
     ``put_object`` and ``start_execution``, the two calls of every start, default to the
     clients' own methods (see :mod:`notifier.aws.fast_calls` for cheaper ones). Every read of
-    Step Functions draws on ``budget`` (:mod:`notifier.aws.read_budget`); a StartExecution
-    that is throttled is tried again, with backoff, until the request's deadline.
+    Step Functions draws on ``budget`` (:mod:`notifier.aws.read_budget`); each StartExecution
+    waits its turn at ``starts`` (:class:`~notifier.aws.sfn_calls.StartPacer`), and one that
+    is throttled all the same is tried again, with backoff, until the request's deadline.
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class Executions:
         routes: Callable[[], Mapping[str, RouteSettings]],
         *,
         budget: ReadBudget | None = None,
+        starts: StartPacer | None = None,
         on_throttled: Callable[[str], None] | None = None,
         put_object: PutObjectCall | None = None,
         start_execution: StartExecutionCall | None = None,
@@ -146,7 +148,8 @@ class Executions:
         tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
-        ``budget`` is the share of the account's reads (None: one of the default rate);
+        ``budget`` is the share of the account's reads and ``starts`` of its starts (None:
+        ones of the default rates);
         ``on_throttled`` is told of each call Step Functions throttled, by API;
         ``tracing`` makes a span of each call that starts an execution, and puts the trace
         context in the execution's input."""
@@ -163,6 +166,7 @@ class Executions:
         (the connection of the MQTT pool it is given, once one has room)."""
         self._routes = routes
         self.budget = budget or ReadBudget(DaemonSettings().sfn_read_rate)
+        self.starts = starts or StartPacer(DaemonSettings().sfn_start_rate)
         self.throttled: Counter[str] = Counter()
         """Step Functions calls answered with throttling, by API."""
         self._on_throttled = on_throttled
@@ -343,10 +347,13 @@ class Executions:
         deadline: float | None,
     ) -> None:
         """StartExecution of the route's state machine, named ``txn_id``, with the input
-        for ``body`` (:class:`InputTooLargeError` if too large); while it is throttled,
-        again after a backoff until ``deadline``. The name makes it start at most once:
-        ``ExecutionAlreadyExists`` on a later attempt means an attempt that seemed to fail
-        started it."""
+        for ``body`` (:class:`InputTooLargeError` if too large), each attempt in its turn
+        at the start pacer; while it is throttled, again after a backoff until
+        ``deadline``. The name makes it start at most once: ``ExecutionAlreadyExists`` on a
+        later attempt means an attempt that seemed to fail started it."""
+        # The first turn comes before the subtopic is chosen: the MQTT pool gives each
+        # connection its share of completions by when their executions start.
+        await self.starts.turn(deadline)
         execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
         with self.tracing.span("StepFunctions StartExecution", _call_attributes(
             self._start_execution
@@ -365,6 +372,7 @@ class Executions:
                 self._count_throttled,
                 deadline,
                 done_when_again="ExecutionAlreadyExists",
+                turn=functools.partial(self.starts.turn, deadline),
             )
 
     async def _own_subtopic(self, txn_id: str) -> str:

@@ -26,8 +26,9 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routing import Access, UndeclaredAccessError
 from notifier.app.state import ADMISSION, AWS_REACHABILITY, METRICS, REGISTRY
 from notifier.app.wiring import http_app, reload
-from notifier.aws.errors import AwsError
+from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.aws.read_budget import ReadBudget
+from notifier.aws.sfn_calls import StartPacer
 from notifier.config import ApiKeySettings, RouteSettings, Settings
 from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.logs import JsonFormatter
@@ -271,6 +272,21 @@ async def test_throttling_that_outlasts_the_wait_is_503_with_retry_after(served:
     assert headers["Retry-After"] == "5"
     assert served.executions.calls.count("StartExecution") > 1
     assert served.executions.elsewhere == {}  # nothing started
+    assert served.app[REGISTRY].held == 0 and list(served.app[REGISTRY].unresolved()) == []
+
+
+async def test_a_start_past_the_instances_share_of_starts_is_503_without_a_call(
+    served: Served,
+) -> None:
+    served.executions.starts = StartPacer(0.25)  # one start at once, the next in 4 s
+    first = asyncio.ensure_future(served.client.post("/hello", json={}, headers=LONG))
+    served.complete(await served.executions.next_started())
+    assert (await answer(await first))[0] == 200
+    status, headers, body = await answer(
+        await served.client.post("/hello", json={}, headers={"Prefer": "wait=0.5"})
+    )
+    assert (status, body["awsErrorCode"], headers["Retry-After"]) == (503, RATE_LIMITED, "5")
+    assert served.executions.calls.count("StartExecution") == 1
     assert served.app[REGISTRY].held == 0 and list(served.app[REGISTRY].unresolved()) == []
 
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -19,14 +20,23 @@ from awscrt.exceptions import AwsCrtError
 from botocore.exceptions import ClientError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
+from notifier.daemon import Daemon
+from notifier.local.daemon_config import local_settings
 from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
 from tests.local.test_workflows import new_id
 from tests.sources.test_transports import register_device
+from tests.support.daemons import call
 from tests.support.eventually import eventually
 from tests.support.mqtt import connected, mtls_connection, tls_connection, token_for
 
+START_BUCKET = "24/6"
+"""The account's StartExecution bucket on this module's stack (AWS: 1,300, refilled 300 a
+second): small, so that a burst of a few dozen starts exceeds it."""
+DAEMON_START_RATE = 5
+"""The daemon's share of it: 5 starts a second, in bursts of 20 (its pacer holds 4 s of its
+rate), below the stack's 24 with room for the one start of another test."""
 CONNECT_RATE = 0.05
 """One CONNECT per client id every 20 s (AWS: 1 a second), so that a second one made at
 once is refused however slow the machine is."""
@@ -42,7 +52,9 @@ def stack_settings(quotas: QuotaSettings) -> LocalStackSettings:
 
 @pytest.fixture(scope="module")
 async def quota_stack() -> AsyncIterator[LocalStack]:
-    quotas = QuotaSettings().with_values([f"iot-connect-rate={CONNECT_RATE}"])
+    quotas = QuotaSettings().with_values(
+        [f"iot-connect-rate={CONNECT_RATE}", f"sfn-start-execution={START_BUCKET}"]
+    )
     async with LocalStack(stack_settings(quotas)) as stack:
         yield stack
 
@@ -291,3 +303,33 @@ async def test_with_quotas_off_nothing_is_discarded_or_throttled() -> None:
         assert not any((await stack.quota_events()).values())
         # Measured all the same: the busiest connection's second.
         assert stack.connection_quotas.peak_messages_per_second > 100
+
+
+async def starts_through_a_daemon(stack: LocalStack, start_rate: float, count: int) -> int:
+    """``count`` requests to /hello at once through a daemon whose share of the account's
+    starts is ``start_rate``; all are answered 200. Returns how many StartExecution calls
+    Step Functions throttled meanwhile."""
+    before = (await stack.quota_events())["sfn_throttled"]
+    env = {
+        "NOTIFIER_HTTP_PORT": "0",
+        "NOTIFIER_DAEMON_INSTANCE_ID": new_id("pacer"),
+        "NOTIFIER_DAEMON_SFN_START_RATE": str(start_rate),
+    }
+    async with Daemon(local_settings(stack, env=env)) as daemon, aiohttp.ClientSession() as http:
+        answers = await asyncio.gather(
+            *(call(http, "POST", f"{daemon.url}/hello", json={"n": n},
+                   headers={"Prefer": "wait=60"}) for n in range(count))
+        )  # fmt: skip
+    assert [status for status, _, _ in answers] == [200] * count
+    return (await stack.quota_events())["sfn_throttled"] - before
+
+
+async def test_the_daemon_paces_its_starts_within_its_share_and_is_not_throttled(
+    quota_stack: LocalStack,
+) -> None:
+    """Last in this module: the burst without pacing empties the stack's start bucket."""
+    # 30 at once: 20 at once and 10 more at 5 a second, within the bucket and its refill.
+    assert await starts_through_a_daemon(quota_stack, DAEMON_START_RATE, 30) == 0
+    # The same burst with a share larger than the account's: Step Functions throttles the
+    # starts beyond its bucket, and they are answered all the same, after retries.
+    assert await starts_through_a_daemon(quota_stack, 1000, 30) > 0

@@ -149,7 +149,8 @@ def test_each_worker_has_the_instance_id_suffixed_within_the_limits() -> None:
         worker_settings(settings, "x" * 23, 10, 10)  # a queue name of 81 characters
 
 
-def test_the_instance_share_of_step_functions_reads_is_divided_among_its_workers() -> None:
-    settings = load_settings(LOCAL_CONFIG, {"NOTIFIER_DAEMON_SFN_READ_RATE": "6"})
-    shares = [worker_settings(settings, "daemon-a", k, 3).daemon.sfn_read_rate for k in (1, 2, 3)]
-    assert shares == [2.0, 2.0, 2.0]
+def test_the_instance_shares_of_step_functions_quotas_are_divided_among_its_workers() -> None:
+    env = {"NOTIFIER_DAEMON_SFN_READ_RATE": "6", "NOTIFIER_DAEMON_SFN_START_RATE": "300"}
+    settings = load_settings(LOCAL_CONFIG, env)
+    workers = [worker_settings(settings, "daemon-a", k, 3).daemon for k in (1, 2, 3)]
+    assert [(w.sfn_read_rate, w.sfn_start_rate) for w in workers] == [(2.0, 100.0)] * 3
