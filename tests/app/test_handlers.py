@@ -38,17 +38,8 @@ from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.requests.listing import InvalidPageTokenError
 from notifier.requests.waiters import Completion, Status
 from tests.support.eventually import eventually
-from tests.support.http_app import (
-    INSTANCE,
-    ROUTES,
-    Served,
-    answer,
-    client_error,
-    no_aws_call,
-    serving,
-    settings,
-    with_http,
-)
+from tests.support.executions import INSTANCE, ROUTES, client_error, no_aws_call
+from tests.support.http_app import Served, answer, serving, settings, with_http
 
 LONG = {"Prefer": "wait=30"}
 JSON_BODY = {"Content-Type": "application/json"}

@@ -17,13 +17,14 @@ from notifier.config import MqttSettings
 from notifier.local.broker import LocalBroker
 from notifier.metrics import Metrics
 from notifier.requests.ids import new_txn_id
-from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
+from notifier.requests.waiters import Completion, Registry, Status, Transaction
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
 from notifier.sources.sweeps_while_down import Reconciler
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
 from tests.support.daemons import DaemonFactory, call
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, describer
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import describer, started
 
 
 class Clock:
@@ -74,11 +75,6 @@ def all_subscribed(pool: MqttPool) -> bool:
     return all(connection.source.connected for connection in pool.connections)
 
 
-def started(registry: Registry) -> Transaction:
-    txn_id = new_txn_id()
-    return registry.track(Transaction(txn_id, "hello", arn(txn_id), started_at=utcnow()))
-
-
 def small_pool(broker: LocalBroker, registry: Registry, clock: Clock) -> MqttPool:
     """Two connections at the most, of one execution a second each."""
     return pool_for(broker, registry, clock, peak=2, share=0.01)
@@ -88,7 +84,7 @@ async def one_on_each(pool: MqttPool, registry: Registry) -> tuple[Transaction, 
     """Two executions, the first given to connection 0, the second to connection 1, which
     the first one's start opened."""
     await eventually(lambda: pool.connected)
-    first, second = started(registry), started(registry)
+    first, second = started(registry, new_txn_id()), started(registry, new_txn_id())
     assert pool.assign(first.txn_id) == "unit"
     await eventually(lambda: len(pool.connections) == 2 and all_subscribed(pool))
     assert pool.assign(second.txn_id) == "unit/1"
@@ -217,7 +213,7 @@ async def drop_link(broker: LocalBroker, client_id: str) -> None:
 async def test_a_cut_of_one_connection_falls_back_for_its_executions_only(
     broker: LocalBroker,
 ) -> None:
-    registry, clock, executions = Registry(max_held=10), Clock(), ScriptedDescriptions()
+    registry, clock, executions = Registry(max_held=10), Clock(), FakeExecutions()
     async with small_pool(broker, registry, clock) as pool:
         kept, cut = await one_on_each(pool, registry)
         executions.answer(kept.txn_id, "RUNNING")
