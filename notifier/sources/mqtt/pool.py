@@ -47,6 +47,7 @@ from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.source import MqttSource
 from notifier.token_bucket import TokenBucket
+from notifier.topics import connection_subtopic
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class MqttPool(Service):
         registry.on_resolved.append(self._resolved)
 
     def subtopic(self, index: int) -> str:
-        return self.instance_id if index == 0 else f"{self.instance_id}/{index}"
+        return connection_subtopic(self.instance_id, index)
 
     @property
     def connections(self) -> list[PoolConnection]:
