@@ -38,7 +38,7 @@ import io
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self, cast
@@ -69,6 +69,17 @@ _FIXED_HEADERS = (
     ("Accept-Encoding", "identity"),
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+ApiCall = Callable[..., Awaitable[dict[str, Any]]]
+"""An API operation awaited like the aiobotocore client's method for it: that method, or a
+:class:`FastCall` of it."""
+
+
+def span_attributes(call: ApiCall) -> dict[str, str | int | bool]:
+    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
+    one call to the AWS SDK after an error)."""
+    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}
 
 
 class Unsupported(Exception):
