@@ -14,6 +14,7 @@ LAYERS = [
         "notifier",
         "config",
         "config_checks",
+        "config_loader",
         "loopback",
         "logs",
         "metrics",
