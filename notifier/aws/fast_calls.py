@@ -38,10 +38,10 @@ import io
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 from urllib.parse import urlsplit
 
 import aiobotocore
@@ -54,6 +54,9 @@ from yarl import URL
 
 from notifier import __version__
 from notifier.aws.http_connections import Answer, HttpConnections, Origin
+
+if TYPE_CHECKING:
+    from aiobotocore.client import AioBaseClient
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +72,6 @@ _FIXED_HEADERS = (
     ("Accept-Encoding", "identity"),
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-ApiCall = Callable[..., Awaitable[dict[str, Any]]]
-"""An API operation awaited like the aiobotocore client's method for it: that method, or a
-:class:`FastCall` of it."""
-
-
-def span_attributes(call: ApiCall) -> dict[str, str | int | bool]:
-    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
-    one call to the AWS SDK after an error)."""
-    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}
 
 
 class Unsupported(Exception):
@@ -146,7 +138,9 @@ class FastCall:
     double_uri_encode: ClassVar[bool] = True
     signed_body_header: ClassVar[auth.AwsSignedBodyHeaderType] = auth.AwsSignedBodyHeaderType.NONE
 
-    def __init__(self, client: Any, on_call: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, client: AioBaseClient, on_call: Callable[[str], None] | None = None
+    ) -> None:
         self.client = client
         self._on_call = on_call
         self._client_method: Callable[..., Any] = getattr(client, xform_name(self.operation))
@@ -379,7 +373,7 @@ _INTERNALS = (
 )
 
 
-def _missing_internals(client: Any) -> str | None:
+def _missing_internals(client: object) -> str | None:
     for path in _INTERNALS:
         node = client
         for name in path.split("."):

@@ -9,7 +9,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import BACKGROUND, ReadBudget
@@ -17,6 +17,14 @@ from notifier.aws.sfn_calls import read_within
 from notifier.config import DaemonSettings, RouteSettings
 from notifier.requests.descriptions import execution_arn, published_to
 from notifier.requests.listing import InvalidPageTokenError, Page, list_page
+
+if TYPE_CHECKING:
+    from types_aiobotocore_stepfunctions import SFNClient
+    from types_aiobotocore_stepfunctions.literals import ExecutionStatusType
+    from types_aiobotocore_stepfunctions.type_defs import (
+        GetExecutionHistoryInputTypeDef,
+        ListExecutionsInputTypeDef,
+    )
 
 READ_PATIENCE = 2.0
 """Seconds a request that needs a read to be answered at all (a re-attach to a transaction
@@ -33,7 +41,7 @@ class ExecutionReads:
 
     def __init__(
         self,
-        sfn: Any,
+        sfn: SFNClient,
         routes: Callable[[], Mapping[str, RouteSettings]],
         *,
         budget: ReadBudget | None = None,
@@ -60,7 +68,7 @@ class ExecutionReads:
     async def _read(
         self,
         api: str,
-        call: Callable[[], Awaitable[Any]],
+        call: Callable[[], Awaitable[Mapping[str, Any]]],
         *,
         deadline: float = BACKGROUND,
         patience: float | None = None,
@@ -128,11 +136,9 @@ class ExecutionReads:
         """One page of GetExecutionHistory (up to ``limit`` events, at most 1,000) from
         ``token``, and the token of the next page (None after the last); for someone
         waiting (within :data:`READ_PATIENCE`)."""
-        parameters = {
-            "executionArn": arn,
-            "maxResults": limit,
-            **({"nextToken": token} if token else {}),
-        }
+        parameters: GetExecutionHistoryInputTypeDef = {"executionArn": arn, "maxResults": limit}
+        if token:
+            parameters["nextToken"] = token
         try:
             page = await self._read(
                 "GetExecutionHistory",
@@ -175,12 +181,18 @@ class ExecutionReads:
         return list(page.get("events", []))
 
     async def listing(
-        self, routes: list[str], status: str | None, limit: int, token: str | None
+        self,
+        routes: list[str],
+        status: ExecutionStatusType | None,
+        limit: int,
+        token: str | None,
     ) -> Page:
         """A page of ``routes``' executions (:func:`~notifier.requests.listing.list_page`)."""
         return await list_page(self._list_executions, self.routes, routes, status, limit, token)
 
-    async def _list_executions(self, **parameters: Any) -> dict[str, Any]:
+    async def _list_executions(
+        self, **parameters: Unpack[ListExecutionsInputTypeDef]
+    ) -> dict[str, Any]:
         """ListExecutions for someone waiting (within :data:`READ_PATIENCE`)."""
         return await self._read(
             "ListExecutions",

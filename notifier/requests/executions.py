@@ -13,12 +13,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from notifier.aws.clients import (
+    PutObjectCall,
+    StartExecutionCall,
+    StartSyncExecutionCall,
+    span_attributes,
+)
 from notifier.aws.errors import AwsError
-from notifier.aws.fast_calls import ApiCall, span_attributes
 from notifier.aws.read_budget import ReadBudget
 from notifier.aws.sfn_calls import StartPacer, retry_throttled
 from notifier.config import DaemonSettings, RouteSettings
@@ -28,6 +33,10 @@ from notifier.requests.idempotency import IdempotencyConflictError
 from notifier.requests.process_data import ProcessData
 from notifier.requests.waiters import utcnow
 from notifier.tracing import TRACE_CONTEXT_KEY, Tracing
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +63,8 @@ class Executions(ExecutionReads):
 
     def __init__(
         self,
-        s3: Any,
-        sfn: Any,
+        s3: S3Client,
+        sfn: SFNClient,
         bucket: str,
         subtopic: str,
         routes: Callable[[], Mapping[str, RouteSettings]],
@@ -63,9 +72,9 @@ class Executions(ExecutionReads):
         budget: ReadBudget | None = None,
         starts: StartPacer | None = None,
         on_throttled: Callable[[str], None] | None = None,
-        put_object: ApiCall | None = None,
-        start_execution: ApiCall | None = None,
-        start_sync_execution: ApiCall | None = None,
+        put_object: PutObjectCall | None = None,
+        start_execution: StartExecutionCall | None = None,
+        start_sync_execution: StartSyncExecutionCall | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
@@ -75,9 +84,9 @@ class Executions(ExecutionReads):
         ``tracing`` makes a span of each call that starts an execution, and puts the trace
         context in the execution's input."""
         super().__init__(sfn, routes, budget=budget, on_throttled=on_throttled)
-        self._start_execution: ApiCall = start_execution or sfn.start_execution
+        self._start_execution: StartExecutionCall = start_execution or sfn.start_execution
         # Blocks until an Express workflow ends: a client of its own, never retried.
-        self._start_sync_execution: ApiCall | None = start_sync_execution
+        self._start_sync_execution: StartSyncExecutionCall | None = start_sync_execution
         self.subtopic = subtopic
         self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
         """The subtopic a new execution for a transaction id is to publish its completion to

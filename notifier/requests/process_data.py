@@ -5,15 +5,17 @@ route it was started on and, for a keyed transaction, the request's fingerprint.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws.clients import error_code
+from notifier.aws.clients import PutObjectCall, error_code, span_attributes
 from notifier.aws.errors import AwsError
-from notifier.aws.fast_calls import ApiCall, span_attributes
 from notifier.requests.idempotency import IdempotencyConflictError
 from notifier.tracing import Tracing
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 ROUTE_METADATA = "notifier-route"
 FINGERPRINT_METADATA = "notifier-request-sha256"
@@ -23,6 +25,12 @@ FINGERPRINT_METADATA = "notifier-request-sha256"
 _EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
 
+class _WriteCondition(TypedDict, total=False):
+    """What makes a PutObject conditional (nothing: it overwrites)."""
+
+    IfNoneMatch: str
+
+
 class ProcessData:
     """The process data bucket. ``put_object`` defaults to the client's own method (see
     :mod:`notifier.aws.fast_calls` for a cheaper one); ``tracing`` makes a span of each
@@ -30,14 +38,14 @@ class ProcessData:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         *,
-        put_object: ApiCall | None = None,
+        put_object: PutObjectCall | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._s3 = s3
-        self._put_object: ApiCall = put_object or s3.put_object
+        self._put_object: PutObjectCall = put_object or s3.put_object
         self.bucket = bucket
         self.tracing = tracing or Tracing()
 
@@ -83,7 +91,7 @@ class ProcessData:
         self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None
     ) -> None:
         metadata = {ROUTE_METADATA: route}
-        conditional: dict[str, str] = {}
+        conditional: _WriteCondition = {}
         if fingerprint is not None:
             metadata[FINGERPRINT_METADATA] = fingerprint
             conditional["IfNoneMatch"] = "*"
