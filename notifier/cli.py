@@ -20,15 +20,8 @@ from notifier import __version__
 from notifier.apikeys import hash_key, new_key
 from notifier.aws.clients import AwsClients
 from notifier.bench import run as bench
-from notifier.config import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG,
-    AwsSettings,
-    ConfigError,
-    Settings,
-    config_path,
-    load_settings,
-)
+from notifier.config import AwsSettings, ConfigError, Settings
+from notifier.config_loader import CONFIG_ENV, DEFAULT_CONFIG, config_path, load_settings
 from notifier.daemon import Daemon, serve
 from notifier.local import quotas
 from notifier.local.daemon_config import local_settings

@@ -16,6 +16,7 @@ LAYERS = [
         "notifier",
         "config",
         "config_checks",
+        "config_loader",
         "loopback",
         "logs",
         "metrics",

@@ -172,6 +172,12 @@ class StartSyncExecutionCall(Protocol):
     ) -> StartSyncExecutionOutputTypeDef: ...
 
 
+def span_attributes(call: PutObjectCall | StartExecutionCall) -> dict[str, str | int | bool]:
+    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
+    one call to the AWS SDK after an error)."""
+    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
     if isinstance(exc, ClientError):

@@ -730,7 +730,7 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
 async def test_describing_others_executions_draws_on_the_read_budget(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.requests.executions.READ_PATIENCE", 0.05)
+    monkeypatch.setattr("notifier.requests.execution_reads.READ_PATIENCE", 0.05)
     served.executions.budget = ReadBudget(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from notifier.aws.errors import AwsError
-from notifier.requests.executions import completion_from_description
+from notifier.requests.descriptions import completion_from_description
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status
 from notifier.sources import InvalidNotificationError, parse_notification

@@ -17,8 +17,10 @@ from botocore.exceptions import ClientError
 from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import ReadBudget
 from notifier.config import RouteSettings
-from notifier.requests.executions import Executions, execution_arn
+from notifier.requests.descriptions import execution_arn
+from notifier.requests.executions import Executions
 from notifier.requests.listing import InvalidPageTokenError, Page
+from notifier.requests.process_data import ProcessData
 from notifier.requests.waiters import Status
 
 INSTANCE = "test-instance"
@@ -95,6 +97,7 @@ class FakeExecutions(Executions):
         """Execution ARN -> the topic its workflow published to (per its history)."""
         self.history_reads = 0
         self.history_failures: list[Exception] = []
+        self.process_data = FakeProcessData(self)
 
     def answer(self, txn_id: str, *statuses: object) -> None:
         """DescribeExecution of :func:`arn` ``(txn_id)`` answers ``statuses`` in turn, the
@@ -108,22 +111,6 @@ class FakeExecutions(Executions):
 
     async def next_started(self) -> str:
         return await asyncio.wait_for(self.started.get(), DEADLINE)
-
-    async def check_reachable(self) -> str | None:
-        return self.unreachable
-
-    async def _put_process_data(
-        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
-    ) -> None:
-        self._call("PutObject")
-        if fingerprint is not None and txn_id in self.objects:
-            raise AwsError("PutObject", "PreconditionFailed", "If-None-Match")
-        self.objects[txn_id] = fingerprint
-        self.bodies[txn_id] = body
-
-    async def _stored_fingerprint(self, txn_id: str) -> str | None:
-        self._call("HeadObject")
-        return self.objects.get(txn_id)
 
     def _api(self, operation: str) -> None:
         """A Step Functions call: raises what the SDK would for a failure or throttling."""
@@ -253,10 +240,6 @@ class FakeExecutions(Executions):
         self._call("StopExecution")
         self.stopped.append(arn)
 
-    async def read_process_data(self, txn_id: str) -> Any:
-        self._call("GetObject")
-        return {**self.bodies.get(txn_id, {}), "step-a-output": "a"}
-
     async def locate(
         self, txn_id: str, route: str | None = None
     ) -> tuple[str, dict[str, Any]] | None:
@@ -281,3 +264,32 @@ class FakeExecutions(Executions):
             **fields,
         }
         return arn
+
+
+class FakeProcessData(ProcessData):
+    """The process data objects of ``executions``: its ``objects``, with their request
+    fingerprints, and ``bodies``; unreachable while it has ``unreachable``."""
+
+    def __init__(self, executions: FakeExecutions) -> None:
+        super().__init__(None, "bucket", put_object=no_aws_call)
+        self.executions = executions
+
+    async def check_reachable(self) -> str | None:
+        return self.executions.unreachable
+
+    async def read(self, txn_id: str) -> Any:
+        self.executions._call("GetObject")
+        return {**self.executions.bodies.get(txn_id, {}), "step-a-output": "a"}
+
+    async def _put(
+        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None
+    ) -> None:
+        self.executions._call("PutObject")
+        if fingerprint is not None and txn_id in self.executions.objects:
+            raise AwsError("PutObject", "PreconditionFailed", "If-None-Match")
+        self.executions.objects[txn_id] = fingerprint
+        self.executions.bodies[txn_id] = body
+
+    async def _stored_fingerprint(self, txn_id: str) -> str | None:
+        self.executions._call("HeadObject")
+        return self.executions.objects.get(txn_id)
