@@ -22,7 +22,11 @@ STAMP  := $(VENV)/.installed
 # the daemon with the local stack and the development tools (make install, CI); daemon.txt
 # the daemon alone, at the same versions (a production install: see
 # docs/operations-observability.md); uv.txt the installer make install uses, which pip
-# installs first: uv installs the rest in seconds where pip takes minutes.
+# installs first: uv installs the rest in seconds where pip takes minutes. Unlike pip, uv
+# leaves compiling to bytecode to the first import, which keeps nothing where
+# PYTHONDONTWRITEBYTECODE is set: each of the suite's Python processes (its workers, each
+# local stack's AWS endpoint, the daemons it runs) would compile moto, botocore and the rest
+# again, seconds of CPU each. --compile-bytecode compiles them once, at install.
 LOCK_DEV    := requirements/dev.txt
 LOCK_DAEMON := requirements/daemon.txt
 LOCK_UV     := requirements/uv.txt
@@ -47,7 +51,7 @@ $(STAMP): pyproject.toml $(LOCK_DEV) $(LOCK_UV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "notifier needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK_UV)
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK_DEV)
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes -r $(LOCK_DEV)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
