@@ -163,9 +163,10 @@ async def every_route(record: Recorder) -> None:
     await record("POST", "/nowhere", json={})
     await record("POST", "/hello", key=None, json={})
     await record("POST", "/hello", key="slow", json={})
+    # A throttled start is tried again until the request's deadline: a near one.
     for code in ("AccessDenied", "ThrottlingException"):
         fake.failures["StartExecution"] = AwsError("StartExecution", code, "no")
-        await record("POST", "/hello", json={})
+        await record("POST", "/hello", json={}, headers={"Prefer": "wait=0.5"})
     del fake.failures["StartExecution"]
     served.app[ADMISSION].accepting = False
     await record("POST", "/hello", json={})
