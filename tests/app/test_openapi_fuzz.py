@@ -31,6 +31,9 @@ async def test_generated_requests_get_documented_answers(stack: LocalStack, tmp_
             # Held requests end at once: the run is about answers, not about waiting.
             "NOTIFIER_HTTP_DEFAULT_WAIT": "0",
             "NOTIFIER_HTTP_MAX_WAIT": "0.2",
+            # Reads at the local stack's whole DescribeExecution refill, not the default
+            # share of an account's: the run is about answers, not about pacing.
+            "NOTIFIER_DAEMON_SFN_READ_RATE": "15",
         },
     )
     settings = requiring_api_key(
