@@ -91,7 +91,9 @@ def assert_each_answered_once_with_its_own_status(
 async def test_chaos_the_broker_stops_while_held_executions_complete(
     daemon_factory: DaemonFactory, stack: LocalStack, broker: Any, http: aiohttp.ClientSession
 ) -> None:
-    async with daemon_factory(NOTIFIER_DAEMON_RECONCILE_RATE="500") as daemon:
+    # Sweeps at twice the default read rate: two thirds of the stack's DescribeExecution
+    # refill (15 a second), the rest left to until_ended's reads, which are not retried.
+    async with daemon_factory(NOTIFIER_DAEMON_SFN_READ_RATE="10") as daemon:
         requests = await hold(http, daemon, HELD, wait=2)
         await broker.stop()
         await eventually(lambda: not daemon.app[MQTT].connected)
