@@ -137,17 +137,21 @@ def test_the_template_lints_clean(template: dict[str, Any]) -> None:
     assert lint(template) == []
 
 
-def test_lint_reports_problems(template: dict[str, Any]) -> None:
+def test_lint_reports_problems_and_fails_the_command(
+    template: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = json.loads(json.dumps(template))
     del broken["Resources"]["HelloStateMachine"]["Properties"]["DefinitionSubstitutions"][
         "HelloFunctionArn"
     ]
-    problems = lint(broken)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    assert package.main(["--lint", "--template", str(path)]) == 1
+    problems = capsys.readouterr().out.splitlines()
     assert any("HelloFunctionArn" in problem for problem in problems), problems
 
 
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert package.main(["--lint"]) == 0
+def test_command_line(tmp_path: Path) -> None:
     out = tmp_path / "build" / "template.json"
     assert package.main(["--out", str(out), "--bucket", BUCKET]) == 0
     written = json.loads(out.read_text())
