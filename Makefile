@@ -104,10 +104,14 @@ test-tools lint-tools:
 # The suite runs in this many worker processes (pytest-xdist), each with a local stack of its
 # own on free ports. Most tests wait on workflows, timers and other processes rather than
 # use a core, so more workers than cores pay. TEST_WORKERS=0: all in this one process.
+# Each worker starts with an equal share of the suite in file order, so that a module's tests
+# mostly share one worker and what its fixtures start (a stack with other quotas, a browser)
+# is started once; one that runs out takes half of what another has left.
 TEST_WORKERS ?= 4
 
 test: install checkov test-tools
-	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
+	  --dist worksteal $(PYTEST_ARGS)
 
 lint: install checkov lint-tools
 	$(BIN)/ruff check notifier iotauth statemachines tests scripts
