@@ -44,7 +44,8 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM ?= chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install lock install-plot checkov test-tools lint-tools run test lint bench check-wheel clean
+.PHONY: install lock install-plot checkov test-tools lint-tools run test lint lint-code lint-template \
+	lint-alerts bench check-wheel clean
 
 install: $(STAMP)
 
@@ -113,13 +114,21 @@ test: install checkov test-tools
 	CHROMIUM=$(CHROMIUM) CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
 	  --dist worksteal $(PYTEST_ARGS)
 
-lint: install checkov lint-tools
+# Three independent parts, which `make -j2 lint` (as CI) runs side by side: the code's, the
+# template's and the alert rules'.
+lint: lint-code lint-template lint-alerts
+
+lint-code: install
 	$(BIN)/ruff check notifier iotauth statemachines tests scripts
 	$(BIN)/mypy
 	$(BIN)/mypy --strict scripts
 	$(BIN)/python scripts/check_doc_links.py
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive notifier iotauth statemachines
+
+lint-template: install checkov
 	$(BIN)/python -m notifier.ops.package --lint --checkov $(CHECKOV)
+
+lint-alerts: lint-tools
 	promtool check rules config/alerts.yml
 	promtool test rules config/prometheus-tests.yml
 
