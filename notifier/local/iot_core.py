@@ -11,7 +11,8 @@ client's queue and reach the broker after it was reported failed; one in flight 
 connection is lost fails then. On a live connection a slow PUBACK (a busy machine) is
 waited for: failing it would report a publish failed that the broker then delivers.
 It is the one client the broker lets publish, with a password the stack gives both.
-A payload over IoT Core's limit is refused with its ``RequestEntityTooLargeException``.
+A payload over IoT Core's limit is refused with its ``RequestEntityTooLargeException``, a
+topic with a wildcard with its ``InvalidRequestException`` (HTTP 400, which no SDK retries).
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def install(
 ) -> None:
     """Publishes (the API's and the state machines') go to the broker through ``publisher``;
     one with a payload over ``payload_limit`` bytes gets IoT Core's error instead, HTTP 413
-    ``RequestEntityTooLargeException``, recorded in ``events``."""
+    ``RequestEntityTooLargeException``, recorded in ``events``; one to a topic with a wildcard
+    HTTP 400 ``InvalidRequestException``."""
     from moto.core.exceptions import JsonRESTError
     from moto.iotdata.models import IoTDataPlaneBackend
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
@@ -129,6 +131,9 @@ def install(
 
     class RequestEntityTooLarge(JsonRESTError):
         code = 413
+
+    class InvalidRequest(JsonRESTError):
+        code = 400
 
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (  # noqa: E501
         StateTaskServiceAwsSdk,
@@ -158,6 +163,8 @@ def install(
                 "RequestEntityTooLargeException",
                 f"The payload exceeds the maximum size of {payload_limit} bytes",
             )
+        if "+" in topic or "#" in topic:
+            raise InvalidRequest("InvalidRequestException", f"{topic}: a wildcard in a topic name")
         try:
             publisher.publish(topic, body)
         except Exception as exc:

@@ -122,4 +122,5 @@ async def test_an_event_the_forwarder_fails_on_is_tried_three_times_then_kept_an
     assert attributes["ErrorCode"] == "200"
     assert "ForwardingFailed" in attributes["ErrorMessage"]
     assert f"publish to notifier/no+wildcards/{name} failed" in attributes["ErrorMessage"]
+    assert "InvalidRequestException" in attributes["ErrorMessage"]  # as IoT refuses it
     assert attributes["RequestID"]
