@@ -157,6 +157,10 @@ class MqttPool(Service):
         self._closing: set[MqttSource] = set()
         """Closed for being idle, their disconnect under way."""
         self._changed = asyncio.Event()
+        self._turns = asyncio.Lock()
+        """Held by the start that watches for room; the others wait for it in line."""
+        self._in_line = 0
+        """Starts waiting for room, the one watching included."""
         self._tasks = BackgroundTasks()
         self.primary = self._add(0).source
         registry.on_resolved.append(self._resolved)
@@ -204,21 +208,34 @@ class MqttPool(Service):
         move on), up to :data:`ASSIGN_PATIENCE_SECS`. So bursts are started no faster than
         the connections' share, rather than have IoT Core discard their completions. With
         no connection subscribed there is nothing to wait for: the queue and the sweeps
-        answer."""
-        deadline = self.clock() + ASSIGN_PATIENCE_SECS
-        while txn_id not in self._assigned:
-            now = self.clock()
-            subscribed = [c for c in self.connections if c.source.connected]
-            if not subscribed or now >= deadline:
-                break
-            room_in = min(c.room_in(now, self.per_connection) for c in subscribed)
-            if room_in == 0:
-                break
+        answer.
+
+        Starts that wait take their turns in the order they came: the first watches the
+        connections, the others wait for it to be given one (each within its own patience),
+        so that a burst of waiting starts does not wake at every change all at once."""
+        now = self.clock()
+        if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
+            self._in_line += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ASSIGN_PATIENCE_SECS), self._turns:
+                        await self._until_room(now + ASSIGN_PATIENCE_SECS)
+            finally:
+                self._in_line -= 1
+        return self.assign(txn_id)
+
+    def _room_in(self, now: float) -> float:
+        """Seconds until a subscribed connection has room; 0 with none subscribed."""
+        subscribed = [c for c in self.connections if c.source.connected]
+        return min((c.room_in(now, self.per_connection) for c in subscribed), default=0.0)
+
+    async def _until_room(self, deadline: float) -> None:
+        while (now := self.clock()) < deadline and (room_in := self._room_in(now)):
             self._open_ahead(now, needed=room_in >= WINDOW_SECS / 2)
             changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.001, min(room_in, deadline - now)))
-        return self.assign(txn_id)
+                async with asyncio.timeout(max(0.001, min(room_in, deadline - now))):
+                    await changed.wait()
 
     def adopt(self, txn_id: str, subtopic: str) -> bool:
         """Count ``txn_id``, an execution started earlier with ``subtopic``, as its
