@@ -328,6 +328,24 @@ async def test_a_start_waiting_in_line_goes_ahead_when_its_patience_ends(
         assert set(given) <= {"unit", "unit/1"} and pool.overloaded == 3
 
 
+async def test_a_start_waits_as_long_as_its_request_may_rather_than_the_pools_patience(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start whose request can wait longer than the pool's own patience waits for room
+    that long: past the configured peak, starts are spread, not their completions bunched."""
+    monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.05)
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        start = asyncio.ensure_future(pool.reserve(new_txn_id(), patience=30.0))
+        await asyncio.sleep(0.2)  # four times the pool's own patience
+        assert not start.done()
+        clock.now += 1.0
+        assert await start == "unit"
+        assert pool.overloaded == 0
+
+
 async def test_with_no_connection_subscribed_a_start_does_not_wait(broker: LocalBroker) -> None:
     registry, clock = Registry(max_held=10), Clock()
     async with small_pool(broker, registry, clock) as pool:
