@@ -213,9 +213,7 @@ class MqttPool(Service):
         Starts that wait take their turns in the order they came: the first watches the
         connections, the others wait for it to be given one (each within its own patience),
         so that a burst of waiting starts does not wake at every change all at once."""
-        now = self.clock()
-        if patience is None:
-            patience = ASSIGN_PATIENCE_SECS
+        now, patience = self.clock(), ASSIGN_PATIENCE_SECS if patience is None else patience
         if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
             self._in_line += 1
             try:
