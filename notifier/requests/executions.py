@@ -88,9 +88,10 @@ class Executions(ExecutionReads):
         # Blocks until an Express workflow ends: a client of its own, never retried.
         self._start_sync_execution: StartSyncExecutionCall | None = start_sync_execution
         self.subtopic = subtopic
-        self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
+        self.subtopic_for: Callable[[str, float | None], Awaitable[str]] = self._own_subtopic
         """The subtopic a new execution for a transaction id is to publish its completion to
-        (the connection of the MQTT pool it is given, once one has room)."""
+        (the connection of the MQTT pool it is given, once one has room: waiting for it no
+        longer than the given seconds, None: the pool's own patience)."""
         self.starts = starts or StartPacer(DaemonSettings().sfn_start_rate)
         self.tracing = tracing or Tracing()
         self.process_data = ProcessData(s3, bucket, put_object=put_object, tracing=self.tracing)
@@ -182,14 +183,14 @@ class Executions(ExecutionReads):
         answer once the workflow ended (shaped as DescribeExecution's)."""
         settings = self.routes[route]
         call = self._start_sync_execution or self._sfn.start_sync_execution
+        subtopic = await self.subtopic_for(txn_id, None)
+        execution_input = checked_size(self._input(route, txn_id, body, subtopic, owner))
         try:
             return dict(
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(
-                        checked_size(await self._execution_input(route, txn_id, body, owner))
-                    ),
+                    input=json.dumps(execution_input),
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -211,7 +212,9 @@ class Executions(ExecutionReads):
         # The first turn comes before the subtopic is chosen: the MQTT pool gives each
         # connection its share of completions by when their executions start.
         await self.starts.turn(deadline)
-        execution_input = checked_size(await self._execution_input(route, txn_id, body, owner))
+        patience = None if deadline is None else max(0.0, deadline - time.monotonic())
+        subtopic = await self.subtopic_for(txn_id, patience)
+        execution_input = checked_size(self._input(route, txn_id, body, subtopic, owner))
         with self.tracing.span("StepFunctions StartExecution", span_attributes(
             self._start_execution
         )):  # fmt: skip
@@ -232,13 +235,8 @@ class Executions(ExecutionReads):
                 turn=functools.partial(self.starts.turn, deadline),
             )
 
-    async def _own_subtopic(self, txn_id: str) -> str:
+    async def _own_subtopic(self, txn_id: str, patience: float | None) -> str:
         return self.subtopic
-
-    async def _execution_input(
-        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
-    ) -> dict[str, Any]:
-        return self._input(route, txn_id, body, await self.subtopic_for(txn_id), owner)
 
     def _input(
         self, route: str, txn_id: str, body: dict[str, Any], subtopic: str, owner: str | None

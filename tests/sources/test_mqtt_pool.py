@@ -18,6 +18,7 @@ from notifier.local.broker import LocalBroker
 from notifier.metrics import Metrics
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Completion, Registry, Status, Transaction
+from notifier.sources.mqtt import pool as pool_module
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
 from notifier.sources.sweeps_while_down import Reconciler
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
@@ -286,6 +287,62 @@ async def test_a_start_waits_for_a_connection_with_room_rather_than_overload_one
         assert not third.done()
         clock.now += 1.0
         assert await third == "unit"
+        assert pool.overloaded == 0
+
+
+async def test_starts_that_wait_are_given_connections_in_the_order_they_came(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 30.0)
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        waiting = []
+        for _ in range(3):
+            waiting.append(asyncio.ensure_future(pool.reserve(new_txn_id())))
+            await asyncio.sleep(0)
+        assert not any(start.done() for start in waiting)
+        clock.now += 1.0  # room for two: the first two in line
+        assert [await waiting[0], await waiting[1]] == ["unit", "unit/1"]
+        await asyncio.sleep(0.05)
+        assert not waiting[2].done()
+        clock.now += 1.0
+        assert await waiting[2] == "unit"
+        assert pool.overloaded == 0
+
+
+async def test_a_start_waiting_in_line_goes_ahead_when_its_patience_ends(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each start in line waits no longer than its own patience, then goes over a share."""
+    monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.2)
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        line = asyncio.gather(*(pool.reserve(new_txn_id()) for _ in range(3)))
+        await asyncio.sleep(0.05)
+        clock.now += 0.2  # their patience is over; not the second's window
+        given = await asyncio.wait_for(line, 5)
+        assert set(given) <= {"unit", "unit/1"} and pool.overloaded == 3
+
+
+async def test_a_start_waits_as_long_as_its_request_may_rather_than_the_pools_patience(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start whose request can wait longer than the pool's own patience waits for room
+    that long: past the configured peak, starts are spread, not their completions bunched."""
+    monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.05)
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        start = asyncio.ensure_future(pool.reserve(new_txn_id(), patience=30.0))
+        await asyncio.sleep(0.2)  # four times the pool's own patience
+        assert not start.done()
+        clock.now += 1.0
+        assert await start == "unit"
         assert pool.overloaded == 0
 
 

@@ -60,8 +60,8 @@ OPEN_AHEAD = 0.5
 PACE_BURST_SECS = 0.1
 """A connection is given at most this many seconds' worth of its share at once."""
 ASSIGN_PATIENCE_SECS = 2.0
-"""How long a start waits for a connection with room (one opening, or the rate window moving
-on) before its execution goes over a connection's share."""
+"""How long a start that states no patience of its own waits for a connection with room (one
+opening, or the rate window moving on) before its execution goes over a connection's share."""
 IDLE_SECS = 30.0
 """A connection given nothing for this long, with nothing of it held, is closed."""
 UPKEEP_SECS = 1.0
@@ -157,6 +157,10 @@ class MqttPool(Service):
         self._closing: set[MqttSource] = set()
         """Closed for being idle, their disconnect under way."""
         self._changed = asyncio.Event()
+        self._turns = asyncio.Lock()
+        """Held by the start that watches for room; the others wait for it in line."""
+        self._in_line = 0
+        """Starts waiting for room, the one watching included."""
         self._tasks = BackgroundTasks()
         self.primary = self._add(0).source
         registry.on_resolved.append(self._resolved)
@@ -198,27 +202,40 @@ class MqttPool(Service):
         self._open_ahead(now)
         return connection.subtopic
 
-    async def reserve(self, txn_id: str) -> str:
+    async def reserve(self, txn_id: str, patience: float | None = None) -> str:
         """:meth:`assign`, once a subscribed connection has room for one more execution:
         while every one is full, the start waits (for one to open, or for the rate window to
-        move on), up to :data:`ASSIGN_PATIENCE_SECS`. So bursts are started no faster than
-        the connections' share, rather than have IoT Core discard their completions. With
-        no connection subscribed there is nothing to wait for: the queue and the sweeps
-        answer."""
-        deadline = self.clock() + ASSIGN_PATIENCE_SECS
-        while txn_id not in self._assigned:
-            now = self.clock()
-            subscribed = [c for c in self.connections if c.source.connected]
-            if not subscribed or now >= deadline:
-                break
-            room_in = min(c.room_in(now, self.per_connection) for c in subscribed)
-            if room_in == 0:
-                break
+        move on), up to ``patience`` seconds (the time left of its request's wait; None:
+        :data:`ASSIGN_PATIENCE_SECS`). So bursts are started no faster than the connections'
+        share, rather than have IoT Core discard their completions. With no connection
+        subscribed there is nothing to wait for: the queue and the sweeps answer.
+
+        Starts that wait take their turns in the order they came: the first watches the
+        connections, the others wait for it to be given one (each within its own patience),
+        so that a burst of waiting starts does not wake at every change all at once."""
+        now, patience = self.clock(), ASSIGN_PATIENCE_SECS if patience is None else patience
+        if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
+            self._in_line += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(patience), self._turns:
+                        await self._until_room(now + patience)
+            finally:
+                self._in_line -= 1
+        return self.assign(txn_id)
+
+    def _room_in(self, now: float) -> float:
+        """Seconds until a subscribed connection has room; 0 with none subscribed."""
+        subscribed = [c for c in self.connections if c.source.connected]
+        return min((c.room_in(now, self.per_connection) for c in subscribed), default=0.0)
+
+    async def _until_room(self, deadline: float) -> None:
+        while (now := self.clock()) < deadline and (room_in := self._room_in(now)):
             self._open_ahead(now, needed=room_in >= WINDOW_SECS / 2)
             changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.001, min(room_in, deadline - now)))
-        return self.assign(txn_id)
+                async with asyncio.timeout(max(0.001, min(room_in, deadline - now))):
+                    await changed.wait()
 
     def adopt(self, txn_id: str, subtopic: str) -> bool:
         """Count ``txn_id``, an execution started earlier with ``subtopic``, as its
