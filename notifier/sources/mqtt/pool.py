@@ -163,6 +163,7 @@ class MqttPool(Service):
         self._tasks = BackgroundTasks()
         self.primary = self._add(0).source
         registry.on_resolved.append(self._resolved)
+        registry.on_forgotten.append(self._forgotten)
 
     def subtopic(self, index: int) -> str:
         return self.instance_id if index == 0 else f"{self.instance_id}/{index}"
@@ -309,7 +310,6 @@ class MqttPool(Service):
 
     def close_idle(self) -> list[int]:
         """Close the connections that are idle; returns their indexes."""
-        self._forget_untracked()
         now = self.clock()
         closing = []
         for connection in reversed(self.connections):
@@ -329,6 +329,7 @@ class MqttPool(Service):
             self._closing.add(connection.source)
             self._tasks.once(f"MQTT close {connection.index}", self._close(connection.source))
         if closing:
+            self._forget_closed()
             self._notify()
         return closing
 
@@ -343,10 +344,14 @@ class MqttPool(Service):
                 connection.held.discard(txn_id)
         return not connection.held and now - connection.last_assigned >= IDLE_SECS
 
-    def _forget_untracked(self) -> None:
+    def _forget_closed(self) -> None:
+        """Forget which executions closed connections were given."""
         for txn_id, assignment in list(self._assigned.items()):
-            if self.registry.get(txn_id) is None or not self._is_open(assignment.connection):
+            if not self._is_open(assignment.connection):
                 del self._assigned[txn_id]
+
+    def _forgotten(self, txn_id: str) -> None:
+        self._assigned.pop(txn_id, None)
 
     def _resolved(self, txn: Transaction, completion: Completion) -> None:
         assignment = self._assigned.get(txn.txn_id)
