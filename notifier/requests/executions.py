@@ -175,7 +175,7 @@ class Executions:
     def check_input_size(self, route: str, body: dict[str, Any], owner: str | None = None) -> None:
         """Raise :class:`InputTooLargeError` if the input of the route's execution for
         ``body`` is too large whatever its subtopic (which is only chosen when it starts)."""
-        _checked_size(self._input(route, "", body, "", owner))
+        _encoded(self._input(route, "", body, "", owner))
 
     async def start(
         self,
@@ -278,9 +278,7 @@ class Executions:
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(
-                        _checked_size(await self._execution_input(route, txn_id, body, owner))
-                    ),
+                    input=_encoded(await self._execution_input(route, txn_id, body, owner)),
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -338,17 +336,18 @@ class Executions:
         # The first turn comes before the subtopic is chosen: the MQTT pool gives each
         # connection its share of completions by when their executions start.
         await self.starts.turn(deadline)
-        execution_input = _checked_size(await self._execution_input(route, txn_id, body, owner))
+        execution_input = await self._execution_input(route, txn_id, body, owner)
+        encoded = _encoded(execution_input)
         with self.tracing.span("StepFunctions StartExecution", _call_attributes(
             self._start_execution
         )):  # fmt: skip
             if carrier := self.tracing.carrier():
-                execution_input = {**execution_input, TRACE_CONTEXT_KEY: carrier}
+                encoded = json.dumps({**execution_input, TRACE_CONTEXT_KEY: carrier})
             call = functools.partial(
                 self._start_execution,
                 stateMachineArn=self.routes[route].state_machine,
                 name=txn_id,
-                input=json.dumps(execution_input),
+                input=encoded,
             )
             await retry_throttled(
                 "StartExecution",
@@ -595,16 +594,17 @@ class Executions:
         return None
 
 
-def _checked_size(execution_input: dict[str, Any]) -> dict[str, Any]:
-    """``execution_input``, or :class:`InputTooLargeError` when Step Functions would refuse
-    it."""
-    size = len(json.dumps(execution_input).encode())  # ASCII: json.dumps escapes the rest
+def _encoded(execution_input: dict[str, Any]) -> str:
+    """``execution_input`` as JSON, or :class:`InputTooLargeError` when Step Functions would
+    refuse it."""
+    encoded = json.dumps(execution_input)
+    size = len(encoded)  # bytes too: ASCII, as json.dumps escapes the rest
     if size > MAX_INPUT_BYTES:
         raise InputTooLargeError(
             f"the execution input would be {size} bytes; Step Functions accepts at most "
             f"{MAX_INPUT_BYTES}"
         )
-    return execution_input
+    return encoded
 
 
 def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
