@@ -20,15 +20,8 @@ from notifier import __version__
 from notifier.apikeys import hash_key, new_key
 from notifier.aws.clients import AwsClients
 from notifier.bench import run as bench
-from notifier.config import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG,
-    AwsSettings,
-    ConfigError,
-    Settings,
-    config_path,
-    load_settings,
-)
+from notifier.config import AwsSettings, ConfigError, Settings
+from notifier.config_loader import CONFIG_ENV, DEFAULT_CONFIG, config_path, load_settings
 from notifier.daemon import Daemon, serve
 from notifier.local import quotas
 from notifier.local.daemon_config import local_settings
@@ -38,6 +31,7 @@ from notifier.loopback import is_loopback
 from notifier.ops import cleanup, token_cli
 from notifier.ops.deploy import DeployError, default_artifacts_bucket, deploy_stack
 from notifier.ops.workers import supervise
+from notifier.topics import completions_filter
 
 if TYPE_CHECKING:
     from notifier.local.stack import LocalStack
@@ -219,7 +213,7 @@ def banner(stack: LocalStack, daemon: Daemon) -> str:
     wss = f"{host}:{stack.broker.wss_port}"
     outputs = "\n".join(f"    {k:<28} {v}" for k, v in sorted(stack.outputs.items()))
     hello = stack.outputs.get("HelloStateMachineArn", "<HelloStateMachineArn>")
-    root = stack.settings.topic_root
+    demo_topics = completions_filter(stack.settings.topic_root, "demo")
     routes = ", ".join(f"/{name}" for name in daemon.settings.routes)
     enforced = stack.settings.quotas.enabled
     quota_state = "enforced as AWS does (docs/quotas.md)" if enforced else "off (--quotas off)"
@@ -245,11 +239,11 @@ Try, in another terminal:
   curl -sS -X POST {daemon.url}/archive -H 'content-type: application/json' \\
       -d '{{"approval_needed": true}}'   # then approve it at /
   export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
-  notifier token --subtopic demo > token.json     # MQTT credentials for {root}/demo/#
+  notifier token --subtopic demo > token.json     # MQTT credentials for {demo_topics}
   mosquitto_sub -h {host} -p {stack.broker.tls_port} --cafile {stack.ca_file} \\
       --tls-alpn mqtt -V mqttv311 -v \\
       -u "$(jq -r .username token.json)" -P "$(jq -r .password token.json)" \\
-      -i "$(jq -r .clientId token.json)" -t '{root}/demo/#'
+      -i "$(jq -r .clientId token.json)" -t '{demo_topics}'
   aws --endpoint-url {url} stepfunctions start-execution \\
       --state-machine-arn {hello} --input '{{"subtopic": "demo", "waitSeconds": 1}}'
 """

@@ -27,7 +27,7 @@ from notifier.config import RESERVED_PATHS, ROUTE_NAME_PATTERN
 from notifier.dashboard import handlers as dashboard
 from notifier.dashboard import schemas as dashboard_schemas
 from notifier.requests.bodies import MAX_DEPTH
-from notifier.requests.executions import MAX_INPUT_BYTES
+from notifier.requests.execution_input import MAX_INPUT_BYTES
 
 # A route's name: any name a route may have, never one of the daemon's own endpoints.
 ROUTE_NAME = f"(?!(?:{'|'.join(sorted(RESERVED_PATHS))})$){ROUTE_NAME_PATTERN}"

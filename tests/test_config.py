@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import ConfigError, config_path, load_settings
+from notifier.config import ConfigError
+from notifier.config_loader import config_path, load_settings
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent

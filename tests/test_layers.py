@@ -1,9 +1,11 @@
 """The packages' layers: imports point one way, down, and the daemon never needs the local
-stack or the benchmark."""
+stack, the benchmark or the type stubs."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "notifier"
@@ -14,6 +16,7 @@ LAYERS = [
         "notifier",
         "config",
         "config_checks",
+        "config_loader",
         "loopback",
         "logs",
         "metrics",
@@ -95,3 +98,31 @@ def test_the_check_sees_imports() -> None:
     assert ("notifier.app.wiring", "notifier.requests.waiters") in found
     assert ("notifier.cli", "notifier.local.settings") in found
     assert ("notifier.routes", "notifier.app.handlers") in found
+
+
+# Every module imported with the AWS clients' stubs (development dependencies) missing.
+WITHOUT_STUBS = """
+import importlib, pkgutil, sys
+
+class NoStubs:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("types_aiobotocore"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoStubs())
+import iotauth, notifier
+modules = [m.name for package in (iotauth, notifier)
+           for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+for name in modules:
+    importlib.import_module(name)
+print(len(modules))
+"""
+
+
+def test_every_module_imports_without_the_type_stubs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_STUBS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 100  # every module, not a few

@@ -11,10 +11,11 @@ import re
 import tomllib
 from inspect import Parameter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from notifier.aws.clients import Service
 from notifier.local import broker, broker_auth, broker_sessions, broker_stop
 
 VAR_POSITIONAL, VAR_KEYWORD = Parameter.VAR_POSITIONAL, Parameter.VAR_KEYWORD
@@ -92,6 +93,13 @@ def test_the_pinned_versions_are_the_ones_installed() -> None:
     assert {"aiobotocore", "botocore", "moto", "amqtt"} <= pinned.keys()
     installed = {name: importlib.metadata.version(name) for name in pinned}
     assert installed == pinned
+
+
+def test_the_clients_stubs_are_aiobotocores_version_for_every_service_called() -> None:
+    pinned = pins()
+    stubs = {name: version for name, version in pinned.items() if name.startswith("types-aio")}
+    assert stubs.keys() == {f"types-aiobotocore-{service}" for service in get_args(Service)}
+    assert set(stubs.values()) == {pinned["aiobotocore"]}
 
 
 @pytest.mark.parametrize("name", sorted(INTERNALS))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from notifier.cli import EX_CONFIG
-from notifier.config import load_settings
+from notifier.config_loader import load_settings
 from tests.test_config import ISSUER, MINIMAL, WITHOUT_API_KEYS, refusal, write
 
 KEYS_OFF = {"NOTIFIER_HTTP_REQUIRE_API_KEY": "false"}

@@ -19,7 +19,8 @@ from notifier.app.routing import url_of
 from notifier.app.state import EXECUTIONS, REGISTRY, SETTINGS
 from notifier.aws.errors import AwsError
 from notifier.requests import answers
-from notifier.requests.executions import completion_from_description, started_by
+from notifier.requests.descriptions import completion_from_description
+from notifier.requests.execution_input import started_by
 from notifier.requests.history import UnknownExecutionError, history_page
 from notifier.requests.ids import is_txn_id
 from notifier.requests.listing import (
@@ -175,7 +176,6 @@ async def redrive(request: web.Request) -> web.StreamResponse:
         retry_after=settings.http.retry_after,
         message="redriven",
     )
-
 
 
 async def list_executions(request: web.Request) -> web.Response:

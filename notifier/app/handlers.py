@@ -41,12 +41,9 @@ from notifier.aws.errors import AwsError
 from notifier.config import RouteSettings, route_limits
 from notifier.logs import bind_transaction
 from notifier.requests import answers, bodies, idempotency
-from notifier.requests.executions import (
-    IdempotencyConflictError,
-    InputTooLargeError,
-    completion_from_description,
-    started_by,
-)
+from notifier.requests.descriptions import completion_from_description
+from notifier.requests.execution_input import InputTooLargeError, started_by
+from notifier.requests.idempotency import IdempotencyConflictError
 from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id, route_of
 from notifier.requests.waiters import (
     Completion,

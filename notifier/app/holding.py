@@ -73,7 +73,7 @@ async def answer(
     process_data_error = None
     if sidecar:
         try:
-            process_data = await app[EXECUTIONS].read_process_data(txn.txn_id)
+            process_data = await app[EXECUTIONS].process_data.read(txn.txn_id)
         except (AwsError, ValueError) as exc:
             process_data_error = str(exc)
     return answers.final(

@@ -36,7 +36,7 @@ async def readyz(request: web.Request) -> web.Response:
     reachability = app[AWS_REACHABILITY]
     now = time.monotonic()
     if now - reachability.checked_at > AWS_CHECK_SECONDS:
-        reachability.error = await app[EXECUTIONS].check_reachable()
+        reachability.error = await app[EXECUTIONS].process_data.check_reachable()
         reachability.checked_at = now
     mqtt, sqs, liveness = app.get(MQTT_POOL), app.get(SQS), app.get(LIVENESS)
     mqtt_problem = liveness.problem if liveness is not None else None

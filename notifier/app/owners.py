@@ -13,7 +13,7 @@ from aiohttp import web
 
 from notifier.app.state import API_KEY, API_KEY_NAME, SETTINGS
 from notifier.requests import answers
-from notifier.requests.executions import started_by
+from notifier.requests.execution_input import started_by
 from notifier.requests.ids import made_for
 
 

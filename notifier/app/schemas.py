@@ -30,6 +30,28 @@ EXECUTION_ARN = {
     "description": "the execution ARN of a transaction of one of the routes",
 }
 STATUS = {"type": "string", "enum": [str(status) for status in Status]}
+EXECUTION_FIELDS = {
+    "executionArn": {"type": "string"},
+    "name": {"type": "string"},
+    "route": {"type": "string"},
+    "status": STATUS,
+    "startDate": {"type": ["string", "null"], "format": "date-time"},
+    "stopDate": {"type": ["string", "null"], "format": "date-time"},
+}
+"""What every view of one execution begins with (a listing's items, the dashboard's)."""
+ENDING = {"error": {"type": ["string", "null"]}, "cause": {"type": ["string", "null"]}}
+"""How an execution or a state failed: its error and cause."""
+PROCESS_DATA = {
+    "processData": {"description": "The S3 process data (sidecar routes)"},
+    "processDataError": {
+        "type": "string",
+        "description": "why the process data could not be read (sidecar routes)",
+    },
+}
+NEXT_TOKEN = {
+    "type": ["string", "null"],
+    "description": "pass it as nextToken for the next page; null on the last one",
+}
 
 ERROR = {
     "type": "object",
@@ -75,15 +97,10 @@ ANSWER = {
         "executionArn": {"type": ["string", "null"]},
         "status": STATUS,
         "output": {"description": "The workflow's output (SUCCEEDED)"},
-        "processData": {"description": "The S3 process data (sidecar routes)"},
-        "processDataError": {
-            "type": "string",
-            "description": "why the process data could not be read (sidecar routes)",
-        },
+        **PROCESS_DATA,
         "location": {"type": "string", "description": "where to re-attach (RUNNING)"},
         "message": {"type": "string"},
-        "error": {"type": ["string", "null"]},
-        "cause": {"type": ["string", "null"]},
+        **ENDING,
         "completedVia": {"type": "string", "description": "mqtt, sqs, poll or stop"},
         "timings": TIMINGS,
     },
@@ -166,16 +183,11 @@ EXECUTION_ITEM = {
     "required": ["executionArn", "name", "transactionId", "route", "status"],
     "additionalProperties": False,
     "properties": {
-        "executionArn": {"type": "string"},
-        "name": {"type": "string"},
+        **EXECUTION_FIELDS,
         "transactionId": {
             "anyOf": [TXN_ID, {"type": "null"}],
             "description": "null for an execution not started through this API",
         },
-        "route": {"type": "string"},
-        "status": STATUS,
-        "startDate": {"type": ["string", "null"], "format": "date-time"},
-        "stopDate": {"type": ["string", "null"], "format": "date-time"},
     },
 }
 EXECUTION_LIST = {
@@ -184,10 +196,7 @@ EXECUTION_LIST = {
     "additionalProperties": False,
     "properties": {
         "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
-        "nextToken": {
-            "type": ["string", "null"],
-            "description": "pass it as nextToken for the next page; null on the last one",
-        },
+        "nextToken": NEXT_TOKEN,
     },
 }
 
@@ -232,6 +241,8 @@ TRANSACTION_PATH = {
     "schema": {"anyOf": [TXN_ID, EXECUTION_ARN]},
     "description": "the transaction id, or its execution ARN",
 }
+
+
 def page_query(items: str) -> list[dict[str, Any]]:
     """``limit`` and ``nextToken``: a listing a page at a time."""
     return [
@@ -289,10 +300,7 @@ HISTORY_PAGE = {
                 },
             },
         },
-        "nextToken": {
-            "type": ["string", "null"],
-            "description": "pass it as nextToken for the next page; null on the last one",
-        },
+        "nextToken": NEXT_TOKEN,
     },
 }
 

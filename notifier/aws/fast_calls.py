@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 from urllib.parse import urlsplit
 
 import aiobotocore
@@ -54,6 +54,9 @@ from yarl import URL
 
 from notifier import __version__
 from notifier.aws.http_connections import Answer, HttpConnections, Origin
+
+if TYPE_CHECKING:
+    from aiobotocore.client import AioBaseClient
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,9 @@ class FastCall:
     double_uri_encode: ClassVar[bool] = True
     signed_body_header: ClassVar[auth.AwsSignedBodyHeaderType] = auth.AwsSignedBodyHeaderType.NONE
 
-    def __init__(self, client: Any, on_call: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, client: AioBaseClient, on_call: Callable[[str], None] | None = None
+    ) -> None:
         self.client = client
         self._on_call = on_call
         self._client_method: Callable[..., Any] = getattr(client, xform_name(self.operation))
@@ -368,7 +373,7 @@ _INTERNALS = (
 )
 
 
-def _missing_internals(client: Any) -> str | None:
+def _missing_internals(client: object) -> str | None:
     for path in _INTERNALS:
         node = client
         for name in path.split("."):

@@ -10,7 +10,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from awscrt import auth
@@ -18,6 +18,10 @@ from botocore.exceptions import ClientError
 
 from notifier.aws.errors import THROTTLING_CODES
 from notifier.aws.fast_calls import FastCall, Request, Target, Unsupported
+
+if TYPE_CHECKING:
+    from aiobotocore.client import AioBaseClient
+    from types_aiobotocore_s3 import S3Client
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -39,7 +43,7 @@ class PutObject(FastCall):
         {"ContentMD5", "ChecksumAlgorithm", "SSECustomerKey", "ContentLength"}
     )
 
-    def __init__(self, client: Any, on_call: Callable[[str], None] | None = None) -> None:
+    def __init__(self, client: S3Client, on_call: Callable[[str], None] | None = None) -> None:
         super().__init__(client, on_call)
         shape = self._operation_model.input_shape
         self._members = shape.members
@@ -91,7 +95,9 @@ class JsonCall(FastCall):
     """An operation of a JSON-protocol service whose input members are all strings, such
     as Step Functions' StartExecution; timestamps in its answer become datetimes."""
 
-    def __init__(self, client: Any, on_call: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, client: AioBaseClient, on_call: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__(client, on_call)
         metadata = client.meta.service_model.metadata
         if metadata.get("protocol") != "json":

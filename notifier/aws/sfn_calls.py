@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -68,7 +68,7 @@ async def read_within(
     budget: ReadBudget,
     on_throttled: Callable[[str], None],
     api: str,
-    call: Callable[[], Awaitable[Any]],
+    call: Callable[[], Awaitable[Mapping[str, Any]]],
     *,
     deadline: float = BACKGROUND,
     patience: float | None = None,
@@ -108,7 +108,7 @@ async def read_within(
 
 async def retry_throttled(
     api: str,
-    call: Callable[[], Awaitable[Any]],
+    call: Callable[[], Awaitable[object]],
     on_throttled: Callable[[str], None],
     deadline: float | None,
     *,

@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws.clients import error_code
 from notifier.lifecycle import BackgroundTasks, Health, Service
 
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
 log = logging.getLogger(__name__)
 
-Message = dict[str, Any]
+Message: TypeAlias = "MessageTypeDef"
+"""A message as ReceiveMessage answers it."""
 MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class QueueConsumer(Service):
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         name: str,
         handle: Callable[[list[Message]], Awaitable[None]],
         *,

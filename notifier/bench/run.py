@@ -43,6 +43,7 @@ from notifier.local import quotas
 from notifier.local.daemon_config import local_settings
 from notifier.local.settings import LocalStackSettings
 from notifier.ops.gc_schedule import ScheduledCollection
+from notifier.topics import STATUS_SUBTOPIC
 from notifier.tracing import OTEL_EXTRA, TracingSettings, otel_missing
 
 if TYPE_CHECKING:
@@ -717,7 +718,7 @@ class PublishClock:
     def _record(self, topic: str) -> None:
         now = time.time()
         levels = topic.split("/")
-        if len(levels) == 3 and levels[1] != "status":
+        if len(levels) == 3 and levels[1] != STATUS_SUBTOPIC:
             self._stopped_at.setdefault(levels[2], now)
 
     def stopped_at(self, name: str) -> float | None:

@@ -25,12 +25,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.dashboard.approval_table import Approval, Decision
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns import SNSClient
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class ApprovalLinks:
 class LinkAnnouncer:
     """Publishes a request's links on the approval topic ``topic_arn``."""
 
-    def __init__(self, sns: Any, topic_arn: str, links: ApprovalLinks) -> None:
+    def __init__(self, sns: SNSClient, topic_arn: str, links: ApprovalLinks) -> None:
         self.sns = sns
         self.topic_arn = topic_arn
         self.links = links

@@ -17,13 +17,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notifier.aws.clients import error_code
 from notifier.aws.errors import AwsError
 from notifier.requests.waiters import utcnow
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import UpdateItemOutputTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +112,7 @@ class Intent:
 class ApprovalTable:
     """The DynamoDB table ``table``; ``instance_id`` is who claims what it decides."""
 
-    def __init__(self, dynamodb: Any, table: str, instance_id: str) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, table: str, instance_id: str) -> None:
         self.dynamodb = dynamodb
         self.table = table
         self.instance_id = instance_id
@@ -188,10 +192,10 @@ class ApprovalTable:
         condition: str,
         values: dict[str, Any],
         **options: Any,
-    ) -> dict[str, Any]:
+    ) -> UpdateItemOutputTypeDef:
         """UpdateItem of the request ``approval_id`` if ``condition`` holds (``#s`` is its
         state)."""
-        answer: dict[str, Any] = await self.dynamodb.update_item(
+        return await self.dynamodb.update_item(
             TableName=self.table,
             Key={"Id": {"S": approval_id}},
             UpdateExpression=update,
@@ -200,7 +204,6 @@ class ApprovalTable:
             ExpressionAttributeValues=values,
             **options,
         )
-        return answer
 
     async def find(self, approval_id: str) -> Approval | None:
         """The approval as the table has it now, in whatever state; None if there is none."""

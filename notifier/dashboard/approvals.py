@@ -28,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -49,6 +49,12 @@ from notifier.dashboard.approval_table import (
 )
 from notifier.lifecycle import BackgroundTasks, Health, Service
 from notifier.requests.waiters import Status, utcnow
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_stepfunctions import SFNClient
+    from types_aiobotocore_stepfunctions.type_defs import HistoryEventTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +78,15 @@ class ApprovalInbox(Service):
 
     def __init__(
         self,
-        sqs: Any,
-        sfn: Any,
-        dynamodb: Any,
+        sqs: SQSClient,
+        sfn: SFNClient,
+        dynamodb: DynamoDBClient,
         queue_url: str,
         table: str,
         *,
         instance_id: str = "",
         on_change: Callable[[list[dict[str, Any]]], None] | None = None,
-        last_events: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
+        last_events: Callable[[str, int], Awaitable[Sequence[Mapping[str, Any]]]] | None = None,
         on_new: Callable[[Approval], Awaitable[None]] | None = None,
         wait_seconds: int = 20,
         retry_min: float = 1.0,
@@ -248,7 +254,7 @@ class ApprovalInbox(Service):
                 continue
         return False
 
-    async def _read_last_events(self, arn: str, count: int) -> list[dict[str, Any]]:
+    async def _read_last_events(self, arn: str, count: int) -> list[HistoryEventTypeDef]:
         try:
             page = await self.sfn.get_execution_history(
                 executionArn=arn, reverseOrder=True, maxResults=count
@@ -287,7 +293,7 @@ class ApprovalInbox(Service):
         if moved:
             await self.refresh()
 
-    async def _move(self, message: dict[str, Any]) -> bool:
+    async def _move(self, message: Message) -> bool:
         """Put the request ``message`` holds into the table (once, however often it comes)
         and delete the message; whether it was a request."""
         message_id, receipt = message["MessageId"], message["ReceiptHandle"]
@@ -331,7 +337,7 @@ class ApprovalInbox(Service):
             self._on_change([a.to_json() for a in self.pending()])
 
 
-def _approval(message: dict[str, Any]) -> Approval:
+def _approval(message: Message) -> Approval:
     try:
         body = json.loads(message["Body"])
     except json.JSONDecodeError as exc:

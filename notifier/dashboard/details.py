@@ -47,7 +47,7 @@ async def execution_details(
     }
     if routes[route].input == "sidecar":
         try:
-            details["processData"] = await executions.read_process_data(str(description["name"]))
+            details["processData"] = await executions.process_data.read(str(description["name"]))
         except (AwsError, ValueError) as exc:
             details["processDataError"] = str(exc)
     redacted: dict[str, Any] = redact(details)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.app.schemas import STATUS
+from notifier.app.schemas import ENDING, EXECUTION_FIELDS, PROCESS_DATA
 from notifier.dashboard.approval_table import MAX_COMMENT, Decision
 
 APPROVAL = {
@@ -18,27 +18,16 @@ APPROVAL = {
     },
 }
 
-EXECUTION_HEAD = {
-    "executionArn": {"type": "string"},
-    "name": {"type": "string"},
-    "route": {"type": "string"},
-    "status": STATUS,
-    "startDate": {"type": ["string", "null"], "format": "date-time"},
-    "stopDate": {"type": ["string", "null"], "format": "date-time"},
-}
-"""What the dashboard's views of one execution begin with."""
 DETAILS = {
     "type": "object",
     "required": ["executionArn", "status", "history"],
     "additionalProperties": False,
     "properties": {
-        **EXECUTION_HEAD,
+        **EXECUTION_FIELDS,
         "input": {},
         "output": {},
-        "processData": {"description": "The S3 process data (sidecar routes)"},
-        "processDataError": {"type": "string"},
-        "error": {"type": ["string", "null"]},
-        "cause": {"type": ["string", "null"]},
+        **PROCESS_DATA,
+        **ENDING,
         "history": {
             "type": "array",
             "description": "GetExecutionHistory events: id, previousEventId, timestamp, type, "
@@ -54,9 +43,8 @@ GRAPH = {
     "required": ["executionArn", "status", "definition", "states"],
     "additionalProperties": False,
     "properties": {
-        **EXECUTION_HEAD,
-        "error": {"type": ["string", "null"]},
-        "cause": {"type": ["string", "null"]},
+        **EXECUTION_FIELDS,
+        **ENDING,
         "definition": {"type": "object", "description": "The state machine definition it runs"},
         "states": {
             "type": "object",
@@ -68,8 +56,7 @@ GRAPH = {
                     "status": {"enum": ["running", "waiting", "succeeded", "caught", "failed"]},
                     "input": {},
                     "output": {},
-                    "error": {"type": ["string", "null"]},
-                    "cause": {"type": ["string", "null"]},
+                    **ENDING,
                 },
             },
         },

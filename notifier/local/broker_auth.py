@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from amqtt.contexts import Action
@@ -34,6 +34,10 @@ from amqtt.session import Session
 from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.iot_policy import IotPolicy, Statement
+
+if TYPE_CHECKING:
+    from types_aiobotocore_iot import IoTClient
+    from types_aiobotocore_lambda import LambdaClient
 
 log = logging.getLogger("notifier.local.broker")
 
@@ -230,8 +234,8 @@ class LambdaAuthorizers(Service):
     def __init__(self, aws: AwsClients) -> None:
         self._aws = aws
         self._exit = AsyncExitStack()
-        self._iot: Any = None
-        self._lambda: Any = None
+        self._iot: IoTClient  # from start on
+        self._lambda: LambdaClient
         self._functions: dict[str, tuple[str, float]] = {}
 
     async def start(self) -> None:
@@ -270,7 +274,7 @@ class RegisteredCertificates(Service):
     def __init__(self, aws: AwsClients) -> None:
         self._aws = aws
         self._exit = AsyncExitStack()
-        self._iot: Any = None
+        self._iot: IoTClient  # from start on
 
     async def start(self) -> None:
         self._iot = await self._exit.enter_async_context(self._aws.client("iot"))

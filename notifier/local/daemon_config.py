@@ -2,7 +2,7 @@
 
 The stack gives it the way any deployment would: the shipped ``local.toml`` and
 ``NOTIFIER_<SECTION>_<KEY>`` overrides naming where the stack's parts listen, read by the
-daemon's own :func:`~notifier.config.load_settings`. Nothing in the daemon knows of the
+daemon's own :func:`~notifier.config_loader.load_settings`. Nothing in the daemon knows of the
 local stack.
 """
 
@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings, load_settings
+from notifier.config import TOKEN_TRANSPORTS, ConfigError, Settings
+from notifier.config_loader import load_settings
 from notifier.local.settings import LOCAL_CONFIG
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +20,9 @@ from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.broker import PortInUseError
 from notifier.local.sigv4 import SignatureRefused, SigV4Verifier
+
+if TYPE_CHECKING:
+    from types_aiobotocore_lambda import LambdaClient
 
 log = logging.getLogger("notifier.local.token_api")
 
@@ -43,7 +46,7 @@ class LocalTokenApi(Service):
         self._function_arn = function_arn
         self._stage = stage
         self._exit = AsyncExitStack()
-        self._lambda: Any = None
+        self._lambda: LambdaClient  # from start on
         self._runner: web.AppRunner | None = None
 
     @property

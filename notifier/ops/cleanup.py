@@ -14,9 +14,12 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from notifier.sources.queue import LAST_SEEN_INTERVAL, LAST_SEEN_TAG
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class CompletionQueue:
         return self.url.rsplit("/", 1)[-1]
 
 
-async def completion_queues(sqs: Any, prefix: str) -> list[CompletionQueue]:
+async def completion_queues(sqs: SQSClient, prefix: str) -> list[CompletionQueue]:
     """The queues named ``<prefix>...``, with when their instance was last seen."""
     queues = []
     async for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=prefix):
@@ -63,7 +66,7 @@ async def completion_queues(sqs: Any, prefix: str) -> list[CompletionQueue]:
 
 
 async def delete_silent_queues(
-    sqs: Any,
+    sqs: SQSClient,
     prefix: str,
     silent_for: timedelta,
     *,

@@ -6,11 +6,19 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from botocore.exceptions import ClientError
 
 from notifier.aws.clients import AwsClients, error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_cloudformation import CloudFormationClient
+    from types_aiobotocore_cloudformation.literals import CapabilityType
+    from types_aiobotocore_cloudformation.type_defs import ParameterTypeDef
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.literals import BucketLocationConstraintType
+    from types_aiobotocore_s3.type_defs import CreateBucketRequestTypeDef
 
 log = logging.getLogger("notifier.ops.deploy")
 
@@ -22,10 +30,21 @@ class DeployError(Exception):
     pass
 
 
-async def ensure_bucket(s3: Any, bucket: str, region: str | None) -> None:
-    params: dict[str, Any] = {"Bucket": bucket}
+class StackRequest(TypedDict):
+    """What CreateStack and UpdateStack are both given."""
+
+    StackName: str
+    TemplateBody: str
+    Parameters: list[ParameterTypeDef]
+    Capabilities: list[CapabilityType]
+
+
+async def ensure_bucket(s3: S3Client, bucket: str, region: str | None) -> None:
+    params: CreateBucketRequestTypeDef = {"Bucket": bucket}
     if region and region != "us-east-1":
-        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        # Any region S3 has: the stubs' list is of the regions there were when they were made.
+        location = cast("BucketLocationConstraintType", region)
+        params["CreateBucketConfiguration"] = {"LocationConstraint": location}
     try:
         await s3.create_bucket(**params)
     except ClientError as exc:
@@ -65,7 +84,7 @@ async def deploy_stack(
             )
         )
     async with aws.client("cloudformation") as cfn:
-        request = {
+        request: StackRequest = {
             "StackName": stack_name,
             "TemplateBody": json.dumps(packaged),
             "Parameters": [
@@ -90,7 +109,7 @@ def _default_template_path() -> Path:
     return Path(str(files("statemachines") / "template.yaml"))
 
 
-async def _stack_exists(cfn: Any, stack_name: str) -> bool:
+async def _stack_exists(cfn: CloudFormationClient, stack_name: str) -> bool:
     try:
         stacks = (await cfn.describe_stacks(StackName=stack_name))["Stacks"]
     except ClientError as exc:
@@ -100,7 +119,7 @@ async def _stack_exists(cfn: Any, stack_name: str) -> bool:
     return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
 
 
-async def _wait_for_stack(cfn: Any, stack_name: str) -> dict[str, str]:
+async def _wait_for_stack(cfn: CloudFormationClient, stack_name: str) -> dict[str, str]:
     while True:
         stack = (await cfn.describe_stacks(StackName=stack_name))["Stacks"][0]
         status = stack["StackStatus"]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from notifier.aws.iot_tokens import TokenError, TokenIssuer
-from notifier.config import MqttSettings, load_settings
+from notifier.config import MqttSettings
+from notifier.config_loader import load_settings
 
 
 def add_parser(commands: Any, default_config: Path) -> None:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TextIO
 
 from notifier import identity
-from notifier.config import ConfigError, Settings, load_settings
+from notifier.config import ConfigError, Settings
+from notifier.config_loader import load_settings
 from notifier.daemon import Daemon, serve
 from notifier.lifecycle import BackgroundTasks, start_python, stop_or_reload, terminate
 from notifier.ops.systemd import SystemdNotifier

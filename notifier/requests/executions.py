@@ -1,4 +1,8 @@
-"""The AWS calls behind a transaction: the S3 process data object and the execution itself."""
+"""The AWS calls behind a transaction: its body stored as process data
+(:mod:`~notifier.requests.process_data`), its execution started with the input of
+:mod:`~notifier.requests.execution_input` (or run to its end, for an Express workflow),
+stopped, redriven, and found from any instance. The reads of Step Functions are
+:mod:`~notifier.requests.execution_reads`'."""
 
 from __future__ import annotations
 
@@ -6,51 +10,35 @@ import functools
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from notifier.aws.clients import error_code
+from notifier.aws.clients import (
+    PutObjectCall,
+    StartExecutionCall,
+    StartSyncExecutionCall,
+    span_attributes,
+)
 from notifier.aws.errors import AwsError
-from notifier.aws.read_budget import BACKGROUND, ReadBudget
-from notifier.aws.sfn_calls import StartPacer, read_within, retry_throttled
+from notifier.aws.read_budget import ReadBudget
+from notifier.aws.sfn_calls import StartPacer, retry_throttled
 from notifier.config import DaemonSettings, RouteSettings
-from notifier.requests.listing import InvalidPageTokenError, Page, list_page
-from notifier.requests.waiters import Completion, Status, utcnow
+from notifier.requests.execution_input import as_given, encoded, input_for
+from notifier.requests.execution_reads import READ_PATIENCE, ExecutionReads
+from notifier.requests.idempotency import IdempotencyConflictError
+from notifier.requests.process_data import ProcessData
+from notifier.requests.waiters import utcnow
 from notifier.tracing import TRACE_CONTEXT_KEY, Tracing
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_stepfunctions import SFNClient
+
 log = logging.getLogger(__name__)
-
-ROUTE_METADATA = "notifier-route"
-FINGERPRINT_METADATA = "notifier-request-sha256"
-"""The SHA-256 of the request a keyed transaction was started with (see
-:mod:`notifier.requests.idempotency`), kept on its process data object."""
-READ_PATIENCE = 2.0
-"""Seconds a request that needs a read to be answered at all (a re-attach to a transaction
-this instance does not know, a listing, the dashboard's details) waits for it, its turns
-in the read budget and its retries after throttling included."""
-MAX_INPUT_BYTES = 262_144
-"""Step Functions' limit on an execution's input (UTF-8)."""
-# S3's answers to a conditional write that found the object there (or being written).
-_EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
-# How Step Functions names a task state's IoT publish in an execution's history.
-IOT_PUBLISH = ("aws-sdk:iotdataplane", "publish")
-# Events read back from an execution's end to find its completion's publish.
-PUBLISH_LOOKBACK = 50
-STARTED_BY = "startedBy"
-"""The field of an execution's input naming the API key that started it."""
-
-
-class IdempotencyConflictError(Exception):
-    """The idempotency key is taken by a request with another body."""
-
-
-class InputTooLargeError(ValueError):
-    """An execution input larger than Step Functions accepts."""
 
 
 @dataclass(frozen=True)
@@ -62,51 +50,9 @@ class KeyedStart:
     description: dict[str, Any] | None = None
 
 
-def execution_arn(state_machine_arn: str, name: str, *, express: bool = False) -> str:
-    """arn:...:stateMachine:<machine> -> arn:...:execution:<machine>:<name>; for an Express
-    state machine arn:...:express:<machine>:<name>, which its executions' ARNs begin with."""
-    prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
-    kind = "express" if express else "execution"
-    return f"{prefix}:{kind}:{machine}:{name}"
-
-
-UNNOTIFIED_KEYS = frozenset({"result", "notifyError"})
-"""The output of a workflow whose Notify states could not publish: ``{"result": <the
-result>, "notifyError": {...}}``, the mark the status forwarder reads."""
-
-
-def workflow_result(output: Any) -> Any:
-    """The workflow's result in its execution's output (unwrapped from the unnotified mark)."""
-    if (
-        isinstance(output, dict)
-        and output.keys() == UNNOTIFIED_KEYS
-        and isinstance(output["notifyError"], dict)
-    ):
-        return output["result"]
-    return output
-
-
-def completion_from_description(description: dict[str, Any], via: str = "poll") -> Completion:
-    """The completion a DescribeExecution answer of a final status tells."""
-    output = description.get("output")
-    return Completion(
-        status=Status.parse(description.get("status")),
-        via=via,
-        execution_arn=description.get("executionArn"),
-        output=workflow_result(json.loads(output)) if output is not None else None,
-        error=description.get("error"),
-        cause=description.get("cause"),
-        stop_date=description.get("stopDate"),
-        size=len(output) if output is not None else 0,
-    )
-
-
-ApiCall = Callable[..., Awaitable[dict[str, Any]]]
-"""An API operation awaited like the aiobotocore client's method for it."""
-
-
-class Executions:
-    """Starts, describes and stops executions, and keeps their process data in S3.
+class Executions(ExecutionReads):
+    """Starts, describes and stops executions, and keeps their process data in S3
+    (``process_data``).
 
     ``put_object`` and ``start_execution``, the two calls of every start, default to the
     clients' own methods (see :mod:`notifier.aws.fast_calls` for cheaper ones). Every read of
@@ -117,8 +63,8 @@ class Executions:
 
     def __init__(
         self,
-        s3: Any,
-        sfn: Any,
+        s3: S3Client,
+        sfn: SFNClient,
         bucket: str,
         subtopic: str,
         routes: Callable[[], Mapping[str, RouteSettings]],
@@ -126,9 +72,9 @@ class Executions:
         budget: ReadBudget | None = None,
         starts: StartPacer | None = None,
         on_throttled: Callable[[str], None] | None = None,
-        put_object: ApiCall | None = None,
-        start_execution: ApiCall | None = None,
-        start_sync_execution: ApiCall | None = None,
+        put_object: PutObjectCall | None = None,
+        start_execution: StartExecutionCall | None = None,
+        start_sync_execution: StartSyncExecutionCall | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         """``routes`` gives the routes in force (they change when the daemon reloads);
@@ -137,45 +83,23 @@ class Executions:
         ``on_throttled`` is told of each call Step Functions throttled, by API;
         ``tracing`` makes a span of each call that starts an execution, and puts the trace
         context in the execution's input."""
-        self._s3 = s3
-        self._sfn = sfn
-        self._put_object: ApiCall = put_object or s3.put_object
-        self._start_execution: ApiCall = start_execution or sfn.start_execution
+        super().__init__(sfn, routes, budget=budget, on_throttled=on_throttled)
+        self._start_execution: StartExecutionCall = start_execution or sfn.start_execution
         # Blocks until an Express workflow ends: a client of its own, never retried.
-        self._start_sync_execution: ApiCall | None = start_sync_execution
-        self.bucket = bucket
+        self._start_sync_execution: StartSyncExecutionCall | None = start_sync_execution
         self.subtopic = subtopic
-        self.subtopic_for: Callable[[str], Awaitable[str]] = self._own_subtopic
+        self.subtopic_for: Callable[[str, float | None], Awaitable[str]] = self._own_subtopic
         """The subtopic a new execution for a transaction id is to publish its completion to
-        (the connection of the MQTT pool it is given, once one has room)."""
-        self._routes = routes
-        self.budget = budget or ReadBudget(DaemonSettings().sfn_read_rate)
+        (the connection of the MQTT pool it is given, once one has room: waiting for it no
+        longer than the given seconds, None: the pool's own patience)."""
         self.starts = starts or StartPacer(DaemonSettings().sfn_start_rate)
-        self.throttled: Counter[str] = Counter()
-        """Step Functions calls answered with throttling, by API."""
-        self._on_throttled = on_throttled
         self.tracing = tracing or Tracing()
-
-    @property
-    def routes(self) -> Mapping[str, RouteSettings]:
-        return self._routes()
-
-    def execution_arn(self, route: str, txn_id: str) -> str:
-        settings = self.routes[route]
-        return execution_arn(settings.state_machine, txn_id, express=settings.workflow == "express")
-
-    async def check_reachable(self) -> str | None:
-        """None if the process data bucket answers (AWS reachable, access granted), else why."""
-        try:
-            await self._s3.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as exc:
-            return str(exc)
-        return None
+        self.process_data = ProcessData(s3, bucket, put_object=put_object, tracing=self.tracing)
 
     def check_input_size(self, route: str, body: dict[str, Any], owner: str | None = None) -> None:
         """Raise :class:`InputTooLargeError` if the input of the route's execution for
         ``body`` is too large whatever its subtopic (which is only chosen when it starts)."""
-        _encoded(self._input(route, "", body, "", owner))
+        encoded(self._input(route, "", body, "", owner))
 
     async def start(
         self,
@@ -193,7 +117,7 @@ class Executions:
         Raises :class:`InputTooLargeError` before StartExecution for an input too large
         (:meth:`check_input_size` tells before any call, but for the subtopic's length).
         """
-        await self._put_process_data(route, txn_id, body)
+        await self.process_data.store(route, txn_id, body)
         await self._start_named(route, txn_id, body, owner, deadline)
         return utcnow()
 
@@ -217,14 +141,7 @@ class Executions:
         and is described, and for a body route its input must be this body. A throttled
         StartExecution is tried again until ``deadline``, as by :meth:`start`.
         """
-        try:
-            await self._put_process_data(route, txn_id, body, fingerprint)
-        except AwsError as exc:
-            if exc.code not in _EXISTS_CODES:
-                raise
-            stored = await self._stored_fingerprint(txn_id)
-            if stored is not None and stored != fingerprint:
-                raise IdempotencyConflictError(txn_id) from None
+        await self.process_data.store(route, txn_id, body, fingerprint)
         try:
             await self._start_named(route, txn_id, body, owner, deadline)
         except AwsError as exc:
@@ -246,7 +163,7 @@ class Executions:
                 started_with = json.loads(description.get("input") or "{}")
             except json.JSONDecodeError:
                 started_with = None
-            if not isinstance(started_with, dict) or _as_given(started_with) != _as_given(body):
+            if not isinstance(started_with, dict) or as_given(started_with) != as_given(body):
                 raise IdempotencyConflictError(txn_id)
         return KeyedStart(description=description)
 
@@ -257,14 +174,7 @@ class Executions:
         (a keyed start) only if there is none, and an object there with another one is an
         :class:`IdempotencyConflictError`. Express keeps no execution to find by its name:
         the same key and body run the workflow again."""
-        try:
-            await self._put_process_data(route, txn_id, body, fingerprint)
-        except AwsError as exc:
-            if fingerprint is None or exc.code not in _EXISTS_CODES:
-                raise
-            stored = await self._stored_fingerprint(txn_id)
-            if stored is not None and stored != fingerprint:
-                raise IdempotencyConflictError(txn_id) from None
+        await self.process_data.store(route, txn_id, body, fingerprint)
 
     async def run_sync(
         self, route: str, txn_id: str, body: dict[str, Any], owner: str | None = None
@@ -273,52 +183,18 @@ class Executions:
         answer once the workflow ended (shaped as DescribeExecution's)."""
         settings = self.routes[route]
         call = self._start_sync_execution or self._sfn.start_sync_execution
+        subtopic = await self.subtopic_for(txn_id, None)
+        execution_input = encoded(self._input(route, txn_id, body, subtopic, owner))
         try:
             return dict(
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=_encoded(await self._execution_input(route, txn_id, body, owner)),
+                    input=execution_input,
                 )
             )
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("StartSyncExecution", exc) from exc
-
-    async def _put_process_data(
-        self, route: str, txn_id: str, body: dict[str, Any], fingerprint: str | None = None
-    ) -> None:
-        metadata = {ROUTE_METADATA: route}
-        conditional: dict[str, str] = {}
-        if fingerprint is not None:
-            metadata[FINGERPRINT_METADATA] = fingerprint
-            conditional["IfNoneMatch"] = "*"
-        try:
-            with self.tracing.span("S3 PutObject", _call_attributes(self._put_object)):
-                await self._put_object(
-                    Bucket=self.bucket,
-                    Key=txn_id,
-                    Body=json.dumps(body).encode(),
-                    ContentType="application/json",
-                    ServerSideEncryption="AES256",
-                    Metadata=metadata,
-                    **conditional,
-                )
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("PutObject", exc) from exc
-
-    async def _stored_fingerprint(self, txn_id: str) -> str | None:
-        """The fingerprint on the process data object; None if it has none (written by
-        something else) or is gone."""
-        try:
-            head = await self._s3.head_object(Bucket=self.bucket, Key=txn_id)
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise AwsError.wrap("HeadObject", exc) from exc
-        except BotoCoreError as exc:
-            raise AwsError.wrap("HeadObject", exc) from exc
-        stored = head.get("Metadata", {}).get(FINGERPRINT_METADATA)
-        return str(stored) if stored is not None else None
 
     async def _start_named(
         self,
@@ -336,18 +212,20 @@ class Executions:
         # The first turn comes before the subtopic is chosen: the MQTT pool gives each
         # connection its share of completions by when their executions start.
         await self.starts.turn(deadline)
-        execution_input = await self._execution_input(route, txn_id, body, owner)
-        encoded = _encoded(execution_input)
-        with self.tracing.span("StepFunctions StartExecution", _call_attributes(
+        patience = None if deadline is None else max(0.0, deadline - time.monotonic())
+        subtopic = await self.subtopic_for(txn_id, patience)
+        execution_input = self._input(route, txn_id, body, subtopic, owner)
+        text = encoded(execution_input)
+        with self.tracing.span("StepFunctions StartExecution", span_attributes(
             self._start_execution
         )):  # fmt: skip
             if carrier := self.tracing.carrier():
-                encoded = json.dumps({**execution_input, TRACE_CONTEXT_KEY: carrier})
+                text = json.dumps({**execution_input, TRACE_CONTEXT_KEY: carrier})
             call = functools.partial(
                 self._start_execution,
                 stateMachineArn=self.routes[route].state_machine,
                 name=txn_id,
-                input=encoded,
+                input=text,
             )
             await retry_throttled(
                 "StartExecution",
@@ -358,156 +236,14 @@ class Executions:
                 turn=functools.partial(self.starts.turn, deadline),
             )
 
-    async def _own_subtopic(self, txn_id: str) -> str:
+    async def _own_subtopic(self, txn_id: str, patience: float | None) -> str:
         return self.subtopic
-
-    async def _execution_input(
-        self, route: str, txn_id: str, body: dict[str, Any], owner: str | None
-    ) -> dict[str, Any]:
-        return self._input(route, txn_id, body, await self.subtopic_for(txn_id), owner)
 
     def _input(
         self, route: str, txn_id: str, body: dict[str, Any], subtopic: str, owner: str | None
     ) -> dict[str, Any]:
-        """The body (or, for a sidecar route, where it is stored) with the subtopic to
-        publish the completion to and the API key that started it (``startedBy``), for
-        every instance to read."""
-        added: dict[str, Any] = {"subtopic": subtopic}
-        if owner is not None:
-            added[STARTED_BY] = owner
-        if self.routes[route].input == "sidecar":
-            return {"processData": txn_id, **added}
-        return {**body, **added}
-
-    async def _read(
-        self,
-        api: str,
-        call: Callable[[], Awaitable[Any]],
-        *,
-        deadline: float = BACKGROUND,
-        patience: float | None = None,
-        unless: Callable[[], bool] | None = None,
-    ) -> dict[str, Any]:
-        """``call``, a read of ``api``, within the budget (see
-        :func:`~notifier.aws.sfn_calls.read_within`)."""
-        return await read_within(
-            self.budget,
-            self._count_throttled,
-            api,
-            call,
-            deadline=deadline,
-            patience=patience,
-            unless=unless,
-        )
-
-    def _count_throttled(self, api: str) -> None:
-        self.throttled[api] += 1
-        if self._on_throttled is not None:
-            self._on_throttled(api)
-
-    async def describe(
-        self,
-        arn: str,
-        *,
-        deadline: float = BACKGROUND,
-        patience: float | None = None,
-        unless: Callable[[], bool] | None = None,
-    ) -> dict[str, Any]:
-        """DescribeExecution, read as :meth:`_read` reads."""
-        return await self._read(
-            "DescribeExecution",
-            lambda: self._sfn.describe_execution(executionArn=arn),
-            deadline=deadline,
-            patience=patience,
-            unless=unless,
-        )
-
-    async def describe_shared(self, arn: str, deadline: float | None = None) -> dict[str, Any]:
-        """DescribeExecution for a request that waits on it, due by ``deadline`` (None: now),
-        within :data:`READ_PATIENCE`: raises an :class:`AwsError` ``RateLimited`` when no
-        turn came, or the last throttling."""
-        return await self.describe(
-            arn,
-            deadline=time.monotonic() if deadline is None else deadline,
-            patience=READ_PATIENCE,
-        )
-
-    async def history(self, arn: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """The first ``limit`` events of GetExecutionHistory, and whether there are more,
-        for someone waiting (each page within :data:`READ_PATIENCE`)."""
-        events: list[dict[str, Any]] = []
-        token = None
-        while len(events) < limit:
-            page, token = await self.history_page(arn, min(1000, limit - len(events)), token)
-            events.extend(page)
-            if not token:
-                return events, False
-        return events, True
-
-    async def history_page(
-        self, arn: str, limit: int, token: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of GetExecutionHistory (up to ``limit`` events, at most 1,000) from
-        ``token``, and the token of the next page (None after the last); for someone
-        waiting (within :data:`READ_PATIENCE`)."""
-        parameters = {
-            "executionArn": arn,
-            "maxResults": limit,
-            **({"nextToken": token} if token else {}),
-        }
-        try:
-            page = await self._read(
-                "GetExecutionHistory",
-                functools.partial(self._sfn.get_execution_history, **parameters),
-                deadline=time.monotonic(),
-                patience=READ_PATIENCE,
-            )
-        except AwsError as exc:
-            if exc.code == "InvalidToken":
-                raise InvalidPageTokenError("nextToken has expired or is invalid") from exc
-            raise
-        return list(page.get("events", [])), page.get("nextToken")
-
-    async def definition_of(self, arn: str) -> dict[str, Any]:
-        """The state machine definition the execution runs (DescribeStateMachineForExecution),
-        for someone waiting (within :data:`READ_PATIENCE`)."""
-        described = await self._read(
-            "DescribeStateMachineForExecution",
-            functools.partial(self._sfn.describe_state_machine_for_execution, executionArn=arn),
-            deadline=time.monotonic(),
-            patience=READ_PATIENCE,
-        )
-        definition: dict[str, Any] = json.loads(described["definition"])
-        return definition
-
-    async def published(self, arn: str, topic: str) -> bool:
-        """Whether the execution published to ``topic`` over IoT (a task state's
-        ``aws-sdk:iotdataplane:publish`` that succeeded), from the end of its history."""
-        events = {event.get("id"): event for event in await self.last_events(arn, PUBLISH_LOOKBACK)}
-        for event in events.values():
-            details = event.get("taskSucceededEventDetails") or {}
-            if (details.get("resourceType"), details.get("resource")) != IOT_PUBLISH:
-                continue
-            started = events.get(event.get("previousEventId"), {})
-            scheduled = events.get(started.get("previousEventId"), {})
-            parameters = (scheduled.get("taskScheduledEventDetails") or {}).get("parameters")
-            try:
-                if json.loads(parameters or "{}").get("Topic") == topic:
-                    return True
-            except (json.JSONDecodeError, AttributeError):
-                continue
-        return False
-
-    async def last_events(self, arn: str, count: int) -> list[dict[str, Any]]:
-        """The last ``count`` events of the execution's history, newest first; read in the
-        background (after every read a request waits for)."""
-        page = await self._read(
-            "GetExecutionHistory",
-            lambda: self._sfn.get_execution_history(
-                executionArn=arn, reverseOrder=True, maxResults=count
-            ),
-        )
-        return list(page.get("events", []))
+        sidecar = self.routes[route].input == "sidecar"
+        return input_for(body, txn_id, subtopic, owner, sidecar=sidecar)
 
     async def stop(self, arn: str) -> None:
         try:
@@ -528,30 +264,6 @@ class Executions:
         except (ClientError, BotoCoreError) as exc:
             raise AwsError.wrap("RedriveExecution", exc) from exc
 
-    async def read_process_data(self, txn_id: str) -> Any:
-        try:
-            response = await self._s3.get_object(Bucket=self.bucket, Key=txn_id)
-            async with response["Body"] as stream:
-                data = await stream.read()
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsError.wrap("GetObject", exc) from exc
-        return json.loads(data)
-
-    async def listing(
-        self, routes: list[str], status: str | None, limit: int, token: str | None
-    ) -> Page:
-        """A page of ``routes``' executions (:func:`~notifier.requests.listing.list_page`)."""
-        return await list_page(self._list_executions, self.routes, routes, status, limit, token)
-
-    async def _list_executions(self, **parameters: Any) -> dict[str, Any]:
-        """ListExecutions for someone waiting (within :data:`READ_PATIENCE`)."""
-        return await self._read(
-            "ListExecutions",
-            functools.partial(self._sfn.list_executions, **parameters),
-            deadline=time.monotonic(),
-            patience=READ_PATIENCE,
-        )
-
     async def locate(
         self, txn_id: str, route: str | None = None
     ) -> tuple[str, dict[str, Any]] | None:
@@ -563,16 +275,9 @@ class Executions:
         if route is not None:
             return await self._describe_first([route], txn_id)
         candidates = [name for name, settings in self.routes.items() if settings.describable]
-        try:
-            head = await self._s3.head_object(Bucket=self.bucket, Key=txn_id)
-            route = head.get("Metadata", {}).get(ROUTE_METADATA)
-            if route in self.routes:
-                candidates = [route]
-        except ClientError as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise AwsError.wrap("HeadObject", exc) from exc
-        except BotoCoreError as exc:
-            raise AwsError.wrap("HeadObject", exc) from exc
+        started_on = await self.process_data.route_of(txn_id)
+        if started_on is not None and started_on in self.routes:
+            candidates = [started_on]
         return await self._describe_first(candidates, txn_id)
 
     async def _describe_first(
@@ -592,42 +297,3 @@ class Executions:
                 if exc.code not in ("ExecutionDoesNotExist", "StateMachineDoesNotExist"):
                     raise
         return None
-
-
-def _encoded(execution_input: dict[str, Any]) -> str:
-    """``execution_input`` as JSON, or :class:`InputTooLargeError` when Step Functions would
-    refuse it."""
-    encoded = json.dumps(execution_input)
-    size = len(encoded)  # bytes too: ASCII, as json.dumps escapes the rest
-    if size > MAX_INPUT_BYTES:
-        raise InputTooLargeError(
-            f"the execution input would be {size} bytes; Step Functions accepts at most "
-            f"{MAX_INPUT_BYTES}"
-        )
-    return encoded
-
-
-def _as_given(execution_input: dict[str, Any]) -> dict[str, Any]:
-    """An execution's input without what the daemon adds to a request's body."""
-    return {
-        key: value
-        for key, value in execution_input.items()
-        if key not in ("subtopic", STARTED_BY, TRACE_CONTEXT_KEY)
-    }
-
-
-def started_by(description: dict[str, Any]) -> str | None:
-    """The name of the API key that started a described execution (its input's
-    ``startedBy``); None if none did (keys off, or started by something else)."""
-    try:
-        execution_input = json.loads(description.get("input") or "{}")
-    except json.JSONDecodeError:
-        return None
-    owner = execution_input.get(STARTED_BY) if isinstance(execution_input, dict) else None
-    return owner if isinstance(owner, str) else None
-
-
-def _call_attributes(call: ApiCall) -> dict[str, str | int | bool]:
-    """A span's attributes for ``call``: whether the fast path makes it (it may still hand
-    one call to the AWS SDK after an error)."""
-    return {"notifier.fast_path": bool(getattr(call, "enabled", False))}

@@ -27,6 +27,10 @@ class InvalidKeyError(ValueError):
     """The header is there but holds no valid key: a 400."""
 
 
+class IdempotencyConflictError(Exception):
+    """The idempotency key is taken by a request with another body."""
+
+
 def idempotency_key(values: Sequence[str]) -> str | None:
     """The key in the request's ``Idempotency-Key`` headers, None without one.
 

@@ -6,18 +6,32 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from notifier.aws.errors import AwsError
 from notifier.config import RouteSettings
 
+if TYPE_CHECKING:
+    from types_aiobotocore_stepfunctions.literals import ExecutionStatusType
+    from types_aiobotocore_stepfunctions.type_defs import ListExecutionsInputTypeDef
+
 LIST_LIMIT = 100
 """Executions a listing page has unless asked for fewer or more, up to the next."""
 MAX_LIST_LIMIT = 1000
-LIST_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
+LIST_STATUSES: tuple[ExecutionStatusType, ...] = (
+    "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE"
+)
 """What ListExecutions filters by."""
+
+
+class ListExecutionsCall(Protocol):
+    """ListExecutions, raising :class:`AwsError`."""
+
+    async def __call__(
+        self, **params: Unpack[ListExecutionsInputTypeDef]
+    ) -> Mapping[str, Any]: ...
 
 
 class InvalidPageTokenError(ValueError):
@@ -32,10 +46,10 @@ class Page:
 
 
 async def list_page(
-    list_executions: Callable[..., Awaitable[dict[str, Any]]],
+    list_executions: ListExecutionsCall,
     configured: Mapping[str, RouteSettings],
     routes: list[str],
-    status: str | None,
+    status: ExecutionStatusType | None,
     limit: int,
     token: str | None,
 ) -> Page:
@@ -59,13 +73,16 @@ async def list_page(
     items: list[dict[str, Any]] = []
     while index < len(order) and len(items) < limit:
         route = order[index]
+        parameters: ListExecutionsInputTypeDef = {
+            "stateMachineArn": configured[route].state_machine,
+            "maxResults": limit - len(items),
+        }
+        if status:
+            parameters["statusFilter"] = status
+        if aws_token:
+            parameters["nextToken"] = aws_token
         try:
-            page = await list_executions(
-                stateMachineArn=configured[route].state_machine,
-                maxResults=limit - len(items),
-                **({"statusFilter": status} if status else {}),
-                **({"nextToken": aws_token} if aws_token else {}),
-            )
+            page = await list_executions(**parameters)
         except AwsError as exc:
             if exc.code == "InvalidToken":
                 raise InvalidPageTokenError("nextToken has expired or is invalid") from exc

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from notifier.aws.errors import RATE_LIMITED, AwsError
 from notifier.lifecycle import BackgroundTasks, Service
-from notifier.requests.executions import completion_from_description
+from notifier.requests.descriptions import completion_from_description
 from notifier.requests.waiters import Registry, Status, Transaction
 
 log = logging.getLogger(__name__)

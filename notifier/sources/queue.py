@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,6 +34,10 @@ from notifier.aws.sqs import Message, QueueConsumer
 from notifier.lifecycle import BackgroundTasks, Health, Service
 from notifier.requests.waiters import Registry
 from notifier.sources import InvalidNotificationError, parse_notification
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def last_seen_value(when: datetime) -> str:
 class SqsSource(Service):
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         registry: Registry,
         queue_name: str,
         dead_letter_arn: str,
@@ -120,7 +124,7 @@ class SqsSource(Service):
             QueueName=dead_letter[2], QueueOwnerAWSAccountId=dead_letter[1]
         )
         self._dead_letter_url = response["QueueUrl"]
-        attributes = {
+        attributes: dict[QueueAttributeNameType, str] = {
             "SqsManagedSseEnabled": "true",
             "MessageRetentionPeriod": str(RETENTION_SECONDS),
             "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
@@ -156,17 +160,19 @@ class SqsSource(Service):
                     self.queue_name, exc)  # fmt: skip
 
     async def _handle_batch(self, messages: list[Message]) -> None:
+        queue_url = self.queue_url
+        assert queue_url is not None  # what the batch was received from
         handled = [message for message in messages if await self._handle(message)]
         if handled:
             # Deleted while the next receive waits: the next completions do not wait for it.
             self._batches += 1
-            self._consumer.once(f"delete-{self._batches}", self._delete(handled))
+            self._consumer.once(f"delete-{self._batches}", self._delete(queue_url, handled))
 
-    async def _delete(self, handled: list[dict[str, Any]]) -> None:
+    async def _delete(self, queue_url: str, handled: list[Message]) -> None:
         """Delete handled messages; one left behind comes back later, and is a duplicate."""
         try:
             await self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
+                QueueUrl=queue_url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                     for i, m in enumerate(handled)
@@ -177,13 +183,14 @@ class SqsSource(Service):
             return
         self.deleted += len(handled)
 
-    async def _handle(self, message: dict[str, Any]) -> bool:
+    async def _handle(self, message: Message) -> bool:
         """Resolve what ``message`` says; True when it may be deleted."""
         self.received += 1
         try:
             completion = parse_notification(message["Body"].encode(), via="sqs")
         except InvalidNotificationError as exc:
             log.warning("SQS: moving an invalid message to the dead-letter queue: %s", exc)
+            assert self._dead_letter_url is not None  # found before the queue was created
             await self.sqs.send_message(QueueUrl=self._dead_letter_url, MessageBody=message["Body"])
             self.dead_lettered += 1
             return True

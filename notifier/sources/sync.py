@@ -23,7 +23,7 @@ from typing import Any
 
 from notifier.aws.errors import AwsError
 from notifier.lifecycle import Service
-from notifier.requests.executions import completion_from_description
+from notifier.requests.descriptions import completion_from_description
 from notifier.requests.waiters import Registry, Transaction
 
 log = logging.getLogger(__name__)

@@ -38,17 +38,8 @@ from notifier.requests.ids import is_txn_id, keyed_txn_id, new_txn_id
 from notifier.requests.listing import InvalidPageTokenError
 from notifier.requests.waiters import Completion, Status
 from tests.support.eventually import eventually
-from tests.support.http_app import (
-    INSTANCE,
-    ROUTES,
-    Served,
-    answer,
-    client_error,
-    no_aws_call,
-    serving,
-    settings,
-    with_http,
-)
+from tests.support.executions import INSTANCE, ROUTES, client_error, no_aws_call
+from tests.support.http_app import Served, answer, serving, settings, with_http
 
 LONG = {"Prefer": "wait=30"}
 JSON_BODY = {"Content-Type": "application/json"}
@@ -739,7 +730,7 @@ async def test_reattach_and_stop_by_execution_arn(served: Served) -> None:
 async def test_describing_others_executions_draws_on_the_read_budget(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.requests.executions.READ_PATIENCE", 0.05)
+    monkeypatch.setattr("notifier.requests.execution_reads.READ_PATIENCE", 0.05)
     served.executions.budget = ReadBudget(rate=0.01, burst=1)
     first, second = new_txn_id(), new_txn_id()
     for txn_id in (first, second):

@@ -25,7 +25,8 @@ from notifier.dashboard import web as dashboard
 from notifier.dashboard.approval_links import ApprovalLinks
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Status
-from tests.support.http_app import INSTANCE, Served, serving, settings
+from tests.support.executions import INSTANCE
+from tests.support.http_app import Served, serving, settings
 
 # The page's scripts and styles are files, not API.
 NOT_API = "/dashboard/static"

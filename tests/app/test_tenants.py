@@ -25,7 +25,7 @@ from notifier.apikeys import hash_key, new_key
 from notifier.app.routing import ACCESS, Access
 from notifier.config import ApiKeySettings
 from notifier.dashboard.approval_links import ApprovalLinks
-from notifier.requests.executions import STARTED_BY
+from notifier.requests.execution_input import STARTED_BY
 from notifier.requests.ids import keyed_txn_id, made_for, new_txn_id
 from notifier.requests.waiters import Status
 from tests.support.http_app import Served, serving, settings

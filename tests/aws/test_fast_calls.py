@@ -37,8 +37,8 @@ from notifier.aws.fast_calls import FastCall
 from notifier.aws.fast_operations import PutObject, StartExecution
 from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
-from notifier.requests.executions import Executions, IdempotencyConflictError
-from notifier.requests.idempotency import fingerprint
+from notifier.requests.executions import Executions
+from notifier.requests.idempotency import IdempotencyConflictError, fingerprint
 from tests.support.tls import loopback_tls
 
 ACCOUNT = "123456789012"
@@ -295,7 +295,7 @@ async def test_executions_start_uses_it(local_stack: LocalStack) -> None:
         executions, put, start = fast.executions, fast.put, fast.start
         txn_id = unique("fast")
         await executions.start("hello", txn_id, {"foo": "bar"})
-        stored = await executions.read_process_data(txn_id)
+        stored = await executions.process_data.read(txn_id)
         described = await executions.describe(executions.execution_arn("hello", txn_id))
         machine = executions.routes["hello"].state_machine
         executions.routes["gone"] = RouteSettings(machine.replace("Hello", "Gone"), input="body")

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
 
-from notifier.config import load_settings
+from notifier.config_loader import load_settings
 from notifier.dashboard.approval_links import ApprovalLinks, LinkError
 from notifier.dashboard.approval_table import Decision
 from notifier.dashboard.web import approval_links

@@ -14,7 +14,8 @@ from notifier.aws.errors import AwsError
 from notifier.config import ApiKeySettings
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Status
-from tests.support.http_app import INSTANCE, Served, answer, serving, settings
+from tests.support.executions import INSTANCE
+from tests.support.http_app import Served, answer, serving, settings
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from notifier.apikeys import hash_key
-from notifier.config import ConfigError, load_settings
+from notifier.config import ConfigError
+from notifier.config_loader import load_settings
 from notifier.local.settings import LOCAL_CONFIG
 from notifier.local.stack import LocalStack
 from notifier.ops.workers import worker_settings

@@ -17,18 +17,15 @@ from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.describe import DescribePoller
 from tests.support.clocks import HeldClock
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, describer, started
-
-
-def running_tasks() -> set[str]:
-    return {task.get_name() for task in asyncio.all_tasks() if not task.done()}
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import describer, running_tasks, started
 
 
 @pytest.mark.parametrize("status", ["PENDING_REDRIVE", "HIBERNATING"])
 async def test_unknown_and_redriven_statuses_are_not_final(
     status: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, status, status, "SUCCEEDED")
     describe = describer(registry, executions)
@@ -44,7 +41,7 @@ async def test_unknown_and_redriven_statuses_are_not_final(
 
 
 async def test_a_failed_call_answers_nothing() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, AwsError("DescribeExecution", "Throttling", "slow down"))
     assert await describer(registry, executions).describe(txn) is None
@@ -52,7 +49,7 @@ async def test_a_failed_call_answers_nothing() -> None:
 
 
 async def test_patience_gives_up_when_the_budget_is_spent() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions(rate=0.01)
+    registry, executions = Registry(max_held=10), FakeExecutions(rate=0.01)
     txn = started(registry, new_txn_id())
     await executions.budget.spend("DescribeExecution")  # the only token for the next 100 s
     describe = describer(registry, executions)
@@ -61,7 +58,7 @@ async def test_patience_gives_up_when_the_budget_is_spent() -> None:
 
 
 async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn_id = new_txn_id()
     # A re-attached execution of another instance: only the poller asks about it.
     txn = registry.track(Transaction(txn_id, "hello", arn(txn_id), poll=True))
@@ -77,7 +74,7 @@ async def test_the_poller_survives_redrives_unknown_statuses_and_errors() -> Non
 
 
 async def test_the_shared_budget_holds_for_everyone() -> None:
-    registry, executions = Registry(max_held=100), ScriptedDescriptions(rate=5)
+    registry, executions = Registry(max_held=100), FakeExecutions(rate=5)
     executions.budget.rate = 50  # a burst of 5, then 50 a second
     describe = describer(registry, executions)
     txns = [started(registry, new_txn_id()) for _ in range(15)]
@@ -89,7 +86,7 @@ async def test_the_shared_budget_holds_for_everyone() -> None:
 
 
 async def test_a_request_close_to_its_deadline_is_described_first_background_last() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions(rate=1000)
+    registry, executions = Registry(max_held=10), FakeExecutions(rate=1000)
     clock = HeldClock()  # no token comes while the calls line up
     executions.budget = ReadBudget(rate=1000, burst=1, clock=clock)
     describe = describer(registry, executions)

@@ -11,7 +11,8 @@ from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
 from notifier.sources.liveness import MqttLiveness
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, running_tasks, started
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import running_tasks, started
 
 GRACE = 0.05
 TOPIC = "notifier/unit/"
@@ -28,7 +29,7 @@ class FakeMqtt:
         self.connected = False
 
 
-def liveness(registry: Registry, mqtt: FakeMqtt, executions: ScriptedDescriptions) -> MqttLiveness:
+def liveness(registry: Registry, mqtt: FakeMqtt, executions: FakeExecutions) -> MqttLiveness:
     async def published(txn: Transaction) -> bool:
         return await executions.published(txn.execution_arn, TOPIC + txn.txn_id)
 
@@ -44,7 +45,7 @@ def arrived(registry: Registry, txn: Transaction, via: str) -> None:
 
 
 async def test_a_completion_from_the_queue_that_mqtt_never_brings_is_a_miss() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     async with liveness(registry, mqtt, executions) as watch:
         arrived(registry, started(registry, new_txn_id()), "sqs")
         await eventually(lambda: watch.missed == 1)
@@ -57,7 +58,7 @@ async def test_a_completion_from_the_queue_that_mqtt_never_brings_is_a_miss() ->
 
 
 async def test_no_miss_when_mqtt_brings_it_within_the_grace() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     async with liveness(registry, mqtt, executions) as watch:
         txn = started(registry, new_txn_id())
         arrived(registry, txn, "sqs")
@@ -71,7 +72,7 @@ async def test_no_miss_when_mqtt_brings_it_within_the_grace() -> None:
 
 
 async def test_a_sweep_counts_only_for_workflows_that_published_to_this_instance() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     async with liveness(registry, mqtt, executions) as watch:
         never_publishes = started(registry, new_txn_id())
         arrived(registry, never_publishes, "poll")
@@ -85,7 +86,7 @@ async def test_a_sweep_counts_only_for_workflows_that_published_to_this_instance
 
 
 async def test_no_miss_unless_connected_from_before_the_end_until_now() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     async with liveness(registry, mqtt, executions) as watch:
         mqtt.subscribed_at = utcnow()  # subscribed after the workflow ended
         arrived(registry, started(registry, new_txn_id()), "sqs")
@@ -101,7 +102,7 @@ async def test_no_miss_unless_connected_from_before_the_end_until_now() -> None:
 
 
 async def test_a_failing_history_read_does_not_stop_the_watch() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     executions.history_failures.append(RuntimeError("the inner call broke"))
     async with liveness(registry, mqtt, executions) as watch:
         first, second = started(registry, new_txn_id()), started(registry, new_txn_id())
@@ -115,7 +116,7 @@ async def test_a_failing_history_read_does_not_stop_the_watch() -> None:
 async def test_a_completion_missing_while_mqtt_delivers_others_is_no_dead_link() -> None:
     """IoT Core discards what goes over a connection's quotas: one completion missing while
     others arrive is counted as undelivered, and the link is left alone."""
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     async with liveness(registry, mqtt, executions) as watch:
         discarded = started(registry, new_txn_id())
         arrived(registry, discarded, "sqs")  # it ended a second ago
@@ -129,7 +130,7 @@ async def test_a_completion_missing_while_mqtt_delivers_others_is_no_dead_link()
 
 
 async def test_a_throttled_history_read_is_no_miss() -> None:
-    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), ScriptedDescriptions()
+    registry, mqtt, executions = Registry(max_held=10), FakeMqtt(), FakeExecutions()
     executions.history_failures.append(
         AwsError("GetExecutionHistory", "ThrottlingException", "Rate exceeded")
     )

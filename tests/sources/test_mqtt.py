@@ -27,6 +27,7 @@ from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt import MqttSource, MqttSubscription
 from tests.support.eventually import EVENTUALLY, eventually
+from tests.support.executions import arn
 from tests.support.mqtt import forget_subscriptions
 
 KEY = b"k" * 64
@@ -114,10 +115,6 @@ def source_for(
 
 def message(txn_id: str, status: str = "SUCCEEDED") -> dict[str, object]:
     return {"txnId": txn_id, "executionArn": arn(txn_id), "status": status, "output": 1}
-
-
-def arn(txn_id: str) -> str:
-    return f"arn:aws:states:us-east-1:123456789012:execution:unit-Hello:{txn_id}"
 
 
 async def test_bad_messages_are_ignored_and_the_loop_goes_on(broker: LocalBroker) -> None:

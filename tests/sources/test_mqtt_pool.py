@@ -17,14 +17,15 @@ from notifier.config import MqttSettings
 from notifier.local.broker import LocalBroker
 from notifier.metrics import Metrics
 from notifier.requests.ids import new_txn_id
-from notifier.requests.waiters import Completion, Registry, Status, Transaction, utcnow
+from notifier.requests.waiters import Completion, Registry, Status, Transaction
 from notifier.sources.mqtt import pool as pool_module
 from notifier.sources.mqtt.pool import IDLE_SECS, MqttPool
 from notifier.sources.sweeps_while_down import Reconciler
 from tests.sources.test_mqtt import Publisher, access_control, issue_token, message
 from tests.support.daemons import DaemonFactory, call
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, describer
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import describer, started
 
 
 class Clock:
@@ -75,11 +76,6 @@ def all_subscribed(pool: MqttPool) -> bool:
     return all(connection.source.connected for connection in pool.connections)
 
 
-def started(registry: Registry) -> Transaction:
-    txn_id = new_txn_id()
-    return registry.track(Transaction(txn_id, "hello", arn(txn_id), started_at=utcnow()))
-
-
 def small_pool(broker: LocalBroker, registry: Registry, clock: Clock) -> MqttPool:
     """Two connections at the most, of one execution a second each."""
     return pool_for(broker, registry, clock, peak=2, share=0.01)
@@ -89,7 +85,7 @@ async def one_on_each(pool: MqttPool, registry: Registry) -> tuple[Transaction, 
     """Two executions, the first given to connection 0, the second to connection 1, which
     the first one's start opened."""
     await eventually(lambda: pool.connected)
-    first, second = started(registry), started(registry)
+    first, second = started(registry, new_txn_id()), started(registry, new_txn_id())
     assert pool.assign(first.txn_id) == "unit"
     await eventually(lambda: len(pool.connections) == 2 and all_subscribed(pool))
     assert pool.assign(second.txn_id) == "unit/1"
@@ -232,7 +228,7 @@ async def test_what_a_connection_was_given_is_forgotten_with_its_transaction(
 async def test_a_cut_of_one_connection_falls_back_for_its_executions_only(
     broker: LocalBroker,
 ) -> None:
-    registry, clock, executions = Registry(max_held=10), Clock(), ScriptedDescriptions()
+    registry, clock, executions = Registry(max_held=10), Clock(), FakeExecutions()
     async with small_pool(broker, registry, clock) as pool:
         kept, cut = await one_on_each(pool, registry)
         executions.answer(kept.txn_id, "RUNNING")
@@ -344,6 +340,24 @@ async def test_a_start_waiting_in_line_goes_ahead_when_its_patience_ends(
         clock.now += 0.2  # their patience is over; not the second's window
         given = await asyncio.wait_for(line, 5)
         assert set(given) <= {"unit", "unit/1"} and pool.overloaded == 3
+
+
+async def test_a_start_waits_as_long_as_its_request_may_rather_than_the_pools_patience(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start whose request can wait longer than the pool's own patience waits for room
+    that long: past the configured peak, starts are spread, not their completions bunched."""
+    monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.05)
+    registry, clock = Registry(max_held=10), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        start = asyncio.ensure_future(pool.reserve(new_txn_id(), patience=30.0))
+        await asyncio.sleep(0.2)  # four times the pool's own patience
+        assert not start.done()
+        clock.now += 1.0
+        assert await start == "unit"
+        assert pool.overloaded == 0
 
 
 async def test_with_no_connection_subscribed_a_start_does_not_wait(broker: LocalBroker) -> None:

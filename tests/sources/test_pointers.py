@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from notifier.aws.errors import AwsError
-from notifier.requests.executions import completion_from_description
+from notifier.requests.descriptions import completion_from_description
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status
 from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.pointers import OutputFetcher
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, describer, started
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import describer, started
 
 
 def pointer(txn_id: str, execution_arn: str | None = None) -> bytes:
@@ -50,7 +51,7 @@ def test_only_a_success_points_to_its_output() -> None:
 
 
 async def test_a_pointer_resolves_with_the_fetched_output_via_its_path() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, "SUCCEEDED")
     async with OutputFetcher(registry, describer(registry, executions)) as fetcher:
@@ -66,7 +67,7 @@ async def test_a_pointer_resolves_with_the_fetched_output_via_its_path() -> None
 
 
 async def test_pointers_by_every_path_cost_one_fetch() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, "SUCCEEDED")
     gate = asyncio.Event()
@@ -91,7 +92,7 @@ async def test_pointers_by_every_path_cost_one_fetch() -> None:
 
 
 async def test_a_failed_fetch_is_tried_again_while_someone_waits() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     throttled = AwsError("DescribeExecution", "ThrottlingException", "slow down")
     executions.answer(txn.txn_id, throttled, throttled, "SUCCEEDED")
@@ -104,7 +105,7 @@ async def test_a_failed_fetch_is_tried_again_while_someone_waits() -> None:
 
 
 async def test_nothing_is_fetched_for_a_request_nobody_holds_or_another_execution() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     async with OutputFetcher(registry, describer(registry, executions)) as fetcher:
         forged = parse_notification(pointer(txn.txn_id, arn("someone-else")), "mqtt")

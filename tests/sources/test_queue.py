@@ -24,7 +24,8 @@ from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources.queue import LAST_SEEN_TAG, VISIBILITY_TIMEOUT, SqsSource
 from tests.support.daemons import call, refused_mqtt, settings_for
 from tests.support.eventually import EVENTUALLY, eventually
-from tests.support.sources import arn, running_tasks, started
+from tests.support.executions import arn
+from tests.support.sources import running_tasks, started
 
 
 def completion(txn_id: str, status: str = "SUCCEEDED", **fields: Any) -> str:

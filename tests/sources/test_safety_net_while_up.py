@@ -9,12 +9,13 @@ from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Completion, Registry, Status
 from notifier.sources.safety_net_while_up import SafetyNet
 from tests.support.eventually import eventually
-from tests.support.sources import ScriptedDescriptions, arn, describer, running_tasks, started
+from tests.support.executions import FakeExecutions, arn
+from tests.support.sources import describer, running_tasks, started
 
 
 def safety_net(
     registry: Registry,
-    executions: ScriptedDescriptions,
+    executions: FakeExecutions,
     *,
     interval: float = 3600,
     after: float = 30,
@@ -25,7 +26,7 @@ def safety_net(
 
 
 async def test_at_its_deadline_a_held_request_gets_one_look() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(txn.txn_id, "SUCCEEDED")
     net = safety_net(registry, executions)
@@ -39,7 +40,7 @@ async def test_at_its_deadline_a_held_request_gets_one_look() -> None:
 
 
 async def test_no_look_when_step_functions_was_asked_during_the_hold() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     held_since = time.monotonic() - 1
     txn.asked_at = time.monotonic()  # a sweep asked meanwhile
@@ -48,7 +49,7 @@ async def test_no_look_when_step_functions_was_asked_during_the_hold() -> None:
 
 
 async def test_a_reattach_asks_only_when_nothing_was_heard_for_a_while() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     recent, quiet = started(registry, new_txn_id()), started(registry, new_txn_id())
     quiet.tracked_at -= 31
     executions.answer(quiet.txn_id, "TIMED_OUT")
@@ -60,7 +61,7 @@ async def test_a_reattach_asks_only_when_nothing_was_heard_for_a_while() -> None
 
 
 async def test_the_slow_sweep_finds_what_was_lost_and_survives_errors() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     lost, fresh = started(registry, new_txn_id()), started(registry, new_txn_id())
     lost.tracked_at -= 60
     executions.answer(
@@ -76,7 +77,7 @@ async def test_the_slow_sweep_finds_what_was_lost_and_survives_errors() -> None:
 
 
 async def test_nothing_is_asked_while_everything_arrives() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     net = safety_net(registry, executions, interval=0.01, after=0.05)
     async with net:
         for _ in range(5):

@@ -11,14 +11,8 @@ from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status
 from notifier.sources.sweeps_while_down import Reconciler
 from tests.support.eventually import eventually
-from tests.support.sources import (
-    ScriptedDescriptions,
-    arn,
-    describer,
-    not_found,
-    running_tasks,
-    started,
-)
+from tests.support.executions import FakeExecutions, arn, not_found
+from tests.support.sources import describer, running_tasks, started
 
 
 class FakeConnection:
@@ -40,7 +34,7 @@ class FakeConnection:
 
 
 async def test_nothing_is_described_while_mqtt_is_up() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     connection = FakeConnection()
     reconciler = Reconciler(
@@ -53,7 +47,7 @@ async def test_nothing_is_described_while_mqtt_is_up() -> None:
 
 
 async def test_down_it_sweeps_at_once_and_until_everything_held_is_answered() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     young, old = started(registry, new_txn_id()), started(registry, new_txn_id())
     assert old.started_at is not None
     old.started_at -= timedelta(minutes=10)
@@ -75,7 +69,7 @@ async def test_down_it_sweeps_at_once_and_until_everything_held_is_answered() ->
 
 
 async def test_once_back_one_sweep_closes_the_gap() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txns = [started(registry, new_txn_id()) for _ in range(3)]
     for txn in txns:
         executions.answer(txn.txn_id, "SUCCEEDED")
@@ -96,7 +90,7 @@ async def test_once_back_one_sweep_closes_the_gap() -> None:
 
 
 async def test_poll_mode_sweeps_survive_errors_and_statuses_they_do_not_know() -> None:
-    registry, executions = Registry(max_held=10), ScriptedDescriptions()
+    registry, executions = Registry(max_held=10), FakeExecutions()
     txn = started(registry, new_txn_id())
     executions.answer(
         txn.txn_id,

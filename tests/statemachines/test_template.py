@@ -502,18 +502,20 @@ IAM_POLICY = Path(__file__).resolve().parents[2] / "config" / "iam-policy.json"
 POLICY_TOKENS = {"ACCOUNT_ID", "REGION", "STAGE", "API_ID", "INSTANCE_ID"}
 # Every action granted, and where the daemon makes the call that needs it.
 EXECUTIONS = "notifier/requests/executions.py"
+EXECUTION_READS = "notifier/requests/execution_reads.py"
+PROCESS_DATA = "notifier/requests/process_data.py"
 TOKENS = "notifier/aws/iot_tokens.py"
 DAEMON_CALLS = {
     "s3:PutObject": [
-        (EXECUTIONS, "self._put_object("),
+        (PROCESS_DATA, "self._put_object("),
         ("notifier/aws/fast_operations.py", 'operation = "PutObject"'),
     ],
     "s3:GetObject": [
-        (EXECUTIONS, "self._s3.get_object("),
-        (EXECUTIONS, "self._s3.head_object("),  # HeadObject needs s3:GetObject
+        (PROCESS_DATA, "self._s3.get_object("),
+        (PROCESS_DATA, "self._s3.head_object("),  # HeadObject needs s3:GetObject
     ],
     # Without it HeadObject of an expired object is 403, not the 404 locate() expects.
-    "s3:ListBucket": [(EXECUTIONS, '"404", "NoSuchKey", "NotFound"')],
+    "s3:ListBucket": [(PROCESS_DATA, '"404", "NoSuchKey", "NotFound"')],
     "states:StartExecution": [
         (EXECUTIONS, "self._start_execution,"),
         ("notifier/aws/fast_operations.py", 'operation = "StartExecution"'),
@@ -522,17 +524,17 @@ DAEMON_CALLS = {
         (EXECUTIONS, "self._sfn.start_sync_execution"),
         ("notifier/app/wiring.py", "sync_sfn.start_sync_execution"),
     ],
-    "states:DescribeExecution": [(EXECUTIONS, "self._sfn.describe_execution(")],
+    "states:DescribeExecution": [(EXECUTION_READS, "self._sfn.describe_execution(")],
     "states:StopExecution": [(EXECUTIONS, "self._sfn.stop_execution(")],
     "states:RedriveExecution": [(EXECUTIONS, "self._sfn.redrive_execution(")],
     "states:GetExecutionHistory": [
-        (EXECUTIONS, "self._sfn.get_execution_history("),
+        (EXECUTION_READS, "self._sfn.get_execution_history("),
         ("notifier/dashboard/approvals.py", "self.sfn.get_execution_history("),
     ],
-    "states:ListExecutions": [(EXECUTIONS, "self._sfn.list_executions")],
+    "states:ListExecutions": [(EXECUTION_READS, "self._sfn.list_executions")],
     # The definition an execution runs, for the dashboard's graph of it.
     "states:DescribeStateMachineForExecution": [
-        (EXECUTIONS, "self._sfn.describe_state_machine_for_execution")
+        (EXECUTION_READS, "self._sfn.describe_state_machine_for_execution")
     ],
     # A rejection is an answer too: SendTaskSuccess with {"approved": false}.
     "states:SendTaskSuccess": [("notifier/dashboard/approvals.py", "self.sfn.send_task_success(")],
@@ -614,7 +616,7 @@ def test_daemon_iam_policy_grants_only_what_the_daemon_calls(iam_policy: dict[st
 def test_daemon_iam_policy_names_the_stacks_resources(
     template: dict[str, Any], iam_policy: dict[str, Any]
 ) -> None:
-    from notifier.requests.executions import execution_arn
+    from notifier.requests.descriptions import execution_arn
 
     values = {
         "ACCOUNT_ID": "123456789012",

@@ -47,6 +47,7 @@ from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.source import MqttSource
 from notifier.token_bucket import TokenBucket
+from notifier.topics import connection_subtopic
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ OPEN_AHEAD = 0.5
 PACE_BURST_SECS = 0.1
 """A connection is given at most this many seconds' worth of its share at once."""
 ASSIGN_PATIENCE_SECS = 2.0
-"""How long a start waits for a connection with room (one opening, or the rate window moving
-on) before its execution goes over a connection's share."""
+"""How long a start that states no patience of its own waits for a connection with room (one
+opening, or the rate window moving on) before its execution goes over a connection's share."""
 IDLE_SECS = 30.0
 """A connection given nothing for this long, with nothing of it held, is closed."""
 UPKEEP_SECS = 1.0
@@ -166,7 +167,7 @@ class MqttPool(Service):
         registry.on_forgotten.append(self._forgotten)
 
     def subtopic(self, index: int) -> str:
-        return self.instance_id if index == 0 else f"{self.instance_id}/{index}"
+        return connection_subtopic(self.instance_id, index)
 
     @property
     def connections(self) -> list[PoolConnection]:
@@ -202,24 +203,24 @@ class MqttPool(Service):
         self._open_ahead(now)
         return connection.subtopic
 
-    async def reserve(self, txn_id: str) -> str:
+    async def reserve(self, txn_id: str, patience: float | None = None) -> str:
         """:meth:`assign`, once a subscribed connection has room for one more execution:
         while every one is full, the start waits (for one to open, or for the rate window to
-        move on), up to :data:`ASSIGN_PATIENCE_SECS`. So bursts are started no faster than
-        the connections' share, rather than have IoT Core discard their completions. With
-        no connection subscribed there is nothing to wait for: the queue and the sweeps
-        answer.
+        move on), up to ``patience`` seconds (the time left of its request's wait; None:
+        :data:`ASSIGN_PATIENCE_SECS`). So bursts are started no faster than the connections'
+        share, rather than have IoT Core discard their completions. With no connection
+        subscribed there is nothing to wait for: the queue and the sweeps answer.
 
         Starts that wait take their turns in the order they came: the first watches the
         connections, the others wait for it to be given one (each within its own patience),
         so that a burst of waiting starts does not wake at every change all at once."""
-        now = self.clock()
+        now, patience = self.clock(), ASSIGN_PATIENCE_SECS if patience is None else patience
         if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
             self._in_line += 1
             try:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ASSIGN_PATIENCE_SECS), self._turns:
-                        await self._until_room(now + ASSIGN_PATIENCE_SECS)
+                    async with asyncio.timeout(patience), self._turns:
+                        await self._until_room(now + patience)
             finally:
                 self._in_line -= 1
         return self.assign(txn_id)

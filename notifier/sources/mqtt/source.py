@@ -12,6 +12,7 @@ from notifier.sources import InvalidNotificationError, parse_notification
 from notifier.sources.mqtt.connections import ConnectSpacing
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.subscription import MqttSubscription
+from notifier.topics import completed_execution, connection_filter
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class MqttSource(MqttSubscription):
         super().__init__(
             settings,
             client_id=client_id or instance_id,
-            topic_filter=f"{settings.topic_root}/{self.subtopic}/+",
+            topic_filter=connection_filter(settings.topic_root, self.subtopic),
             endpoint=endpoint,
             label="MQTT" if self.subtopic == instance_id else f"MQTT {self.subtopic}",
             aws=aws,
@@ -54,13 +55,12 @@ class MqttSource(MqttSubscription):
         """The most messages received within one second (of the monotonic clock)."""
         self._second = 0
         self._in_second = 0
-        self._topic_prefix = f"{settings.topic_root}/{self.subtopic}/"
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         self.received += 1
         self._count_rate()
-        txn_id = topic.removeprefix(self._topic_prefix)
-        if txn_id == topic or not txn_id or "/" in txn_id:
+        txn_id = completed_execution(topic, self.settings.topic_root, self.subtopic)
+        if txn_id is None:
             self.ignored += 1
             log.warning("%s: ignoring a message on unexpected topic %r", self.label, topic)
             return
