@@ -210,6 +210,28 @@ async def test_no_answer_within_the_read_timeout_is_raised() -> None:
         assert not pool._open  # dropped
 
 
+async def test_each_request_is_timed_from_when_it_was_sent() -> None:
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await read_request(reader, server)
+        await reader.read()
+
+    async with serving(silent) as server, connections(read_timeout=0.5) as pool:
+        first = asyncio.create_task(pool.request(server.origin, REQUEST))
+        await asyncio.sleep(0.3)
+        second = asyncio.create_task(pool.request(server.origin, REQUEST))
+        with pytest.raises(TimeoutError):
+            await first
+        assert not second.done()  # sent later: its time is not up yet
+        with pytest.raises(TimeoutError):
+            await second
+        assert not pool._open
+        # The timer goes on for requests sent after the others timed out.
+        with pytest.raises(TimeoutError):
+            await pool.request(server.origin, REQUEST)
+
+
 async def test_at_most_max_connections_are_open_at_once() -> None:
     async with serving(held_until_released) as server, connections(max_connections=2) as pool:
         requests = [asyncio.create_task(pool.request(server.origin, REQUEST)) for _ in range(5)]
