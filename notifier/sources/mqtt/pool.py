@@ -193,7 +193,9 @@ class MqttPool(Service):
         if known is not None and self._is_open(known.connection):
             return known.connection.subtopic
         now = self.clock()
-        connection = self._choose(now)
+        return self._give(txn_id, self._choose(now), now)
+
+    def _give(self, txn_id: str, connection: PoolConnection, now: float) -> str:
         connection.assigned_at.append(now)
         if connection.pace is not None:
             connection.pace.spend()
@@ -215,7 +217,12 @@ class MqttPool(Service):
         connections, the others wait for it to be given one (each within its own patience),
         so that a burst of waiting starts does not wake at every change all at once."""
         now, patience = self.clock(), ASSIGN_PATIENCE_SECS if patience is None else patience
-        if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
+        if txn_id not in self._assigned and not self._in_line:
+            subscribed = self._subscribed()
+            connection = self._with_room(now, subscribed)
+            if connection is not None or not subscribed:  # nothing to wait for
+                return self._give(txn_id, connection or self._connections[0], now)
+        if txn_id not in self._assigned:
             self._in_line += 1
             try:
                 with contextlib.suppress(TimeoutError):
@@ -227,7 +234,7 @@ class MqttPool(Service):
 
     def _room_in(self, now: float) -> float:
         """Seconds until a subscribed connection has room; 0 with none subscribed."""
-        subscribed = [c for c in self.connections if c.source.connected]
+        subscribed = self._subscribed()
         return min((c.room_in(now, self.per_connection) for c in subscribed), default=0.0)
 
     async def _until_room(self, deadline: float) -> None:
@@ -249,11 +256,17 @@ class MqttPool(Service):
                 return True
         return False
 
+    def _subscribed(self) -> list[PoolConnection]:
+        return [c for c in self.connections if c.source.connected]
+
+    def _with_room(self, now: float, subscribed: list[PoolConnection]) -> PoolConnection | None:
+        """The first of ``subscribed`` that has room now."""
+        return next((c for c in subscribed if c.room_in(now, self.per_connection) == 0), None)
+
     def _choose(self, now: float) -> PoolConnection:
-        subscribed = [c for c in self.connections if c.source.connected]
-        for connection in subscribed:
-            if connection.room_in(now, self.per_connection) == 0:
-                return connection
+        subscribed = self._subscribed()
+        if (connection := self._with_room(now, subscribed)) is not None:
+            return connection
         if subscribed:
             self.overloaded += 1
             return min(subscribed, key=lambda c: c.load(now))
