@@ -38,6 +38,11 @@ def _request_fields(record: logging.LogRecord) -> dict[str, str]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request fields, exception."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # json.dumps with default= makes an encoder at every call: one, made once.
+        self._encode = json.JSONEncoder(default=str).encode
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -48,7 +53,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return self._encode(line)
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from yarl import URL
 
+# Both are asked about every request's Host header, which is nearly always the same few
+# names: remembered, up to this many, rather than parsed each time.
+_REMEMBERED = 256
 
+
+@functools.lru_cache(maxsize=_REMEMBERED)
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback address (IPv6 with or without brackets)."""
     if host.lower() == "localhost":
@@ -18,6 +24,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
 def host_name(host: str) -> str:
     """The name in a ``Host`` header, without its port; empty if it is not one."""
     try:

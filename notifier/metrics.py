@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -127,21 +127,33 @@ class Metrics:
             ["api"],
             registry=r,
         )
+        # What every request counts, by the children of its label values.
+        self._requests = Children(self.requests)
+        self._completions = Children(self.completions)
+        self._completion_latency = Children(self.completion_latency)
+        self._aws_calls = Children(self.aws_calls)
         for source in COMPLETION_SOURCES:
-            self.completions.labels(source=source)
-            self.completion_latency.labels(source=source)
+            self._completions.of(source)
+            self._completion_latency.of(source)
         for operation in FAST_PATH_OPERATIONS:
-            self.aws_calls.labels(operation=operation)
+            self._aws_calls.of(operation)
         for api in STEP_FUNCTIONS_APIS:
             self.sfn_throttled.labels(api=api)
+
+    def count_request(self, route: str, status: str) -> None:
+        """One answered request of ``route`` (``notifier_requests``)."""
+        self._requests.of(route, status).inc()
+
+    def count_aws_call(self, operation: str) -> None:
+        self._aws_calls.of(operation).inc()
 
     def observe_completion(
         self, source: str, stopped_at: datetime | None, notified_at: datetime
     ) -> None:
-        self.completions.labels(source=source).inc()
+        self._completions.of(source).inc()
         if stopped_at is not None:
             delay = max(0.0, (notified_at - stopped_at).total_seconds())
-            self.completion_latency.labels(source=source).observe(delay)
+            self._completion_latency.of(source).observe(delay)
 
     def watch_mqtt(self, pool: MqttState) -> None:
         """Report the MQTT connections' state, read at each scrape."""
@@ -158,6 +170,25 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+LabelledMetric = TypeVar("LabelledMetric", Counter, Histogram)
+
+
+class Children(Generic[LabelledMetric]):
+    """A labelled metric's children, each looked up once: ``labels()`` validates the values
+    and takes the metric's lock at every call. As many as the metric has children."""
+
+    def __init__(self, metric: LabelledMetric) -> None:
+        self._metric: LabelledMetric = metric
+        self._children: dict[tuple[str, ...], LabelledMetric] = {}
+
+    def of(self, *values: str) -> LabelledMetric:
+        """The child of ``values``, in the order of the metric's label names."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class MqttConnectionState(Protocol):

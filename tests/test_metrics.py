@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +26,22 @@ def test_each_daemon_has_its_own_registry_with_prefixed_metrics() -> None:
     assert "process_open_fds" in names and "process_max_fds" in names
     assert 'notifier_build_info{version="' in text
     assert "notifier_requests_total{" not in second.render().decode()
+
+
+def test_what_every_request_counts_lands_in_its_series() -> None:
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.count_request("p1", "SUCCEEDED")
+        metrics.count_aws_call("PutObject")
+    metrics.count_request("p1", "FAILED")
+    finished = datetime(2026, 1, 1, tzinfo=UTC)
+    metrics.observe_completion("mqtt", finished, finished + timedelta(milliseconds=2))
+    text = metrics.render().decode()
+    assert 'notifier_requests_total{route="p1",status="SUCCEEDED"} 2.0' in text
+    assert 'notifier_requests_total{route="p1",status="FAILED"} 1.0' in text
+    assert 'notifier_aws_api_calls_total{operation="PutObject"} 2.0' in text
+    assert 'notifier_completions_total{source="mqtt"} 1.0' in text
+    assert 'notifier_completion_latency_seconds_bucket{le="0.0025",source="mqtt"} 1.0' in text
 
 
 async def no_call(**params: Any) -> dict[str, Any]:

@@ -56,7 +56,7 @@ async def answer(
         if span is not None:
             via = completion.via if completion is not None else "none"
             span.set_attributes({"notifier.status": status, "notifier.completed_via": via})
-    app[METRICS].requests.labels(route=txn.route, status=status).inc()
+    app[METRICS].count_request(txn.route, status)
     bind_transaction(txn.txn_id, txn.execution_arn)
     via = completion.via if completion is not None else "-"
     log.info("%s %s: %s via %s", request.method, request.path, status, via)

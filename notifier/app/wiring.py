@@ -179,8 +179,7 @@ def reload(app: web.Application, new: Settings) -> list[str]:
 
 def aws_clients(app: web.Application) -> AwsClients:
     """Clients whose every call is counted in the metrics."""
-    aws_calls = app[METRICS].aws_calls
-    return AwsClients(app[AWS_SETTINGS], on_call=lambda name: aws_calls.labels(name).inc())
+    return AwsClients(app[AWS_SETTINGS], on_call=app[METRICS].count_aws_call)
 
 
 async def tracing_context(app: web.Application) -> AsyncIterator[None]:

@@ -34,7 +34,7 @@ and from then on the client makes every call.
 from __future__ import annotations
 
 import asyncio
-import io
+import hashlib
 import logging
 import ssl
 import time
@@ -289,11 +289,15 @@ class FastCall:
         if credentials is None:
             raise Unsupported("no credentials")
         frozen = await credentials.get_frozen_credentials()
+        body_value = self.signed_body_value(target, request)
+        if body_value is None:
+            # The hash the signer would make of the body, made here: the signer reading the
+            # body would call back into Python for it.
+            body_value = hashlib.sha256(request.body).hexdigest()
         signed = http.HttpRequest(
             request.method,
             target.path + request.path,
             http.HttpHeaders([("host", target.host), *request.headers]),
-            io.BytesIO(request.body),
         )
         config = auth.AwsSigningConfig(
             credentials_provider=self._provider(frozen.access_key, frozen.secret_key, frozen.token),
@@ -302,7 +306,7 @@ class FastCall:
             date=date,
             use_double_uri_encode=self.double_uri_encode,
             should_normalize_uri_path=self.double_uri_encode,
-            signed_body_value=self.signed_body_value(target, request),
+            signed_body_value=body_value,
             signed_body_header_type=self.signed_body_header,
         )
         auth.aws_sign_request(signed, config).result()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -71,15 +72,22 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self._keep and self._transport is not None and not self._transport.is_closing()
 
-    async def exchange(self, data: bytes) -> Answer:
+    async def exchange(self, data: bytes, read_timeouts: _ReadTimeouts) -> Answer:
         assert self._transport is not None and self._answer is None
-        self._answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._answer = answer
         self.answer_started = False
         self._transport.write(data)
+        read_timeouts.watch(self, answer)
         try:
-            return await self._answer
+            return await answer
         finally:
             self._answer = None
+
+    def time_out(self) -> None:
+        """No answer came within the read timeout: raised, and the connection dropped."""
+        self._fail(TimeoutError())
+        self.close()
 
     def close(self) -> None:
         self._keep = False
@@ -140,6 +148,43 @@ class _Connection(asyncio.Protocol):
             self._answer.set_exception(exc)
 
 
+class _ReadTimeouts:
+    """The read timeout of every request in flight, kept with one timer: requests are timed
+    from when they are sent, all for the same time, so the first one sent that still waits
+    is always the next to time out (rather than a timer of the event loop's each)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._waiting: deque[tuple[float, asyncio.Future[Answer], _Connection]] = deque()
+        """When each request times out, its answer and its connection, in the order sent."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: _Connection, answer: asyncio.Future[Answer]) -> None:
+        """Time ``connection`` out unless ``answer`` is done within the read timeout."""
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting
+        while waiting and waiting[0][1].done():
+            waiting.popleft()
+        waiting.append((loop.time() + self.seconds, answer, connection))
+        if self._timer is None:
+            self._timer = loop.call_at(waiting[0][0], self._time_out)
+
+    def _time_out(self) -> None:
+        loop = asyncio.get_running_loop()
+        now, waiting = loop.time(), self._waiting
+        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+            _, answer, connection = waiting.popleft()
+            if not answer.done():
+                connection.time_out()
+        self._timer = loop.call_at(waiting[0][0], self._time_out) if waiting else None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting.clear()
+
+
 class HttpConnections:
     """At most ``max_connections`` connections, kept per :class:`Origin` for the next request.
 
@@ -157,6 +202,7 @@ class HttpConnections:
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._read_timeouts = _ReadTimeouts(read_timeout)
         self._slots = asyncio.Semaphore(max_connections)
         self._make_ssl_context = ssl_context
         self._ssl_context: ssl.SSLContext | None = None
@@ -175,6 +221,7 @@ class HttpConnections:
 
     def close(self) -> None:
         self._closed = True
+        self._read_timeouts.close()
         for connection in self._open:
             connection.close()
         self._open.clear()
@@ -232,8 +279,7 @@ class HttpConnections:
 
     async def _exchange(self, origin: Origin, connection: _Connection, data: bytes) -> Answer:
         try:
-            async with asyncio.timeout(self.read_timeout):
-                answer = await connection.exchange(data)
+            answer = await connection.exchange(data, self._read_timeouts)
         except BaseException:
             self._drop(connection)
             raise

@@ -29,10 +29,13 @@ def _ms(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() * 1000, 1)
 
 
+# json.dumps with default= makes an encoder at every call: one, made once (it keeps nothing
+# between calls).
+_encode = json.JSONEncoder(default=str).encode
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str)
-    )
+    return web.json_response(body, status=status, headers=headers, dumps=_encode)
 
 
 def error(

@@ -33,16 +33,17 @@ def input_for(
     return {**body, **added}
 
 
-def checked_size(execution_input: dict[str, Any]) -> dict[str, Any]:
-    """``execution_input``, or :class:`InputTooLargeError` when Step Functions would refuse
-    it."""
-    size = len(json.dumps(execution_input).encode())  # ASCII: json.dumps escapes the rest
+def encoded(execution_input: dict[str, Any]) -> str:
+    """``execution_input`` as JSON, or :class:`InputTooLargeError` when Step Functions would
+    refuse it."""
+    text = json.dumps(execution_input)
+    size = len(text)  # bytes too: ASCII, as json.dumps escapes the rest
     if size > MAX_INPUT_BYTES:
         raise InputTooLargeError(
             f"the execution input would be {size} bytes; Step Functions accepts at most "
             f"{MAX_INPUT_BYTES}"
         )
-    return execution_input
+    return text
 
 
 def as_given(execution_input: dict[str, Any]) -> dict[str, Any]:

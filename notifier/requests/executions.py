@@ -27,7 +27,7 @@ from notifier.aws.errors import AwsError
 from notifier.aws.read_budget import ReadBudget
 from notifier.aws.sfn_calls import StartPacer, retry_throttled
 from notifier.config import DaemonSettings, RouteSettings
-from notifier.requests.execution_input import as_given, checked_size, input_for
+from notifier.requests.execution_input import as_given, encoded, input_for
 from notifier.requests.execution_reads import READ_PATIENCE, ExecutionReads
 from notifier.requests.idempotency import IdempotencyConflictError
 from notifier.requests.process_data import ProcessData
@@ -99,7 +99,7 @@ class Executions(ExecutionReads):
     def check_input_size(self, route: str, body: dict[str, Any], owner: str | None = None) -> None:
         """Raise :class:`InputTooLargeError` if the input of the route's execution for
         ``body`` is too large whatever its subtopic (which is only chosen when it starts)."""
-        checked_size(self._input(route, "", body, "", owner))
+        encoded(self._input(route, "", body, "", owner))
 
     async def start(
         self,
@@ -184,13 +184,13 @@ class Executions(ExecutionReads):
         settings = self.routes[route]
         call = self._start_sync_execution or self._sfn.start_sync_execution
         subtopic = await self.subtopic_for(txn_id, None)
-        execution_input = checked_size(self._input(route, txn_id, body, subtopic, owner))
+        execution_input = encoded(self._input(route, txn_id, body, subtopic, owner))
         try:
             return dict(
                 await call(
                     stateMachineArn=settings.state_machine,
                     name=txn_id,
-                    input=json.dumps(execution_input),
+                    input=execution_input,
                 )
             )
         except (ClientError, BotoCoreError) as exc:
@@ -214,17 +214,18 @@ class Executions(ExecutionReads):
         await self.starts.turn(deadline)
         patience = None if deadline is None else max(0.0, deadline - time.monotonic())
         subtopic = await self.subtopic_for(txn_id, patience)
-        execution_input = checked_size(self._input(route, txn_id, body, subtopic, owner))
+        execution_input = self._input(route, txn_id, body, subtopic, owner)
+        text = encoded(execution_input)
         with self.tracing.span("StepFunctions StartExecution", span_attributes(
             self._start_execution
         )):  # fmt: skip
             if carrier := self.tracing.carrier():
-                execution_input = {**execution_input, TRACE_CONTEXT_KEY: carrier}
+                text = json.dumps({**execution_input, TRACE_CONTEXT_KEY: carrier})
             call = functools.partial(
                 self._start_execution,
                 stateMachineArn=self.routes[route].state_machine,
                 name=txn_id,
-                input=json.dumps(execution_input),
+                input=text,
             )
             await retry_throttled(
                 "StartExecution",

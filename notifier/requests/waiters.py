@@ -186,6 +186,8 @@ class Registry:
         self.on_pointer: list[Callable[[Transaction, Completion], None]] = []
         """Called with every authentic pointer (``fetch_output``) to an unresolved
         transaction: what fetches the output and resolves it."""
+        self.on_forgotten: list[Callable[[str], None]] = []
+        """Called with the id of each transaction no longer kept (evicted or discarded)."""
         self._transactions: dict[str, Transaction] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._idle_bytes = 0
@@ -231,6 +233,7 @@ class Registry:
             for waiter in txn.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            self._forgotten(txn_id)
 
     def check_capacity(self, *, reattach: bool = False) -> None:
         if reattach:
@@ -414,6 +417,11 @@ class Registry:
         ):
             txn_id, _ = self._idle.popitem(last=False)
             self._idle_bytes -= _kept_bytes(self._transactions.pop(txn_id))
+            self._forgotten(txn_id)
+
+    def _forgotten(self, txn_id: str) -> None:
+        for forgotten in self.on_forgotten:
+            forgotten(txn_id)
 
 
 def _of_an_earlier_run(txn: Transaction, completion: Completion) -> bool:

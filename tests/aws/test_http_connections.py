@@ -197,17 +197,35 @@ async def test_what_is_not_http_is_raised_and_its_connection_dropped() -> None:
     assert server.connections == 2
 
 
-async def test_no_answer_within_the_read_timeout_is_raised() -> None:
-    async def silent(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await read_request(reader, server)
-        await reader.read()
+async def silent(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+) -> None:
+    """Reads a request and never answers."""
+    await read_request(reader, server)
+    await reader.read()
 
+
+async def test_no_answer_within_the_read_timeout_is_raised() -> None:
     async with serving(silent) as server, connections(read_timeout=0.2) as pool:
         with pytest.raises(TimeoutError):
             await pool.request(server.origin, REQUEST)
         assert not pool._open  # dropped
+
+
+async def test_each_request_is_timed_from_when_it_was_sent() -> None:
+    async with serving(silent) as server, connections(read_timeout=0.5) as pool:
+        first = asyncio.create_task(pool.request(server.origin, REQUEST))
+        await asyncio.sleep(0.3)
+        second = asyncio.create_task(pool.request(server.origin, REQUEST))
+        with pytest.raises(TimeoutError):
+            await first
+        assert not second.done()  # sent later: its time is not up yet
+        with pytest.raises(TimeoutError):
+            await second
+        assert not pool._open
+        # The timer goes on for requests sent after the others timed out.
+        with pytest.raises(TimeoutError):
+            await pool.request(server.origin, REQUEST)
 
 
 async def test_at_most_max_connections_are_open_at_once() -> None:

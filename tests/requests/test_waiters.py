@@ -142,6 +142,19 @@ async def test_results_kept_are_bounded_by_bytes_too() -> None:
     assert registry.recent_bytes <= 10_000 and registry.get("t100") is not None
 
 
+async def test_each_transaction_forgotten_is_told_once() -> None:
+    registry = Registry(max_held=10, max_recent=2)
+    forgotten: list[str] = []
+    registry.on_forgotten.append(forgotten.append)
+    for n in range(4):
+        registry.track(txn(n))
+    assert forgotten == ["t0", "t1"]  # evicted, the oldest first
+    async with registry.hold("t3"):
+        registry.discard("t3")  # an execution that never started
+    registry.discard("t3")
+    assert forgotten == ["t0", "t1", "t3"] and registry.get("t3") is None
+
+
 @pytest.mark.parametrize(
     ("raw", "status", "final"),
     [

@@ -197,6 +197,7 @@ async def test_an_idle_connection_closes_once_its_executions_are_done(
             closing = pool.connections[1].source
             assert pool.close_idle() == [1]  # the first connection never closes
         assert [c.index for c in pool.connections] == [0] and pool.closed == 1
+        assert pool.subtopic_of(second) == "unit"  # what it was given is forgotten
         await eventually(lambda: not closing.connected)
         # Opened again when the rate needs it, under the same subtopic.
         pool.assign(new_txn_id())
@@ -209,6 +210,19 @@ async def drop_link(broker: LocalBroker, client_id: str) -> None:
     assert amqtt is not None
     _session, handler = amqtt._sessions[client_id]
     await handler.writer.close()
+
+
+async def test_what_a_connection_was_given_is_forgotten_with_its_transaction(
+    broker: LocalBroker,
+) -> None:
+    registry, clock = Registry(max_held=10, max_recent=1), Clock()
+    async with small_pool(broker, registry, clock) as pool:
+        first, second = await one_on_each(pool, registry)
+        assert pool.subtopic_of(second) == "unit/1"
+        registry.track(Transaction(new_txn_id(), "hello", arn("x")))  # evicts both
+        assert registry.get(second.txn_id) is None
+        assert pool.subtopic_of(second) == "unit"  # not known here any more
+        assert pool.subtopic_of(first) == "unit"
 
 
 async def test_a_cut_of_one_connection_falls_back_for_its_executions_only(

@@ -2,12 +2,15 @@
 
 awscrt runs every callback (a message, a lost link, a resumed one) on its own threads. Each
 callback made here only hands its arguments over to the event loop with
-``call_soon_threadsafe``; everything else happens in the loop.
+``call_soon_threadsafe``; everything else happens in the loop. Messages that arrive before
+the loop has taken the previous ones of their connection go with them: one wake-up of the
+loop (a write to its self-pipe, a read in the loop) for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,17 +48,29 @@ class ThreadBridge:
         self, connection: mqtt.Connection, handler: MessageHandler
     ) -> ConnectionActivity:
         """Have every message ``connection`` receives, subscribed or late after an
-        unsubscribe, reach ``handler``; returns the record of its activity."""
+        unsubscribe, reach ``handler``, in the order received; returns the record of its
+        activity."""
         # The callback holds the activity record, not the connection: awscrt keeps the
         # callback, and a cycle through it could never be collected.
         activity = ConnectionActivity()
+        pending: deque[tuple[str, bytes]] = deque()
+        """Received, not yet handed over; a turn of the loop is due to take them whenever
+        there are any."""
 
-        def received(topic: str, payload: bytes) -> None:
-            activity.last_message_at = asyncio.get_running_loop().time()
-            handler(topic, payload)
+        def received() -> None:
+            if pending:
+                activity.last_message_at = asyncio.get_running_loop().time()
+            try:
+                while pending:
+                    handler(*pending.popleft())
+            finally:
+                if pending:  # the handler raised: the rest in a turn of their own
+                    self.call(received)
 
         def on_message(topic: str, payload: bytes, **kwargs: Any) -> None:
-            self.call(received, topic, bytes(payload))
+            pending.append((topic, bytes(payload)))
+            if len(pending) == 1:  # none waiting before it: the loop is to be woken
+                self.call(received)
 
         connection.on_message(on_message)
         return activity

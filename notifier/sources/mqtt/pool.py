@@ -164,6 +164,7 @@ class MqttPool(Service):
         self._tasks = BackgroundTasks()
         self.primary = self._add(0).source
         registry.on_resolved.append(self._resolved)
+        registry.on_forgotten.append(self._forgotten)
 
     def subtopic(self, index: int) -> str:
         return connection_subtopic(self.instance_id, index)
@@ -192,7 +193,9 @@ class MqttPool(Service):
         if known is not None and self._is_open(known.connection):
             return known.connection.subtopic
         now = self.clock()
-        connection = self._choose(now)
+        return self._give(txn_id, self._choose(now), now)
+
+    def _give(self, txn_id: str, connection: PoolConnection, now: float) -> str:
         connection.assigned_at.append(now)
         if connection.pace is not None:
             connection.pace.spend()
@@ -214,7 +217,12 @@ class MqttPool(Service):
         connections, the others wait for it to be given one (each within its own patience),
         so that a burst of waiting starts does not wake at every change all at once."""
         now, patience = self.clock(), ASSIGN_PATIENCE_SECS if patience is None else patience
-        if txn_id not in self._assigned and (self._in_line or self._room_in(now)):
+        if txn_id not in self._assigned and not self._in_line:
+            subscribed = self._subscribed()
+            connection = self._with_room(now, subscribed)
+            if connection is not None or not subscribed:  # nothing to wait for
+                return self._give(txn_id, connection or self._connections[0], now)
+        if txn_id not in self._assigned:
             self._in_line += 1
             try:
                 with contextlib.suppress(TimeoutError):
@@ -226,7 +234,7 @@ class MqttPool(Service):
 
     def _room_in(self, now: float) -> float:
         """Seconds until a subscribed connection has room; 0 with none subscribed."""
-        subscribed = [c for c in self.connections if c.source.connected]
+        subscribed = self._subscribed()
         return min((c.room_in(now, self.per_connection) for c in subscribed), default=0.0)
 
     async def _until_room(self, deadline: float) -> None:
@@ -248,11 +256,17 @@ class MqttPool(Service):
                 return True
         return False
 
+    def _subscribed(self) -> list[PoolConnection]:
+        return [c for c in self.connections if c.source.connected]
+
+    def _with_room(self, now: float, subscribed: list[PoolConnection]) -> PoolConnection | None:
+        """The first of ``subscribed`` that has room now."""
+        return next((c for c in subscribed if c.room_in(now, self.per_connection) == 0), None)
+
     def _choose(self, now: float) -> PoolConnection:
-        subscribed = [c for c in self.connections if c.source.connected]
-        for connection in subscribed:
-            if connection.room_in(now, self.per_connection) == 0:
-                return connection
+        subscribed = self._subscribed()
+        if (connection := self._with_room(now, subscribed)) is not None:
+            return connection
         if subscribed:
             self.overloaded += 1
             return min(subscribed, key=lambda c: c.load(now))
@@ -310,7 +324,6 @@ class MqttPool(Service):
 
     def close_idle(self) -> list[int]:
         """Close the connections that are idle; returns their indexes."""
-        self._forget_untracked()
         now = self.clock()
         closing = []
         for connection in reversed(self.connections):
@@ -330,6 +343,7 @@ class MqttPool(Service):
             self._closing.add(connection.source)
             self._tasks.once(f"MQTT close {connection.index}", self._close(connection.source))
         if closing:
+            self._forget_closed()
             self._notify()
         return closing
 
@@ -344,10 +358,14 @@ class MqttPool(Service):
                 connection.held.discard(txn_id)
         return not connection.held and now - connection.last_assigned >= IDLE_SECS
 
-    def _forget_untracked(self) -> None:
+    def _forget_closed(self) -> None:
+        """Forget which executions closed connections were given."""
         for txn_id, assignment in list(self._assigned.items()):
-            if self.registry.get(txn_id) is None or not self._is_open(assignment.connection):
+            if not self._is_open(assignment.connection):
                 del self._assigned[txn_id]
+
+    def _forgotten(self, txn_id: str) -> None:
+        self._assigned.pop(txn_id, None)
 
     def _resolved(self, txn: Transaction, completion: Completion) -> None:
         assignment = self._assigned.get(txn.txn_id)
