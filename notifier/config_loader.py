@@ -198,24 +198,18 @@ def _coerce(hint: Any, value: Any, label: str, from_env: bool = False) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{label}: expected true or false, got {value!r}")
-    if hint is int:
+    if hint is int or hint is float:
+        # An int is a float setting's value too; a float is not an int setting's.
+        accepted = int if hint is int else int | float
         if from_env and isinstance(value, str):
             try:
-                return int(value)
+                return hint(value)
             except ValueError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{label}: expected an integer, got {value!r}")
-    if hint is float:
-        if from_env and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{label}: expected a number, got {value!r}")
+        elif isinstance(value, accepted) and not isinstance(value, bool):
+            return hint(value)
+        expected = "an integer" if hint is int else "a number"
+        raise ConfigError(f"{label}: expected {expected}, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value

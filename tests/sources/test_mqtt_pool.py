@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 import pytest
@@ -79,6 +79,16 @@ def all_subscribed(pool: MqttPool) -> bool:
 def small_pool(broker: LocalBroker, registry: Registry, clock: Clock) -> MqttPool:
     """Two connections at the most, of one execution a second each."""
     return pool_for(broker, registry, clock, peak=2, share=0.01)
+
+
+@asynccontextmanager
+async def full_small_pool(broker: LocalBroker, clock: Clock) -> AsyncIterator[MqttPool]:
+    """:func:`small_pool` with both connections subscribed and given their share of this
+    second: the next start waits."""
+    async with small_pool(broker, Registry(max_held=10), clock) as pool:
+        await eventually(lambda: pool.connected)
+        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+        yield pool
 
 
 async def one_on_each(pool: MqttPool, registry: Registry) -> tuple[Transaction, Transaction]:
@@ -308,10 +318,8 @@ async def test_starts_that_wait_are_given_connections_in_the_order_they_came(
     broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 30.0)
-    registry, clock = Registry(max_held=10), Clock()
-    async with small_pool(broker, registry, clock) as pool:
-        await eventually(lambda: pool.connected)
-        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+    clock = Clock()
+    async with full_small_pool(broker, clock) as pool:
         waiting = []
         for _ in range(3):
             waiting.append(asyncio.ensure_future(pool.reserve(new_txn_id())))
@@ -331,10 +339,8 @@ async def test_a_start_waiting_in_line_goes_ahead_when_its_patience_ends(
 ) -> None:
     """Each start in line waits no longer than its own patience, then goes over a share."""
     monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.2)
-    registry, clock = Registry(max_held=10), Clock()
-    async with small_pool(broker, registry, clock) as pool:
-        await eventually(lambda: pool.connected)
-        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+    clock = Clock()
+    async with full_small_pool(broker, clock) as pool:
         line = asyncio.gather(*(pool.reserve(new_txn_id()) for _ in range(3)))
         await asyncio.sleep(0.05)
         clock.now += 0.2  # their patience is over; not the second's window
@@ -348,10 +354,8 @@ async def test_a_start_waits_as_long_as_its_request_may_rather_than_the_pools_pa
     """A start whose request can wait longer than the pool's own patience waits for room
     that long: past the configured peak, starts are spread, not their completions bunched."""
     monkeypatch.setattr(pool_module, "ASSIGN_PATIENCE_SECS", 0.05)
-    registry, clock = Registry(max_held=10), Clock()
-    async with small_pool(broker, registry, clock) as pool:
-        await eventually(lambda: pool.connected)
-        assert [await pool.reserve(new_txn_id()) for _ in range(2)] == ["unit", "unit/1"]
+    clock = Clock()
+    async with full_small_pool(broker, clock) as pool:
         start = asyncio.ensure_future(pool.reserve(new_txn_id(), patience=30.0))
         await asyncio.sleep(0.2)  # four times the pool's own patience
         assert not start.done()
