@@ -78,8 +78,10 @@ class MqttSettings:
     many connections as that needs, each given at most ``connection_share`` of AWS IoT
     Core's 100 messages per second per connection; connections open as the rate needs them
     and close when idle (see docs/mqtt-connections.md)."""
-    connection_share: float = 0.8
-    """The share of IoT Core's per-connection limit one connection is given (0 to 1)."""
+    connection_share: float = 0.5
+    """The share of IoT Core's per-connection limit one connection is given (0 to 1). Half
+    leaves room for a second's completions to come back twice as bunched as their starts
+    were given out."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 AWS IoT Core lets one connection carry 100 messages a second (not adjustable; counted here
 for what is delivered to it, the stricter reading). A process sized for
 ``peak_completions_per_second`` therefore spreads its completions over as many connections
-as that needs, each given ``connection_share`` of the limit (80 a second by default: four
+as that needs, each given ``connection_share`` of the limit (50 a second by default: six
 connections at 300 completions a second).
 
 Each connection has its own subtopic, which is how a workflow is told where to notify: the
