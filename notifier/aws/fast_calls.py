@@ -20,9 +20,12 @@ of the account's quota. A parameter it does not serialize itself, any other erro
 or a failed connection hands the call to the client, which then makes it
 exactly as it always has: retries with backoff where the client has them (not for Step
 Functions, whose calls the daemon retries itself), S3's region redirects, and the same
-exceptions. After such a failure every call goes through
-the client for :data:`CLIENT_ONLY_SECONDS`, extended while calls keep failing, so that a
-struggling or throttling service sees the client's retry behaviour alone.
+exceptions. After such a failure every call goes through the client until
+:data:`CLIENT_ONLY_SECONDS` have passed without another, so that a struggling or throttling
+service sees the client's retry behaviour alone. An error answer about the call itself
+(4xx: a name already taken, a condition not met, something missing), which the client then
+gets as well, is no such failure: an idempotent retry's ``ExecutionAlreadyExists`` or a
+conditional write's 412 leaves the calls after it on the fast path.
 
 It uses a few of aiobotocore's private attributes (see :data:`_INTERNALS`), which is why
 aiobotocore and botocore are pinned. Should they be missing anyway, the fast path is off
@@ -79,8 +82,17 @@ class Unsupported(Exception):
 
 
 class ErrorAnswer(Exception):
-    """AWS answered with an error, or with what cannot be read; the client makes the call
-    again and reports it."""
+    """AWS answered with an error (its HTTP ``status``), or with what cannot be read; the
+    client makes the call again and reports it."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refusal(self) -> bool:
+        """An answer about the call itself (4xx), not about AWS or the way to it."""
+        return self.status is not None and 400 <= self.status < 500
 
 
 class Throttled(Exception):
@@ -139,10 +151,14 @@ class FastCall:
     signed_body_header: ClassVar[auth.AwsSignedBodyHeaderType] = auth.AwsSignedBodyHeaderType.NONE
 
     def __init__(
-        self, client: AioBaseClient, on_call: Callable[[str], None] | None = None
+        self,
+        client: AioBaseClient,
+        on_call: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self._on_call = on_call
+        self._clock = clock
         self._client_method: Callable[..., Any] = getattr(client, xform_name(self.operation))
         self._operation_model = client.meta.service_model.operation_model(self.operation)
         self._targets: dict[tuple[str, ...], Target | None] = {}
@@ -176,8 +192,8 @@ class FastCall:
     async def __call__(self, **params: Any) -> dict[str, Any]:
         if not self.enabled:
             return await self._by_client(params)
-        if time.monotonic() < self._client_only_until:
-            return await self._by_client(params, failing=True)
+        if self._clock() < self._client_only_until:
+            return await self._by_client(params, watched=True)
         try:
             request = self.serialize(params)
             target = await self.target(params)
@@ -190,7 +206,7 @@ class FastCall:
             raise exc.error from None
         except _CALL_FAILURES as exc:  # the client's to retry, and to report
             log.debug("%s through the client after: %r", self.operation, exc)
-            return await self._by_client(params, failing=True)
+            return await self._by_client(params, after=exc)
         except Exception as exc:
             self._turn_off(f"it failed: {exc!r}", traceback=True)
             return await self._by_client(params)
@@ -233,18 +249,30 @@ class FastCall:
         """What to sign as the payload: None for its SHA-256."""
         return None
 
-    async def _by_client(self, params: dict[str, Any], failing: bool = False) -> dict[str, Any]:
-        """The client's call; while AWS is ``failing``, the calls after it are the client's
-        too, until :data:`CLIENT_ONLY_SECONDS` have passed without a failure."""
+    async def _by_client(
+        self, params: dict[str, Any], *, after: Exception | None = None, watched: bool = False
+    ) -> dict[str, Any]:
+        """The client's call: after the fast call failed (``after``), or ``watched`` while
+        AWS is failing, when a failure keeps the calls after it with the client until
+        :data:`CLIENT_ONLY_SECONDS` have passed without one. The fast call's refusal (a 4xx
+        answer) is no failure when the client's call is refused the same way; one the client
+        gets past is, as the fast path would meet it again."""
         self.handed_over += 1
-        if failing:
-            self._client_only_until = time.monotonic() + CLIENT_ONLY_SECONDS
+        refusal = after.status if isinstance(after, ErrorAnswer) and after.refusal else None
+        if after is not None and refusal is None:
+            self._client_only_for_a_while()  # already for calls made meanwhile
         try:
-            return dict(await self._client_method(**params))
-        except Exception:
-            if failing:
-                self._client_only_until = time.monotonic() + CLIENT_ONLY_SECONDS
+            answer = dict(await self._client_method(**params))
+        except Exception as exc:
+            if (after is not None or watched) and (refusal is None or refusal != _status(exc)):
+                self._client_only_for_a_while()
             raise
+        if refusal is not None:
+            self._client_only_for_a_while()
+        return answer
+
+    def _client_only_for_a_while(self) -> None:
+        self._client_only_until = self._clock() + CLIENT_ONLY_SECONDS
 
     async def target(self, params: dict[str, Any]) -> Target:
         """Where a call with ``params`` goes and how it is signed."""
@@ -326,7 +354,7 @@ class FastCall:
         if not 200 <= answer.status < 300:
             if (throttling := self.throttling(answer.status, answer.body)) is not None:
                 raise Throttled(throttling)
-            raise ErrorAnswer(f"HTTP {answer.status}")
+            raise ErrorAnswer(f"HTTP {answer.status}", answer.status)
         try:
             return self.parse(answer.status, answer.headers, answer.body)
         except ValueError as exc:
@@ -375,6 +403,14 @@ _INTERNALS = (
     "_endpoint.http_session._proxy_config",
     "_endpoint.http_session._build_ssl_contexts",
 )
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of AWS's error answer that ``exc`` is, if it is one."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
+    return None
 
 
 def _missing_internals(client: object) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -43,8 +44,13 @@ class PutObject(FastCall):
         {"ContentMD5", "ChecksumAlgorithm", "SSECustomerKey", "ContentLength"}
     )
 
-    def __init__(self, client: S3Client, on_call: Callable[[str], None] | None = None) -> None:
-        super().__init__(client, on_call)
+    def __init__(
+        self,
+        client: S3Client,
+        on_call: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(client, on_call, clock)
         shape = self._operation_model.input_shape
         self._members = shape.members
         self._required = frozenset(shape.required_members)
@@ -96,9 +102,12 @@ class JsonCall(FastCall):
     as Step Functions' StartExecution; timestamps in its answer become datetimes."""
 
     def __init__(
-        self, client: AioBaseClient, on_call: Callable[[str], None] | None = None
+        self,
+        client: AioBaseClient,
+        on_call: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(client, on_call)
+        super().__init__(client, on_call, clock)
         metadata = client.meta.service_model.metadata
         if metadata.get("protocol") != "json":
             raise ValueError(f"{self.operation}: not a JSON-protocol service")

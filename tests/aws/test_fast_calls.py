@@ -39,6 +39,7 @@ from notifier.config import AwsSettings, RouteSettings
 from notifier.local.stack import LocalStack
 from notifier.requests.executions import Executions
 from notifier.requests.idempotency import IdempotencyConflictError, fingerprint
+from tests.support.clocks import HeldClock
 from tests.support.tls import loopback_tls
 
 ACCOUNT = "123456789012"
@@ -155,21 +156,31 @@ async def test_errors_are_raised_by_the_client(
     assert counted.calls == [call.operation]  # counted once, by the client's own hook
 
 
-async def test_after_a_failure_the_client_makes_the_calls_for_a_while(
-    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+async def test_a_refusal_the_client_meets_too_leaves_the_next_calls_fast(
+    local_stack: LocalStack,
 ) -> None:
+    """AWS refusing a call (a bucket missing, an execution's name taken) says nothing about
+    AWS: the calls after it go fast, as an idempotent retry's would after its 409 or 412."""
     aws = local_stack.aws()
     bucket = local_stack.outputs["ProcessDataBucketName"]
-    async with aws.client("s3") as s3, aws.fast(s3, PutObject) as put:
+    machine = local_stack.outputs["HelloStateMachineArn"]
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
         with pytest.raises(ClientError):
             await put(Bucket=unique("missing"), Key="k", Body=b"{}")
         await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
-        assert (put.made, put.handed_over) == (0, 2)
-        monkeypatch.setattr(fast_calls, "CLIENT_ONLY_SECONDS", 0.0)
-        with pytest.raises(ClientError):
-            await put(Bucket=unique("missing"), Key="k", Body=b"{}")
-        await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
-        assert (put.made, put.handed_over) == (1, 3)
+        name = unique("fast")
+        await start(stateMachineArn=machine, name=name, input=HELLO_INPUT)
+        with pytest.raises(ClientError) as taken:
+            await start(stateMachineArn=machine, name=name, input="{}")
+        await start(stateMachineArn=machine, name=unique("fast"), input=HELLO_INPUT)
+    assert taken.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
+    assert (put.made, put.handed_over) == (1, 1)
+    assert (start.made, start.handed_over) == (2, 1)
 
 
 async def test_without_the_internals_it_uses_it_is_off_and_says_so(
@@ -391,6 +402,63 @@ def endpoint_settings(url: str) -> AwsSettings:
     return AwsSettings(
         region="us-east-1", endpoint_url=url, access_key_id="k", secret_access_key="s"
     )
+
+
+@dataclass
+class FastPathAnswers:
+    """What an endpoint answers the fast path's requests (told by their User-Agent) while
+    ``status`` is set; the client's, and all once it is None, are answered ``stored``."""
+
+    status: int | None
+    fast_requests: int = 0
+
+    def __call__(self, request: web.Request) -> web.Response:
+        if not request.headers["User-Agent"].startswith("notifier/"):
+            return stored(request)
+        self.fast_requests += 1
+        if self.status is None:
+            return stored(request)
+        body = "<Error><Code>Failed</Code><Message>on purpose</Message></Error>"
+        return web.Response(status=self.status, content_type="application/xml", text=body)
+
+
+async def test_after_a_failure_the_client_calls_until_a_while_passes_without_one() -> None:
+    answers = FastPathAnswers(status=500)
+    clock = HeldClock()
+    assert clock.held_at is not None
+    failed_at, seconds = clock.held_at, fast_calls.CLIENT_ONLY_SECONDS
+    async with throttling_endpoint(0, answers) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), Counted())
+        async with aws.client("s3") as s3, PutObject(s3, clock=clock) as put:
+            await put(Bucket="b", Key="k", Body=b"{}")
+            clock.held_at = failed_at + seconds - 1
+            await put(Bucket="b", Key="k", Body=b"{}")  # goes well: the while is not longer
+            assert (answers.fast_requests, put.handed_over) == (1, 2)
+            clock.held_at = failed_at + seconds
+            await put(Bucket="b", Key="k", Body=b"{}")  # fast, and failing again
+            assert (answers.fast_requests, put.handed_over) == (2, 3)
+            answers.status = None
+            clock.held_at = failed_at + 2 * seconds - 1
+            await put(Bucket="b", Key="k", Body=b"{}")
+            clock.held_at = failed_at + 2 * seconds
+            await put(Bucket="b", Key="k", Body=b"{}")
+    assert (answers.fast_requests, put.made, put.handed_over) == (3, 1, 4)
+
+
+async def test_a_refusal_the_client_gets_past_sends_the_calls_to_it_for_a_while() -> None:
+    """A 4xx that only the fast path meets (as a clock the client corrects would give): it
+    would meet it again, so the client makes the calls for a while, as after a failure."""
+    answers = FastPathAnswers(status=400)
+    clock = HeldClock()
+    assert clock.held_at is not None
+    refused_at = clock.held_at
+    async with throttling_endpoint(0, answers) as endpoint:
+        aws = clients(endpoint_settings(endpoint.url), Counted())
+        async with aws.client("s3") as s3, PutObject(s3, clock=clock) as put:
+            await put(Bucket="b", Key="k", Body=b"{}")
+            clock.held_at = refused_at + fast_calls.CLIENT_ONLY_SECONDS - 1
+            await put(Bucket="b", Key="k", Body=b"{}")
+    assert (answers.fast_requests, put.made, put.handed_over) == (1, 0, 2)
 
 
 async def test_s3_throttling_is_retried_by_the_client() -> None:
