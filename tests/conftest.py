@@ -3,16 +3,12 @@ daemons against it."""
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-import aiohttp.web_app
-import botocore.loaders
-import botocore.session
 import pytest
 
 from notifier.daemon import Daemon
@@ -21,31 +17,9 @@ from notifier.local.stack import LocalStack
 from tests.support.daemons import TIMEOUT_MACHINE, DaemonFactory, settings_for
 from tests.support.silent_workflows import create_silent_workflows
 
-# The template and its packaged form, for the template's and the packaging's tests.
-pytest_plugins = ["tests.support.template"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_aws_sdk_data_loader() -> Iterator[None]:
-    """Every AWS SDK session in this process reads the SDK's data files through one loader.
-
-    A daemon makes a session of its own, whose loader parses botocore's endpoint data and
-    each service's model again (a fifth of a second of CPU and more): the suite starts
-    dozens of daemons per process. The loader only caches what the files hold."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            botocore.session, "create_loader", functools.cache(botocore.loaders.create_loader)
-        )
-        yield
-
-
-@pytest.fixture(autouse=True)
-def finished_applications_let_go() -> Iterator[None]:
-    """aiohttp caches the middleware chain of the last 1,024 handlers that served, each with
-    its application: the daemons of finished tests would stay alive (clients, metrics, held
-    state), and every full garbage collection walk them again."""
-    yield
-    aiohttp.web_app._cached_build_middleware.cache_clear()
+# The template and its packaged form, for the template's and the packaging's tests; what
+# each process makes once for all the daemons it runs.
+pytest_plugins = ["tests.support.template", "tests.support.process"]
 
 
 @pytest.fixture(scope="session")
