@@ -65,6 +65,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+@asynccontextmanager
+async def fast_calls_of(aws: AwsClients) -> AsyncIterator[tuple[PutObject, StartExecution]]:
+    """PutObject and StartExecution made fast, each with a client of its own."""
+    async with (
+        aws.client("s3") as s3,
+        aws.client("stepfunctions") as sfn,
+        aws.fast(s3, PutObject) as put,
+        aws.fast(sfn, StartExecution) as start,
+    ):
+        yield put, start
+
+
 def fast_path_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """What the fast path logged (not the session's daemons, which log as they please)."""
     return [record for record in caplog.records if record.name == fast_calls.log.name]
@@ -130,12 +142,7 @@ async def test_errors_are_raised_by_the_client(
     counted = Counted()
     aws = clients(local_stack.aws_settings, counted)
     machine = local_stack.outputs["HelloStateMachineArn"]
-    async with (
-        aws.client("s3") as s3,
-        aws.client("stepfunctions") as sfn,
-        aws.fast(s3, PutObject) as put,
-        aws.fast(sfn, StartExecution) as start,
-    ):
+    async with fast_calls_of(aws) as (put, start):
         name = unique("fast")
         if operation == "put-missing-bucket":
             call: FastCall = put
@@ -164,12 +171,7 @@ async def test_a_refusal_the_client_meets_too_leaves_the_next_calls_fast(
     aws = local_stack.aws()
     bucket = local_stack.outputs["ProcessDataBucketName"]
     machine = local_stack.outputs["HelloStateMachineArn"]
-    async with (
-        aws.client("s3") as s3,
-        aws.client("stepfunctions") as sfn,
-        aws.fast(s3, PutObject) as put,
-        aws.fast(sfn, StartExecution) as start,
-    ):
+    async with fast_calls_of(aws) as (put, start):
         with pytest.raises(ClientError):
             await put(Bucket=unique("missing"), Key="k", Body=b"{}")
         await put(Bucket=bucket, Key=unique("fast"), Body=b"{}")
