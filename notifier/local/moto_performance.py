@@ -27,6 +27,7 @@ JSONPATH_CACHE_SIZE = 4096
 
 
 def install() -> None:
+    list_regions_once()  # first: importing moto's EC2 models (parse_jsonpath_once) lists them
     parse_jsonpath_once()
     parse_definitions_once()
     share_service_clients()
@@ -36,6 +37,54 @@ def install() -> None:
     list_response_methods_once()
     find_account_backends_without_locking()
     draw_random_strings_at_once()
+
+
+def list_regions_once() -> None:
+    """List a service's regions in every partition once per process, not once per session.
+
+    moto builds a new boto3 ``Session`` wherever it needs a region list (three times, one
+    per partition, while its EC2 models are imported; once per service and account for the
+    backends), and botocore's ``get_available_regions`` reads the endpoint data and the
+    whole service model into each new session only to answer: for EC2, a model of
+    megabytes, parsed three times at every start of the endpoint, most of a second of CPU.
+    The answer depends only on botocore's data, so the first question about a service lists
+    it in every partition, kept per data path (``AWS_DATA_PATH``, the one setting that could
+    point a session at other files); each caller gets its own copy of a list. How a list is
+    made is botocore's method as is.
+    """
+    from botocore.exceptions import UnknownServiceError
+    from botocore.session import Session
+
+    lock = threading.Lock()
+    listed: dict[tuple[object, str, bool], dict[str, list[str]]] = {}
+
+    def every_partition(
+        session: Session, service_name: str, allow_non_regional: bool
+    ) -> dict[str, list[str]]:
+        resolver = session._get_internal_component("endpoint_resolver")
+        try:
+            metadata = session.get_service_data(service_name)["metadata"]
+        except UnknownServiceError:
+            return {}
+        prefix = metadata.get("endpointPrefix", service_name)
+        return {
+            partition: resolver.get_available_endpoints(prefix, partition, allow_non_regional)
+            for partition in resolver.get_available_partitions()
+        }
+
+    def get_available_regions(
+        self: Session,
+        service_name: str,
+        partition_name: str = "aws",
+        allow_non_regional: bool = False,
+    ) -> list[str]:
+        key = (self.get_config_variable("data_path"), service_name, allow_non_regional)
+        with lock:
+            if key not in listed:
+                listed[key] = every_partition(self, service_name, allow_non_regional)
+            return list(listed[key].get(partition_name, []))
+
+    Session.get_available_regions = get_available_regions  # botocore patched
 
 
 def parse_jsonpath_once() -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from botocore.session import Session
 
-from notifier.local.moto_performance import draw_random_strings_at_once
+from notifier.local.moto_performance import draw_random_strings_at_once, list_regions_once
 from notifier.local.stack import LocalStack
 from tests.local.test_bridges import LAMBDA_TRUST, create_function
 from tests.local.test_workflows import history, new_id, wait_final
@@ -204,3 +205,38 @@ def test_random_strings_keep_their_alphabet_length_and_seed() -> None:
     assert set(letters) <= set(string.ascii_lowercase)
     hex_id = first.get_random_hex(64)
     assert len(hex_id) == 64 and set(hex_id) <= set(string.hexdigits.lower())
+
+
+def test_region_lists_are_botocore_s_own_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every list is the one botocore gives, in every partition, for unknown services and
+    partitions too; a new session reads no service model for a service already listed."""
+    questions = [
+        (service, partition, non_regional)
+        for service in ("ec2", "sqs", "iot-data", "s3", "no-such-service")
+        for partition in ("aws", "aws-cn", "aws-us-gov", "no-such-partition")
+        for non_regional in (False, True)
+    ]
+    expected = {q: Session().get_available_regions(*q) for q in questions}
+    assert expected["ec2", "aws", False] and expected["sqs", "aws-cn", False]
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(Session, "get_available_regions", Session.get_available_regions)
+    list_regions_once()
+    service_models_read: list[str] = []
+    read_service_model = Session.get_service_data
+
+    def counted(self: Session, service_name: str, api_version: str | None = None) -> Any:
+        service_models_read.append(service_name)
+        return read_service_model(self, service_name, api_version)
+
+    monkeypatch.setattr(Session, "get_service_data", counted)
+    assert {q: Session().get_available_regions(*q) for q in questions} == expected
+    assert sorted(service_models_read) == sorted(
+        ["ec2", "sqs", "iot-data", "s3", "no-such-service"] * 2  # regional or not
+    )
+    listed = Session().get_available_regions("ec2", partition_name="aws-cn")
+    listed.clear()  # the caller's own copy
+    assert (
+        Session().get_available_regions("ec2", partition_name="aws-cn")
+        == expected["ec2", "aws-cn", False]
+    )
+    assert len(service_models_read) == 10
