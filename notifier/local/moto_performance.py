@@ -34,9 +34,11 @@ def install() -> None:
     invoke_lambda_tasks_in_process()
     count_queue_messages_on_one_clock_reading()
     send_to_queues_without_counting_their_messages()
+    receive_from_queues_without_listing_their_attributes()
     list_response_methods_once()
     find_account_backends_without_locking()
     draw_random_strings_at_once()
+    describe_missing_files_with_one_class()
 
 
 def list_regions_once() -> None:
@@ -413,6 +415,74 @@ def send_to_queues_without_counting_their_messages() -> None:
 
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]  # moto patched
     SQSBackend.send_message = send_message  # type: ignore[method-assign]  # moto patched
+
+
+def receive_from_queues_without_listing_their_attributes() -> None:
+    """ReceiveMessage reads a queue's retention period without computing all its attributes.
+
+    For every message it receives, moto's ``receive_message`` checks the message against the
+    queue's retention period through ``get_queue_attributes(["MessageRetentionPeriod"])``,
+    which computes ``queue.attributes`` three times over, each time converting every
+    attribute name and counting the queue's messages. The period is the queue's
+    ``message_retention_period``, which is what that attribute holds; the test is moto's.
+    """
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Message, SQSBackend
+
+    def is_message_valid_based_on_retention_period(
+        self: SQSBackend, queue_name: str, message: Message
+    ) -> bool:
+        retention_period = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]  # set by moto at run time
+        retain_until = retention_period + message.sent_timestamp / 1000  # type: ignore[operator]  # set when sent
+        return bool(retain_until > unix_time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]  # moto patched
+        is_message_valid_based_on_retention_period
+    )
+
+
+def describe_missing_files_with_one_class() -> None:
+    """Flask's debug mode gives each request's ``files`` one subclass, made once, not a new
+    class per request.
+
+    moto runs its Flask applications in debug mode, where every request that reads its body
+    has ``request.files`` turned into an instance of a class made for that request (to
+    explain a missing file better). Making a class of a generic mapping type costs more
+    than most of the request's own work. The class made here once per original class does
+    the same: the request it explains is kept on the ``files`` object rather than in a
+    closure.
+    """
+    from flask import debughelpers
+    from flask.debughelpers import DebugFilesKeyError
+
+    lock = threading.Lock()
+    subclasses: dict[type, type] = {}
+
+    def explaining(files_class: type) -> type:
+        class Files(files_class):  # type: ignore[misc]
+            def __getitem__(self, key: str) -> Any:
+                try:
+                    return super().__getitem__(key)
+                except KeyError as e:
+                    request = self.__dict__["_enctype_request"]
+                    if key not in request.form:
+                        raise
+                    raise DebugFilesKeyError(request, key).with_traceback(e.__traceback__) from None
+
+        Files.__name__ = files_class.__name__
+        Files.__module__ = files_class.__module__
+        return Files
+
+    def attach_enctype_error_multidict(request: Any) -> None:
+        files = request.files
+        original = files.__class__
+        with lock:
+            if original not in subclasses:
+                subclasses[original] = explaining(original)
+        files.__dict__["_enctype_request"] = request
+        files.__class__ = subclasses[original]
+
+    debughelpers.attach_enctype_error_multidict = attach_enctype_error_multidict  # flask patched
 
 
 def draw_random_strings_at_once() -> None:

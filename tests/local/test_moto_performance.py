@@ -11,7 +11,12 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.session import Session
 
-from notifier.local.moto_performance import draw_random_strings_at_once, list_regions_once
+from notifier.local.moto_performance import (
+    describe_missing_files_with_one_class,
+    draw_random_strings_at_once,
+    list_regions_once,
+    receive_from_queues_without_listing_their_attributes,
+)
 from notifier.local.stack import LocalStack
 from tests.local.test_bridges import LAMBDA_TRUST, create_function
 from tests.local.test_workflows import history, new_id, wait_final
@@ -240,3 +245,80 @@ def test_region_lists_are_botocore_s_own_read_once(monkeypatch: pytest.MonkeyPat
         == expected["ec2", "aws-cn", False]
     )
     assert len(service_models_read) == 10
+
+
+def test_receiving_stops_at_an_expired_message_reading_no_queue_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto.sqs.models import Queue, SQSBackend
+
+    def received() -> list[str]:
+        backend = SQSBackend("us-east-1", "123456789012")
+        backend.create_queue("retained", MessageRetentionPeriod="60")
+        for body in ("fresh", "expired", "after"):
+            backend.send_message("retained", body)
+        queue = backend.get_queue("retained")
+        next(m for m in queue._messages if m.body == "expired").sent_timestamp -= 61_000
+        monkeypatch.setattr(Queue, "attributes", counted_attributes)
+        try:
+            messages = backend.receive_message("retained", 10, 0, 30)
+        finally:
+            monkeypatch.setattr(Queue, "attributes", all_attributes)
+        return [m.body for m in messages]
+
+    all_attributes = vars(Queue)["attributes"]
+    attribute_reads: list[Queue] = []
+    counted_attributes = property(
+        lambda queue: attribute_reads.append(queue) or all_attributes.fget(queue)
+    )
+    as_moto_does = received()
+    assert as_moto_does == ["fresh"] and attribute_reads  # moto stops at the expired one
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(
+        SQSBackend,
+        "is_message_valid_based_on_retention_period",
+        SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    receive_from_queues_without_listing_their_attributes()
+    attribute_reads.clear()
+    assert received() == as_moto_does
+    assert not attribute_reads
+
+
+def test_a_missing_file_is_explained_by_one_class_for_every_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As in flask's debug mode: a file asked for that came as a form field is explained,
+    any other is a plain KeyError; the request explained is each request's own."""
+    import flask
+    from flask import debughelpers
+    from werkzeug.datastructures import ImmutableMultiDict
+
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(
+        debughelpers, "attach_enctype_error_multidict", debughelpers.attach_enctype_error_multidict
+    )
+    describe_missing_files_with_one_class()
+    app = flask.Flask(__name__)
+    app.debug = True
+    classes: list[type] = []
+
+    @app.post("/")
+    def upload() -> str:
+        flask.request.get_data(parse_form_data=True)
+        classes.append(type(flask.request.files))
+        with pytest.raises(KeyError) as absent:
+            flask.request.files["absent"]
+        assert not isinstance(absent.value, debughelpers.DebugFilesKeyError)
+        with pytest.raises(debughelpers.DebugFilesKeyError) as explained:
+            flask.request.files["upload"]
+        return str(explained.value)
+
+    client = app.test_client()
+    for name in ("first.txt", "second.txt"):
+        answer = client.post("/", data={"upload": name})
+        assert 'enctype="multipart/form-data"' in answer.text
+        assert f"This was submitted: '{name}'" in answer.text
+    assert classes[0] is classes[1]
+    assert issubclass(classes[0], ImmutableMultiDict)
+    assert classes[0].__name__ == "ImmutableMultiDict"
