@@ -34,9 +34,8 @@ def test_every_accepted_finding_names_its_test_and_gives_a_reason() -> None:
     assert marked  # the check above looked at something
 
 
-def test_the_code_is_clean_and_a_new_finding_fails_the_lint(tmp_path: Path) -> None:
-    clean = bandit(*(ROOT / directory for directory in SCANNED))
-    assert clean.returncode == 0, clean.stdout + clean.stderr
+def test_a_new_finding_fails_the_lint(tmp_path: Path) -> None:
+    """One risky file, with the lint's configuration (make lint scans the code itself)."""
     risky = tmp_path / "risky.py"
     risky.write_text("import subprocess\n\nsubprocess.run('ls ' + input(), shell=True)\n")
     found = bandit(risky)

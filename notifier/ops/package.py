@@ -26,7 +26,7 @@ returned for the caller to upload.
 Linting runs cfn-lint and, given its executable, checkov over the packaged template (what
 deploys). A checkov finding the template accepts is skipped in the resource's own
 ``Metadata: checkov: skip`` with a ``comment`` giving the reason; a skip without one is a
-finding too.
+finding too, and so is a skip of a check the resource no longer fails.
 """
 
 from __future__ import annotations
@@ -283,10 +283,16 @@ def lint(template: dict[str, Any]) -> list[str]:
 
 
 def checkov_findings(template: dict[str, Any], checkov: str) -> list[str]:
-    """Run the checkov executable over the packaged template; return its failed checks and
-    the skips that give no reason (empty when clean)."""
+    """Run the checkov executable over the packaged template; return its failed checks that
+    no skip accepts, the skips of checks that no longer fail, and the skips that give no
+    reason (empty when clean).
+
+    checkov is given the template without its skips, and they are matched here against what
+    it finds: checkov itself would not tell a skip still needed from one that is not.
+    """
     problems = unexplained_skips(template)
     packaged, _ = package_template(template, source_dir(), PLACEHOLDER_BUCKET)
+    accepted = _take_out_skips(packaged)
     with tempfile.TemporaryDirectory(prefix="notifier-checkov-") as directory:
         path = Path(directory) / "template.json"
         path.write_text(json.dumps(packaged, indent=1), encoding="utf-8")
@@ -303,9 +309,30 @@ def checkov_findings(template: dict[str, Any], checkov: str) -> list[str]:
                 f"{finished.stderr.strip()[-500:]}"]  # fmt: skip
     if report["summary"]["parsing_errors"]:
         problems.append("[checkov] could not parse the packaged template")
+    failed = set()
     for check in report["results"].get("failed_checks", []):
-        problems.append(f"[checkov] {check['check_id']} {check['resource']}: {check['check_name']}")
+        resource_name = check["resource"].split(".", 1)[-1]  # AWS::SNS::Topic.StatusTopic
+        failed.add((resource_name, check["check_id"]))
+        if (resource_name, check["check_id"]) not in accepted:
+            problems.append(
+                f"[checkov] {check['check_id']} {check['resource']}: {check['check_name']}"
+            )
+    for resource_name, check_id in sorted(accepted - failed):
+        problems.append(f"[checkov] {resource_name} skips {check_id}, which it does not fail")
     return problems
+
+
+def _take_out_skips(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """Remove the checkov skips from the resources' metadata; return them as
+    ``(resource name, check id)``."""
+    skipped = set()
+    for name, resource in template.get("Resources", {}).items():
+        metadata = resource.get("Metadata", {})
+        for skip in metadata.get("checkov", {}).pop("skip", []):
+            skipped.add((name, str(skip.get("id"))))
+        if metadata.get("checkov") == {}:
+            del metadata["checkov"]
+    return skipped
 
 
 def unexplained_skips(template: dict[str, Any]) -> list[str]:

@@ -330,6 +330,8 @@ async def test_the_daemon_paces_its_starts_within_its_share_and_is_not_throttled
     """Last in this module: the burst without pacing empties the stack's start bucket."""
     # 30 at once: 20 at once and 10 more at 5 a second, within the bucket and its refill.
     assert await starts_through_a_daemon(quota_stack, DAEMON_START_RATE, 30) == 0
-    # The same burst with a share larger than the account's: Step Functions throttles the
-    # starts beyond its bucket, and they are answered all the same, after retries.
-    assert await starts_through_a_daemon(quota_stack, 1000, 30) > 0
+    # Twice the burst with a share larger than the account's: Step Functions throttles the
+    # starts beyond its bucket, and they are answered all the same, after retries. (The MQTT
+    # pool still spreads them at its connections' share, 50 a second each: over a second
+    # or so, far more than the bucket and its refill.)
+    assert await starts_through_a_daemon(quota_stack, 1000, 60) > 0

@@ -910,19 +910,30 @@ def checkov() -> str:
     return CHECKOV
 
 
-def test_checkov_finds_nothing_the_template_does_not_accept(
+def test_checkov_fails_the_lint_on_a_new_finding_and_on_a_skip_not_needed(
     template: dict[str, Any], checkov: str
 ) -> None:
-    assert checkov_findings(template, checkov) == []
-
-
-def test_checkov_fails_the_lint_on_a_new_finding(template: dict[str, Any], checkov: str) -> None:
-    weakened = json.loads(json.dumps(template))
-    del weakened["Resources"]["TokenAuthorizerFunction"]["Properties"][
-        "ReservedConcurrentExecutions"
-    ]
-    weakened["Resources"]["StatusTopic"]["Properties"].pop("KmsMasterKeyId")
-    findings = checkov_findings(weakened, checkov)
-    assert len(findings) == 2, findings
+    """Three changed resources of the template alone, with their skips: checkov checks each
+    resource as it would in the whole template (make lint scans that), in seconds less. What
+    their skips accept stays accepted; the rest is found, and so is a skip of a check that
+    passes."""
+    resources = json.loads(json.dumps(template["Resources"]))
+    del resources["TokenAuthorizerFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    resources["StatusTopic"]["Properties"].pop("KmsMasterKeyId")
+    # The authorizer has skips of its own; Hello skips the check that it reserves concurrency.
+    assert resources["TokenAuthorizerFunction"]["Metadata"]["checkov"]["skip"]
+    hello = resources["HelloFunction"]
+    assert "CKV_AWS_115" in [skip["id"] for skip in hello["Metadata"]["checkov"]["skip"]]
+    hello["Properties"]["ReservedConcurrentExecutions"] = 1
+    changed = {
+        "AWSTemplateFormatVersion": template["AWSTemplateFormatVersion"],
+        "Resources": {
+            name: resources[name]
+            for name in ("TokenAuthorizerFunction", "StatusTopic", "HelloFunction")
+        },
+    }
+    findings = checkov_findings(changed, checkov)
+    assert len(findings) == 3, findings
     assert any("CKV_AWS_115 AWS::Lambda::Function.TokenAuthorizerFunction" in f for f in findings)
     assert any("CKV_AWS_26 AWS::SNS::Topic.StatusTopic" in f for f in findings)
+    assert "[checkov] HelloFunction skips CKV_AWS_115, which it does not fail" in findings
