@@ -38,6 +38,16 @@ LOCAL_CREDENTIALS = {
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSettings) -> None:
+    # Bound here rather than by werkzeug, which answers a taken port with its own exit, and
+    # before moto is imported, which takes a second.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
+        sys.exit(2)
+    listener.listen(512)
     # Out of the environment before any process is started from here (Lambda workers).
     publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(LOCAL_CREDENTIALS)
@@ -64,15 +74,6 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     )
     from notifier.local.endpoint_guard import ClosedEndpoint
 
-    # Bound here rather than by werkzeug, which answers a taken port with its own exit.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
-        sys.exit(2)
-    listener.listen(512)
     quota_events = throttling.QuotaEvents()
     throttle = (
         throttling.StepFunctionsThrottle(quotas.sfn, quota_events) if quotas.enabled else None
