@@ -3,11 +3,16 @@ daemons against it."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import aiohttp.web_app
+import botocore.loaders
+import botocore.session
 import pytest
 
 from notifier.daemon import Daemon
@@ -18,6 +23,29 @@ from tests.support.silent_workflows import create_silent_workflows
 
 # The template and its packaged form, for the template's and the packaging's tests.
 pytest_plugins = ["tests.support.template"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_aws_sdk_data_loader() -> Iterator[None]:
+    """Every AWS SDK session in this process reads the SDK's data files through one loader.
+
+    A daemon makes a session of its own, whose loader parses botocore's endpoint data and
+    each service's model again (a fifth of a second of CPU and more): the suite starts
+    dozens of daemons per process. The loader only caches what the files hold."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            botocore.session, "create_loader", functools.cache(botocore.loaders.create_loader)
+        )
+        yield
+
+
+@pytest.fixture(autouse=True)
+def finished_applications_let_go() -> Iterator[None]:
+    """aiohttp caches the middleware chain of the last 1,024 handlers that served, each with
+    its application: the daemons of finished tests would stay alive (clients, metrics, held
+    state), and every full garbage collection walk them again."""
+    yield
+    aiohttp.web_app._cached_build_middleware.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +63,10 @@ async def local_stack() -> AsyncIterator[LocalStack]:
         parameters={"StatusFeedOneIn": "1"},
     )
     async with LocalStack(settings) as stack:
+        # The stack and every module imported live as long as the process: frozen, as the
+        # daemon freezes what it starts with (notifier.ops.gc_schedule), a full collection
+        # walks what the tests make rather than all of that again.
+        gc.freeze()
         yield stack
 
 

@@ -4,8 +4,31 @@ import asyncio
 import io
 import json
 import logging
+from collections.abc import Iterator
 
-from notifier.logs import bind_transaction, setup_logging
+import pytest
+
+from notifier.logs import (
+    QUIET_LIBRARIES,
+    ConsoleFormatter,
+    JsonFormatter,
+    bind_transaction,
+    setup_logging,
+)
+
+
+@pytest.fixture(autouse=True)
+def logging_put_back() -> Iterator[None]:
+    """setup_logging configures the process's root logger: the tests after these would go
+    on logging at DEBUG, every line formatted for a handler nobody reads."""
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES)}
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, JsonFormatter | ConsoleFormatter):
+            root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def lines(stream: io.StringIO) -> list[str]:

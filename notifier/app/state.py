@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from notifier.apikeys import ApiKey, ApiKeys
+from notifier.aws.clients import AwsClients
 from notifier.config import AwsSettings, Settings
 from notifier.metrics import Metrics
 from notifier.requests.executions import Executions
@@ -51,6 +52,9 @@ class Admission:
 
 SETTINGS = web.AppKey("settings", LiveSettings)
 AWS_SETTINGS = web.AppKey("aws_settings", AwsSettings)
+AWS_CLIENTS = web.AppKey("aws_clients", AwsClients)
+"""Every AWS client of the application comes from these: one SDK session, which reads each
+service's model once, and every call counted in the metrics."""
 INSTANCE_ID = web.AppKey("instance_id", str)
 REGISTRY = web.AppKey("registry", Registry)
 ADMISSION = web.AppKey("admission", Admission)

@@ -21,6 +21,7 @@ from notifier.app.routing import Route, add_routes, declare_access
 from notifier.app.state import (
     ADMISSION,
     API_KEYS,
+    AWS_CLIENTS,
     AWS_REACHABILITY,
     AWS_SETTINGS,
     EXECUTIONS,
@@ -77,6 +78,7 @@ def create_app(
         settings, instance_id, routes, tracing or Tracing.from_settings(settings.tracing)
     )
     app[AWS_SETTINGS] = aws
+    app[AWS_CLIENTS] = AwsClients(aws, on_call=app[METRICS].count_aws_call)
     app.cleanup_ctx.extend([tracing_context, aws_context, sources_context])
     return app
 
@@ -177,11 +179,6 @@ def reload(app: web.Application, new: Settings) -> list[str]:
     return ignored
 
 
-def aws_clients(app: web.Application) -> AwsClients:
-    """Clients whose every call is counted in the metrics."""
-    return AwsClients(app[AWS_SETTINGS], on_call=app[METRICS].count_aws_call)
-
-
 async def tracing_context(app: web.Application) -> AsyncIterator[None]:
     """Spans still batched are sent on the way out."""
     yield
@@ -190,7 +187,7 @@ async def tracing_context(app: web.Application) -> AsyncIterator[None]:
 
 async def aws_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].current
-    clients = aws_clients(app)
+    clients = app[AWS_CLIENTS]
     live = app[SETTINGS]
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(clients.client("s3"))
@@ -247,7 +244,7 @@ async def sources_context(app: web.Application) -> AsyncIterator[None]:
         if settings.sqs.queue_prefix is not None:
             assert settings.sqs.dead_letter_queue_arn is not None
             sqs = SqsSource(
-                await stack.enter_async_context(aws_clients(app).client("sqs")),
+                await stack.enter_async_context(app[AWS_CLIENTS].client("sqs")),
                 app[REGISTRY],
                 f"{settings.sqs.queue_prefix}{app[INSTANCE_ID]}",
                 settings.sqs.dead_letter_queue_arn,
@@ -307,14 +304,14 @@ async def mqtt_access(
     """The broker's host, and where tokens come from (``token`` of the configured issuer)
     with the transports that use them."""
     settings = app[SETTINGS].current
-    endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_SETTINGS])
+    endpoint = settings.mqtt.endpoint or await iot_data_endpoint(app[AWS_CLIENTS])
     if settings.mqtt.transport not in TOKEN_TRANSPORTS:
         return endpoint, None
     issuer = TokenIssuer(settings.iotauth, app[AWS_SETTINGS], settings.mqtt.connect_timeout)
     return endpoint, lambda: token(issuer)
 
 
-async def iot_data_endpoint(aws: AwsSettings) -> str:
-    async with AwsClients(aws).client("iot") as iot:
+async def iot_data_endpoint(aws: AwsClients) -> str:
+    async with aws.client("iot") as iot:
         response = await iot.describe_endpoint(endpointType="iot:Data-ATS")
     return str(response["endpointAddress"])

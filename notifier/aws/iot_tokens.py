@@ -10,12 +10,15 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from notifier.config import AwsSettings, IotAuthSettings
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
 
 
 class TokenError(Exception):
@@ -78,6 +81,7 @@ class TokenIssuer:
         self.url = settings.issuer_url.rstrip("/")
         self.aws = aws
         self.timeout = timeout
+        self._signing: tuple[Credentials, str] | None = None
 
     async def daemon_token(self, subtopic: str) -> IotToken:
         return await self._request(f"/tokens/daemon/{quote(subtopic, safe='')}")
@@ -110,20 +114,34 @@ class TokenIssuer:
         return IotToken.from_answer(answer)
 
     def _sigv4_headers(self, url: str) -> dict[str, str]:
-        import botocore.session
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        session = botocore.session.Session(profile=self.aws.profile)
-        if self.aws.access_key_id and self.aws.secret_access_key:
-            session.set_credentials(self.aws.access_key_id, self.aws.secret_access_key)
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise TokenError("no AWS credentials to sign the token request with")
-        region = self.aws.region or session.get_config_variable("region") or _region_of(url)
+        credentials, region = self._signing or self._find_signing(url)
         request = AWSRequest(method="POST", url=url, data=b"", headers={})
         SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
         return dict(request.headers.items())
+
+    def _find_signing(self, url: str) -> tuple[Credentials, str]:
+        """The credentials and region to sign with, found once: the configured keys and
+        region, else the SDK's chain, which reads files and the environment and may ask
+        instance metadata (credentials that expire renew themselves when signing asks)."""
+        import botocore.session
+        from botocore.credentials import Credentials
+
+        aws = self.aws
+        if aws.access_key_id and aws.secret_access_key and aws.region:
+            self._signing = Credentials(aws.access_key_id, aws.secret_access_key), aws.region
+            return self._signing
+        session = botocore.session.Session(profile=aws.profile)
+        if aws.access_key_id and aws.secret_access_key:
+            session.set_credentials(aws.access_key_id, aws.secret_access_key)
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise TokenError("no AWS credentials to sign the token request with")
+        region = aws.region or session.get_config_variable("region") or _region_of(url)
+        self._signing = credentials, region
+        return self._signing
 
 
 def _region_of(url: str) -> str:

@@ -12,8 +12,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from notifier.app.routing import Access, add_static
-from notifier.app.state import AWS_SETTINGS, EXECUTIONS, INSTANCE_ID, REGISTRY, SETTINGS
-from notifier.app.wiring import aws_clients, mqtt_access
+from notifier.app.state import (
+    AWS_CLIENTS,
+    AWS_SETTINGS,
+    EXECUTIONS,
+    INSTANCE_ID,
+    REGISTRY,
+    SETTINGS,
+)
+from notifier.app.wiring import mqtt_access
 from notifier.config import DashboardSettings
 from notifier.dashboard.approval_links import ApprovalLinks, LinkAnnouncer
 from notifier.dashboard.approvals import ApprovalInbox
@@ -51,7 +58,7 @@ async def dashboard_context(app: web.Application) -> AsyncIterator[None]:
         queue_url = settings.dashboard.approval_queue_url
         table = settings.dashboard.approval_table
         if queue_url is not None and table is not None:
-            clients = aws_clients(app)
+            clients = app[AWS_CLIENTS]
             announcer = None
             if (links := approval_links(settings.dashboard)) is not None:
                 app[LINKS] = links

@@ -8,9 +8,11 @@ import dataclasses
 import json
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import botocore.session
 import pytest
 from awscrt import io, mqtt
 from awscrt.exceptions import AwsCrtError
@@ -247,6 +249,33 @@ async def test_the_token_api_wants_sigv4_with_the_local_credentials(
     assert (await signed.daemon_token("x")).topic_filters == ("notifier/x/#",)
     with pytest.raises(TokenError, match="400"):
         await signed.daemon_token("status")
+
+
+async def test_the_token_api_s_credentials_from_the_environment_are_looked_for_once(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    aws = local_stack.aws_settings
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": aws.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": aws.secret_access_key,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    sessions = []
+
+    class CountedSession(botocore.session.Session):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            sessions.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(botocore.session, "Session", CountedSession)
+    unconfigured = dataclasses.replace(aws, access_key_id=None, secret_access_key=None)
+    issuer = TokenIssuer(IotAuthSettings(issuer_url=local_stack.issuer_url), unconfigured)
+    for subtopic in ("x", "y"):
+        assert (await issuer.daemon_token(subtopic)).topic_filters == (f"notifier/{subtopic}/#",)
+    assert len(sessions) == 1
 
 
 async def test_notifier_token_prints_usable_credentials(local_stack: LocalStack) -> None:
