@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import string
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from notifier.local.moto_performance import (
     describe_missing_files_with_one_class,
     draw_random_strings_at_once,
     list_regions_once,
+    parse_templates_with_libyaml,
     receive_from_queues_without_listing_their_attributes,
 )
 from notifier.local.stack import LocalStack
@@ -322,3 +324,37 @@ def test_a_missing_file_is_explained_by_one_class_for_every_request(
     assert classes[0] is classes[1]
     assert issubclass(classes[0], ImmutableMultiDict)
     assert classes[0].__name__ == "ImmutableMultiDict"
+
+
+def test_templates_read_in_c_are_what_moto_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's template, as YAML with its tags and as the JSON a deployment sends, reads
+    the same; what the C parser refuses is moto's to answer, JSON fallback included."""
+    import yaml
+    from moto.cloudformation.models import Stack
+
+    from notifier.ops.package import load_template, package_template
+
+    template_path = Path(__file__).resolve().parents[2] / "statemachines" / "template.yaml"
+    packaged, _ = package_template(load_template(template_path), template_path.parent, "b")
+    templates = {
+        "yaml": template_path.read_text(encoding="utf-8"),
+        "json": json.dumps(packaged),
+        "tabbed json": '{\t"Resources": {}}',  # not YAML (a tab): moto reads it as JSON
+    }
+    as_moto_reads = {name: Stack.parse_template(text) for name, text in templates.items()}
+    assert as_moto_reads["yaml"]["Resources"] and as_moto_reads["json"]["Resources"]
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(Stack, "parse_template", Stack.parse_template)
+    parse_templates_with_libyaml()
+    python_reads: list[object] = []
+    read_in_python = yaml.reader.Reader.__init__
+
+    def counted(self: Any, stream: Any) -> None:
+        python_reads.append(stream)
+        read_in_python(self, stream)
+
+    monkeypatch.setattr(yaml.reader.Reader, "__init__", counted)
+    assert {name: Stack.parse_template(text) for name, text in templates.items()} == as_moto_reads
+    assert python_reads == [templates["tabbed json"]]
+    with pytest.raises(json.JSONDecodeError):  # neither YAML nor JSON: as moto answers it
+        Stack.parse_template("Resources: [")
