@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,6 +25,7 @@ from notifier.config_loader import CONFIG_ENV, DEFAULT_CONFIG, config_path, load
 from notifier.daemon import Daemon, serve
 from notifier.local import quotas
 from notifier.local.daemon_config import local_settings
+from notifier.local.ports import CannotListenError, Listener, PortInUseError, check_free
 from notifier.local.settings import LOCAL_CONFIG, LOCAL_WORK_ROOT, LocalStackSettings
 from notifier.logs import set_level, setup_logging
 from notifier.loopback import is_loopback
@@ -249,7 +250,22 @@ Try, in another terminal:
 """
 
 
+def local_listeners(args: argparse.Namespace, daemon_host: str) -> list[Listener]:
+    """What ``notifier local`` is to listen on, as its options say."""
+    return [
+        Listener("AWS endpoint", "--aws-port", args.host, args.aws_port),
+        Listener("MQTT broker", "--mqtt-port", args.host, args.mqtt_port),
+        Listener("MQTT broker", "--mqtt-tls-port", args.host, args.mqtt_tls_port),
+        Listener("MQTT broker", "--mqtt-wss-port", args.host, args.mqtt_wss_port),
+        Listener("token issuer", "--issuer-port", args.host, args.issuer_port),
+        Listener("daemon HTTP", "--http-port", daemon_host, args.http_port),
+    ]
+
+
 async def run_local(args: argparse.Namespace) -> int:
+    # Every port given is free before anything starts: the stack takes seconds to start.
+    daemon_host = load_settings(LOCAL_CONFIG, os.environ).http.host
+    check_free(local_listeners(args, daemon_host))
     from notifier.local.stack import LocalStack
 
     defaults = LocalStackSettings()
@@ -358,21 +374,26 @@ def missing_local_extra() -> str | None:
     return None
 
 
-def reported_errors(command: str) -> tuple[type[Exception], ...]:
-    """The errors ``command`` reports as one line (no traceback)."""
-    errors: tuple[type[Exception], ...] = (DeployError, BotoCoreError, ClientError)
-    if command in LOCAL_COMMANDS:
-        from notifier.bench.daemon_process import DaemonProcessError
-        from notifier.bench.load import LoadError
-        from notifier.bench.profile import ProfileError
-        from notifier.local.broker import PortInUseError
-        from notifier.local.stack import LocalStackError
+REPORTED_ERRORS = (DeployError, BotoCoreError, ClientError, PortInUseError, CannotListenError)
+"""The errors any command reports as one line (no traceback)."""
 
-        errors += (
-            PortInUseError, LocalStackError, bench.BenchError, LoadError, DaemonProcessError,
-            ProfileError,
-        )  # fmt: skip
-    return errors
+
+def local_stack_errors(command: str) -> tuple[type[Exception], ...]:
+    """The errors of the local stack ``command`` reports as one line too; imported only when
+    one is to be reported, since they need the local extra."""
+    if command not in LOCAL_COMMANDS:
+        return ()
+    from notifier.bench.daemon_process import DaemonProcessError
+    from notifier.bench.load import LoadError
+    from notifier.bench.profile import ProfileError
+    from notifier.local.stack import LocalStackError
+
+    return (LocalStackError, bench.BenchError, LoadError, DaemonProcessError, ProfileError)
+
+
+def exit_reporting(exc: Exception, status: int) -> NoReturn:
+    print(f"notifier: {exc}", file=sys.stderr)
+    sys.exit(status)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -401,8 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "cleanup":
             sys.exit(asyncio.run(run_cleanup(args)))
     except ConfigError as exc:
-        print(f"notifier: {exc}", file=sys.stderr)
-        sys.exit(EX_CONFIG)
-    except reported_errors(args.command) as exc:
-        print(f"notifier: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_reporting(exc, EX_CONFIG)
+    except REPORTED_ERRORS as exc:
+        exit_reporting(exc, 2)
+    except local_stack_errors(args.command) as exc:
+        exit_reporting(exc, 2)

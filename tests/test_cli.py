@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.metadata
 import json
+import logging
 import os
 import signal
 import socket
@@ -12,8 +14,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from notifier.apikeys import hash_key
+from notifier.daemon import serve
+from notifier.local.daemon_config import local_settings
 from notifier.local.stack import LocalStack
 from tests.support.eventually import EVENTUALLY
 from tests.support.serve import BIN, run_notifier, serve_config, serve_under_systemd
@@ -56,6 +61,27 @@ async def test_taken_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
         assert len(errors) == 1, output
         assert option in errors[0] and "in use" in errors[0]
         assert "Traceback" not in output
+        # Refused before anything started: the stack makes its CA there first.
+        assert not (tmp_path / option.lstrip("-")).exists()
+
+
+async def test_a_daemon_port_taken_once_the_stack_is_up_is_one_line_naming_the_option(
+    local_stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``notifier local``'s daemon, when its port was taken after ``notifier local`` found it
+    free."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {"NOTIFIER_HTTP_PORT": str(port), "NOTIFIER_DAEMON_INSTANCE_ID": "taken-port"}
+        settings = local_settings(local_stack, env=env)
+        with caplog.at_level(logging.ERROR):
+            status = await serve(settings, stop=asyncio.Event(), port_hint="--http-port")
+    assert status == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    in_use = os.strerror(errno.EADDRINUSE)
+    assert errors == [
+        f"notifier: cannot listen on 127.0.0.1:{port}: {in_use} (choose another with --http-port)"
+    ]
 
 
 async def test_local_serves_standard_clients_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -25,16 +25,10 @@ from notifier.local.broker_quotas import ConnectionQuotas, QuotaBroker
 from notifier.local.broker_sessions import SessionKeepingBroker
 from notifier.local.broker_stop import ClosingBroker
 from notifier.local.certificates import KeyPair
+from notifier.local.ports import PortInUseError
 
 ALPN = {ListenerType.TCP: ["mqtt"], ListenerType.WS: ["http/1.1"]}
 """The TLS ALPN protocol each kind of listener accepts (IoT Core's on port 443)."""
-
-
-class PortInUseError(Exception):
-    def __init__(self, what: str, host: str, port: int, option: str) -> None:
-        super().__init__(f"{what}: {host}:{port} is already in use (choose another with {option})")
-        self.port = port
-        self.option = option
 
 
 class TlsBroker(QuotaBroker, SessionKeepingBroker, ClosingBroker):

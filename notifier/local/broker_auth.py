@@ -34,6 +34,7 @@ from amqtt.session import Session
 from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
 from notifier.local.iot_policy import IotPolicy, Statement
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 
 if TYPE_CHECKING:
     from types_aiobotocore_iot import IoTClient
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("notifier.local.broker")
 
-PUBLISHER_CLIENT_ID = "notifier-local-iot-data"
 AUTHORIZER_PARAMETER = "x-amz-customauthorizer-name"
 AUTHORIZER_CACHE_SECONDS = 60.0
 

@@ -26,8 +26,8 @@ from amqtt.contexts import ListenerConfig
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
-from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 from notifier.local.quotas import QuotaSettings
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 from notifier.local.throttling import Clock, QuotaEvents, SlidingWindow, rate_window
 
 

@@ -38,6 +38,16 @@ LOCAL_CREDENTIALS = {
 
 
 def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSettings) -> None:
+    # Bound here rather than by werkzeug, which answers a taken port with its own exit, and
+    # before moto is imported, which takes a second.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
+        sys.exit(2)
+    listener.listen(512)
     # Out of the environment before any process is started from here (Lambda workers).
     publisher_password = os.environ.pop(PUBLISHER_PASSWORD_ENV, "")
     os.environ.update(LOCAL_CREDENTIALS)
@@ -64,15 +74,6 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     )
     from notifier.local.endpoint_guard import ClosedEndpoint
 
-    # Bound here rather than by werkzeug, which answers a taken port with its own exit.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        print(f"ERROR cannot listen on {host}:{port}: {exc.strerror}", flush=True)
-        sys.exit(2)
-    listener.listen(512)
     quota_events = throttling.QuotaEvents()
     throttle = (
         throttling.StepFunctionsThrottle(quotas.sfn, quota_events) if quotas.enabled else None
@@ -120,8 +121,10 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # What start made (moto's modules and models, the botocore specs) lives as long as the
-    # process: the collector's full passes need not walk it again and again.
+    # process: the collector's full passes need not walk it again and again. It was off
+    # while it was made (main), where each of its full passes found next to nothing to free.
     gc.freeze()
+    gc.enable()
     announce_ready(bound_host, bound_port)
     try:
         server.serve_forever()
@@ -130,6 +133,9 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
         invocations.close()
         runtime.close()
         publisher.close()
+        # Nor need the interpreter's last full passes, at exit, walk all that the executions
+        # made since (most of a second after a test run) only to free what exit frees.
+        gc.freeze()
 
 
 def loopback_address(host: str) -> str:
@@ -139,6 +145,7 @@ def loopback_address(host: str) -> str:
 
 
 def main() -> None:
+    gc.disable()  # while the process starts: see serve
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", type=loopback_address, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4566)

@@ -26,7 +26,7 @@ from typing import Any
 import botocore.session
 from awscrt import io, mqtt
 
-from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 from notifier.local.throttling import QuotaEvents
 
 log = logging.getLogger("notifier.local.iot_core")

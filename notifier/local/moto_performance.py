@@ -27,15 +27,67 @@ JSONPATH_CACHE_SIZE = 4096
 
 
 def install() -> None:
+    list_regions_once()  # first: importing moto's EC2 models (parse_jsonpath_once) lists them
     parse_jsonpath_once()
     parse_definitions_once()
     share_service_clients()
     invoke_lambda_tasks_in_process()
     count_queue_messages_on_one_clock_reading()
     send_to_queues_without_counting_their_messages()
+    receive_from_queues_without_listing_their_attributes()
     list_response_methods_once()
     find_account_backends_without_locking()
     draw_random_strings_at_once()
+    describe_missing_files_with_one_class()
+    parse_templates_with_libyaml()
+
+
+def list_regions_once() -> None:
+    """List a service's regions in every partition once per process, not once per session.
+
+    moto builds a new boto3 ``Session`` wherever it needs a region list (three times, one
+    per partition, while its EC2 models are imported; once per service and account for the
+    backends), and botocore's ``get_available_regions`` reads the endpoint data and the
+    whole service model into each new session only to answer: for EC2, a model of
+    megabytes, parsed three times at every start of the endpoint, most of a second of CPU.
+    The answer depends only on botocore's data, so the first question about a service lists
+    it in every partition, kept per data path (``AWS_DATA_PATH``, the one setting that could
+    point a session at other files); each caller gets its own copy of a list. How a list is
+    made is botocore's method as is.
+    """
+    from botocore.exceptions import UnknownServiceError
+    from botocore.session import Session
+
+    lock = threading.Lock()
+    listed: dict[tuple[object, str, bool], dict[str, list[str]]] = {}
+
+    def every_partition(
+        session: Session, service_name: str, allow_non_regional: bool
+    ) -> dict[str, list[str]]:
+        resolver = session._get_internal_component("endpoint_resolver")
+        try:
+            metadata = session.get_service_data(service_name)["metadata"]
+        except UnknownServiceError:
+            return {}
+        prefix = metadata.get("endpointPrefix", service_name)
+        return {
+            partition: resolver.get_available_endpoints(prefix, partition, allow_non_regional)
+            for partition in resolver.get_available_partitions()
+        }
+
+    def get_available_regions(
+        self: Session,
+        service_name: str,
+        partition_name: str = "aws",
+        allow_non_regional: bool = False,
+    ) -> list[str]:
+        key = (self.get_config_variable("data_path"), service_name, allow_non_regional)
+        with lock:
+            if key not in listed:
+                listed[key] = every_partition(self, service_name, allow_non_regional)
+            return list(listed[key].get(partition_name, []))
+
+    Session.get_available_regions = get_available_regions  # botocore patched
 
 
 def parse_jsonpath_once() -> None:
@@ -364,6 +416,111 @@ def send_to_queues_without_counting_their_messages() -> None:
 
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]  # moto patched
     SQSBackend.send_message = send_message  # type: ignore[method-assign]  # moto patched
+
+
+def receive_from_queues_without_listing_their_attributes() -> None:
+    """ReceiveMessage reads a queue's retention period without computing all its attributes.
+
+    For every message it receives, moto's ``receive_message`` checks the message against the
+    queue's retention period through ``get_queue_attributes(["MessageRetentionPeriod"])``,
+    which computes ``queue.attributes`` three times over, each time converting every
+    attribute name and counting the queue's messages. The period is the queue's
+    ``message_retention_period``, which is what that attribute holds; the test is moto's.
+    """
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Message, SQSBackend
+
+    def is_message_valid_based_on_retention_period(
+        self: SQSBackend, queue_name: str, message: Message
+    ) -> bool:
+        retention_period = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]  # set by moto at run time
+        retain_until = retention_period + message.sent_timestamp / 1000  # type: ignore[operator]  # set when sent
+        return bool(retain_until > unix_time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]  # moto patched
+        is_message_valid_based_on_retention_period
+    )
+
+
+def describe_missing_files_with_one_class() -> None:
+    """Flask's debug mode gives each request's ``files`` one subclass, made once, not a new
+    class per request.
+
+    moto runs its Flask applications in debug mode, where every request that reads its body
+    has ``request.files`` turned into an instance of a class made for that request (to
+    explain a missing file better). Making a class of a generic mapping type costs more
+    than most of the request's own work. The class made here once per original class does
+    the same: the request it explains is kept on the ``files`` object rather than in a
+    closure.
+    """
+    from flask import debughelpers
+    from flask.debughelpers import DebugFilesKeyError
+
+    lock = threading.Lock()
+    subclasses: dict[type, type] = {}
+
+    def explaining(files_class: type) -> type:
+        class Files(files_class):  # type: ignore[misc]
+            def __getitem__(self, key: str) -> Any:
+                try:
+                    return super().__getitem__(key)
+                except KeyError as e:
+                    request = self.__dict__["_enctype_request"]
+                    if key not in request.form:
+                        raise
+                    raise DebugFilesKeyError(request, key).with_traceback(e.__traceback__) from None
+
+        Files.__name__ = files_class.__name__
+        Files.__module__ = files_class.__module__
+        return Files
+
+    def attach_enctype_error_multidict(request: Any) -> None:
+        files = request.files
+        original = files.__class__
+        with lock:
+            if original not in subclasses:
+                subclasses[original] = explaining(original)
+        files.__dict__["_enctype_request"] = request
+        files.__class__ = subclasses[original]
+
+    debughelpers.attach_enctype_error_multidict = attach_enctype_error_multidict  # flask patched
+
+
+def parse_templates_with_libyaml() -> None:
+    """A stack's template is read by PyYAML's C parser (libyaml), where it has it.
+
+    moto reads every template it is given with PyYAML's pure-Python loader, JSON ones too
+    (JSON is YAML): a deployment's packaged template, 130 kB of JSON, takes a quarter of a
+    second of CPU there, at every start of the local stack, and 15 ms with libyaml. The C
+    loader builds the document with the same constructors and resolver, moto's tags
+    (``!Ref``, ``!Sub``, ...) included. A template the C parser does not take is read by
+    moto's own code as before, so that its errors and its JSON fallback stay moto's; so is
+    one with a tab, the one character the two parsers are known to treat differently (libyaml
+    takes it as a separator in flow collections, PyYAML's parser refuses it).
+    """
+    import yaml
+    from moto.cloudformation.models import Stack
+    from moto.cloudformation.utils import yaml_tag_constructor
+
+    if not yaml.__with_libyaml__:
+        return
+
+    class TemplateLoader(yaml.CLoader):
+        """moto's loader (``yaml.Loader`` given its tags), in C."""
+
+    TemplateLoader.add_multi_constructor("", yaml_tag_constructor)
+    parse = Stack.parse_template
+
+    def parse_template(template: str) -> dict[str, Any]:
+        if "\t" in template:  # libyaml takes tabs where PyYAML's parser refuses them
+            return parse(template)
+        try:
+            parsed: dict[str, Any] = yaml.load(template, Loader=TemplateLoader)  # nosec B506  # moto's own loader, in C
+        except Exception:
+            return parse(template)
+        return parsed
+
+    Stack.parse_template = staticmethod(parse_template)  # type: ignore[method-assign]  # moto patched
 
 
 def draw_random_strings_at_once() -> None:

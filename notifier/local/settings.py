@@ -15,6 +15,9 @@ LOCAL_CONFIG = Path(__file__).resolve().parent / "local.toml"
 LOCAL_CREDENTIAL = "local"
 """The access key id and secret of every local client: the AWS endpoint and the token API
 answer only requests signed with these (SigV4)."""
+PUBLISHER_CLIENT_ID = "notifier-local-iot-data"
+"""The client id and user name of the AWS endpoint's one broker connection, which publishes
+what the IoT data plane's Publish API is given (the broker lets it publish anywhere)."""
 LOCAL_WORK_ROOT = Path(__file__).resolve().parents[2] / "build" / "local"
 """Where ``notifier local`` keeps each stack's files (``<root>/<stack name>``): its CA and
 the broker's certificate, which local.toml's [mqtt] ca_file names."""

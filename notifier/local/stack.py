@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 from notifier.aws.clients import AwsClients
 from notifier.config import AwsSettings
 from notifier.lifecycle import NotReadyError, Service, terminate, wait_ready
-from notifier.local.broker import LocalBroker, PortInUseError
+from notifier.local.broker import LocalBroker
 from notifier.local.broker_auth import (
     AccessControl,
     LambdaAuthorizers,
@@ -33,6 +33,7 @@ from notifier.local.broker_quotas import ConnectionQuotas
 from notifier.local.certificates import LocalCertificateAuthority
 from notifier.local.endpoint import PUBLISHER_PASSWORD_ENV
 from notifier.local.endpoint_quotas import QUOTAS_PATH
+from notifier.local.ports import PortInUseError
 from notifier.local.quotas import QuotaSettings
 from notifier.local.settings import LOCAL_CREDENTIAL, LocalStackSettings
 from notifier.local.sigv4 import SigV4Verifier, signed_headers

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from notifier.aws.clients import AwsClients
 from notifier.lifecycle import Service
-from notifier.local.broker import PortInUseError
+from notifier.local.ports import PortInUseError
 from notifier.local.sigv4 import SignatureRefused, SigV4Verifier
 
 if TYPE_CHECKING:

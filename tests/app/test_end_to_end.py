@@ -273,9 +273,10 @@ async def test_two_hundred_concurrent_requests_each_get_their_own_answer(
     assert [status for status, _ in results] == [200] * 200
     assert [body["output"]["n"] for _, body in results] == list(range(200))
     assert len({body["transactionId"] for _, body in results}) == 200
-    # Completed by MQTT, or now and then by the queue when it was first on a busy machine;
-    # MQTT delivered every one.
-    assert {body["completedVia"] for _, body in results} <= {"mqtt", "sqs"}
+    # Completed by MQTT, or now and then by the queue when it was first on a busy machine, or
+    # by the sweeps when a machine too busy to answer a ping had the link renewed; MQTT
+    # delivered every one all the same.
+    assert {body["completedVia"] for _, body in results} <= {"mqtt", "sqs", "poll"}
     await eventually(lambda: received() >= before + 200)
 
 

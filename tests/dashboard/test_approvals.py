@@ -108,7 +108,8 @@ async def test_the_inbox_moves_requests_into_the_table_and_recovers_when_calls_r
     async with inboxes(stack, 2, sqs=sqs) as (inbox, other):
         inbox.refresh_every = 0.05
         async with inbox:
-            await eventually(lambda: message_id in [a.id for a in inbox.pending()])
+            # In the table, then off the queue: the delete comes after the move.
+            await eventually(lambda: message_id in [a.id for a in inbox.pending()] and sqs.deleted)
             assert {"approvals-receive", "approvals-refresh"} <= running_tasks()
             assert inbox.error is None
         reported = [r.getMessage() for r in caplog.records if r.name == approvals.__name__]

@@ -11,8 +11,8 @@ import pytest
 from awscrt import mqtt
 
 from notifier.local.broker import LocalBroker
-from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
 from notifier.local.iot_core import BrokerPublisher
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 from tests.sources.test_mqtt import PUBLISHER_PASSWORD, access_control, new_token
 from tests.support.busy_loop import busy_event_loop
 from tests.support.eventually import eventually

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import string
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from botocore.session import Session
 
-from notifier.local.moto_performance import draw_random_strings_at_once
+from notifier.local.moto_performance import (
+    describe_missing_files_with_one_class,
+    draw_random_strings_at_once,
+    list_regions_once,
+    parse_templates_with_libyaml,
+    receive_from_queues_without_listing_their_attributes,
+)
 from notifier.local.stack import LocalStack
 from tests.local.test_bridges import LAMBDA_TRUST, create_function
 from tests.local.test_workflows import history, new_id, wait_final
@@ -204,3 +212,149 @@ def test_random_strings_keep_their_alphabet_length_and_seed() -> None:
     assert set(letters) <= set(string.ascii_lowercase)
     hex_id = first.get_random_hex(64)
     assert len(hex_id) == 64 and set(hex_id) <= set(string.hexdigits.lower())
+
+
+def test_region_lists_are_botocore_s_own_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every list is the one botocore gives, in every partition, for unknown services and
+    partitions too; a new session reads no service model for a service already listed."""
+    questions = [
+        (service, partition, non_regional)
+        for service in ("ec2", "sqs", "iot-data", "s3", "no-such-service")
+        for partition in ("aws", "aws-cn", "aws-us-gov", "no-such-partition")
+        for non_regional in (False, True)
+    ]
+    expected = {q: Session().get_available_regions(*q) for q in questions}
+    assert expected["ec2", "aws", False] and expected["sqs", "aws-cn", False]
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(Session, "get_available_regions", Session.get_available_regions)
+    list_regions_once()
+    service_models_read: list[str] = []
+    read_service_model = Session.get_service_data
+
+    def counted(self: Session, service_name: str, api_version: str | None = None) -> Any:
+        service_models_read.append(service_name)
+        return read_service_model(self, service_name, api_version)
+
+    monkeypatch.setattr(Session, "get_service_data", counted)
+    assert {q: Session().get_available_regions(*q) for q in questions} == expected
+    assert sorted(service_models_read) == sorted(
+        ["ec2", "sqs", "iot-data", "s3", "no-such-service"] * 2  # regional or not
+    )
+    listed = Session().get_available_regions("ec2", partition_name="aws-cn")
+    listed.clear()  # the caller's own copy
+    assert (
+        Session().get_available_regions("ec2", partition_name="aws-cn")
+        == expected["ec2", "aws-cn", False]
+    )
+    assert len(service_models_read) == 10
+
+
+def test_receiving_stops_at_an_expired_message_reading_no_queue_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto.sqs.models import Queue, SQSBackend
+
+    def received() -> list[str]:
+        backend = SQSBackend("us-east-1", "123456789012")
+        backend.create_queue("retained", MessageRetentionPeriod="60")
+        for body in ("fresh", "expired", "after"):
+            backend.send_message("retained", body)
+        queue = backend.get_queue("retained")
+        next(m for m in queue._messages if m.body == "expired").sent_timestamp -= 61_000
+        monkeypatch.setattr(Queue, "attributes", counted_attributes)
+        try:
+            messages = backend.receive_message("retained", 10, 0, 30)
+        finally:
+            monkeypatch.setattr(Queue, "attributes", all_attributes)
+        return [m.body for m in messages]
+
+    all_attributes = vars(Queue)["attributes"]
+    attribute_reads: list[Queue] = []
+    counted_attributes = property(
+        lambda queue: attribute_reads.append(queue) or all_attributes.fget(queue)
+    )
+    as_moto_does = received()
+    assert as_moto_does == ["fresh"] and attribute_reads  # moto stops at the expired one
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(
+        SQSBackend,
+        "is_message_valid_based_on_retention_period",
+        SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    receive_from_queues_without_listing_their_attributes()
+    attribute_reads.clear()
+    assert received() == as_moto_does
+    assert not attribute_reads
+
+
+def test_a_missing_file_is_explained_by_one_class_for_every_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As in flask's debug mode: a file asked for that came as a form field is explained,
+    any other is a plain KeyError; the request explained is each request's own."""
+    import flask
+    from flask import debughelpers
+    from werkzeug.datastructures import ImmutableMultiDict
+
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(
+        debughelpers, "attach_enctype_error_multidict", debughelpers.attach_enctype_error_multidict
+    )
+    describe_missing_files_with_one_class()
+    app = flask.Flask(__name__)
+    app.debug = True
+    classes: list[type] = []
+
+    @app.post("/")
+    def upload() -> str:
+        flask.request.get_data(parse_form_data=True)
+        classes.append(type(flask.request.files))
+        with pytest.raises(KeyError) as absent:
+            flask.request.files["absent"]
+        assert not isinstance(absent.value, debughelpers.DebugFilesKeyError)
+        with pytest.raises(debughelpers.DebugFilesKeyError) as explained:
+            flask.request.files["upload"]
+        return str(explained.value)
+
+    client = app.test_client()
+    for name in ("first.txt", "second.txt"):
+        answer = client.post("/", data={"upload": name})
+        assert 'enctype="multipart/form-data"' in answer.text
+        assert f"This was submitted: '{name}'" in answer.text
+    assert classes[0] is classes[1]
+    assert issubclass(classes[0], ImmutableMultiDict)
+    assert classes[0].__name__ == "ImmutableMultiDict"
+
+
+def test_templates_read_in_c_are_what_moto_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's template, as YAML with its tags and as the JSON a deployment sends, reads
+    the same; what the C parser refuses is moto's to answer, JSON fallback included."""
+    import yaml
+    from moto.cloudformation.models import Stack
+
+    from notifier.ops.package import load_template, package_template
+
+    template_path = Path(__file__).resolve().parents[2] / "statemachines" / "template.yaml"
+    packaged, _ = package_template(load_template(template_path), template_path.parent, "b")
+    templates = {
+        "yaml": template_path.read_text(encoding="utf-8"),
+        "json": json.dumps(packaged),
+        "tabbed json": '{\t"Resources": {}}',  # not YAML (a tab): moto reads it as JSON
+    }
+    as_moto_reads = {name: Stack.parse_template(text) for name, text in templates.items()}
+    assert as_moto_reads["yaml"]["Resources"] and as_moto_reads["json"]["Resources"]
+    # Restored when the test ends: the patch is for the endpoint's process.
+    monkeypatch.setattr(Stack, "parse_template", Stack.parse_template)
+    parse_templates_with_libyaml()
+    python_reads: list[object] = []
+    read_in_python = yaml.reader.Reader.__init__
+
+    def counted(self: Any, stream: Any) -> None:
+        python_reads.append(stream)
+        read_in_python(self, stream)
+
+    monkeypatch.setattr(yaml.reader.Reader, "__init__", counted)
+    assert {name: Stack.parse_template(text) for name, text in templates.items()} == as_moto_reads
+    assert python_reads == [templates["tabbed json"]]
+    with pytest.raises(json.JSONDecodeError):  # neither YAML nor JSON: as moto answers it
+        Stack.parse_template("Resources: [")

@@ -13,7 +13,7 @@ import pytest
 from notifier.app import wiring
 from notifier.app.state import METRICS, MQTT, RECONCILER
 from notifier.daemon import Daemon
-from notifier.local.broker_auth import PUBLISHER_CLIENT_ID
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 from notifier.local.stack import LocalStack
 from tests.support.busy_loop import busy_event_loop
 from tests.support.daemons import DaemonFactory, call, until_ended

@@ -21,7 +21,8 @@ from notifier.bench.link import CuttableLink
 from notifier.config import MqttSettings
 from notifier.dashboard.status import StatusFeed
 from notifier.local.broker import LocalBroker
-from notifier.local.broker_auth import PUBLISHER_CLIENT_ID, AccessControl
+from notifier.local.broker_auth import AccessControl
+from notifier.local.settings import PUBLISHER_CLIENT_ID
 from notifier.requests.ids import new_txn_id
 from notifier.requests.waiters import Registry, Status, Transaction
 from notifier.sources import InvalidNotificationError, parse_notification

@@ -4,28 +4,31 @@ leaves the daemon serving, degraded (that it then recovers: tests/sources/test_m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
 import aiohttp
 import pytest
 
-from notifier.app.state import MQTT
+from notifier.app.state import MQTT, SQS
+from notifier.config import SqsSettings
 from notifier.daemon import Daemon
 from notifier.local.stack import LocalStack
-from tests.support.daemons import DaemonFactory, call, refused_mqtt, settings_for
+from tests.support.daemons import call, refused_mqtt, settings_for
 from tests.support.eventually import eventually
 
 HELD = 100
 
 
 async def test_a_token_refresh_during_held_requests_loses_none(
-    daemon_factory: DaemonFactory, http: aiohttp.ClientSession
+    stack: LocalStack, http: aiohttp.ClientSession
 ) -> None:
     # No completion queue: its copies of the completions would race MQTT's, and what is
     # checked is that MQTT, refreshed, delivers every one (a loss would come by poll).
-    no_queue = {"NOTIFIER_SQS_QUEUE_PREFIX": "", "NOTIFIER_SQS_DEAD_LETTER_QUEUE_ARN": ""}
-    async with daemon_factory(**no_queue) as daemon:
+    no_queue = dataclasses.replace(settings_for(stack), sqs=SqsSettings())
+    async with Daemon(no_queue) as daemon:
+        assert daemon.app.get(SQS) is None
         mqtt = daemon.app[MQTT]
         first_client = mqtt.client_id
 

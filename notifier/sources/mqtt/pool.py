@@ -35,15 +35,15 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from notifier.config import AwsSettings, MqttSettings
 from notifier.lifecycle import BackgroundTasks, Service
 from notifier.requests.waiters import Completion, Registry, Transaction, utcnow
 from notifier.sources.mqtt.connections import ConnectSpacing
+from notifier.sources.mqtt.pool_connection import WINDOW_SECS, PoolConnection
 from notifier.sources.mqtt.rotation import TokenSource
 from notifier.sources.mqtt.source import MqttSource
 from notifier.token_bucket import TokenBucket
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 IOT_MESSAGES_PER_SECOND = 100
 """AWS IoT Core's limit per connection (publishes per second; not adjustable)."""
-WINDOW_SECS = 1.0
-"""The window a connection's rate is counted over."""
 OPEN_AHEAD = 0.5
 """A further connection is opened once those in service carry this share of their capacity."""
 PACE_BURST_SECS = 0.1
@@ -66,43 +64,6 @@ IDLE_SECS = 30.0
 """A connection given nothing for this long, with nothing of it held, is closed."""
 UPKEEP_SECS = 1.0
 """How often idle connections are looked for."""
-
-
-@dataclass(eq=False)
-class PoolConnection:
-    """One connection of the pool and what it was given."""
-
-    index: int
-    source: MqttSource
-    last_assigned: float
-    """Clock time of its last execution (of its opening, before the first)."""
-    assigned_at: deque[float] = field(default_factory=deque)
-    """Clock times of the executions it was given within the last window."""
-    held: set[str] = field(default_factory=set)
-    """Its transactions someone still waits for."""
-    in_service: bool = False
-    """Subscribed at least once: from then on, a loss of it is a loss of completions."""
-    pace: TokenBucket | None = None
-    """Its executions spread over the second: a burst would come back as a burst of
-    completions, which IoT Core counts over any one second."""
-
-    @property
-    def subtopic(self) -> str:
-        return self.source.subtopic
-
-    def load(self, now: float) -> int:
-        """Executions given to it within the last window."""
-        cutoff = now - WINDOW_SECS
-        while self.assigned_at and self.assigned_at[0] <= cutoff:
-            self.assigned_at.popleft()
-        return len(self.assigned_at)
-
-    def room_in(self, now: float, share: int) -> float:
-        """Seconds until it may be given another execution: 0 while it has room, within
-        ``share`` a window and its pace."""
-        window = self.assigned_at[0] + WINDOW_SECS - now if self.load(now) >= share else 0.0
-        paced = self.pace.wait() if self.pace is not None else 0.0
-        return max(window, paced, 0.0)
 
 
 @dataclass(frozen=True)
