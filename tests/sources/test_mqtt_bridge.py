@@ -1,6 +1,7 @@
 """The bridge from awscrt's threads to the event loop: every message of a connection reaches
 its handler in the loop, in the order received, however many arrive before the loop takes
-them; those that do arrive together are taken in one turn of the loop."""
+them; those that do arrive together are taken in one turn of the loop. A wait for one of
+awscrt's futures that gives up leaves the future for awscrt to complete."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
-from notifier.sources.mqtt.bridge import ThreadBridge
+from notifier.sources.mqtt.bridge import ThreadBridge, outcome
 from tests.support.eventually import eventually
 
 
@@ -98,3 +100,25 @@ async def test_a_handler_that_raises_loses_none_of_the_messages_after_it() -> No
         assert [str(context.get("exception")) for context in errors] == ["a bug"]
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_a_wait_that_gives_up_leaves_the_future_for_awscrt_to_complete() -> None:
+    suback: Future[dict[str, Any]] = Future()  # as awscrt's subscribe returns it
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await outcome(suback)
+    assert not suback.cancelled()
+    completed: list[BaseException | None] = []
+
+    def awscrt_thread() -> None:
+        try:
+            suback.set_result({"qos": 1})  # what awscrt does once the broker answers
+        except BaseException as exc:  # InvalidStateError, had the wait cancelled it
+            completed.append(exc)
+        else:
+            completed.append(None)
+
+    thread = threading.Thread(target=awscrt_thread)
+    thread.start()
+    thread.join()
+    assert completed == [None]

@@ -5,6 +5,9 @@ callback made here only hands its arguments over to the event loop with
 ``call_soon_threadsafe``; everything else happens in the loop. Messages that arrive before
 the loop has taken the previous ones of their connection go with them: one wake-up of the
 loop (a write to its self-pipe, a read in the loop) for all of them.
+
+The futures awscrt returns (of a connect, a subscribe, a disconnect) are awaited with
+:func:`outcome`, which never cancels them.
 """
 
 from __future__ import annotations
@@ -12,13 +15,25 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from awscrt import mqtt
 
+T = TypeVar("T")
+
 MessageHandler = Callable[[str, bytes], None]
 """Called in the event loop with each message's topic and payload."""
+
+
+async def outcome(future: Future[T]) -> T:
+    """The result of one of awscrt's futures. A wait that is cancelled (a timeout, a stop)
+    leaves the future alone: awscrt completes it whatever became of the wait, and one
+    cancelled under it raises ``InvalidStateError`` on awscrt's thread."""
+    # shield also reads an outcome that comes after the wait was cancelled, so that it is
+    # not reported as never retrieved.
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from awsiot import mqtt_connection_builder
 
 from notifier.aws.iot_tokens import IotToken
 from notifier.config import AwsSettings, MqttSettings
+from notifier.sources.mqtt.bridge import outcome
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class ConnectionFactory:
     async def close(self, connection: mqtt.Connection) -> None:
         try:
             async with asyncio.timeout(5):
-                await asyncio.wrap_future(connection.disconnect())
+                await outcome(connection.disconnect())
         except Exception as exc:  # the connection is going away either way
             log.debug("%s disconnect: %s", self.label, exc)
 
@@ -210,7 +211,7 @@ class ConnectionFactory:
         # retry loop it was meant to stop would go on, and stop() wait for it forever.
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
-                return await asyncio.wrap_future(future)
+                return await outcome(future)
         except TimeoutError:
             raise MqttConnectError(
                 f"MQTT {what} to {self.endpoint}:{self.port} timed out"

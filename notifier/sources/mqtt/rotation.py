@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from awscrt import mqtt
 
 from notifier.aws.iot_tokens import IotToken, TokenError
-from notifier.sources.mqtt.bridge import ConnectionActivity
+from notifier.sources.mqtt.bridge import ConnectionActivity, outcome
 from notifier.sources.mqtt.connections import ConnectionFactory, MqttAuthError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ async def retire(
     try:
         unsubscribe, _packet_id = connection.unsubscribe(topic_filter)
         async with asyncio.timeout(5):
-            await asyncio.wrap_future(unsubscribe)
+            await outcome(unsubscribe)
     except Exception as exc:
         log.debug("%s unsubscribe of the old connection: %s", factory.label, exc)
     await quiet(activity)
