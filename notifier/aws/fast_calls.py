@@ -182,6 +182,11 @@ class FastCall:
         """Calls this made itself."""
         self.handed_over = 0
         """Calls handed to the client."""
+        self.read_operation()
+
+    def read_operation(self) -> None:
+        """What a subclass takes once from the operation's model (raising ``ValueError``
+        for an operation it cannot make)."""
 
     async def __aenter__(self) -> Self:
         return self

@@ -7,11 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from awscrt import auth
@@ -19,10 +18,6 @@ from botocore.exceptions import ClientError
 
 from notifier.aws.errors import THROTTLING_CODES
 from notifier.aws.fast_calls import FastCall, Request, Target, Unsupported
-
-if TYPE_CHECKING:
-    from aiobotocore.client import AioBaseClient
-    from types_aiobotocore_s3 import S3Client
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -44,17 +39,11 @@ class PutObject(FastCall):
         {"ContentMD5", "ChecksumAlgorithm", "SSECustomerKey", "ContentLength"}
     )
 
-    def __init__(
-        self,
-        client: S3Client,
-        on_call: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(client, on_call, clock)
+    def read_operation(self) -> None:
         shape = self._operation_model.input_shape
         self._members = shape.members
         self._required = frozenset(shape.required_members)
-        self._checksum = client.meta.config.request_checksum_calculation != "when_required"
+        self._checksum = self.client.meta.config.request_checksum_calculation != "when_required"
 
     def target_key(self, params: dict[str, Any]) -> tuple[str, ...]:
         return (str(params.get("Bucket")),)
@@ -101,14 +90,8 @@ class JsonCall(FastCall):
     """An operation of a JSON-protocol service whose input members are all strings, such
     as Step Functions' StartExecution; timestamps in its answer become datetimes."""
 
-    def __init__(
-        self,
-        client: AioBaseClient,
-        on_call: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(client, on_call, clock)
-        metadata = client.meta.service_model.metadata
+    def read_operation(self) -> None:
+        metadata = self.client.meta.service_model.metadata
         if metadata.get("protocol") != "json":
             raise ValueError(f"{self.operation}: not a JSON-protocol service")
         shape = self._operation_model.input_shape
