@@ -8,7 +8,7 @@ is authenticated:
 - the endpoint and signing scope come from the client's own endpoint rules (region, FIPS,
   dual-stack, path or virtual-host style, a custom endpoint), resolved once per bucket;
 - the credentials are the client's own, refreshed as the client refreshes them;
-- SigV4 is awscrt's signer, configured as botocore configures it for that service;
+- SigV4 signs what botocore signs for that service (:mod:`notifier.aws.signing`);
 - the request goes over a kept-alive connection of its own (:mod:`notifier.aws.http_connections`)
   made with the client's TLS settings, timeouts and pool size; through a proxy, it goes
   through the client's own HTTP session.
@@ -50,13 +50,13 @@ from urllib.parse import urlsplit
 import aiobotocore
 import aiohttp
 import botocore
-from awscrt import auth, http
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
 from yarl import URL
 
 from notifier import __version__
 from notifier.aws.http_connections import Answer, HttpConnections, Origin
+from notifier.aws.signing import Scope, SigV4Signer
 
 if TYPE_CHECKING:
     from aiobotocore.client import AioBaseClient
@@ -148,7 +148,9 @@ class FastCall:
 
     operation: ClassVar[str]
     double_uri_encode: ClassVar[bool] = True
-    signed_body_header: ClassVar[auth.AwsSignedBodyHeaderType] = auth.AwsSignedBodyHeaderType.NONE
+    """Sign the path normalized and encoded once more (every service but S3)."""
+    payload_header: ClassVar[bool] = False
+    """Send what is signed as the payload in ``x-amz-content-sha256`` (S3)."""
 
     def __init__(
         self,
@@ -162,7 +164,7 @@ class FastCall:
         self._client_method: Callable[..., Any] = getattr(client, xform_name(self.operation))
         self._operation_model = client.meta.service_model.operation_model(self.operation)
         self._targets: dict[tuple[str, ...], Target | None] = {}
-        self._providers: dict[tuple[str, str, str | None], auth.AwsCredentialsProvider] = {}
+        self._signer = SigV4Signer()
         self._client_only_until = -1.0
         self._off = False
         # A client told to sign otherwise (unsigned, SigV4a, ...) makes every call itself.
@@ -322,28 +324,18 @@ class FastCall:
         if credentials is None:
             raise Unsupported("no credentials")
         frozen = await credentials.get_frozen_credentials()
-        body_value = self.signed_body_value(target, request)
-        if body_value is None:
-            # The hash the signer would make of the body, made here: the signer reading the
-            # body would call back into Python for it.
-            body_value = hashlib.sha256(request.body).hexdigest()
-        signed = http.HttpRequest(
+        payload = self.signed_body_value(target, request)
+        if payload is None:
+            payload = hashlib.sha256(request.body).hexdigest()
+        return self._signer.sign(
             request.method,
             target.path + request.path,
-            http.HttpHeaders([("host", target.host), *request.headers]),
+            [("host", target.host), *request.headers],
+            payload,
+            Scope(target.region, target.service, self.double_uri_encode, self.payload_header),
+            (frozen.access_key, frozen.secret_key, frozen.token),
+            date,
         )
-        config = auth.AwsSigningConfig(
-            credentials_provider=self._provider(frozen.access_key, frozen.secret_key, frozen.token),
-            region=target.region,
-            service=target.service,
-            date=date,
-            use_double_uri_encode=self.double_uri_encode,
-            should_normalize_uri_path=self.double_uri_encode,
-            signed_body_value=body_value,
-            signed_body_header_type=self.signed_body_header,
-        )
-        auth.aws_sign_request(signed, config).result()
-        return list(signed.headers)
 
     async def _send(self, target: Target, request: Request) -> dict[str, Any]:
         headers = await self.sign(target, request)
@@ -386,16 +378,6 @@ class FastCall:
         # Reads files: off the event loop, as the client does it.
         context, _ = await asyncio.to_thread(self._http_session._build_ssl_contexts, None)
         return cast(ssl.SSLContext, context)
-
-    def _provider(self, access_key: str, secret_key: str, token: str | None) -> Any:
-        key = (access_key, secret_key, token)
-        provider = self._providers.get(key)
-        if provider is None:
-            self._providers.clear()  # only the current credentials are kept
-            provider = self._providers[key] = auth.AwsCredentialsProvider.new_static(
-                access_key, secret_key, token
-            )
-        return provider
 
 
 # What the fast path uses of an aiobotocore client beyond its public API: its endpoint rules,

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from awscrt import auth
 from botocore.exceptions import ClientError
 
 from notifier.aws.errors import THROTTLING_CODES
@@ -34,7 +33,7 @@ class PutObject(FastCall):
 
     operation = "PutObject"
     double_uri_encode = False
-    signed_body_header = auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256
+    payload_header = True
     CLIENT_PARAMETERS = frozenset(
         {"ContentMD5", "ChecksumAlgorithm", "SSECustomerKey", "ContentLength"}
     )

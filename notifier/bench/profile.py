@@ -28,8 +28,8 @@ PY_SPY = "py-spy"
 RATE = 200
 # (group, patterns of a frame's file) in the order they are tried on each frame.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("AWS calls: SigV4 signing", ("awscrt/auth.py", "botocore/auth.py", "botocore/crt/",
-                                  "aiobotocore/signers.py")),
+    ("AWS calls: SigV4 signing", ("notifier/aws/signing.py", "awscrt/auth.py", "botocore/auth.py",
+                                  "botocore/crt/", "aiobotocore/signers.py")),
     ("AWS calls: HTTP client (aiohttp)", ("aiohttp/client", "aiohttp/connector.py",
                                           "aiohttp/tracing.py", "aiobotocore/httpsession.py",
                                           "aiohappyeyeballs/")),
