@@ -56,7 +56,7 @@ from yarl import URL
 
 from notifier import __version__
 from notifier.aws.http_connections import Answer, HttpConnections, Origin
-from notifier.aws.signing import Scope, SigV4Signer
+from notifier.aws.signing import Credentials, Scope, SigV4Signer
 
 if TYPE_CHECKING:
     from aiobotocore.client import AioBaseClient
@@ -147,10 +147,6 @@ class FastCall:
     """
 
     operation: ClassVar[str]
-    double_uri_encode: ClassVar[bool] = True
-    """Sign the path normalized and encoded once more (every service but S3)."""
-    payload_header: ClassVar[bool] = False
-    """Send what is signed as the payload in ``x-amz-content-sha256`` (S3)."""
 
     def __init__(
         self,
@@ -332,8 +328,8 @@ class FastCall:
             target.path + request.path,
             [("host", target.host), *request.headers],
             payload,
-            Scope(target.region, target.service, self.double_uri_encode, self.payload_header),
-            (frozen.access_key, frozen.secret_key, frozen.token),
+            Scope(target.region, target.service),
+            Credentials(frozen.access_key, frozen.secret_key, frozen.token),
             date,
         )
 

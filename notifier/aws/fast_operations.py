@@ -32,8 +32,6 @@ class PutObject(FastCall):
     """
 
     operation = "PutObject"
-    double_uri_encode = False
-    payload_header = True
     CLIENT_PARAMETERS = frozenset(
         {"ContentMD5", "ChecksumAlgorithm", "SSECustomerKey", "ContentLength"}
     )
