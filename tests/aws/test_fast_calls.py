@@ -623,10 +623,12 @@ CLIENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("s3", "eu-central-1", {"config": AioConfig(s3={"addressing_style": "path"})}),
     ("s3", "us-east-2", {"config": AioConfig(use_fips_endpoint=True)}),
     ("s3", "us-east-1", {"endpoint_url": "http://127.0.0.1:4566"}),
+    ("s3", "eu-west-1", {"aws_session_token": "FwoGZXIvYXdzEXAMPLE/token+="}),
     ("stepfunctions", "eu-west-1", {}),
     ("stepfunctions", "us-gov-west-1", {}),
     ("stepfunctions", "us-east-1", {"config": AioConfig(use_dualstack_endpoint=True)}),
     ("stepfunctions", "us-east-1", {"endpoint_url": "http://127.0.0.1:4566"}),
+    ("stepfunctions", "eu-west-1", {"aws_session_token": "FwoGZXIvYXdzEXAMPLE/token+="}),
 ]
 
 
@@ -660,6 +662,7 @@ async def test_same_endpoint_and_a_signature_botocore_agrees_with(
     scope = theirs.headers["Authorization"].decode().split("Credential=")[1].split(",")[0]
     assert header(ours, "Authorization").split("Credential=")[1].split(",")[0] == scope
     # botocore's own (pure Python) signer computes the same signature for our request.
+    credentials = Credentials("AKIDEXAMPLE", "secret", kwargs.get("aws_session_token"))
     check = AWSRequest(
         request.method,
         theirs.url,
@@ -672,12 +675,15 @@ async def test_same_endpoint_and_a_signature_botocore_agrees_with(
             has_streaming_input=True,
             checksum={"request_algorithm": {"in": "header", "name": "x-amz-checksum-crc32"}},
         )
-        signer: SigV4Auth = S3SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "s3", target.region)
+        signer: SigV4Auth = S3SigV4Auth(credentials, "s3", target.region)
     else:
-        signer = SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), target.service, target.region)
+        signer = SigV4Auth(credentials, target.service, target.region)
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
     signer.add_auth(check)
     assert check.headers["Authorization"] == header(ours, "Authorization")
+    if credentials.token is not None:
+        token = theirs.headers["X-Amz-Security-Token"].decode()
+        assert header(ours, "X-Amz-Security-Token") == token
     if service == "stepfunctions":  # the very same request as botocore's, signature included
         assert request.body == theirs.body
         assert header(ours, "Authorization") == theirs.headers["Authorization"].decode()
