@@ -68,6 +68,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
         lambda_calls,
         lambda_runtime,
         moto_performance,
+        moto_threads,
         sfn_api,
         sfn_status_events,
         throttling,
@@ -105,6 +106,7 @@ def serve(host: str, port: int, mqtt_host: str, mqtt_port: int, quotas: QuotaSet
     publisher = iot_core.BrokerPublisher(mqtt_host, mqtt_port, publisher_password)
     invocations = eventbridge_targets.AsyncInvocations()
     moto_performance.install()
+    moto_threads.install()
     lambda_runtime.install(runtime)
     runtime.start()
     sfn_status_events.install(emitter)
