@@ -117,9 +117,8 @@ class Target:
     path: str
     """The path of ``url``: what a request's path is appended to, and signed with it."""
     host: str
-    region: str
-    service: str
-    """The signing name."""
+    scope: Scope
+    """The region and the signing name."""
     proxy: str | None
     proxy_headers: dict[str, str]
     origin: Origin
@@ -309,7 +308,8 @@ class FastCall:
         parts = urlsplit(url)
         https = parts.scheme == "https"
         origin = Origin(https, parts.hostname or "", parts.port or _DEFAULT_PORTS[parts.scheme])
-        return Target(url, parts.path, _host(url), region, service, proxy, proxy_headers, origin)
+        scope = Scope(region, service)
+        return Target(url, parts.path, _host(url), scope, proxy, proxy_headers, origin)
 
     async def sign(
         self, target: Target, request: Request, date: datetime | None = None
@@ -328,7 +328,7 @@ class FastCall:
             target.path + request.path,
             [("host", target.host), *request.headers],
             payload,
-            Scope(target.region, target.service),
+            target.scope,
             Credentials(frozen.access_key, frozen.secret_key, frozen.token),
             date,
         )

@@ -675,9 +675,9 @@ async def test_same_endpoint_and_a_signature_botocore_agrees_with(
             has_streaming_input=True,
             checksum={"request_algorithm": {"in": "header", "name": "x-amz-checksum-crc32"}},
         )
-        signer: SigV4Auth = S3SigV4Auth(credentials, "s3", target.region)
+        signer: SigV4Auth = S3SigV4Auth(credentials, "s3", target.scope.region)
     else:
-        signer = SigV4Auth(credentials, target.service, target.region)
+        signer = SigV4Auth(credentials, target.scope.service, target.scope.region)
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
     signer.add_auth(check)
     assert check.headers["Authorization"] == header(ours, "Authorization")
