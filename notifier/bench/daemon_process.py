@@ -1,11 +1,11 @@
 """A daemon in a process of its own, so that its CPU time and peak memory can be read.
 
-The parent hands the child its :class:`~notifier.config.Settings` and how many workers to
-run (pickled, on stdin); the child runs :func:`notifier.daemon.serve`, or with several
-workers :func:`notifier.ops.workers.supervise`, and prints ``READY <port>`` (then each worker's
-own address) once it serves. SIGTERM drains and stops it, as for ``notifier serve``. CPU
-time and peak RSS come from ``/proc/<pid>`` (Linux), counting all of the daemon's threads
-and, with workers, all of their processes.
+The parent hands the child its :class:`~notifier.config.Settings`, how many workers to
+run and the cores to run on (pickled, on stdin); the child runs
+:func:`notifier.daemon.serve`, or with several workers :func:`notifier.ops.workers.supervise`,
+and prints ``READY <port>`` (then each worker's own address) once it serves. SIGTERM drains
+and stops it, as for ``notifier serve``. CPU time and peak RSS come from ``/proc/<pid>``
+(Linux), counting all of the daemon's threads and, with workers, all of their processes.
 """
 
 from __future__ import annotations
@@ -46,11 +46,14 @@ class DaemonProcess(Service):
         log: IO[bytes],
         workers: int = 1,
         env: Mapping[str, str] | None = None,
+        cores: frozenset[int] | None = None,
     ) -> None:
         self.settings = settings
         self.env = dict(env or {})
         """Added to the process's environment."""
         self.workers = workers
+        self.cores = cores
+        """The cores it runs on, its workers too (None: those of the bench)."""
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
         self.port = 0
@@ -74,7 +77,7 @@ class DaemonProcess(Service):
     async def start(self) -> None:
         self._process = await start_python(
             "notifier.bench.daemon_process",
-            (self.settings, self.workers),
+            (self.settings, self.workers, self.cores),
             {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stderr=self._log,
         )
@@ -147,12 +150,16 @@ def api_calls(metrics_text: str) -> dict[str, int]:
 
 
 def main() -> None:
+    from notifier.bench.cores import pin
     from notifier.daemon import serve
     from notifier.logs import setup_logging
     from notifier.ops.workers import Worker, supervise
 
     settings: Settings
-    settings, workers = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's own pipe
+    cores: frozenset[int] | None
+    settings, workers, cores = pickle.load(sys.stdin.buffer)  # nosec B301  # the parent's pipe
+    if cores is not None:
+        pin(cores)
     setup_logging(settings.daemon.log_level, json_lines=True)
 
     def all_ready(started: list[Worker]) -> None:

@@ -43,9 +43,15 @@ class RunResult:
     cpu_s: float
     peak_rss_mb: float
     errors: list[str] = field(default_factory=list)
+    daemon_cores: frozenset[int] | None = None
+    """The cores the daemon had to itself (:mod:`notifier.bench.cores`); None: it shared
+    the machine's with the rest of the bench."""
 
     def _common_figures(self) -> dict[str, Any]:
-        return _figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb)
+        return {
+            **_figures(self.requests, self.ok, self.latencies_ms, self.cpu_s, self.peak_rss_mb),
+            "daemon_cores": None if self.daemon_cores is None else sorted(self.daemon_cores),
+        }
 
 
 @dataclass(kw_only=True)

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
-from notifier.bench import load, load_process, profile, report, throughput
+from notifier.bench import cores, load, load_process, profile, report, throughput
 from notifier.bench.cut import VARIANTS, CutOptions, run_cut
 from notifier.bench.daemon_process import DaemonProcess, api_calls
 from notifier.bench.load import LoadRun
@@ -89,6 +89,9 @@ class BenchOptions:
     """With ``--throughput``: the routes to load."""
     tracing: bool = False
     """The daemon makes OpenTelemetry spans and exports them (to a local sink)."""
+    share_cores: bool = False
+    """With the stand-in: the daemon shares every core with the rest of the bench, rather
+    than having its own (:mod:`notifier.bench.cores`)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -186,6 +189,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the daemon under test traces (the otel extra), exporting its spans to a sink on "
         "loopback: compare its CPU per request with a run without",
     )
+    bench.add_argument(
+        "--share-cores",
+        action="store_true",
+        help="with the stand-in: run the daemon on every core, with the broker, the stand-in "
+        "and the clients, rather than on cores of its own (one per worker) when there are more",
+    )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
     bench.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
@@ -252,6 +261,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         log_dir=args.log_dir,
         workloads=workloads,
         tracing=args.tracing,
+        share_cores=args.share_cores,
     )
 
 
@@ -301,7 +311,9 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
         held = await run_held(stack, args.held, options)
         print(report.held_table(held))
         # Its clients are opened in step with the stand-in's executions starting.
-        print_notes(["stand-in"], workers=options.workers, clients_apart=False)
+        print_notes(
+            ["stand-in"], workers=options.workers, clients_apart=False, cores=held.daemon_cores
+        )
         for error in held.errors:
             print(f"  a wrong answer: {error}")
         if args.json:
@@ -310,7 +322,12 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
     results = await run_modes(stack, options, progress=True)
     print()
     print(report.modes_table(results))
-    print_notes([r.backend for r in results], options, workers=options.workers)
+    print_notes(
+        [r.backend for r in results],
+        options,
+        workers=options.workers,
+        cores=results[0].daemon_cores if results else None,
+    )
     for result in results:
         for error in result.errors:
             print(f"  {result.mode}: a wrong answer: {error}")
@@ -425,6 +442,7 @@ def print_notes(
     *,
     workers: int = 1,
     clients_apart: bool = True,
+    cores: frozenset[int] | None = None,
 ) -> None:
     broker = "the broker and the stand-in" if "stand-in" in backends else "the broker"
     clients_in = "a process of their own" if clients_apart else "this one"
@@ -451,6 +469,12 @@ def print_notes(
             f"{options.poll_interval:g} s (the interval of the polling design it replaces)"
         )
     notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
+    if cores is not None:
+        notes.append(
+            f"cores: the daemon on CPU {','.join(map(str, sorted(cores)))} alone, the rest of "
+            "the bench on the others, as in production where the broker, Step Functions and "
+            "the clients are elsewhere (--share-cores: all on every core)"
+        )
     if workers > 1:
         notes.append(
             f"daemon: {workers} worker processes sharing its port (notifier serve --workers); "
@@ -467,7 +491,12 @@ async def run_modes(
     from notifier.local.sfn_standin import StepFunctionsStandIn
 
     results = []
-    with _log_dir(options) as logs, PublishClock(stack.access) as clock:
+    core_split = _core_split(options)
+    with (
+        _log_dir(options) as logs,
+        PublishClock(stack.access) as clock,
+        _rest_pinned(core_split),
+    ):
         for mode in options.modes:
             if progress:
                 print(
@@ -491,8 +520,23 @@ async def run_modes(
                     watch = QuotaWatch(stack, standin)
                 log = exits.enter_context(_open_log(logs / f"daemon-{mode}.log"))
                 settings = daemon_settings(stack, mode, options, options.concurrency, aws)
-                results.append(await _measure(mode, settings, options, log, stopped_at, watch))
+                daemon_cores = core_split.daemon if core_split is not None else None
+                results.append(
+                    await _measure(mode, settings, options, log, stopped_at, watch, daemon_cores)
+                )
     return results
+
+
+def _core_split(options: BenchOptions) -> cores.CoreSplit | None:
+    """Cores of its own for the daemon that carries the stand-in's load (with moto, the
+    local stack needs every core to run the workflows)."""
+    if options.backend != "standin" or options.share_cores:
+        return None
+    return cores.split(options.workers)
+
+
+def _rest_pinned(core_split: cores.CoreSplit | None) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext() if core_split is None else cores.pinned(core_split.rest)
 
 
 async def _measure(
@@ -502,11 +546,14 @@ async def _measure(
     log: IO[bytes],
     stopped_at: Callable[[str], float | None],
     watch: QuotaWatch,
+    daemon_cores: frozenset[int] | None,
 ) -> ModeResult:
     async with contextlib.AsyncExitStack() as tracing:
         sink = await tracing.enter_async_context(OtlpSink()) if options.tracing else None
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url} if sink is not None else {}
-        result = await _measure_mode(mode, settings, options, log, stopped_at, watch, env)
+        result = await _measure_mode(
+            mode, settings, options, log, stopped_at, watch, env, daemon_cores
+        )
         if sink is not None:
             result.tracing_exports = sink.exports
         return result
@@ -520,8 +567,9 @@ async def _measure_mode(
     stopped_at: Callable[[str], float | None],
     watch: QuotaWatch,
     env: dict[str, str],
+    daemon_cores: frozenset[int] | None,
 ) -> ModeResult:
-    daemon_process = DaemonProcess(settings, log, options.workers, env)
+    daemon_process = DaemonProcess(settings, log, options.workers, env, daemon_cores)
     async with daemon_process as daemon, aiohttp.ClientSession() as http:
         if options.warmup:
             await load_process.closed_loop(
@@ -564,6 +612,7 @@ async def _measure_mode(
         cpu_split=dict(profile.read_split(profile_path)) if profile_path else {},
         completed_via=dict(Counter(s.via or NOT_COMPLETED for s in samples)),
         quotas=quota_report,
+        daemon_cores=daemon_cores,
     )
 
 
@@ -586,11 +635,17 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
         gated=True,
         quotas=stack.settings.quotas,
     )
-    with _log_dir(options) as logs, _open_log(logs / "daemon-held.log") as log:
+    core_split = _core_split(dataclasses.replace(options, backend="standin"))
+    daemon_cores = core_split.daemon if core_split is not None else None
+    with (
+        _log_dir(options) as logs,
+        _open_log(logs / "daemon-held.log") as log,
+        _rest_pinned(core_split),
+    ):
         async with standin:
             aws = _standin_aws(stack, standin)
             settings = daemon_settings(stack, "mqtt", options, requests, aws)
-            daemon_process = DaemonProcess(settings, log, options.workers)
+            daemon_process = DaemonProcess(settings, log, options.workers, cores=daemon_cores)
             async with daemon_process as daemon, load.client(requests) as http:
                 cpu_before = daemon.cpu_seconds()
                 tasks = await load.hold_all(
@@ -611,6 +666,7 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
         cpu_s=cpu,
         peak_rss_mb=peak_rss,
         errors=[s.error for s in samples if s.error][:5],
+        daemon_cores=daemon_cores,
     )
 
 

@@ -18,7 +18,7 @@ from notifier.local.stack import LocalStack
 MODE_FIELDS = {
     "backend", "concurrency", "requests", "ok", "latency_samples", "p50_ms", "p95_ms",
     "p99_ms", "max_ms", "throughput_rps", "api_calls", "cpu_ms_per_request", "peak_rss_mb",
-    "completed_via", "quota_events", "busiest_connection_messages_per_s",
+    "completed_via", "quota_events", "busiest_connection_messages_per_s", "daemon_cores",
 }  # fmt: skip
 QUOTA_EVENTS = {
     "iot_discarded", "iot_payload_refused", "iot_subscriptions_refused", "iot_connects_refused",
