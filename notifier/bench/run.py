@@ -471,9 +471,9 @@ def print_notes(
     notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
     if cores is not None:
         notes.append(
-            f"cores: the daemon on CPU {','.join(map(str, sorted(cores)))} alone, the rest of "
-            "the bench on the others, as in production where the broker, Step Functions and "
-            "the clients are elsewhere (--share-cores: all on every core)"
+            f"cores: the daemon alone on CPU {','.join(map(str, sorted(cores)))}, the broker, "
+            "the stand-in and the clients on the others, as in production, where they are "
+            "elsewhere (--share-cores: everything on every core)"
         )
     if workers > 1:
         notes.append(
