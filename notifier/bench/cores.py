@@ -1,17 +1,19 @@
-"""Cores of their own for the daemon under test.
+"""CPUs of their own for the daemon under test.
 
 In production the daemon's machine runs the daemon alone: the broker and Step Functions are
 AWS's, the clients are elsewhere. On the bench they share the machine, and a daemon that
-shares its cores with them also shares their caches and wake-ups, which its CPU time then
-counts. With the stand-in backend the bench gives the daemon cores of its own (one per
-worker process) and runs itself, the stand-in, the broker and the load on the rest, when the
-machine has cores enough for both (Linux; elsewhere everything shares them).
+shares its CPUs with them also shares their caches and wake-ups, which its CPU time then
+counts. With the stand-in backend the bench gives the daemon CPUs of its own (one per
+worker process) and runs everything else on the rest: its own process (the broker, the stand-in),
+the processes it has started (the local stack's AWS endpoint) and those it starts meanwhile
+(the load, py-spy). It does so on Linux, when there are CPUs enough for both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +24,17 @@ class CoreSplit:
     daemon: frozenset[int]
     """Where the daemon under test runs."""
     rest: frozenset[int]
-    """Where the bench's own processes run."""
-
-    def describe(self) -> str:
-        return f"the daemon on CPU {_listed(self.daemon)}, the rest on CPU {_listed(self.rest)}"
+    """Where everything else runs."""
 
 
 def split(daemon_processes: int, available: frozenset[int] | None = None) -> CoreSplit | None:
-    """``daemon_processes`` of the cores this process may run on (``available``: those of
-    its affinity) for the daemon, the others for the rest; None when there are not more
-    cores than that, or the platform cannot say which."""
+    """The first ``daemon_processes`` (its workers) of the CPUs ``available`` (by default, those this
+    process may run on) for the daemon, the others for the rest; None when there are not more
+    CPUs than that, or off Linux."""
+    if daemon_processes < 1:
+        raise ValueError("the daemon has at least one process")
     if available is None:
-        if not hasattr(os, "sched_getaffinity"):
+        if sys.platform != "linux":
             return None
         available = frozenset(os.sched_getaffinity(0))
     if len(available) <= daemon_processes:
@@ -46,24 +47,55 @@ def split(daemon_processes: int, available: frozenset[int] | None = None) -> Cor
 
 
 @contextlib.contextmanager
-def pinned(cores: frozenset[int]) -> Iterator[None]:
-    """Every thread of this process, and every process and thread it starts meanwhile, on
-    ``cores``; the threads there are at the end are given the process's cores back."""
+def pinned(cpus: frozenset[int]) -> Iterator[None]:
+    """This process and every process it has started, with all their threads, on ``cpus``,
+    and so whatever they start meanwhile; at the end, all of them on this process's CPUs
+    before."""
     before = frozenset(os.sched_getaffinity(0))
-    pin(cores)
     try:
+        pin(cpus, tree=True)
         yield
     finally:
-        pin(before)
+        pin(before, tree=True)
 
 
-def pin(cores: frozenset[int]) -> None:
-    """Every thread of this process, and every process and thread it starts, on ``cores``."""
-    # sched_setaffinity with a thread id sets that thread's alone.
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
-            os.sched_setaffinity(int(task.name), cores)
+def pin(cpus: frozenset[int], *, tree: bool = False) -> None:
+    """Every thread of this process (``tree``: and of every process it has started, theirs
+    too) on ``cpus``; the threads and processes they start inherit it."""
+    done: set[int] = set()
+    # Until a pass finds no thread left: one not yet moved may start another meanwhile.
+    while todo := _threads(_descendants(os.getpid()) if tree else [os.getpid()]) - done:
+        for thread in todo:
+            # sched_setaffinity with a thread id sets that thread's alone.
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.sched_setaffinity(thread, cpus)
+        done |= todo
 
 
-def _listed(cores: frozenset[int]) -> str:
-    return ",".join(str(core) for core in sorted(cores))
+def _threads(processes: list[int]) -> set[int]:
+    threads: set[int] = set()
+    for process in processes:
+        with contextlib.suppress(FileNotFoundError):  # it ended meanwhile
+            threads.update(int(task) for task in os.listdir(f"/proc/{process}/task"))
+    return threads
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        # After the command name (which may hold spaces): state, then the parent's id.
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        process = todo.pop()
+        found.append(process)
+        todo.extend(children.get(process, []))
+    return found

@@ -90,7 +90,7 @@ class BenchOptions:
     tracing: bool = False
     """The daemon makes OpenTelemetry spans and exports them (to a local sink)."""
     share_cores: bool = False
-    """With the stand-in: the daemon shares every core with the rest of the bench, rather
+    """With the stand-in: the daemon shares every CPU with the rest of the bench, rather
     than having its own (:mod:`notifier.bench.cores`)."""
 
 
@@ -192,8 +192,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--share-cores",
         action="store_true",
-        help="with the stand-in: run the daemon on every core, with the broker, the stand-in "
-        "and the clients, rather than on cores of its own (one per worker) when there are more",
+        help="with the stand-in (--backend standin, --held): run the daemon on every CPU, with "
+        "the broker, the stand-in and the clients, rather than on CPUs of its own (one per "
+        "worker) when there are more",
     )
     bench.add_argument("--json", action="store_true", help="end with one line of JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of the latencies")
@@ -229,6 +230,13 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise BenchError("--warmup must not be negative")
     if args.workers < 1:
         raise BenchError("--workers must be at least 1")
+    if args.share_cores and (
+        args.cut is not None or args.throughput or (args.backend != "standin" and args.held is None)
+    ):
+        raise BenchError(
+            "--share-cores is for the stand-in (--backend standin, --held): with moto, "
+            "everything shares every CPU"
+        )
     if args.profile is not None:
         try:
             profile.check_available()
@@ -312,7 +320,10 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
         print(report.held_table(held))
         # Its clients are opened in step with the stand-in's executions starting.
         print_notes(
-            ["stand-in"], workers=options.workers, clients_apart=False, cores=held.daemon_cores
+            ["stand-in"],
+            workers=options.workers,
+            clients_apart=False,
+            daemon_cores=held.daemon_cores,
         )
         for error in held.errors:
             print(f"  a wrong answer: {error}")
@@ -326,7 +337,7 @@ async def _run_collected(args: argparse.Namespace, options: BenchOptions, stack:
         [r.backend for r in results],
         options,
         workers=options.workers,
-        cores=results[0].daemon_cores if results else None,
+        daemon_cores=results[0].daemon_cores if results else None,
     )
     for result in results:
         for error in result.errors:
@@ -442,7 +453,7 @@ def print_notes(
     *,
     workers: int = 1,
     clients_apart: bool = True,
-    cores: frozenset[int] | None = None,
+    daemon_cores: frozenset[int] | None = None,
 ) -> None:
     broker = "the broker and the stand-in" if "stand-in" in backends else "the broker"
     clients_in = "a process of their own" if clients_apart else "this one"
@@ -469,11 +480,11 @@ def print_notes(
             f"{options.poll_interval:g} s (the interval of the polling design it replaces)"
         )
     notes.append("CPU ms/req and peak RSS: the daemon process alone (/proc), threads included")
-    if cores is not None:
+    if daemon_cores is not None:
         notes.append(
-            f"cores: the daemon alone on CPU {','.join(map(str, sorted(cores)))}, the broker, "
-            "the stand-in and the clients on the others, as in production, where they are "
-            "elsewhere (--share-cores: everything on every core)"
+            f"CPUs: the daemon alone on {','.join(map(str, sorted(daemon_cores)))}; the broker, "
+            "the stand-in, the clients and the local stack's AWS endpoint on the others "
+            "(--share-cores: everything on every CPU)"
         )
     if workers > 1:
         notes.append(
@@ -491,7 +502,8 @@ async def run_modes(
     from notifier.local.sfn_standin import StepFunctionsStandIn
 
     results = []
-    core_split = _core_split(options)
+    # With moto, the local stack needs every CPU to run the workflows.
+    core_split = _core_split(options) if options.backend == "standin" else None
     with (
         _log_dir(options) as logs,
         PublishClock(stack.access) as clock,
@@ -528,11 +540,8 @@ async def run_modes(
 
 
 def _core_split(options: BenchOptions) -> cores.CoreSplit | None:
-    """Cores of its own for the daemon that carries the stand-in's load (with moto, the
-    local stack needs every core to run the workflows)."""
-    if options.backend != "standin" or options.share_cores:
-        return None
-    return cores.split(options.workers)
+    """CPUs of its own for the daemon that carries the stand-in's load, unless shared."""
+    return None if options.share_cores else cores.split(options.workers)
 
 
 def _rest_pinned(core_split: cores.CoreSplit | None) -> contextlib.AbstractContextManager[None]:
@@ -635,7 +644,7 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
         gated=True,
         quotas=stack.settings.quotas,
     )
-    core_split = _core_split(dataclasses.replace(options, backend="standin"))
+    core_split = _core_split(options)
     daemon_cores = core_split.daemon if core_split is not None else None
     with (
         _log_dir(options) as logs,

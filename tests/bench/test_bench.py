@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import sys
 
 import pytest
@@ -121,6 +122,8 @@ async def test_held_requests_all_answered(
     assert held["requests"] == held["held_at_once"] == held["ok"] == 20
     assert held["latency_samples"] == 20 and held["backend"] == "stand-in"
     assert held["p99_ms"] is not None and held["peak_rss_mb"] > 0
+    available = sorted(os.sched_getaffinity(0))
+    assert held["daemon_cores"] == (available[:1] if len(available) > 1 else None)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +139,9 @@ async def test_held_requests_all_answered(
         (["--throughput", "--cut", "5"], "--throughput"),
         (["--cut", "5", "--held", "5"], "--cut"),
         (["--throughput", "--routes", "p1,nowhere"], "--routes"),
+        (["--share-cores"], "--share-cores"),
+        (["--share-cores", "--cut", "5"], "--share-cores"),
+        (["--share-cores", "--throughput"], "--share-cores"),
     ],
 )
 def test_bad_options_are_one_line_errors(
