@@ -28,9 +28,9 @@ class CoreSplit:
 
 
 def split(daemon_processes: int, available: frozenset[int] | None = None) -> CoreSplit | None:
-    """The first ``daemon_processes`` (its workers) of the CPUs ``available`` (by default, those this
-    process may run on) for the daemon, the others for the rest; None when there are not more
-    CPUs than that, or off Linux."""
+    """The first ``daemon_processes`` (its workers) of the CPUs ``available`` (by default,
+    those this process may run on) for the daemon, the others for the rest; None when there
+    are not more CPUs than that, or off Linux."""
     if daemon_processes < 1:
         raise ValueError("the daemon has at least one process")
     if available is None:
