@@ -58,8 +58,10 @@ HOLD = 120.0
 QUICK = {"requests": 40, "concurrency": 5}
 DEFAULTS = {"requests": 200, "concurrency": 10}
 CUT_DEFAULTS = {"requests": 100, "wait": 8}
-# Completions handed to the broker per second when held requests are released.
-RELEASE_RATE = 1000.0
+# Completions handed to the broker per second when held requests are released: as fast as
+# their starts went (the local stack's StartExecution rate, local.toml's sfn_start_rate),
+# which the daemon's MQTT pool spread over its connections within IoT Core's limit.
+RELEASE_RATE = 300.0
 DEFAULT_SFN_READ_RATE = DaemonSettings().sfn_read_rate
 NOT_COMPLETED = "none"
 """``completed_via`` of an answer no completion brought (a 202, an error, no answer)."""
@@ -653,7 +655,8 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
     ):
         async with standin:
             aws = _standin_aws(stack, standin)
-            settings = daemon_settings(stack, "mqtt", options, requests, aws)
+            release_rate = min(requests, RELEASE_RATE)
+            settings = daemon_settings(stack, "mqtt", options, requests, aws, release_rate)
             daemon_process = DaemonProcess(settings, log, options.workers, cores=daemon_cores)
             async with daemon_process as daemon, load.client(requests) as http:
                 cpu_before = daemon.cpu_seconds()
@@ -680,11 +683,17 @@ async def run_held(stack: LocalStack, requests: int, options: BenchOptions) -> H
 
 
 def daemon_settings(
-    stack: LocalStack, mode: str, options: BenchOptions, held: int, aws: AwsSettings | None
+    stack: LocalStack,
+    mode: str,
+    options: BenchOptions,
+    held: int,
+    aws: AwsSettings | None,
+    peak: float | None = None,
 ) -> Settings:
     """notifier/local/local.toml against ``stack`` (NOTIFIER_* overrides apply), on a free
     port, a new instance id, room for ``held`` requests; ``aws`` (the stand-in) instead of
-    moto."""
+    moto; its MQTT connections sized for ``peak`` completions a second (None: the closed
+    loop's, concurrency / wait)."""
     bench_env = {
         "NOTIFIER_HTTP_PORT": "0",
         "NOTIFIER_HTTP_MAX_HELD": str(max(1000, held + options.warmup + 100)),
@@ -694,9 +703,11 @@ def daemon_settings(
         # Every held request polled once per interval, as the polling design did.
         "NOTIFIER_DAEMON_SFN_READ_RATE": str(max(20.0, 2 * held / options.poll_interval)),
     }
-    # Sized for the rate offered, concurrency / wait completions a second over the workers,
-    # as an operator sizes [mqtt] peak_completions_per_second (the environment may say).
-    offered = options.concurrency / max(options.wait, 0.1) / options.workers
+    # Sized for the rate offered over the workers, as an operator sizes [mqtt]
+    # peak_completions_per_second (the environment may say).
+    if peak is None:
+        peak = options.concurrency / max(options.wait, 0.1)
+    offered = peak / options.workers
     sized = {"NOTIFIER_MQTT_PEAK_COMPLETIONS_PER_SECOND": str(math.ceil(offered))}
     settings = local_settings(stack, env={**sized, **os.environ, **bench_env})
     # The daemon's own work only: no status feed, no approval queue to poll.

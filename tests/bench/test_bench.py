@@ -7,12 +7,14 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Any
 
 import pytest
 
 from notifier import cli
 from notifier.bench import report
 from notifier.bench import run as bench
+from notifier.config import Settings
 from notifier.local.settings import LocalStackSettings
 from notifier.local.stack import LocalStack
 
@@ -115,9 +117,19 @@ async def test_workers_share_the_load_and_their_figures_are_summed(
 
 
 async def test_held_requests_all_answered(
-    local_stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    local_stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    made: list[Settings] = []
+    daemon_settings = bench.daemon_settings
+
+    def recorded(*args: Any) -> Settings:
+        made.append(daemon_settings(*args))
+        return made[-1]
+
+    monkeypatch.setattr(bench, "daemon_settings", recorded)
     assert await bench.run(bench_args("--held", "20", "--json"), stack=local_stack) == 0
+    # Its MQTT connections sized for the completions released at once (20 in a second).
+    assert [s.mqtt.peak_completions_per_second for s in made] == [20]
     held = last_json_line(capsys.readouterr().out)["held"]
     assert held["requests"] == held["held_at_once"] == held["ok"] == 20
     assert held["latency_samples"] == 20 and held["backend"] == "stand-in"
