@@ -218,6 +218,15 @@ async def test_tokens_are_refreshed_before_they_expire(broker: LocalBroker) -> N
         assert source.connected
 
 
+def subscription_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The failures subscriptions logged (one line per distinct failure in a row)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "notifier.sources.mqtt.subscription" and r.levelno == logging.ERROR
+    ]
+
+
 async def test_a_failing_token_is_reported_and_retried(
     broker: LocalBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -236,11 +245,7 @@ async def test_a_failing_token_is_reported_and_retried(
         # The refusal is reported until the next try, which may come before a look at it.
         await eventually(lambda: source.connected)
         assert source.auth_failures == 2 and source.auth_error is None and source.refreshes == 0
-        failures = [
-            r.getMessage()
-            for r in caplog.records
-            if r.name == "notifier.sources.mqtt.subscription" and r.levelno == logging.ERROR
-        ]
+        failures = subscription_errors(caplog)
         assert len(failures) == 2 and "refused the token" in failures[1]
 
 
@@ -318,7 +323,7 @@ def new_dashboard_token() -> IotToken:
 
 @pytest.mark.parametrize("kind", ["completions", "status feed"])
 async def test_the_keeper_recovers_when_its_inner_call_raises(
-    broker: LocalBroker, kind: str
+    broker: LocalBroker, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = Registry(max_held=10)
     calls = 0
@@ -345,8 +350,11 @@ async def test_the_keeper_recovers_when_its_inner_call_raises(
             refresh_margin=margin,
         )
     async with source, Publisher(broker.port) as publisher:
-        await eventually(lambda: source.auth_error == "the token source broke")
+        # The failure is reported until the next try, which may come before a look at it.
         await eventually(lambda: source.refreshes >= 1 and source.auth_error is None)
+        assert source.auth_failures == 1
+        [failure] = subscription_errors(caplog)
+        assert failure.endswith("failed, retrying: the token source broke")
         assert f"{source.label} keeper" in {t.get_name() for t in asyncio.all_tasks()}
         if kind == "completions":
             await delivered(publisher, registry)
