@@ -1,7 +1,7 @@
 """A daemon in a process of its own, so that its CPU time and peak memory can be read.
 
 The parent hands the child its :class:`~notifier.config.Settings`, how many workers to
-run and the cores to run on (pickled, on stdin); the child runs
+run and the CPUs to run on (pickled, on stdin); the child runs
 :func:`notifier.daemon.serve`, or with several workers :func:`notifier.ops.workers.supervise`,
 and prints ``READY <port>`` (then each worker's own address) once it serves. SIGTERM drains
 and stops it, as for ``notifier serve``. CPU time and peak RSS come from ``/proc/<pid>``
@@ -53,7 +53,7 @@ class DaemonProcess(Service):
         """Added to the process's environment."""
         self.workers = workers
         self.cores = cores
-        """The cores it runs on, its workers too (None: those of the bench)."""
+        """The CPUs it runs on, its workers too (None: those of the bench)."""
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
         self.port = 0

@@ -506,6 +506,7 @@ async def run_modes(
     results = []
     # With moto, the local stack needs every CPU to run the workflows.
     core_split = _core_split(options) if options.backend == "standin" else None
+    daemon_cores = core_split.daemon if core_split is not None else None
     with (
         _log_dir(options) as logs,
         PublishClock(stack.access) as clock,
@@ -534,7 +535,6 @@ async def run_modes(
                     watch = QuotaWatch(stack, standin)
                 log = exits.enter_context(_open_log(logs / f"daemon-{mode}.log"))
                 settings = daemon_settings(stack, mode, options, options.concurrency, aws)
-                daemon_cores = core_split.daemon if core_split is not None else None
                 results.append(
                     await _measure(mode, settings, options, log, stopped_at, watch, daemon_cores)
                 )
